@@ -1,0 +1,187 @@
+//! Per-thread magazine caches: the hot path.
+//!
+//! Each thread holds, per pool, an array of up to [`CACHE_CAPACITY`] free block pointers.
+//! Allocate pops, free pushes; neither executes an atomic read-modify-write, a lock or a
+//! syscall. When the array runs empty the thread takes one full magazine from the depot;
+//! when it runs full it hands one magazine's worth back. Holding two magazines' worth and
+//! trading one gives hysteresis, so a thread that alternates allocate and free at the
+//! boundary does not trade on every call.
+//!
+//! Caches live in a thread-local table indexed by pool slot. A cache names its pool by a
+//! unique id, so a cache left behind by a dropped pool whose slot was reused is recognised
+//! and discarded. The table's destructor flushes every cache back to its pool's depot when
+//! the thread exits, so no block is stranded.
+
+use core::cell::UnsafeCell as StdUnsafeCell;
+use core::ptr::null_mut;
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+use std::sync::{Arc, Weak};
+
+use super::depot::MAGAZINE_SIZE;
+use super::pool::PoolShared;
+use crate::sync::thread_local;
+
+/// Free blocks a thread's cache holds at most: two magazines.
+pub(crate) const CACHE_CAPACITY: usize = 2 * MAGAZINE_SIZE;
+
+/// A per-thread statistics counter: written only by its thread (a load and a store, no
+/// read-modify-write), read by any thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(StdAtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn bump(&self) {
+        self.0.store(self.0.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(StdOrdering::Relaxed)
+    }
+}
+
+/// The counters of one thread for one pool.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadCounters {
+    pub(crate) allocations: Counter,
+    pub(crate) frees: Counter,
+    pub(crate) cross_thread_frees: Counter,
+    pub(crate) depot_exchanges: Counter,
+}
+
+/// The blocks a cache holds.
+///
+/// Invariant: `ptrs[..len]` are free blocks of the cache's pool that no one else holds.
+#[derive(Debug)]
+pub(crate) struct CachedBlocks {
+    pub(crate) len: usize,
+    pub(crate) ptrs: [*mut u8; CACHE_CAPACITY],
+    /// The pool epoch this cache last synchronised with.
+    pub(crate) epoch: u64,
+}
+
+/// One thread's cache for one pool.
+///
+/// Invariant: `blocks` is only accessed by the thread whose table holds the cache; other
+/// threads (the pool's statistics) only read `counters`.
+#[derive(Debug)]
+pub(crate) struct ThreadCache {
+    pub(crate) pool_uid: u64,
+    pub(crate) blocks: StdUnsafeCell<CachedBlocks>,
+    pub(crate) counters: ThreadCounters,
+    pub(crate) pool: Weak<PoolShared>,
+}
+
+// SAFETY: `blocks` is touched only by the owning thread (type invariant); the counters are
+// atomics; the block pointers are plain addresses.
+unsafe impl Sync for ThreadCache {}
+// SAFETY: as above; a cache moves between threads only inside an `Arc` whose other holders
+// read counters alone.
+unsafe impl Send for ThreadCache {}
+
+impl ThreadCache {
+    pub(crate) fn new(pool: &Arc<PoolShared>) -> Self {
+        Self {
+            pool_uid: pool.uid,
+            blocks: StdUnsafeCell::new(CachedBlocks {
+                len: 0,
+                ptrs: [null_mut(); CACHE_CAPACITY],
+                epoch: pool.epoch(),
+            }),
+            counters: ThreadCounters::default(),
+            pool: Arc::downgrade(pool),
+        }
+    }
+}
+
+impl ThreadCache {
+    /// A cache attached to no thread table, for counting the work of one slow-path call.
+    pub(crate) fn detached(pool_uid: u64) -> Self {
+        Self {
+            pool_uid,
+            blocks: StdUnsafeCell::new(CachedBlocks { len: 0, ptrs: [null_mut(); CACHE_CAPACITY], epoch: 0 }),
+            counters: ThreadCounters::default(),
+            pool: Weak::new(),
+        }
+    }
+}
+
+/// The caches of one thread, by pool slot.
+#[derive(Debug)]
+pub(crate) struct CacheTable {
+    caches: StdUnsafeCell<Vec<Option<Arc<ThreadCache>>>>,
+}
+
+impl CacheTable {
+    const fn new() -> Self {
+        Self { caches: StdUnsafeCell::new(Vec::new()) }
+    }
+}
+
+impl Drop for CacheTable {
+    fn drop(&mut self) {
+        for cache in self.caches.get_mut().drain(..).flatten() {
+            if let Some(pool) = cache.pool.upgrade() {
+                pool.retire_cache(&cache);
+            }
+        }
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static CACHES: CacheTable = const { CacheTable::new() };
+}
+#[cfg(loom)]
+thread_local! {
+    static CACHES: CacheTable = CacheTable::new();
+}
+
+/// Runs `f` with the calling thread's cache for `pool` and mutable access to its blocks,
+/// creating the cache on first use. Returns `None` while the thread's table is being torn
+/// down at thread exit; the caller then works on the depot directly.
+///
+/// `f` must not call `with_cache` again (it would alias the table); nothing in this crate
+/// that `f` reaches does.
+#[inline]
+pub(crate) fn with_cache<R>(
+    pool: &Arc<PoolShared>,
+    f: impl FnOnce(&ThreadCache, &mut CachedBlocks) -> R,
+) -> Option<R> {
+    CACHES
+        .try_with(|table| {
+            let slot = pool.slot as usize;
+            // SAFETY: the table belongs to this thread, and no reference into it outlives
+            // this closure; `f` does not re-enter `with_cache` (documented above), so this
+            // is the only live reference to the table.
+            let caches = unsafe { &mut *table.caches.get() };
+            let cache = match caches.get(slot) {
+                Some(Some(c)) if c.pool_uid == pool.uid => c,
+                _ => install(caches, pool)?,
+            };
+            // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no
+            // other reference to it.
+            let blocks = unsafe { &mut *cache.blocks.get() };
+            Some(f(cache, blocks))
+        })
+        .ok()
+        .flatten()
+}
+
+#[cold]
+fn install<'t>(
+    caches: &'t mut Vec<Option<Arc<ThreadCache>>>,
+    pool: &Arc<PoolShared>,
+) -> Option<&'t Arc<ThreadCache>> {
+    let slot = pool.slot as usize;
+    if caches.len() <= slot {
+        caches.resize(slot + 1, None);
+    }
+    let entry = caches.get_mut(slot)?;
+    // A cache left by a dropped pool that had this slot: its blocks belonged to memory that
+    // is gone, so they are forgotten, not flushed.
+    let cache = Arc::new(ThreadCache::new(pool));
+    pool.adopt_cache(&cache);
+    *entry = Some(cache);
+    entry.as_ref()
+}

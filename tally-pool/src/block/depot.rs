@@ -1,0 +1,276 @@
+//! The depot: where full and empty magazines wait between threads.
+//!
+//! A magazine is a fixed array of up to [`MAGAZINE_SIZE`] free block pointers. Threads
+//! trade whole magazines with the depot, so the depot sees one operation per
+//! `MAGAZINE_SIZE` blocks (Bonwick's magazine layer).
+//!
+//! # ABA safety: generations, not a double-width CAS
+//!
+//! Magazines live in segments that are never freed while the depot lives, and are named by
+//! a 32-bit index. Each stack head is one `AtomicU64` holding the index of the top magazine
+//! (plus one; zero is empty) in its low half and a generation in its high half that every
+//! successful push or pop increments. A pop whose top was popped and pushed back in the
+//! meantime sees a different generation and retries, so the classic ABA interleaving cannot
+//! commit. A stale read of a magazine's `next` link is harmless: the link is an atomic in
+//! memory that stays mapped, and the CAS that would use it fails. Stable Rust has no
+//! 128-bit atomic, which rules out a tagged pointer with a double-width CAS; a 64-bit word
+//! with 32-bit generations would need 2^32 operations on one stack between a pop's load and
+//! its CAS to be fooled.
+
+use core::ptr::null_mut;
+
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
+
+/// Block pointers a magazine holds. Tiny under loom so that models stay small.
+pub(crate) const MAGAZINE_SIZE: usize = if cfg!(loom) { 2 } else { 64 };
+
+/// Magazines in the first segment; segment `k` holds `FIRST_SEGMENT << k`.
+const FIRST_SEGMENT: usize = if cfg!(loom) { 2 } else { 16 };
+/// Segments a depot can have: enough for far more magazines than 32-bit indices name.
+const SEGMENTS: usize = 26;
+
+/// The free blocks a magazine holds.
+#[derive(Debug)]
+pub(crate) struct Blocks {
+    /// How many entries of `ptrs` are valid, from the start.
+    pub(crate) count: usize,
+    /// Free block pointers; `ptrs[..count]` are valid.
+    pub(crate) ptrs: [*mut u8; MAGAZINE_SIZE],
+}
+
+/// One magazine.
+///
+/// Invariant: `blocks` is accessed only by the magazine's owner: the thread that popped it
+/// from a stack of the depot, or that took it fresh from [`Depot::new_magazine`]. Pushing
+/// it (a release CAS) ends that ownership; the next pop (an acquire CAS) begins the next
+/// one. `next` is written by the owner just before a push and may be read by anyone.
+#[derive(Debug)]
+pub(crate) struct Magazine {
+    next: AtomicU32,
+    blocks: UnsafeCell<Blocks>,
+}
+
+impl Magazine {
+    fn new() -> Self {
+        Self {
+            next: AtomicU32::new(0),
+            blocks: UnsafeCell::new(Blocks { count: 0, ptrs: [null_mut(); MAGAZINE_SIZE] }),
+        }
+    }
+}
+
+/// A Treiber stack of magazine indices with a generation in the head (see module docs).
+#[derive(Debug)]
+struct Stack {
+    /// Low 32 bits: top index + 1, or 0 when empty. High 32 bits: generation.
+    head: AtomicU64,
+}
+
+const INDEX_MASK: u64 = 0xFFFF_FFFF;
+
+impl Stack {
+    fn new() -> Self {
+        Self { head: AtomicU64::new(0) }
+    }
+}
+
+/// Full and empty magazines of one pool.
+#[derive(Debug)]
+pub(crate) struct Depot {
+    full: Stack,
+    empty: Stack,
+    /// Next never-used magazine index.
+    fresh: AtomicU32,
+    /// Invariant: segment `k`, once non-null, points to `FIRST_SEGMENT << k` magazines
+    /// from a leaked `Box<[Magazine]>` that this depot frees in `Drop`, and never changes.
+    segments: [AtomicPtr<Magazine>; SEGMENTS],
+}
+
+// SAFETY: the raw block pointers inside magazines are plain addresses; which thread may
+// use a magazine's contents is governed by the ownership protocol on `Magazine`.
+unsafe impl Send for Depot {}
+// SAFETY: as for `Send`: shared access is through atomics, and `blocks` only by the owner.
+unsafe impl Sync for Depot {}
+
+/// Segment and offset of magazine `index`.
+fn locate(index: u32) -> (usize, usize) {
+    let i = index as usize / FIRST_SEGMENT + 1;
+    let k = (usize::BITS - 1 - i.leading_zeros()) as usize;
+    let start = FIRST_SEGMENT * ((1 << k) - 1);
+    (k, index as usize - start)
+}
+
+impl Depot {
+    pub(crate) fn new() -> Self {
+        Self {
+            full: Stack::new(),
+            empty: Stack::new(),
+            fresh: AtomicU32::new(0),
+            segments: core::array::from_fn(|_| AtomicPtr::new(null_mut())),
+        }
+    }
+
+    /// The magazine named `index`, which must have come from [`Self::new_magazine`].
+    fn magazine(&self, index: u32) -> Option<&Magazine> {
+        let (k, offset) = locate(index);
+        let seg = self.segments.get(k)?.load(Ordering::Acquire);
+        if seg.is_null() || offset >= FIRST_SEGMENT << k {
+            return None;
+        }
+        // SAFETY: a non-null segment points to `FIRST_SEGMENT << k` live magazines that
+        // live as long as `self` (field invariant), and `offset` is below that length.
+        Some(unsafe { &*seg.add(offset) })
+    }
+
+    /// A magazine that nobody else owns, with no blocks, or `None` when indices ran out.
+    pub(crate) fn new_magazine(&self) -> Option<u32> {
+        if let Some(index) = self.pop(&self.empty) {
+            return Some(index);
+        }
+        let index = self.fresh.fetch_add(1, Ordering::Relaxed);
+        let (k, _) = locate(index);
+        let slot = self.segments.get(k)?;
+        if slot.load(Ordering::Acquire).is_null() {
+            let seg: Box<[Magazine]> = (0..FIRST_SEGMENT << k).map(|_| Magazine::new()).collect();
+            let seg = Box::into_raw(seg).cast::<Magazine>();
+            if slot
+                .compare_exchange(null_mut(), seg, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                let raw = core::ptr::slice_from_raw_parts_mut(seg, FIRST_SEGMENT << k);
+                // SAFETY: `raw` is the box leaked just above, which lost the race and was
+                // never published.
+                drop(unsafe { Box::from_raw(raw) });
+            }
+        }
+        Some(index)
+    }
+
+    /// Runs `f` on the blocks of magazine `index`.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must own the magazine (see [`Magazine`]).
+    pub(crate) unsafe fn with_blocks<R>(&self, index: u32, f: impl FnOnce(&mut Blocks) -> R) -> Option<R> {
+        let mag = self.magazine(index)?;
+        // SAFETY: the caller owns the magazine, so no other thread accesses `blocks` now.
+        Some(mag.blocks.with_mut(|b| f(unsafe { &mut *b })))
+    }
+
+    /// Pushes an owned magazine holding at least one block; ownership passes to the depot.
+    pub(crate) fn push_full(&self, index: u32) {
+        self.push(&self.full, index);
+    }
+
+    /// Pushes an owned, empty magazine for reuse.
+    pub(crate) fn push_empty(&self, index: u32) {
+        self.push(&self.empty, index);
+    }
+
+    /// Pops a magazine with blocks; the caller owns it.
+    pub(crate) fn pop_full(&self) -> Option<u32> {
+        self.pop(&self.full)
+    }
+
+    fn push(&self, stack: &Stack, index: u32) {
+        let Some(mag) = self.magazine(index) else { return };
+        let mut head = stack.head.load(Ordering::Relaxed);
+        loop {
+            mag.next.store((head & INDEX_MASK) as u32, Ordering::Relaxed);
+            let generation = (head >> 32).wrapping_add(1) << 32;
+            let new = generation | (u64::from(index) + 1);
+            match stack.head.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(current) => head = current,
+            }
+        }
+    }
+
+    fn pop(&self, stack: &Stack) -> Option<u32> {
+        let mut head = stack.head.load(Ordering::Acquire);
+        loop {
+            let top = (head & INDEX_MASK) as u32;
+            let index = top.checked_sub(1)?;
+            let next = self.magazine(index)?.next.load(Ordering::Relaxed);
+            let generation = (head >> 32).wrapping_add(1) << 32;
+            let new = generation | u64::from(next);
+            match stack.head.compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => return Some(index),
+                Err(current) => head = current,
+            }
+        }
+    }
+}
+
+impl Drop for Depot {
+    fn drop(&mut self) {
+        for (k, slot) in self.segments.iter().enumerate() {
+            let seg = slot.load(Ordering::Acquire);
+            if !seg.is_null() {
+                let raw = core::ptr::slice_from_raw_parts_mut(seg, FIRST_SEGMENT << k);
+                // SAFETY: non-null segments are leaked boxes of exactly this length (field
+                // invariant); `&mut self` means no magazine is borrowed any more.
+                drop(unsafe { Box::from_raw(raw) });
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_covers_indices_without_gaps() {
+        let mut expect = (0usize, 0usize);
+        for i in 0..10_000u32 {
+            let got = locate(i);
+            assert_eq!(got, expect, "index {i}");
+            expect.1 += 1;
+            if expect.1 == FIRST_SEGMENT << expect.0 {
+                expect = (expect.0 + 1, 0);
+            }
+        }
+        assert!(locate(u32::MAX).0 < SEGMENTS);
+    }
+
+    #[test]
+    fn magazines_round_trip_through_the_stacks() {
+        let depot = Depot::new();
+        let a = depot.new_magazine().unwrap();
+        let b = depot.new_magazine().unwrap();
+        assert_ne!(a, b);
+        // SAFETY: `a` and `b` are fresh, owned by this thread.
+        unsafe {
+            depot.with_blocks(a, |m| {
+                m.ptrs[0] = 1 as *mut u8;
+                m.count = 1;
+            });
+        }
+        depot.push_full(a);
+        depot.push_full(b);
+        assert_eq!(depot.pop_full(), Some(b));
+        assert_eq!(depot.pop_full(), Some(a));
+        // SAFETY: `a` was just popped, so this thread owns it.
+        let count = unsafe { depot.with_blocks(a, |m| m.count) };
+        assert_eq!(count, Some(1));
+        assert_eq!(depot.pop_full(), None);
+        depot.push_empty(b);
+        assert_eq!(depot.new_magazine(), Some(b), "empty magazines are reused first");
+    }
+
+    #[test]
+    fn many_magazines_span_segments() {
+        let depot = Depot::new();
+        let ids: Vec<u32> = (0..1000).map(|_| depot.new_magazine().unwrap()).collect();
+        for &i in &ids {
+            depot.push_full(i);
+        }
+        let mut popped = Vec::new();
+        while let Some(i) = depot.pop_full() {
+            popped.push(i);
+        }
+        popped.sort_unstable();
+        assert_eq!(popped, (0..1000).collect::<Vec<_>>());
+    }
+}

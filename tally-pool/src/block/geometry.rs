@@ -1,0 +1,196 @@
+//! Where blocks sit in a chunk, and the chunk header.
+//!
+//! A chunk is [`CHUNK_SIZE`] bytes aligned to its size, so `addr & !(CHUNK_SIZE - 1)` is
+//! the chunk of any block address. It starts with a [`ChunkHeader`]; blocks follow at
+//! `first_offset`, `stride` bytes apart. With a guard, each block is followed by an 8-byte
+//! check word (the canary) inside its stride.
+
+use core::alloc::Layout;
+
+use super::registry::CHUNK_SIZE;
+use super::GuardLevel;
+
+/// The byte that fills free blocks under [`GuardLevel::Full`].
+pub(crate) const POISON: u8 = 0xDB;
+
+/// Largest block a pool serves.
+pub(crate) const MAX_BLOCK_SIZE: usize = 256 * 1024;
+/// Largest block alignment a pool serves.
+pub(crate) const MAX_BLOCK_ALIGN: usize = 4096;
+
+/// Shift used by the division by `stride` (see [`Geometry::index_of`]).
+const DIV_SHIFT: u32 = 40;
+
+/// How the blocks of one pool are laid out in each chunk.
+///
+/// Invariants: `stride` is a multiple of `align` and at least `canary_offset + 8` when
+/// guarded; `first_offset + blocks_per_chunk * stride <= CHUNK_SIZE`;
+/// `first_offset >= size_of::<ChunkHeader>()` and is a multiple of `align`;
+/// `div_magic == ceil(2^40 / stride)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Bytes the user may use.
+    pub(crate) size: usize,
+    pub(crate) align: usize,
+    /// Distance between two blocks.
+    pub(crate) stride: usize,
+    /// Offset of the canary word in a block, when the pool is guarded.
+    pub(crate) canary_offset: Option<usize>,
+    /// Offset of the first block from the chunk's start.
+    pub(crate) first_offset: usize,
+    pub(crate) blocks_per_chunk: usize,
+    div_magic: u64,
+}
+
+impl Geometry {
+    /// Lays out blocks of `layout` under `guard`, or says why it cannot.
+    pub(crate) fn new(layout: Layout, guard: GuardLevel) -> Result<Self, &'static str> {
+        if layout.size() > MAX_BLOCK_SIZE {
+            return Err("blocks are at most 256 KiB; allocate larger objects elsewhere");
+        }
+        if layout.align() > MAX_BLOCK_ALIGN {
+            return Err("block alignment is at most 4096");
+        }
+        let align = layout.align().max(8);
+        // Every block must hold at least one pointer-sized word so it can be poisoned and
+        // checked as whole words.
+        let size = layout.size().max(8);
+        let canary_offset = match guard {
+            GuardLevel::Off => None,
+            GuardLevel::Canary | GuardLevel::Full => Some(round_up(size, 8)),
+        };
+        let end = canary_offset.map_or(size, |c| c + 8);
+        let stride = round_up(end, align);
+        let first_offset = round_up(core::mem::size_of::<ChunkHeader>(), align);
+        let blocks_per_chunk = (CHUNK_SIZE - first_offset) / stride;
+        if blocks_per_chunk == 0 {
+            return Err("the block does not fit in a chunk");
+        }
+        let div_magic = (1u64 << DIV_SHIFT).div_ceil(stride as u64);
+        Ok(Self { size, align, stride, canary_offset, first_offset, blocks_per_chunk, div_magic })
+    }
+
+    /// The block index of `addr` within its chunk, if `addr` is the start of a block.
+    #[inline]
+    pub(crate) fn index_of(&self, addr: usize) -> Option<usize> {
+        let offset = (addr & (CHUNK_SIZE - 1)).checked_sub(self.first_offset)?;
+        // offset < 2^20 and stride < 2^19, so with m = ceil(2^40 / stride) the product is
+        // below 2^60 and its error below 2^-40 * offset * stride < 1 / stride: the quotient
+        // is exact.
+        let index = ((offset as u64 * self.div_magic) >> DIV_SHIFT) as usize;
+        (index * self.stride == offset && index < self.blocks_per_chunk).then_some(index)
+    }
+
+    /// The address of block `index` in the chunk at `base`.
+    pub(crate) fn block_addr(&self, base: usize, index: usize) -> usize {
+        base + self.first_offset + index * self.stride
+    }
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    (n + to - 1) & !(to - 1)
+}
+
+/// The value a chunk header's magic holds.
+pub(crate) const CHUNK_MAGIC: u64 = 0x7A11_7900_C4C4_0001;
+
+/// The first bytes of every chunk: what the chunk is and whose, with a checksum.
+///
+/// Written once when the chunk is mapped, before it is registered or published; read-only
+/// afterwards, so any change is corruption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct ChunkHeader {
+    pub(crate) magic: u64,
+    pub(crate) pool_uid: u64,
+    pub(crate) node: u32,
+    pub(crate) block_size: u32,
+    pub(crate) block_align: u32,
+    pub(crate) stride: u32,
+    pub(crate) checksum: u64,
+}
+
+impl ChunkHeader {
+    pub(crate) fn new(pool_uid: u64, node: u32, geometry: &Geometry) -> Self {
+        let mut h = Self {
+            magic: CHUNK_MAGIC,
+            pool_uid,
+            node,
+            block_size: geometry.size as u32,
+            block_align: geometry.align as u32,
+            stride: geometry.stride as u32,
+            checksum: 0,
+        };
+        h.checksum = h.compute_checksum();
+        h
+    }
+
+    /// FNV-1a over every field but the checksum.
+    pub(crate) fn compute_checksum(&self) -> u64 {
+        let words = [
+            self.magic,
+            self.pool_uid,
+            u64::from(self.node),
+            u64::from(self.block_size),
+            u64::from(self.block_align),
+            u64::from(self.stride),
+        ];
+        words.iter().flat_map(|w| w.to_le_bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// Whether the header is intact.
+    pub(crate) fn is_valid(&self) -> bool {
+        self.magic == CHUNK_MAGIC && self.checksum == self.compute_checksum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_of_accepts_block_starts_only() {
+        for (size, align, guard) in [
+            (64, 8, GuardLevel::Off),
+            (64, 8, GuardLevel::Canary),
+            (24, 8, GuardLevel::Full),
+            (100, 4, GuardLevel::Off),
+            (4000, 64, GuardLevel::Canary),
+            (MAX_BLOCK_SIZE, 4096, GuardLevel::Full),
+        ] {
+            let g = Geometry::new(Layout::from_size_align(size, align).unwrap(), guard).unwrap();
+            assert_eq!(g.stride % g.align, 0);
+            assert!(g.first_offset + g.blocks_per_chunk * g.stride <= CHUNK_SIZE);
+            let base = 7 * CHUNK_SIZE;
+            for i in 0..g.blocks_per_chunk {
+                let a = g.block_addr(base, i);
+                assert_eq!(g.index_of(a), Some(i));
+                assert_eq!(g.index_of(a + 1), None);
+                assert_eq!(g.index_of(a + g.stride - 1), None);
+            }
+            assert_eq!(g.index_of(base), None);
+            assert_eq!(g.index_of(g.block_addr(base, g.blocks_per_chunk)), None);
+        }
+    }
+
+    #[test]
+    fn refuses_layouts_it_cannot_hold() {
+        assert!(Geometry::new(Layout::from_size_align(MAX_BLOCK_SIZE + 1, 8).unwrap(), GuardLevel::Off).is_err());
+        assert!(Geometry::new(Layout::from_size_align(64, 8192).unwrap(), GuardLevel::Off).is_err());
+    }
+
+    #[test]
+    fn header_checksum_catches_any_field_change() {
+        let g = Geometry::new(Layout::new::<[u64; 8]>(), GuardLevel::Off).unwrap();
+        let h = ChunkHeader::new(9, 1, &g);
+        assert!(h.is_valid());
+        let mut bad = h;
+        bad.node = 2;
+        assert!(!bad.is_valid());
+        let mut bad = h;
+        bad.magic ^= 1;
+        assert!(!bad.is_valid());
+    }
+}

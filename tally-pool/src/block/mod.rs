@@ -1,0 +1,374 @@
+//! The untyped, lock-free block allocator.
+//!
+//! A [`BlockPool`] hands out blocks of one [`Layout`] on one NUMA node. It is the layer
+//! under the typed pools and the global allocator, and usable on its own.
+//!
+//! ```
+//! use core::alloc::Layout;
+//! use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
+//!
+//! # fn main() -> Result<(), tally_pool::PoolError> {
+//! let pool = BlockPool::new(
+//!     BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+//!         .name("quotes")
+//!         .capacity(10_000)
+//!         .max_capacity(100_000)
+//!         .guard(GuardLevel::Canary),
+//! )?;
+//! let block = pool.allocate()?;
+//! // SAFETY: the block is 64 bytes, 8-aligned, and ours until freed.
+//! unsafe { block.as_ptr().cast::<[u64; 8]>().write([7; 8]) };
+//! pool.free(block)?;
+//! assert_eq!(pool.stats().live_blocks, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! - **Chunks** of 1 MiB, aligned to their size, come from the `os` module. Each starts
+//!   with a header (magic, pool id, node, block layout, checksum); blocks follow. A global
+//!   registry maps every chunk to its pool, so `free` vouches for a pointer without
+//!   reading the memory it points to.
+//! - **The hot path** is a per-thread cache of free block pointers per pool: `allocate`
+//!   pops, `free` pushes. No atomic read-modify-write, no lock, no syscall.
+//! - **The depot** takes and gives whole magazines of 64 blocks when a cache runs full or
+//!   empty: a lock-free stack, ABA-safe through generations (see `depot`).
+//! - **Growth**: `capacity` blocks are mapped and pre-faulted up front; when the depot is
+//!   empty, blocks are carved from the current chunk, and a new chunk is mapped when that
+//!   runs out, up to `max_capacity` blocks ([`PoolError::Exhausted`]). An OS refusal is
+//!   [`PoolError::OutOfMemory`].
+//! - **Any thread may free**, including one that never allocated from the pool; a thread
+//!   that exits hands its cached blocks back to the depot.
+//! - **Reclaim** gives chunks whose blocks are all free back to the OS.
+//!
+//! # Guards
+//!
+//! | level | cost | detects |
+//! |---|---|---|
+//! | [`GuardLevel::Off`] | none | foreign and interior pointers |
+//! | [`GuardLevel::Canary`] | 8 bytes a block, one CAS a free | + double frees, writes past a block's end |
+//! | [`GuardLevel::Full`] | + a fill on free and a scan on reuse | + writes to freed blocks |
+//!
+//! Detected corruption is returned as [`PoolError::Corruption`], counted in
+//! [`BlockPoolStats::corruption_events`], and the block concerned is never handed out
+//! again. Under `Off`, a double free is not detected and puts the block into circulation
+//! twice.
+//!
+//! # Limits
+//!
+//! - Blocks are at most 256 KiB, aligned to at most 4096 bytes.
+//! - Each thread may hold up to 128 free blocks of a pool in its cache; an allocation can
+//!   therefore report [`PoolError::Exhausted`] while other threads hold free blocks. The
+//!   error asks every thread to return its cache on its next call, and threads return it
+//!   when they exit.
+//! - Dropping the last `BlockPool` handle unmaps all its memory: blocks still allocated
+//!   must not be used afterwards.
+
+mod cache;
+mod depot;
+mod geometry;
+mod pool;
+mod registry;
+mod size_class;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::sync::Arc;
+
+pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
+
+use crate::error::PoolError;
+use cache::{with_cache, CACHE_CAPACITY};
+use pool::{count_free, PoolShared};
+
+/// Bytes in a chunk, the unit in which pools map memory.
+pub const CHUNK_SIZE: usize = registry::CHUNK_SIZE;
+
+/// How much checking a pool does on free and reuse. See the [module docs](self#guards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum GuardLevel {
+    /// Pointer checks only.
+    Off,
+    /// A check word after each block, verified on free and on reuse.
+    #[default]
+    Canary,
+    /// A canary, plus a poison fill of freed blocks verified on reuse.
+    Full,
+}
+
+/// How to build a [`BlockPool`].
+///
+/// ```
+/// use core::alloc::Layout;
+/// use tally_pool::block::{BlockPoolConfig, GuardLevel};
+///
+/// let config = BlockPoolConfig::new(Layout::new::<u128>())
+///     .name("ticks")
+///     .capacity(4096)
+///     .guard(GuardLevel::Off);
+/// assert_eq!(config.capacity, 4096);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlockPoolConfig {
+    /// Name used in errors and reports. Default `"block-pool"`.
+    pub name: String,
+    /// Layout of every block.
+    pub layout: Layout,
+    /// Blocks mapped (and pre-faulted, if `prefault`) when the pool is created. Default 0.
+    pub capacity: usize,
+    /// Most blocks the pool will ever have in circulation. Default: no cap but memory.
+    pub max_capacity: usize,
+    /// Checks on free and reuse. Default [`GuardLevel::Canary`].
+    pub guard: GuardLevel,
+    /// NUMA node the memory belongs to. Default 0.
+    pub node: u32,
+    /// Touch the pre-allocated memory at creation so that first use takes no page fault.
+    /// Default true.
+    pub prefault: bool,
+}
+
+impl BlockPoolConfig {
+    /// The defaults for blocks of `layout`.
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            name: "block-pool".into(),
+            layout,
+            capacity: 0,
+            max_capacity: usize::MAX,
+            guard: GuardLevel::default(),
+            node: 0,
+            prefault: true,
+        }
+    }
+
+    /// Sets [`Self::name`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets [`Self::capacity`].
+    pub fn capacity(mut self, blocks: usize) -> Self {
+        self.capacity = blocks;
+        self
+    }
+
+    /// Sets [`Self::max_capacity`].
+    pub fn max_capacity(mut self, blocks: usize) -> Self {
+        self.max_capacity = blocks;
+        self
+    }
+
+    /// Sets [`Self::guard`].
+    pub fn guard(mut self, guard: GuardLevel) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// Sets [`Self::node`].
+    pub fn node(mut self, node: u32) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// Sets [`Self::prefault`].
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+}
+
+/// A point-in-time view of a pool's counters.
+///
+/// Counters are kept per thread and summed when read, so a snapshot taken while other
+/// threads work is consistent per counter but not across counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct BlockPoolStats {
+    /// Blocks allocated and not yet freed.
+    pub live_blocks: u64,
+    /// Blocks the mapped chunks can hold, at most `max_capacity`.
+    pub capacity: usize,
+    /// The cap.
+    pub max_capacity: usize,
+    /// Chunks mapped and in use (not reclaimed).
+    pub chunks: usize,
+    /// Bytes of those chunks.
+    pub bytes_mapped: usize,
+    /// Successful allocations.
+    pub allocations: u64,
+    /// Successful frees.
+    pub frees: u64,
+    /// Frees a thread made beyond its own allocations: a lower bound on the frees of blocks
+    /// that another thread allocated.
+    pub cross_thread_frees: u64,
+    /// Magazines traded between thread caches and the depot.
+    pub depot_exchanges: u64,
+    /// Chunks mapped or reused after creation because the pool ran low.
+    pub expansions: u64,
+    /// Bytes given back to the OS by [`BlockPool::reclaim`].
+    pub reclaimed_bytes: u64,
+    /// Corruption detected (each also returned as an error).
+    pub corruption_events: u64,
+}
+
+/// A lock-free pool of fixed-size blocks. Cloning gives another handle to the same pool.
+///
+/// See the [module docs](self) for how it works and an example.
+#[derive(Debug, Clone)]
+pub struct BlockPool {
+    shared: Arc<PoolShared>,
+}
+
+impl BlockPool {
+    /// Creates a pool and maps its initial `capacity`.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::InvalidConfig`] if `capacity > max_capacity` or `max_capacity == 0`;
+    /// [`PoolError::UnsupportedLayout`] for blocks over 256 KiB or aligned above 4096;
+    /// [`PoolError::OutOfMemory`] if the OS refuses the initial memory;
+    /// [`PoolError::TooManyPools`] when 65536 pools are alive.
+    pub fn new(config: BlockPoolConfig) -> Result<Self, PoolError> {
+        PoolShared::new(config).map(|shared| Self { shared })
+    }
+
+    /// Hands out one block. Its contents are unspecified: it is uninitialised memory of the
+    /// pool's layout, valid for reads and writes until it is freed.
+    ///
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use tally_pool::block::{BlockPool, BlockPoolConfig};
+    /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>()).max_capacity(1)).unwrap();
+    /// let a = pool.allocate().unwrap();
+    /// assert!(pool.allocate().is_err(), "capped at one block");
+    /// pool.free(a).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Exhausted`] at the cap, [`PoolError::OutOfMemory`] if the OS refuses a
+    /// new chunk, [`PoolError::Corruption`] if the guard finds the block damaged (it is
+    /// withdrawn; the next call proceeds with another block).
+    #[inline]
+    pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {
+        let pool = &*self.shared;
+        let fast = with_cache(&self.shared, |cache, blocks| {
+            if blocks.epoch == pool.epoch() {
+                if let Some(index) = blocks.len.checked_sub(1) {
+                    if let Some(&ptr) = blocks.ptrs.get(index) {
+                        blocks.len = index;
+                        cache.counters.allocations.bump();
+                        return pool.hand_out(ptr);
+                    }
+                }
+            }
+            pool.allocate_slow(cache, blocks)
+        });
+        match fast {
+            Some(result) => result,
+            None => pool.allocate_uncached(),
+        }
+    }
+
+    /// Returns a block to the pool, from any thread.
+    ///
+    /// The pointer is checked before anything is read through it: it must be the start of
+    /// a block of this pool. Under a guard, the block's canary must be intact and say the
+    /// block is allocated.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Corruption`] for a foreign pointer, an interior pointer, a double free
+    /// or an overwritten canary. The block is not put back, and the pool stays usable.
+    #[inline]
+    pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+        let pool = &*self.shared;
+        let ptr = block.as_ptr();
+        pool.check_block(ptr as usize)?;
+        let fast = with_cache(&self.shared, |cache, blocks| {
+            if blocks.epoch == pool.epoch() && blocks.len < CACHE_CAPACITY {
+                if let Some(slot) = blocks.ptrs.get_mut(blocks.len) {
+                    *slot = ptr;
+                    blocks.len += 1;
+                    count_free(cache);
+                    return Ok(());
+                }
+            }
+            pool.free_slow(cache, blocks, ptr)
+        });
+        match fast {
+            Some(result) => result,
+            None => pool.free_uncached(ptr),
+        }
+    }
+
+    /// Gives chunks whose blocks are all free back to the OS and returns how many bytes it
+    /// released. Safe to call while other threads allocate and free.
+    ///
+    /// The calling thread's cached blocks are returned first. Other threads are asked to
+    /// return theirs on their next call; blocks an idle thread still holds keep their
+    /// chunk alive until then (or until the thread exits). A reclaimed chunk keeps its
+    /// address range and header page and is reused before a new chunk is mapped.
+    ///
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use tally_pool::block::{BlockPool, BlockPoolConfig};
+    /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<[u8; 256]>())).unwrap();
+    /// let blocks: Vec<_> = (0..1000).map(|_| pool.allocate().unwrap()).collect();
+    /// for b in blocks {
+    ///     pool.free(b).unwrap();
+    /// }
+    /// assert!(pool.reclaim() > 0);
+    /// assert_eq!(pool.stats().chunks, 0);
+    /// ```
+    pub fn reclaim(&self) -> usize {
+        let _ = with_cache(&self.shared, |cache, blocks| self.shared.flush(cache, blocks));
+        self.shared.reclaim()
+    }
+
+    /// The pool's counters, summed over threads.
+    pub fn stats(&self) -> BlockPoolStats {
+        self.shared.stats()
+    }
+
+    /// Checks the header of every chunk.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Corruption`] naming the first chunk whose header is damaged.
+    pub fn verify(&self) -> Result<(), PoolError> {
+        self.shared.verify()
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        self.shared.name()
+    }
+
+    /// The layout the pool was created for.
+    pub fn layout(&self) -> Layout {
+        self.shared.layout()
+    }
+
+    /// The usable size of every block (the layout's size, at least 8).
+    pub fn block_size(&self) -> usize {
+        self.shared.geometry.size
+    }
+
+    /// The NUMA node the pool's memory belongs to.
+    pub fn node(&self) -> u32 {
+        self.shared.node()
+    }
+
+    /// The guard level.
+    pub fn guard(&self) -> GuardLevel {
+        self.shared.guard
+    }
+}

@@ -1,0 +1,695 @@
+//! `BlockPool`: chunks, growth, guards, reclaim and statistics around the depot and the
+//! thread caches.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+use std::sync::Arc;
+
+use super::cache::{CachedBlocks, ThreadCache, CACHE_CAPACITY};
+use super::depot::{Depot, MAGAZINE_SIZE};
+use super::geometry::{ChunkHeader, Geometry, POISON};
+use super::registry::{self, CHUNK_SIZE, MAX_POOLS};
+use super::{BlockPoolConfig, BlockPoolStats, GuardLevel};
+use crate::error::{CorruptionKind, PoolError};
+use crate::os::{self, Region, PAGE};
+use crate::sync::{lock, AtomicU64, Mutex, Ordering};
+
+/// Source of pool ids; never reused, so a cache can tell its pool from a later one.
+static NEXT_UID: StdAtomicU64 = StdAtomicU64::new(1);
+
+/// One chunk of a pool.
+///
+/// Invariant: `region` is `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, starts with a valid
+/// `ChunkHeader` of this pool, and is registered to the pool's slot. Blocks `0..carved`
+/// have been handed to circulation (a cache, the depot or a user); the rest are untouched
+/// by anyone but the pool's growth path. A reclaimed chunk has `carved == 0`.
+#[derive(Debug)]
+struct Chunk {
+    region: Region,
+    carved: usize,
+    reclaimed: bool,
+}
+
+impl Chunk {
+    fn base(&self) -> usize {
+        self.region.ptr().as_ptr() as usize
+    }
+}
+
+/// What the growth lock protects.
+#[derive(Debug)]
+struct Growth {
+    chunks: Vec<Chunk>,
+    /// Sum of `carved` over all chunks: the blocks in circulation, bounded by
+    /// `max_capacity`.
+    carved_total: usize,
+    /// A chunk likely to have uncarved blocks.
+    cursor: usize,
+}
+
+/// Totals of caches whose threads have exited, plus operations done without a cache.
+#[derive(Debug, Default)]
+struct Totals {
+    allocations: StdAtomicU64,
+    frees: StdAtomicU64,
+    cross_thread_frees: StdAtomicU64,
+    depot_exchanges: StdAtomicU64,
+}
+
+/// The state a `BlockPool` and every thread cache of it share.
+#[derive(Debug)]
+pub(crate) struct PoolShared {
+    /// Unique for the life of the process.
+    pub(crate) uid: u64,
+    /// The registry slot: unique among live pools.
+    pub(crate) slot: u32,
+    pub(crate) geometry: Geometry,
+    pub(crate) guard: GuardLevel,
+    /// Bumped to ask every thread to flush its cache on its next operation.
+    epoch: AtomicU64,
+    canary_secret: u64,
+    name: String,
+    layout: Layout,
+    node: u32,
+    max_capacity: usize,
+    depot: Depot,
+    growth: Mutex<Growth>,
+    caches: std::sync::Mutex<Vec<Arc<ThreadCache>>>,
+    totals: Totals,
+    corruption_events: StdAtomicU64,
+    expansions: StdAtomicU64,
+    reclaimed_bytes: StdAtomicU64,
+    active_chunks: StdAtomicUsize,
+}
+
+impl PoolShared {
+    pub(crate) fn new(config: BlockPoolConfig) -> Result<Arc<Self>, PoolError> {
+        let BlockPoolConfig { name, layout, capacity, max_capacity, guard, node, prefault } = config;
+        let invalid = |reason: String| PoolError::InvalidConfig { pool: name.clone(), reason };
+        if max_capacity == 0 {
+            return Err(invalid("`max_capacity` must be at least 1".into()));
+        }
+        if capacity > max_capacity {
+            return Err(invalid(format!(
+                "`capacity` ({capacity}) exceeds `max_capacity` ({max_capacity})"
+            )));
+        }
+        let geometry = Geometry::new(layout, guard)
+            .map_err(|reason| PoolError::UnsupportedLayout { layout, reason })?;
+        let slot = registry::take_slot().ok_or(PoolError::TooManyPools { max: MAX_POOLS })?;
+        let uid = NEXT_UID.fetch_add(1, StdOrdering::Relaxed);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(uid);
+        let pool = Arc::new(Self {
+            uid,
+            slot,
+            geometry,
+            guard,
+            epoch: AtomicU64::new(0),
+            canary_secret: hasher.finish() | 1,
+            name,
+            layout,
+            node,
+            max_capacity,
+            depot: Depot::new(),
+            growth: Mutex::new(Growth { chunks: Vec::new(), carved_total: 0, cursor: 0 }),
+            caches: std::sync::Mutex::new(Vec::new()),
+            totals: Totals::default(),
+            corruption_events: StdAtomicU64::new(0),
+            expansions: StdAtomicU64::new(0),
+            reclaimed_bytes: StdAtomicU64::new(0),
+            active_chunks: StdAtomicUsize::new(0),
+        });
+        // Pre-allocate: map the chunks that `capacity` blocks need, and fault them in.
+        let mut remaining = capacity;
+        {
+            let mut growth = lock(&pool.growth);
+            while remaining > 0 {
+                pool.map_chunk(&mut growth)?;
+                let here = remaining.min(geometry.blocks_per_chunk);
+                if prefault {
+                    if let Some(chunk) = growth.chunks.last() {
+                        chunk.region.prefault(geometry.first_offset + here * geometry.stride);
+                    }
+                }
+                remaining -= here;
+            }
+        }
+        Ok(pool)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub(crate) fn node(&self) -> u32 {
+        self.node
+    }
+
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    fn corruption(&self, kind: CorruptionKind, address: usize) -> PoolError {
+        self.corruption_events.fetch_add(1, StdOrdering::Relaxed);
+        PoolError::Corruption { pool: self.name.clone(), kind, address }
+    }
+
+    fn exhausted(&self) -> PoolError {
+        PoolError::Exhausted { pool: self.name.clone(), max_capacity: self.max_capacity }
+    }
+
+    // ----- guards -------------------------------------------------------------------
+
+    fn alloc_mark(&self, addr: usize) -> u64 {
+        self.canary_secret ^ (addr as u64).rotate_left(29)
+    }
+
+    fn canary(&self, addr: usize) -> Option<&StdAtomicU64> {
+        let offset = self.geometry.canary_offset?;
+        // SAFETY: `addr` is the start of a carved block of a live chunk of this pool (all
+        // callers check it first), the canary word lies inside the block's stride, is
+        // 8-byte aligned (Geometry invariant: block starts and `canary_offset` are
+        // multiples of 8), and the chunk stays mapped while the pool lives.
+        Some(unsafe { &*((addr + offset) as *const StdAtomicU64) })
+    }
+
+    /// The checks of a free under a guard: flips the canary from "allocated" to "free"
+    /// atomically (so two racing frees of one block cannot both pass), then poisons.
+    fn guard_free(&self, addr: usize) -> Result<(), PoolError> {
+        let Some(canary) = self.canary(addr) else { return Ok(()) };
+        let mark = self.alloc_mark(addr);
+        match canary.compare_exchange(mark, !mark, StdOrdering::AcqRel, StdOrdering::Acquire) {
+            Ok(_) => {}
+            Err(seen) if seen == !mark => return Err(self.corruption(CorruptionKind::DoubleFree, addr)),
+            Err(_) => return Err(self.corruption(CorruptionKind::CanaryOverwritten, addr)),
+        }
+        if self.guard == GuardLevel::Full {
+            // SAFETY: the CAS above made this thread the one that frees the block, whose
+            // `size` payload bytes lie in a live chunk of this pool.
+            unsafe { core::ptr::write_bytes(addr as *mut u8, POISON, self.geometry.size) };
+        }
+        Ok(())
+    }
+
+    /// Marks a fresh block as free for the guard.
+    fn guard_init(&self, addr: usize) {
+        if let Some(canary) = self.canary(addr) {
+            canary.store(!self.alloc_mark(addr), StdOrdering::Relaxed);
+            if self.guard == GuardLevel::Full {
+                // SAFETY: the block is being carved under the growth lock: no one else
+                // holds it; its payload lies in a live chunk of this pool.
+                unsafe { core::ptr::write_bytes(addr as *mut u8, POISON, self.geometry.size) };
+            }
+        }
+    }
+
+    /// Turns a free block into an allocated one, checking the guard.
+    #[inline]
+    pub(crate) fn hand_out(&self, ptr: *mut u8) -> Result<NonNull<u8>, PoolError> {
+        let addr = ptr as usize;
+        if let Some(canary) = self.canary(addr) {
+            self.guard_alloc(addr, canary)?;
+        }
+        NonNull::new(ptr).ok_or_else(|| self.corruption(CorruptionKind::ForeignPointer, addr))
+    }
+
+    #[cold]
+    fn guard_alloc(&self, addr: usize, canary: &StdAtomicU64) -> Result<(), PoolError> {
+        let mark = self.alloc_mark(addr);
+        if canary.load(StdOrdering::Acquire) != !mark {
+            return Err(self.corruption(CorruptionKind::CanaryOverwritten, addr));
+        }
+        if self.guard == GuardLevel::Full {
+            // SAFETY: the block is free and held by this thread alone (it came out of this
+            // thread's cache); its payload lies in a live chunk of this pool.
+            let payload = unsafe { core::slice::from_raw_parts(addr as *const u8, self.geometry.size) };
+            if payload.iter().any(|&b| b != POISON) {
+                return Err(self.corruption(CorruptionKind::UseAfterFree, addr));
+            }
+        }
+        canary.store(mark, StdOrdering::Release);
+        Ok(())
+    }
+
+    // ----- pointer checks -------------------------------------------------------------
+
+    /// Vouches for `addr` as a block of this pool, reading only the registry.
+    #[inline]
+    pub(crate) fn check_block(&self, addr: usize) -> Result<(), PoolError> {
+        if registry::owner(addr) != Some(self.slot) {
+            return Err(self.corruption(CorruptionKind::ForeignPointer, addr));
+        }
+        if self.geometry.index_of(addr).is_none() {
+            return Err(self.corruption(CorruptionKind::InteriorPointer, addr));
+        }
+        if self.guard != GuardLevel::Off {
+            self.guard_free(addr)?;
+        }
+        Ok(())
+    }
+
+    // ----- slow paths of the cache --------------------------------------------------
+
+    /// Allocation when the cache is empty or out of date.
+    #[cold]
+    pub(crate) fn allocate_slow(
+        &self,
+        cache: &ThreadCache,
+        blocks: &mut CachedBlocks,
+    ) -> Result<NonNull<u8>, PoolError> {
+        self.sync_epoch(cache, blocks)?;
+        if blocks.len == 0 {
+            self.refill(cache, blocks)?;
+        }
+        let index = blocks.len.checked_sub(1).ok_or_else(|| self.exhausted())?;
+        let ptr = *blocks.ptrs.get(index).ok_or_else(|| self.exhausted())?;
+        blocks.len = index;
+        cache.counters.allocations.bump();
+        self.hand_out(ptr)
+    }
+
+    /// Free when the cache is full or out of date; `addr` was checked already.
+    #[cold]
+    pub(crate) fn free_slow(
+        &self,
+        cache: &ThreadCache,
+        blocks: &mut CachedBlocks,
+        ptr: *mut u8,
+    ) -> Result<(), PoolError> {
+        self.sync_epoch(cache, blocks)?;
+        if blocks.len == CACHE_CAPACITY {
+            self.spill(cache, blocks, MAGAZINE_SIZE)?;
+        }
+        let slot = blocks.ptrs.get_mut(blocks.len).ok_or_else(|| self.exhausted())?;
+        *slot = ptr;
+        blocks.len += 1;
+        count_free(cache);
+        Ok(())
+    }
+
+    /// Flushes the cache if the pool asked for it since the cache last looked.
+    fn sync_epoch(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
+        let epoch = self.epoch();
+        if blocks.epoch != epoch {
+            self.flush(cache, blocks)?;
+            blocks.epoch = epoch;
+        }
+        Ok(())
+    }
+
+    /// Hands every cached block to the depot.
+    pub(crate) fn flush(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
+        while blocks.len > 0 {
+            self.spill(cache, blocks, MAGAZINE_SIZE)?;
+        }
+        Ok(())
+    }
+
+    /// Moves up to `n` blocks from the top of the cache into a magazine in the depot.
+    fn spill(&self, cache: &ThreadCache, blocks: &mut CachedBlocks, n: usize) -> Result<(), PoolError> {
+        let n = n.min(blocks.len).min(MAGAZINE_SIZE);
+        let Some(mag) = self.depot.new_magazine() else {
+            return Err(PoolError::OutOfMemory { pool: self.name.clone(), bytes: 0, errno: libc::ENOMEM });
+        };
+        let from = blocks.len - n;
+        // SAFETY: `new_magazine` hands out a magazine nobody else owns.
+        let filled = unsafe {
+            self.depot.with_blocks(mag, |m| {
+                let src = blocks.ptrs.get(from..from + n)?;
+                m.ptrs.get_mut(..n)?.copy_from_slice(src);
+                m.count = n;
+                Some(())
+            })
+        };
+        if filled.flatten().is_none() {
+            self.depot.push_empty(mag);
+            return Err(PoolError::OutOfMemory { pool: self.name.clone(), bytes: 0, errno: libc::ENOMEM });
+        }
+        blocks.len = from;
+        self.depot.push_full(mag);
+        cache.counters.depot_exchanges.bump();
+        Ok(())
+    }
+
+    /// Fills an empty cache from the depot, or from new memory.
+    fn refill(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
+        if self.take_magazine(blocks) {
+            cache.counters.depot_exchanges.bump();
+            return Ok(());
+        }
+        let mut growth = lock(&self.growth);
+        // Another thread may have returned blocks while this one waited for the lock.
+        if self.take_magazine(blocks) {
+            cache.counters.depot_exchanges.bump();
+            return Ok(());
+        }
+        let want = MAGAZINE_SIZE.min(CACHE_CAPACITY - blocks.len);
+        let got = self.carve(&mut growth, want, |i, p| {
+            if let Some(slot) = blocks.ptrs.get_mut(blocks.len + i) {
+                *slot = p;
+            }
+        })?;
+        blocks.len += got;
+        Ok(())
+    }
+
+    /// Pops a full magazine into the (empty) cache. False when the depot has none.
+    fn take_magazine(&self, blocks: &mut CachedBlocks) -> bool {
+        let Some(mag) = self.depot.pop_full() else { return false };
+        let start = blocks.len;
+        // SAFETY: `pop_full` made this thread the magazine's owner.
+        let moved = unsafe {
+            self.depot.with_blocks(mag, |m| {
+                let n = m.count.min(CACHE_CAPACITY - start);
+                let dst = blocks.ptrs.get_mut(start..start + n)?;
+                dst.copy_from_slice(m.ptrs.get(m.count - n..m.count)?);
+                m.count -= n;
+                Some((n, m.count))
+            })
+        };
+        match moved.flatten() {
+            Some((n, left)) => {
+                blocks.len += n;
+                if left == 0 {
+                    self.depot.push_empty(mag);
+                } else {
+                    self.depot.push_full(mag);
+                }
+                n > 0
+            }
+            None => false,
+        }
+    }
+
+    /// Carves up to `want` fresh blocks and hands each to `put(i, ptr)`. Returns how many;
+    /// errs with `Exhausted` at the cap when none could be carved.
+    fn carve(
+        &self,
+        growth: &mut Growth,
+        want: usize,
+        mut put: impl FnMut(usize, *mut u8),
+    ) -> Result<usize, PoolError> {
+        let room = self.max_capacity.saturating_sub(growth.carved_total);
+        if room == 0 {
+            // Ask every thread to return its cached blocks, so that a retry can find them.
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+            return Err(self.exhausted());
+        }
+        let want = want.min(room);
+        let bpc = self.geometry.blocks_per_chunk;
+        let index = match self.chunk_with_room(growth) {
+            Some(i) => i,
+            None => {
+                self.map_chunk(growth)?;
+                self.expansions.fetch_add(1, StdOrdering::Relaxed);
+                growth.chunks.len() - 1
+            }
+        };
+        growth.cursor = index;
+        let Some(chunk) = growth.chunks.get_mut(index) else { return Ok(0) };
+        if chunk.reclaimed {
+            chunk.reclaimed = false;
+            self.active_chunks.fetch_add(1, StdOrdering::Relaxed);
+            self.expansions.fetch_add(1, StdOrdering::Relaxed);
+        }
+        let n = want.min(bpc - chunk.carved);
+        let base = chunk.base();
+        for i in 0..n {
+            let addr = self.geometry.block_addr(base, chunk.carved + i);
+            self.guard_init(addr);
+            put(i, addr as *mut u8);
+        }
+        chunk.carved += n;
+        growth.carved_total += n;
+        Ok(n)
+    }
+
+    /// An active chunk with uncarved blocks, else a reclaimed one to reuse.
+    fn chunk_with_room(&self, growth: &Growth) -> Option<usize> {
+        let bpc = self.geometry.blocks_per_chunk;
+        let has_room = |c: &Chunk| !c.reclaimed && c.carved < bpc;
+        if growth.chunks.get(growth.cursor).is_some_and(has_room) {
+            return Some(growth.cursor);
+        }
+        growth
+            .chunks
+            .iter()
+            .position(has_room)
+            .or_else(|| growth.chunks.iter().position(|c| c.reclaimed))
+    }
+
+    /// Maps, labels and registers one chunk.
+    fn map_chunk(&self, growth: &mut Growth) -> Result<(), PoolError> {
+        let oom = |errno| PoolError::OutOfMemory { pool: self.name.clone(), bytes: CHUNK_SIZE, errno };
+        let region = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE).map_err(|e| oom(e.errno))?;
+        let header = ChunkHeader::new(self.uid, self.node, &self.geometry);
+        // SAFETY: the region is fresh, writable, CHUNK_SIZE-aligned and larger than a
+        // header, and nobody else knows it yet.
+        unsafe { region.ptr().as_ptr().cast::<ChunkHeader>().write(header) };
+        let base = region.ptr().as_ptr() as usize;
+        if !registry::register(base, self.slot) {
+            return Err(oom(libc::ENOMEM));
+        }
+        growth.chunks.push(Chunk { region, carved: 0, reclaimed: false });
+        self.active_chunks.fetch_add(1, StdOrdering::Relaxed);
+        Ok(())
+    }
+
+    // ----- without a cache (thread exit) ----------------------------------------------
+
+    pub(crate) fn allocate_uncached(&self) -> Result<NonNull<u8>, PoolError> {
+        let mut one = CachedBlocks { len: 0, ptrs: [core::ptr::null_mut(); CACHE_CAPACITY], epoch: 0 };
+        if !self.take_magazine(&mut one) {
+            let mut growth = lock(&self.growth);
+            if !self.take_magazine(&mut one) {
+                let got = self.carve(&mut growth, 1, |_, p| {
+                    if let Some(slot) = one.ptrs.first_mut() {
+                        *slot = p;
+                    }
+                })?;
+                one.len = got;
+            }
+        }
+        let index = one.len.checked_sub(1).ok_or_else(|| self.exhausted())?;
+        let ptr = *one.ptrs.get(index).ok_or_else(|| self.exhausted())?;
+        one.len = index;
+        // Give back what the magazine held beyond the one block.
+        while one.len > 0 {
+            self.spill_uncached(&mut one)?;
+        }
+        self.totals.allocations.fetch_add(1, StdOrdering::Relaxed);
+        self.hand_out(ptr)
+    }
+
+    pub(crate) fn free_uncached(&self, ptr: *mut u8) -> Result<(), PoolError> {
+        let mut ptrs = [core::ptr::null_mut(); CACHE_CAPACITY];
+        if let Some(slot) = ptrs.first_mut() {
+            *slot = ptr;
+        }
+        let mut one = CachedBlocks { len: 1, ptrs, epoch: 0 };
+        self.spill_uncached(&mut one)?;
+        self.totals.frees.fetch_add(1, StdOrdering::Relaxed);
+        Ok(())
+    }
+
+    fn spill_uncached(&self, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
+        let scratch = ThreadCache::detached(self.uid);
+        self.spill(&scratch, blocks, MAGAZINE_SIZE)?;
+        self.totals.depot_exchanges.fetch_add(scratch.counters.depot_exchanges.get(), StdOrdering::Relaxed);
+        Ok(())
+    }
+
+    // ----- cache registry -----------------------------------------------------------
+
+    pub(crate) fn adopt_cache(&self, cache: &Arc<ThreadCache>) {
+        lock_std(&self.caches).push(Arc::clone(cache));
+    }
+
+    /// Called at thread exit: returns the cache's blocks and folds its counters.
+    pub(crate) fn retire_cache(&self, cache: &Arc<ThreadCache>) {
+        // SAFETY: called from the owning thread's table destructor, so this thread owns
+        // `blocks` and no other reference to them exists.
+        let blocks = unsafe { &mut *cache.blocks.get() };
+        // Blocks that cannot be spilled (magazine indices ran out) are lost to the pool,
+        // not handed out twice.
+        let _ = self.flush(cache, blocks);
+        let c = &cache.counters;
+        let t = &self.totals;
+        t.allocations.fetch_add(c.allocations.get(), StdOrdering::Relaxed);
+        t.frees.fetch_add(c.frees.get(), StdOrdering::Relaxed);
+        t.cross_thread_frees.fetch_add(c.cross_thread_frees.get(), StdOrdering::Relaxed);
+        t.depot_exchanges.fetch_add(c.depot_exchanges.get(), StdOrdering::Relaxed);
+        lock_std(&self.caches).retain(|other| !Arc::ptr_eq(other, cache));
+    }
+
+    // ----- reclaim ------------------------------------------------------------------
+
+    /// See [`super::BlockPool::reclaim`].
+    pub(crate) fn reclaim(&self) -> usize {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        let mut growth = lock(&self.growth);
+        // Take every magazine out of the depot: while the lock is held nobody can carve,
+        // so every block of a chunk is either in these magazines or held elsewhere.
+        let mut mags = Vec::new();
+        while let Some(m) = self.depot.pop_full() {
+            mags.push(m);
+        }
+        let index: HashMap<usize, usize> =
+            growth.chunks.iter().enumerate().map(|(i, c)| (c.base(), i)).collect();
+        let mut free_in = vec![0usize; growth.chunks.len()];
+        for &m in &mags {
+            // SAFETY: popped above, so owned by this thread.
+            unsafe {
+                self.depot.with_blocks(m, |b| {
+                    for &p in b.ptrs.iter().take(b.count) {
+                        let base = p as usize & !(CHUNK_SIZE - 1);
+                        if let Some(n) = index.get(&base).and_then(|&i| free_in.get_mut(i)) {
+                            *n += 1;
+                        }
+                    }
+                })
+            };
+        }
+        let mut freed = 0usize;
+        let mut gone: Vec<bool> = vec![false; growth.chunks.len()];
+        let mut released = 0usize;
+        for ((chunk, &free), gone) in growth.chunks.iter_mut().zip(&free_in).zip(gone.iter_mut()) {
+            if !chunk.reclaimed && free == chunk.carved {
+                // Keep the page that holds the header; give back the rest.
+                chunk.region.discard_from(PAGE);
+                released += chunk.carved;
+                chunk.carved = 0;
+                chunk.reclaimed = true;
+                *gone = true;
+                freed += CHUNK_SIZE - PAGE;
+                self.active_chunks.fetch_sub(1, StdOrdering::Relaxed);
+            }
+        }
+        growth.carved_total -= released;
+        // Put back the blocks of chunks that stay, packed into as few magazines as needed.
+        let mut keep = Vec::new();
+        for &m in &mags {
+            // SAFETY: owned by this thread since the pop above.
+            unsafe {
+                self.depot.with_blocks(m, |b| {
+                    for &p in b.ptrs.iter().take(b.count) {
+                        let base = p as usize & !(CHUNK_SIZE - 1);
+                        let dropped = index.get(&base).and_then(|&i| gone.get(i)).copied();
+                        if dropped != Some(true) {
+                            keep.push(p);
+                        }
+                    }
+                    b.count = 0;
+                })
+            };
+        }
+        let mut rest = keep.as_slice();
+        for &m in &mags {
+            let n = rest.len().min(MAGAZINE_SIZE);
+            let (now, later) = rest.split_at(n);
+            // SAFETY: still owned by this thread.
+            unsafe {
+                self.depot.with_blocks(m, |b| {
+                    if let Some(dst) = b.ptrs.get_mut(..n) {
+                        dst.copy_from_slice(now);
+                        b.count = n;
+                    }
+                })
+            };
+            rest = later;
+            if n > 0 {
+                self.depot.push_full(m);
+            } else {
+                self.depot.push_empty(m);
+            }
+        }
+        drop(growth);
+        self.reclaimed_bytes.fetch_add(freed as u64, StdOrdering::Relaxed);
+        freed
+    }
+
+    // ----- statistics ---------------------------------------------------------------
+
+    pub(crate) fn stats(&self) -> BlockPoolStats {
+        let t = &self.totals;
+        let (mut allocations, mut frees, mut cross, mut exchanges) = (
+            t.allocations.load(StdOrdering::Relaxed),
+            t.frees.load(StdOrdering::Relaxed),
+            t.cross_thread_frees.load(StdOrdering::Relaxed),
+            t.depot_exchanges.load(StdOrdering::Relaxed),
+        );
+        for c in lock_std(&self.caches).iter() {
+            let c = &c.counters;
+            allocations += c.allocations.get();
+            frees += c.frees.get();
+            cross += c.cross_thread_frees.get();
+            exchanges += c.depot_exchanges.get();
+        }
+        let chunks = self.active_chunks.load(StdOrdering::Relaxed);
+        BlockPoolStats {
+            live_blocks: allocations.saturating_sub(frees),
+            capacity: (chunks * self.geometry.blocks_per_chunk).min(self.max_capacity),
+            max_capacity: self.max_capacity,
+            chunks,
+            bytes_mapped: chunks * CHUNK_SIZE,
+            allocations,
+            frees,
+            cross_thread_frees: cross,
+            depot_exchanges: exchanges,
+            expansions: self.expansions.load(StdOrdering::Relaxed),
+            reclaimed_bytes: self.reclaimed_bytes.load(StdOrdering::Relaxed),
+            corruption_events: self.corruption_events.load(StdOrdering::Relaxed),
+        }
+    }
+
+    /// Checks every chunk header; the first broken one is an error.
+    pub(crate) fn verify(&self) -> Result<(), PoolError> {
+        let growth = lock(&self.growth);
+        for chunk in &growth.chunks {
+            // SAFETY: every chunk starts with a header written at mapping time and stays
+            // mapped while it is in `chunks`.
+            let header = unsafe { chunk.region.ptr().as_ptr().cast::<ChunkHeader>().read() };
+            if !header.is_valid() || header.pool_uid != self.uid {
+                return Err(self.corruption(CorruptionKind::ForeignPointer, chunk.base()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts one free on `cache`'s thread; a free beyond the thread's own allocations must be
+/// of a block another thread allocated.
+#[inline]
+pub(crate) fn count_free(cache: &ThreadCache) {
+    let c = &cache.counters;
+    if c.frees.get() >= c.allocations.get() {
+        c.cross_thread_frees.bump();
+    }
+    c.frees.bump();
+}
+
+fn lock_std<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Drop for PoolShared {
+    fn drop(&mut self) {
+        let growth = lock(&self.growth);
+        for chunk in &growth.chunks {
+            registry::unregister(chunk.base());
+        }
+        drop(growth);
+        // The regions unmap when `growth` drops with `self`; the slot is free for reuse
+        // now that no chunk names it.
+        registry::release_slot(self.slot);
+    }
+}

@@ -1,0 +1,154 @@
+//! The chunk registry: which pool owns the chunk at an address.
+//!
+//! A two-level radix table over the address space at chunk granularity (mimalloc's segment
+//! map, with an owner per chunk instead of a bit). A lookup is two loads and never touches
+//! the memory being looked up, so `free` can vouch for any pointer, even one into memory
+//! that is not mapped, before it reads a byte of it.
+//!
+//! Owners are pool slots: small integers handed out while a pool is alive and reused after
+//! it is dropped. A slot is stored as `slot + 1` so that zero means "no pool".
+//!
+//! The table uses std atomics under loom too: it is written only while a chunk is mapped
+//! or unmapped, before the chunk is published to any other thread, so the models gain
+//! nothing from exploring it.
+
+use core::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use crate::os;
+
+/// log2 of the chunk size.
+pub(crate) const CHUNK_SHIFT: u32 = 20;
+/// Chunk size and alignment: 1 MiB.
+pub(crate) const CHUNK_SIZE: usize = 1 << CHUNK_SHIFT;
+
+/// Address bits covered: 48, the user address space of x86_64 (4-level paging) and
+/// aarch64.
+const ADDRESS_BITS: u32 = 48;
+const LEAF_BITS: u32 = 16;
+const ROOT_BITS: u32 = ADDRESS_BITS - CHUNK_SHIFT - LEAF_BITS;
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+const ROOT_LEN: usize = 1 << ROOT_BITS;
+
+/// Invariant: each non-null entry points to `LEAF_LEN` `AtomicU32`s in a mapping that is
+/// never unmapped; an entry, once set, never changes.
+static ROOT: [AtomicPtr<AtomicU32>; ROOT_LEN] = [const { AtomicPtr::new(null_mut()) }; ROOT_LEN];
+
+/// Most pools alive at once.
+pub(crate) const MAX_POOLS: usize = 1 << 16;
+
+fn split(addr: usize) -> Option<(usize, usize)> {
+    let chunk = addr >> CHUNK_SHIFT;
+    let root = chunk >> LEAF_BITS;
+    (root < ROOT_LEN).then_some((root, chunk & (LEAF_LEN - 1)))
+}
+
+fn leaf(root: usize, create: bool) -> Option<&'static [AtomicU32; LEAF_LEN]> {
+    let entry = ROOT.get(root)?;
+    let mut p = entry.load(Ordering::Acquire);
+    if p.is_null() && create {
+        let region = os::map(LEAF_LEN * core::mem::size_of::<AtomicU32>()).ok()?;
+        let fresh = region.ptr().as_ptr().cast::<AtomicU32>();
+        match entry.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                // The leaf lives for the rest of the process.
+                core::mem::forget(region);
+                p = fresh;
+            }
+            Err(current) => p = current, // `region` is unmapped on drop.
+        }
+    }
+    // SAFETY: a non-null entry points to a live, zero-initialised (anonymous mapping) array
+    // of LEAF_LEN AtomicU32 that is never unmapped (ROOT's invariant); AtomicU32 has the
+    // layout of u32, for which all-zero bytes are valid.
+    (!p.is_null()).then(|| unsafe { &*p.cast::<[AtomicU32; LEAF_LEN]>() })
+}
+
+/// The slot of the pool that owns the chunk holding `addr`, if any.
+#[inline]
+pub(crate) fn owner(addr: usize) -> Option<u32> {
+    let (root, index) = split(addr)?;
+    let tag = leaf(root, false)?.get(index)?.load(Ordering::Acquire);
+    tag.checked_sub(1)
+}
+
+/// Records that the chunk at `base` belongs to pool `slot`. Returns false if the registry
+/// could not map its table (the chunk must then not be used).
+pub(crate) fn register(base: usize, slot: u32) -> bool {
+    let Some((root, index)) = split(base) else { return false };
+    let Some(entry) = leaf(root, true).and_then(|l| l.get(index)) else { return false };
+    entry.store(slot + 1, Ordering::Release);
+    true
+}
+
+/// Forgets the owner of the chunk at `base`.
+pub(crate) fn unregister(base: usize) {
+    if let Some(entry) = split(base).and_then(|(r, i)| leaf(r, false)?.get(i)) {
+        entry.store(0, Ordering::Release);
+    }
+}
+
+/// Slots of live pools; the lowest free one is reused first so thread-cache tables stay
+/// short.
+static SLOTS: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes a free pool slot.
+pub(crate) fn take_slot() -> Option<u32> {
+    let mut used = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let slot = match used.iter().position(|u| !u) {
+        Some(i) => i,
+        None if used.len() < MAX_POOLS => {
+            used.push(false);
+            used.len() - 1
+        }
+        None => return None,
+    };
+    *used.get_mut(slot)? = true;
+    u32::try_from(slot).ok()
+}
+
+/// Gives a slot back; its chunks must all be unregistered.
+pub(crate) fn release_slot(slot: u32) {
+    let mut used = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(u) = used.get_mut(slot as usize) {
+        *u = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_lookup_unregister() {
+        let region = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE).unwrap();
+        let base = region.ptr().as_ptr() as usize;
+        assert_eq!(owner(base), None);
+        assert!(register(base, 41));
+        assert_eq!(owner(base), Some(41));
+        assert_eq!(owner(base + CHUNK_SIZE - 1), Some(41));
+        assert_eq!(owner(base + CHUNK_SIZE), None);
+        unregister(base);
+        assert_eq!(owner(base), None);
+    }
+
+    #[test]
+    fn addresses_outside_the_table_have_no_owner() {
+        assert_eq!(owner(usize::MAX), None);
+        assert_eq!(owner(1 << 60), None);
+        assert!(!register(1 << 60, 3));
+    }
+
+    #[test]
+    fn slots_are_reused() {
+        let a = take_slot().unwrap();
+        let b = take_slot().unwrap();
+        assert_ne!(a, b);
+        release_slot(a);
+        let c = take_slot().unwrap();
+        // Another test may take `a` between the two calls; either way slots stay unique.
+        assert_ne!(c, b);
+        release_slot(b);
+        release_slot(c);
+    }
+}

@@ -1,0 +1,95 @@
+//! The errors of tally-pool.
+
+use core::alloc::Layout;
+
+/// What kind of corruption a guard or a pointer check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CorruptionKind {
+    /// The pointer lies in no chunk of this pool.
+    ForeignPointer,
+    /// The pointer lies in a chunk of this pool but not at the start of a block.
+    InteriorPointer,
+    /// The block was already free (the guard word says so).
+    DoubleFree,
+    /// The check word after the block was overwritten: something wrote past the block's end.
+    CanaryOverwritten,
+    /// A free block's poison pattern was changed: something wrote to it after it was freed.
+    UseAfterFree,
+}
+
+impl core::fmt::Display for CorruptionKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::ForeignPointer => "the pointer belongs to no chunk of this pool",
+            Self::InteriorPointer => "the pointer does not point at the start of a block",
+            Self::DoubleFree => "the block is already free (double free)",
+            Self::CanaryOverwritten => {
+                "the canary after the block was overwritten (a write past its end)"
+            }
+            Self::UseAfterFree => "a free block was written to (use after free)",
+        })
+    }
+}
+
+/// Every way a pool operation can fail.
+///
+/// Library code never panics on bad input, exhaustion or an OS refusal: it returns one of
+/// these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// The pool holds `max_capacity` blocks and all of them are in use.
+    #[error(
+        "pool `{pool}` is at its cap of {max_capacity} blocks; raise `max_capacity` or release blocks"
+    )]
+    Exhausted {
+        /// The pool's name.
+        pool: String,
+        /// The cap it reached.
+        max_capacity: usize,
+    },
+    /// The operating system refused to map memory.
+    #[error("pool `{pool}`: the OS refused to map {bytes} bytes (errno {errno}); free memory or lower the pool's capacity")]
+    OutOfMemory {
+        /// The pool's name.
+        pool: String,
+        /// How many bytes were asked for.
+        bytes: usize,
+        /// The OS error number.
+        errno: i32,
+    },
+    /// A free or a reuse found a broken invariant. The block concerned is not put back into
+    /// circulation and the event is counted in the pool's statistics.
+    #[error("pool `{pool}`: corruption at {address:#x}: {kind}")]
+    Corruption {
+        /// The pool's name.
+        pool: String,
+        /// What was found.
+        kind: CorruptionKind,
+        /// The address concerned.
+        address: usize,
+    },
+    /// The configuration cannot make a pool.
+    #[error("invalid pool configuration for `{pool}`: {reason}")]
+    InvalidConfig {
+        /// The pool's name.
+        pool: String,
+        /// What is wrong, and what to change.
+        reason: String,
+    },
+    /// The layout is larger or more aligned than a pool block can be.
+    #[error("a pool cannot hold blocks of size {} and alignment {}: {reason}", layout.size(), layout.align())]
+    UnsupportedLayout {
+        /// The layout asked for.
+        layout: Layout,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The process has as many pools alive as the chunk registry can tell apart.
+    #[error("too many pools are alive at once (at most {max}); drop pools that are no longer used")]
+    TooManyPools {
+        /// The limit.
+        max: usize,
+    },
+}
