@@ -4,6 +4,8 @@
 //! owns is created and destroyed here, and every `unsafe` call into the OS has its proof in
 //! one place.
 
+#![allow(clippy::disallowed_methods)] // This is the module the lint confines raw memory calls to.
+
 use core::ptr::NonNull;
 
 /// The size of an OS page assumed for prefaulting and advice. Linux on x86_64 and aarch64
@@ -64,7 +66,7 @@ impl Region {
         // MADV_DONTNEED on private anonymous memory only replaces pages with zero pages.
         let rc = unsafe {
             libc::madvise(
-                self.ptr.as_ptr().add(offset).cast(),
+                self.ptr.as_ptr().wrapping_add(offset).cast(),
                 self.len - offset,
                 libc::MADV_DONTNEED,
             )
@@ -78,13 +80,12 @@ impl Region {
         let len = len.min(self.len);
         let mut offset = 0;
         while offset < len {
+            let p = self.ptr.as_ptr().wrapping_add(offset);
             // SAFETY: `offset < len <= self.len`, so the byte is inside the mapping, which
-            // is readable and writable; a volatile read-then-write of the same value keeps
-            // whatever the byte held.
-            unsafe {
-                let p = self.ptr.as_ptr().add(offset);
-                p.write_volatile(p.read_volatile());
-            }
+            // is readable.
+            let byte = unsafe { p.read_volatile() };
+            // SAFETY: the same byte, which is writable; writing back what it held keeps it.
+            unsafe { p.write_volatile(byte) };
             offset += PAGE;
         }
     }
@@ -144,10 +145,9 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed>
     if tail > 0 {
         // SAFETY: the tail `aligned + len..base + over` is the last part of the same
         // mapping; `head + len + tail == over`.
-        unsafe { libc::munmap(base.add(head + len).cast(), tail) };
+        unsafe { libc::munmap(base.wrapping_add(head + len).cast(), tail) };
     }
-    // SAFETY: `base + head` lies inside the mapping and is not null (the mapping is).
-    let ptr = unsafe { NonNull::new_unchecked(base.add(head)) };
+    let ptr = NonNull::new(base.wrapping_add(head)).ok_or(MapFailed { errno: libc::ENOMEM })?;
     Ok(Region { ptr, len })
 }
 

@@ -128,6 +128,22 @@ impl Drop for CacheTable {
     }
 }
 
+/// Does for `pool` what thread exit does: returns this thread's cached blocks to the
+/// depot and folds its counters into the pool. The loom models call it at the end of a
+/// thread body, because loom runs thread-local destructors outside its model of the
+/// thread.
+#[cfg(all(test, loom))]
+pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
+    let _ = CACHES.try_with(|table| {
+        // SAFETY: the table belongs to this thread and no other reference to it is live.
+        let caches = unsafe { &mut *table.caches.get() };
+        let cache = caches.get_mut(pool.slot as usize).and_then(Option::take);
+        if let Some(cache) = cache.filter(|c| c.pool_uid == pool.uid) {
+            pool.retire_cache(&cache);
+        }
+    });
+}
+
 #[cfg(not(loom))]
 thread_local! {
     static CACHES: CacheTable = const { CacheTable::new() };

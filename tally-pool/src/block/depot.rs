@@ -26,8 +26,8 @@ pub(crate) const MAGAZINE_SIZE: usize = if cfg!(loom) { 2 } else { 64 };
 
 /// Magazines in the first segment; segment `k` holds `FIRST_SEGMENT << k`.
 const FIRST_SEGMENT: usize = if cfg!(loom) { 2 } else { 16 };
-/// Segments a depot can have: enough for far more magazines than 32-bit indices name.
-const SEGMENTS: usize = 26;
+/// Segments a depot can have: enough for every 32-bit index.
+const SEGMENTS: usize = 32;
 
 /// The free blocks a magazine holds.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ impl Depot {
         }
         // SAFETY: a non-null segment points to `FIRST_SEGMENT << k` live magazines that
         // live as long as `self` (field invariant), and `offset` is below that length.
-        Some(unsafe { &*seg.add(offset) })
+        Some(unsafe { &*seg.wrapping_add(offset) })
     }
 
     /// A magazine that nobody else owns, with no blocks, or `None` when indices ran out.
@@ -127,7 +127,14 @@ impl Depot {
         if let Some(index) = self.pop(&self.empty) {
             return Some(index);
         }
-        let index = self.fresh.fetch_add(1, Ordering::Relaxed);
+        let mut index = self.fresh.load(Ordering::Relaxed);
+        loop {
+            let next = index.checked_add(1)?;
+            match self.fresh.compare_exchange_weak(index, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(current) => index = current,
+            }
+        }
         let (k, _) = locate(index);
         let slot = self.segments.get(k)?;
         if slot.load(Ordering::Acquire).is_null() {
@@ -243,7 +250,7 @@ mod tests {
         // SAFETY: `a` and `b` are fresh, owned by this thread.
         unsafe {
             depot.with_blocks(a, |m| {
-                m.ptrs[0] = 1 as *mut u8;
+                m.ptrs[0] = core::ptr::dangling_mut::<u8>();
                 m.count = 1;
             });
         }

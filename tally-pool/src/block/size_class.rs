@@ -36,7 +36,7 @@ pub struct SizeClass(u8);
 impl SizeClass {
     /// The class of index `index` (`0..CLASS_COUNT`), smallest first.
     pub fn from_index(index: usize) -> Option<Self> {
-        (index < CLASS_COUNT).then(|| Self(index as u8))
+        (index < CLASS_COUNT).then_some(Self(index as u8))
     }
 
     /// This class's index.

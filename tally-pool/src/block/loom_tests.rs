@@ -1,0 +1,137 @@
+//! loom models of the lock-free parts: the depot's stacks, cross-thread free, thread-exit
+//! flush and reclaim racing a free. Run with
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p tally-pool --release --lib loom`.
+//!
+//! loom drops thread-locals outside its model of the thread, so the models end each
+//! thread with `retire_current`, the function the thread-exit destructor calls; the
+//! destructor itself is exercised by the std-thread tests in `tests/block_threads.rs`.
+//!
+//! Under loom a magazine holds 2 blocks and a thread cache 4, so every slow path (depot
+//! trade, carve) happens within a handful of operations.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::collections::HashSet;
+
+use loom::thread;
+
+use super::cache::retire_current;
+use super::depot::Depot;
+use super::{BlockPool, BlockPoolConfig, GuardLevel};
+
+fn pool(max: usize, guard: GuardLevel) -> BlockPool {
+    BlockPool::new(
+        BlockPoolConfig::new(Layout::new::<u64>()).max_capacity(max).guard(guard).prefault(false),
+    )
+    .unwrap()
+}
+
+/// Raw block addresses cross loom threads as integers.
+fn addr(p: NonNull<u8>) -> usize {
+    p.as_ptr() as usize
+}
+
+fn ptr(a: usize) -> NonNull<u8> {
+    NonNull::new(a as *mut u8).unwrap()
+}
+
+#[test]
+fn depot_pops_each_magazine_once_under_contention() {
+    loom::model(|| {
+        let depot = loom::sync::Arc::new(Depot::new());
+        let ids: Vec<u32> = (0..3).map(|_| depot.new_magazine().unwrap()).collect();
+        for &i in &ids {
+            depot.push_full(i);
+        }
+        // Two threads each pop one magazine and push it back (the ABA pattern: A is popped,
+        // B popped, A pushed back while another pop is between its load and its CAS).
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let depot = depot.clone();
+                thread::spawn(move || {
+                    let a = depot.pop_full();
+                    let b = depot.pop_full();
+                    if let Some(a) = a {
+                        depot.push_full(a);
+                    }
+                    b
+                })
+            })
+            .collect();
+        let mut kept: Vec<u32> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+        while let Some(i) = depot.pop_full() {
+            kept.push(i);
+        }
+        kept.sort_unstable();
+        assert_eq!(kept, ids, "every magazine exactly once");
+    });
+}
+
+#[test]
+fn free_on_one_thread_races_allocate_on_another() {
+    loom::model(|| {
+        let pool = pool(3, GuardLevel::Canary);
+        let a = addr(pool.allocate().unwrap());
+        let b = addr(pool.allocate().unwrap());
+        let remote = pool.clone();
+        let t = thread::spawn(move || {
+            remote.free(ptr(a)).unwrap();
+            retire_current(&remote.shared);
+        });
+        let c = addr(pool.allocate().unwrap());
+        t.join().unwrap();
+        assert!(c != b, "a live block was handed out again");
+        pool.free(ptr(b)).unwrap();
+        pool.free(ptr(c)).unwrap();
+        assert_eq!(pool.stats().live_blocks, 0);
+        // Every block is reusable: the cap's worth can be allocated again, all distinct.
+        let again: HashSet<usize> = (0..3).map(|_| addr(pool.allocate().unwrap())).collect();
+        assert_eq!(again.len(), 3);
+    });
+}
+
+#[test]
+fn thread_exit_flushes_its_cache() {
+    loom::model(|| {
+        let pool = pool(3, GuardLevel::Off);
+        let worker = pool.clone();
+        let t = thread::spawn(move || {
+            let blocks: Vec<_> = (0..3).map(|_| worker.allocate().unwrap()).collect();
+            for b in blocks {
+                worker.free(b).unwrap();
+            }
+            // The three free blocks sit in this thread's cache until it exits.
+            retire_current(&worker.shared);
+        });
+        t.join().unwrap();
+        let got: HashSet<usize> = (0..3).map(|_| addr(pool.allocate().unwrap())).collect();
+        assert_eq!(got.len(), 3, "blocks cached by an exited thread were lost");
+    });
+}
+
+#[test]
+fn reclaim_races_a_free() {
+    loom::model(|| {
+        let pool = pool(4, GuardLevel::Off);
+        let blocks: Vec<usize> = (0..4).map(|_| addr(pool.allocate().unwrap())).collect();
+        let remote = pool.clone();
+        let last = blocks[3];
+        let t = thread::spawn(move || {
+            remote.free(ptr(last)).unwrap();
+            retire_current(&remote.shared);
+        });
+        for &b in &blocks[..3] {
+            pool.free(ptr(b)).unwrap();
+        }
+        let first = pool.reclaim();
+        t.join().unwrap();
+        // The worker has exited, so its cached block is back in the depot now.
+        let second = pool.reclaim();
+        assert!(first + second > 0, "the chunk was never reclaimed");
+        assert_eq!(pool.stats().chunks, 0);
+        // The pool still works and hands out distinct blocks after reclaim.
+        let again: HashSet<usize> = (0..4).map(|_| addr(pool.allocate().unwrap())).collect();
+        assert_eq!(again.len(), 4);
+    });
+}
+
