@@ -86,6 +86,25 @@ pub enum PoolError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// The token was issued by this pool but has been redeemed since (or its value was
+    /// redeemed and released, and the block reused).
+    #[error("pool `{pool}`: the raw handle is stale: it was already redeemed")]
+    StaleHandle {
+        /// The pool's name.
+        pool: String,
+    },
+    /// The token was never issued by this pool: it is damaged or made up.
+    #[error("pool `{pool}`: the raw handle was never issued by this pool (damaged or forged)")]
+    InvalidHandle {
+        /// The pool's name.
+        pool: String,
+    },
+    /// The token was issued by another pool.
+    #[error("pool `{pool}`: the raw handle belongs to another pool; redeem it where it was made")]
+    WrongPool {
+        /// The pool's name.
+        pool: String,
+    },
     /// The process has as many pools alive as the chunk registry can tell apart.
     #[error("too many pools are alive at once (at most {max}); drop pools that are no longer used")]
     TooManyPools {

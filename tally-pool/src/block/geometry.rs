@@ -107,11 +107,15 @@ pub(crate) struct ChunkHeader {
     pub(crate) block_size: u32,
     pub(crate) block_align: u32,
     pub(crate) stride: u32,
+    /// Index of the chunk in its pool, in mapping order; never reused while the pool lives.
+    pub(crate) chunk_id: u32,
+    /// Address of the typed pool that owns the block pool, or 0.
+    pub(crate) owner: u64,
     pub(crate) checksum: u64,
 }
 
 impl ChunkHeader {
-    pub(crate) fn new(pool_uid: u64, node: u32, geometry: &Geometry) -> Self {
+    pub(crate) fn new(pool_uid: u64, node: u32, geometry: &Geometry, chunk_id: u32, owner: usize) -> Self {
         let mut h = Self {
             magic: CHUNK_MAGIC,
             pool_uid,
@@ -119,6 +123,8 @@ impl ChunkHeader {
             block_size: geometry.size as u32,
             block_align: geometry.align as u32,
             stride: geometry.stride as u32,
+            chunk_id,
+            owner: owner as u64,
             checksum: 0,
         };
         h.checksum = h.compute_checksum();
@@ -134,6 +140,8 @@ impl ChunkHeader {
             u64::from(self.block_size),
             u64::from(self.block_align),
             u64::from(self.stride),
+            u64::from(self.chunk_id),
+            self.owner,
         ];
         words.iter().flat_map(|w| w.to_le_bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -184,10 +192,13 @@ mod tests {
     #[test]
     fn header_checksum_catches_any_field_change() {
         let g = Geometry::new(Layout::new::<[u64; 8]>(), GuardLevel::Off).unwrap();
-        let h = ChunkHeader::new(9, 1, &g);
+        let h = ChunkHeader::new(9, 1, &g, 0, 0);
         assert!(h.is_valid());
         let mut bad = h;
         bad.node = 2;
+        assert!(!bad.is_valid());
+        let mut bad = h;
+        bad.owner = 8;
         assert!(!bad.is_valid());
         let mut bad = h;
         bad.magic ^= 1;

@@ -67,8 +67,8 @@
 
 mod cache;
 mod depot;
-mod geometry;
-mod pool;
+pub(crate) mod geometry;
+pub(crate) mod pool;
 mod registry;
 mod size_class;
 
@@ -289,9 +289,28 @@ impl BlockPool {
     /// or an overwritten canary. The block is not put back, and the pool stays usable.
     #[inline]
     pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+        self.shared.check_block(block.as_ptr() as usize)?;
+        self.release(block.as_ptr())
+    }
+
+    /// Returns a block that is known to be an allocated block of this pool, skipping the
+    /// registry lookup (the guard still checks it).
+    ///
+    /// # Safety
+    ///
+    /// `block` must have been returned by [`Self::allocate`] on this pool and not freed
+    /// since.
+    #[inline]
+    pub(crate) unsafe fn free_unchecked(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+        if self.shared.guard != GuardLevel::Off {
+            self.shared.check_block(block.as_ptr() as usize)?;
+        }
+        self.release(block.as_ptr())
+    }
+
+    #[inline]
+    fn release(&self, ptr: *mut u8) -> Result<(), PoolError> {
         let pool = &*self.shared;
-        let ptr = block.as_ptr();
-        pool.check_block(ptr as usize)?;
         let fast = with_cache(&self.shared, |cache, blocks| {
             if blocks.epoch == pool.epoch() && blocks.len < CACHE_CAPACITY {
                 if let Some(slot) = blocks.ptrs.get_mut(blocks.len) {
@@ -307,6 +326,10 @@ impl BlockPool {
             Some(result) => result,
             None => pool.free_uncached(ptr),
         }
+    }
+
+    pub(crate) fn shared(&self) -> &PoolShared {
+        &self.shared
     }
 
     /// Gives chunks whose blocks are all free back to the OS and returns how many bytes it

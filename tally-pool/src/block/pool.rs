@@ -83,6 +83,8 @@ pub(crate) struct PoolShared {
     expansions: StdAtomicU64,
     reclaimed_bytes: StdAtomicU64,
     active_chunks: StdAtomicUsize,
+    /// Written into every chunk header mapped from now on (see `ChunkHeader::owner`).
+    owner: StdAtomicUsize,
 }
 
 impl PoolShared {
@@ -122,25 +124,51 @@ impl PoolShared {
             expansions: StdAtomicU64::new(0),
             reclaimed_bytes: StdAtomicU64::new(0),
             active_chunks: StdAtomicUsize::new(0),
+            owner: StdAtomicUsize::new(0),
         });
-        // Pre-allocate: map the chunks that `capacity` blocks need, and fault them in.
-        let mut remaining = capacity;
-        {
-            let mut growth = lock(&pool.growth);
-            while remaining > 0 {
-                pool.map_chunk(&mut growth)?;
-                let here = remaining.min(geometry.blocks_per_chunk);
-                if prefault {
-                    if let Some(chunk) = growth.chunks.last() {
-                        chunk.region.prefault(geometry.first_offset + here * geometry.stride);
-                    }
-                }
-                remaining -= here;
-            }
-        }
+        pool.reserve(capacity, prefault)?;
         Ok(pool)
     }
 
+    /// Maps chunks until `capacity` blocks fit, touching their pages if `prefault`.
+    pub(crate) fn reserve(&self, capacity: usize, prefault: bool) -> Result<(), PoolError> {
+        let geometry = self.geometry;
+        let mut growth = lock(&self.growth);
+        let have = growth.chunks.iter().filter(|c| !c.reclaimed).count() * geometry.blocks_per_chunk;
+        let mut remaining = capacity.saturating_sub(have);
+        while remaining > 0 {
+            self.map_chunk(&mut growth)?;
+            let here = remaining.min(geometry.blocks_per_chunk);
+            if prefault {
+                if let Some(chunk) = growth.chunks.last() {
+                    chunk.region.prefault(geometry.first_offset + here * geometry.stride);
+                }
+            }
+            remaining -= here;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_owner(&self, owner: usize) {
+        self.owner.store(owner, StdOrdering::Relaxed);
+    }
+
+    /// The header of the chunk holding `addr`.
+    ///
+    /// # Safety
+    ///
+    /// `addr` must lie in a chunk of this pool (for example, a block that is allocated).
+    pub(crate) unsafe fn header_of(&self, addr: usize) -> &ChunkHeader {
+        let base = addr & !(CHUNK_SIZE - 1);
+        // SAFETY: the caller says `base` is a chunk of this pool; chunks stay mapped while
+        // the pool lives (`&self`) and begin with a header written before publication
+        // and never written again.
+        unsafe { &*(base as *const ChunkHeader) }
+    }
+
+}
+
+impl PoolShared {
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -451,7 +479,9 @@ impl PoolShared {
     fn map_chunk(&self, growth: &mut Growth) -> Result<(), PoolError> {
         let oom = |errno| PoolError::OutOfMemory { pool: self.name.clone(), bytes: CHUNK_SIZE, errno };
         let region = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE).map_err(|e| oom(e.errno))?;
-        let header = ChunkHeader::new(self.uid, self.node, &self.geometry);
+        let chunk_id = u32::try_from(growth.chunks.len()).map_err(|_| oom(libc::ENOMEM))?;
+        let owner = self.owner.load(StdOrdering::Relaxed);
+        let header = ChunkHeader::new(self.uid, self.node, &self.geometry, chunk_id, owner);
         // SAFETY: the region is fresh, writable, CHUNK_SIZE-aligned and larger than a
         // header, and nobody else knows it yet.
         unsafe { region.ptr().as_ptr().cast::<ChunkHeader>().write(header) };

@@ -1,0 +1,116 @@
+//! `Handle<T>`: the owning, pointer-sized reference to a pooled value.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
+
+use super::pool::Pool;
+use super::raw::RawHandle;
+
+/// An owned value in a pool: dereferences to `T`, returns the value to its pool when
+/// dropped, on whatever thread drops it.
+///
+/// A `Handle<T>` is one pointer (8 bytes, and `Option<Handle<T>>` too). It is not `Clone`;
+/// it is `Send` exactly when `T: Send` and `Sync` exactly when `T: Sync`. Its pool is found
+/// from the chunk the value lives in, so the handle needs no second word.
+///
+/// ```
+/// use tally_pool::{Handle, Pool, PoolConfig};
+///
+/// let pool = Pool::<String>::new(PoolConfig::new("names")).unwrap();
+/// let mut name: Handle<String> = pool.acquire_with("bid".to_string()).unwrap();
+/// name.push_str("-1");
+/// let name = std::thread::spawn(move || name.len()).join().unwrap();
+/// assert_eq!(name, 5);
+/// assert_eq!(core::mem::size_of::<Option<Handle<String>>>(), 8);
+/// ```
+pub struct Handle<T: 'static> {
+    /// Invariant: points to a valid `T` in a live block of the `Pool<T>` named by the
+    /// block's chunk header, and this handle is its only owner.
+    ptr: NonNull<T>,
+    /// Owns a `T` for the drop checker and for `Send`/`Sync` below.
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: a handle owns its `T` like a `Box<T>` does; moving it to another thread moves the
+// `T`, which needs `T: Send`. Releasing the block from that thread is supported by the pool.
+unsafe impl<T: Send + 'static> Send for Handle<T> {}
+// SAFETY: `&Handle<T>` gives out only `&T`, which needs `T: Sync` to be shared.
+unsafe impl<T: Sync + 'static> Sync for Handle<T> {}
+
+impl<T: 'static> Handle<T> {
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid `T` in a block of a `Pool<T>` that nothing else owns.
+    #[inline]
+    pub(crate) unsafe fn from_block(ptr: NonNull<T>) -> Self {
+        Self { ptr, _owns: PhantomData }
+    }
+
+    /// Lends the value out as a `u64`-sized token: the value stays in the pool (counted
+    /// live) until [`Pool::redeem`] turns the token back into a handle.
+    ///
+    /// ```
+    /// # use tally_pool::{Handle, Pool, PoolConfig};
+    /// let pool = Pool::<u32>::new(PoolConfig::new("n")).unwrap();
+    /// let raw = Handle::into_raw(pool.acquire_with(7).unwrap());
+    /// assert_eq!(pool.leaked_raw(), 1);
+    /// assert_eq!(*pool.redeem(raw).unwrap(), 7);
+    /// assert_eq!(pool.leaked_raw(), 0);
+    /// ```
+    pub fn into_raw(this: Self) -> RawHandle<T> {
+        let ptr = this.ptr;
+        core::mem::forget(this);
+        // SAFETY: handle invariant: a live value of its pool, now owned by no handle.
+        let pool = unsafe { Pool::<T>::owning(ptr) };
+        // SAFETY: as above.
+        unsafe { pool.lend(ptr) }
+    }
+
+    /// The pool this value belongs to.
+    pub fn pool(this: &Self) -> &'static Pool<T> {
+        // SAFETY: handle invariant.
+        unsafe { Pool::<T>::owning(this.ptr) }
+    }
+}
+
+impl<T: 'static> Drop for Handle<T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: handle invariant.
+        let pool = unsafe { Pool::<T>::owning(self.ptr) };
+        // SAFETY: the value is live and this handle, its only owner, is going away.
+        unsafe { pool.release(self.ptr) };
+    }
+}
+
+impl<T: 'static> Deref for Handle<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: handle invariant: a valid `T`, borrowed for as long as `self` is.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: 'static> DerefMut for Handle<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: handle invariant: a valid `T` owned by this handle alone.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl<T: fmt::Debug + 'static> fmt::Debug for Handle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: fmt::Display + 'static> fmt::Display for Handle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}

@@ -1,0 +1,86 @@
+//! Typed pools: `Pool<T>`, `Handle<T>`, `RawHandle<T>` and the `Pooled` trait.
+//!
+//! ```
+//! use tally_pool::{Handle, Pooled, PoolError, RawHandle};
+//!
+//! #[derive(Pooled, Default, Debug)]
+//! #[pooled(capacity = 1024, max_capacity = 65_536, name = "orders")]
+//! pub struct Order { pub id: u64, pub price: i64, pub qty: u32 }
+//!
+//! # fn main() -> Result<(), PoolError> {
+//! let mut o: Handle<Order> = Order::acquire()?;
+//! o.qty = 100;
+//! let raw: RawHandle<Order> = Handle::into_raw(o);
+//! let o = Order::redeem(raw)?;
+//! assert_eq!(o.qty, 100);
+//! assert_eq!(Order::pool().stats().live_blocks, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod handle;
+mod pool;
+mod raw;
+
+pub use handle::Handle;
+pub use pool::{
+    recycle_fn, AcquireError, Pool, PoolConfig, Recycle, StaticConfig, StaticPool, DEFAULT_CAPACITY,
+    DEFAULT_MAX_CAPACITY, MAX_CAPACITY,
+};
+pub use raw::RawHandle;
+
+use crate::error::PoolError;
+
+/// A type with its own `static` pool, made by `#[derive(Pooled)]`.
+///
+/// # Safety
+///
+/// Implementations must return from [`Pooled::pool`] the same pool on every call, a pool
+/// made for `Self` by this crate. Only `#[derive(Pooled)]` implements this trait; the
+/// hidden method it defines is how the derive opts in, and code that writes it by hand
+/// takes on this contract.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a pooled type",
+    label = "`{Self}` has no pool",
+    note = "add `#[derive(Pooled)]` to `{Self}`, or use `tally_pool::Pool::<{Self}>::new` for types you cannot derive on"
+)]
+pub unsafe trait Pooled: Sized + 'static {
+    /// The type's pool, created on first use.
+    fn pool() -> &'static Pool<Self>;
+
+    /// Acquires `Self::default()` (or a recycled value) from the type's pool.
+    ///
+    /// # Errors
+    ///
+    /// See [`Pool::acquire`].
+    #[inline]
+    fn acquire() -> Result<Handle<Self>, PoolError>
+    where
+        Self: Default,
+    {
+        Self::pool().acquire()
+    }
+
+    /// Moves `value` into the type's pool.
+    ///
+    /// # Errors
+    ///
+    /// See [`Pool::acquire_with`]; the value comes back in the error.
+    #[inline]
+    fn acquire_with(value: Self) -> Result<Handle<Self>, AcquireError<Self>> {
+        Self::pool().acquire_with(value)
+    }
+
+    /// Turns a token back into a handle.
+    ///
+    /// # Errors
+    ///
+    /// See [`Pool::redeem`].
+    #[inline]
+    fn redeem(raw: RawHandle<Self>) -> Result<Handle<Self>, PoolError> {
+        Self::pool().redeem(raw)
+    }
+
+    #[doc(hidden)]
+    fn only_derive_is_allowed_to_implement_this_trait();
+}

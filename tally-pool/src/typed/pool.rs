@@ -1,0 +1,634 @@
+//! `Pool<T>`: a typed pool over one block pool.
+
+use core::alloc::Layout;
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use super::handle::Handle;
+use super::raw::{self, Fields, RawHandle, Unpacked, GEN_MASK, MAX_BLOCKS};
+use crate::block::{BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, CHUNK_SIZE};
+use crate::error::PoolError;
+use crate::os::{self, Region};
+
+/// How to build a [`Pool`].
+///
+/// ```
+/// use tally_pool::{GuardLevel, PoolConfig};
+///
+/// let config = PoolConfig::new("orders").capacity(65_536).max_capacity(1 << 20).guard(GuardLevel::Canary);
+/// assert_eq!(config.max_capacity, 1 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Name used in errors and reports.
+    pub name: String,
+    /// Values pre-allocated (mapped and pre-faulted) at creation. Default 1024.
+    pub capacity: usize,
+    /// Most values alive at once; at most 2^25 (33,554,432). Default 2^20.
+    pub max_capacity: usize,
+    /// Checks on release and reuse. Default [`GuardLevel::Off`]: handles already rule out
+    /// double and foreign releases.
+    pub guard: GuardLevel,
+    /// Touch pre-allocated memory at creation. Default true.
+    pub prefault: bool,
+}
+
+/// Default `capacity` of a typed pool.
+pub const DEFAULT_CAPACITY: usize = 1024;
+/// Default `max_capacity` of a typed pool.
+pub const DEFAULT_MAX_CAPACITY: usize = 1 << 20;
+/// The largest `max_capacity` a typed pool accepts (the block field of a raw handle).
+pub const MAX_CAPACITY: usize = MAX_BLOCKS;
+
+impl PoolConfig {
+    /// The defaults, named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            capacity: DEFAULT_CAPACITY,
+            max_capacity: DEFAULT_MAX_CAPACITY,
+            guard: GuardLevel::Off,
+            prefault: true,
+        }
+    }
+
+    /// Sets [`Self::capacity`].
+    pub fn capacity(mut self, values: usize) -> Self {
+        self.capacity = values;
+        self
+    }
+
+    /// Sets [`Self::max_capacity`].
+    pub fn max_capacity(mut self, values: usize) -> Self {
+        self.max_capacity = values;
+        self
+    }
+
+    /// Sets [`Self::guard`].
+    pub fn guard(mut self, guard: GuardLevel) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// Sets [`Self::prefault`].
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+}
+
+/// Types whose values a recycling pool keeps on release instead of dropping them.
+///
+/// `recycle` runs when a handle is dropped; the value then waits in the pool and the next
+/// `acquire` returns it as it is, so a `Vec` inside keeps its capacity.
+///
+/// ```
+/// use tally_pool::{Pool, PoolConfig, Recycle};
+///
+/// #[derive(Default)]
+/// struct Batch { fills: Vec<u64> }
+///
+/// impl Recycle for Batch {
+///     fn recycle(&mut self) { self.fills.clear(); }
+/// }
+///
+/// let pool = Pool::<Batch>::new_recycling(PoolConfig::new("batches").capacity(1)).unwrap();
+/// let mut b = pool.acquire().unwrap();
+/// b.fills.extend(0..100);
+/// drop(b);
+/// let b = pool.acquire().unwrap();
+/// assert!(b.fills.is_empty() && b.fills.capacity() >= 100);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not implement `Recycle`",
+    note = "`#[pooled(recycle)]` keeps values on release; implement `tally_pool::Recycle` for `{Self}` to say how to reset one"
+)]
+pub trait Recycle {
+    /// Resets the value for its next user.
+    fn recycle(&mut self);
+}
+
+/// The error of an acquire that was handed a value: the value comes back with the error.
+pub struct AcquireError<T> {
+    /// Why the acquire failed.
+    pub error: PoolError,
+    /// The value that was to be pooled.
+    pub value: T,
+}
+
+impl<T> fmt::Debug for AcquireError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcquireError").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for AcquireError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<T> std::error::Error for AcquireError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<AcquireError<T>> for PoolError {
+    fn from(e: AcquireError<T>) -> Self {
+        e.error
+    }
+}
+
+/// A block of a recycling pool: the value, and whether it holds one.
+#[repr(C)]
+struct RecycleSlot<T> {
+    value: MaybeUninit<T>,
+    full: bool,
+}
+
+/// Resets a recycled value in place; `ptr` is a `RecycleSlot<T>` holding a value.
+type RecycleFn = unsafe fn(*mut u8);
+
+/// # Safety
+///
+/// `ptr` must point to a valid, exclusively held `T`.
+unsafe fn recycle_value<T: Recycle>(ptr: *mut u8) {
+    // SAFETY: the caller gives a valid, exclusive `T`.
+    unsafe { (*ptr.cast::<T>()).recycle() }
+}
+
+/// The parts of a working pool.
+///
+/// Invariants: `gens` holds `max_chunks * blocks_per_chunk` `AtomicU32`s (zero-filled),
+/// `chunk_bases` has `max_chunks` entries, each 0 or the base of the chunk with that id.
+struct Inner {
+    block: BlockPool,
+    uid: u64,
+    node: u32,
+    blocks_per_chunk: usize,
+    recycle: Option<RecycleFn>,
+    gens: Region,
+    chunk_bases: Box<[AtomicUsize]>,
+    leaked_raw: AtomicU64,
+}
+
+/// A pool of `T` values. Pools live for the rest of the program, like the statics that
+/// `#[derive(Pooled)]` makes: [`Pool::new`] returns a `&'static Pool<T>`, so handles never
+/// outlive their pool. Create pools once, at start-up.
+///
+/// | call | value comes from | on failure |
+/// |---|---|---|
+/// | [`acquire`](Self::acquire) | `T::default()`, or a recycled value | `PoolError` |
+/// | [`acquire_with`](Self::acquire_with) | the argument | `AcquireError<T>`, value handed back |
+/// | [`redeem`](Self::redeem) | a value lent out as a [`RawHandle`] | `PoolError` |
+///
+/// ```
+/// use tally_pool::{Pool, PoolConfig};
+///
+/// #[derive(Debug, Default, PartialEq)]
+/// struct Quote { bid: i64, ask: i64 }
+///
+/// let quotes = Pool::<Quote>::new(PoolConfig::new("quotes").capacity(1024)).unwrap();
+/// let mut q = quotes.acquire().unwrap();
+/// q.bid = 100;
+/// assert_eq!(*q, Quote { bid: 100, ask: 0 });
+/// drop(q); // back to the pool, from any thread
+/// assert_eq!(quotes.stats().live_blocks, 0);
+/// ```
+pub struct Pool<T> {
+    name: String,
+    inner: Result<Inner, PoolError>,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T: 'static> fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("type", &core::any::type_name::<T>())
+            .field("name", &self.name)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner").field("block", &self.block).finish_non_exhaustive()
+    }
+}
+
+impl<T: 'static> Pool<T> {
+    /// Creates a pool that drops values on release.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::InvalidConfig`] for `capacity > max_capacity` or a `max_capacity` above
+    /// [`MAX_CAPACITY`]; [`PoolError::OutOfMemory`] if the initial memory is refused.
+    pub fn new(config: PoolConfig) -> Result<&'static Self, PoolError> {
+        Self::create(config, None)
+    }
+
+    /// Creates a pool that keeps values on release and resets them with
+    /// [`Recycle::recycle`]. Values may move between threads while they wait in the pool,
+    /// so `T: Send`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::new`].
+    pub fn new_recycling(config: PoolConfig) -> Result<&'static Self, PoolError>
+    where
+        T: Recycle + Send,
+    {
+        Self::create(config, Some(recycle_value::<T>))
+    }
+
+    fn layout(recycling: bool) -> Layout {
+        if recycling {
+            Layout::new::<RecycleSlot<T>>()
+        } else {
+            Layout::new::<T>()
+        }
+    }
+
+    fn create(config: PoolConfig, recycle: Option<RecycleFn>) -> Result<&'static Self, PoolError> {
+        let PoolConfig { name, capacity, max_capacity, guard, prefault } = config;
+        if max_capacity > MAX_CAPACITY {
+            return Err(PoolError::InvalidConfig {
+                pool: name,
+                reason: format!("`max_capacity` ({max_capacity}) is above the most a typed pool can number, {MAX_CAPACITY}"),
+            });
+        }
+        let block = BlockPool::new(
+            BlockPoolConfig::new(Self::layout(recycle.is_some()))
+                .name(name.clone())
+                .capacity(0)
+                .max_capacity(max_capacity)
+                .guard(guard)
+                .prefault(prefault),
+        )?;
+        if capacity > max_capacity {
+            return Err(PoolError::InvalidConfig {
+                pool: name,
+                reason: format!("`capacity` ({capacity}) exceeds `max_capacity` ({max_capacity})"),
+            });
+        }
+        let shared = block.shared();
+        let blocks_per_chunk = shared.geometry.blocks_per_chunk;
+        let max_chunks = max_capacity.div_ceil(blocks_per_chunk);
+        let gens = os::map(max_chunks * blocks_per_chunk * core::mem::size_of::<AtomicU32>()).map_err(|e| {
+            PoolError::OutOfMemory { pool: name.clone(), bytes: max_chunks * blocks_per_chunk * 4, errno: e.errno }
+        })?;
+        let inner = Inner {
+            uid: shared.uid,
+            node: shared.node(),
+            blocks_per_chunk,
+            recycle,
+            gens,
+            chunk_bases: (0..max_chunks).map(|_| AtomicUsize::new(0)).collect(),
+            leaked_raw: AtomicU64::new(0),
+            block,
+        };
+        let pool: &'static Self = Box::leak(Box::new(Self { name, inner: Ok(inner), _marker: PhantomData }));
+        if let Ok(inner) = &pool.inner {
+            // Chunks mapped from here on name this pool in their header, which is how a
+            // handle finds its pool.
+            inner.block.shared().set_owner(pool as *const Self as usize);
+            inner.block.shared().reserve(capacity, prefault)?;
+        }
+        Ok(pool)
+    }
+
+    /// A pool for a `static` (what the derive uses): creation errors are kept and returned
+    /// by every acquire instead of being lost.
+    pub(crate) fn create_static(config: PoolConfig, recycle: Option<RecycleFn>) -> &'static Self {
+        let name = config.name.clone();
+        match Self::create(config, recycle) {
+            Ok(pool) => pool,
+            Err(e) => Box::leak(Box::new(Self { name, inner: Err(e), _marker: PhantomData })),
+        }
+    }
+
+    fn inner(&self) -> Result<&Inner, PoolError> {
+        self.inner.as_ref().map_err(Clone::clone)
+    }
+
+    /// Acquires a value: `T::default()`, or in a recycling pool a recycled value.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Exhausted`] at `max_capacity`, [`PoolError::OutOfMemory`], or the error
+    /// that prevented the pool's creation.
+    #[inline]
+    pub fn acquire(&'static self) -> Result<Handle<T>, PoolError>
+    where
+        T: Default,
+    {
+        let inner = self.inner()?;
+        if inner.recycle.is_none() {
+            // Build the value before taking a block, so a panicking `default` loses nothing.
+            return self.acquire_with(T::default()).map_err(|e| e.error);
+        }
+        let block = inner.block.allocate()?.cast::<RecycleSlot<T>>();
+        // The handle owns the block from here: if `default` panics below, its drop returns
+        // the block (and sees `full == false`, so it drops nothing).
+        let handle = FreshSlot { pool: self, slot: block };
+        // SAFETY: the block is allocated to us and laid out as a `RecycleSlot<T>`; a block
+        // that never held a value reads `full == false` (fresh blocks are zero, and
+        // release sets the flag).
+        let full = unsafe { (*block.as_ptr()).full };
+        if !full {
+            let value = T::default();
+            // SAFETY: the slot is ours and holds no value.
+            unsafe { (*block.as_ptr()).value.write(value) };
+            // SAFETY: as above; the value is now initialised.
+            unsafe { (*block.as_ptr()).full = true };
+        }
+        Ok(handle.into_handle())
+    }
+
+    /// Moves `value` into the pool.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::acquire`], with `value` handed back in the [`AcquireError`].
+    #[inline]
+    pub fn acquire_with(&'static self, value: T) -> Result<Handle<T>, AcquireError<T>> {
+        let inner = match self.inner() {
+            Ok(inner) => inner,
+            Err(error) => return Err(AcquireError { error, value }),
+        };
+        let block = match inner.block.allocate() {
+            Ok(block) => block,
+            Err(error) => return Err(AcquireError { error, value }),
+        };
+        if inner.recycle.is_none() {
+            let ptr = block.cast::<T>();
+            // SAFETY: a fresh block of this pool is sized and aligned for `T` and ours.
+            unsafe { ptr.as_ptr().write(value) };
+            // SAFETY: the block holds a valid `T` and belongs to this pool.
+            return Ok(unsafe { Handle::from_block(ptr) });
+        }
+        let slot = block.cast::<RecycleSlot<T>>();
+        // SAFETY: the block is ours and laid out as a `RecycleSlot<T>`.
+        let old = unsafe { core::mem::replace(&mut (*slot.as_ptr()).value, MaybeUninit::new(value)) };
+        // SAFETY: as above.
+        let was_full = core::mem::replace(unsafe { &mut (*slot.as_ptr()).full }, true);
+        // SAFETY: the slot now holds `value`; the handle owns it from here.
+        let handle = unsafe { Handle::from_block(slot.cast::<T>()) };
+        if was_full {
+            // SAFETY: `full` said the old value was initialised; it was moved out above.
+            drop(unsafe { old.assume_init() });
+        }
+        Ok(handle)
+    }
+
+    /// Turns a token back into a handle.
+    ///
+    /// Only memory the pool's own tables vouch for is read: the token's chunk must be one
+    /// this pool mapped and lent a value from.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::StaleHandle`] if the token was redeemed already,
+    /// [`PoolError::InvalidHandle`] if this pool never issued it,
+    /// [`PoolError::WrongPool`] if another pool did.
+    pub fn redeem(&'static self, raw: RawHandle<T>) -> Result<Handle<T>, PoolError> {
+        let inner = self.inner()?;
+        let invalid = || PoolError::InvalidHandle { pool: self.name.clone() };
+        let f = match raw::unpack(inner.uid, raw.to_bits()) {
+            Unpacked::Ok(f) => f,
+            Unpacked::WrongPool => return Err(PoolError::WrongPool { pool: self.name.clone() }),
+            Unpacked::Forged => return Err(invalid()),
+        };
+        if f.node != inner.node {
+            return Err(invalid());
+        }
+        let block = f.block as usize;
+        let (chunk, index) = (block / inner.blocks_per_chunk, block % inner.blocks_per_chunk);
+        let base = inner.chunk_bases.get(chunk).map_or(0, |b| b.load(Ordering::Acquire));
+        if base == 0 {
+            return Err(invalid());
+        }
+        let word = inner.gen_word(block).ok_or_else(invalid)?;
+        let out = f.generation << 1 | 1;
+        let next = ((f.generation + 1) & GEN_MASK) << 1;
+        match word.compare_exchange(out, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                inner.leaked_raw.fetch_sub(1, Ordering::Relaxed);
+                let addr = inner.block.shared().geometry.block_addr(base, index);
+                let ptr = NonNull::new(addr as *mut T).ok_or_else(invalid)?;
+                // SAFETY: the generation word said this block was lent out as this very
+                // token and the CAS took it back exactly once: the block holds the valid
+                // `T` that `into_raw` left there, and no handle to it exists.
+                Ok(unsafe { Handle::from_block(ptr) })
+            }
+            Err(now) => {
+                // Generations are compared modulo 2^24: a token ahead of the block was
+                // never issued; one behind it, or equal but not out, was redeemed.
+                let ahead = (f.generation.wrapping_sub(now >> 1)) & GEN_MASK;
+                if ahead != 0 && ahead < 1 << 23 {
+                    Err(invalid())
+                } else {
+                    Err(PoolError::StaleHandle { pool: self.name.clone() })
+                }
+            }
+        }
+    }
+
+    /// How many values are out as raw handles and not yet redeemed.
+    pub fn leaked_raw(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |i| i.leaked_raw.load(Ordering::Relaxed))
+    }
+
+    /// The pool's counters.
+    pub fn stats(&self) -> BlockPoolStats {
+        self.inner.as_ref().map(|i| i.block.stats()).unwrap_or_default()
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Gives memory that no live value uses back to the OS; see [`BlockPool::reclaim`].
+    pub fn reclaim(&self) -> usize {
+        self.inner.as_ref().map_or(0, |i| i.block.reclaim())
+    }
+
+    /// The pool that owns the block `ptr` points into.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a live value handed out by a `Pool<T>` (a handle's pointer).
+    #[inline]
+    pub(crate) unsafe fn owning(ptr: NonNull<T>) -> &'static Self {
+        let base = ptr.as_ptr() as usize & !(CHUNK_SIZE - 1);
+        // SAFETY: a live value sits in a chunk of its pool; the chunk stays mapped (pools
+        // are never dropped) and starts with a header whose `owner` is the `Pool<T>` that
+        // was leaked, and so lives forever, before the chunk was mapped.
+        let owner = unsafe { (*(base as *const crate::block::geometry::ChunkHeader)).owner };
+        // SAFETY: see above: `owner` is the address of a `&'static Pool<T>`.
+        unsafe { &*(owner as usize as *const Self) }
+    }
+
+    /// Drops (or recycles) the value at `ptr` and returns its block.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a live value of this pool that no handle owns any more.
+    pub(crate) unsafe fn release(&self, ptr: NonNull<T>) {
+        let Ok(inner) = &self.inner else { return };
+        // Returns the block even if the value's `Drop` or `recycle` panics.
+        let guard = ReturnBlock { inner, block: ptr, full: false };
+        match inner.recycle {
+            None => {
+                // SAFETY: the caller hands over a valid `T` that nothing else owns.
+                unsafe { core::ptr::drop_in_place(ptr.as_ptr()) };
+                drop(guard);
+            }
+            Some(recycle) => {
+                let mut guard = guard;
+                // SAFETY: as above; `recycle` is `recycle_value::<T>`.
+                unsafe { recycle(ptr.as_ptr().cast()) };
+                guard.full = true;
+                drop(guard);
+            }
+        }
+    }
+
+    /// Lends the value out as a token; the counterpart of [`Self::redeem`].
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a live value of this pool that no handle owns any more.
+    pub(crate) unsafe fn lend(&self, ptr: NonNull<T>) -> RawHandle<T> {
+        let Ok(inner) = &self.inner else { return RawHandle::from_bits(0) };
+        let addr = ptr.as_ptr() as usize;
+        let base = addr & !(CHUNK_SIZE - 1);
+        // SAFETY: `ptr` is a live block of this pool (caller).
+        let chunk = unsafe { inner.block.shared().header_of(addr) }.chunk_id as usize;
+        let index = inner.block.shared().geometry.index_of(addr).unwrap_or(usize::MAX);
+        let block = chunk.saturating_mul(inner.blocks_per_chunk).saturating_add(index);
+        let (Some(bases), Some(word)) = (inner.chunk_bases.get(chunk), inner.gen_word(block)) else {
+            // Cannot happen: chunk ids stay below `max_chunks` (see `create`). The value is
+            // leaked rather than lent under a token that would not redeem.
+            return RawHandle::from_bits(0);
+        };
+        bases.store(base, Ordering::Release);
+        let now = word.load(Ordering::Relaxed);
+        word.store(now | 1, Ordering::Release);
+        inner.leaked_raw.fetch_add(1, Ordering::Relaxed);
+        let fields = Fields { block: block as u32, generation: now >> 1, node: inner.node };
+        RawHandle::from_bits(raw::pack(inner.uid, fields))
+    }
+}
+
+impl Inner {
+    fn gen_word(&self, block: usize) -> Option<&AtomicU32> {
+        let len = self.chunk_bases.len() * self.blocks_per_chunk;
+        (block < len).then(|| {
+            // SAFETY: `gens` holds `len` zero-initialised AtomicU32s (type invariant) for
+            // as long as `self` lives, and `block < len`.
+            unsafe { &*self.gens.ptr().as_ptr().cast::<AtomicU32>().wrapping_add(block) }
+        })
+    }
+}
+
+/// Frees a block when dropped, also during unwinding.
+struct ReturnBlock<'a, T> {
+    inner: &'a Inner,
+    block: NonNull<T>,
+    /// For recycling pools: whether the block still holds a value.
+    full: bool,
+}
+
+impl<T> Drop for ReturnBlock<'_, T> {
+    fn drop(&mut self) {
+        if self.inner.recycle.is_some() {
+            let slot = self.block.cast::<RecycleSlot<T>>().as_ptr();
+            // SAFETY: in a recycling pool every block is a `RecycleSlot<T>` that this
+            // guard holds exclusively until it frees it below.
+            unsafe { (*slot).full = self.full };
+        }
+        // SAFETY: the block was allocated from this pool and is released exactly once,
+        // here. An error (a guard's finding) is counted in the pool's stats; the block is
+        // then withdrawn, which is all a destructor can do.
+        let _ = unsafe { self.inner.block.free_unchecked(self.block.cast()) };
+    }
+}
+
+/// A recycling pool's block between allocation and the handle taking it over.
+struct FreshSlot<T: 'static> {
+    pool: &'static Pool<T>,
+    slot: NonNull<RecycleSlot<T>>,
+}
+
+impl<T: 'static> FreshSlot<T> {
+    fn into_handle(self) -> Handle<T> {
+        let ptr = self.slot.cast::<T>();
+        core::mem::forget(self);
+        // SAFETY: the slot holds an initialised value (`full`), and the block is ours.
+        unsafe { Handle::from_block(ptr) }
+    }
+}
+
+impl<T: 'static> Drop for FreshSlot<T> {
+    fn drop(&mut self) {
+        // Reached only when `T::default()` panicked: the slot holds no value.
+        if let Ok(inner) = &self.pool.inner {
+            drop(ReturnBlock { inner, block: self.slot.cast::<T>(), full: false });
+        }
+    }
+}
+
+/// A `static` home for a derived type's pool, created on first use.
+///
+/// Used by the code `#[derive(Pooled)]` generates; not part of the stable API.
+#[derive(Debug)]
+pub struct StaticPool<T: 'static> {
+    cell: OnceLock<&'static Pool<T>>,
+    config: StaticConfig,
+}
+
+/// The `#[pooled(...)]` settings of a derived type.
+#[derive(Debug, Clone, Copy)]
+pub struct StaticConfig {
+    /// `name`, default the type's name.
+    pub name: &'static str,
+    /// `capacity`.
+    pub capacity: usize,
+    /// `max_capacity`.
+    pub max_capacity: usize,
+    /// `guard`.
+    pub guard: GuardLevel,
+    /// `recycle`: the function that resets a value.
+    pub recycle: Option<unsafe fn(*mut u8)>,
+}
+
+impl<T: 'static> StaticPool<T> {
+    /// A pool to be created on first use with `config`.
+    pub const fn new(config: StaticConfig) -> Self {
+        Self { cell: OnceLock::new(), config }
+    }
+
+    /// The pool, created on first call.
+    #[inline]
+    pub fn get(&'static self) -> &'static Pool<T> {
+        self.cell.get_or_init(|| {
+            let c = self.config;
+            let config = PoolConfig::new(c.name).capacity(c.capacity).max_capacity(c.max_capacity).guard(c.guard);
+            Pool::create_static(config, c.recycle)
+        })
+    }
+}
+
+/// The recycle function of a `#[pooled(recycle)]` type; requires `T: Recycle + Send`.
+pub const fn recycle_fn<T: Recycle + Send>() -> unsafe fn(*mut u8) {
+    recycle_value::<T>
+}
