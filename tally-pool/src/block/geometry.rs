@@ -52,9 +52,9 @@ impl Geometry {
             return Err("block alignment is at most 4096");
         }
         let align = layout.align().max(8);
-        // Every block must hold at least one pointer-sized word so it can be poisoned and
-        // checked as whole words.
-        let size = layout.size().max(8);
+        // Blocks are whole 8-byte words, so the canary sits right after the usable bytes and
+        // no padding between them goes unchecked.
+        let size = round_up(layout.size().max(8), 8);
         let canary_offset = match guard {
             GuardLevel::Off => None,
             GuardLevel::Canary | GuardLevel::Full => Some(round_up(size, 8)),

@@ -264,8 +264,9 @@ impl BlockPool {
                 if let Some(index) = blocks.len.checked_sub(1) {
                     if let Some(&ptr) = blocks.ptrs.get(index) {
                         blocks.len = index;
+                        let block = pool.hand_out(ptr)?;
                         cache.counters.allocations.bump();
-                        return pool.hand_out(ptr);
+                        return Ok(block);
                     }
                 }
             }
@@ -380,7 +381,7 @@ impl BlockPool {
         self.shared.layout()
     }
 
-    /// The usable size of every block (the layout's size, at least 8).
+    /// The usable size of every block: the layout's size rounded up to a multiple of 8.
     pub fn block_size(&self) -> usize {
         self.shared.geometry.size
     }

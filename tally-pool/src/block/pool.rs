@@ -301,8 +301,9 @@ impl PoolShared {
         let index = blocks.len.checked_sub(1).ok_or_else(|| self.exhausted())?;
         let ptr = *blocks.ptrs.get(index).ok_or_else(|| self.exhausted())?;
         blocks.len = index;
+        let block = self.hand_out(ptr)?;
         cache.counters.allocations.bump();
-        self.hand_out(ptr)
+        Ok(block)
     }
 
     /// Free when the cache is full or out of date; `addr` was checked already.
@@ -516,8 +517,9 @@ impl PoolShared {
         while one.len > 0 {
             self.spill_uncached(&mut one)?;
         }
+        let block = self.hand_out(ptr)?;
         self.totals.allocations.fetch_add(1, StdOrdering::Relaxed);
-        self.hand_out(ptr)
+        Ok(block)
     }
 
     pub(crate) fn free_uncached(&self, ptr: *mut u8) -> Result<(), PoolError> {
@@ -554,11 +556,14 @@ impl PoolShared {
         let _ = self.flush(cache, blocks);
         let c = &cache.counters;
         let t = &self.totals;
+        // Fold and unlist under the lock that `stats` reads under, so that no snapshot
+        // counts this thread twice (or not at all).
+        let mut caches = lock_std(&self.caches);
         t.allocations.fetch_add(c.allocations.get(), StdOrdering::Relaxed);
         t.frees.fetch_add(c.frees.get(), StdOrdering::Relaxed);
         t.cross_thread_frees.fetch_add(c.cross_thread_frees.get(), StdOrdering::Relaxed);
         t.depot_exchanges.fetch_add(c.depot_exchanges.get(), StdOrdering::Relaxed);
-        lock_std(&self.caches).retain(|other| !Arc::ptr_eq(other, cache));
+        caches.retain(|other| !Arc::ptr_eq(other, cache));
     }
 
     // ----- reclaim ------------------------------------------------------------------
@@ -651,19 +656,21 @@ impl PoolShared {
 
     pub(crate) fn stats(&self) -> BlockPoolStats {
         let t = &self.totals;
+        let caches = lock_std(&self.caches);
         let (mut allocations, mut frees, mut cross, mut exchanges) = (
             t.allocations.load(StdOrdering::Relaxed),
             t.frees.load(StdOrdering::Relaxed),
             t.cross_thread_frees.load(StdOrdering::Relaxed),
             t.depot_exchanges.load(StdOrdering::Relaxed),
         );
-        for c in lock_std(&self.caches).iter() {
+        for c in caches.iter() {
             let c = &c.counters;
             allocations += c.allocations.get();
             frees += c.frees.get();
             cross += c.cross_thread_frees.get();
             exchanges += c.depot_exchanges.get();
         }
+        drop(caches);
         let chunks = self.active_chunks.load(StdOrdering::Relaxed);
         BlockPoolStats {
             live_blocks: allocations.saturating_sub(frees),

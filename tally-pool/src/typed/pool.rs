@@ -264,6 +264,12 @@ impl<T: 'static> Pool<T> {
                 reason: format!("`max_capacity` ({max_capacity}) is above the most a typed pool can number, {MAX_CAPACITY}"),
             });
         }
+        if recycle.is_some() && guard == GuardLevel::Full {
+            return Err(PoolError::InvalidConfig {
+                pool: name,
+                reason: "a recycling pool keeps values in free blocks, which `GuardLevel::Full` would poison; use `GuardLevel::Canary`".into(),
+            });
+        }
         let block = BlockPool::new(
             BlockPoolConfig::new(Self::layout(recycle.is_some()))
                 .name(name.clone())
@@ -457,8 +463,14 @@ impl<T: 'static> Pool<T> {
     }
 
     /// Gives memory that no live value uses back to the OS; see [`BlockPool::reclaim`].
+    ///
+    /// A recycling pool keeps values in its free blocks, so it reclaims nothing (returning
+    /// their memory would throw away values without dropping them).
     pub fn reclaim(&self) -> usize {
-        self.inner.as_ref().map_or(0, |i| i.block.reclaim())
+        match &self.inner {
+            Ok(i) if i.recycle.is_none() => i.block.reclaim(),
+            _ => 0,
+        }
     }
 
     /// The pool that owns the block `ptr` points into.

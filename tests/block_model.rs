@@ -1,0 +1,349 @@
+//! Model-based property test of `tally_pool::block::BlockPool`.
+//!
+//! Random sequences of operations (allocate a few blocks, free a random live block,
+//! reclaim, free a random set of live blocks on another thread, allocate on another thread
+//! and hand the blocks over) run against a small pool (`max_capacity` between 1 and 300,
+//! any guard level) and against a model: the set of live blocks with the tag written into
+//! each.
+//!
+//! After every operation: no block is handed out twice while live, `stats()` agrees with
+//! the model (`live_blocks`, `allocations`, `frees`, `allocations - frees == live_blocks`),
+//! and every live block still holds its tag (checked before each free, and for all live
+//! blocks after each reclaim and at the end). An allocation on the test's thread succeeds
+//! exactly when fewer than `max_capacity` blocks are live (the helper threads have exited,
+//! so every free block is in this thread's cache or in the depot), and fails with
+//! `Exhausted` otherwise. A reclaim with nothing live gives every chunk back. At the end,
+//! after everything is freed, `max_capacity` blocks can be allocated again: every freed
+//! block is reusable.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::collections::HashSet;
+
+use proptest::prelude::*;
+use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
+use tally_pool::PoolError;
+
+/// Words (u64) in a block.
+const WORDS: usize = 6;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Allocate this many blocks on the test's thread.
+    Allocate(usize),
+    /// Free the live block at this index (modulo the number of live blocks).
+    Free(usize),
+    /// `BlockPool::reclaim` on the test's thread.
+    Reclaim,
+    /// Free the live blocks at these indices on a helper thread, which then exits.
+    FreeOnThread(Vec<usize>),
+    /// Allocate up to this many blocks on a helper thread, which hands them over and exits.
+    AllocateOnThread(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1..=40usize).prop_map(Op::Allocate),
+        4 => any::<usize>().prop_map(Op::Free),
+        1 => Just(Op::Reclaim),
+        1 => prop::collection::vec(any::<usize>(), 1..60).prop_map(Op::FreeOnThread),
+        1 => (1..=80usize).prop_map(Op::AllocateOnThread),
+    ]
+}
+
+fn guard() -> impl Strategy<Value = GuardLevel> {
+    prop_oneof![
+        Just(GuardLevel::Off),
+        Just(GuardLevel::Canary),
+        Just(GuardLevel::Full)
+    ]
+}
+
+/// Word `i` of a block tagged `tag`.
+fn pattern(tag: u64, i: usize) -> u64 {
+    tag ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn stamp(addr: usize, tag: u64) {
+    let words = addr as *mut u64;
+    for i in 0..WORDS {
+        let word = words.wrapping_add(i);
+        // SAFETY: `addr` is a live block of a pool of `[u64; WORDS]` held by the caller,
+        // so word `i < WORDS` is in bounds and 8-aligned.
+        unsafe { word.write(pattern(tag, i)) };
+    }
+}
+
+#[track_caller]
+fn check(addr: usize, tag: u64) {
+    let words = addr as *const u64;
+    for i in 0..WORDS {
+        let word = words.wrapping_add(i);
+        // SAFETY: as in `stamp`.
+        let seen = unsafe { word.read() };
+        assert_eq!(
+            seen,
+            pattern(tag, i),
+            "word {i} of live block {addr:#x} (tag {tag})"
+        );
+    }
+}
+
+fn block(addr: usize) -> NonNull<u8> {
+    NonNull::new(addr as *mut u8).unwrap()
+}
+
+/// The model: live blocks and their tags, and the counts the pool must report.
+#[derive(Debug, Default)]
+struct Model {
+    live: Vec<(usize, u64)>,
+    set: HashSet<usize>,
+    allocations: u64,
+    frees: u64,
+    next_tag: u64,
+}
+
+impl Model {
+    /// Records a block the pool just handed out (and tagged with `tag`).
+    #[track_caller]
+    fn allocated(&mut self, addr: usize, tag: u64) {
+        assert!(
+            self.set.insert(addr),
+            "block {addr:#x} handed out while still live"
+        );
+        self.live.push((addr, tag));
+        self.allocations += 1;
+    }
+
+    /// Takes the live block at `index` modulo the number of live blocks, checking its tag.
+    fn take(&mut self, index: usize) -> Option<usize> {
+        if self.live.is_empty() {
+            return None;
+        }
+        let (addr, tag) = self.live.swap_remove(index % self.live.len());
+        check(addr, tag);
+        assert!(self.set.remove(&addr));
+        Some(addr)
+    }
+
+    fn tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    fn check_all(&self) {
+        for &(addr, tag) in &self.live {
+            check(addr, tag);
+        }
+    }
+}
+
+#[track_caller]
+fn check_stats(pool: &BlockPool, model: &Model, after: &Op) {
+    let stats = pool.stats();
+    assert_eq!(
+        stats.live_blocks,
+        model.live.len() as u64,
+        "after {after:?}: {stats:?}"
+    );
+    assert_eq!(
+        stats.allocations, model.allocations,
+        "after {after:?}: {stats:?}"
+    );
+    assert_eq!(stats.frees, model.frees, "after {after:?}: {stats:?}");
+    assert_eq!(
+        stats.allocations - stats.frees,
+        stats.live_blocks,
+        "after {after:?}"
+    );
+    assert_eq!(stats.corruption_events, 0, "after {after:?}: {stats:?}");
+    assert!(
+        stats.capacity <= stats.max_capacity,
+        "after {after:?}: {stats:?}"
+    );
+}
+
+#[track_caller]
+fn expect_exhausted(result: Result<NonNull<u8>, PoolError>, cap: usize, what: &str) {
+    match result {
+        Err(PoolError::Exhausted { max_capacity, .. }) => assert_eq!(max_capacity, cap),
+        other => panic!("{what}: expected Exhausted at the cap of {cap}, got {other:?}"),
+    }
+}
+
+fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
+    let pool = BlockPool::new(
+        BlockPoolConfig::new(Layout::new::<[u64; WORDS]>())
+            .name("model")
+            .guard(guard)
+            .max_capacity(cap)
+            .capacity(if prealloc { cap } else { 0 }),
+    )
+    .unwrap();
+    let mut model = Model::default();
+
+    for op in ops {
+        match op {
+            Op::Allocate(n) => {
+                for _ in 0..*n {
+                    let result = pool.allocate();
+                    if model.live.len() < cap {
+                        let addr = result
+                            .unwrap_or_else(|e| {
+                                panic!("{} of {cap} live, yet: {e}", model.live.len())
+                            })
+                            .as_ptr() as usize;
+                        let tag = model.tag();
+                        stamp(addr, tag);
+                        model.allocated(addr, tag);
+                    } else {
+                        expect_exhausted(result, cap, "allocate at the cap");
+                    }
+                }
+            }
+            Op::Free(i) => {
+                if let Some(addr) = model.take(*i) {
+                    pool.free(block(addr)).unwrap();
+                    model.frees += 1;
+                }
+            }
+            Op::Reclaim => {
+                pool.reclaim();
+                model.check_all();
+                let chunks = pool.stats().chunks;
+                if model.live.is_empty() {
+                    assert_eq!(chunks, 0, "nothing is live, so every chunk is reclaimed");
+                } else {
+                    assert!(chunks > 0, "live blocks keep their chunk");
+                }
+            }
+            Op::FreeOnThread(indices) => {
+                let addrs: Vec<usize> = indices.iter().filter_map(|&i| model.take(i)).collect();
+                let n = addrs.len() as u64;
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        for a in addrs {
+                            pool.free(block(a)).unwrap();
+                        }
+                    })
+                    .join()
+                    .unwrap();
+                });
+                model.frees += n;
+            }
+            Op::AllocateOnThread(n) => {
+                let live = model.live.len();
+                let first_tag = model.next_tag + 1;
+                let got: Vec<(usize, u64)> = std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let mut got = Vec::new();
+                        for k in 0..*n {
+                            let result = pool.allocate();
+                            if live + got.len() == cap {
+                                expect_exhausted(result, cap, "helper thread at the cap");
+                                break;
+                            }
+                            match result {
+                                Ok(b) => {
+                                    let tag = first_tag + k as u64;
+                                    stamp(b.as_ptr() as usize, tag);
+                                    got.push((b.as_ptr() as usize, tag));
+                                }
+                                // Blocks cached by the test's thread are out of this
+                                // thread's reach: documented, and allowed.
+                                Err(PoolError::Exhausted { .. }) => break,
+                                Err(e) => panic!("helper thread: {e}"),
+                            }
+                        }
+                        got
+                    })
+                    .join()
+                    .unwrap()
+                });
+                for (addr, tag) in got {
+                    check(addr, tag);
+                    model.next_tag = tag;
+                    model.allocated(addr, tag);
+                }
+            }
+        }
+        check_stats(&pool, &model, op);
+    }
+
+    // Free everything; then every block is reusable: the cap can be reached again.
+    model.check_all();
+    while let Some(addr) = model.take(0) {
+        pool.free(block(addr)).unwrap();
+        model.frees += 1;
+    }
+    let end = Op::Free(0);
+    check_stats(&pool, &model, &end);
+    for _ in 0..cap {
+        let addr = pool.allocate().unwrap().as_ptr() as usize;
+        let tag = model.tag();
+        stamp(addr, tag);
+        model.allocated(addr, tag);
+    }
+    expect_exhausted(pool.allocate(), cap, "after re-allocating the cap");
+    check_stats(&pool, &model, &Op::Allocate(cap));
+    model.check_all();
+    while let Some(addr) = model.take(0) {
+        pool.free(block(addr)).unwrap();
+        model.frees += 1;
+    }
+    check_stats(&pool, &model, &end);
+    pool.reclaim();
+    assert_eq!(pool.stats().chunks, 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn pool_matches_model(
+        guard in guard(),
+        cap in prop::sample::select(vec![1usize, 2, 63, 64, 65, 127, 128, 129, 200, 300]),
+        prealloc in any::<bool>(),
+        ops in prop::collection::vec(op(), 1..150),
+    ) {
+        run(guard, cap, prealloc, &ops);
+    }
+}
+
+/// A fixed sequence that crosses every boundary of the caches, as a quick regression.
+#[test]
+fn fixed_sequence_through_every_boundary() {
+    for guard in [GuardLevel::Off, GuardLevel::Canary, GuardLevel::Full] {
+        run(
+            guard,
+            300,
+            false,
+            &[
+                Op::Allocate(40),
+                Op::AllocateOnThread(80),
+                Op::Allocate(40),
+                Op::FreeOnThread((0..60).collect()),
+                Op::Reclaim,
+                Op::Allocate(40),
+                Op::Allocate(40),
+                Op::Allocate(40),
+                Op::Allocate(40),
+                Op::Allocate(40),
+                Op::AllocateOnThread(80),
+                Op::Free(3),
+                Op::FreeOnThread((0..60).collect()),
+                Op::FreeOnThread((0..60).collect()),
+                Op::FreeOnThread((0..60).collect()),
+                Op::Reclaim,
+                Op::FreeOnThread((0..60).collect()),
+                Op::Reclaim,
+            ],
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! Two-thread stress tests of `tally_pool::block::BlockPool`.
+//!
+//! Each test runs two phases on one pool, with two worker threads each:
+//!
+//! 1. **Producer/consumer**: one thread allocates blocks, stamps each with a sequence tag and
+//!    sends the addresses (as `usize`, in batches of random size) through a bounded
+//!    `std::sync::mpsc::sync_channel` to the other thread, which checks the tag and frees
+//!    the block. The freeing thread never allocates, so every block crosses threads and
+//!    the caches trade magazines through the depot in one direction.
+//! 2. **Churn**: both threads allocate batches of random size (up to 300, more than a
+//!    thread cache holds), stamp every word of every block with a tag naming the owner
+//!    thread and the allocation, keep a random subset alive across rounds, and verify each
+//!    block's tag right before freeing it. In `stress_with_concurrent_reclaim` a third
+//!    thread meanwhile allocates bursts of blocks spanning several chunks, frees them and
+//!    calls `reclaim()`, so that chunks are given back (and reused) while the workers run.
+//!
+//! Checked: no block is handed out twice while live (the tags, plus a shared set that
+//! every allocation of a sampled address enters and every free leaves), no block overlaps
+//! another (every word of a block is stamped and checked), the allocation and free counts
+//! the test keeps match `BlockPool::stats()` exactly, `live_blocks` is 0 when all is freed,
+//! every free of phase 1 counts as a cross-thread free, and after the threads have exited
+//! (which returns their caches) `reclaim()` gives every chunk back (`chunks == 0`).
+//!
+//! # Sizes
+//!
+//! An *operation* is one `allocate` or one `free`. Each phase runs
+//! `TALLY_STRESS_OPS` operations in total over both threads, by default 10,000,000 for
+//! `GuardLevel::Off` (a quarter for `Canary`, a tenth for `Full` and for the
+//! concurrent-reclaim test); under Miri the default is 2,000.
+//!
+//! Debug builds (what `cargo test --workspace` runs) use the same 10,000,000. Measured on
+//! a two-core machine, the whole file (four tests, run in parallel) takes about 6 s in
+//! debug when the machine is idle (`Off`: 2.4 s for the producer/consumer phase and 2.2 s
+//! for the churn) and 12 to 16 s with other builds loading it (load average 5 to 6), against
+//! about 1 s in release: well under the one-minute budget, so there is no separate debug
+//! count. Set `TALLY_STRESS_OPS` to run more (or fewer).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Mutex;
+use std::thread;
+use std::time::Instant;
+
+use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
+
+/// Words (u64) in a block.
+const WORDS: usize = 8;
+/// The block type of the pools under test: 64 bytes, 8-aligned.
+type Block = [u64; WORDS];
+
+/// Operations per phase, release and debug builds alike (see the module docs for the
+/// measurements).
+const DEFAULT_OPS: usize = 10_000_000;
+/// Operations per phase under Miri.
+const MIRI_OPS: usize = 2_000;
+
+/// Owner ids written into tags.
+const PRODUCER: u64 = 1;
+
+/// The operation count per phase for a test that runs `1 / divisor` of the full count.
+fn ops_per_phase(divisor: usize) -> usize {
+    let base = match std::env::var("TALLY_STRESS_OPS") {
+        Ok(text) => text
+            .trim()
+            .parse::<usize>()
+            .unwrap_or_else(|e| panic!("TALLY_STRESS_OPS={text:?} is not a count: {e}")),
+        Err(_) if cfg!(miri) => MIRI_OPS,
+        Err(_) => DEFAULT_OPS,
+    };
+    (base / divisor).max(4)
+}
+
+/// A small, fast, deterministic PRNG (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform-ish in `lo..=hi`.
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+}
+
+/// The tag of allocation number `seq` of thread `owner`.
+fn tag(owner: u64, seq: u64) -> u64 {
+    (owner << 56) | seq
+}
+
+/// The value word `i` of a block with `tag` holds.
+fn pattern(tag: u64, i: usize) -> u64 {
+    tag.rotate_left(8 * i as u32) ^ (i as u64).wrapping_mul(0x0101_0101_0101_0101)
+}
+
+/// Stamps every word of `block` with `tag`.
+fn stamp(block: NonNull<u8>, tag: u64) {
+    let words = block.as_ptr().cast::<u64>();
+    for i in 0..WORDS {
+        let word = words.wrapping_add(i);
+        // SAFETY: the block is a live allocation of a pool of `Block`s (64 bytes,
+        // 8-aligned) that this thread holds, so word `i < 8` is in bounds and aligned.
+        unsafe { word.write(pattern(tag, i)) };
+    }
+}
+
+/// Checks that every word of `block` still holds `tag`'s pattern.
+fn check(block: NonNull<u8>, tag: u64, what: &str) {
+    let words = block.as_ptr().cast::<u64>();
+    for i in 0..WORDS {
+        let word = words.wrapping_add(i);
+        // SAFETY: as in `stamp`: a live block of 8 aligned words that this thread holds.
+        let seen = unsafe { word.read() };
+        assert_eq!(
+            seen,
+            pattern(tag, i),
+            "{what}: word {i} of block {:#x} changed while the block was live (tag {tag:#x}): \
+             the block was handed out twice or overlaps another",
+            block.as_ptr() as usize
+        );
+    }
+}
+
+/// A shared set of the live blocks whose address falls in a fixed 1/16 sample.
+struct LiveSample(Mutex<HashSet<usize>>);
+
+impl LiveSample {
+    fn new() -> Self {
+        Self(Mutex::new(HashSet::new()))
+    }
+
+    fn sampled(addr: usize) -> bool {
+        (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60 == 0
+    }
+
+    /// Records an allocation; fails if the block is already live.
+    fn allocated(&self, addr: usize) {
+        if Self::sampled(addr) {
+            let fresh = self.0.lock().unwrap().insert(addr);
+            assert!(fresh, "block {addr:#x} handed out while it was still live");
+        }
+    }
+
+    /// Records a free (to be called before the block goes back to the pool).
+    fn freeing(&self, addr: usize) {
+        if Self::sampled(addr) {
+            let was_live = self.0.lock().unwrap().remove(&addr);
+            assert!(was_live, "block {addr:#x} freed but not recorded as live");
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// What a worker thread did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    allocations: u64,
+    frees: u64,
+}
+
+impl core::ops::Add for Counts {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            allocations: self.allocations + o.allocations,
+            frees: self.frees + o.frees,
+        }
+    }
+}
+
+fn new_pool(name: &str, guard: GuardLevel) -> BlockPool {
+    BlockPool::new(
+        BlockPoolConfig::new(Layout::new::<Block>())
+            .name(name)
+            .capacity(1024)
+            .guard(guard),
+    )
+    .unwrap()
+}
+
+/// Phase 1: one thread allocates `ops / 2` blocks and sends them to another that frees
+/// them.
+fn producer_consumer(pool: &BlockPool, ops: usize, sample: &LiveSample) -> Counts {
+    let blocks = (ops / 2) as u64;
+    let (tx, rx) = sync_channel::<Vec<usize>>(64);
+    thread::scope(|s| {
+        let producer = s.spawn(move || {
+            let mut rng = Rng::new(0x5EED_0001);
+            let mut counts = Counts::default();
+            let mut batch = Vec::new();
+            let mut target = rng.range(1, 256);
+            for seq in 0..blocks {
+                let block = pool.allocate().unwrap();
+                counts.allocations += 1;
+                stamp(block, tag(PRODUCER, seq));
+                sample.allocated(block.as_ptr() as usize);
+                batch.push(block.as_ptr() as usize);
+                if batch.len() >= target {
+                    tx.send(core::mem::take(&mut batch)).unwrap();
+                    target = rng.range(1, 256);
+                }
+            }
+            if !batch.is_empty() {
+                tx.send(batch).unwrap();
+            }
+            counts
+        });
+        let consumer = s.spawn(|| {
+            let mut counts = Counts::default();
+            let mut expect = 0u64;
+            for batch in rx {
+                for addr in batch {
+                    let block = NonNull::new(addr as *mut u8).unwrap();
+                    check(block, tag(PRODUCER, expect), "producer/consumer");
+                    expect += 1;
+                    sample.freeing(addr);
+                    pool.free(block).unwrap();
+                    counts.frees += 1;
+                }
+            }
+            assert_eq!(expect, blocks, "the consumer saw every block");
+            counts
+        });
+        // Explicit joins wait for the threads to exit, thread-local destructors (which
+        // return the caches) included.
+        let made = producer.join().unwrap();
+        let freed = consumer.join().unwrap();
+        made + freed
+    })
+}
+
+/// Decrements the count of running workers when dropped.
+struct WorkerDone<'a>(&'a AtomicUsize);
+
+impl Drop for WorkerDone<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Phase 2: both threads allocate, stamp, verify and free, `ops / 2` operations each.
+///
+/// With `with_reclaimer`, a third thread runs meanwhile: it allocates a burst of blocks
+/// spanning several chunks, stamps and checks them, frees them all and calls `reclaim()`,
+/// again and again, so that chunks really are given back while the workers allocate and
+/// free. A reclaim must never give back memory a live block is in (the tags would show it)
+/// nor lose a block (the final reclaim would keep a chunk).
+fn churn(pool: &BlockPool, ops: usize, sample: &LiveSample, with_reclaimer: bool) -> Counts {
+    let per_thread = (ops / 2) as u64;
+    let working = AtomicUsize::new(2);
+    let released = AtomicUsize::new(0);
+    thread::scope(|s| {
+        let reclaimer = with_reclaimer.then(|| {
+            s.spawn(|| {
+                let mut rng = Rng::new(0x00EC_1A11);
+                let mut counts = Counts::default();
+                let mut rounds = 0u64;
+                let mut burst = Vec::new();
+                let mut seq = 0u64;
+                let mut released_while_working = 0;
+                // One more round once the workers are gone: it must reclaim.
+                let mut last = false;
+                while !last {
+                    last = working.load(Ordering::Acquire) == 0;
+                    for _ in 0..rng.range(5_000, 40_000) {
+                        let block = pool.allocate().unwrap();
+                        counts.allocations += 1;
+                        let t = tag(9, seq);
+                        seq += 1;
+                        stamp(block, t);
+                        sample.allocated(block.as_ptr() as usize);
+                        burst.push((block, t));
+                    }
+                    for (block, t) in burst.drain(..) {
+                        check(block, t, "reclaimer burst");
+                        sample.freeing(block.as_ptr() as usize);
+                        pool.free(block).unwrap();
+                        counts.frees += 1;
+                    }
+                    let now = pool.reclaim();
+                    released.fetch_add(now, Ordering::Relaxed);
+                    if working.load(Ordering::Acquire) > 0 {
+                        released_while_working += now;
+                    }
+                    rounds += 1;
+                }
+                eprintln!(
+                    "{rounds} reclaims during the churn, {released_while_working} bytes released \
+                     while the workers ran"
+                );
+                (rounds, counts)
+            })
+        });
+        let (working, released) = (&working, &released);
+        let workers: Vec<_> = (0..2u64)
+            .map(|t| {
+                s.spawn(move || {
+                    // Counts this worker out when it returns or panics, so that the
+                    // reclaimer stops either way.
+                    let _done = WorkerDone(working);
+                    let owner = 2 + t;
+                    let mut rng = Rng::new(0xC0FF_EE00 + t);
+                    let mut counts = Counts::default();
+                    let mut live: Vec<(NonNull<u8>, u64)> = Vec::new();
+                    let mut seq = 0u64;
+                    let free_one =
+                        |live: &mut Vec<(NonNull<u8>, u64)>, rng: &mut Rng, counts: &mut Counts| {
+                            let i = rng.range(0, live.len() - 1);
+                            let (block, tag) = live.swap_remove(i);
+                            check(block, tag, "churn");
+                            sample.freeing(block.as_ptr() as usize);
+                            pool.free(block).unwrap();
+                            counts.frees += 1;
+                        };
+                    while counts.allocations + counts.frees + live.len() as u64 <= per_thread {
+                        let room =
+                            per_thread - counts.allocations - counts.frees - live.len() as u64;
+                        // Allocate a batch, then free a random share of what is live, so
+                        // that blocks have mixed lifetimes and the cache crosses its bounds.
+                        // Alongside the reclaimer, smaller batches: each worker then mostly
+                        // stays within its cache and its own blocks, so that other chunks
+                        // can be entirely free while it works.
+                        let (most, most_kept) = if with_reclaimer {
+                            (100, 27)
+                        } else {
+                            (300, 200)
+                        };
+                        let want = rng.range(1, most).min((room / 2).max(1) as usize);
+                        for _ in 0..want {
+                            let block = pool.allocate().unwrap();
+                            counts.allocations += 1;
+                            let t = tag(owner, seq);
+                            seq += 1;
+                            stamp(block, t);
+                            sample.allocated(block.as_ptr() as usize);
+                            live.push((block, t));
+                        }
+                        let keep = rng.range(0, most_kept).min(live.len());
+                        while live.len() > keep {
+                            free_one(&mut live, &mut rng, &mut counts);
+                        }
+                    }
+                    while !live.is_empty() {
+                        free_one(&mut live, &mut rng, &mut counts);
+                    }
+                    counts
+                })
+            })
+            .collect();
+        let mut counts = workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .fold(Counts::default(), |a, b| a + b);
+        if let Some(r) = reclaimer {
+            let (rounds, reclaimer_counts) = r.join().unwrap();
+            counts = counts + reclaimer_counts;
+            let released = released.load(Ordering::Relaxed);
+            assert!(rounds >= 1);
+            assert!(released > 0, "the reclaimer's bursts were never reclaimed");
+        }
+        counts
+    })
+}
+
+/// Checks the pool's counters against `expected`, that nothing is live, and that a reclaim
+/// gives every chunk back.
+///
+/// `reclaimed` says whether a concurrent reclaimer may already have given every chunk back.
+fn check_quiescent(
+    pool: &BlockPool,
+    expected: Counts,
+    phase: &str,
+    sample: &LiveSample,
+    reclaimed: bool,
+) {
+    let stats = pool.stats();
+    assert_eq!(
+        stats.allocations, expected.allocations,
+        "{phase}: allocations: {stats:?}"
+    );
+    assert_eq!(stats.frees, expected.frees, "{phase}: frees: {stats:?}");
+    assert_eq!(
+        stats.allocations - stats.frees,
+        stats.live_blocks,
+        "{phase}: live = allocations - frees: {stats:?}"
+    );
+    assert_eq!(
+        stats.live_blocks, 0,
+        "{phase}: every block was freed: {stats:?}"
+    );
+    assert_eq!(stats.corruption_events, 0, "{phase}: {stats:?}");
+    assert_eq!(sample.len(), 0, "{phase}: the live sample is empty");
+    assert!(
+        reclaimed || stats.chunks > 0,
+        "{phase}: the pool has chunks before reclaim: {stats:?}"
+    );
+    let released = pool.reclaim();
+    let after = pool.stats();
+    assert!(
+        reclaimed || released > 0,
+        "{phase}: reclaim released nothing: {after:?}"
+    );
+    assert_eq!(
+        after.chunks, 0,
+        "{phase}: the worker threads have exited, so every block is in the depot and every \
+         chunk must be reclaimed: {after:?}"
+    );
+    assert_eq!(after.bytes_mapped, 0, "{phase}: {after:?}");
+    assert!(
+        after.reclaimed_bytes >= released as u64,
+        "{phase}: {after:?}"
+    );
+}
+
+fn stress(name: &str, guard: GuardLevel, divisor: usize, reclaimer: bool) {
+    let ops = ops_per_phase(divisor);
+    let pool = new_pool(name, guard);
+    let sample = LiveSample::new();
+
+    let start = Instant::now();
+    let phase1 = producer_consumer(&pool, ops, &sample);
+    assert_eq!(phase1.allocations, (ops / 2) as u64);
+    assert_eq!(phase1.frees, (ops / 2) as u64);
+    let stats = pool.stats();
+    assert_eq!(
+        stats.cross_thread_frees, phase1.frees,
+        "every free of phase 1 was made by a thread that never allocated: {stats:?}"
+    );
+    assert!(
+        stats.depot_exchanges > 0,
+        "blocks crossed threads through the depot: {stats:?}"
+    );
+    check_quiescent(&pool, phase1, "phase 1 (producer/consumer)", &sample, false);
+    let t1 = start.elapsed();
+
+    let start = Instant::now();
+    let phase2 = churn(&pool, ops, &sample, reclaimer);
+    assert!(phase2.allocations + phase2.frees >= (ops as u64) - 2);
+    let total = phase1 + phase2;
+    let stats = pool.stats();
+    assert_eq!(
+        stats.cross_thread_frees, phase1.frees,
+        "in phase 2 each thread frees only its own blocks: {stats:?}"
+    );
+    check_quiescent(&pool, total, "phase 2 (churn)", &sample, reclaimer);
+    let t2 = start.elapsed();
+
+    // The reclaimed chunks are reused.
+    let block = pool.allocate().unwrap();
+    stamp(block, 7);
+    check(block, 7, "after reclaim");
+    pool.free(block).unwrap();
+    assert!(pool.reclaim() > 0);
+    assert_eq!(pool.stats().chunks, 0);
+    pool.verify().unwrap();
+
+    eprintln!("{name}: {ops} operations per phase: producer/consumer {t1:.2?}, churn {t2:.2?}");
+}
+
+#[test]
+fn stress_guard_off() {
+    stress("stress-off", GuardLevel::Off, 1, false);
+}
+
+#[test]
+fn stress_guard_canary() {
+    stress("stress-canary", GuardLevel::Canary, 4, false);
+}
+
+#[test]
+fn stress_guard_full() {
+    stress("stress-full", GuardLevel::Full, 10, false);
+}
+
+/// The churn phase with a third thread reclaiming all the while.
+#[test]
+fn stress_with_concurrent_reclaim() {
+    stress("stress-reclaim", GuardLevel::Canary, 10, true);
+}
