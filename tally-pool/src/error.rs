@@ -106,7 +106,9 @@ pub enum PoolError {
         pool: String,
     },
     /// The process has as many pools alive as the chunk registry can tell apart.
-    #[error("too many pools are alive at once (at most {max}); drop pools that are no longer used")]
+    #[error(
+        "too many pools are alive at once (at most {max}); drop pools that are no longer used"
+    )]
     TooManyPools {
         /// The limit.
         max: usize,

@@ -58,7 +58,9 @@ impl Region {
     /// Tells the OS that the bytes from `offset` to the end are no longer needed: their
     /// pages are given back and read as zero when next touched. The mapping stays valid.
     pub(crate) fn discard_from(&self, offset: usize) {
-        let Some(offset) = round_to_page(offset) else { return };
+        let Some(offset) = round_to_page(offset) else {
+            return;
+        };
         if offset >= self.len {
             return;
         }
@@ -103,7 +105,9 @@ impl Drop for Region {
 
 /// Maps `len` bytes (rounded up to a page) of private anonymous memory.
 pub(crate) fn map(len: usize) -> Result<Region, MapFailed> {
-    let len = round_to_page(len.max(1)).ok_or(MapFailed { errno: libc::ENOMEM })?;
+    let len = round_to_page(len.max(1)).ok_or(MapFailed {
+        errno: libc::ENOMEM,
+    })?;
     // SAFETY: an anonymous private mapping at an address of the kernel's choice aliases no
     // existing memory.
     let p = unsafe {
@@ -121,15 +125,21 @@ pub(crate) fn map(len: usize) -> Result<Region, MapFailed> {
     }
     NonNull::new(p.cast::<u8>())
         .map(|ptr| Region { ptr, len })
-        .ok_or(MapFailed { errno: libc::ENOMEM })
+        .ok_or(MapFailed {
+            errno: libc::ENOMEM,
+        })
 }
 
 /// Maps `len` bytes aligned to `align` (a power of two, at least a page): maps
 /// `len + align`, then unmaps the unaligned head and the tail.
 pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed> {
     debug_assert!(align.is_power_of_two() && align >= PAGE);
-    let len = round_to_page(len.max(1)).ok_or(MapFailed { errno: libc::ENOMEM })?;
-    let over = len.checked_add(align).ok_or(MapFailed { errno: libc::ENOMEM })?;
+    let len = round_to_page(len.max(1)).ok_or(MapFailed {
+        errno: libc::ENOMEM,
+    })?;
+    let over = len.checked_add(align).ok_or(MapFailed {
+        errno: libc::ENOMEM,
+    })?;
     let raw = map(over)?;
     let start = raw.ptr.as_ptr() as usize;
     let aligned = (start + align - 1) & !(align - 1);
@@ -147,7 +157,9 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed>
         // mapping; `head + len + tail == over`.
         unsafe { libc::munmap(base.wrapping_add(head + len).cast(), tail) };
     }
-    let ptr = NonNull::new(base.wrapping_add(head)).ok_or(MapFailed { errno: libc::ENOMEM })?;
+    let ptr = NonNull::new(base.wrapping_add(head)).ok_or(MapFailed {
+        errno: libc::ENOMEM,
+    })?;
     Ok(Region { ptr, len })
 }
 

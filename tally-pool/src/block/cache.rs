@@ -32,7 +32,8 @@ pub(crate) struct Counter(StdAtomicU64);
 impl Counter {
     #[inline]
     pub(crate) fn bump(&self) {
-        self.0.store(self.0.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
+        self.0
+            .store(self.0.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> u64 {
@@ -99,7 +100,11 @@ impl ThreadCache {
     pub(crate) fn detached(pool_uid: u64) -> Self {
         Self {
             pool_uid,
-            blocks: StdUnsafeCell::new(CachedBlocks { len: 0, ptrs: [null_mut(); CACHE_CAPACITY], epoch: 0 }),
+            blocks: StdUnsafeCell::new(CachedBlocks {
+                len: 0,
+                ptrs: [null_mut(); CACHE_CAPACITY],
+                epoch: 0,
+            }),
             counters: ThreadCounters::default(),
             pool: Weak::new(),
         }
@@ -114,7 +119,9 @@ pub(crate) struct CacheTable {
 
 impl CacheTable {
     const fn new() -> Self {
-        Self { caches: StdUnsafeCell::new(Vec::new()) }
+        Self {
+            caches: StdUnsafeCell::new(Vec::new()),
+        }
     }
 }
 

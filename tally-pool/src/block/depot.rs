@@ -54,7 +54,10 @@ impl Magazine {
     fn new() -> Self {
         Self {
             next: AtomicU32::new(0),
-            blocks: UnsafeCell::new(Blocks { count: 0, ptrs: [null_mut(); MAGAZINE_SIZE] }),
+            blocks: UnsafeCell::new(Blocks {
+                count: 0,
+                ptrs: [null_mut(); MAGAZINE_SIZE],
+            }),
         }
     }
 }
@@ -70,7 +73,9 @@ const INDEX_MASK: u64 = 0xFFFF_FFFF;
 
 impl Stack {
     fn new() -> Self {
-        Self { head: AtomicU64::new(0) }
+        Self {
+            head: AtomicU64::new(0),
+        }
     }
 }
 
@@ -130,7 +135,12 @@ impl Depot {
         let mut index = self.fresh.load(Ordering::Relaxed);
         loop {
             let next = index.checked_add(1)?;
-            match self.fresh.compare_exchange_weak(index, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.fresh.compare_exchange_weak(
+                index,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(current) => index = current,
             }
@@ -158,7 +168,11 @@ impl Depot {
     /// # Safety
     ///
     /// The calling thread must own the magazine (see [`Magazine`]).
-    pub(crate) unsafe fn with_blocks<R>(&self, index: u32, f: impl FnOnce(&mut Blocks) -> R) -> Option<R> {
+    pub(crate) unsafe fn with_blocks<R>(
+        &self,
+        index: u32,
+        f: impl FnOnce(&mut Blocks) -> R,
+    ) -> Option<R> {
         let mag = self.magazine(index)?;
         // SAFETY: the caller owns the magazine, so no other thread accesses `blocks` now.
         Some(mag.blocks.with_mut(|b| f(unsafe { &mut *b })))
@@ -180,13 +194,19 @@ impl Depot {
     }
 
     fn push(&self, stack: &Stack, index: u32) {
-        let Some(mag) = self.magazine(index) else { return };
+        let Some(mag) = self.magazine(index) else {
+            return;
+        };
         let mut head = stack.head.load(Ordering::Relaxed);
         loop {
-            mag.next.store((head & INDEX_MASK) as u32, Ordering::Relaxed);
+            mag.next
+                .store((head & INDEX_MASK) as u32, Ordering::Relaxed);
             let generation = (head >> 32).wrapping_add(1) << 32;
             let new = generation | (u64::from(index) + 1);
-            match stack.head.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+            match stack
+                .head
+                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => return,
                 Err(current) => head = current,
             }
@@ -201,7 +221,10 @@ impl Depot {
             let next = self.magazine(index)?.next.load(Ordering::Relaxed);
             let generation = (head >> 32).wrapping_add(1) << 32;
             let new = generation | u64::from(next);
-            match stack.head.compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire) {
+            match stack
+                .head
+                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
+            {
                 Ok(_) => return Some(index),
                 Err(current) => head = current,
             }
@@ -263,7 +286,11 @@ mod tests {
         assert_eq!(count, Some(1));
         assert_eq!(depot.pop_full(), None);
         depot.push_empty(b);
-        assert_eq!(depot.new_magazine(), Some(b), "empty magazines are reused first");
+        assert_eq!(
+            depot.new_magazine(),
+            Some(b),
+            "empty magazines are reused first"
+        );
     }
 
     #[test]

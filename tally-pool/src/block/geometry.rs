@@ -67,7 +67,15 @@ impl Geometry {
             return Err("the block does not fit in a chunk");
         }
         let div_magic = (1u64 << DIV_SHIFT).div_ceil(stride as u64);
-        Ok(Self { size, align, stride, canary_offset, first_offset, blocks_per_chunk, div_magic })
+        Ok(Self {
+            size,
+            align,
+            stride,
+            canary_offset,
+            first_offset,
+            blocks_per_chunk,
+            div_magic,
+        })
     }
 
     /// The block index of `addr` within its chunk, if `addr` is the start of a block.
@@ -115,7 +123,13 @@ pub(crate) struct ChunkHeader {
 }
 
 impl ChunkHeader {
-    pub(crate) fn new(pool_uid: u64, node: u32, geometry: &Geometry, chunk_id: u32, owner: usize) -> Self {
+    pub(crate) fn new(
+        pool_uid: u64,
+        node: u32,
+        geometry: &Geometry,
+        chunk_id: u32,
+        owner: usize,
+    ) -> Self {
         let mut h = Self {
             magic: CHUNK_MAGIC,
             pool_uid,
@@ -143,9 +157,12 @@ impl ChunkHeader {
             u64::from(self.chunk_id),
             self.owner,
         ];
-        words.iter().flat_map(|w| w.to_le_bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+        words
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
     }
 
     /// Whether the header is intact.
@@ -185,8 +202,14 @@ mod tests {
 
     #[test]
     fn refuses_layouts_it_cannot_hold() {
-        assert!(Geometry::new(Layout::from_size_align(MAX_BLOCK_SIZE + 1, 8).unwrap(), GuardLevel::Off).is_err());
-        assert!(Geometry::new(Layout::from_size_align(64, 8192).unwrap(), GuardLevel::Off).is_err());
+        assert!(Geometry::new(
+            Layout::from_size_align(MAX_BLOCK_SIZE + 1, 8).unwrap(),
+            GuardLevel::Off
+        )
+        .is_err());
+        assert!(
+            Geometry::new(Layout::from_size_align(64, 8192).unwrap(), GuardLevel::Off).is_err()
+        );
     }
 
     #[test]

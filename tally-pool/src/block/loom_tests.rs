@@ -21,7 +21,10 @@ use super::{BlockPool, BlockPoolConfig, GuardLevel};
 
 fn pool(max: usize, guard: GuardLevel) -> BlockPool {
     BlockPool::new(
-        BlockPoolConfig::new(Layout::new::<u64>()).max_capacity(max).guard(guard).prefault(false),
+        BlockPoolConfig::new(Layout::new::<u64>())
+            .max_capacity(max)
+            .guard(guard)
+            .prefault(false),
     )
     .unwrap()
 }
@@ -58,7 +61,10 @@ fn depot_pops_each_magazine_once_under_contention() {
                 })
             })
             .collect();
-        let mut kept: Vec<u32> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+        let mut kept: Vec<u32> = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect();
         while let Some(i) = depot.pop_full() {
             kept.push(i);
         }
@@ -134,4 +140,3 @@ fn reclaim_races_a_free() {
         assert_eq!(again.len(), 4);
     });
 }
-

@@ -353,7 +353,9 @@ impl BlockPool {
     /// assert_eq!(pool.stats().chunks, 0);
     /// ```
     pub fn reclaim(&self) -> usize {
-        let _ = with_cache(&self.shared, |cache, blocks| self.shared.flush(cache, blocks));
+        let _ = with_cache(&self.shared, |cache, blocks| {
+            self.shared.flush(cache, blocks)
+        });
         self.shared.reclaim()
     }
 

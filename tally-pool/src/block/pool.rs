@@ -5,7 +5,9 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+use std::sync::atomic::{
+    AtomicU64 as StdAtomicU64, AtomicUsize as StdAtomicUsize, Ordering as StdOrdering,
+};
 use std::sync::Arc;
 
 use super::cache::{CachedBlocks, ThreadCache, CACHE_CAPACITY};
@@ -89,8 +91,19 @@ pub(crate) struct PoolShared {
 
 impl PoolShared {
     pub(crate) fn new(config: BlockPoolConfig) -> Result<Arc<Self>, PoolError> {
-        let BlockPoolConfig { name, layout, capacity, max_capacity, guard, node, prefault } = config;
-        let invalid = |reason: String| PoolError::InvalidConfig { pool: name.clone(), reason };
+        let BlockPoolConfig {
+            name,
+            layout,
+            capacity,
+            max_capacity,
+            guard,
+            node,
+            prefault,
+        } = config;
+        let invalid = |reason: String| PoolError::InvalidConfig {
+            pool: name.clone(),
+            reason,
+        };
         if max_capacity == 0 {
             return Err(invalid("`max_capacity` must be at least 1".into()));
         }
@@ -117,7 +130,11 @@ impl PoolShared {
             node,
             max_capacity,
             depot: Depot::new(),
-            growth: Mutex::new(Growth { chunks: Vec::new(), carved_total: 0, cursor: 0 }),
+            growth: Mutex::new(Growth {
+                chunks: Vec::new(),
+                carved_total: 0,
+                cursor: 0,
+            }),
             caches: std::sync::Mutex::new(Vec::new()),
             totals: Totals::default(),
             corruption_events: StdAtomicU64::new(0),
@@ -134,14 +151,17 @@ impl PoolShared {
     pub(crate) fn reserve(&self, capacity: usize, prefault: bool) -> Result<(), PoolError> {
         let geometry = self.geometry;
         let mut growth = lock(&self.growth);
-        let have = growth.chunks.iter().filter(|c| !c.reclaimed).count() * geometry.blocks_per_chunk;
+        let have =
+            growth.chunks.iter().filter(|c| !c.reclaimed).count() * geometry.blocks_per_chunk;
         let mut remaining = capacity.saturating_sub(have);
         while remaining > 0 {
             self.map_chunk(&mut growth)?;
             let here = remaining.min(geometry.blocks_per_chunk);
             if prefault {
                 if let Some(chunk) = growth.chunks.last() {
-                    chunk.region.prefault(geometry.first_offset + here * geometry.stride);
+                    chunk
+                        .region
+                        .prefault(geometry.first_offset + here * geometry.stride);
                 }
             }
             remaining -= here;
@@ -165,7 +185,6 @@ impl PoolShared {
         // and never written again.
         unsafe { &*(base as *const ChunkHeader) }
     }
-
 }
 
 impl PoolShared {
@@ -188,11 +207,18 @@ impl PoolShared {
 
     fn corruption(&self, kind: CorruptionKind, address: usize) -> PoolError {
         self.corruption_events.fetch_add(1, StdOrdering::Relaxed);
-        PoolError::Corruption { pool: self.name.clone(), kind, address }
+        PoolError::Corruption {
+            pool: self.name.clone(),
+            kind,
+            address,
+        }
     }
 
     fn exhausted(&self) -> PoolError {
-        PoolError::Exhausted { pool: self.name.clone(), max_capacity: self.max_capacity }
+        PoolError::Exhausted {
+            pool: self.name.clone(),
+            max_capacity: self.max_capacity,
+        }
     }
 
     // ----- guards -------------------------------------------------------------------
@@ -213,11 +239,15 @@ impl PoolShared {
     /// The checks of a free under a guard: flips the canary from "allocated" to "free"
     /// atomically (so two racing frees of one block cannot both pass), then poisons.
     fn guard_free(&self, addr: usize) -> Result<(), PoolError> {
-        let Some(canary) = self.canary(addr) else { return Ok(()) };
+        let Some(canary) = self.canary(addr) else {
+            return Ok(());
+        };
         let mark = self.alloc_mark(addr);
         match canary.compare_exchange(mark, !mark, StdOrdering::AcqRel, StdOrdering::Acquire) {
             Ok(_) => {}
-            Err(seen) if seen == !mark => return Err(self.corruption(CorruptionKind::DoubleFree, addr)),
+            Err(seen) if seen == !mark => {
+                return Err(self.corruption(CorruptionKind::DoubleFree, addr))
+            }
             Err(_) => return Err(self.corruption(CorruptionKind::CanaryOverwritten, addr)),
         }
         if self.guard == GuardLevel::Full {
@@ -259,7 +289,8 @@ impl PoolShared {
         if self.guard == GuardLevel::Full {
             // SAFETY: the block is free and held by this thread alone (it came out of this
             // thread's cache); its payload lies in a live chunk of this pool.
-            let payload = unsafe { core::slice::from_raw_parts(addr as *const u8, self.geometry.size) };
+            let payload =
+                unsafe { core::slice::from_raw_parts(addr as *const u8, self.geometry.size) };
             if payload.iter().any(|&b| b != POISON) {
                 return Err(self.corruption(CorruptionKind::UseAfterFree, addr));
             }
@@ -318,7 +349,10 @@ impl PoolShared {
         if blocks.len == CACHE_CAPACITY {
             self.spill(cache, blocks, MAGAZINE_SIZE)?;
         }
-        let slot = blocks.ptrs.get_mut(blocks.len).ok_or_else(|| self.exhausted())?;
+        let slot = blocks
+            .ptrs
+            .get_mut(blocks.len)
+            .ok_or_else(|| self.exhausted())?;
         *slot = ptr;
         blocks.len += 1;
         count_free(cache);
@@ -336,7 +370,11 @@ impl PoolShared {
     }
 
     /// Hands every cached block to the depot.
-    pub(crate) fn flush(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
+    pub(crate) fn flush(
+        &self,
+        cache: &ThreadCache,
+        blocks: &mut CachedBlocks,
+    ) -> Result<(), PoolError> {
         while blocks.len > 0 {
             self.spill(cache, blocks, MAGAZINE_SIZE)?;
         }
@@ -344,10 +382,19 @@ impl PoolShared {
     }
 
     /// Moves up to `n` blocks from the top of the cache into a magazine in the depot.
-    fn spill(&self, cache: &ThreadCache, blocks: &mut CachedBlocks, n: usize) -> Result<(), PoolError> {
+    fn spill(
+        &self,
+        cache: &ThreadCache,
+        blocks: &mut CachedBlocks,
+        n: usize,
+    ) -> Result<(), PoolError> {
         let n = n.min(blocks.len).min(MAGAZINE_SIZE);
         let Some(mag) = self.depot.new_magazine() else {
-            return Err(PoolError::OutOfMemory { pool: self.name.clone(), bytes: 0, errno: libc::ENOMEM });
+            return Err(PoolError::OutOfMemory {
+                pool: self.name.clone(),
+                bytes: 0,
+                errno: libc::ENOMEM,
+            });
         };
         let from = blocks.len - n;
         // SAFETY: `new_magazine` hands out a magazine nobody else owns.
@@ -361,7 +408,11 @@ impl PoolShared {
         };
         if filled.flatten().is_none() {
             self.depot.push_empty(mag);
-            return Err(PoolError::OutOfMemory { pool: self.name.clone(), bytes: 0, errno: libc::ENOMEM });
+            return Err(PoolError::OutOfMemory {
+                pool: self.name.clone(),
+                bytes: 0,
+                errno: libc::ENOMEM,
+            });
         }
         blocks.len = from;
         self.depot.push_full(mag);
@@ -393,7 +444,9 @@ impl PoolShared {
 
     /// Pops a full magazine into the (empty) cache. False when the depot has none.
     fn take_magazine(&self, blocks: &mut CachedBlocks) -> bool {
-        let Some(mag) = self.depot.pop_full() else { return false };
+        let Some(mag) = self.depot.pop_full() else {
+            return false;
+        };
         let start = blocks.len;
         // SAFETY: `pop_full` made this thread the magazine's owner.
         let moved = unsafe {
@@ -444,7 +497,9 @@ impl PoolShared {
             }
         };
         growth.cursor = index;
-        let Some(chunk) = growth.chunks.get_mut(index) else { return Ok(0) };
+        let Some(chunk) = growth.chunks.get_mut(index) else {
+            return Ok(0);
+        };
         if chunk.reclaimed {
             chunk.reclaimed = false;
             self.active_chunks.fetch_add(1, StdOrdering::Relaxed);
@@ -478,7 +533,11 @@ impl PoolShared {
 
     /// Maps, labels and registers one chunk.
     fn map_chunk(&self, growth: &mut Growth) -> Result<(), PoolError> {
-        let oom = |errno| PoolError::OutOfMemory { pool: self.name.clone(), bytes: CHUNK_SIZE, errno };
+        let oom = |errno| PoolError::OutOfMemory {
+            pool: self.name.clone(),
+            bytes: CHUNK_SIZE,
+            errno,
+        };
         let region = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE).map_err(|e| oom(e.errno))?;
         let chunk_id = u32::try_from(growth.chunks.len()).map_err(|_| oom(libc::ENOMEM))?;
         let owner = self.owner.load(StdOrdering::Relaxed);
@@ -490,7 +549,11 @@ impl PoolShared {
         if !registry::register(base, self.slot) {
             return Err(oom(libc::ENOMEM));
         }
-        growth.chunks.push(Chunk { region, carved: 0, reclaimed: false });
+        growth.chunks.push(Chunk {
+            region,
+            carved: 0,
+            reclaimed: false,
+        });
         self.active_chunks.fetch_add(1, StdOrdering::Relaxed);
         Ok(())
     }
@@ -498,7 +561,11 @@ impl PoolShared {
     // ----- without a cache (thread exit) ----------------------------------------------
 
     pub(crate) fn allocate_uncached(&self) -> Result<NonNull<u8>, PoolError> {
-        let mut one = CachedBlocks { len: 0, ptrs: [core::ptr::null_mut(); CACHE_CAPACITY], epoch: 0 };
+        let mut one = CachedBlocks {
+            len: 0,
+            ptrs: [core::ptr::null_mut(); CACHE_CAPACITY],
+            epoch: 0,
+        };
         if !self.take_magazine(&mut one) {
             let mut growth = lock(&self.growth);
             if !self.take_magazine(&mut one) {
@@ -527,7 +594,11 @@ impl PoolShared {
         if let Some(slot) = ptrs.first_mut() {
             *slot = ptr;
         }
-        let mut one = CachedBlocks { len: 1, ptrs, epoch: 0 };
+        let mut one = CachedBlocks {
+            len: 1,
+            ptrs,
+            epoch: 0,
+        };
         self.spill_uncached(&mut one)?;
         self.totals.frees.fetch_add(1, StdOrdering::Relaxed);
         Ok(())
@@ -536,7 +607,9 @@ impl PoolShared {
     fn spill_uncached(&self, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
         let scratch = ThreadCache::detached(self.uid);
         self.spill(&scratch, blocks, MAGAZINE_SIZE)?;
-        self.totals.depot_exchanges.fetch_add(scratch.counters.depot_exchanges.get(), StdOrdering::Relaxed);
+        self.totals
+            .depot_exchanges
+            .fetch_add(scratch.counters.depot_exchanges.get(), StdOrdering::Relaxed);
         Ok(())
     }
 
@@ -559,10 +632,13 @@ impl PoolShared {
         // Fold and unlist under the lock that `stats` reads under, so that no snapshot
         // counts this thread twice (or not at all).
         let mut caches = lock_std(&self.caches);
-        t.allocations.fetch_add(c.allocations.get(), StdOrdering::Relaxed);
+        t.allocations
+            .fetch_add(c.allocations.get(), StdOrdering::Relaxed);
         t.frees.fetch_add(c.frees.get(), StdOrdering::Relaxed);
-        t.cross_thread_frees.fetch_add(c.cross_thread_frees.get(), StdOrdering::Relaxed);
-        t.depot_exchanges.fetch_add(c.depot_exchanges.get(), StdOrdering::Relaxed);
+        t.cross_thread_frees
+            .fetch_add(c.cross_thread_frees.get(), StdOrdering::Relaxed);
+        t.depot_exchanges
+            .fetch_add(c.depot_exchanges.get(), StdOrdering::Relaxed);
         caches.retain(|other| !Arc::ptr_eq(other, cache));
     }
 
@@ -578,8 +654,12 @@ impl PoolShared {
         while let Some(m) = self.depot.pop_full() {
             mags.push(m);
         }
-        let index: HashMap<usize, usize> =
-            growth.chunks.iter().enumerate().map(|(i, c)| (c.base(), i)).collect();
+        let index: HashMap<usize, usize> = growth
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.base(), i))
+            .collect();
         let mut free_in = vec![0usize; growth.chunks.len()];
         for &m in &mags {
             // SAFETY: popped above, so owned by this thread.
@@ -648,7 +728,8 @@ impl PoolShared {
             }
         }
         drop(growth);
-        self.reclaimed_bytes.fetch_add(freed as u64, StdOrdering::Relaxed);
+        self.reclaimed_bytes
+            .fetch_add(freed as u64, StdOrdering::Relaxed);
         freed
     }
 

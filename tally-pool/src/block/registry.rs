@@ -75,8 +75,12 @@ pub(crate) fn owner(addr: usize) -> Option<u32> {
 /// Records that the chunk at `base` belongs to pool `slot`. Returns false if the registry
 /// could not map its table (the chunk must then not be used).
 pub(crate) fn register(base: usize, slot: u32) -> bool {
-    let Some((root, index)) = split(base) else { return false };
-    let Some(entry) = leaf(root, true).and_then(|l| l.get(index)) else { return false };
+    let Some((root, index)) = split(base) else {
+        return false;
+    };
+    let Some(entry) = leaf(root, true).and_then(|l| l.get(index)) else {
+        return false;
+    };
     entry.store(slot + 1, Ordering::Release);
     true
 }

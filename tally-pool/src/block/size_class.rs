@@ -96,7 +96,9 @@ mod tests {
 
     #[test]
     fn classes_grow_strictly_and_end_at_32k() {
-        let sizes: Vec<usize> = (0..CLASS_COUNT).map(|i| SizeClass::from_index(i).unwrap().size()).collect();
+        let sizes: Vec<usize> = (0..CLASS_COUNT)
+            .map(|i| SizeClass::from_index(i).unwrap().size())
+            .collect();
         assert!(sizes.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(sizes.first(), Some(&8));
         assert_eq!(sizes.last(), Some(&MAX_CLASS_SIZE));
@@ -110,11 +112,19 @@ mod tests {
             let class = SizeClass::for_layout(layout).unwrap();
             assert!(class.size() >= size);
             if let Some(prev) = class.index().checked_sub(1).and_then(SizeClass::from_index) {
-                assert!(prev.size() < size, "size {size}: class {} is not the smallest", class.size());
+                assert!(
+                    prev.size() < size,
+                    "size {size}: class {} is not the smallest",
+                    class.size()
+                );
             }
             let waste = class.size() - size;
             if size > 64 {
-                assert!(waste * 8 < class.size(), "size {size} wastes {waste} of {}", class.size());
+                assert!(
+                    waste * 8 < class.size(),
+                    "size {size} wastes {waste} of {}",
+                    class.size()
+                );
             } else {
                 assert!(waste <= 7);
             }
@@ -127,10 +137,16 @@ mod tests {
             for size in [1, 7, 8, 24, 100, 1000, 4096, 5000, 30_000] {
                 let layout = Layout::from_size_align(size, align).unwrap();
                 let class = SizeClass::for_layout(layout).unwrap();
-                assert!(class.size() >= size && class.align() >= align, "{layout:?} -> {class:?}");
+                assert!(
+                    class.size() >= size && class.align() >= align,
+                    "{layout:?} -> {class:?}"
+                );
             }
         }
         assert!(SizeClass::for_layout(Layout::from_size_align(8, 8192).unwrap()).is_none());
-        assert!(SizeClass::for_layout(Layout::from_size_align(MAX_CLASS_SIZE + 1, 8).unwrap()).is_none());
+        assert!(
+            SizeClass::for_layout(Layout::from_size_align(MAX_CLASS_SIZE + 1, 8).unwrap())
+                .is_none()
+        );
     }
 }

@@ -45,7 +45,10 @@ impl<T: 'static> Handle<T> {
     /// `ptr` must point to a valid `T` in a block of a `Pool<T>` that nothing else owns.
     #[inline]
     pub(crate) unsafe fn from_block(ptr: NonNull<T>) -> Self {
-        Self { ptr, _owns: PhantomData }
+        Self {
+            ptr,
+            _owns: PhantomData,
+        }
     }
 
     /// Lends the value out as a `u64`-sized token: the value stays in the pool (counted

@@ -24,8 +24,8 @@ mod raw;
 
 pub use handle::Handle;
 pub use pool::{
-    recycle_fn, AcquireError, Pool, PoolConfig, Recycle, StaticConfig, StaticPool, DEFAULT_CAPACITY,
-    DEFAULT_MAX_CAPACITY, MAX_CAPACITY,
+    recycle_fn, AcquireError, Pool, PoolConfig, Recycle, StaticConfig, StaticPool,
+    DEFAULT_CAPACITY, DEFAULT_MAX_CAPACITY, MAX_CAPACITY,
 };
 pub use raw::RawHandle;
 

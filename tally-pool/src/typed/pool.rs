@@ -123,7 +123,9 @@ pub struct AcquireError<T> {
 
 impl<T> fmt::Debug for AcquireError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AcquireError").field("error", &self.error).finish_non_exhaustive()
+        f.debug_struct("AcquireError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
     }
 }
 
@@ -219,7 +221,9 @@ impl<T: 'static> fmt::Debug for Pool<T> {
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inner").field("block", &self.block).finish_non_exhaustive()
+        f.debug_struct("Inner")
+            .field("block", &self.block)
+            .finish_non_exhaustive()
     }
 }
 
@@ -257,7 +261,13 @@ impl<T: 'static> Pool<T> {
     }
 
     fn create(config: PoolConfig, recycle: Option<RecycleFn>) -> Result<&'static Self, PoolError> {
-        let PoolConfig { name, capacity, max_capacity, guard, prefault } = config;
+        let PoolConfig {
+            name,
+            capacity,
+            max_capacity,
+            guard,
+            prefault,
+        } = config;
         if max_capacity > MAX_CAPACITY {
             return Err(PoolError::InvalidConfig {
                 pool: name,
@@ -287,9 +297,12 @@ impl<T: 'static> Pool<T> {
         let shared = block.shared();
         let blocks_per_chunk = shared.geometry.blocks_per_chunk;
         let max_chunks = max_capacity.div_ceil(blocks_per_chunk);
-        let gens = os::map(max_chunks * blocks_per_chunk * core::mem::size_of::<AtomicU32>()).map_err(|e| {
-            PoolError::OutOfMemory { pool: name.clone(), bytes: max_chunks * blocks_per_chunk * 4, errno: e.errno }
-        })?;
+        let gens = os::map(max_chunks * blocks_per_chunk * core::mem::size_of::<AtomicU32>())
+            .map_err(|e| PoolError::OutOfMemory {
+                pool: name.clone(),
+                bytes: max_chunks * blocks_per_chunk * 4,
+                errno: e.errno,
+            })?;
         let inner = Inner {
             uid: shared.uid,
             node: shared.node(),
@@ -300,7 +313,11 @@ impl<T: 'static> Pool<T> {
             leaked_raw: AtomicU64::new(0),
             block,
         };
-        let pool: &'static Self = Box::leak(Box::new(Self { name, inner: Ok(inner), _marker: PhantomData }));
+        let pool: &'static Self = Box::leak(Box::new(Self {
+            name,
+            inner: Ok(inner),
+            _marker: PhantomData,
+        }));
         if let Ok(inner) = &pool.inner {
             // Chunks mapped from here on name this pool in their header, which is how a
             // handle finds its pool.
@@ -316,7 +333,11 @@ impl<T: 'static> Pool<T> {
         let name = config.name.clone();
         match Self::create(config, recycle) {
             Ok(pool) => pool,
-            Err(e) => Box::leak(Box::new(Self { name, inner: Err(e), _marker: PhantomData })),
+            Err(e) => Box::leak(Box::new(Self {
+                name,
+                inner: Err(e),
+                _marker: PhantomData,
+            })),
         }
     }
 
@@ -343,7 +364,10 @@ impl<T: 'static> Pool<T> {
         let block = inner.block.allocate()?.cast::<RecycleSlot<T>>();
         // The handle owns the block from here: if `default` panics below, its drop returns
         // the block (and sees `full == false`, so it drops nothing).
-        let handle = FreshSlot { pool: self, slot: block };
+        let handle = FreshSlot {
+            pool: self,
+            slot: block,
+        };
         // SAFETY: the block is allocated to us and laid out as a `RecycleSlot<T>`; a block
         // that never held a value reads `full == false` (fresh blocks are zero, and
         // release sets the flag).
@@ -382,7 +406,8 @@ impl<T: 'static> Pool<T> {
         }
         let slot = block.cast::<RecycleSlot<T>>();
         // SAFETY: the block is ours and laid out as a `RecycleSlot<T>`.
-        let old = unsafe { core::mem::replace(&mut (*slot.as_ptr()).value, MaybeUninit::new(value)) };
+        let old =
+            unsafe { core::mem::replace(&mut (*slot.as_ptr()).value, MaybeUninit::new(value)) };
         // SAFETY: as above.
         let was_full = core::mem::replace(unsafe { &mut (*slot.as_ptr()).full }, true);
         // SAFETY: the slot now holds `value`; the handle owns it from here.
@@ -406,18 +431,30 @@ impl<T: 'static> Pool<T> {
     /// [`PoolError::WrongPool`] if another pool did.
     pub fn redeem(&'static self, raw: RawHandle<T>) -> Result<Handle<T>, PoolError> {
         let inner = self.inner()?;
-        let invalid = || PoolError::InvalidHandle { pool: self.name.clone() };
+        let invalid = || PoolError::InvalidHandle {
+            pool: self.name.clone(),
+        };
         let f = match raw::unpack(inner.uid, raw.to_bits()) {
             Unpacked::Ok(f) => f,
-            Unpacked::WrongPool => return Err(PoolError::WrongPool { pool: self.name.clone() }),
+            Unpacked::WrongPool => {
+                return Err(PoolError::WrongPool {
+                    pool: self.name.clone(),
+                })
+            }
             Unpacked::Forged => return Err(invalid()),
         };
         if f.node != inner.node {
             return Err(invalid());
         }
         let block = f.block as usize;
-        let (chunk, index) = (block / inner.blocks_per_chunk, block % inner.blocks_per_chunk);
-        let base = inner.chunk_bases.get(chunk).map_or(0, |b| b.load(Ordering::Acquire));
+        let (chunk, index) = (
+            block / inner.blocks_per_chunk,
+            block % inner.blocks_per_chunk,
+        );
+        let base = inner
+            .chunk_bases
+            .get(chunk)
+            .map_or(0, |b| b.load(Ordering::Acquire));
         if base == 0 {
             return Err(invalid());
         }
@@ -441,7 +478,9 @@ impl<T: 'static> Pool<T> {
                 if ahead != 0 && ahead < 1 << 23 {
                     Err(invalid())
                 } else {
-                    Err(PoolError::StaleHandle { pool: self.name.clone() })
+                    Err(PoolError::StaleHandle {
+                        pool: self.name.clone(),
+                    })
                 }
             }
         }
@@ -449,12 +488,17 @@ impl<T: 'static> Pool<T> {
 
     /// How many values are out as raw handles and not yet redeemed.
     pub fn leaked_raw(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |i| i.leaked_raw.load(Ordering::Relaxed))
+        self.inner
+            .as_ref()
+            .map_or(0, |i| i.leaked_raw.load(Ordering::Relaxed))
     }
 
     /// The pool's counters.
     pub fn stats(&self) -> BlockPoolStats {
-        self.inner.as_ref().map(|i| i.block.stats()).unwrap_or_default()
+        self.inner
+            .as_ref()
+            .map(|i| i.block.stats())
+            .unwrap_or_default()
     }
 
     /// The pool's name.
@@ -497,7 +541,11 @@ impl<T: 'static> Pool<T> {
     pub(crate) unsafe fn release(&self, ptr: NonNull<T>) {
         let Ok(inner) = &self.inner else { return };
         // Returns the block even if the value's `Drop` or `recycle` panics.
-        let guard = ReturnBlock { inner, block: ptr, full: false };
+        let guard = ReturnBlock {
+            inner,
+            block: ptr,
+            full: false,
+        };
         match inner.recycle {
             None => {
                 // SAFETY: the caller hands over a valid `T` that nothing else owns.
@@ -520,14 +568,24 @@ impl<T: 'static> Pool<T> {
     ///
     /// `ptr` must be a live value of this pool that no handle owns any more.
     pub(crate) unsafe fn lend(&self, ptr: NonNull<T>) -> RawHandle<T> {
-        let Ok(inner) = &self.inner else { return RawHandle::from_bits(0) };
+        let Ok(inner) = &self.inner else {
+            return RawHandle::from_bits(0);
+        };
         let addr = ptr.as_ptr() as usize;
         let base = addr & !(CHUNK_SIZE - 1);
         // SAFETY: `ptr` is a live block of this pool (caller).
         let chunk = unsafe { inner.block.shared().header_of(addr) }.chunk_id as usize;
-        let index = inner.block.shared().geometry.index_of(addr).unwrap_or(usize::MAX);
-        let block = chunk.saturating_mul(inner.blocks_per_chunk).saturating_add(index);
-        let (Some(bases), Some(word)) = (inner.chunk_bases.get(chunk), inner.gen_word(block)) else {
+        let index = inner
+            .block
+            .shared()
+            .geometry
+            .index_of(addr)
+            .unwrap_or(usize::MAX);
+        let block = chunk
+            .saturating_mul(inner.blocks_per_chunk)
+            .saturating_add(index);
+        let (Some(bases), Some(word)) = (inner.chunk_bases.get(chunk), inner.gen_word(block))
+        else {
             // Cannot happen: chunk ids stay below `max_chunks` (see `create`). The value is
             // leaked rather than lent under a token that would not redeem.
             return RawHandle::from_bits(0);
@@ -536,7 +594,11 @@ impl<T: 'static> Pool<T> {
         let now = word.load(Ordering::Relaxed);
         word.store(now | 1, Ordering::Release);
         inner.leaked_raw.fetch_add(1, Ordering::Relaxed);
-        let fields = Fields { block: block as u32, generation: now >> 1, node: inner.node };
+        let fields = Fields {
+            block: block as u32,
+            generation: now >> 1,
+            node: inner.node,
+        };
         RawHandle::from_bits(raw::pack(inner.uid, fields))
     }
 }
@@ -547,7 +609,14 @@ impl Inner {
         (block < len).then(|| {
             // SAFETY: `gens` holds `len` zero-initialised AtomicU32s (type invariant) for
             // as long as `self` lives, and `block < len`.
-            unsafe { &*self.gens.ptr().as_ptr().cast::<AtomicU32>().wrapping_add(block) }
+            unsafe {
+                &*self
+                    .gens
+                    .ptr()
+                    .as_ptr()
+                    .cast::<AtomicU32>()
+                    .wrapping_add(block)
+            }
         })
     }
 }
@@ -594,7 +663,11 @@ impl<T: 'static> Drop for FreshSlot<T> {
     fn drop(&mut self) {
         // Reached only when `T::default()` panicked: the slot holds no value.
         if let Ok(inner) = &self.pool.inner {
-            drop(ReturnBlock { inner, block: self.slot.cast::<T>(), full: false });
+            drop(ReturnBlock {
+                inner,
+                block: self.slot.cast::<T>(),
+                full: false,
+            });
         }
     }
 }
@@ -626,7 +699,10 @@ pub struct StaticConfig {
 impl<T: 'static> StaticPool<T> {
     /// A pool to be created on first use with `config`.
     pub const fn new(config: StaticConfig) -> Self {
-        Self { cell: OnceLock::new(), config }
+        Self {
+            cell: OnceLock::new(),
+            config,
+        }
     }
 
     /// The pool, created on first call.
@@ -634,7 +710,10 @@ impl<T: 'static> StaticPool<T> {
     pub fn get(&'static self) -> &'static Pool<T> {
         self.cell.get_or_init(|| {
             let c = self.config;
-            let config = PoolConfig::new(c.name).capacity(c.capacity).max_capacity(c.max_capacity).guard(c.guard);
+            let config = PoolConfig::new(c.name)
+                .capacity(c.capacity)
+                .max_capacity(c.max_capacity)
+                .guard(c.guard);
             Pool::create_static(config, c.recycle)
         })
     }

@@ -125,7 +125,10 @@ pub struct RawHandle<T> {
 
 impl<T> RawHandle<T> {
     pub(crate) fn from_bits(bits: u64) -> Self {
-        Self { bits, _marker: PhantomData }
+        Self {
+            bits,
+            _marker: PhantomData,
+        }
     }
 
     /// The token as a `u64`.
@@ -170,7 +173,12 @@ impl<T> Hash for RawHandle<T> {
 
 impl<T> fmt::Debug for RawHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RawHandle<{}>({:#018x})", core::any::type_name::<T>(), self.bits)
+        write!(
+            f,
+            "RawHandle<{}>({:#018x})",
+            core::any::type_name::<T>(),
+            self.bits
+        )
     }
 }
 
@@ -180,16 +188,31 @@ mod tests {
 
     #[test]
     fn pack_unpack_round_trips() {
-        let f = Fields { block: MAX_BLOCKS as u32 - 1, generation: GEN_MASK, node: 5 };
+        let f = Fields {
+            block: MAX_BLOCKS as u32 - 1,
+            generation: GEN_MASK,
+            node: 5,
+        };
         let t = pack(77, f);
         assert_eq!(unpack(77, t), Unpacked::Ok(f));
-        let f = Fields { block: 0, generation: 0, node: 0 };
+        let f = Fields {
+            block: 0,
+            generation: 0,
+            node: 0,
+        };
         assert_eq!(unpack(77, pack(77, f)), Unpacked::Ok(f));
     }
 
     #[test]
     fn flipped_bits_are_caught() {
-        let t = pack(9, Fields { block: 1234, generation: 56, node: 1 });
+        let t = pack(
+            9,
+            Fields {
+                block: 1234,
+                generation: 56,
+                node: 1,
+            },
+        );
         let mut caught = 0;
         for bit in 0..64 {
             if !matches!(unpack(9, t ^ (1 << bit)), Unpacked::Ok(_)) {
@@ -203,9 +226,20 @@ mod tests {
 
     #[test]
     fn another_pools_token_is_told_apart() {
-        let t = pack(1, Fields { block: 3, generation: 4, node: 0 });
-        let wrong = (2..200u64).filter(|&uid| pool_tag(uid) != pool_tag(1)).count();
-        let flagged = (2..200u64).filter(|&uid| unpack(uid, t) != unpack(1, t)).count();
+        let t = pack(
+            1,
+            Fields {
+                block: 3,
+                generation: 4,
+                node: 0,
+            },
+        );
+        let wrong = (2..200u64)
+            .filter(|&uid| pool_tag(uid) != pool_tag(1))
+            .count();
+        let flagged = (2..200u64)
+            .filter(|&uid| unpack(uid, t) != unpack(1, t))
+            .count();
         assert!(flagged >= wrong);
         assert!(matches!(unpack(1, t), Unpacked::Ok(_)));
     }
