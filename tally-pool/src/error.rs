@@ -39,7 +39,9 @@ impl core::fmt::Display for CorruptionKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError {
-    /// The pool holds `max_capacity` blocks and all of them are in use.
+    /// The pool has `max_capacity` blocks in circulation and none is free in the depot or
+    /// the calling thread's cache. Other threads' caches may still hold a few (see the
+    /// block module's limits); they return them on their next call or when they exit.
     #[error(
         "pool `{pool}` is at its cap of {max_capacity} blocks; raise `max_capacity` or release blocks"
     )]

@@ -58,10 +58,10 @@
 //! # Limits
 //!
 //! - Blocks are at most 256 KiB, aligned to at most 4096 bytes.
-//! - Each thread may hold up to 128 free blocks of a pool in its cache; an allocation can
-//!   therefore report [`PoolError::Exhausted`] while other threads hold free blocks. The
-//!   error asks every thread to return its cache on its next call, and threads return it
-//!   when they exit.
+//! - Each thread may hold free blocks of a pool in its cache: up to 128, and at most a
+//!   sixteenth of `max_capacity` (at least 2). An allocation can therefore report
+//!   [`PoolError::Exhausted`] while idle threads hold free blocks. The error asks every
+//!   thread to return its cache on its next call, and threads return it when they exit.
 //! - Dropping the last `BlockPool` handle unmaps all its memory: blocks still allocated
 //!   must not be used afterwards.
 
@@ -82,7 +82,7 @@ use std::sync::Arc;
 pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
 
 use crate::error::PoolError;
-use cache::{with_cache, CACHE_CAPACITY};
+use cache::with_cache;
 use pool::{count_free, PoolShared};
 
 /// Bytes in a chunk, the unit in which pools map memory.
@@ -313,7 +313,7 @@ impl BlockPool {
     fn release(&self, ptr: *mut u8) -> Result<(), PoolError> {
         let pool = &*self.shared;
         let fast = with_cache(&self.shared, |cache, blocks| {
-            if blocks.epoch == pool.epoch() && blocks.len < CACHE_CAPACITY {
+            if blocks.epoch == pool.epoch() && blocks.len < pool.cache_limit {
                 if let Some(slot) = blocks.ptrs.get_mut(blocks.len) {
                     *slot = ptr;
                     blocks.len += 1;

@@ -72,6 +72,11 @@ pub(crate) struct PoolShared {
     pub(crate) guard: GuardLevel,
     /// Bumped to ask every thread to flush its cache on its next operation.
     epoch: AtomicU64,
+    /// Most blocks one thread's cache holds for this pool: `CACHE_CAPACITY`, or less for a
+    /// small pool so that idle threads cannot strand much of its cap (see `cache_limit`).
+    pub(crate) cache_limit: usize,
+    /// Blocks moved per trade with the depot: half of `cache_limit`, at least 1.
+    batch: usize,
     canary_secret: u64,
     name: String,
     layout: Layout,
@@ -124,6 +129,8 @@ impl PoolShared {
             geometry,
             guard,
             epoch: AtomicU64::new(0),
+            cache_limit: cache_limit(max_capacity),
+            batch: (cache_limit(max_capacity) / 2).max(1),
             canary_secret: hasher.finish() | 1,
             name,
             layout,
@@ -346,8 +353,8 @@ impl PoolShared {
         ptr: *mut u8,
     ) -> Result<(), PoolError> {
         self.sync_epoch(cache, blocks)?;
-        if blocks.len == CACHE_CAPACITY {
-            self.spill(cache, blocks, MAGAZINE_SIZE)?;
+        if blocks.len >= self.cache_limit {
+            self.spill(cache, blocks, self.batch)?;
         }
         let slot = blocks
             .ptrs
@@ -376,7 +383,7 @@ impl PoolShared {
         blocks: &mut CachedBlocks,
     ) -> Result<(), PoolError> {
         while blocks.len > 0 {
-            self.spill(cache, blocks, MAGAZINE_SIZE)?;
+            self.spill(cache, blocks, self.batch)?;
         }
         Ok(())
     }
@@ -432,7 +439,7 @@ impl PoolShared {
             cache.counters.depot_exchanges.bump();
             return Ok(());
         }
-        let want = MAGAZINE_SIZE.min(CACHE_CAPACITY - blocks.len);
+        let want = self.batch.min(self.cache_limit.saturating_sub(blocks.len));
         let got = self.carve(&mut growth, want, |i, p| {
             if let Some(slot) = blocks.ptrs.get_mut(blocks.len + i) {
                 *slot = p;
@@ -451,7 +458,7 @@ impl PoolShared {
         // SAFETY: `pop_full` made this thread the magazine's owner.
         let moved = unsafe {
             self.depot.with_blocks(mag, |m| {
-                let n = m.count.min(CACHE_CAPACITY - start);
+                let n = m.count.min(self.cache_limit.saturating_sub(start));
                 let dst = blocks.ptrs.get_mut(start..start + n)?;
                 dst.copy_from_slice(m.ptrs.get(m.count - n..m.count)?);
                 m.count -= n;
@@ -606,7 +613,7 @@ impl PoolShared {
 
     fn spill_uncached(&self, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
         let scratch = ThreadCache::detached(self.uid);
-        self.spill(&scratch, blocks, MAGAZINE_SIZE)?;
+        self.spill(&scratch, blocks, self.batch)?;
         self.totals
             .depot_exchanges
             .fetch_add(scratch.counters.depot_exchanges.get(), StdOrdering::Relaxed);
@@ -782,6 +789,16 @@ impl PoolShared {
         }
         Ok(())
     }
+}
+
+/// The per-thread cache limit of a pool capped at `max_capacity` blocks.
+///
+/// A thread that stops calling into a pool keeps its cached blocks until it exits, and an
+/// allocation can only take blocks from the depot or new memory. Full-size caches suit
+/// pools whose cap dwarfs them; a smaller pool caches at most a sixteenth of its cap per
+/// thread (and at least 2 blocks), so that idle threads strand little of it.
+fn cache_limit(max_capacity: usize) -> usize {
+    (max_capacity / 16).clamp(2, CACHE_CAPACITY)
 }
 
 /// Counts one free on `cache`'s thread; a free beyond the thread's own allocations must be
