@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use super::handle::Handle;
-use super::raw::{self, Fields, RawHandle, Unpacked, GEN_MASK, MAX_BLOCKS};
+use super::raw::{self, Fields, RawHandle, Unpacked, GEN_BITS, GEN_MASK, MAX_BLOCKS};
+
+/// Bit of a generation word set once the block's generation has wrapped around.
+const WRAPPED: u32 = 1 << (GEN_BITS + 1);
 use crate::block::{BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, CHUNK_SIZE};
 use crate::error::PoolError;
 use crate::os::{self, Region};
@@ -297,6 +300,15 @@ impl<T: 'static> Pool<T> {
         let shared = block.shared();
         let blocks_per_chunk = shared.geometry.blocks_per_chunk;
         let max_chunks = max_capacity.div_ceil(blocks_per_chunk);
+        if max_chunks * blocks_per_chunk > MAX_BLOCKS {
+            let most = MAX_BLOCKS / blocks_per_chunk * blocks_per_chunk;
+            return Err(PoolError::InvalidConfig {
+                pool: name,
+                reason: format!(
+                    "`max_capacity` ({max_capacity}) rounds up to whole chunks of {blocks_per_chunk} values, past what a raw handle can number; use at most {most}"
+                ),
+            });
+        }
         let gens = os::map(max_chunks * blocks_per_chunk * core::mem::size_of::<AtomicU32>())
             .map_err(|e| PoolError::OutOfMemory {
                 pool: name.clone(),
@@ -459,29 +471,48 @@ impl<T: 'static> Pool<T> {
             return Err(invalid());
         }
         let word = inner.gen_word(block).ok_or_else(invalid)?;
-        let out = f.generation << 1 | 1;
-        let next = ((f.generation + 1) & GEN_MASK) << 1;
-        match word.compare_exchange(out, next, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                inner.leaked_raw.fetch_sub(1, Ordering::Relaxed);
-                let addr = inner.block.shared().geometry.block_addr(base, index);
-                let ptr = NonNull::new(addr as *mut T).ok_or_else(invalid)?;
-                // SAFETY: the generation word said this block was lent out as this very
-                // token and the CAS took it back exactly once: the block holds the valid
-                // `T` that `into_raw` left there, and no handle to it exists.
-                Ok(unsafe { Handle::from_block(ptr) })
+        let mut now = word.load(Ordering::Acquire);
+        loop {
+            let wrapped = now & WRAPPED;
+            if now != wrapped | f.generation << 1 | 1 {
+                return Err(self.refusal(now, f.generation));
             }
-            Err(now) => {
-                // Generations are compared modulo 2^24: a token ahead of the block was
-                // never issued; one behind it, or equal but not out, was redeemed.
-                let ahead = (f.generation.wrapping_sub(now >> 1)) & GEN_MASK;
-                if ahead != 0 && ahead < 1 << 23 {
-                    Err(invalid())
-                } else {
-                    Err(PoolError::StaleHandle {
-                        pool: self.name.clone(),
-                    })
-                }
+            let next = (f.generation + 1) & GEN_MASK;
+            let new = wrapped | if next == 0 { WRAPPED } else { 0 } | next << 1;
+            match word.compare_exchange(now, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(seen) => now = seen,
+            }
+        }
+        inner.leaked_raw.fetch_sub(1, Ordering::Relaxed);
+        let addr = inner.block.shared().geometry.block_addr(base, index);
+        let ptr = NonNull::new(addr as *mut T).ok_or_else(invalid)?;
+        // SAFETY: the generation word said this block was lent out as this very token and
+        // the CAS took it back exactly once: the block holds the valid `T` that `into_raw`
+        // left there, and no handle to it exists.
+        Ok(unsafe { Handle::from_block(ptr) })
+    }
+
+    /// Why a token whose generation word does not say "out at this generation" is refused.
+    fn refusal(&self, word: u32, token_generation: u32) -> PoolError {
+        let current = (word >> 1) & GEN_MASK;
+        // A redeem always moves the block past the token's generation, so a token that was
+        // redeemed is behind the block; one at or ahead of it was never issued. Until the
+        // block's generation has wrapped once, "behind" is plain `<`; after, it is judged
+        // modulo 2^24, half the range each way.
+        let stale = if word & WRAPPED == 0 {
+            token_generation < current
+        } else {
+            let behind = current.wrapping_sub(token_generation) & GEN_MASK;
+            behind != 0 && behind <= 1 << (GEN_BITS - 1)
+        };
+        if stale {
+            PoolError::StaleHandle {
+                pool: self.name.clone(),
+            }
+        } else {
+            PoolError::InvalidHandle {
+                pool: self.name.clone(),
             }
         }
     }
@@ -593,10 +624,11 @@ impl<T: 'static> Pool<T> {
         bases.store(base, Ordering::Release);
         let now = word.load(Ordering::Relaxed);
         word.store(now | 1, Ordering::Release);
+        let now = (now >> 1) & GEN_MASK;
         inner.leaked_raw.fetch_add(1, Ordering::Relaxed);
         let fields = Fields {
             block: block as u32,
-            generation: now >> 1,
+            generation: now,
             node: inner.node,
         };
         RawHandle::from_bits(raw::pack(inner.uid, fields))
