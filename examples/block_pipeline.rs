@@ -48,7 +48,10 @@ fn parse_messages() -> Result<u64, String> {
         match arg.as_str() {
             "--messages" => {
                 let v = args.next().ok_or("--messages needs a number")?;
-                messages = v.replace('_', "").parse().map_err(|e| format!("--messages {v}: {e}"))?;
+                messages = v
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|e| format!("--messages {v}: {e}"))?;
             }
             "-h" | "--help" => return Err("usage: block_pipeline [--messages N]".into()),
             other => return Err(format!("unknown argument `{other}`; try --help")),
@@ -119,12 +122,21 @@ fn run(messages: u64) -> Result<(), PoolError> {
     let stats = pool.stats();
     println!("quotes         {seen}");
     println!("elapsed        {:.3} s", elapsed.as_secs_f64());
-    println!("throughput     {:.1} M quotes/s", seen as f64 / elapsed.as_secs_f64() / 1e6);
-    println!("per quote      {:.1} ns", elapsed.as_nanos() as f64 / seen.max(1) as f64);
+    println!(
+        "throughput     {:.1} M quotes/s",
+        seen as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    println!(
+        "per quote      {:.1} ns",
+        elapsed.as_nanos() as f64 / seen.max(1) as f64
+    );
     println!("mid checksum   {mid_sum}");
     println!("pool stats     {stats:#?}");
     let reclaimed = pool.reclaim();
-    println!("reclaimed      {reclaimed} bytes, chunks left {}", pool.stats().chunks);
+    println!(
+        "reclaimed      {reclaimed} bytes, chunks left {}",
+        pool.stats().chunks
+    );
     Ok(())
 }
 

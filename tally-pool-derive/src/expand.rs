@@ -1,8 +1,12 @@
 //! Writing the impl.
+//!
+//! Generated code names only `#krate::__private::…` (default `::tally_pool`, or the path
+//! of `#[pooled(crate = "...")]`) and `::core::…`, and sits inside `const _: () = { … };`
+//! so that it adds no names to the user's module.
 
-use proc_macro2::TokenStream;
-use quote::quote;
-use syn::{DeriveInput, Path};
+use proc_macro2::{Literal, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::{DeriveInput, Path, WhereClause};
 
 use crate::parse::{self, Errors};
 use crate::validate::{self, Checked};
@@ -11,7 +15,10 @@ use crate::validate::{self, Checked};
 pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
     let mut errors = Errors::default();
     let options = parse::options(&input.attrs, &mut errors);
-    let krate: Path = options.krate.clone().unwrap_or_else(|| syn::parse_quote!(::tally_pool));
+    let krate: Path = options
+        .krate
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote!(::tally_pool));
     let checked = validate::check(input, &options, &mut errors);
     match errors.combined() {
         None => expand(input, &krate, &checked),
@@ -23,14 +30,32 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
     }
 }
 
+/// The impl of a type that passed every check (so it has no generics).
 fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
     let ty = &input.ident;
-    let Checked { capacity, max_capacity, name, guard, recycle } = c;
-    let (capacity, max_capacity) = (*capacity as usize, *max_capacity as usize);
-    let recycle = if *recycle {
-        quote!(#krate::__private::Some(#krate::__private::recycle_fn::<#ty>()))
-    } else {
-        quote!(#krate::__private::None)
+    let Checked {
+        capacity,
+        max_capacity,
+        name,
+        guard,
+        recycle,
+    } = c;
+    // Unsuffixed, so they are typed `usize` by the field they initialise.
+    let (capacity, max_capacity) = (
+        Literal::u64_unsuffixed(*capacity),
+        Literal::u64_unsuffixed(*max_capacity),
+    );
+    let recycle = match recycle {
+        // Spanned at the `recycle` key, so a missing `Recycle` or `Send` impl is reported
+        // there rather than at the type's name.
+        Some(span) => {
+            let mut ty_at_key = ty.clone();
+            ty_at_key.set_span(*span);
+            quote_spanned! {*span=>
+                #krate::__private::Some(#krate::__private::recycle_fn::<#ty_at_key>())
+            }
+        }
+        None => quote!(#krate::__private::None),
     };
     quote! {
         const _: () = {
@@ -44,6 +69,7 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
                 });
 
             // SAFETY: `pool` returns the one `static` pool made for this type.
+            #[automatically_derived]
             unsafe impl #krate::__private::Pooled for #ty {
                 #[inline]
                 fn pool() -> &'static #krate::__private::Pool<Self> {
@@ -56,12 +82,22 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
     }
 }
 
-/// A stub impl emitted next to errors so that uses of the type add no further errors.
+/// A stub impl emitted next to errors so that uses of the type add no further errors
+/// (thiserror's `fallback`). It holds for any generics: the `'static` bound that `Pooled`
+/// needs is stated rather than proved, so a lifetime or type parameter adds no error of
+/// its own.
 fn fallback(input: &DeriveInput, krate: &Path) -> TokenStream {
     let ty = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let mut where_clause: WhereClause = where_clause
+        .cloned()
+        .unwrap_or_else(|| syn::parse_quote!(where));
+    where_clause
+        .predicates
+        .push(syn::parse_quote!(#ty #ty_generics: 'static));
     quote! {
         const _: () = {
+            #[automatically_derived]
             unsafe impl #impl_generics #krate::__private::Pooled for #ty #ty_generics #where_clause {
                 fn pool() -> &'static #krate::__private::Pool<Self> {
                     ::core::unreachable!()

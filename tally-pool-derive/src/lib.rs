@@ -3,8 +3,8 @@
 //! This crate is an implementation detail of `tally-pool`: depend on `tally-pool` and write
 //! `use tally_pool::Pooled;`, which brings both the trait and this derive.
 //!
-//! The macro runs in three steps, one file each: [`parse`] reads `#[pooled(...)]`,
-//! [`validate`] checks the type and the options, [`expand`] writes the impl. Every error
+//! The macro runs in three steps, one file each: `parse` reads `#[pooled(...)]`,
+//! `validate` checks the type and the options, `expand` writes the impl. Every error
 //! found is reported in one compile, each spanned at its token; on error a stub impl is
 //! emitted too, so that uses of the type report nothing further.
 
@@ -20,11 +20,11 @@ use proc_macro::TokenStream;
 ///
 /// | key | value | default |
 /// |---|---|---|
-/// | `capacity` | values pre-allocated | 1024 |
+/// | `capacity` | values pre-allocated | 1024, or `max_capacity` if lower |
 /// | `max_capacity` | most values alive at once | 1,048,576 |
 /// | `name` | name in errors and reports | the type's name |
-/// | `guard` | `"off"`, `"canary"` or `"full"` | `"off"` |
-/// | `recycle` | keep values on release, reset with `Recycle::recycle` | off |
+/// | `guard` | `"off"`, `"canary"` or `"full"` (`"full"` not with `recycle`) | `"off"` |
+/// | `recycle` | keep values on release, reset with `Recycle::recycle` (needs `Recycle + Send`) | off |
 /// | `crate` | path of the `tally_pool` crate | `::tally_pool` |
 #[proc_macro_derive(Pooled, attributes(pooled))]
 pub fn derive_pooled(input: TokenStream) -> TokenStream {

@@ -1,6 +1,7 @@
 //! Reading `#[pooled(...)]`.
 
 use proc_macro2::Span;
+use quote::ToTokens as _;
 use syn::spanned::Spanned as _;
 use syn::{Attribute, Expr, ExprLit, Lit, LitInt, LitStr, Path};
 
@@ -15,7 +16,12 @@ impl Errors {
         self.errors.push(error);
     }
 
-    pub(crate) fn spanned(&mut self, tokens: impl quote::ToTokens, message: impl std::fmt::Display) {
+    /// An error spanned at `tokens`, the offending part of the input.
+    pub(crate) fn spanned(
+        &mut self,
+        tokens: impl quote::ToTokens,
+        message: impl std::fmt::Display,
+    ) {
         self.push(syn::Error::new_spanned(tokens, message));
     }
 
@@ -28,7 +34,7 @@ impl Errors {
     }
 }
 
-/// A value with the span of the `key = value` it came from.
+/// A value with the span of the key it came from.
 pub(crate) struct Spanned<T> {
     pub(crate) value: T,
     pub(crate) span: Span,
@@ -41,16 +47,26 @@ pub(crate) struct Options {
     pub(crate) max_capacity: Option<Spanned<u64>>,
     pub(crate) name: Option<LitStr>,
     pub(crate) guard: Option<LitStr>,
+    /// The span of the `recycle` key.
     pub(crate) recycle: Option<Span>,
     pub(crate) krate: Option<Path>,
 }
 
+const KEYS: &str = "`capacity`, `max_capacity`, `name`, `guard`, `recycle`, `crate`";
+
 /// Reads every `#[pooled(...)]` attribute of the type.
+///
+/// A bad value is reported and parsing goes on with the next key; only broken syntax
+/// (such as a missing `=`) abandons the rest of its attribute.
 pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
     let mut options = Options::default();
     for attr in attrs.iter().filter(|a| a.path().is_ident("pooled")) {
         let result = attr.parse_nested_meta(|meta| {
-            let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            let Some(key) = meta.path.get_ident().map(ToString::to_string) else {
+                let path = meta.path.to_token_stream().to_string().replace(' ', "");
+                errors.spanned(&meta.path, format!("unknown key `{path}` in #[pooled(...)]; expected one of {KEYS}"));
+                return skip_value(&meta);
+            };
             let span = meta.path.span();
             let duplicate = |errors: &mut Errors| {
                 errors.push(syn::Error::new(span, format!("duplicate `{key}` in #[pooled(...)]")));
@@ -81,28 +97,30 @@ pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
                     } else if let Some(lit) = value {
                         match lit.parse::<Path>() {
                             Ok(path) => options.krate = Some(path),
-                            Err(_) => errors.spanned(&lit, "`crate` must be a path, such as \"tally_pool\""),
+                            Err(_) => errors.spanned(
+                                &lit,
+                                format!(
+                                    "`crate` must be the path of the tally_pool crate, such as \"tally_pool\" or \"::my_pool\"; `{}` is not a path",
+                                    lit.value()
+                                ),
+                            ),
                         }
                     }
                 }
                 "recycle" => {
                     if options.recycle.is_some() {
                         duplicate(errors);
+                    } else {
+                        options.recycle = Some(span);
                     }
-                    options.recycle = Some(span);
+                    if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                        errors.spanned(&meta.path, "`recycle` takes no value: write `#[pooled(recycle)]`");
+                        return skip_value(&meta);
+                    }
                 }
                 _ => {
-                    errors.push(syn::Error::new(
-                        span,
-                        format!(
-                            "unknown key `{}` in #[pooled(...)]; expected one of `capacity`, `max_capacity`, `name`, `guard`, `recycle`, `crate`",
-                            meta.path.get_ident().map(ToString::to_string).unwrap_or_else(|| "?".into())
-                        ),
-                    ));
-                    // Skip a value, if any, so the next key is still read.
-                    if meta.input.peek(syn::Token![=]) {
-                        let _ = meta.value()?.parse::<Expr>()?;
-                    }
+                    errors.spanned(&meta.path, format!("unknown key `{key}` in #[pooled(...)]; expected one of {KEYS}"));
+                    return skip_value(&meta);
                 }
             }
             Ok(())
@@ -114,11 +132,50 @@ pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
     options
 }
 
+/// Skips the `= value` or `(...)` after a key that was refused, so the next key is read.
+fn skip_value(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        meta.value()?.parse::<Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let _content;
+        syn::parenthesized!(_content in meta.input);
+    }
+    Ok(())
+}
+
 fn integer(expr: &Expr, key: &str, errors: &mut Errors) -> Option<u64> {
     match expr {
-        Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => parse_int(int, key, errors),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => parse_int(int, key, errors),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) if s.value().trim().parse::<u64>().is_ok() => {
+            let n = s.value();
+            errors.spanned(
+                s,
+                format!(
+                    "`{key}` must be an integer literal, not a string: write `{key} = {}`",
+                    n.trim()
+                ),
+            );
+            None
+        }
+        Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            ..
+        }) => {
+            errors.spanned(
+                expr,
+                format!("`{key}` counts values: it cannot be negative"),
+            );
+            None
+        }
         other => {
-            errors.spanned(other, format!("`{key}` must be an integer literal, such as `{key} = 65_536`"));
+            errors.spanned(
+                other,
+                format!("`{key}` must be an integer literal, such as `{key} = 65_536`"),
+            );
             None
         }
     }
@@ -128,7 +185,10 @@ fn parse_int(int: &LitInt, key: &str, errors: &mut Errors) -> Option<u64> {
     match int.base10_parse::<u64>() {
         Ok(v) => Some(v),
         Err(_) => {
-            errors.spanned(int, format!("`{key}` must be a non-negative integer that fits in u64"));
+            errors.spanned(
+                int,
+                format!("`{key}` must be a non-negative integer that fits in u64"),
+            );
             None
         }
     }
@@ -136,9 +196,14 @@ fn parse_int(int: &LitInt, key: &str, errors: &mut Errors) -> Option<u64> {
 
 fn string(expr: &Expr, key: &str, errors: &mut Errors) -> Option<LitStr> {
     match expr {
-        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Some(s.clone()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Some(s.clone()),
         other => {
-            errors.spanned(other, format!("`{key}` must be a string literal, such as `{key} = \"...\"`"));
+            errors.spanned(
+                other,
+                format!("`{key}` must be a string literal, such as `{key} = \"...\"`"),
+            );
             None
         }
     }
