@@ -13,6 +13,7 @@ use super::raw::{self, Fields, RawHandle, Unpacked, GEN_BITS, GEN_MASK, MAX_BLOC
 
 /// Bit of a generation word set once the block's generation has wrapped around.
 const WRAPPED: u32 = 1 << (GEN_BITS + 1);
+use crate::block::geometry::Geometry;
 use crate::block::{BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, CHUNK_SIZE};
 use crate::error::PoolError;
 use crate::os::{self, Region};
@@ -238,7 +239,7 @@ impl<T: 'static> Pool<T> {
     /// [`PoolError::InvalidConfig`] for `capacity > max_capacity` or a `max_capacity` above
     /// [`MAX_CAPACITY`]; [`PoolError::OutOfMemory`] if the initial memory is refused.
     pub fn new(config: PoolConfig) -> Result<&'static Self, PoolError> {
-        Self::create(config, None)
+        Self::create(config, None, false)
     }
 
     /// Creates a pool that keeps values on release and resets them with
@@ -252,7 +253,7 @@ impl<T: 'static> Pool<T> {
     where
         T: Recycle + Send,
     {
-        Self::create(config, Some(recycle_value::<T>))
+        Self::create(config, Some(recycle_value::<T>), false)
     }
 
     fn layout(recycling: bool) -> Layout {
@@ -263,14 +264,40 @@ impl<T: 'static> Pool<T> {
         }
     }
 
-    fn create(config: PoolConfig, recycle: Option<RecycleFn>) -> Result<&'static Self, PoolError> {
+    /// Makes and leaks a pool. With `clamp`, a `max_capacity` just under the limit that
+    /// whole chunks would overrun is lowered to fit instead of refused (static pools, whose
+    /// settings were checked at compile time without knowing the chunk geometry).
+    fn create(
+        config: PoolConfig,
+        recycle: Option<RecycleFn>,
+        clamp: bool,
+    ) -> Result<&'static Self, PoolError> {
         let PoolConfig {
             name,
-            capacity,
-            max_capacity,
+            mut capacity,
+            mut max_capacity,
             guard,
             prefault,
         } = config;
+        // Raw handles number blocks as `chunk id * blocks per chunk + index` in 25 bits, and
+        // a pool maps whole chunks: the cap must stay within the whole chunks that fit.
+        let layout = Self::layout(recycle.is_some());
+        if let Ok(geometry) = Geometry::new(layout, guard) {
+            let per_chunk = geometry.blocks_per_chunk;
+            let most = MAX_BLOCKS / per_chunk * per_chunk;
+            if max_capacity > most && max_capacity <= MAX_CAPACITY {
+                if !clamp {
+                    return Err(PoolError::InvalidConfig {
+                        pool: name,
+                        reason: format!(
+                            "`max_capacity` ({max_capacity}) rounds up to whole chunks of {per_chunk} values, past what a raw handle can number; use at most {most}"
+                        ),
+                    });
+                }
+                max_capacity = most;
+                capacity = capacity.min(most);
+            }
+        }
         if max_capacity > MAX_CAPACITY {
             return Err(PoolError::InvalidConfig {
                 pool: name,
@@ -284,7 +311,7 @@ impl<T: 'static> Pool<T> {
             });
         }
         let block = BlockPool::new(
-            BlockPoolConfig::new(Self::layout(recycle.is_some()))
+            BlockPoolConfig::new(layout)
                 .name(name.clone())
                 .capacity(0)
                 .max_capacity(max_capacity)
@@ -300,15 +327,6 @@ impl<T: 'static> Pool<T> {
         let shared = block.shared();
         let blocks_per_chunk = shared.geometry.blocks_per_chunk;
         let max_chunks = max_capacity.div_ceil(blocks_per_chunk);
-        if max_chunks * blocks_per_chunk > MAX_BLOCKS {
-            let most = MAX_BLOCKS / blocks_per_chunk * blocks_per_chunk;
-            return Err(PoolError::InvalidConfig {
-                pool: name,
-                reason: format!(
-                    "`max_capacity` ({max_capacity}) rounds up to whole chunks of {blocks_per_chunk} values, past what a raw handle can number; use at most {most}"
-                ),
-            });
-        }
         let gens = os::map(max_chunks * blocks_per_chunk * core::mem::size_of::<AtomicU32>())
             .map_err(|e| PoolError::OutOfMemory {
                 pool: name.clone(),
@@ -343,7 +361,7 @@ impl<T: 'static> Pool<T> {
     /// by every acquire instead of being lost.
     pub(crate) fn create_static(config: PoolConfig, recycle: Option<RecycleFn>) -> &'static Self {
         let name = config.name.clone();
-        match Self::create(config, recycle) {
+        match Self::create(config, recycle, true) {
             Ok(pool) => pool,
             Err(e) => Box::leak(Box::new(Self {
                 name,
