@@ -13,12 +13,12 @@
 //! the thread exits, so no block is stranded.
 
 use core::cell::UnsafeCell as StdUnsafeCell;
-use core::ptr::null_mut;
+use core::ptr::{null_mut, NonNull};
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 use std::sync::{Arc, Weak};
 
 use super::depot::MAGAZINE_SIZE;
-use super::pool::PoolShared;
+use super::pool::{count_free, PoolShared};
 use crate::sync::thread_local;
 
 /// Free blocks a thread's cache holds at most: two magazines.
@@ -36,6 +36,7 @@ impl Counter {
             .store(self.0.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn get(&self) -> u64 {
         self.0.load(StdOrdering::Relaxed)
     }
@@ -158,6 +159,67 @@ thread_local! {
 #[cfg(loom)]
 thread_local! {
     static CACHES: CacheTable = CacheTable::new();
+}
+
+/// The hot path of `allocate`: pops the calling thread's cache for `pool`. `None` when the
+/// cache is missing, empty or out of date, or the thread is exiting; the caller then takes
+/// the slow path, which sorts each case out.
+#[inline(always)]
+pub(crate) fn pop_fast(pool: &PoolShared) -> Option<NonNull<u8>> {
+    CACHES
+        .try_with(|table| {
+            // SAFETY: the table belongs to this thread and nothing else borrows it during
+            // this closure, which calls nothing that could reach the table.
+            let caches = unsafe { &*table.caches.get() };
+            let cache = caches.get(pool.slot as usize)?.as_deref()?;
+            if cache.pool_uid != pool.uid {
+                return None;
+            }
+            // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no
+            // other reference to it.
+            let blocks = unsafe { &mut *cache.blocks.get() };
+            if blocks.epoch != pool.epoch() {
+                return None;
+            }
+            let index = blocks.len.checked_sub(1)?;
+            let ptr = NonNull::new(*blocks.ptrs.get(index)?)?;
+            blocks.len = index;
+            cache.counters.allocations.bump();
+            Some(ptr)
+        })
+        .ok()
+        .flatten()
+}
+
+/// The hot path of `free`: pushes `ptr`, already vouched for, onto the calling thread's
+/// cache for `pool`. False when that is not possible; the caller takes the slow path.
+#[inline(always)]
+pub(crate) fn push_fast(pool: &PoolShared, ptr: *mut u8) -> bool {
+    CACHES
+        .try_with(|table| {
+            // SAFETY: as in `pop_fast`.
+            let caches = unsafe { &*table.caches.get() };
+            let Some(Some(cache)) = caches.get(pool.slot as usize) else {
+                return false;
+            };
+            if cache.pool_uid != pool.uid {
+                return false;
+            }
+            // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no
+            // other reference to it.
+            let blocks = unsafe { &mut *cache.blocks.get() };
+            if blocks.epoch != pool.epoch() || blocks.len >= pool.cache_limit {
+                return false;
+            }
+            let Some(slot) = blocks.ptrs.get_mut(blocks.len) else {
+                return false;
+            };
+            *slot = ptr;
+            blocks.len += 1;
+            count_free(cache);
+            true
+        })
+        .unwrap_or(false)
 }
 
 /// Runs `f` with the calling thread's cache for `pool` and mutable access to its blocks,

@@ -259,7 +259,20 @@ impl BlockPool {
     #[inline]
     pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {
         let pool = &*self.shared;
-        let fast = with_cache(&self.shared, |cache, blocks| {
+        if pool.guard == GuardLevel::Off {
+            if let Some(block) = cache::pop_fast(pool) {
+                return Ok(block);
+            }
+        }
+        self.allocate_slow()
+    }
+
+    /// Everything `allocate` does beyond popping the cache of an unguarded pool.
+    #[cold]
+    #[inline(never)]
+    fn allocate_slow(&self) -> Result<NonNull<u8>, PoolError> {
+        let pool = &*self.shared;
+        let result = with_cache(&self.shared, |cache, blocks| {
             if blocks.epoch == pool.epoch() {
                 if let Some(index) = blocks.len.checked_sub(1) {
                     if let Some(&ptr) = blocks.ptrs.get(index) {
@@ -272,7 +285,7 @@ impl BlockPool {
             }
             pool.allocate_slow(cache, blocks)
         });
-        match fast {
+        match result {
             Some(result) => result,
             None => pool.allocate_uncached(),
         }
@@ -290,6 +303,22 @@ impl BlockPool {
     /// or an overwritten canary. The block is not put back, and the pool stays usable.
     #[inline]
     pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+        let pool = &*self.shared;
+        let addr = block.as_ptr() as usize;
+        if pool.guard == GuardLevel::Off
+            && registry::owner(addr) == Some(pool.slot)
+            && pool.geometry.index_of(addr).is_some()
+            && cache::push_fast(pool, block.as_ptr())
+        {
+            return Ok(());
+        }
+        self.free_slow(block)
+    }
+
+    /// Everything `free` does beyond pushing a vouched-for block of an unguarded pool.
+    #[cold]
+    #[inline(never)]
+    fn free_slow(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         self.shared.check_block(block.as_ptr() as usize)?;
         self.release(block.as_ptr())
     }
@@ -303,16 +332,17 @@ impl BlockPool {
     /// since.
     #[inline]
     pub(crate) unsafe fn free_unchecked(&self, block: NonNull<u8>) -> Result<(), PoolError> {
-        if self.shared.guard != GuardLevel::Off {
-            self.shared.check_block(block.as_ptr() as usize)?;
+        let pool = &*self.shared;
+        if pool.guard == GuardLevel::Off && cache::push_fast(pool, block.as_ptr()) {
+            return Ok(());
         }
-        self.release(block.as_ptr())
+        self.free_slow(block)
     }
 
-    #[inline]
+    /// Pushes a checked block into the cache, or takes the slow path.
     fn release(&self, ptr: *mut u8) -> Result<(), PoolError> {
         let pool = &*self.shared;
-        let fast = with_cache(&self.shared, |cache, blocks| {
+        let result = with_cache(&self.shared, |cache, blocks| {
             if blocks.epoch == pool.epoch() && blocks.len < pool.cache_limit {
                 if let Some(slot) = blocks.ptrs.get_mut(blocks.len) {
                     *slot = ptr;
@@ -323,7 +353,7 @@ impl BlockPool {
             }
             pool.free_slow(cache, blocks, ptr)
         });
-        match fast {
+        match result {
             Some(result) => result,
             None => pool.free_uncached(ptr),
         }

@@ -43,25 +43,35 @@ fn split(addr: usize) -> Option<(usize, usize)> {
     (root < ROOT_LEN).then_some((root, chunk & (LEAF_LEN - 1)))
 }
 
+#[inline]
 fn leaf(root: usize, create: bool) -> Option<&'static [AtomicU32; LEAF_LEN]> {
     let entry = ROOT.get(root)?;
     let mut p = entry.load(Ordering::Acquire);
     if p.is_null() && create {
-        let region = os::map(LEAF_LEN * core::mem::size_of::<AtomicU32>()).ok()?;
-        let fresh = region.ptr().as_ptr().cast::<AtomicU32>();
-        match entry.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                // The leaf lives for the rest of the process.
-                core::mem::forget(region);
-                p = fresh;
-            }
-            Err(current) => p = current, // `region` is unmapped on drop.
-        }
+        p = new_leaf(entry);
     }
     // SAFETY: a non-null entry points to a live, zero-initialised (anonymous mapping) array
     // of LEAF_LEN AtomicU32 that is never unmapped (ROOT's invariant); AtomicU32 has the
     // layout of u32, for which all-zero bytes are valid.
     (!p.is_null()).then(|| unsafe { &*p.cast::<[AtomicU32; LEAF_LEN]>() })
+}
+
+/// Maps a leaf for `entry` (or finds the one another thread mapped first); null if the OS
+/// refuses.
+#[cold]
+fn new_leaf(entry: &AtomicPtr<AtomicU32>) -> *mut AtomicU32 {
+    let Ok(region) = os::map(LEAF_LEN * core::mem::size_of::<AtomicU32>()) else {
+        return null_mut();
+    };
+    let fresh = region.ptr().as_ptr().cast::<AtomicU32>();
+    match entry.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            // The leaf lives for the rest of the process.
+            core::mem::forget(region);
+            fresh
+        }
+        Err(current) => current, // `region` is unmapped on drop.
+    }
 }
 
 /// The slot of the pool that owns the chunk holding `addr`, if any.
