@@ -12,7 +12,7 @@
 //! and discarded. The table's destructor flushes every cache back to its pool's depot when
 //! the thread exits, so no block is stranded.
 
-use core::cell::UnsafeCell as StdUnsafeCell;
+use core::cell::{Cell, UnsafeCell as StdUnsafeCell};
 use core::ptr::{null_mut, NonNull};
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 use std::sync::{Arc, Weak};
@@ -53,13 +53,14 @@ pub(crate) struct ThreadCounters {
 
 /// The blocks a cache holds.
 ///
-/// Invariant: `ptrs[..len]` are free blocks of the cache's pool that no one else holds.
+/// Invariant: `len <= CACHE_CAPACITY`, and `ptrs[..len]` are free (non-null) blocks of the
+/// cache's pool that no one else holds.
 #[derive(Debug)]
 pub(crate) struct CachedBlocks {
     pub(crate) len: usize,
     pub(crate) ptrs: [*mut u8; CACHE_CAPACITY],
-    /// The pool epoch this cache last synchronised with.
-    pub(crate) epoch: u64,
+    /// The pool stamp (id and epoch) this cache last synchronised with.
+    pub(crate) stamp: u64,
 }
 
 /// One thread's cache for one pool.
@@ -88,7 +89,7 @@ impl ThreadCache {
             blocks: StdUnsafeCell::new(CachedBlocks {
                 len: 0,
                 ptrs: [null_mut(); CACHE_CAPACITY],
-                epoch: pool.epoch(),
+                stamp: pool.stamp(),
             }),
             counters: ThreadCounters::default(),
             pool: Arc::downgrade(pool),
@@ -104,7 +105,7 @@ impl ThreadCache {
             blocks: StdUnsafeCell::new(CachedBlocks {
                 len: 0,
                 ptrs: [null_mut(); CACHE_CAPACITY],
-                epoch: 0,
+                stamp: 0,
             }),
             counters: ThreadCounters::default(),
             pool: Weak::new(),
@@ -114,9 +115,20 @@ impl ThreadCache {
 
 /// The caches of one thread, by pool slot.
 #[derive(Debug)]
+///
+/// Invariant: the thread's `FAST[slot]` is null or the address of the cache that
+/// `caches[slot]` holds, for every slot below [`FAST_SLOTS`]; so it stays valid as long as
+/// that entry does.
 pub(crate) struct CacheTable {
     caches: StdUnsafeCell<Vec<Option<Arc<ThreadCache>>>>,
 }
+
+/// Addresses of the caches of the first pool slots. A thread-local with no destructor, so
+/// the hot path reaches it without the registration check a destructor needs.
+type FastTable = [Cell<*const ThreadCache>; FAST_SLOTS];
+
+/// Pool slots whose caches the hot path finds in one load, without the `Vec`.
+const FAST_SLOTS: usize = 64;
 
 impl CacheTable {
     const fn new() -> Self {
@@ -124,10 +136,40 @@ impl CacheTable {
             caches: StdUnsafeCell::new(Vec::new()),
         }
     }
+
+    /// The cache for a slot at or above `FAST_SLOTS`, if this thread has one.
+    #[cold]
+    fn get_slow(&self, slot: usize) -> Option<&ThreadCache> {
+        // SAFETY: only this thread touches its table, and no `&mut` to `caches` is live
+        // while a fast path runs (fast paths call nothing that installs).
+        let caches = unsafe { &*self.caches.get() };
+        caches.get(slot)?.as_deref()
+    }
+}
+
+/// The calling thread's cache for `slot`, passed to `f`.
+#[inline(always)]
+fn with_fast<R>(slot: usize, f: impl FnOnce(Option<&ThreadCache>) -> R) -> R {
+    if slot < FAST_SLOTS {
+        FAST.with(|fast| {
+            let p = fast.get(slot).map_or(core::ptr::null(), Cell::get);
+            // SAFETY: table invariant: a non-null fast entry points to the cache that the
+            // thread's `caches[slot]` keeps alive; entries change only in `install` (not
+            // running now) and when the table drops (which nulls them first).
+            f((!p.is_null()).then(|| unsafe { &*p }))
+        })
+    } else {
+        match CACHES.try_with(|table| table.get_slow(slot).map(|c| c as *const ThreadCache)) {
+            // SAFETY: as above: the table keeps the cache alive while this thread runs.
+            Ok(Some(p)) => f(Some(unsafe { &*p })),
+            _ => f(None),
+        }
+    }
 }
 
 impl Drop for CacheTable {
     fn drop(&mut self) {
+        let _ = FAST.try_with(|fast| fast.iter().for_each(|f| f.set(core::ptr::null())));
         for cache in self.caches.get_mut().drain(..).flatten() {
             if let Some(pool) = cache.pool.upgrade() {
                 pool.retire_cache(&cache);
@@ -145,6 +187,11 @@ pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
     let _ = CACHES.try_with(|table| {
         // SAFETY: the table belongs to this thread and no other reference to it is live.
         let caches = unsafe { &mut *table.caches.get() };
+        let _ = FAST.try_with(|fast| {
+            if let Some(f) = fast.get(pool.slot as usize) {
+                f.set(core::ptr::null());
+            }
+        });
         let cache = caches.get_mut(pool.slot as usize).and_then(Option::take);
         if let Some(cache) = cache.filter(|c| c.pool_uid == pool.uid) {
             pool.retire_cache(&cache);
@@ -155,10 +202,12 @@ pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
 #[cfg(not(loom))]
 thread_local! {
     static CACHES: CacheTable = const { CacheTable::new() };
+    static FAST: FastTable = const { [const { Cell::new(core::ptr::null()) }; FAST_SLOTS] };
 }
 #[cfg(loom)]
 thread_local! {
     static CACHES: CacheTable = CacheTable::new();
+    static FAST: FastTable = [const { Cell::new(core::ptr::null()) }; FAST_SLOTS];
 }
 
 /// The hot path of `allocate`: pops the calling thread's cache for `pool`. `None` when the
@@ -166,60 +215,45 @@ thread_local! {
 /// the slow path, which sorts each case out.
 #[inline(always)]
 pub(crate) fn pop_fast(pool: &PoolShared) -> Option<NonNull<u8>> {
-    CACHES
-        .try_with(|table| {
-            // SAFETY: the table belongs to this thread and nothing else borrows it during
-            // this closure, which calls nothing that could reach the table.
-            let caches = unsafe { &*table.caches.get() };
-            let cache = caches.get(pool.slot as usize)?.as_deref()?;
-            if cache.pool_uid != pool.uid {
-                return None;
-            }
-            // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no
-            // other reference to it.
-            let blocks = unsafe { &mut *cache.blocks.get() };
-            if blocks.epoch != pool.epoch() {
-                return None;
-            }
-            let index = blocks.len.checked_sub(1)?;
-            let ptr = NonNull::new(*blocks.ptrs.get(index)?)?;
-            blocks.len = index;
-            cache.counters.allocations.bump();
-            Some(ptr)
-        })
-        .ok()
-        .flatten()
+    with_fast(pool.slot as usize, |cache| {
+        let cache = cache?;
+        // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
+        // reference to it.
+        let blocks = unsafe { &mut *cache.blocks.get() };
+        // One comparison checks that the cache is this pool's (not one left by a dropped
+        // pool that had the slot) and that no flush was asked for.
+        if blocks.stamp != pool.stamp() {
+            return None;
+        }
+        let index = blocks.len.checked_sub(1)?;
+        // SAFETY: `index < len <= CACHE_CAPACITY` (CachedBlocks invariant), and the entries
+        // below `len` are free blocks, which are never null.
+        let ptr = unsafe { NonNull::new_unchecked(*blocks.ptrs.get_unchecked(index)) };
+        blocks.len = index;
+        cache.counters.allocations.bump();
+        Some(ptr)
+    })
 }
 
 /// The hot path of `free`: pushes `ptr`, already vouched for, onto the calling thread's
 /// cache for `pool`. False when that is not possible; the caller takes the slow path.
 #[inline(always)]
 pub(crate) fn push_fast(pool: &PoolShared, ptr: *mut u8) -> bool {
-    CACHES
-        .try_with(|table| {
-            // SAFETY: as in `pop_fast`.
-            let caches = unsafe { &*table.caches.get() };
-            let Some(Some(cache)) = caches.get(pool.slot as usize) else {
-                return false;
-            };
-            if cache.pool_uid != pool.uid {
-                return false;
-            }
-            // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no
-            // other reference to it.
-            let blocks = unsafe { &mut *cache.blocks.get() };
-            if blocks.epoch != pool.epoch() || blocks.len >= pool.cache_limit {
-                return false;
-            }
-            let Some(slot) = blocks.ptrs.get_mut(blocks.len) else {
-                return false;
-            };
-            *slot = ptr;
-            blocks.len += 1;
-            count_free(cache);
-            true
-        })
-        .unwrap_or(false)
+    with_fast(pool.slot as usize, |cache| {
+        let Some(cache) = cache else { return false };
+        // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
+        // reference to it.
+        let blocks = unsafe { &mut *cache.blocks.get() };
+        if blocks.stamp != pool.stamp() || blocks.len >= pool.cache_limit {
+            return false;
+        }
+        // SAFETY: `len < cache_limit <= CACHE_CAPACITY` (PoolShared invariant), so the
+        // entry is in bounds.
+        unsafe { *blocks.ptrs.get_unchecked_mut(blocks.len) = ptr };
+        blocks.len += 1;
+        count_free(cache);
+        true
+    })
 }
 
 /// Runs `f` with the calling thread's cache for `pool` and mutable access to its blocks,
@@ -267,6 +301,11 @@ fn install<'t>(
     // is gone, so they are forgotten, not flushed.
     let cache = Arc::new(ThreadCache::new(pool));
     pool.adopt_cache(&cache);
+    let _ = FAST.try_with(|fast| {
+        if let Some(f) = fast.get(slot) {
+            f.set(Arc::as_ptr(&cache));
+        }
+    });
     *entry = Some(cache);
     entry.as_ref()
 }

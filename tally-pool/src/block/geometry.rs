@@ -40,6 +40,8 @@ pub(crate) struct Geometry {
     pub(crate) first_offset: usize,
     pub(crate) blocks_per_chunk: usize,
     div_magic: u64,
+    /// `log2(stride)` when the stride is a power of two: the division becomes a shift.
+    stride_shift: Option<u32>,
 }
 
 impl Geometry {
@@ -67,7 +69,9 @@ impl Geometry {
             return Err("the block does not fit in a chunk");
         }
         let div_magic = (1u64 << DIV_SHIFT).div_ceil(stride as u64);
+        let stride_shift = stride.is_power_of_two().then(|| stride.trailing_zeros());
         Ok(Self {
+            stride_shift,
             size,
             align,
             stride,
@@ -82,6 +86,11 @@ impl Geometry {
     #[inline]
     pub(crate) fn index_of(&self, addr: usize) -> Option<usize> {
         let offset = (addr & (CHUNK_SIZE - 1)).checked_sub(self.first_offset)?;
+        if let Some(shift) = self.stride_shift {
+            let index = offset >> shift;
+            return (offset & (self.stride - 1) == 0 && index < self.blocks_per_chunk)
+                .then_some(index);
+        }
         // offset < 2^20 and stride < 2^19, so with m = ceil(2^40 / stride) the product is
         // below 2^60 and its error below 2^-40 * offset * stride < 1 / stride: the quotient
         // is exact.

@@ -83,6 +83,7 @@ pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
 
 use crate::error::PoolError;
 use cache::with_cache;
+pub(crate) use cache::{pop_fast, push_fast};
 use pool::{count_free, PoolShared};
 
 /// Bytes in a chunk, the unit in which pools map memory.
@@ -273,7 +274,7 @@ impl BlockPool {
     fn allocate_slow(&self) -> Result<NonNull<u8>, PoolError> {
         let pool = &*self.shared;
         let result = with_cache(&self.shared, |cache, blocks| {
-            if blocks.epoch == pool.epoch() {
+            if blocks.stamp == pool.stamp() {
                 if let Some(index) = blocks.len.checked_sub(1) {
                     if let Some(&ptr) = blocks.ptrs.get(index) {
                         blocks.len = index;
@@ -343,7 +344,7 @@ impl BlockPool {
     fn release(&self, ptr: *mut u8) -> Result<(), PoolError> {
         let pool = &*self.shared;
         let result = with_cache(&self.shared, |cache, blocks| {
-            if blocks.epoch == pool.epoch() && blocks.len < pool.cache_limit {
+            if blocks.stamp == pool.stamp() && blocks.len < pool.cache_limit {
                 if let Some(slot) = blocks.ptrs.get_mut(blocks.len) {
                     *slot = ptr;
                     blocks.len += 1;

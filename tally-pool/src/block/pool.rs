@@ -19,6 +19,9 @@ use crate::error::{CorruptionKind, PoolError};
 use crate::os::{self, Region, PAGE};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 
+/// Bits of a pool's stamp that count epochs; the rest hold the pool's id.
+const EPOCH_BITS: u32 = 24;
+
 /// Source of pool ids; never reused, so a cache can tell its pool from a later one.
 static NEXT_UID: StdAtomicU64 = StdAtomicU64::new(1);
 
@@ -70,10 +73,14 @@ pub(crate) struct PoolShared {
     pub(crate) slot: u32,
     pub(crate) geometry: Geometry,
     pub(crate) guard: GuardLevel,
-    /// Bumped to ask every thread to flush its cache on its next operation.
-    epoch: AtomicU64,
+    /// The pool's id in the high 40 bits and an epoch in the low 24. A cache whose copy
+    /// differs belongs to another pool or must flush first, so the hot path checks both in
+    /// one comparison. The epoch is bumped (wrapping within its bits, never touching the
+    /// id) to ask every thread to flush its cache on its next operation.
+    stamp: AtomicU64,
     /// Most blocks one thread's cache holds for this pool: `CACHE_CAPACITY`, or less for a
     /// small pool so that idle threads cannot strand much of its cap (see `cache_limit`).
+    /// Invariant: `2 <= cache_limit <= CACHE_CAPACITY`.
     pub(crate) cache_limit: usize,
     /// Blocks moved per trade with the depot: half of `cache_limit`, at least 1.
     batch: usize,
@@ -128,7 +135,7 @@ impl PoolShared {
             slot,
             geometry,
             guard,
-            epoch: AtomicU64::new(0),
+            stamp: AtomicU64::new(uid << EPOCH_BITS),
             cache_limit: cache_limit(max_capacity),
             batch: (cache_limit(max_capacity) / 2).max(1),
             canary_secret: hasher.finish() | 1,
@@ -208,8 +215,24 @@ impl PoolShared {
     }
 
     #[inline]
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Relaxed)
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp.load(Ordering::Relaxed)
+    }
+
+    /// Asks every thread to flush its cache on its next call.
+    fn bump_epoch(&self) {
+        let mask = (1u64 << EPOCH_BITS) - 1;
+        let mut now = self.stamp.load(Ordering::Relaxed);
+        loop {
+            let next = (now & !mask) | (now.wrapping_add(1) & mask);
+            match self
+                .stamp
+                .compare_exchange_weak(now, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(seen) => now = seen,
+            }
+        }
     }
 
     fn corruption(&self, kind: CorruptionKind, address: usize) -> PoolError {
@@ -332,7 +355,7 @@ impl PoolShared {
         cache: &ThreadCache,
         blocks: &mut CachedBlocks,
     ) -> Result<NonNull<u8>, PoolError> {
-        self.sync_epoch(cache, blocks)?;
+        self.sync_stamp(cache, blocks)?;
         if blocks.len == 0 {
             self.refill(cache, blocks)?;
         }
@@ -352,7 +375,7 @@ impl PoolShared {
         blocks: &mut CachedBlocks,
         ptr: *mut u8,
     ) -> Result<(), PoolError> {
-        self.sync_epoch(cache, blocks)?;
+        self.sync_stamp(cache, blocks)?;
         if blocks.len >= self.cache_limit {
             self.spill(cache, blocks, self.batch)?;
         }
@@ -367,11 +390,11 @@ impl PoolShared {
     }
 
     /// Flushes the cache if the pool asked for it since the cache last looked.
-    fn sync_epoch(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
-        let epoch = self.epoch();
-        if blocks.epoch != epoch {
+    fn sync_stamp(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
+        let stamp = self.stamp();
+        if blocks.stamp != stamp {
             self.flush(cache, blocks)?;
-            blocks.epoch = epoch;
+            blocks.stamp = stamp;
         }
         Ok(())
     }
@@ -490,7 +513,7 @@ impl PoolShared {
         let room = self.max_capacity.saturating_sub(growth.carved_total);
         if room == 0 {
             // Ask every thread to return its cached blocks, so that a retry can find them.
-            self.epoch.fetch_add(1, Ordering::Relaxed);
+            self.bump_epoch();
             return Err(self.exhausted());
         }
         let want = want.min(room);
@@ -571,7 +594,7 @@ impl PoolShared {
         let mut one = CachedBlocks {
             len: 0,
             ptrs: [core::ptr::null_mut(); CACHE_CAPACITY],
-            epoch: 0,
+            stamp: 0,
         };
         if !self.take_magazine(&mut one) {
             let mut growth = lock(&self.growth);
@@ -604,7 +627,7 @@ impl PoolShared {
         let mut one = CachedBlocks {
             len: 1,
             ptrs,
-            epoch: 0,
+            stamp: 0,
         };
         self.spill_uncached(&mut one)?;
         self.totals.frees.fetch_add(1, StdOrdering::Relaxed);
@@ -653,7 +676,7 @@ impl PoolShared {
 
     /// See [`super::BlockPool::reclaim`].
     pub(crate) fn reclaim(&self) -> usize {
-        self.epoch.fetch_add(1, Ordering::Relaxed);
+        self.bump_epoch();
         let mut growth = lock(&self.growth);
         // Take every magazine out of the depot: while the lock is held nobody can carve,
         // so every block of a chunk is either in these magazines or held elsewhere.

@@ -14,7 +14,8 @@ use super::raw::{self, Fields, RawHandle, Unpacked, GEN_BITS, GEN_MASK, MAX_BLOC
 /// Bit of a generation word set once the block's generation has wrapped around.
 const WRAPPED: u32 = 1 << (GEN_BITS + 1);
 use crate::block::geometry::Geometry;
-use crate::block::{BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, CHUNK_SIZE};
+use crate::block::pool::PoolShared;
+use crate::block::{self, BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, CHUNK_SIZE};
 use crate::error::PoolError;
 use crate::os::{self, Region};
 
@@ -208,10 +209,21 @@ struct Inner {
 /// assert_eq!(quotes.stats().live_blocks, 0);
 /// ```
 pub struct Pool<T> {
+    /// The block pool's shared state when the pool takes the plain fast path (no guard, no
+    /// recycling), else null. Invariant: non-null only when `inner` is `Ok` and then equal
+    /// to `inner.block.shared()`, which lives as long as `self` (pools are leaked).
+    plain: *const PoolShared,
     name: String,
     inner: Result<Inner, PoolError>,
     _marker: PhantomData<fn() -> T>,
 }
+
+// SAFETY: `plain` is a shared pointer to the block pool's state, which is `Sync`; the rest
+// is `Send + Sync` already. A pool holds no `T` except, in recycling pools (`T: Send` by
+// construction), values waiting for their next handle.
+unsafe impl<T> Send for Pool<T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T> Sync for Pool<T> {}
 
 impl<T: 'static> fmt::Debug for Pool<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -343,7 +355,13 @@ impl<T: 'static> Pool<T> {
             leaked_raw: AtomicU64::new(0),
             block,
         };
+        let plain: *const PoolShared = if recycle.is_none() && guard == GuardLevel::Off {
+            inner.block.shared()
+        } else {
+            core::ptr::null()
+        };
         let pool: &'static Self = Box::leak(Box::new(Self {
+            plain,
             name,
             inner: Ok(inner),
             _marker: PhantomData,
@@ -364,6 +382,7 @@ impl<T: 'static> Pool<T> {
         match Self::create(config, recycle, true) {
             Ok(pool) => pool,
             Err(e) => Box::leak(Box::new(Self {
+                plain: core::ptr::null(),
                 name,
                 inner: Err(e),
                 _marker: PhantomData,
@@ -419,6 +438,17 @@ impl<T: 'static> Pool<T> {
     /// As [`Pool::acquire`], with `value` handed back in the [`AcquireError`].
     #[inline]
     pub fn acquire_with(&'static self, value: T) -> Result<Handle<T>, AcquireError<T>> {
+        // SAFETY: `plain` invariant: null, or the block pool's state, alive as long as the
+        // (leaked) pool.
+        if let Some(shared) = unsafe { self.plain.as_ref() } {
+            if let Some(block) = block::pop_fast(shared) {
+                let ptr = block.cast::<T>();
+                // SAFETY: a fresh block of this pool is sized and aligned for `T` and ours.
+                unsafe { ptr.as_ptr().write(value) };
+                // SAFETY: the block holds a valid `T` and belongs to this pool.
+                return Ok(unsafe { Handle::from_block(ptr) });
+            }
+        }
         let inner = match self.inner() {
             Ok(inner) => inner,
             Err(error) => return Err(AcquireError { error, value }),
@@ -587,7 +617,28 @@ impl<T: 'static> Pool<T> {
     /// # Safety
     ///
     /// `ptr` must be a live value of this pool that no handle owns any more.
+    #[inline]
     pub(crate) unsafe fn release(&self, ptr: NonNull<T>) {
+        if !core::mem::needs_drop::<T>() {
+            // SAFETY: `plain` invariant: null, or the block pool's state, alive as long as
+            // the (leaked) pool.
+            if let Some(shared) = unsafe { self.plain.as_ref() } {
+                if block::push_fast(shared, ptr.as_ptr().cast()) {
+                    return;
+                }
+            }
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.release_slow(ptr) }
+    }
+
+    /// `release` for values with a `Drop`, guarded or recycling pools, and full caches.
+    ///
+    /// # Safety
+    ///
+    /// As for `release`.
+    #[inline(never)]
+    unsafe fn release_slow(&self, ptr: NonNull<T>) {
         let Ok(inner) = &self.inner else { return };
         // Returns the block even if the value's `Drop` or `recycle` panics.
         let guard = ReturnBlock {
