@@ -210,28 +210,46 @@ thread_local! {
     static FAST: FastTable = [const { Cell::new(core::ptr::null()) }; FAST_SLOTS];
 }
 
-/// The hot path of `allocate`: pops the calling thread's cache for `pool`. `None` when the
-/// cache is missing, empty or out of date, or the thread is exiting; the caller then takes
-/// the slow path, which sorts each case out.
+/// What [`pop_fast`] found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Popped {
+    /// A block, counted as allocated.
+    Block(NonNull<u8>),
+    /// A block the guard refused: withdrawn from circulation, not counted.
+    Refused(NonNull<u8>),
+    /// The cache could not serve: missing, empty, out of date, or the thread is exiting.
+    Miss,
+}
+
+/// The hot path of `allocate`: pops the calling thread's cache for `pool` and lets the
+/// guard (`PoolShared::guard_accepts`) check the block. On a miss the caller takes the
+/// slow path, which sorts each case out.
 #[inline(always)]
-pub(crate) fn pop_fast(pool: &PoolShared) -> Option<NonNull<u8>> {
+pub(crate) fn pop_fast(pool: &PoolShared) -> Popped {
     with_fast(pool.slot as usize, |cache| {
-        let cache = cache?;
+        let Some(cache) = cache else {
+            return Popped::Miss;
+        };
         // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
         // reference to it.
         let blocks = unsafe { &mut *cache.blocks.get() };
         // One comparison checks that the cache is this pool's (not one left by a dropped
         // pool that had the slot) and that no flush was asked for.
         if blocks.stamp != pool.stamp() {
-            return None;
+            return Popped::Miss;
         }
-        let index = blocks.len.checked_sub(1)?;
+        let Some(index) = blocks.len.checked_sub(1) else {
+            return Popped::Miss;
+        };
         // SAFETY: `index < len <= CACHE_CAPACITY` (CachedBlocks invariant), and the entries
         // below `len` are free blocks, which are never null.
         let ptr = unsafe { NonNull::new_unchecked(*blocks.ptrs.get_unchecked(index)) };
         blocks.len = index;
+        if !pool.guard_accepts(ptr.as_ptr() as usize) {
+            return Popped::Refused(ptr);
+        }
         cache.counters.allocations.bump();
-        Some(ptr)
+        Popped::Block(ptr)
     })
 }
 

@@ -83,7 +83,7 @@ pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
 
 use crate::error::PoolError;
 use cache::with_cache;
-pub(crate) use cache::{pop_fast, push_fast};
+pub(crate) use cache::{pop_fast, push_fast, Popped};
 use pool::{count_free, PoolShared};
 
 /// Bytes in a chunk, the unit in which pools map memory.
@@ -260,12 +260,11 @@ impl BlockPool {
     #[inline]
     pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {
         let pool = &*self.shared;
-        if pool.guard == GuardLevel::Off {
-            if let Some(block) = cache::pop_fast(pool) {
-                return Ok(block);
-            }
+        match cache::pop_fast(pool) {
+            Popped::Block(block) => Ok(block),
+            Popped::Refused(block) => Err(pool.guard_refusal(block.as_ptr() as usize)),
+            Popped::Miss => self.allocate_slow(),
         }
-        self.allocate_slow()
     }
 
     /// Everything `allocate` does beyond popping the cache of an unguarded pool.
@@ -306,12 +305,14 @@ impl BlockPool {
     pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         let pool = &*self.shared;
         let addr = block.as_ptr() as usize;
-        if pool.guard == GuardLevel::Off
-            && registry::owner(addr) == Some(pool.slot)
-            && pool.geometry.index_of(addr).is_some()
-            && cache::push_fast(pool, block.as_ptr())
-        {
-            return Ok(());
+        if registry::owner(addr) == Some(pool.slot) && pool.geometry.index_of(addr).is_some() {
+            if pool.guard != GuardLevel::Off {
+                pool.guard_free(addr)?;
+            }
+            if cache::push_fast(pool, block.as_ptr()) {
+                return Ok(());
+            }
+            return self.release(block.as_ptr());
         }
         self.free_slow(block)
     }
@@ -334,13 +335,18 @@ impl BlockPool {
     #[inline]
     pub(crate) unsafe fn free_unchecked(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         let pool = &*self.shared;
-        if pool.guard == GuardLevel::Off && cache::push_fast(pool, block.as_ptr()) {
+        if pool.guard != GuardLevel::Off {
+            pool.guard_free(block.as_ptr() as usize)?;
+        }
+        if cache::push_fast(pool, block.as_ptr()) {
             return Ok(());
         }
-        self.free_slow(block)
+        self.release(block.as_ptr())
     }
 
     /// Pushes a checked block into the cache, or takes the slow path.
+    #[cold]
+    #[inline(never)]
     fn release(&self, ptr: *mut u8) -> Result<(), PoolError> {
         let pool = &*self.shared;
         let result = with_cache(&self.shared, |cache, blocks| {

@@ -268,7 +268,8 @@ impl PoolShared {
 
     /// The checks of a free under a guard: flips the canary from "allocated" to "free"
     /// atomically (so two racing frees of one block cannot both pass), then poisons.
-    fn guard_free(&self, addr: usize) -> Result<(), PoolError> {
+    #[inline]
+    pub(crate) fn guard_free(&self, addr: usize) -> Result<(), PoolError> {
         let Some(canary) = self.canary(addr) else {
             return Ok(());
         };
@@ -304,29 +305,51 @@ impl PoolShared {
     #[inline]
     pub(crate) fn hand_out(&self, ptr: *mut u8) -> Result<NonNull<u8>, PoolError> {
         let addr = ptr as usize;
-        if let Some(canary) = self.canary(addr) {
-            self.guard_alloc(addr, canary)?;
+        match NonNull::new(ptr) {
+            Some(block) if self.guard_accepts(addr) => Ok(block),
+            _ => Err(self.guard_refusal(addr)),
         }
-        NonNull::new(ptr).ok_or_else(|| self.corruption(CorruptionKind::ForeignPointer, addr))
     }
 
-    #[cold]
-    fn guard_alloc(&self, addr: usize, canary: &StdAtomicU64) -> Result<(), PoolError> {
+    /// Whether the guard lets the free block at `addr` be handed out; if so, marks it
+    /// allocated. Always true without a guard. The caller holds the block alone.
+    #[inline]
+    pub(crate) fn guard_accepts(&self, addr: usize) -> bool {
+        let Some(canary) = self.canary(addr) else {
+            return true;
+        };
         let mark = self.alloc_mark(addr);
-        if canary.load(StdOrdering::Acquire) != !mark {
-            return Err(self.corruption(CorruptionKind::CanaryOverwritten, addr));
-        }
-        if self.guard == GuardLevel::Full {
-            // SAFETY: the block is free and held by this thread alone (it came out of this
-            // thread's cache); its payload lies in a live chunk of this pool.
-            let payload =
-                unsafe { core::slice::from_raw_parts(addr as *const u8, self.geometry.size) };
-            if payload.iter().any(|&b| b != POISON) {
-                return Err(self.corruption(CorruptionKind::UseAfterFree, addr));
-            }
+        if canary.load(StdOrdering::Acquire) != !mark || !self.poison_intact(addr) {
+            return false;
         }
         canary.store(mark, StdOrdering::Release);
-        Ok(())
+        true
+    }
+
+    /// Under `Full`, whether the free block's poison fill is untouched.
+    fn poison_intact(&self, addr: usize) -> bool {
+        if self.guard != GuardLevel::Full {
+            return true;
+        }
+        // SAFETY: the block is free and held by the calling thread alone (it came out of
+        // its cache); its payload lies in a live chunk of this pool.
+        let payload = unsafe { core::slice::from_raw_parts(addr as *const u8, self.geometry.size) };
+        payload.iter().all(|&b| b == POISON)
+    }
+
+    /// The error for a block `guard_accepts` refused (or a null pointer), counted. The block
+    /// is withdrawn: nothing puts it back.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn guard_refusal(&self, addr: usize) -> PoolError {
+        let kind = match self.canary(addr) {
+            Some(canary) if canary.load(StdOrdering::Acquire) != !self.alloc_mark(addr) => {
+                CorruptionKind::CanaryOverwritten
+            }
+            Some(_) => CorruptionKind::UseAfterFree,
+            None => CorruptionKind::ForeignPointer,
+        };
+        self.corruption(kind, addr)
     }
 
     // ----- pointer checks -------------------------------------------------------------

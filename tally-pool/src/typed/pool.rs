@@ -441,7 +441,7 @@ impl<T: 'static> Pool<T> {
         // SAFETY: `plain` invariant: null, or the block pool's state, alive as long as the
         // (leaked) pool.
         if let Some(shared) = unsafe { self.plain.as_ref() } {
-            if let Some(block) = block::pop_fast(shared) {
+            if let block::Popped::Block(block) = block::pop_fast(shared) {
                 let ptr = block.cast::<T>();
                 // SAFETY: a fresh block of this pool is sized and aligned for `T` and ours.
                 unsafe { ptr.as_ptr().write(value) };
