@@ -39,6 +39,7 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
         name,
         guard,
         recycle,
+        per_node,
     } = c;
     // Unsuffixed, so they are typed `usize` by the field they initialise.
     let (capacity, max_capacity) = (
@@ -66,6 +67,7 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
                     max_capacity: #max_capacity,
                     guard: #krate::__private::GuardLevel::#guard,
                     recycle: #recycle,
+                    per_node: #per_node,
                 });
 
             // SAFETY: `pool` returns the one `static` pool made for this type.

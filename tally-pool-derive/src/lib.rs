@@ -25,6 +25,7 @@ use proc_macro::TokenStream;
 /// | `name` | name in errors and reports | the type's name |
 /// | `guard` | `"off"`, `"canary"` or `"full"` (`"full"` not with `recycle`) | `"off"` |
 /// | `recycle` | keep values on release, reset with `Recycle::recycle` (needs `Recycle + Send`) | off |
+/// | `per_node` | one pool per NUMA node (`true`) or one shared pool (`false`) | `true` |
 /// | `crate` | path of the `tally_pool` crate | `::tally_pool` |
 #[proc_macro_derive(Pooled, attributes(pooled))]
 pub fn derive_pooled(input: TokenStream) -> TokenStream {

@@ -49,10 +49,12 @@ pub(crate) struct Options {
     pub(crate) guard: Option<LitStr>,
     /// The span of the `recycle` key.
     pub(crate) recycle: Option<Span>,
+    /// `per_node = true | false`.
+    pub(crate) per_node: Option<bool>,
     pub(crate) krate: Option<Path>,
 }
 
-const KEYS: &str = "`capacity`, `max_capacity`, `name`, `guard`, `recycle`, `crate`";
+const KEYS: &str = "`capacity`, `max_capacity`, `name`, `guard`, `recycle`, `per_node`, `crate`";
 
 /// Reads every `#[pooled(...)]` attribute of the type.
 ///
@@ -105,6 +107,20 @@ pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
                                 ),
                             ),
                         }
+                    }
+                }
+                "per_node" => {
+                    let value = match meta.value()?.parse::<Expr>()? {
+                        Expr::Lit(ExprLit { lit: Lit::Bool(b), .. }) => Some(b.value),
+                        other => {
+                            errors.spanned(other, "`per_node` must be `true` or `false`");
+                            None
+                        }
+                    };
+                    if options.per_node.is_some() {
+                        duplicate(errors);
+                    } else {
+                        options.per_node = value;
                     }
                 }
                 "recycle" => {

@@ -25,6 +25,8 @@ pub(crate) struct Checked {
     pub(crate) guard: TokenStream,
     /// The span of the `recycle` key, if present.
     pub(crate) recycle: Option<Span>,
+    /// One pool per NUMA node (default) or one shared pool.
+    pub(crate) per_node: bool,
 }
 
 /// Checks what the pool needs of the type and the options; reports every problem.
@@ -115,5 +117,6 @@ pub(crate) fn check(input: &DeriveInput, options: &Options, errors: &mut Errors)
         name,
         guard,
         recycle: options.recycle,
+        per_node: options.per_node.unwrap_or(true),
     }
 }

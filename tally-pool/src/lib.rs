@@ -13,6 +13,7 @@ extern crate self as tally_pool;
 
 pub mod block;
 mod error;
+pub mod numa;
 mod os;
 mod sync;
 pub mod typed;

@@ -241,9 +241,10 @@ pub(crate) fn pop_fast(pool: &PoolShared) -> Popped {
         let Some(index) = blocks.len.checked_sub(1) else {
             return Popped::Miss;
         };
-        // SAFETY: `index < len <= CACHE_CAPACITY` (CachedBlocks invariant), and the entries
-        // below `len` are free blocks, which are never null.
-        let ptr = unsafe { NonNull::new_unchecked(*blocks.ptrs.get_unchecked(index)) };
+        // SAFETY: `index < len <= CACHE_CAPACITY` (CachedBlocks invariant).
+        let raw = unsafe { *blocks.ptrs.get_unchecked(index) };
+        // SAFETY: the entries below `len` are free blocks, which are never null.
+        let ptr = unsafe { NonNull::new_unchecked(raw) };
         blocks.len = index;
         if !pool.guard_accepts(ptr.as_ptr() as usize) {
             return Popped::Refused(ptr);

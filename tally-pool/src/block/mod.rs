@@ -82,6 +82,7 @@ use std::sync::Arc;
 pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
 
 use crate::error::PoolError;
+use crate::numa::Topology;
 use cache::with_cache;
 pub(crate) use cache::{pop_fast, push_fast, Popped};
 use pool::{count_free, PoolShared};
@@ -114,7 +115,7 @@ pub enum GuardLevel {
 ///     .guard(GuardLevel::Off);
 /// assert_eq!(config.capacity, 4096);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BlockPoolConfig {
     /// Name used in errors and reports. Default `"block-pool"`.
@@ -132,6 +133,10 @@ pub struct BlockPoolConfig {
     /// Touch the pre-allocated memory at creation so that first use takes no page fault.
     /// Default true.
     pub prefault: bool,
+    /// When set, every chunk is bound to `node` of this topology before its first touch
+    /// (`mbind` on this machine's topology; recorded only on a synthetic one). Default
+    /// `None`: memory goes wherever the OS puts it.
+    pub topology: Option<Topology>,
 }
 
 impl BlockPoolConfig {
@@ -145,6 +150,7 @@ impl BlockPoolConfig {
             guard: GuardLevel::default(),
             node: 0,
             prefault: true,
+            topology: None,
         }
     }
 
@@ -175,6 +181,12 @@ impl BlockPoolConfig {
     /// Sets [`Self::node`].
     pub fn node(mut self, node: u32) -> Self {
         self.node = node;
+        self
+    }
+
+    /// Sets [`Self::topology`].
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = Some(topology);
         self
     }
 
@@ -217,6 +229,27 @@ pub struct BlockPoolStats {
     pub reclaimed_bytes: u64,
     /// Corruption detected (each also returned as an error).
     pub corruption_events: u64,
+    /// Chunks the OS refused to bind to the pool's node (they are used unbound).
+    pub bind_failures: u64,
+}
+
+impl BlockPoolStats {
+    /// Adds `other` to `self`, field by field (for pools made of several block pools).
+    pub fn add(&mut self, other: &Self) {
+        self.live_blocks += other.live_blocks;
+        self.capacity += other.capacity;
+        self.max_capacity = self.max_capacity.saturating_add(other.max_capacity);
+        self.chunks += other.chunks;
+        self.bytes_mapped += other.bytes_mapped;
+        self.allocations += other.allocations;
+        self.frees += other.frees;
+        self.cross_thread_frees += other.cross_thread_frees;
+        self.depot_exchanges += other.depot_exchanges;
+        self.expansions += other.expansions;
+        self.reclaimed_bytes += other.reclaimed_bytes;
+        self.corruption_events += other.corruption_events;
+        self.bind_failures += other.bind_failures;
+    }
 }
 
 /// A lock-free pool of fixed-size blocks. Cloning gives another handle to the same pool.

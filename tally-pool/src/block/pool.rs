@@ -16,6 +16,7 @@ use super::geometry::{ChunkHeader, Geometry, POISON};
 use super::registry::{self, CHUNK_SIZE, MAX_POOLS};
 use super::{BlockPoolConfig, BlockPoolStats, GuardLevel};
 use crate::error::{CorruptionKind, PoolError};
+use crate::numa::Topology;
 use crate::os::{self, Region, PAGE};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 
@@ -99,6 +100,9 @@ pub(crate) struct PoolShared {
     active_chunks: StdAtomicUsize,
     /// Written into every chunk header mapped from now on (see `ChunkHeader::owner`).
     owner: StdAtomicUsize,
+    /// Binds new chunks to `node` before their first touch, when set.
+    topology: Option<Topology>,
+    bind_failures: StdAtomicU64,
 }
 
 impl PoolShared {
@@ -111,6 +115,7 @@ impl PoolShared {
             guard,
             node,
             prefault,
+            topology,
         } = config;
         let invalid = |reason: String| PoolError::InvalidConfig {
             pool: name.clone(),
@@ -156,6 +161,8 @@ impl PoolShared {
             reclaimed_bytes: StdAtomicU64::new(0),
             active_chunks: StdAtomicUsize::new(0),
             owner: StdAtomicUsize::new(0),
+            topology,
+            bind_failures: StdAtomicU64::new(0),
         });
         pool.reserve(capacity, prefault)?;
         Ok(pool)
@@ -592,6 +599,13 @@ impl PoolShared {
             errno,
         };
         let region = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE).map_err(|e| oom(e.errno))?;
+        // Bind before the first touch (the header write below), or the pages land
+        // wherever the writing thread runs.
+        if let Some(topology) = &self.topology {
+            if topology.bind(region.ptr(), CHUNK_SIZE, self.node).is_err() {
+                self.bind_failures.fetch_add(1, StdOrdering::Relaxed);
+            }
+        }
         let chunk_id = u32::try_from(growth.chunks.len()).map_err(|_| oom(libc::ENOMEM))?;
         let owner = self.owner.load(StdOrdering::Relaxed);
         let header = ChunkHeader::new(self.uid, self.node, &self.geometry, chunk_id, owner);
@@ -819,6 +833,7 @@ impl PoolShared {
             expansions: self.expansions.load(StdOrdering::Relaxed),
             reclaimed_bytes: self.reclaimed_bytes.load(StdOrdering::Relaxed),
             corruption_events: self.corruption_events.load(StdOrdering::Relaxed),
+            bind_failures: self.bind_failures.load(StdOrdering::Relaxed),
         }
     }
 

@@ -79,7 +79,7 @@ impl<T: 'static> Handle<T> {
 }
 
 impl<T: 'static> Drop for Handle<T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: handle invariant.
         let pool = unsafe { Pool::<T>::owning(self.ptr) };

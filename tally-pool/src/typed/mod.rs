@@ -53,7 +53,7 @@ pub unsafe trait Pooled: Sized + 'static {
     /// # Errors
     ///
     /// See [`Pool::acquire`].
-    #[inline]
+    #[inline(always)]
     fn acquire() -> Result<Handle<Self>, PoolError>
     where
         Self: Default,
@@ -66,7 +66,7 @@ pub unsafe trait Pooled: Sized + 'static {
     /// # Errors
     ///
     /// See [`Pool::acquire_with`]; the value comes back in the error.
-    #[inline]
+    #[inline(always)]
     fn acquire_with(value: Self) -> Result<Handle<Self>, AcquireError<Self>> {
         Self::pool().acquire_with(value)
     }

@@ -17,6 +17,7 @@ use crate::block::geometry::Geometry;
 use crate::block::pool::PoolShared;
 use crate::block::{self, BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, CHUNK_SIZE};
 use crate::error::PoolError;
+use crate::numa::{self, Topology};
 use crate::os::{self, Region};
 
 /// How to build a [`Pool`].
@@ -27,7 +28,7 @@ use crate::os::{self, Region};
 /// let config = PoolConfig::new("orders").capacity(65_536).max_capacity(1 << 20).guard(GuardLevel::Canary);
 /// assert_eq!(config.max_capacity, 1 << 20);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PoolConfig {
     /// Name used in errors and reports.
@@ -41,6 +42,13 @@ pub struct PoolConfig {
     pub guard: GuardLevel,
     /// Touch pre-allocated memory at creation. Default true.
     pub prefault: bool,
+    /// One block pool per NUMA node, each with its own `capacity` and `max_capacity`,
+    /// serving the threads of its node. Default true. With `false`, one pool serves every
+    /// thread (for types where locality does not matter).
+    pub per_node: bool,
+    /// The topology whose nodes get pools. Default: this machine's
+    /// ([`Topology::system`]). A synthetic topology lets tests act out several nodes.
+    pub topology: Option<Topology>,
 }
 
 /// Default `capacity` of a typed pool.
@@ -59,6 +67,8 @@ impl PoolConfig {
             max_capacity: DEFAULT_MAX_CAPACITY,
             guard: GuardLevel::Off,
             prefault: true,
+            per_node: true,
+            topology: None,
         }
     }
 
@@ -83,6 +93,18 @@ impl PoolConfig {
     /// Sets [`Self::prefault`].
     pub fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
+        self
+    }
+
+    /// Sets [`Self::per_node`].
+    pub fn per_node(mut self, per_node: bool) -> Self {
+        self.per_node = per_node;
+        self
+    }
+
+    /// Sets [`Self::topology`].
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = Some(topology);
         self
     }
 }
@@ -170,19 +192,57 @@ unsafe fn recycle_value<T: Recycle>(ptr: *mut u8) {
     unsafe { (*ptr.cast::<T>()).recycle() }
 }
 
-/// The parts of a working pool.
+/// The pool of one NUMA node.
 ///
 /// Invariants: `gens` holds `max_chunks * blocks_per_chunk` `AtomicU32`s (zero-filled),
 /// `chunk_bases` has `max_chunks` entries, each 0 or the base of the chunk with that id.
-struct Inner {
+struct NodePool {
     block: BlockPool,
-    uid: u64,
+    /// The node's id in the pool's topology (what chunk headers record).
     node: u32,
     blocks_per_chunk: usize,
-    recycle: Option<RecycleFn>,
     gens: Region,
     chunk_bases: Box<[AtomicUsize]>,
+    /// Acquires this node served for a thread of another node, its own being full.
+    remote_acquires: AtomicU64,
+    /// Releases of this node's values by threads of another node.
+    cross_node_releases: AtomicU64,
+}
+
+/// The parts of a working pool.
+///
+/// Invariant: `nodes` is non-empty and `nodes[i]` serves the topology's node index `i`
+/// (or, with `per_node == false`, every node).
+struct Inner {
+    nodes: Box<[NodePool]>,
+    topology: Topology,
+    /// The id raw handles are bound to: the first node pool's.
+    uid: u64,
+    recycle: Option<RecycleFn>,
     leaked_raw: AtomicU64,
+}
+
+/// Nodes a raw handle can name (its node field has 3 bits). A machine with more nodes
+/// gives pools to the first eight; threads of the others use the nearest of those.
+const MAX_POOL_NODES: usize = 8;
+
+/// Locality counters of one node's pool: see [`Pool::node_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// The node's id.
+    pub node: u32,
+    /// Acquires served by this node for its own threads.
+    pub local_acquires: u64,
+    /// Acquires served by this node for threads of another node whose pool was full.
+    pub remote_acquires: u64,
+    /// Values of this node released by threads of another node (each went back to this
+    /// node's depot, not the releasing thread's node).
+    pub cross_node_releases: u64,
+    /// Bytes this node's pool has mapped.
+    pub bytes: usize,
+    /// The node pool's block counters.
+    pub blocks: BlockPoolStats,
 }
 
 /// A pool of `T` values. Pools live for the rest of the program, like the statics that
@@ -238,7 +298,8 @@ impl<T: 'static> fmt::Debug for Pool<T> {
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inner")
-            .field("block", &self.block)
+            .field("nodes", &self.nodes.len())
+            .field("topology", &self.topology)
             .finish_non_exhaustive()
     }
 }
@@ -290,6 +351,8 @@ impl<T: 'static> Pool<T> {
             mut max_capacity,
             guard,
             prefault,
+            per_node,
+            topology,
         } = config;
         // Raw handles number blocks as `chunk id * blocks per chunk + index` in 25 bits, and
         // a pool maps whole chunks: the cap must stay within the whole chunks that fit.
@@ -322,43 +385,46 @@ impl<T: 'static> Pool<T> {
                 reason: "a recycling pool keeps values in free blocks, which `GuardLevel::Full` would poison; use `GuardLevel::Canary`".into(),
             });
         }
-        let block = BlockPool::new(
-            BlockPoolConfig::new(layout)
-                .name(name.clone())
-                .capacity(0)
-                .max_capacity(max_capacity)
-                .guard(guard)
-                .prefault(prefault),
-        )?;
         if capacity > max_capacity {
             return Err(PoolError::InvalidConfig {
                 pool: name,
                 reason: format!("`capacity` ({capacity}) exceeds `max_capacity` ({max_capacity})"),
             });
         }
-        let shared = block.shared();
-        let blocks_per_chunk = shared.geometry.blocks_per_chunk;
-        let max_chunks = max_capacity.div_ceil(blocks_per_chunk);
-        let gens = os::map(max_chunks * blocks_per_chunk * core::mem::size_of::<AtomicU32>())
-            .map_err(|e| PoolError::OutOfMemory {
-                pool: name.clone(),
-                bytes: max_chunks * blocks_per_chunk * 4,
-                errno: e.errno,
-            })?;
-        let inner = Inner {
-            uid: shared.uid,
-            node: shared.node(),
-            blocks_per_chunk,
-            recycle,
-            gens,
-            chunk_bases: (0..max_chunks).map(|_| AtomicUsize::new(0)).collect(),
-            leaked_raw: AtomicU64::new(0),
-            block,
-        };
-        let plain: *const PoolShared = if recycle.is_none() && guard == GuardLevel::Off {
-            inner.block.shared()
+        let topology = topology.unwrap_or_else(|| Topology::system().clone());
+        let node_ids: Vec<u32> = if per_node {
+            topology
+                .nodes()
+                .iter()
+                .take(MAX_POOL_NODES)
+                .map(|n| n.id())
+                .collect()
         } else {
-            core::ptr::null()
+            vec![topology.node_at(0).map_or(0, |n| n.id())]
+        };
+        let mut nodes = Vec::with_capacity(node_ids.len());
+        for &node in &node_ids {
+            nodes.push(NodePool::new(
+                &name,
+                layout,
+                node,
+                max_capacity,
+                guard,
+                prefault,
+                &topology,
+            )?);
+        }
+        let plain: *const PoolShared = match nodes.as_slice() {
+            [only] if recycle.is_none() && guard == GuardLevel::Off => only.block.shared(),
+            _ => core::ptr::null(),
+        };
+        let uid = nodes.first().map_or(0, |n| n.block.shared().uid);
+        let inner = Inner {
+            nodes: nodes.into_boxed_slice(),
+            topology,
+            uid,
+            recycle,
+            leaked_raw: AtomicU64::new(0),
         };
         let pool: &'static Self = Box::leak(Box::new(Self {
             plain,
@@ -367,10 +433,12 @@ impl<T: 'static> Pool<T> {
             _marker: PhantomData,
         }));
         if let Ok(inner) = &pool.inner {
-            // Chunks mapped from here on name this pool in their header, which is how a
-            // handle finds its pool.
-            inner.block.shared().set_owner(pool as *const Self as usize);
-            inner.block.shared().reserve(capacity, prefault)?;
+            for node in inner.nodes.iter() {
+                // Chunks mapped from here on name this pool in their header, which is how
+                // a handle finds its pool.
+                node.block.shared().set_owner(pool as *const Self as usize);
+                node.block.shared().reserve(capacity, prefault)?;
+            }
         }
         Ok(pool)
     }
@@ -400,17 +468,24 @@ impl<T: 'static> Pool<T> {
     ///
     /// [`PoolError::Exhausted`] at `max_capacity`, [`PoolError::OutOfMemory`], or the error
     /// that prevented the pool's creation.
-    #[inline]
+    #[inline(always)]
     pub fn acquire(&'static self) -> Result<Handle<T>, PoolError>
     where
         T: Default,
     {
-        let inner = self.inner()?;
-        if inner.recycle.is_none() {
+        let recycling = match &self.inner {
+            Ok(inner) => inner.recycle.is_some(),
+            Err(e) => return Err(e.clone()),
+        };
+        if !recycling {
             // Build the value before taking a block, so a panicking `default` loses nothing.
-            return self.acquire_with(T::default()).map_err(|e| e.error);
+            return match self.acquire_with(T::default()) {
+                Ok(handle) => Ok(handle),
+                Err(e) => Err(e.error),
+            };
         }
-        let block = inner.block.allocate()?.cast::<RecycleSlot<T>>();
+        let inner = self.inner()?;
+        let block = self.allocate_block(inner)?.cast::<RecycleSlot<T>>();
         // The handle owns the block from here: if `default` panics below, its drop returns
         // the block (and sees `full == false`, so it drops nothing).
         let handle = FreshSlot {
@@ -436,7 +511,7 @@ impl<T: 'static> Pool<T> {
     /// # Errors
     ///
     /// As [`Pool::acquire`], with `value` handed back in the [`AcquireError`].
-    #[inline]
+    #[inline(always)]
     pub fn acquire_with(&'static self, value: T) -> Result<Handle<T>, AcquireError<T>> {
         // SAFETY: `plain` invariant: null, or the block pool's state, alive as long as the
         // (leaked) pool.
@@ -453,7 +528,7 @@ impl<T: 'static> Pool<T> {
             Ok(inner) => inner,
             Err(error) => return Err(AcquireError { error, value }),
         };
-        let block = match inner.block.allocate() {
+        let block = match self.allocate_block(inner) {
             Ok(block) => block,
             Err(error) => return Err(AcquireError { error, value }),
         };
@@ -503,22 +578,17 @@ impl<T: 'static> Pool<T> {
             }
             Unpacked::Forged => return Err(invalid()),
         };
-        if f.node != inner.node {
-            return Err(invalid());
-        }
+        let node = inner.nodes.get(f.node as usize).ok_or_else(invalid)?;
         let block = f.block as usize;
-        let (chunk, index) = (
-            block / inner.blocks_per_chunk,
-            block % inner.blocks_per_chunk,
-        );
-        let base = inner
+        let (chunk, index) = (block / node.blocks_per_chunk, block % node.blocks_per_chunk);
+        let base = node
             .chunk_bases
             .get(chunk)
             .map_or(0, |b| b.load(Ordering::Acquire));
         if base == 0 {
             return Err(invalid());
         }
-        let word = inner.gen_word(block).ok_or_else(invalid)?;
+        let word = node.gen_word(block).ok_or_else(invalid)?;
         let mut now = word.load(Ordering::Acquire);
         loop {
             let wrapped = now & WRAPPED;
@@ -533,7 +603,7 @@ impl<T: 'static> Pool<T> {
             }
         }
         inner.leaked_raw.fetch_sub(1, Ordering::Relaxed);
-        let addr = inner.block.shared().geometry.block_addr(base, index);
+        let addr = node.block.shared().geometry.block_addr(base, index);
         let ptr = NonNull::new(addr as *mut T).ok_or_else(invalid)?;
         // SAFETY: the generation word said this block was lent out as this very token and
         // the CAS took it back exactly once: the block holds the valid `T` that `into_raw`
@@ -572,12 +642,71 @@ impl<T: 'static> Pool<T> {
             .map_or(0, |i| i.leaked_raw.load(Ordering::Relaxed))
     }
 
-    /// The pool's counters.
+    /// The pool's counters, summed over its nodes.
     pub fn stats(&self) -> BlockPoolStats {
-        self.inner
-            .as_ref()
-            .map(|i| i.block.stats())
-            .unwrap_or_default()
+        let mut total = BlockPoolStats::default();
+        if let Ok(inner) = &self.inner {
+            for node in inner.nodes.iter() {
+                total.add(&node.block.stats());
+            }
+        }
+        total
+    }
+
+    /// Locality counters per node: acquires served locally and remotely, releases that
+    /// crossed nodes, and bytes per node.
+    ///
+    /// ```
+    /// use tally_pool::numa::{with_node_override, Topology};
+    /// use tally_pool::{Pool, PoolConfig};
+    ///
+    /// let topology = Topology::synthetic(2, 1)?;
+    /// let pool = Pool::<u64>::new(PoolConfig::new("ticks").topology(topology))?;
+    /// let on_1 = with_node_override(1, || pool.acquire_with(7)).map_err(|e| e.error)?;
+    /// assert_eq!(pool.node_stats()[1].local_acquires, 1);
+    /// with_node_override(0, || drop(on_1)); // released on node 0: goes home to node 1
+    /// assert_eq!(pool.node_stats()[1].cross_node_releases, 1);
+    /// assert_eq!(pool.locality(), 1.0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn node_stats(&self) -> Vec<NodeStats> {
+        let Ok(inner) = &self.inner else {
+            return Vec::new();
+        };
+        inner
+            .nodes
+            .iter()
+            .map(|n| {
+                let blocks = n.block.stats();
+                let remote = n.remote_acquires.load(Ordering::Relaxed);
+                NodeStats {
+                    node: n.node,
+                    local_acquires: blocks.allocations.saturating_sub(remote),
+                    remote_acquires: remote,
+                    cross_node_releases: n.cross_node_releases.load(Ordering::Relaxed),
+                    bytes: blocks.bytes_mapped,
+                    blocks,
+                }
+            })
+            .collect()
+    }
+
+    /// The fraction of acquires served by the acquiring thread's own node (1.0 when there
+    /// were none).
+    pub fn locality(&self) -> f64 {
+        let (local, remote) = self.node_stats().iter().fold((0u64, 0u64), |(l, r), n| {
+            (l + n.local_acquires, r + n.remote_acquires)
+        });
+        if local + remote == 0 {
+            1.0
+        } else {
+            local as f64 / (local + remote) as f64
+        }
+    }
+
+    /// The topology whose nodes this pool serves.
+    pub fn topology(&self) -> Option<&Topology> {
+        self.inner.as_ref().ok().map(|i| &i.topology)
     }
 
     /// The pool's name.
@@ -591,7 +720,7 @@ impl<T: 'static> Pool<T> {
     /// their memory would throw away values without dropping them).
     pub fn reclaim(&self) -> usize {
         match &self.inner {
-            Ok(i) if i.recycle.is_none() => i.block.reclaim(),
+            Ok(i) if i.recycle.is_none() => i.nodes.iter().map(|n| n.block.reclaim()).sum(),
             _ => 0,
         }
     }
@@ -601,7 +730,7 @@ impl<T: 'static> Pool<T> {
     /// # Safety
     ///
     /// `ptr` must be a live value handed out by a `Pool<T>` (a handle's pointer).
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn owning(ptr: NonNull<T>) -> &'static Self {
         let base = ptr.as_ptr() as usize & !(CHUNK_SIZE - 1);
         // SAFETY: a live value sits in a chunk of its pool; the chunk stays mapped (pools
@@ -617,7 +746,7 @@ impl<T: 'static> Pool<T> {
     /// # Safety
     ///
     /// `ptr` must be a live value of this pool that no handle owns any more.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn release(&self, ptr: NonNull<T>) {
         if !core::mem::needs_drop::<T>() {
             // SAFETY: `plain` invariant: null, or the block pool's state, alive as long as
@@ -640,9 +769,23 @@ impl<T: 'static> Pool<T> {
     #[inline(never)]
     unsafe fn release_slow(&self, ptr: NonNull<T>) {
         let Ok(inner) = &self.inner else { return };
-        // Returns the block even if the value's `Drop` or `recycle` panics.
+        // SAFETY: `ptr` is a live value of this pool (caller).
+        let Some(home) = (unsafe { inner.home_of(ptr.cast()) }) else {
+            return;
+        };
+        if inner.nodes.len() > 1 && inner.thread_node() != home {
+            if let Some(node) = inner.nodes.get(home) {
+                node.cross_node_releases.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let Some(node) = inner.nodes.get(home) else {
+            return;
+        };
+        // Returns the block to its home node even if the value's `Drop` or `recycle`
+        // panics.
         let guard = ReturnBlock {
-            inner,
+            block_pool: &node.block,
+            recycling: inner.recycle.is_some(),
             block: ptr,
             full: false,
         };
@@ -673,19 +816,23 @@ impl<T: 'static> Pool<T> {
         };
         let addr = ptr.as_ptr() as usize;
         let base = addr & !(CHUNK_SIZE - 1);
-        // SAFETY: `ptr` is a live block of this pool (caller).
-        let chunk = unsafe { inner.block.shared().header_of(addr) }.chunk_id as usize;
-        let index = inner
+        // SAFETY: `ptr` is a live value of this pool (caller).
+        let home = unsafe { inner.home_of(ptr.cast()) };
+        let Some((home, node)) = home.and_then(|h| Some((h, inner.nodes.get(h)?))) else {
+            return RawHandle::from_bits(0);
+        };
+        // SAFETY: `ptr` is a live block of this node's pool (caller, and `home_of`).
+        let chunk = unsafe { node.block.shared().header_of(addr) }.chunk_id as usize;
+        let index = node
             .block
             .shared()
             .geometry
             .index_of(addr)
             .unwrap_or(usize::MAX);
         let block = chunk
-            .saturating_mul(inner.blocks_per_chunk)
+            .saturating_mul(node.blocks_per_chunk)
             .saturating_add(index);
-        let (Some(bases), Some(word)) = (inner.chunk_bases.get(chunk), inner.gen_word(block))
-        else {
+        let (Some(bases), Some(word)) = (node.chunk_bases.get(chunk), node.gen_word(block)) else {
             // Cannot happen: chunk ids stay below `max_chunks` (see `create`). The value is
             // leaked rather than lent under a token that would not redeem.
             return RawHandle::from_bits(0);
@@ -698,13 +845,53 @@ impl<T: 'static> Pool<T> {
         let fields = Fields {
             block: block as u32,
             generation: now,
-            node: inner.node,
+            node: home as u32,
         };
         RawHandle::from_bits(raw::pack(inner.uid, fields))
     }
 }
 
-impl Inner {
+impl NodePool {
+    fn new(
+        name: &str,
+        layout: Layout,
+        node: u32,
+        max_capacity: usize,
+        guard: GuardLevel,
+        prefault: bool,
+        topology: &Topology,
+    ) -> Result<Self, PoolError> {
+        let block = BlockPool::new(
+            BlockPoolConfig::new(layout)
+                .name(name)
+                .capacity(0)
+                .max_capacity(max_capacity)
+                .guard(guard)
+                .node(node)
+                .topology(topology.clone())
+                .prefault(prefault),
+        )?;
+        let blocks_per_chunk = block.shared().geometry.blocks_per_chunk;
+        let max_chunks = max_capacity.div_ceil(blocks_per_chunk);
+        let words = max_chunks * blocks_per_chunk;
+        let gens = os::map(words * core::mem::size_of::<AtomicU32>()).map_err(|e| {
+            PoolError::OutOfMemory {
+                pool: name.to_string(),
+                bytes: words * core::mem::size_of::<AtomicU32>(),
+                errno: e.errno,
+            }
+        })?;
+        Ok(Self {
+            block,
+            node,
+            blocks_per_chunk,
+            gens,
+            chunk_bases: (0..max_chunks).map(|_| AtomicUsize::new(0)).collect(),
+            remote_acquires: AtomicU64::new(0),
+            cross_node_releases: AtomicU64::new(0),
+        })
+    }
+
     fn gen_word(&self, block: usize) -> Option<&AtomicU32> {
         let len = self.chunk_bases.len() * self.blocks_per_chunk;
         (block < len).then(|| {
@@ -722,9 +909,82 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// The index of the node pool that serves the calling thread.
+    #[inline]
+    fn thread_node(&self) -> usize {
+        if self.nodes.len() == 1 {
+            return 0;
+        }
+        let index = numa::current_node_index(&self.topology);
+        if index < self.nodes.len() {
+            return index;
+        }
+        // A node beyond the ones with pools: the nearest one that has a pool.
+        self.topology
+            .nearest_indices(index)
+            .iter()
+            .copied()
+            .find(|&i| i < self.nodes.len())
+            .unwrap_or(0)
+    }
+
+    /// The index of the node pool a live block belongs to.
+    ///
+    /// # Safety
+    ///
+    /// `block` must be a live block of one of this pool's node pools.
+    #[inline]
+    unsafe fn home_of(&self, block: NonNull<u8>) -> Option<usize> {
+        if self.nodes.len() == 1 {
+            return Some(0);
+        }
+        let first = self.nodes.first()?;
+        // SAFETY: the caller says `block` is a live block of this pool, so its chunk is
+        // mapped and starts with a header (every node pool's chunks have one).
+        let node = unsafe { first.block.shared().header_of(block.as_ptr() as usize) }.node;
+        self.nodes.iter().position(|n| n.node == node)
+    }
+}
+
+impl<T: 'static> Pool<T> {
+    /// Takes a block from the calling thread's node, or from the nearest node with room.
+    fn allocate_block(&self, inner: &Inner) -> Result<NonNull<u8>, PoolError> {
+        let home = inner.thread_node();
+        let Some(node) = inner.nodes.get(home) else {
+            return Err(PoolError::InvalidConfig {
+                pool: self.name.clone(),
+                reason: "no node pool".into(),
+            });
+        };
+        match node.block.allocate() {
+            Err(PoolError::Exhausted { .. }) if inner.nodes.len() > 1 => {}
+            other => return other,
+        }
+        for &i in inner.topology.nearest_indices(home).iter().skip(1) {
+            if let Some(other) = inner.nodes.get(i) {
+                if let Ok(block) = other.block.allocate() {
+                    other.remote_acquires.fetch_add(1, Ordering::Relaxed);
+                    return Ok(block);
+                }
+            }
+        }
+        let cap = inner
+            .nodes
+            .iter()
+            .map(|n| n.block.stats().max_capacity)
+            .sum();
+        Err(PoolError::Exhausted {
+            pool: self.name.clone(),
+            max_capacity: cap,
+        })
+    }
+}
+
 /// Frees a block when dropped, also during unwinding.
 struct ReturnBlock<'a, T> {
-    inner: &'a Inner,
+    block_pool: &'a BlockPool,
+    recycling: bool,
     block: NonNull<T>,
     /// For recycling pools: whether the block still holds a value.
     full: bool,
@@ -732,16 +992,16 @@ struct ReturnBlock<'a, T> {
 
 impl<T> Drop for ReturnBlock<'_, T> {
     fn drop(&mut self) {
-        if self.inner.recycle.is_some() {
+        if self.recycling {
             let slot = self.block.cast::<RecycleSlot<T>>().as_ptr();
             // SAFETY: in a recycling pool every block is a `RecycleSlot<T>` that this
             // guard holds exclusively until it frees it below.
             unsafe { (*slot).full = self.full };
         }
-        // SAFETY: the block was allocated from this pool and is released exactly once,
-        // here. An error (a guard's finding) is counted in the pool's stats; the block is
-        // then withdrawn, which is all a destructor can do.
-        let _ = unsafe { self.inner.block.free_unchecked(self.block.cast()) };
+        // SAFETY: the block was allocated from this block pool and is released exactly
+        // once, here. An error (a guard's finding) is counted in the pool's stats; the
+        // block is then withdrawn, which is all a destructor can do.
+        let _ = unsafe { self.block_pool.free_unchecked(self.block.cast()) };
     }
 }
 
@@ -764,11 +1024,16 @@ impl<T: 'static> Drop for FreshSlot<T> {
     fn drop(&mut self) {
         // Reached only when `T::default()` panicked: the slot holds no value.
         if let Ok(inner) = &self.pool.inner {
-            drop(ReturnBlock {
-                inner,
-                block: self.slot.cast::<T>(),
-                full: false,
-            });
+            // SAFETY: the slot is a live block of this pool, allocated in `acquire`.
+            let home = unsafe { inner.home_of(self.slot.cast()) };
+            if let Some(node) = home.and_then(|h| inner.nodes.get(h)) {
+                drop(ReturnBlock {
+                    block_pool: &node.block,
+                    recycling: true,
+                    block: self.slot.cast::<T>(),
+                    full: false,
+                });
+            }
         }
     }
 }
@@ -795,6 +1060,8 @@ pub struct StaticConfig {
     pub guard: GuardLevel,
     /// `recycle`: the function that resets a value.
     pub recycle: Option<unsafe fn(*mut u8)>,
+    /// `per_node`.
+    pub per_node: bool,
 }
 
 impl<T: 'static> StaticPool<T> {
@@ -807,14 +1074,15 @@ impl<T: 'static> StaticPool<T> {
     }
 
     /// The pool, created on first call.
-    #[inline]
+    #[inline(always)]
     pub fn get(&'static self) -> &'static Pool<T> {
         self.cell.get_or_init(|| {
             let c = self.config;
             let config = PoolConfig::new(c.name)
                 .capacity(c.capacity)
                 .max_capacity(c.max_capacity)
-                .guard(c.guard);
+                .guard(c.guard)
+                .per_node(c.per_node);
             Pool::create_static(config, c.recycle)
         })
     }
