@@ -1,7 +1,7 @@
 //! A rayon pool whose workers are placed on NUMA nodes by `tally_pool::numa::Placement`:
-//! each worker is pinned to its node's CPUs when it starts and then warms that node (here
-//! it only counts; a real program warms the node's pools). Then a parallel job reports
-//! which node each piece of work ran on.
+//! each worker is pinned to its node's CPUs when it starts and then warms its node's part
+//! of a per-node `Pool<Tick>`. Then a parallel job acquires and releases ticks on every
+//! worker and reports which node each piece of work ran on and how local the pool stayed.
 //!
 //! ```text
 //! cargo run --release --example numa_rayon --features rayon
@@ -17,6 +17,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rayon::prelude::*;
 use tally_pool::numa::{current_node, current_node_index, thread_affinity, Placement, Topology};
+use tally_pool::{Pool, PoolConfig};
+
+/// What the workers pool.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tick {
+    seq: u64,
+    price: i64,
+}
 
 struct Options {
     synthetic: Option<(usize, usize)>,
@@ -91,14 +99,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|_| AtomicUsize::new(0))
             .collect(),
     );
+    let ticks = Pool::<Tick>::new(
+        PoolConfig::new("ticks")
+            .capacity(256)
+            .topology(topology.clone()),
+    )?;
     let reports = Arc::new(Mutex::new(Vec::new()));
     let (warmed_in_hook, reports_in_hook) = (Arc::clone(&warmed), Arc::clone(&reports));
     let real = topology.source().is_this_machine();
     let pool = placement
         .rayon_builder(workers, move |start| {
-            // The pool integration passes "warm this node's pools" here.
-            if let Some(count) = warmed_in_hook.get(start.node_index) {
-                count.fetch_add(1, Ordering::Relaxed);
+            // Warm this node's part of the pool: the worker's first acquires then find
+            // blocks of its own node in its cache.
+            if let (Some(count), Ok(n)) = (warmed_in_hook.get(start.node_index), ticks.warm()) {
+                count.fetch_add(n, Ordering::Relaxed);
             }
             let how = match (&start.pinned, real) {
                 (Ok(()), true) => match thread_affinity() {
@@ -137,6 +151,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if let Some(count) = per_node.get(current_node_index(&topology)) {
                     count.fetch_add(1, Ordering::Relaxed);
                 }
+                if let Ok(mut tick) = ticks.acquire_with(Tick { seq: i, price: 0 }) {
+                    tick.price = i as i64;
+                }
                 (0..2_000u64).fold(i, |acc, x| acc.wrapping_mul(31).wrapping_add(x))
             })
             .reduce(|| 0, u64::wrapping_add)
@@ -150,10 +167,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let warm = warmed.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
         let work = per_node.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
         println!(
-            "  node {}: warmed by {warm} worker(s), ran {work} of {items} items",
+            "  node {}: {warm} blocks warmed into worker caches, ran {work} of {items} items",
             node.id()
         );
     }
+    for n in ticks.node_stats() {
+        println!(
+            "  ticks on node {}: {} local acquires, {} remote, {} released from another node",
+            n.node, n.local_acquires, n.remote_acquires, n.cross_node_releases
+        );
+    }
+    println!("  tick pool locality: {:.3}", ticks.locality());
     if !real {
         println!(
             "(synthetic: {} pinnings recorded)",

@@ -12,6 +12,9 @@ use core::ptr::NonNull;
 /// maps at least this granularity; a larger real page only makes the advice coarser.
 pub(crate) const PAGE: usize = 4096;
 
+/// `madvise` advice that faults pages in as if written (Linux 5.14).
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
 /// A region the OS mapped for us, readable and writable, zero-filled when first touched.
 ///
 /// Invariant: `ptr..ptr + len` is one mapping created by [`map`] or [`map_aligned`] that
@@ -80,6 +83,18 @@ impl Region {
     /// Touches every page of the first `len` bytes so that later accesses take no fault.
     pub(crate) fn prefault(&self, len: usize) {
         let len = len.min(self.len);
+        let Some(rounded) = round_to_page(len) else {
+            return;
+        };
+        let rounded = rounded.min(self.len);
+        // One call that faults every page in (Linux 5.14+), much cheaper than a fault per
+        // page; older kernels refuse it and the loop below does the same work.
+        // SAFETY: `ptr..ptr + rounded` lies inside this mapping (Region invariant) and is
+        // page-aligned; MADV_POPULATE_WRITE only allocates pages as a write would.
+        let rc = unsafe { libc::madvise(self.ptr.as_ptr().cast(), rounded, MADV_POPULATE_WRITE) };
+        if rc == 0 {
+            return;
+        }
         let mut offset = 0;
         while offset < len {
             let p = self.ptr.as_ptr().wrapping_add(offset);

@@ -704,6 +704,51 @@ impl<T: 'static> Pool<T> {
         }
     }
 
+    /// Fills the calling thread's cache from its node's pool, so that its first acquires
+    /// find blocks at hand; returns how many it cached. Meant for a worker's start hook
+    /// (see [`numa::Placement`]), after the thread has been pinned to its node.
+    ///
+    /// ```
+    /// use tally_pool::{Pool, PoolConfig};
+    ///
+    /// let pool = Pool::<u64>::new(PoolConfig::new("warm"))?;
+    /// assert!(pool.warm()? > 0);
+    /// assert_eq!(pool.stats().live_blocks, 0);
+    /// # Ok::<(), tally_pool::PoolError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The error that prevented the pool's creation, or an OS refusal of memory.
+    pub fn warm(&'static self) -> Result<usize, PoolError> {
+        let inner = self.inner()?;
+        let Some(node) = inner.nodes.get(inner.thread_node()) else {
+            return Ok(0);
+        };
+        let want = (node.block.shared().cache_limit / 2).max(1);
+        let mut taken = Vec::with_capacity(want);
+        let mut failure = None;
+        for _ in 0..want {
+            match node.block.allocate() {
+                Ok(block) => taken.push(block),
+                Err(PoolError::Exhausted { .. }) => break,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let count = taken.len();
+        for block in taken {
+            // SAFETY: allocated just above from this block pool, freed once, untouched.
+            let _ = unsafe { node.block.free_unchecked(block) };
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(count),
+        }
+    }
+
     /// The topology whose nodes this pool serves.
     pub fn topology(&self) -> Option<&Topology> {
         self.inner.as_ref().ok().map(|i| &i.topology)
