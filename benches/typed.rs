@@ -19,6 +19,11 @@
 //! Contenders:
 //!
 //! - **typed**: `Order::acquire_with(Order { .. })`, released by dropping the handle.
+//!   `Order` has the derive's default `per_node = true`: one pool per NUMA node.
+//! - **typed-shared**: the same on `OrderShared`, a copy of `Order` derived with
+//!   `per_node = false` (one pool for every thread: the baseline issue 4 names). The ratio
+//!   pass compares the two on W1: the per-node fast path must stay within 5 % of the
+//!   shared one.
 //! - **typed-acquire**: `Order::acquire()` (a `Default` order) followed by eight field writes
 //!   through the handle, released by dropping it. Same pool as `typed`.
 //! - **untyped**: a `BlockPool` of 64-byte blocks (`GuardLevel::Off`, the typed pool's
@@ -48,6 +53,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::fmt;
+use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::ptr::{null_mut, NonNull};
 use std::alloc::System;
@@ -75,6 +81,9 @@ const UNTYPED_CAPACITY: usize = 200_000;
 /// Samples per workload and contender in the ratio pass.
 const RATIO_SAMPLES: usize = 11;
 
+/// Largest W1 ratio `typed / typed-shared` (per-node pools over one shared pool) allowed.
+const PER_NODE_BOUND: f64 = 1.05;
+
 /// An order: eight words, 64 bytes, all written after acquire and read before release.
 ///
 /// `repr(C)` so that the read-back can load it as eight words in field order.
@@ -93,6 +102,33 @@ struct Order {
 }
 
 const _: () = assert!(core::mem::size_of::<Order>() == 64);
+
+/// [`Order`] again, with one shared pool (`per_node = false`) instead of one per NUMA node:
+/// the baseline of the `typed-shared` contender. Same fields, layout and pool settings.
+#[derive(tally_pool::Pooled, Default, Debug, Clone, Copy)]
+#[pooled(
+    capacity = 200_000,
+    max_capacity = 262_144,
+    name = "bench-orders-shared",
+    per_node = false
+)]
+#[repr(C)]
+struct OrderShared {
+    id: u64,
+    client: u64,
+    instrument: u64,
+    price: u64,
+    qty: u64,
+    filled: u64,
+    timestamp: u64,
+    flags: u64,
+}
+
+// The read-back (`check`, `mismatch`) sees an `OrderShared` as an `Order`.
+const _: () = assert!(
+    core::mem::size_of::<OrderShared>() == core::mem::size_of::<Order>()
+        && core::mem::align_of::<OrderShared>() == core::mem::align_of::<Order>()
+);
 
 /// Words in an [`Order`].
 const ORDER_WORDS: usize = core::mem::size_of::<Order>() / core::mem::size_of::<u64>();
@@ -188,31 +224,73 @@ struct Raw(NonNull<Order>);
 // hands out `Raw`s takes them back on any thread.
 unsafe impl Send for Raw {}
 
-/// `Order::acquire_with(Order { .. })` on the derived pool.
-struct Typed;
+/// A derived 64-byte order type the `typed` contenders can be built on.
+trait DerivedOrder: Pooled + Send + Sync {
+    /// The contender's label.
+    const LABEL: &'static str;
 
-impl Contender for Typed {
-    type Obj = Handle<Order>;
+    /// An order with `value` in every field.
+    fn new(value: u64) -> Self;
+}
+
+impl DerivedOrder for Order {
+    const LABEL: &'static str = "typed";
+
+    #[inline(always)]
+    fn new(value: u64) -> Self {
+        Order::new(value)
+    }
+}
+
+impl DerivedOrder for OrderShared {
+    const LABEL: &'static str = "typed-shared";
+
+    #[inline(always)]
+    fn new(value: u64) -> Self {
+        Self {
+            id: value,
+            client: value,
+            instrument: value,
+            price: value,
+            qty: value,
+            filled: value,
+            timestamp: value,
+            flags: value,
+        }
+    }
+}
+
+/// `T::acquire_with(T { .. })` on `T`'s derived pool: `Typed<Order>` is `typed`,
+/// `Typed<OrderShared>` is `typed-shared`.
+struct Typed<T>(PhantomData<T>);
+
+impl<T> Typed<T> {
+    const NEW: Self = Self(PhantomData);
+}
+
+impl<T: DerivedOrder> Contender for Typed<T> {
+    type Obj = Handle<T>;
 
     fn label(&self) -> &'static str {
-        "typed"
+        T::LABEL
     }
 
     #[inline(always)]
-    fn make(&self, value: u64) -> Handle<Order> {
-        match Order::acquire_with(Order::new(value)) {
+    fn make(&self, value: u64) -> Handle<T> {
+        match T::acquire_with(T::new(value)) {
             Ok(order) => order,
-            Err(err) => fatal(format_args!("typed: acquire_with failed: {err}")),
+            Err(err) => fatal(format_args!("{}: acquire_with failed: {err}", T::LABEL)),
         }
     }
 
     #[inline(always)]
-    fn addr(obj: &Handle<Order>) -> NonNull<Order> {
-        NonNull::from(&**obj)
+    fn addr(obj: &Handle<T>) -> NonNull<Order> {
+        // `T` is `Order` or `OrderShared`, which has `Order`'s fields and layout.
+        NonNull::from(&**obj).cast()
     }
 
     #[inline(always)]
-    unsafe fn release(&self, obj: Handle<Order>) {
+    unsafe fn release(&self, obj: Handle<T>) {
         drop(obj);
     }
 }
@@ -483,7 +561,8 @@ impl Contender for Floor {
 
 /// Every contender, built once.
 struct Contenders {
-    typed: Typed,
+    typed: Typed<Order>,
+    typed_shared: Typed<OrderShared>,
     typed_acquire: TypedAcquire,
     untyped: Untyped,
     floor: Floor,
@@ -499,12 +578,17 @@ trait Visit {
 
 impl Contenders {
     fn new() -> Self {
-        // Create the derived pool (and pre-fault its capacity) now, not in a measurement;
-        // this also stops the run early if the pool could not be made.
-        // SAFETY: the handle came from `Typed::make`.
-        unsafe { Typed.release(Typed.make(0)) };
+        let typed = Typed::<Order>::NEW;
+        let typed_shared = Typed::<OrderShared>::NEW;
+        // Create the derived pools (and pre-fault their capacity) now, not in a measurement;
+        // this also stops the run early if a pool could not be made.
+        // SAFETY: the handle came from `make` on the same contender.
+        unsafe { typed.release(typed.make(0)) };
+        // SAFETY: as above.
+        unsafe { typed_shared.release(typed_shared.make(0)) };
         Self {
-            typed: Typed,
+            typed,
+            typed_shared,
             typed_acquire: TypedAcquire,
             untyped: Untyped::new(),
             floor: Floor,
@@ -525,6 +609,7 @@ impl Contenders {
 
     fn each(&self, visitor: &mut impl Visit) {
         visitor.visit(&self.typed);
+        visitor.visit(&self.typed_shared);
         visitor.visit(&self.untyped);
         visitor.visit(&self.typed_acquire);
         visitor.visit(&self.floor);
@@ -1018,6 +1103,7 @@ fn ratio_table(contenders: &Contenders, quick: bool) {
     );
     let order = [
         "typed",
+        "typed-shared",
         "typed-acquire",
         "untyped",
         "floor",
@@ -1055,9 +1141,22 @@ fn ratio_table(contenders: &Contenders, quick: bool) {
         });
         all_met &= verdict.unwrap_or(true);
         println!("{line}");
+        if *workload == Workload::Churn {
+            // Issue 4: the per-node fast path within 5 % of one shared pool, W1.
+            let (per_node, shared) = (of("typed"), of("typed-shared"));
+            let ratio = per_node / shared;
+            let ok = ratio <= PER_NODE_BOUND;
+            all_met &= ok;
+            println!(
+                "per-node vs shared: typed {per_node:.2} ns | typed-shared {shared:.2} ns | \
+                 ratio {ratio:.3} (target <= {PER_NODE_BOUND}) -> {}",
+                if ok { "MET" } else { "MISSED" }
+            );
+        }
     }
     println!(
-        "All targets: {}. (typed: acquire_with(Order {{ .. }}); typed-acquire: acquire() + 8 \
+        "All targets: {}. (typed: acquire_with(Order {{ .. }}), a pool per NUMA node; \
+         typed-shared: the same with per_node = false, one shared pool; typed-acquire: acquire() + 8 \
          field writes; untyped: BlockPool GuardLevel::Off allocate + write + free; floor is a \
          per-thread free list, not a thread-safe pool: its W3/W4 numbers are not \
          like-for-like; see the notes at the top of benches/typed.rs.)",
