@@ -42,6 +42,10 @@
 //! W1–W4 run under criterion (its report lands in `target/criterion`), then in an
 //! interleaved pass (rounds that visit every peer in turn, so that drift and other load
 //! hit all peers alike), whose median and min–max over rounds are the published numbers.
+//! Each sample also records how much CPU other processes used meanwhile (`/proc/stat` less
+//! this process's own time from `/proc/self/stat`). On a shared machine a workload's table
+//! uses only the samples during which others used under half a CPU, if every peer has at
+//! least three of them (else all samples); the JSON keeps every sample either way.
 //!
 //! # Modes
 //!
@@ -1627,7 +1631,15 @@ fn child(task: &str) {
                 })
                 .collect();
             empty.sort_unstable();
-            let resolution = empty.iter().copied().find(|&t| t > 0).unwrap_or(0);
+            // The counter's step: the smallest gap between two distinct readings.
+            let resolution = empty
+                .windows(2)
+                .filter_map(|pair| match (pair.first(), pair.last()) {
+                    (Some(&a), Some(&b)) if b > a => Some(b - a),
+                    _ => None,
+                })
+                .min()
+                .unwrap_or(1);
             let mut ticks = runs.latency(n, setup == Setup::Preallocated);
             ticks.sort_unstable();
             let ns = |t: u64| Json::Num(t as f64 * ns_per_tick);
@@ -1831,8 +1843,53 @@ struct Samples {
     ns: Vec<f64>,
     /// Objects timed, one per round.
     objects: Vec<u64>,
+    /// CPUs' worth of time other processes used during the sample, one per round.
+    foreign: Vec<f64>,
     na: Option<&'static str>,
     criterion_median: Option<f64>,
+}
+
+/// A sample is quiet when other processes used less than this many CPUs during it.
+const QUIET_CPUS: f64 = 0.5;
+
+/// Quiet samples a cell needs before its workload's table is drawn from quiet samples only.
+const QUIET_SAMPLES: usize = 3;
+
+/// Clock ticks per second of `/proc/stat` and `/proc/self/stat` (`USER_HZ`, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// Busy ticks of the whole machine and ticks used by this process (all its threads).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&k| cpu.get(k).copied().unwrap_or(0))
+        .sum();
+    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((busy, utime + stime))
+}
+
+/// CPUs' worth of time that other processes used between `before` and `after`.
+fn foreign_cpus(before: Option<(u64, u64)>, after: Option<(u64, u64)>, wall: Duration) -> f64 {
+    match (before, after) {
+        (Some((busy0, own0)), Some((busy1, own1))) => {
+            let other = busy1.saturating_sub(busy0) as f64 - own1.saturating_sub(own0) as f64;
+            (other / USER_HZ / wall.as_secs_f64().max(1e-3)).max(0.0)
+        }
+        _ => f64::NAN,
+    }
 }
 
 fn sorted(values: &[f64]) -> Vec<f64> {
@@ -1852,16 +1909,43 @@ fn median(values: &[f64]) -> f64 {
 }
 
 impl Samples {
-    fn to_json(&self, id: PeerId) -> Json {
+    fn quiet_count(&self) -> usize {
+        self.foreign.iter().filter(|&&f| f < QUIET_CPUS).count()
+    }
+
+    /// The samples published: the quiet ones, or all.
+    fn chosen(&self, quiet: bool) -> Vec<f64> {
+        let v: Vec<f64> = self
+            .ns
+            .iter()
+            .zip(&self.foreign)
+            .filter(|&(_, &f)| !quiet || f < QUIET_CPUS)
+            .map(|(&ns, _)| ns)
+            .collect();
+        sorted(&v)
+    }
+
+    fn to_json(&self, id: PeerId, quiet: bool) -> Json {
         let mut fields = vec![("peer", Json::str(id.label()))];
         if let Some(na) = self.na {
             fields.push(("na", Json::str(na)));
             return Json::obj(fields);
         }
-        let v = sorted(&self.ns);
+        let v = self.chosen(quiet);
         fields.push(("median", Json::Num(median(&v))));
         fields.push(("min", Json::Num(v.first().copied().unwrap_or(f64::NAN))));
         fields.push(("max", Json::Num(v.last().copied().unwrap_or(f64::NAN))));
+        fields.push(("samples_used", Json::Int(v.len() as u64)));
+        let all = sorted(&self.ns);
+        fields.push(("all_median", Json::Num(median(&all))));
+        fields.push((
+            "all_min",
+            Json::Num(all.first().copied().unwrap_or(f64::NAN)),
+        ));
+        fields.push((
+            "all_max",
+            Json::Num(all.last().copied().unwrap_or(f64::NAN)),
+        ));
         let mut objects = self.objects.clone();
         objects.sort_unstable();
         fields.push((
@@ -1877,6 +1961,10 @@ impl Samples {
         fields.push((
             "samples",
             Json::Arr(self.ns.iter().map(|&x| Json::Num(x)).collect()),
+        ));
+        fields.push((
+            "foreign_cpus",
+            Json::Arr(self.foreign.iter().map(|&x| Json::Num(x)).collect()),
         ));
         Json::obj(fields)
     }
@@ -1945,6 +2033,7 @@ fn interleaved(peers: &Built, mode: Mode) -> Vec<Vec<Samples>> {
                 .map(|(_, built)| Samples {
                     ns: Vec::new(),
                     objects: Vec::new(),
+                    foreign: Vec::new(),
                     na: built.as_ref().err().copied(),
                     criterion_median: None,
                 })
@@ -1976,15 +2065,22 @@ fn interleaved(peers: &Built, mode: Mode) -> Vec<Vec<Samples>> {
                     let iterations = ((length.as_secs_f64() / per_iteration) as u64)
                         .clamp(1, 1 << 30)
                         .max(if mode == Mode::Test { n } else { 1 });
+                    let before = cpu_ticks();
                     let elapsed = run(iterations);
+                    let foreign = foreign_cpus(before, cpu_ticks(), elapsed);
                     let objects = iterations * w.objects_per_iteration();
-                    sample = Some((elapsed.as_secs_f64() * 1e9 / objects as f64, objects));
+                    sample = Some((
+                        elapsed.as_secs_f64() * 1e9 / objects as f64,
+                        objects,
+                        foreign,
+                    ));
                 });
                 match (result, sample) {
                     (Err(why), _) => cell.na = Some(why),
-                    (Ok(()), Some((ns, objects))) => {
+                    (Ok(()), Some((ns, objects, foreign))) => {
                         cell.ns.push(ns);
                         cell.objects.push(objects);
+                        cell.foreign.push(foreign);
                     }
                     (Ok(()), None) => {}
                 }
@@ -2150,13 +2246,32 @@ fn main() {
         mode.name(),
         mode.rounds()
     );
-    for (w, row) in Workload::ALL.iter().zip(&table) {
-        println!("{} {} ({}):", w.id(), w.name(), w.unit());
+    // A workload's table comes from quiet samples only if every peer has enough of them.
+    let quiet: Vec<bool> = table
+        .iter()
+        .map(|row| {
+            row.iter()
+                .filter(|cell| cell.na.is_none())
+                .all(|cell| cell.quiet_count() >= QUIET_SAMPLES)
+        })
+        .collect();
+    for ((w, row), &quiet) in Workload::ALL.iter().zip(&table).zip(&quiet) {
+        println!(
+            "{} {} ({}), {}:",
+            w.id(),
+            w.name(),
+            w.unit(),
+            if quiet {
+                "quiet samples"
+            } else {
+                "all samples (too few quiet ones)"
+            }
+        );
         for ((id, _), cell) in peers.iter().zip(row) {
             match cell.na {
                 Some(why) => println!("  {:<30} n/a: {why}", id.label()),
                 None => {
-                    let v = sorted(&cell.ns);
+                    let v = cell.chosen(quiet);
                     println!(
                         "  {:<30} {:>9.1} ({:.1}-{:.1})",
                         id.label(),
@@ -2228,18 +2343,20 @@ fn main() {
         Workload::ALL
             .iter()
             .zip(&table)
-            .map(|(w, row)| {
+            .zip(&quiet)
+            .map(|((w, row), &quiet)| {
                 Json::obj(vec![
                     ("id", Json::str(w.id())),
                     ("name", Json::str(w.name())),
                     ("unit", Json::str(w.unit())),
+                    ("selection", Json::str(if quiet { "quiet" } else { "all" })),
                     (
                         "results",
                         Json::Arr(
                             peers
                                 .iter()
                                 .zip(row)
-                                .map(|((id, _), cell)| cell.to_json(*id))
+                                .map(|((id, _), cell)| cell.to_json(*id, quiet))
                                 .collect(),
                         ),
                     ),
@@ -2273,6 +2390,8 @@ fn main() {
                 ("queue_capacity", Json::Int(QUEUE_CAPACITY as u64)),
                 ("workload_capacity", Json::Int(WORKLOAD_CAPACITY as u64)),
                 ("rounds", Json::Int(mode.rounds() as u64)),
+                ("quiet_cpus", Json::Num(QUIET_CPUS)),
+                ("quiet_samples", Json::Int(QUIET_SAMPLES as u64)),
                 (
                     "sample_ms",
                     Json::Num(mode.interleaved_times().1.as_secs_f64() * 1e3),
