@@ -207,3 +207,49 @@ fn on_this_machine_chunk_pages_report_their_node() {
         Err(e) => panic!("{e}"),
     }
 }
+
+#[test]
+fn untyped_per_node_pools_serve_the_thread_node_fall_back_and_take_blocks_home() {
+    use tally_pool::block::{BlockPoolConfig, PerNodeBlockPool};
+    let topology = Topology::synthetic(2, 1).unwrap();
+    let pool = PerNodeBlockPool::new(
+        BlockPoolConfig::new(std::alloc::Layout::new::<[u64; 8]>()).max_capacity(4),
+        &topology,
+    )
+    .unwrap();
+    let blocks: Vec<_> = (0..8)
+        .map(|_| with_node_override(1, || pool.allocate().unwrap()))
+        .collect();
+    let nodes: Vec<_> = blocks.iter().map(|&b| pool.node_of(b).unwrap()).collect();
+    assert_eq!(nodes.iter().filter(|&&n| n == 1).count(), 4);
+    assert_eq!(
+        nodes.iter().filter(|&&n| n == 0).count(),
+        4,
+        "node 0 took the overflow"
+    );
+    let stats = pool.node_stats();
+    assert_eq!(
+        (stats[0].2, stats[1].2),
+        (4, 0),
+        "the overflow counts as remote on node 0"
+    );
+    assert!((pool.locality() - 0.5).abs() < 1e-9);
+    assert!(matches!(
+        with_node_override(1, || pool.allocate()),
+        Err(PoolError::Exhausted {
+            max_capacity: 8,
+            ..
+        })
+    ));
+    // Freed by a thread of node 0: every block goes back to the pool of its own node.
+    with_node_override(0, || blocks.iter().for_each(|&b| pool.free(b).unwrap()));
+    let stats = pool.node_stats();
+    assert_eq!((stats[0].1.frees, stats[1].1.frees), (4, 4));
+    assert_eq!(pool.stats().live_blocks, 0);
+    // A pointer neither node owns is refused.
+    let mut local = [0u64; 8];
+    assert!(pool.free(NonNull::from(&mut local).cast()).is_err());
+    // Each node's chunks were bound to that node.
+    assert!(topology.bindings().iter().any(|b| b.node == 1));
+    assert!(topology.bindings().iter().any(|b| b.node == 0));
+}

@@ -68,6 +68,7 @@
 mod cache;
 mod depot;
 pub(crate) mod geometry;
+mod per_node;
 pub(crate) mod pool;
 mod registry;
 mod size_class;
@@ -79,6 +80,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::sync::Arc;
 
+pub use per_node::PerNodeBlockPool;
 pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
 
 use crate::error::PoolError;
@@ -290,7 +292,7 @@ impl BlockPool {
     /// [`PoolError::Exhausted`] at the cap, [`PoolError::OutOfMemory`] if the OS refuses a
     /// new chunk, [`PoolError::Corruption`] if the guard finds the block damaged (it is
     /// withdrawn; the next call proceeds with another block).
-    #[inline]
+    #[inline(always)]
     pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {
         let pool = &*self.shared;
         match cache::pop_fast(pool) {
@@ -334,7 +336,7 @@ impl BlockPool {
     ///
     /// [`PoolError::Corruption`] for a foreign pointer, an interior pointer, a double free
     /// or an overwritten canary. The block is not put back, and the pool stays usable.
-    #[inline]
+    #[inline(always)]
     pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         let pool = &*self.shared;
         let addr = block.as_ptr() as usize;
