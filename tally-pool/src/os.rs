@@ -272,10 +272,10 @@ pub(crate) fn bind_to_node(addr: NonNull<u8>, len: usize, node: u32) -> Result<(
     let mask = mask_of([node as usize]);
     // The kernel reads `maxnode - 1` bits (a historical off-by-one every caller follows).
     let maxnode = mask.len() * MASK_WORD_BITS + 1;
-    // SAFETY: `mbind(2)` reads `maxnode - 1` bits from `mask`, which holds that many, and
-    // otherwise changes only the policy of the pages in the range: their contents and
-    // their validity are untouched, and an unmapped range is refused with EFAULT/ENOMEM.
-    // Every argument is passed as a full word, as the variadic `syscall` expects.
+    // `mbind(2)` reads `maxnode - 1` bits from `mask`, which holds that many, and otherwise
+    // changes only the policy of the pages in the range: their contents and validity are
+    // untouched, and an unmapped range is refused with EFAULT/ENOMEM.
+    // SAFETY: as above; every argument is passed as a full word, as `syscall` expects.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mbind,

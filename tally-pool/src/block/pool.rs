@@ -269,10 +269,10 @@ impl PoolShared {
 
     fn canary(&self, addr: usize) -> Option<&StdAtomicU64> {
         let offset = self.geometry.canary_offset?;
-        // SAFETY: `addr` is the start of a carved block of a live chunk of this pool (all
-        // callers check it first), the canary word lies inside the block's stride, is
-        // 8-byte aligned (Geometry invariant: block starts and `canary_offset` are
-        // multiples of 8), and the chunk stays mapped while the pool lives.
+        // Callers check first that `addr` starts a carved block of a live chunk of this pool.
+        // SAFETY: so the canary word lies in the block's stride, 8-byte aligned (Geometry
+        // invariant: block starts and `canary_offset` are multiples of 8), in a chunk that
+        // stays mapped while the pool lives.
         Some(unsafe { &*((addr + offset) as *const StdAtomicU64) })
     }
 
