@@ -152,7 +152,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     count.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Ok(mut tick) = ticks.acquire_with(Tick { seq: i, price: 0 }) {
-                    tick.price = i as i64;
+                    tick.price = tick.seq as i64;
                 }
                 (0..2_000u64).fold(i, |acc, x| acc.wrapping_mul(31).wrapping_add(x))
             })
