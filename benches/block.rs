@@ -32,15 +32,17 @@
 //! prints the ratio table. `TALLY_BENCH_QUICK=1`, `--test` or `cargo test --benches`
 //! select a quick run with small sample counts.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{backoff, load_average, median, with_helper};
+
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::fmt;
 use core::ptr::{null_mut, NonNull};
 use std::alloc::System;
-use std::hint::spin_loop;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
@@ -353,98 +355,6 @@ impl Contenders {
 // A helper thread
 // ---------------------------------------------------------------------------------------
 
-/// A second thread that runs jobs of `n` operations on request.
-struct Helper {
-    /// 0: idle; [`Helper::STOP`]: exit; otherwise the size of the job to run.
-    job: AtomicU64,
-}
-
-impl Helper {
-    const STOP: u64 = u64::MAX;
-
-    /// Starts a job of `n` (> 0) operations.
-    fn start(&self, n: u64) {
-        self.job.store(n, Ordering::Release);
-    }
-
-    /// Waits for the job to finish.
-    fn wait(&self) {
-        let mut spins = 0u32;
-        while self.job.load(Ordering::Acquire) != 0 {
-            backoff(&mut spins);
-        }
-    }
-
-    /// The helper thread's loop.
-    fn serve(&self, work: &impl Fn(u64)) {
-        let mut spins = 0u32;
-        loop {
-            match self.job.load(Ordering::Acquire) {
-                0 => backoff(&mut spins),
-                Self::STOP => return,
-                n => {
-                    work(n);
-                    spins = 0;
-                    // Not a plain store: a stop requested meanwhile must not be lost.
-                    let _ = self
-                        .job
-                        .compare_exchange(n, 0, Ordering::Release, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-}
-
-/// Stops the helper when the body returns or unwinds.
-struct StopOnDrop<'a>(&'a Helper);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.job.store(Helper::STOP, Ordering::Release);
-    }
-}
-
-/// Runs `body` with a helper thread that runs `work(n)` for each job, and calls
-/// `contender.thread_exit()` on the helper before it exits.
-fn with_helper<C: Contender, R>(
-    contender: &C,
-    work: impl Fn(u64) + Sync,
-    body: impl FnOnce(&Helper) -> R,
-) -> R {
-    let helper = Helper {
-        job: AtomicU64::new(0),
-    };
-    thread::scope(|scope| {
-        scope.spawn(|| {
-            helper.serve(&work);
-            contender.thread_exit();
-        });
-        let _stop = StopOnDrop(&helper);
-        body(&helper)
-    })
-}
-
-/// Waits for the other thread: spins, then yields, then sleeps.
-///
-/// The sleep matters on a 2-core machine: if the scheduler puts both threads on one CPU, a
-/// waiter that only spins or yields (yield is weak under EEVDF) burns whole time slices
-/// and the pipeline crawls at one batch per slice. A waiter that sleeps lets its partner
-/// run, and is usually woken on the idle CPU. Threads on separate CPUs never wait long
-/// enough to reach the sleep (draining a full queue takes tens of microseconds).
-#[inline]
-fn backoff(spins: &mut u32) {
-    const SPIN: u32 = 64;
-    const YIELD: u32 = SPIN + 1024;
-    if *spins < SPIN {
-        spin_loop();
-    } else if *spins < YIELD {
-        thread::yield_now();
-    } else {
-        thread::sleep(Duration::from_micros(20));
-    }
-    *spins = spins.saturating_add(1);
-}
-
 // ---------------------------------------------------------------------------------------
 // Workloads
 // ---------------------------------------------------------------------------------------
@@ -617,7 +527,7 @@ impl Workload {
             Self::Pipeline => {
                 let queue = ArrayQueue::new(QUEUE_CAPACITY);
                 with_helper(
-                    contender,
+                    || contender.thread_exit(),
                     |n| consume(contender, &queue, n),
                     |helper| {
                         body(&mut |n| {
@@ -631,7 +541,7 @@ impl Workload {
                 )
             }
             Self::Contended => with_helper(
-                contender,
+                || contender.thread_exit(),
                 |n| churn(contender, n),
                 |helper| {
                     body(&mut |n| {
@@ -711,11 +621,6 @@ impl Visit for SampleVisit {
             None => self.samples.push((contender.label(), vec![ns])),
         }
     }
-}
-
-fn median(samples: &mut [f64]) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// A ratio with its target.
@@ -842,25 +747,11 @@ fn ratio_table(contenders: &Contenders, quick: bool) {
     }
 }
 
-/// The 1-, 5- and 15-minute load averages, where the OS reports them.
-fn load_average() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
-    (fields.len() == 3).then(|| fields.join(" "))
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let has = |flag: &str| args.iter().any(|a| a == flag);
-    let env_quick = std::env::var("TALLY_BENCH_QUICK").is_ok_and(|v| v == "1");
-    // `cargo bench` passes `--bench`; without it (`cargo test --benches`) or with `--test`,
-    // criterion runs each benchmark once as a test.
-    let quick = env_quick || has("--test") || !has("--bench");
-    let (warm_up, measurement, samples) = if quick {
-        (Duration::from_millis(100), Duration::from_millis(300), 10)
-    } else {
-        (Duration::from_secs(1), Duration::from_secs(2), 20)
-    };
+    let quick = common::quick_mode();
+    let (warm_up, measurement, samples) = common::criterion_timing(quick);
 
     let contenders = Contenders::new();
     let mut criterion = Criterion::default()

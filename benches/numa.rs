@@ -13,8 +13,11 @@
 //! 1,000,000 calls) and prints ns per call. `TALLY_BENCH_QUICK=1`, `--test` or
 //! `cargo test --benches` select a quick run.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::Criterion;
 use tally_pool::numa::{
@@ -44,13 +47,8 @@ fn ns_per_call(calls: u32, mut f: impl FnMut() -> usize) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let has = |flag: &str| args.iter().any(|a| a == flag);
-    let env_quick = std::env::var("TALLY_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let quick = env_quick || has("--test") || !has("--bench");
-    let (warm_up, measurement, samples) = if quick {
-        (Duration::from_millis(100), Duration::from_millis(300), 10)
-    } else {
-        (Duration::from_secs(1), Duration::from_secs(2), 20)
-    };
+    let quick = common::quick_mode();
+    let (warm_up, measurement, samples) = common::criterion_timing(quick);
 
     let system = Topology::system();
     let four = match Topology::synthetic(4, 2) {
