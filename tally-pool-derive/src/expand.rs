@@ -70,12 +70,20 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
                     per_node: #per_node,
                 });
 
-            // SAFETY: `pool` returns the one `static` pool made for this type.
+            // SAFETY: `pool` returns the one `static` pool made for this type, and
+            // `thread_cache` the type's own cache cell.
             #[automatically_derived]
             unsafe impl #krate::__private::Pooled for #ty {
                 #[inline]
                 fn pool() -> &'static #krate::__private::Pool<Self> {
                     POOL.get()
+                }
+
+                #[inline(always)]
+                fn thread_cache() -> #krate::__private::Option<
+                    &'static #krate::__private::LocalKey<#krate::__private::TypeCache>,
+                > {
+                    #krate::__private::Some(#krate::__private::type_cache!())
                 }
 
                 fn only_derive_is_allowed_to_implement_this_trait() {}

@@ -11,15 +11,36 @@
 //! unique id, so a cache left behind by a dropped pool whose slot was reused is recognised
 //! and discarded. The table's destructor flushes every cache back to its pool's depot when
 //! the thread exits, so no block is stranded.
+//!
+//! # The fast paths and the limit
+//!
+//! [`pop_fast`] and [`push_fast`] read nothing of the pool: a cache's `limit` says how many
+//! blocks the fast paths may hold, and other threads *close* a cache by storing 0 into it.
+//! A pop needs `0 < len <= limit` and a push `len < limit`, so a closed cache serves
+//! neither, and its owner takes the slow path on its next call, where it finds out why:
+//!
+//! - the pool asked every thread to flush (reclaim, or an allocation at the cap): the
+//!   requester bumps the pool's epoch, then closes every cache; the owner reopens its
+//!   cache, then (after a `SeqCst` fence that pairs with the requester's `SeqCst` epoch
+//!   bump) compares the epoch with its own copy and flushes if it moved. Either the owner
+//!   sees the new epoch or the requester's close lands after the reopen, so no request is
+//!   lost;
+//! - the pool was dropped: it closes every cache before its slot can be reused, so a
+//!   thread whose fast table still points to the old cache misses, and the slow path
+//!   replaces it.
+//!
+//! The fast paths know nothing of guards: for a guarded pool, `BlockPool` checks the guard
+//! around them, and the per-type caches of typed pools serve unguarded pools only.
 
 use core::cell::{Cell, UnsafeCell as StdUnsafeCell};
 use core::ptr::{null_mut, NonNull};
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 use std::sync::{Arc, Weak};
+use std::thread::LocalKey;
 
 use super::depot::MAGAZINE_SIZE;
-use super::pool::{count_free, PoolShared};
-use crate::sync::thread_local;
+use super::pool::PoolShared;
+use crate::sync::{thread_local, AtomicUsize, Ordering};
 
 /// Free blocks a thread's cache holds at most: two magazines.
 pub(crate) const CACHE_CAPACITY: usize = 2 * MAGAZINE_SIZE;
@@ -43,12 +64,23 @@ impl Counter {
 }
 
 /// The counters of one thread for one pool.
+///
+/// Frees of blocks other threads allocated are not counted one by one: a thread that freed
+/// more blocks than it allocated freed at least the difference on behalf of other threads,
+/// and that difference is what the statistics report (see [`ThreadCounters::cross_thread_frees`]).
 #[derive(Debug, Default)]
 pub(crate) struct ThreadCounters {
     pub(crate) allocations: Counter,
     pub(crate) frees: Counter,
-    pub(crate) cross_thread_frees: Counter,
     pub(crate) depot_exchanges: Counter,
+}
+
+impl ThreadCounters {
+    /// Frees this thread made beyond its own allocations: blocks that other threads
+    /// allocated, at the least.
+    pub(crate) fn cross_thread_frees(&self) -> u64 {
+        self.frees.get().saturating_sub(self.allocations.get())
+    }
 }
 
 /// The blocks a cache holds.
@@ -56,22 +88,30 @@ pub(crate) struct ThreadCounters {
 /// Invariant: `len <= CACHE_CAPACITY`, and `ptrs[..len]` are free (non-null) blocks of the
 /// cache's pool that no one else holds.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct CachedBlocks {
     pub(crate) len: usize,
-    pub(crate) ptrs: [*mut u8; CACHE_CAPACITY],
     /// The pool stamp (id and epoch) this cache last synchronised with.
     pub(crate) stamp: u64,
+    pub(crate) ptrs: [*mut u8; CACHE_CAPACITY],
 }
 
 /// One thread's cache for one pool.
 ///
-/// Invariant: `blocks` is only accessed by the thread whose table holds the cache; other
-/// threads (the pool's statistics) only read `counters`.
+/// Invariants: `blocks` is only accessed by the thread whose table holds the cache; other
+/// threads (the pool's statistics, flush requests, the pool's drop) only read `counters`
+/// and store 0 into `limit`. `limit` is 0 or the pool's `cache_limit`, so at most
+/// `CACHE_CAPACITY`.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct ThreadCache {
-    pub(crate) pool_uid: u64,
-    pub(crate) blocks: StdUnsafeCell<CachedBlocks>,
+    /// How many blocks the fast paths may hold (see the module docs). First, with the
+    /// counters and `blocks.len`, so that the fast paths touch one cache line besides the
+    /// block pointer.
+    pub(crate) limit: AtomicUsize,
     pub(crate) counters: ThreadCounters,
+    pub(crate) blocks: StdUnsafeCell<CachedBlocks>,
+    pub(crate) pool_uid: u64,
     pub(crate) pool: Weak<PoolShared>,
 }
 
@@ -85,6 +125,7 @@ unsafe impl Send for ThreadCache {}
 impl ThreadCache {
     pub(crate) fn new(pool: &Arc<PoolShared>) -> Self {
         Self {
+            limit: AtomicUsize::new(pool.cache_limit),
             pool_uid: pool.uid,
             blocks: StdUnsafeCell::new(CachedBlocks {
                 len: 0,
@@ -95,12 +136,30 @@ impl ThreadCache {
             pool: Arc::downgrade(pool),
         }
     }
+
+    /// Makes the owner's fast paths miss until its slow path reopens the cache. Any thread.
+    pub(crate) fn close(&self) {
+        self.limit.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether another thread closed the cache.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.limit.load(Ordering::Relaxed) == 0
+    }
+
+    /// Lets the fast paths hold up to `limit` blocks again. Owner thread only; the caller
+    /// then checks the pool's epoch (see the module docs).
+    pub(crate) fn reopen(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+        crate::sync::fence(Ordering::SeqCst);
+    }
 }
 
 impl ThreadCache {
     /// A cache attached to no thread table, for counting the work of one slow-path call.
     pub(crate) fn detached(pool_uid: u64) -> Self {
         Self {
+            limit: AtomicUsize::new(0),
             pool_uid,
             blocks: StdUnsafeCell::new(CachedBlocks {
                 len: 0,
@@ -114,62 +173,71 @@ impl ThreadCache {
 }
 
 /// The caches of one thread, by pool slot.
-#[derive(Debug)]
 ///
-/// Invariant: the thread's `FAST[slot]` is null or the address of the cache that
-/// `caches[slot]` holds, for every slot below [`FAST_SLOTS`]; so it stays valid as long as
-/// that entry does.
+/// Invariants: for every slot below [`FAST_SLOTS`], the thread's `FAST[slot]` is null or
+/// the address of the cache that `caches[slot]` holds, so it stays valid as long as that
+/// entry does; `FAST[FAST_SLOTS]` is always null. Every `(slot, cell)` in `bound` names a
+/// [`TypeCache`] of this thread whose pointer is null or the address of the cache
+/// `caches[slot]` holds.
+#[derive(Debug)]
 pub(crate) struct CacheTable {
     caches: StdUnsafeCell<Vec<Option<Arc<ThreadCache>>>>,
+    bound: StdUnsafeCell<Vec<(usize, *const TypeCache)>>,
 }
 
-/// Addresses of the caches of the first pool slots. A thread-local with no destructor, so
-/// the hot path reaches it without the registration check a destructor needs.
-type FastTable = [Cell<*const ThreadCache>; FAST_SLOTS];
+/// Addresses of the caches of the first pool slots, plus one entry that stays null for
+/// every other slot. A thread-local with no destructor, so the hot path reaches it
+/// without the registration check a destructor needs.
+type FastTable = [Cell<*const ThreadCache>; FAST_SLOTS + 1];
 
-/// Pool slots whose caches the hot path finds in one load, without the `Vec`.
-const FAST_SLOTS: usize = 64;
+/// Pool slots whose caches the hot path finds in one load. Pools in higher slots take the
+/// slow path on every call.
+pub(crate) const FAST_SLOTS: usize = 64;
+
+/// The index into the fast table for a pool in `slot`: the slot itself, or the entry that
+/// stays null. Always at most [`FAST_SLOTS`].
+pub(crate) fn fast_index(slot: u32) -> usize {
+    (slot as usize).min(FAST_SLOTS)
+}
 
 impl CacheTable {
     const fn new() -> Self {
         Self {
             caches: StdUnsafeCell::new(Vec::new()),
+            bound: StdUnsafeCell::new(Vec::new()),
         }
     }
 
-    /// The cache for a slot at or above `FAST_SLOTS`, if this thread has one.
-    #[cold]
-    fn get_slow(&self, slot: usize) -> Option<&ThreadCache> {
-        // SAFETY: only this thread touches its table, and no `&mut` to `caches` is live
-        // while a fast path runs (fast paths call nothing that installs).
-        let caches = unsafe { &*self.caches.get() };
-        caches.get(slot)?.as_deref()
+    /// Nulls every per-type cell bound to `slot`, or to any slot if `None`.
+    fn unbind(&self, slot: Option<usize>) {
+        // SAFETY: only this thread touches its table, and nothing else borrows `bound` now.
+        let bound = unsafe { &mut *self.bound.get() };
+        bound.retain(|&(s, cell)| {
+            if slot.is_some_and(|slot| slot != s) {
+                return true;
+            }
+            // SAFETY: table invariant: `cell` is a `TypeCache` of this thread, which lives
+            // until the thread ends.
+            unsafe { (*cell).0.set(core::ptr::null()) };
+            false
+        });
     }
 }
 
-/// The calling thread's cache for `slot`, passed to `f`.
+/// The calling thread's fast-table entry for the pool: its cache, or null.
 #[inline(always)]
-fn with_fast<R>(slot: usize, f: impl FnOnce(Option<&ThreadCache>) -> R) -> R {
-    if slot < FAST_SLOTS {
-        FAST.with(|fast| {
-            let p = fast.get(slot).map_or(core::ptr::null(), Cell::get);
-            // SAFETY: table invariant: a non-null fast entry points to the cache that the
-            // thread's `caches[slot]` keeps alive; entries change only in `install` (not
-            // running now) and when the table drops (which nulls them first).
-            f((!p.is_null()).then(|| unsafe { &*p }))
-        })
-    } else {
-        match CACHES.try_with(|table| table.get_slow(slot).map(|c| c as *const ThreadCache)) {
-            // SAFETY: as above: the table keeps the cache alive while this thread runs.
-            Ok(Some(p)) => f(Some(unsafe { &*p })),
-            _ => f(None),
-        }
-    }
+fn fast_entry(pool: &PoolShared) -> *const ThreadCache {
+    FAST.with(|fast| {
+        // SAFETY: `fast_index <= FAST_SLOTS` (PoolShared invariant) and the table has
+        // `FAST_SLOTS + 1` entries.
+        unsafe { fast.get_unchecked(pool.fast_index) }.get()
+    })
 }
 
 impl Drop for CacheTable {
     fn drop(&mut self) {
         let _ = FAST.try_with(|fast| fast.iter().for_each(|f| f.set(core::ptr::null())));
+        self.unbind(None);
         for cache in self.caches.get_mut().drain(..).flatten() {
             if let Some(pool) = cache.pool.upgrade() {
                 pool.retire_cache(&cache);
@@ -188,10 +256,11 @@ pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
         // SAFETY: the table belongs to this thread and no other reference to it is live.
         let caches = unsafe { &mut *table.caches.get() };
         let _ = FAST.try_with(|fast| {
-            if let Some(f) = fast.get(pool.slot as usize) {
+            if let Some(f) = fast.get(pool.fast_index) {
                 f.set(core::ptr::null());
             }
         });
+        table.unbind(Some(pool.slot as usize));
         let cache = caches.get_mut(pool.slot as usize).and_then(Option::take);
         if let Some(cache) = cache.filter(|c| c.pool_uid == pool.uid) {
             pool.retire_cache(&cache);
@@ -202,77 +271,139 @@ pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
 #[cfg(not(loom))]
 thread_local! {
     static CACHES: CacheTable = const { CacheTable::new() };
-    static FAST: FastTable = const { [const { Cell::new(core::ptr::null()) }; FAST_SLOTS] };
+    static FAST: FastTable = const { [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1] };
 }
 #[cfg(loom)]
 thread_local! {
     static CACHES: CacheTable = CacheTable::new();
-    static FAST: FastTable = [const { Cell::new(core::ptr::null()) }; FAST_SLOTS];
+    static FAST: FastTable = [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1];
 }
 
-/// What [`pop_fast`] found.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Popped {
-    /// A block, counted as allocated.
-    Block(NonNull<u8>),
-    /// A block the guard refused: withdrawn from circulation, not counted.
-    Refused(NonNull<u8>),
-    /// The cache could not serve: missing, empty, out of date, or the thread is exiting.
-    Miss,
-}
-
-/// The hot path of `allocate`: pops the calling thread's cache for `pool` and lets the
-/// guard (`PoolShared::guard_accepts`) check the block. On a miss the caller takes the
-/// slow path, which sorts each case out.
+/// The calling thread's cache of `pool` as the fast paths see it: `None` if the thread has
+/// none yet or the pool's slot is beyond the fast table.
 #[inline(always)]
-pub(crate) fn pop_fast(pool: &PoolShared) -> Popped {
-    with_fast(pool.slot as usize, |cache| {
-        let Some(cache) = cache else {
-            return Popped::Miss;
-        };
-        // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
-        // reference to it.
-        let blocks = unsafe { &mut *cache.blocks.get() };
-        // One comparison checks that the cache is this pool's (not one left by a dropped
-        // pool that had the slot) and that no flush was asked for.
-        if blocks.stamp != pool.stamp() {
-            return Popped::Miss;
-        }
-        let Some(index) = blocks.len.checked_sub(1) else {
-            return Popped::Miss;
-        };
-        // SAFETY: `index < len <= CACHE_CAPACITY` (CachedBlocks invariant).
-        let raw = unsafe { *blocks.ptrs.get_unchecked(index) };
-        // SAFETY: the entries below `len` are free blocks, which are never null.
-        let ptr = unsafe { NonNull::new_unchecked(raw) };
-        blocks.len = index;
-        if !pool.guard_accepts(ptr.as_ptr() as usize) {
-            return Popped::Refused(ptr);
-        }
-        cache.counters.allocations.bump();
-        Popped::Block(ptr)
-    })
+pub(crate) fn fast_cache(pool: &PoolShared) -> Option<&ThreadCache> {
+    let p = fast_entry(pool);
+    // SAFETY: table invariant: a non-null fast entry points to the cache that the thread's
+    // `caches[slot]` keeps alive; entries change only in `install` and when the table drops
+    // (which nulls them first), neither of which runs while the returned borrow, confined
+    // to a fast path on this thread, is used.
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
-/// The hot path of `free`: pushes `ptr`, already vouched for, onto the calling thread's
-/// cache for `pool`. False when that is not possible; the caller takes the slow path.
+/// The hot path of `allocate`: pops a block off `cache`, which must be the calling
+/// thread's. `None` when the cache is empty or closed; the caller takes the slow path.
 #[inline(always)]
-pub(crate) fn push_fast(pool: &PoolShared, ptr: *mut u8) -> bool {
-    with_fast(pool.slot as usize, |cache| {
-        let Some(cache) = cache else { return false };
-        // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
-        // reference to it.
-        let blocks = unsafe { &mut *cache.blocks.get() };
-        if blocks.stamp != pool.stamp() || blocks.len >= pool.cache_limit {
-            return false;
+pub(crate) fn pop_fast(cache: &ThreadCache) -> Option<NonNull<u8>> {
+    let block = pop_uncounted(cache)?;
+    cache.counters.allocations.bump();
+    Some(block)
+}
+
+/// [`pop_fast`] without counting the allocation, for a caller that may refuse the block.
+#[inline(always)]
+pub(crate) fn pop_uncounted(cache: &ThreadCache) -> Option<NonNull<u8>> {
+    // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
+    // reference to it.
+    let blocks = unsafe { &mut *cache.blocks.get() };
+    let index = blocks.len.wrapping_sub(1);
+    if index >= cache.limit.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: `index < limit <= CACHE_CAPACITY` (ThreadCache invariant).
+    let raw = unsafe { *blocks.ptrs.get_unchecked(index) };
+    // SAFETY: the entries below `len = index + 1` are free blocks, which are never null.
+    let ptr = unsafe { NonNull::new_unchecked(raw) };
+    blocks.len = index;
+    Some(ptr)
+}
+
+/// The hot path of `free`: pushes `ptr`, a vouched-for block of the cache's pool, onto
+/// `cache`, which must be the calling thread's. False when the cache is full or closed;
+/// the caller takes the slow path.
+#[inline(always)]
+pub(crate) fn push_fast(cache: &ThreadCache, ptr: *mut u8) -> bool {
+    // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
+    // reference to it.
+    let blocks = unsafe { &mut *cache.blocks.get() };
+    let len = blocks.len;
+    if len >= cache.limit.load(Ordering::Relaxed) {
+        return false;
+    }
+    // SAFETY: `len < limit <= CACHE_CAPACITY` (ThreadCache invariant).
+    unsafe { *blocks.ptrs.get_unchecked_mut(len) = ptr };
+    blocks.len = len + 1;
+    cache.counters.frees.bump();
+    true
+}
+
+/// A derived type's own per-thread pointer to this thread's cache of its pool, so that
+/// `acquire` is one thread-local load and a pop.
+///
+/// Used by the code `#[derive(Pooled)]` generates (in a `thread_local!` with a `const`
+/// initialiser); not part of the stable API.
+///
+/// Invariant: null, or the address of the calling thread's cache of the type's pool, held
+/// by the thread's cache table, which nulls the pointer before it lets the cache go.
+#[derive(Debug)]
+pub struct TypeCache(Cell<*const ThreadCache>);
+
+impl TypeCache {
+    /// An unbound cell: the first `acquire` on each thread binds it.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(Cell::new(core::ptr::null()))
+    }
+
+    /// The bound cache, if any, looked up through the cell's key.
+    ///
+    /// The borrow is meant for one fast path on the calling thread: the cache stays alive
+    /// until this thread's table unbinds it, which happens only at thread exit or when a
+    /// slow path replaces the cache, neither of which a fast path calls.
+    #[inline(always)]
+    pub(crate) fn lookup(key: &'static LocalKey<TypeCache>) -> Option<&'static ThreadCache> {
+        // A closure this small keeps `with` inlined, so the access is one TLS load.
+        let p = key.with(|cell| cell.0.get());
+        // SAFETY: type invariant: a non-null pointer is this thread's cache, kept alive by
+        // its table until the table nulls this cell (see above for how long the borrow is
+        // used).
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+}
+
+impl Default for TypeCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Binds `cell`, a `TypeCache` of the calling thread, to the thread's cache of `pool`
+/// (creating it), if the pool is unguarded and has fast paths at all. Does nothing while
+/// the thread exits.
+pub(crate) fn bind(pool: &Arc<PoolShared>, cell: &TypeCache) {
+    if !pool.fast_paths() || pool.guard != super::GuardLevel::Off {
+        return;
+    }
+    let _ = CACHES.try_with(|table| {
+        // SAFETY: the table belongs to this thread, and no other reference into it is live
+        // (this is not called from within `with_cache`).
+        let caches = unsafe { &mut *table.caches.get() };
+        let cache = match caches.get(pool.slot as usize) {
+            Some(Some(c)) if c.pool_uid == pool.uid => c,
+            _ => match install(table, caches, pool) {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        let ptr = Arc::as_ptr(cache);
+        // SAFETY: as above, this thread alone touches `bound`.
+        let bound = unsafe { &mut *table.bound.get() };
+        let cell_ptr: *const TypeCache = cell;
+        if !bound.iter().any(|&(_, c)| c == cell_ptr) {
+            bound.push((pool.slot as usize, cell_ptr));
         }
-        // SAFETY: `len < cache_limit <= CACHE_CAPACITY` (PoolShared invariant), so the
-        // entry is in bounds.
-        unsafe { *blocks.ptrs.get_unchecked_mut(blocks.len) = ptr };
-        blocks.len += 1;
-        count_free(cache);
-        true
-    })
+        cell.0.set(ptr);
+    });
 }
 
 /// Runs `f` with the calling thread's cache for `pool` and mutable access to its blocks,
@@ -295,7 +426,7 @@ pub(crate) fn with_cache<R>(
             let caches = unsafe { &mut *table.caches.get() };
             let cache = match caches.get(slot) {
                 Some(Some(c)) if c.pool_uid == pool.uid => c,
-                _ => install(caches, pool)?,
+                _ => install(table, caches, pool)?,
             };
             // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no
             // other reference to it.
@@ -308,6 +439,7 @@ pub(crate) fn with_cache<R>(
 
 #[cold]
 fn install<'t>(
+    table: &CacheTable,
     caches: &'t mut Vec<Option<Arc<ThreadCache>>>,
     pool: &Arc<PoolShared>,
 ) -> Option<&'t Arc<ThreadCache>> {
@@ -317,12 +449,18 @@ fn install<'t>(
     }
     let entry = caches.get_mut(slot)?;
     // A cache left by a dropped pool that had this slot: its blocks belonged to memory that
-    // is gone, so they are forgotten, not flushed.
+    // is gone, so they are forgotten, not flushed. Nothing may point to it once it goes.
+    table.unbind(Some(slot));
     let cache = Arc::new(ThreadCache::new(pool));
     pool.adopt_cache(&cache);
-    let _ = FAST.try_with(|fast| {
-        if let Some(f) = fast.get(slot) {
-            f.set(Arc::as_ptr(&cache));
+    let fast = if pool.fast_paths() {
+        Arc::as_ptr(&cache)
+    } else {
+        core::ptr::null()
+    };
+    let _ = FAST.try_with(|table| {
+        if let Some(f) = table.get(slot).filter(|_| slot < FAST_SLOTS) {
+            f.set(fast);
         }
     });
     *entry = Some(cache);

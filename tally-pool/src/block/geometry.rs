@@ -26,7 +26,7 @@ const DIV_SHIFT: u32 = 40;
 /// Invariants: `stride` is a multiple of `align` and at least `canary_offset + 8` when
 /// guarded; `first_offset + blocks_per_chunk * stride <= CHUNK_SIZE`;
 /// `first_offset >= size_of::<ChunkHeader>()` and is a multiple of `align`;
-/// `div_magic == ceil(2^40 / stride)`.
+/// `span == blocks_per_chunk * stride`; `div_magic == ceil(2^40 / stride)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
     /// Bytes the user may use.
@@ -39,6 +39,9 @@ pub(crate) struct Geometry {
     /// Offset of the first block from the chunk's start.
     pub(crate) first_offset: usize,
     pub(crate) blocks_per_chunk: usize,
+    /// `blocks_per_chunk * stride`: bytes from the first block's start to the last one's
+    /// end.
+    span: usize,
     div_magic: u64,
     /// `log2(stride)` when the stride is a power of two: the division becomes a shift.
     stride_shift: Option<u32>,
@@ -78,8 +81,22 @@ impl Geometry {
             canary_offset,
             first_offset,
             blocks_per_chunk,
+            span: blocks_per_chunk * stride,
             div_magic,
         })
+    }
+
+    /// Whether `addr` is the start of a block (of a chunk laid out by this geometry).
+    ///
+    /// The same arithmetic as [`Self::index_of`] without its branch on the stride: the
+    /// division by multiplication is exact for every stride, powers of two included.
+    #[inline(always)]
+    pub(crate) fn is_block_start(&self, addr: usize) -> bool {
+        let offset = (addr & (CHUNK_SIZE - 1)).wrapping_sub(self.first_offset);
+        // See `index_of`: exact for `offset < 2^20`; a wrapped offset (an address before
+        // the first block) is caught by the span check.
+        let index = ((offset as u64).wrapping_mul(self.div_magic) >> DIV_SHIFT) as usize;
+        offset < self.span && index.wrapping_mul(self.stride) == offset
     }
 
     /// The block index of `addr` within its chunk, if `addr` is the start of a block.
@@ -203,9 +220,17 @@ mod tests {
                 assert_eq!(g.index_of(a), Some(i));
                 assert_eq!(g.index_of(a + 1), None);
                 assert_eq!(g.index_of(a + g.stride - 1), None);
+                assert!(g.is_block_start(a));
+                assert!(!g.is_block_start(a + 1));
+                assert!(!g.is_block_start(a + 8));
+                assert!(!g.is_block_start(a + g.stride - 1));
             }
             assert_eq!(g.index_of(base), None);
             assert_eq!(g.index_of(g.block_addr(base, g.blocks_per_chunk)), None);
+            assert!(!g.is_block_start(base));
+            assert!(!g.is_block_start(base + g.first_offset - 8));
+            assert!(!g.is_block_start(g.block_addr(base, g.blocks_per_chunk)));
+            assert!(!g.is_block_start(base + CHUNK_SIZE - 8));
         }
     }
 

@@ -1,5 +1,6 @@
 //! loom models of the lock-free parts: the depot's stacks, cross-thread free, thread-exit
-//! flush and reclaim racing a free. Run with
+//! flush, reclaim racing a free, and a flush request racing the owner's reopening of its
+//! cache. Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p tally-pool --release --lib loom`.
 //!
 //! loom drops thread-locals outside its model of the thread, so the models end each
@@ -15,7 +16,7 @@ use std::collections::HashSet;
 
 use loom::thread;
 
-use super::cache::retire_current;
+use super::cache::{retire_current, with_cache};
 use super::depot::Depot;
 use super::{BlockPool, BlockPoolConfig, GuardLevel};
 
@@ -138,5 +139,34 @@ fn reclaim_races_a_free() {
         // The pool still works and hands out distinct blocks after reclaim.
         let again: HashSet<usize> = (0..4).map(|_| addr(pool.allocate().unwrap())).collect();
         assert_eq!(again.len(), 4);
+    });
+}
+
+#[test]
+fn a_flush_request_racing_the_owner_is_never_lost() {
+    loom::model(|| {
+        let pool = pool(8, GuardLevel::Off);
+        let a = pool.allocate().unwrap();
+        pool.free(a).unwrap();
+        let requester = pool.clone();
+        // `reclaim` asks every thread to flush: it bumps the epoch and closes the caches,
+        // racing this thread's own slow paths, which reopen its cache.
+        let t = thread::spawn(move || {
+            requester.reclaim();
+        });
+        let b = pool.allocate().unwrap();
+        let c = pool.allocate().unwrap();
+        pool.free(b).unwrap();
+        pool.free(c).unwrap();
+        t.join().unwrap();
+        // The request happened before this call, so this call (or one before it) flushed:
+        // the cache has caught up with the pool's epoch.
+        let d = pool.allocate().unwrap();
+        pool.free(d).unwrap();
+        let synced = with_cache(&pool.shared, |_, blocks| {
+            blocks.stamp == pool.shared.stamp()
+        });
+        assert_eq!(synced, Some(true), "a flush request was lost");
+        retire_current(&pool.shared);
     });
 }

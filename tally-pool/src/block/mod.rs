@@ -86,8 +86,10 @@ pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
 use crate::error::PoolError;
 use crate::numa::Topology;
 use cache::with_cache;
-pub(crate) use cache::{pop_fast, push_fast, Popped};
-use pool::{count_free, PoolShared};
+#[doc(hidden)]
+pub use cache::TypeCache;
+pub(crate) use cache::{fast_cache, pop_fast, push_fast};
+use pool::PoolShared;
 
 /// Bytes in a chunk, the unit in which pools map memory.
 pub const CHUNK_SIZE: usize = registry::CHUNK_SIZE;
@@ -295,11 +297,16 @@ impl BlockPool {
     #[inline(always)]
     pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {
         let pool = &*self.shared;
-        match cache::pop_fast(pool) {
-            Popped::Block(block) => Ok(block),
-            Popped::Refused(block) => Err(pool.guard_refusal(block.as_ptr() as usize)),
-            Popped::Miss => self.allocate_slow(),
+        if let Some(cache) = cache::fast_cache(pool) {
+            if pool.guard == GuardLevel::Off {
+                if let Some(block) = cache::pop_fast(cache) {
+                    return Ok(block);
+                }
+            } else if let Some(block) = cache::pop_uncounted(cache) {
+                return pool.hand_out_popped(cache, block);
+            }
         }
+        self.allocate_slow()
     }
 
     /// Everything `allocate` does beyond popping the cache of an unguarded pool.
@@ -308,7 +315,7 @@ impl BlockPool {
     fn allocate_slow(&self) -> Result<NonNull<u8>, PoolError> {
         let pool = &*self.shared;
         let result = with_cache(&self.shared, |cache, blocks| {
-            if blocks.stamp == pool.stamp() {
+            if !cache.is_closed() && blocks.stamp == pool.stamp() {
                 if let Some(index) = blocks.len.checked_sub(1) {
                     if let Some(&ptr) = blocks.ptrs.get(index) {
                         blocks.len = index;
@@ -340,12 +347,14 @@ impl BlockPool {
     pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         let pool = &*self.shared;
         let addr = block.as_ptr() as usize;
-        if registry::owner(addr) == Some(pool.slot) && pool.geometry.index_of(addr).is_some() {
+        if pool.owns_block(addr) {
             if pool.guard != GuardLevel::Off {
                 pool.guard_free(addr)?;
             }
-            if cache::push_fast(pool, block.as_ptr()) {
-                return Ok(());
+            if let Some(cache) = cache::fast_cache(pool) {
+                if cache::push_fast(cache, block.as_ptr()) {
+                    return Ok(());
+                }
             }
             return self.release(block.as_ptr());
         }
@@ -373,8 +382,10 @@ impl BlockPool {
         if pool.guard != GuardLevel::Off {
             pool.guard_free(block.as_ptr() as usize)?;
         }
-        if cache::push_fast(pool, block.as_ptr()) {
-            return Ok(());
+        if let Some(cache) = cache::fast_cache(pool) {
+            if cache::push_fast(cache, block.as_ptr()) {
+                return Ok(());
+            }
         }
         self.release(block.as_ptr())
     }
@@ -385,11 +396,11 @@ impl BlockPool {
     fn release(&self, ptr: *mut u8) -> Result<(), PoolError> {
         let pool = &*self.shared;
         let result = with_cache(&self.shared, |cache, blocks| {
-            if blocks.stamp == pool.stamp() && blocks.len < pool.cache_limit {
+            if !cache.is_closed() && blocks.stamp == pool.stamp() && blocks.len < pool.cache_limit {
                 if let Some(slot) = blocks.ptrs.get_mut(blocks.len) {
                     *slot = ptr;
                     blocks.len += 1;
-                    count_free(cache);
+                    cache.counters.frees.bump();
                     return Ok(());
                 }
             }
@@ -399,6 +410,12 @@ impl BlockPool {
             Some(result) => result,
             None => pool.free_uncached(ptr),
         }
+    }
+
+    /// Points `cell`, a per-type cache cell of the calling thread, at the thread's cache of
+    /// this pool, if the pool is unguarded and in a slot the fast table covers.
+    pub(crate) fn bind_type_cache(&self, cell: &TypeCache) {
+        cache::bind(&self.shared, cell);
     }
 
     pub(crate) fn shared(&self) -> &PoolShared {

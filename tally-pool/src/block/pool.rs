@@ -72,12 +72,17 @@ pub(crate) struct PoolShared {
     pub(crate) uid: u64,
     /// The registry slot: unique among live pools.
     pub(crate) slot: u32,
+    /// What the registry holds for this pool's chunks: `slot + 1`.
+    registry_tag: u32,
+    /// Where the fast paths find this pool's cache: `cache::fast_index(slot)`, so at most
+    /// `cache::FAST_SLOTS`.
+    pub(crate) fast_index: usize,
     pub(crate) geometry: Geometry,
     pub(crate) guard: GuardLevel,
     /// The pool's id in the high 40 bits and an epoch in the low 24. A cache whose copy
-    /// differs belongs to another pool or must flush first, so the hot path checks both in
-    /// one comparison. The epoch is bumped (wrapping within its bits, never touching the
-    /// id) to ask every thread to flush its cache on its next operation.
+    /// differs belongs to another pool or must flush first. The epoch is bumped (wrapping
+    /// within its bits, never touching the id), and then every cache closed, to ask every
+    /// thread to flush its cache on its next operation (see the `cache` module docs).
     stamp: AtomicU64,
     /// Most blocks one thread's cache holds for this pool: `CACHE_CAPACITY`, or less for a
     /// small pool so that idle threads cannot strand much of its cap (see `cache_limit`).
@@ -92,7 +97,10 @@ pub(crate) struct PoolShared {
     max_capacity: usize,
     depot: Depot,
     growth: Mutex<Growth>,
-    caches: std::sync::Mutex<Vec<Arc<ThreadCache>>>,
+    /// Every live thread cache of this pool. A loom `Mutex` under loom: flush requests
+    /// and the pool's drop close caches under it, and the models check that against the
+    /// caches' owners.
+    caches: Mutex<Vec<Arc<ThreadCache>>>,
     totals: Totals,
     corruption_events: StdAtomicU64,
     expansions: StdAtomicU64,
@@ -140,6 +148,8 @@ impl PoolShared {
         let pool = Arc::new(Self {
             uid,
             slot,
+            registry_tag: slot + 1,
+            fast_index: super::cache::fast_index(slot),
             geometry,
             guard,
             stamp: AtomicU64::new(uid << EPOCH_BITS),
@@ -156,7 +166,7 @@ impl PoolShared {
                 carved_total: 0,
                 cursor: 0,
             }),
-            caches: std::sync::Mutex::new(Vec::new()),
+            caches: Mutex::new(Vec::new()),
             totals: Totals::default(),
             corruption_events: StdAtomicU64::new(0),
             expansions: StdAtomicU64::new(0),
@@ -229,7 +239,21 @@ impl PoolShared {
         self.stamp.load(Ordering::Relaxed)
     }
 
-    /// Asks every thread to flush its cache on its next call.
+    /// Whether this pool's threads use the fast paths: its slot is one the fast table
+    /// covers.
+    pub(crate) fn fast_paths(&self) -> bool {
+        self.fast_index < super::cache::FAST_SLOTS
+    }
+
+    /// Whether `addr` is the start of a block in a chunk of this pool. Reads only the
+    /// registry.
+    #[inline(always)]
+    pub(crate) fn owns_block(&self, addr: usize) -> bool {
+        registry::tag(addr) == self.registry_tag && self.geometry.is_block_start(addr)
+    }
+
+    /// Asks every thread to flush its cache on its next call: bumps the epoch, then
+    /// closes every cache (the order the `cache` module docs rely on).
     fn bump_epoch(&self) {
         let mask = (1u64 << EPOCH_BITS) - 1;
         let mut now = self.stamp.load(Ordering::Relaxed);
@@ -237,11 +261,19 @@ impl PoolShared {
             let next = (now & !mask) | (now.wrapping_add(1) & mask);
             match self
                 .stamp
-                .compare_exchange_weak(now, next, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange_weak(now, next, Ordering::SeqCst, Ordering::Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => break,
                 Err(seen) => now = seen,
             }
+        }
+        self.close_caches();
+    }
+
+    /// Makes every thread's fast paths on this pool miss.
+    fn close_caches(&self) {
+        for cache in lock(&self.caches).iter() {
+            cache.close();
         }
     }
 
@@ -321,6 +353,22 @@ impl PoolShared {
         }
     }
 
+    /// The guarded fast path's second half: checks the guard on a block popped off the
+    /// calling thread's cache, counting it if it passes, withdrawing it if not.
+    #[inline(always)]
+    pub(crate) fn hand_out_popped(
+        &self,
+        cache: &ThreadCache,
+        block: NonNull<u8>,
+    ) -> Result<NonNull<u8>, PoolError> {
+        let addr = block.as_ptr() as usize;
+        if self.guard_accepts(addr) {
+            cache.counters.allocations.bump();
+            return Ok(block);
+        }
+        Err(self.guard_refusal(addr))
+    }
+
     /// Whether the guard lets the free block at `addr` be handed out; if so, marks it
     /// allocated. Always true without a guard. The caller holds the block alone.
     #[inline]
@@ -367,10 +415,10 @@ impl PoolShared {
     /// Vouches for `addr` as a block of this pool, reading only the registry.
     #[inline]
     pub(crate) fn check_block(&self, addr: usize) -> Result<(), PoolError> {
-        if registry::owner(addr) != Some(self.slot) {
+        if registry::tag(addr) != self.registry_tag {
             return Err(self.corruption(CorruptionKind::ForeignPointer, addr));
         }
-        if self.geometry.index_of(addr).is_none() {
+        if !self.geometry.is_block_start(addr) {
             return Err(self.corruption(CorruptionKind::InteriorPointer, addr));
         }
         if self.guard != GuardLevel::Off {
@@ -418,13 +466,17 @@ impl PoolShared {
             .ok_or_else(|| self.exhausted())?;
         *slot = ptr;
         blocks.len += 1;
-        count_free(cache);
+        cache.counters.frees.bump();
         Ok(())
     }
 
-    /// Flushes the cache if the pool asked for it since the cache last looked.
+    /// Reopens a closed cache and flushes it if the pool asked for it since the cache
+    /// last looked (the protocol is in the `cache` module docs).
     fn sync_stamp(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
-        let stamp = self.stamp();
+        if cache.is_closed() {
+            cache.reopen(self.cache_limit);
+        }
+        let stamp = self.stamp.load(Ordering::SeqCst);
         if blocks.stamp != stamp {
             self.flush(cache, blocks)?;
             blocks.stamp = stamp;
@@ -501,6 +553,11 @@ impl PoolShared {
                 *slot = p;
             }
         })?;
+        // Pops take the top of the cache: reversed, fresh blocks go out in address order,
+        // which the hardware prefetcher follows.
+        if let Some(fresh) = blocks.ptrs.get_mut(blocks.len..blocks.len + got) {
+            fresh.reverse();
+        }
         blocks.len += got;
         Ok(())
     }
@@ -694,7 +751,7 @@ impl PoolShared {
     // ----- cache registry -----------------------------------------------------------
 
     pub(crate) fn adopt_cache(&self, cache: &Arc<ThreadCache>) {
-        lock_std(&self.caches).push(Arc::clone(cache));
+        lock(&self.caches).push(Arc::clone(cache));
     }
 
     /// Called at thread exit: returns the cache's blocks and folds its counters.
@@ -709,12 +766,12 @@ impl PoolShared {
         let t = &self.totals;
         // Fold and unlist under the lock that `stats` reads under, so that no snapshot
         // counts this thread twice (or not at all).
-        let mut caches = lock_std(&self.caches);
+        let mut caches = lock(&self.caches);
         t.allocations
             .fetch_add(c.allocations.get(), StdOrdering::Relaxed);
         t.frees.fetch_add(c.frees.get(), StdOrdering::Relaxed);
         t.cross_thread_frees
-            .fetch_add(c.cross_thread_frees.get(), StdOrdering::Relaxed);
+            .fetch_add(c.cross_thread_frees(), StdOrdering::Relaxed);
         t.depot_exchanges
             .fetch_add(c.depot_exchanges.get(), StdOrdering::Relaxed);
         caches.retain(|other| !Arc::ptr_eq(other, cache));
@@ -815,7 +872,7 @@ impl PoolShared {
 
     pub(crate) fn stats(&self) -> BlockPoolStats {
         let t = &self.totals;
-        let caches = lock_std(&self.caches);
+        let caches = lock(&self.caches);
         let (mut allocations, mut frees, mut cross, mut exchanges) = (
             t.allocations.load(StdOrdering::Relaxed),
             t.frees.load(StdOrdering::Relaxed),
@@ -826,7 +883,7 @@ impl PoolShared {
             let c = &c.counters;
             allocations += c.allocations.get();
             frees += c.frees.get();
-            cross += c.cross_thread_frees.get();
+            cross += c.cross_thread_frees();
             exchanges += c.depot_exchanges.get();
         }
         drop(caches);
@@ -873,23 +930,11 @@ fn cache_limit(max_capacity: usize) -> usize {
     (max_capacity / 16).clamp(2, CACHE_CAPACITY)
 }
 
-/// Counts one free on `cache`'s thread; a free beyond the thread's own allocations must be
-/// of a block another thread allocated.
-#[inline]
-pub(crate) fn count_free(cache: &ThreadCache) {
-    let c = &cache.counters;
-    if c.frees.get() >= c.allocations.get() {
-        c.cross_thread_frees.bump();
-    }
-    c.frees.bump();
-}
-
-fn lock_std<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Drop for PoolShared {
     fn drop(&mut self) {
+        // Threads still hold caches of this pool in their tables (and fast tables); closed,
+        // they cannot hand out its blocks to the next pool in this slot.
+        self.close_caches();
         let growth = lock(&self.growth);
         for chunk in &growth.chunks {
             registry::unregister(chunk.base());

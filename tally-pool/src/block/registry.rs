@@ -74,6 +74,20 @@ fn new_leaf(entry: &AtomicPtr<AtomicU32>) -> *mut AtomicU32 {
     }
 }
 
+/// What the registry holds for the chunk of `addr`: the owning pool's slot plus one, or 0
+/// for a chunk no pool owns (including every address outside the table).
+#[inline(always)]
+pub(crate) fn tag(addr: usize) -> u32 {
+    let Some((root, index)) = split(addr) else {
+        return 0;
+    };
+    match leaf(root, false) {
+        // `index < LEAF_LEN` by construction (`split` masks it).
+        Some(leaf) => leaf.get(index).map_or(0, |t| t.load(Ordering::Acquire)),
+        None => 0,
+    }
+}
+
 /// The slot of the pool that owns the chunk holding `addr`, if any.
 #[inline]
 pub(crate) fn owner(addr: usize) -> Option<u32> {

@@ -29,6 +29,9 @@ pub use pool::{
 };
 pub use raw::RawHandle;
 
+use std::thread::LocalKey;
+
+use crate::block::TypeCache;
 use crate::error::PoolError;
 
 /// A type with its own `static` pool, made by `#[derive(Pooled)]`.
@@ -36,9 +39,10 @@ use crate::error::PoolError;
 /// # Safety
 ///
 /// Implementations must return from [`Pooled::pool`] the same pool on every call, a pool
-/// made for `Self` by this crate. Only `#[derive(Pooled)]` implements this trait; the
-/// hidden method it defines is how the derive opts in, and code that writes it by hand
-/// takes on this contract.
+/// made for `Self` by this crate, and from the hidden `thread_cache` either `None` or a
+/// `thread_local!` cell that no other type uses. Only `#[derive(Pooled)]` implements this
+/// trait; the hidden method it defines is how the derive opts in, and code that writes it
+/// by hand takes on this contract.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a pooled type",
     label = "`{Self}` has no pool",
@@ -58,7 +62,10 @@ pub unsafe trait Pooled: Sized + 'static {
     where
         Self: Default,
     {
-        Self::pool().acquire()
+        match Self::thread_cache() {
+            Some(key) => Pool::acquire_through(key, Self::pool),
+            None => Self::pool().acquire(),
+        }
     }
 
     /// Moves `value` into the type's pool.
@@ -68,7 +75,10 @@ pub unsafe trait Pooled: Sized + 'static {
     /// See [`Pool::acquire_with`]; the value comes back in the error.
     #[inline(always)]
     fn acquire_with(value: Self) -> Result<Handle<Self>, AcquireError<Self>> {
-        Self::pool().acquire_with(value)
+        match Self::thread_cache() {
+            Some(key) => Pool::acquire_with_through(key, Self::pool, value),
+            None => Self::pool().acquire_with(value),
+        }
     }
 
     /// Turns a token back into a handle.
@@ -79,6 +89,15 @@ pub unsafe trait Pooled: Sized + 'static {
     #[inline]
     fn redeem(raw: RawHandle<Self>) -> Result<Handle<Self>, PoolError> {
         Self::pool().redeem(raw)
+    }
+
+    /// The type's own per-thread pointer to the calling thread's cache of its pool, which
+    /// makes `acquire` one thread-local load and a pop. The derive declares one
+    /// `thread_local!` per type; without it, `acquire` goes through [`Pooled::pool`].
+    #[doc(hidden)]
+    #[inline(always)]
+    fn thread_cache() -> Option<&'static LocalKey<TypeCache>> {
+        None
     }
 
     #[doc(hidden)]

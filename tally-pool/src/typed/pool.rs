@@ -7,6 +7,7 @@ use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 
 use super::handle::Handle;
 use super::raw::{self, Fields, RawHandle, Unpacked, GEN_BITS, GEN_MASK, MAX_BLOCKS};
@@ -15,7 +16,9 @@ use super::raw::{self, Fields, RawHandle, Unpacked, GEN_BITS, GEN_MASK, MAX_BLOC
 const WRAPPED: u32 = 1 << (GEN_BITS + 1);
 use crate::block::geometry::Geometry;
 use crate::block::pool::PoolShared;
-use crate::block::{self, BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, CHUNK_SIZE};
+use crate::block::{
+    self, BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, TypeCache, CHUNK_SIZE,
+};
 use crate::error::PoolError;
 use crate::numa::{self, Topology};
 use crate::os::{self, Region};
@@ -506,6 +509,108 @@ impl<T: 'static> Pool<T> {
         Ok(handle.into_handle())
     }
 
+    /// `acquire` for a derived type, through its per-thread cache cell `key`; `pool` is
+    /// the type's pool. The first call on each thread takes [`Pool::acquire`] and binds the
+    /// cell, which is then bound only for plain pools (no guard, no recycling, one node).
+    #[inline(always)]
+    pub(crate) fn acquire_through(
+        key: &'static LocalKey<TypeCache>,
+        pool: fn() -> &'static Self,
+    ) -> Result<Handle<T>, PoolError>
+    where
+        T: Default,
+    {
+        let Some(block) = TypeCache::lookup(key).and_then(block::pop_fast) else {
+            return Self::acquire_and_bind(key, pool);
+        };
+        // The block goes back if `default` panics; built after the pop, the value can be
+        // written straight into the block.
+        let guard = GiveBack { block, pool };
+        let value = T::default();
+        core::mem::forget(guard);
+        // SAFETY: the cell is bound, so the pool is plain: a fresh block of it is sized and
+        // aligned for `T`, ours, and needs no recycling slot.
+        Ok(unsafe { Self::fill(block, value) })
+    }
+
+    /// `acquire_with` for a derived type; see [`Pool::acquire_through`].
+    #[inline(always)]
+    pub(crate) fn acquire_with_through(
+        key: &'static LocalKey<TypeCache>,
+        pool: fn() -> &'static Self,
+        value: T,
+    ) -> Result<Handle<T>, AcquireError<T>> {
+        match TypeCache::lookup(key).and_then(block::pop_fast) {
+            // SAFETY: as in `acquire_through`.
+            Some(block) => Ok(unsafe { Self::fill(block, value) }),
+            None => {
+                let p = pool();
+                let result = p.acquire_with(value);
+                p.bind(key);
+                result
+            }
+        }
+    }
+
+    /// Writes `value` into `block` and makes it a handle.
+    ///
+    /// # Safety
+    ///
+    /// `block` is a fresh block of a plain pool of `T`, owned by the caller.
+    #[inline(always)]
+    unsafe fn fill(block: NonNull<u8>, value: T) -> Handle<T> {
+        let ptr = block.cast::<T>();
+        // SAFETY: a block of a pool of `T` is sized and aligned for `T` (caller: ours).
+        unsafe { ptr.as_ptr().write(value) };
+        // SAFETY: the block holds a valid `T` and belongs to a pool of `T`.
+        unsafe { Handle::from_block(ptr) }
+    }
+
+    #[inline(never)]
+    fn acquire_and_bind(
+        key: &'static LocalKey<TypeCache>,
+        pool: fn() -> &'static Self,
+    ) -> Result<Handle<T>, PoolError>
+    where
+        T: Default,
+    {
+        let p = pool();
+        let result = p.acquire();
+        p.bind(key);
+        result
+    }
+
+    /// Returns a block taken by `acquire_through` whose value was never built.
+    ///
+    /// # Safety
+    ///
+    /// `block` is an allocated block of this pool, which is plain, holding no value.
+    #[cold]
+    #[inline(never)]
+    unsafe fn give_back(&self, block: NonNull<u8>) {
+        if let Ok(inner) = &self.inner {
+            if let [only] = &*inner.nodes {
+                // SAFETY: the caller's contract: an allocated block of this (one-node) pool.
+                // An error here is a guard refusal, already counted by the pool; the block
+                // is then withdrawn, as the guard intends.
+                let _ = unsafe { only.block.free_unchecked(block) };
+            }
+        }
+    }
+
+    /// Binds the calling thread's cell `key` to its cache of this pool, if the pool is
+    /// plain.
+    fn bind(&self, key: &'static LocalKey<TypeCache>) {
+        if self.plain.is_null() {
+            return;
+        }
+        if let Ok(inner) = &self.inner {
+            if let [only] = &*inner.nodes {
+                key.with(|cell| only.block.bind_type_cache(cell));
+            }
+        }
+    }
+
     /// Moves `value` into the pool.
     ///
     /// # Errors
@@ -516,7 +621,7 @@ impl<T: 'static> Pool<T> {
         // SAFETY: `plain` invariant: null, or the block pool's state, alive as long as the
         // (leaked) pool.
         if let Some(shared) = unsafe { self.plain.as_ref() } {
-            if let block::Popped::Block(block) = block::pop_fast(shared) {
+            if let Some(block) = block::fast_cache(shared).and_then(block::pop_fast) {
                 let ptr = block.cast::<T>();
                 // SAFETY: a fresh block of this pool is sized and aligned for `T` and ours.
                 unsafe { ptr.as_ptr().write(value) };
@@ -796,8 +901,8 @@ impl<T: 'static> Pool<T> {
         if !core::mem::needs_drop::<T>() {
             // SAFETY: `plain` invariant: null, or the block pool's state, alive as long as
             // the (leaked) pool.
-            if let Some(shared) = unsafe { self.plain.as_ref() } {
-                if block::push_fast(shared, ptr.as_ptr().cast()) {
+            if let Some(cache) = unsafe { self.plain.as_ref() }.and_then(block::fast_cache) {
+                if block::push_fast(cache, ptr.as_ptr().cast()) {
                     return;
                 }
             }
@@ -1080,6 +1185,21 @@ impl<T: 'static> Drop for FreshSlot<T> {
                 });
             }
         }
+    }
+}
+
+/// Gives a block back to a plain pool if dropped, which `acquire_through` lets happen only
+/// when `T::default()` panics.
+struct GiveBack<T: 'static> {
+    block: NonNull<u8>,
+    pool: fn() -> &'static Pool<T>,
+}
+
+impl<T: 'static> Drop for GiveBack<T> {
+    fn drop(&mut self) {
+        // SAFETY: `acquire_through` took `block` from the plain pool `pool` returns, and no
+        // value was written into it.
+        unsafe { (self.pool)().give_back(self.block) };
     }
 }
 
