@@ -8,6 +8,13 @@
 //! - a guarded derived type never takes the unguarded fast path: its guard still catches
 //!   an overwritten canary.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -75,11 +82,13 @@ fn threads_that_bind_the_cache_and_exit_strand_nothing() {
                 for i in 0..ROUNDS {
                     let mut h = Churned::acquire().unwrap();
                     h.id = t * ROUNDS + i;
+                    h.payload = [i; 7];
                     held.push(h);
                     if held.len() == 8 {
                         // Release in a different order than acquired.
                         while let Some(h) = held.pop() {
-                            assert!(h.id / ROUNDS == t);
+                            assert_eq!(h.id / ROUNDS, t);
+                            assert_eq!(h.payload, [h.id % ROUNDS; 7]);
                         }
                     }
                 }
@@ -95,7 +104,10 @@ fn threads_that_bind_the_cache_and_exit_strand_nothing() {
     assert_eq!(stats.live_blocks, 0, "{stats:?}");
     // The exited threads' caches went back to the depot: the whole cap is available here.
     let all: Vec<Handle<Churned>> = (0..256).map(|_| Churned::acquire().unwrap()).collect();
-    assert!(matches!(Churned::acquire(), Err(PoolError::Exhausted { .. })));
+    assert!(matches!(
+        Churned::acquire(),
+        Err(PoolError::Exhausted { .. })
+    ));
     drop(all);
 }
 
@@ -163,10 +175,14 @@ fn a_guarded_derived_type_keeps_its_guard_on_every_acquire() {
     }
     let before = Guarded::pool().stats().corruption_events;
     let h = Guarded::acquire().unwrap();
-    let p = (&*h as *const Guarded).cast_mut();
-    // SAFETY (test): writes one word past the value, into the canary that follows it,
-    // the bug the guard exists to catch; the pool's chunk is mapped and writable there.
-    unsafe { p.cast::<u64>().add(4).write(0xdead_beef) };
+    let canary = (&*h as *const Guarded)
+        .cast_mut()
+        .cast::<u64>()
+        .wrapping_add(4);
+    // SAFETY: one word past the 32-byte value lies the canary the pool put there, inside
+    // the block's stride in a mapped, writable chunk; overwriting it is the bug the guard
+    // exists to catch.
+    unsafe { canary.write(0xdead_beef) };
     drop(h);
     assert_eq!(
         Guarded::pool().stats().corruption_events,

@@ -40,6 +40,7 @@ use std::thread::LocalKey;
 
 use super::depot::MAGAZINE_SIZE;
 use super::pool::PoolShared;
+use super::registry::CHUNK_SIZE;
 use crate::sync::{thread_local, AtomicUsize, Ordering};
 
 /// Free blocks a thread's cache holds at most: two magazines.
@@ -238,6 +239,7 @@ impl Drop for CacheTable {
     fn drop(&mut self) {
         let _ = FAST.try_with(|fast| fast.iter().for_each(|f| f.set(core::ptr::null())));
         self.unbind(None);
+        forget_release();
         for cache in self.caches.get_mut().drain(..).flatten() {
             if let Some(pool) = cache.pool.upgrade() {
                 pool.retire_cache(&cache);
@@ -270,11 +272,13 @@ pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
 
 #[cfg(not(loom))]
 thread_local! {
+    static MEMO: ReleaseMemo = const { ReleaseMemo::new() };
     static CACHES: CacheTable = const { CacheTable::new() };
     static FAST: FastTable = const { [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1] };
 }
 #[cfg(loom)]
 thread_local! {
+    static MEMO: ReleaseMemo = ReleaseMemo::new();
     static CACHES: CacheTable = CacheTable::new();
     static FAST: FastTable = [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1];
 }
@@ -377,6 +381,71 @@ impl Default for TypeCache {
     }
 }
 
+/// The chunk a typed release on this thread last went to, and this thread's cache of the
+/// chunk's pool: dropping a handle whose block lies in that chunk pushes it without
+/// finding the pool first (a chain of loads that starts at the block's chunk header).
+///
+/// Invariant: `cache` is null (and `chunk` 0), or `chunk` belongs to a plain typed pool
+/// (unguarded, not recycling, one node) and `cache` is the calling thread's cache of that
+/// pool, held by the thread's table, which clears the memo before it lets any cache go.
+/// Typed pools live for the rest of the process and never unmap a chunk, so a chunk's pool
+/// never changes.
+#[derive(Debug)]
+struct ReleaseMemo {
+    chunk: Cell<usize>,
+    cache: Cell<*const ThreadCache>,
+}
+
+impl ReleaseMemo {
+    const fn new() -> Self {
+        Self {
+            chunk: Cell::new(0),
+            cache: Cell::new(core::ptr::null()),
+        }
+    }
+}
+
+/// Forgets the remembered chunk.
+fn forget_release() {
+    let _ = MEMO.try_with(|m| {
+        m.chunk.set(0);
+        m.cache.set(core::ptr::null());
+    });
+}
+
+/// Remembers that blocks of the chunk holding `ptr` go to `cache`.
+///
+/// # Safety
+///
+/// `ptr` is a block of a plain typed pool, and `cache` the calling thread's cache of that
+/// pool, as found by the fast table.
+#[inline(always)]
+pub(crate) unsafe fn remember_release(ptr: *mut u8, cache: &ThreadCache) {
+    MEMO.with(|m| {
+        m.chunk.set(ptr as usize & !(CHUNK_SIZE - 1));
+        m.cache.set(cache);
+    });
+}
+
+/// Pushes `ptr` onto this thread's cache if its chunk is the remembered one. False when it
+/// is not, or the cache is full or closed: the caller then releases the usual way.
+///
+/// # Safety
+///
+/// `ptr` is the block of a live value of a typed pool whose type needs no drop, and no one
+/// else owns it: the caller gives the block back.
+#[inline(always)]
+pub(crate) unsafe fn push_remembered(ptr: *mut u8) -> bool {
+    let (chunk, cache) = MEMO.with(|m| (m.chunk.get(), m.cache.get()));
+    if chunk != ptr as usize & !(CHUNK_SIZE - 1) || cache.is_null() {
+        return false;
+    }
+    // SAFETY: memo invariant: the chunk belongs to a plain typed pool and `cache` is this
+    // thread's live cache of it; the block is that pool's to take back (caller), and a
+    // plain pool's release is exactly this push.
+    push_fast(unsafe { &*cache }, ptr)
+}
+
 /// Binds `cell`, a `TypeCache` of the calling thread, to the thread's cache of `pool`
 /// (creating it), if the pool is unguarded and has fast paths at all. Does nothing while
 /// the thread exits.
@@ -451,6 +520,7 @@ fn install<'t>(
     // A cache left by a dropped pool that had this slot: its blocks belonged to memory that
     // is gone, so they are forgotten, not flushed. Nothing may point to it once it goes.
     table.unbind(Some(slot));
+    forget_release();
     let cache = Arc::new(ThreadCache::new(pool));
     pool.adopt_cache(&cache);
     let fast = if pool.fast_paths() {

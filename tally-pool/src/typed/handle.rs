@@ -81,6 +81,13 @@ impl<T: 'static> Handle<T> {
 impl<T: 'static> Drop for Handle<T> {
     #[inline(always)]
     fn drop(&mut self) {
+        if !core::mem::needs_drop::<T>() {
+            // SAFETY: handle invariant: a live value of a typed pool, which this handle
+            // alone owns and gives back now; `T` needs no drop.
+            if unsafe { crate::block::push_remembered(self.ptr.as_ptr().cast()) } {
+                return;
+            }
+        }
         // SAFETY: handle invariant.
         let pool = unsafe { Pool::<T>::owning(self.ptr) };
         // SAFETY: the value is live and this handle, its only owner, is going away.

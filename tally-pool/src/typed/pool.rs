@@ -903,6 +903,9 @@ impl<T: 'static> Pool<T> {
             // the (leaked) pool.
             if let Some(cache) = unsafe { self.plain.as_ref() }.and_then(block::fast_cache) {
                 if block::push_fast(cache, ptr.as_ptr().cast()) {
+                    // SAFETY: the block is this plain pool's, and `cache` this thread's
+                    // cache of it, found through the fast table.
+                    unsafe { block::remember_release(ptr.as_ptr().cast(), cache) };
                     return;
                 }
             }
