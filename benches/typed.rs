@@ -44,7 +44,9 @@
 //! `benches/block.rs`), the benchmark takes its own measurements (11 samples per workload
 //! and contender, interleaved across contenders, median ns per object) and prints the ratio
 //! table. `TALLY_BENCH_QUICK=1`, `--test` or `cargo test --benches` select a quick run with
-//! small sample counts.
+//! small sample counts; `TALLY_BENCH_WORKLOADS=W1,W3` limits the ratio pass to those
+//! workloads, and a criterion filter that matches nothing (`-- none`) skips criterion's
+//! groups.
 //!
 //! This file shares no code with `benches/block.rs`: its contenders own typed values
 //! (`Handle<Order>`) rather than raw blocks, so the helper thread, the floor and the ratio
@@ -984,6 +986,9 @@ fn ratio_table(contenders: &Contenders, quick: bool) {
     // Round-robin over contenders so that drift (frequency, other load) hits all alike.
     let mut results = Vec::new();
     for workload in Workload::ALL {
+        if !common::workload_selected(workload.name()) {
+            continue;
+        }
         let mut visit = SampleVisit {
             workload,
             iterations: workload.ratio_iterations(quick),

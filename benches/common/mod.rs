@@ -18,6 +18,18 @@ pub(crate) fn quick_mode() -> bool {
     env_quick || has("--test") || !has("--bench")
 }
 
+/// Whether the ratio pass measures the workload named `name` (such as "W3 pipeline"):
+/// all of them, unless `TALLY_BENCH_WORKLOADS` lists prefixes (`W1,W3`) to keep.
+pub(crate) fn workload_selected(name: &str) -> bool {
+    match std::env::var("TALLY_BENCH_WORKLOADS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(str::trim)
+            .any(|w| !w.is_empty() && name.starts_with(w)),
+        _ => true,
+    }
+}
+
 /// Criterion's warm-up time, measurement time and sample count for the mode.
 pub(crate) fn criterion_timing(quick: bool) -> (Duration, Duration, usize) {
     if quick {
