@@ -39,6 +39,7 @@ use std::sync::{Arc, Weak};
 use std::thread::LocalKey;
 
 use super::depot::MAGAZINE_SIZE;
+use super::geometry::ChunkHeader;
 use super::pool::PoolShared;
 use super::registry::CHUNK_SIZE;
 use crate::sync::{thread_local, AtomicUsize, Ordering};
@@ -239,7 +240,6 @@ impl Drop for CacheTable {
     fn drop(&mut self) {
         let _ = FAST.try_with(|fast| fast.iter().for_each(|f| f.set(core::ptr::null())));
         self.unbind(None);
-        forget_release();
         for cache in self.caches.get_mut().drain(..).flatten() {
             if let Some(pool) = cache.pool.upgrade() {
                 pool.retire_cache(&cache);
@@ -272,13 +272,11 @@ pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
 
 #[cfg(not(loom))]
 thread_local! {
-    static MEMO: ReleaseMemo = const { ReleaseMemo::new() };
     static CACHES: CacheTable = const { CacheTable::new() };
     static FAST: FastTable = const { [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1] };
 }
 #[cfg(loom)]
 thread_local! {
-    static MEMO: ReleaseMemo = ReleaseMemo::new();
     static CACHES: CacheTable = CacheTable::new();
     static FAST: FastTable = [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1];
 }
@@ -381,68 +379,30 @@ impl Default for TypeCache {
     }
 }
 
-/// The chunk a typed release on this thread last went to, and this thread's cache of the
-/// chunk's pool: dropping a handle whose block lies in that chunk pushes it without
-/// finding the pool first (a chain of loads that starts at the block's chunk header).
-///
-/// Invariant: `cache` is null (and `chunk` 0), or `chunk` belongs to a plain typed pool
-/// (unguarded, not recycling, one node) and `cache` is the calling thread's cache of that
-/// pool, held by the thread's table, which clears the memo before it lets any cache go.
-/// Typed pools live for the rest of the process and never unmap a chunk, so a chunk's pool
-/// never changes.
-#[derive(Debug)]
-struct ReleaseMemo {
-    chunk: Cell<usize>,
-    cache: Cell<*const ThreadCache>,
-}
-
-impl ReleaseMemo {
-    const fn new() -> Self {
-        Self {
-            chunk: Cell::new(0),
-            cache: Cell::new(core::ptr::null()),
-        }
-    }
-}
-
-/// Forgets the remembered chunk.
-fn forget_release() {
-    let _ = MEMO.try_with(|m| {
-        m.chunk.set(0);
-        m.cache.set(core::ptr::null());
-    });
-}
-
-/// Remembers that blocks of the chunk holding `ptr` go to `cache`.
-///
-/// # Safety
-///
-/// `ptr` is a block of a plain typed pool, and `cache` the calling thread's cache of that
-/// pool, as found by the fast table.
-#[inline(always)]
-pub(crate) unsafe fn remember_release(ptr: *mut u8, cache: &ThreadCache) {
-    MEMO.with(|m| {
-        m.chunk.set(ptr as usize & !(CHUNK_SIZE - 1));
-        m.cache.set(cache);
-    });
-}
-
-/// Pushes `ptr` onto this thread's cache if its chunk is the remembered one. False when it
-/// is not, or the cache is full or closed: the caller then releases the usual way.
+/// Pushes `ptr`, the block of a value released by its handle, onto the calling thread's
+/// cache of its pool, found through the hint in the block's chunk header: two loads
+/// (header, fast table) instead of the four that go through the typed pool. False when the
+/// pool is not plain or the cache cannot take it: the caller releases the usual way.
 ///
 /// # Safety
 ///
 /// `ptr` is the block of a live value of a typed pool whose type needs no drop, and no one
 /// else owns it: the caller gives the block back.
 #[inline(always)]
-pub(crate) unsafe fn push_remembered(ptr: *mut u8) -> bool {
-    let (chunk, cache) = MEMO.with(|m| (m.chunk.get(), m.cache.get()));
-    if chunk != ptr as usize & !(CHUNK_SIZE - 1) || cache.is_null() {
+pub(crate) unsafe fn push_hinted(ptr: *mut u8) -> bool {
+    let base = ptr as usize & !(CHUNK_SIZE - 1);
+    // SAFETY: a live value of a typed pool lies in a chunk of it, mapped for good (typed
+    // pools live for the rest of the process) and starting with a header written before
+    // the chunk was published and read-only since.
+    let hint = unsafe { (*(base as *const ChunkHeader)).fast_hint } as usize;
+    let cache = FAST.with(|fast| fast.get(hint).map_or(core::ptr::null(), Cell::get));
+    if cache.is_null() {
         return false;
     }
-    // SAFETY: memo invariant: the chunk belongs to a plain typed pool and `cache` is this
-    // thread's live cache of it; the block is that pool's to take back (caller), and a
-    // plain pool's release is exactly this push.
+    // SAFETY: a hint below `FAST_SLOTS` is the slot of the chunk's pool, a plain typed pool
+    // that keeps its slot for good; this thread's fast entry for that slot is its live cache
+    // of that pool (table invariant), and a plain pool's release is exactly this push of a
+    // block it owns (caller).
     push_fast(unsafe { &*cache }, ptr)
 }
 
@@ -520,7 +480,6 @@ fn install<'t>(
     // A cache left by a dropped pool that had this slot: its blocks belonged to memory that
     // is gone, so they are forgotten, not flushed. Nothing may point to it once it goes.
     table.unbind(Some(slot));
-    forget_release();
     let cache = Arc::new(ThreadCache::new(pool));
     pool.adopt_cache(&cache);
     let fast = if pool.fast_paths() {

@@ -143,6 +143,10 @@ pub(crate) struct ChunkHeader {
     pub(crate) stride: u32,
     /// Index of the chunk in its pool, in mapping order; never reused while the pool lives.
     pub(crate) chunk_id: u32,
+    /// Where a handle's release finds the thread's cache in the fast table: the pool's
+    /// fast index if the owning typed pool is plain (unguarded, not recycling, one node),
+    /// else the fast table's always-null entry.
+    pub(crate) fast_hint: u32,
     /// Address of the typed pool that owns the block pool, or 0.
     pub(crate) owner: u64,
     pub(crate) checksum: u64,
@@ -155,6 +159,7 @@ impl ChunkHeader {
         geometry: &Geometry,
         chunk_id: u32,
         owner: usize,
+        fast_hint: u32,
     ) -> Self {
         let mut h = Self {
             magic: CHUNK_MAGIC,
@@ -164,6 +169,7 @@ impl ChunkHeader {
             block_align: geometry.align as u32,
             stride: geometry.stride as u32,
             chunk_id,
+            fast_hint,
             owner: owner as u64,
             checksum: 0,
         };
@@ -181,6 +187,7 @@ impl ChunkHeader {
             u64::from(self.block_align),
             u64::from(self.stride),
             u64::from(self.chunk_id),
+            u64::from(self.fast_hint),
             self.owner,
         ];
         words
@@ -249,7 +256,7 @@ mod tests {
     #[test]
     fn header_checksum_catches_any_field_change() {
         let g = Geometry::new(Layout::new::<[u64; 8]>(), GuardLevel::Off).unwrap();
-        let h = ChunkHeader::new(9, 1, &g, 0, 0);
+        let h = ChunkHeader::new(9, 1, &g, 0, 0, 64);
         assert!(h.is_valid());
         let mut bad = h;
         bad.node = 2;

@@ -108,6 +108,9 @@ pub(crate) struct PoolShared {
     active_chunks: StdAtomicUsize,
     /// Written into every chunk header mapped from now on (see `ChunkHeader::owner`).
     owner: StdAtomicUsize,
+    /// Written into every chunk header mapped from now on (see `ChunkHeader::fast_hint`).
+    /// Invariant: at most `cache::FAST_SLOTS`.
+    fast_hint: StdAtomicUsize,
     /// Binds new chunks to `node` before their first touch, when set.
     topology: Option<Topology>,
     /// Whether memory is faulted in when mapped rather than on first use.
@@ -173,6 +176,7 @@ impl PoolShared {
             reclaimed_bytes: StdAtomicU64::new(0),
             active_chunks: StdAtomicUsize::new(0),
             owner: StdAtomicUsize::new(0),
+            fast_hint: StdAtomicUsize::new(super::cache::FAST_SLOTS),
             topology,
             prefault,
             bind_failures: StdAtomicU64::new(0),
@@ -203,8 +207,17 @@ impl PoolShared {
         Ok(())
     }
 
-    pub(crate) fn set_owner(&self, owner: usize) {
+    /// Names the typed pool that owns this block pool in every chunk mapped from now on;
+    /// `plain` says whether handle releases may push straight into the thread's cache (see
+    /// `ChunkHeader::fast_hint`).
+    pub(crate) fn set_owner(&self, owner: usize, plain: bool) {
         self.owner.store(owner, StdOrdering::Relaxed);
+        let hint = if plain && self.guard == GuardLevel::Off {
+            self.fast_index
+        } else {
+            super::cache::FAST_SLOTS
+        };
+        self.fast_hint.store(hint, StdOrdering::Relaxed);
     }
 
     /// The header of the chunk holding `addr`.
@@ -676,7 +689,8 @@ impl PoolShared {
         }
         let chunk_id = u32::try_from(growth.chunks.len()).map_err(|_| oom(libc::ENOMEM))?;
         let owner = self.owner.load(StdOrdering::Relaxed);
-        let header = ChunkHeader::new(self.uid, self.node, &self.geometry, chunk_id, owner);
+        let hint = u32::try_from(self.fast_hint.load(StdOrdering::Relaxed)).unwrap_or(u32::MAX);
+        let header = ChunkHeader::new(self.uid, self.node, &self.geometry, chunk_id, owner, hint);
         // SAFETY: the region is fresh, writable, CHUNK_SIZE-aligned and larger than a
         // header, and nobody else knows it yet.
         unsafe { region.ptr().as_ptr().cast::<ChunkHeader>().write(header) };

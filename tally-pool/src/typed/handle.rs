@@ -84,7 +84,7 @@ impl<T: 'static> Drop for Handle<T> {
         if !core::mem::needs_drop::<T>() {
             // SAFETY: handle invariant: a live value of a typed pool, which this handle
             // alone owns and gives back now; `T` needs no drop.
-            if unsafe { crate::block::push_remembered(self.ptr.as_ptr().cast()) } {
+            if unsafe { crate::block::push_hinted(self.ptr.as_ptr().cast()) } {
                 return;
             }
         }

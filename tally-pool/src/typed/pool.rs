@@ -439,7 +439,9 @@ impl<T: 'static> Pool<T> {
             for node in inner.nodes.iter() {
                 // Chunks mapped from here on name this pool in their header, which is how
                 // a handle finds its pool.
-                node.block.shared().set_owner(pool as *const Self as usize);
+                node.block
+                    .shared()
+                    .set_owner(pool as *const Self as usize, !pool.plain.is_null());
                 node.block.shared().reserve(capacity, prefault)?;
             }
         }
@@ -903,9 +905,6 @@ impl<T: 'static> Pool<T> {
             // the (leaked) pool.
             if let Some(cache) = unsafe { self.plain.as_ref() }.and_then(block::fast_cache) {
                 if block::push_fast(cache, ptr.as_ptr().cast()) {
-                    // SAFETY: the block is this plain pool's, and `cache` this thread's
-                    // cache of it, found through the fast table.
-                    unsafe { block::remember_release(ptr.as_ptr().cast(), cache) };
                     return;
                 }
             }
