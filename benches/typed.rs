@@ -48,9 +48,9 @@
 //! workloads, and a criterion filter that matches nothing (`-- none`) skips criterion's
 //! groups.
 //!
-//! This file shares no code with `benches/block.rs`: its contenders own typed values
-//! (`Handle<Order>`) rather than raw blocks, so the helper thread, the floor and the ratio
-//! pass are repeated here, adapted.
+//! Apart from `benches/common` (helper thread, waiting policy, medians), this file shares
+//! no code with `benches/block.rs`: its contenders own typed values (`Handle<Order>`)
+//! rather than raw blocks, so the floor and the ratio pass are repeated here, adapted.
 
 #[path = "common/mod.rs"]
 mod common;

@@ -31,6 +31,17 @@
 //!
 //! The fast paths know nothing of guards: for a guarded pool, `BlockPool` checks the guard
 //! around them, and the per-type caches of typed pools serve unguarded pools only.
+//!
+//! # Finding the cache
+//!
+//! - `BlockPool` and `Pool<T>`: the pool's `fast_index` into a destructor-free
+//!   thread-local table of cache pointers (`FAST`), one entry per pool slot below
+//!   [`FAST_SLOTS`] and one that stays null for the rest.
+//! - `#[derive(Pooled)]` types: their own `thread_local!` [`TypeCache`], bound on the first
+//!   slow path, so `acquire` is one thread-local load and a pop.
+//! - A handle's release: the `fast_hint` its chunk header carries (the pool's fast index
+//!   when the typed pool is plain), then `FAST`: two loads, where going through the typed
+//!   pool takes four, each waiting for the one before.
 
 use core::cell::{Cell, UnsafeCell as StdUnsafeCell};
 use core::ptr::{null_mut, NonNull};
