@@ -155,7 +155,8 @@ impl ThreadCache {
         self.limit.store(0, Ordering::SeqCst);
     }
 
-    /// Whether another thread closed the cache.
+    /// Whether the cache was closed (by a flush request, from any thread including the
+    /// owner, or by its pool's drop).
     pub(crate) fn is_closed(&self) -> bool {
         self.limit.load(Ordering::Relaxed) == 0
     }
@@ -191,7 +192,8 @@ impl ThreadCache {
 /// the address of the cache that `caches[slot]` holds, so it stays valid as long as that
 /// entry does; `FAST[FAST_SLOTS]` is always null. Every `(slot, cell)` in `bound` names a
 /// [`TypeCache`] of this thread whose pointer is null or the address of the cache
-/// `caches[slot]` holds.
+/// `caches[slot]` holds. (The cells are native thread-locals, as on every target this crate
+/// builds for, so their storage lasts until the thread ends, past this table's destructor.)
 #[derive(Debug)]
 pub(crate) struct CacheTable {
     caches: StdUnsafeCell<Vec<Option<Arc<ThreadCache>>>>,
@@ -293,13 +295,16 @@ thread_local! {
 }
 
 /// The calling thread's cache of `pool` as the fast paths see it: `None` if the thread has
-/// none yet or the pool's slot is beyond the fast table.
+/// none yet or the pool's slot is beyond the fast table. It may be a closed cache of a
+/// dropped pool that had the same slot; closed, it serves neither fast path (`limit` is 0),
+/// and the slow path replaces it.
 #[inline(always)]
 pub(crate) fn fast_cache(pool: &PoolShared) -> Option<&ThreadCache> {
     let p = fast_entry(pool);
     // SAFETY: table invariant: a non-null fast entry points to the cache that the thread's
-    // `caches[slot]` keeps alive; entries change only in `install` and when the table drops
-    // (which nulls them first), neither of which runs while the returned borrow, confined
+    // `caches[slot]` keeps alive (a closed one, if its pool was dropped); entries change
+    // only in `install`, when the table drops (which nulls them first) and, in the loom
+    // models, in `retire_current`, none of which runs while the returned borrow, confined
     // to a fast path on this thread, is used.
     (!p.is_null()).then(|| unsafe { &*p })
 }
@@ -368,19 +373,19 @@ impl TypeCache {
         Self(Cell::new(core::ptr::null()))
     }
 
-    /// The bound cache, if any, looked up through the cell's key.
-    ///
-    /// The borrow is meant for one fast path on the calling thread: the cache stays alive
-    /// until this thread's table unbinds it, which happens only at thread exit or when a
-    /// slow path replaces the cache, neither of which a fast path calls.
+    /// Pops a block off the calling thread's cache bound to the cell `key`: `None` if the
+    /// cell is unbound or the cache is empty or closed.
     #[inline(always)]
-    pub(crate) fn lookup(key: &'static LocalKey<TypeCache>) -> Option<&'static ThreadCache> {
+    pub(crate) fn pop_through(key: &'static LocalKey<TypeCache>) -> Option<NonNull<u8>> {
         // A closure this small keeps `with` inlined, so the access is one TLS load.
         let p = key.with(|cell| cell.0.get());
+        if p.is_null() {
+            return None;
+        }
         // SAFETY: type invariant: a non-null pointer is this thread's cache, kept alive by
-        // its table until the table nulls this cell (see above for how long the borrow is
-        // used).
-        (!p.is_null()).then(|| unsafe { &*p })
+        // its table until the table nulls this cell, which happens only at thread exit or
+        // in a slow path of this thread; the borrow ends with this pop.
+        pop_fast(unsafe { &*p })
     }
 }
 
@@ -411,9 +416,10 @@ pub(crate) unsafe fn push_hinted(ptr: *mut u8) -> bool {
         return false;
     }
     // SAFETY: a hint below `FAST_SLOTS` is the slot of the chunk's pool, a plain typed pool
-    // that keeps its slot for good; this thread's fast entry for that slot is its live cache
-    // of that pool (table invariant), and a plain pool's release is exactly this push of a
-    // block it owns (caller).
+    // that keeps its slot for good (typed pools are never dropped, so this is never the
+    // closed cache of a dropped pool); this thread's fast entry for that slot is its live
+    // cache of that pool (table invariant), and a plain pool's release is exactly this
+    // push of a block it owns (caller).
     push_fast(unsafe { &*cache }, ptr)
 }
 
@@ -450,8 +456,8 @@ pub(crate) fn bind(pool: &Arc<PoolShared>, cell: &TypeCache) {
 /// creating the cache on first use. Returns `None` while the thread's table is being torn
 /// down at thread exit; the caller then works on the depot directly.
 ///
-/// `f` must not call `with_cache` again (it would alias the table); nothing in this crate
-/// that `f` reaches does.
+/// `f` must not call `with_cache` or `bind` (either would alias the table); nothing in
+/// this crate that `f` reaches does.
 #[inline]
 pub(crate) fn with_cache<R>(
     pool: &Arc<PoolShared>,

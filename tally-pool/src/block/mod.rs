@@ -223,7 +223,8 @@ pub struct BlockPoolStats {
     /// Successful frees.
     pub frees: u64,
     /// Frees a thread made beyond its own allocations: a lower bound on the frees of blocks
-    /// that another thread allocated.
+    /// that another thread allocated. A snapshot per thread, not a running count: it falls
+    /// back when such a thread later allocates.
     pub cross_thread_frees: u64,
     /// Magazines traded between thread caches and the depot.
     pub depot_exchanges: u64,

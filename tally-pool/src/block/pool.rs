@@ -442,7 +442,7 @@ impl PoolShared {
 
     // ----- slow paths of the cache --------------------------------------------------
 
-    /// Allocation when the cache is empty or out of date.
+    /// Allocation when the cache is empty, closed or out of date.
     #[cold]
     pub(crate) fn allocate_slow(
         &self,
@@ -491,7 +491,12 @@ impl PoolShared {
         }
         let stamp = self.stamp.load(Ordering::SeqCst);
         if blocks.stamp != stamp {
-            self.flush(cache, blocks)?;
+            if let Err(e) = self.flush(cache, blocks) {
+                // The request still stands: closed, the cache sends the next call back here
+                // to try again, rather than serving from the fast paths meanwhile.
+                cache.close();
+                return Err(e);
+            }
             blocks.stamp = stamp;
         }
         Ok(())

@@ -54,6 +54,10 @@ pub unsafe trait Pooled: Sized + 'static {
 
     /// Acquires `Self::default()` (or a recycled value) from the type's pool.
     ///
+    /// On a thread that has acquired this type before, this is one thread-local load and
+    /// a pop from the thread's cache; the value is then built in the block (which goes
+    /// back to the pool if `default` panics).
+    ///
     /// # Errors
     ///
     /// See [`Pool::acquire`].

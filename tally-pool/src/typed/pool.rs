@@ -514,6 +514,11 @@ impl<T: 'static> Pool<T> {
     /// `acquire` for a derived type, through its per-thread cache cell `key`; `pool` is
     /// the type's pool. The first call on each thread takes [`Pool::acquire`] and binds the
     /// cell, which is then bound only for plain pools (no guard, no recycling, one node).
+    ///
+    /// Unlike [`Pool::acquire`], the fast path takes the block before it runs
+    /// `T::default()` (so that the value is built in place), and gives it back if
+    /// `default` panics: a `default` that itself acquires from the same pool holds one
+    /// block more while it runs.
     #[inline(always)]
     pub(crate) fn acquire_through(
         key: &'static LocalKey<TypeCache>,
@@ -522,7 +527,7 @@ impl<T: 'static> Pool<T> {
     where
         T: Default,
     {
-        let Some(block) = TypeCache::lookup(key).and_then(block::pop_fast) else {
+        let Some(block) = TypeCache::pop_through(key) else {
             return Self::acquire_and_bind(key, pool);
         };
         // The block goes back if `default` panics; built after the pop, the value can be
@@ -542,7 +547,7 @@ impl<T: 'static> Pool<T> {
         pool: fn() -> &'static Self,
         value: T,
     ) -> Result<Handle<T>, AcquireError<T>> {
-        match TypeCache::lookup(key).and_then(block::pop_fast) {
+        match TypeCache::pop_through(key) {
             // SAFETY: as in `acquire_through`.
             Some(block) => Ok(unsafe { Self::fill(block, value) }),
             None => {
