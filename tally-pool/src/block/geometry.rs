@@ -18,6 +18,9 @@ pub(crate) const MAX_BLOCK_SIZE: usize = 256 * 1024;
 /// Largest block alignment a pool serves.
 pub(crate) const MAX_BLOCK_ALIGN: usize = 4096;
 
+/// The cache line size assumed for layout: 64 bytes (x86_64, most aarch64).
+const CACHE_LINE: usize = 64;
+
 /// Shift used by the division by `stride` (see [`Geometry::index_of`]).
 const DIV_SHIFT: u32 = 40;
 
@@ -25,7 +28,7 @@ const DIV_SHIFT: u32 = 40;
 ///
 /// Invariants: `stride` is a multiple of `align` and at least `canary_offset + 8` when
 /// guarded; `first_offset + blocks_per_chunk * stride <= CHUNK_SIZE`;
-/// `first_offset >= size_of::<ChunkHeader>()` and is a multiple of `align`;
+/// `first_offset >= size_of::<ChunkHeader>()` and is a multiple of `align` and of 64;
 /// `span == blocks_per_chunk * stride`; `div_magic == ceil(2^40 / stride)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -66,7 +69,10 @@ impl Geometry {
         };
         let end = canary_offset.map_or(size, |c| c + 8);
         let stride = round_up(end, align);
-        let first_offset = round_up(core::mem::size_of::<ChunkHeader>(), align);
+        // The header gets a cache line of its own: every handle release reads it, so a
+        // block sharing its line would make writers of that block and releasers on other
+        // threads take the line from each other.
+        let first_offset = round_up(core::mem::size_of::<ChunkHeader>(), align.max(CACHE_LINE));
         let blocks_per_chunk = (CHUNK_SIZE - first_offset) / stride;
         if blocks_per_chunk == 0 {
             return Err("the block does not fit in a chunk");
