@@ -706,3 +706,54 @@ fn unsupported_layouts_are_refused_with_the_reason() {
         }
     }
 }
+
+#[test]
+fn interior_pointers_are_refused_in_a_chunk_already_freed_into() {
+    // `free` skips the registry for the chunk this thread last freed into; the block-start
+    // check must still refuse interior pointers there.
+    let pool = pool("known-chunk", GuardLevel::Off);
+    let blocks: Vec<_> = (0..4).map(|_| pool.allocate().unwrap()).collect();
+    pool.free(blocks[0]).unwrap();
+    pool.free(blocks[1]).unwrap();
+    let addr = blocks[2].as_ptr() as usize;
+    for offset in [1, 8, pool.block_size() - 8] {
+        let p = NonNull::new((addr + offset) as *mut u8).unwrap();
+        let (kind, at, _) = corruption(pool.free(p));
+        assert_eq!((kind, at), (CorruptionKind::InteriorPointer, addr + offset));
+    }
+    pool.free(blocks[2]).unwrap();
+    pool.free(blocks[3]).unwrap();
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.live_blocks, stats.corruption_events),
+        (0, 3),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_block_of_another_pool_is_refused_where_a_dropped_pool_had_its_chunk() {
+    // Pool A is freed into (this thread remembers A's chunk), then dropped. B takes A's
+    // registry slot and C is created after it; mmap tends to hand A's chunk to one of them.
+    // Whichever chunk C got, B must refuse C's blocks and take its own.
+    for round in 0..20 {
+        let a = pool("dropped", GuardLevel::Off);
+        let x = a.allocate().unwrap();
+        a.free(x).unwrap();
+        drop(a);
+        let b = pool("slot-heir", GuardLevel::Off);
+        let c = pool("other", GuardLevel::Off);
+        let foreign = c.allocate().unwrap();
+        let (kind, at, _) = corruption(b.free(foreign));
+        assert_eq!(
+            (kind, at),
+            (CorruptionKind::ForeignPointer, foreign.as_ptr() as usize),
+            "round {round}"
+        );
+        let own = b.allocate().unwrap();
+        b.free(own).unwrap();
+        c.free(foreign).unwrap();
+        assert_eq!(b.stats().live_blocks, 0);
+        assert_eq!(c.stats().live_blocks, 0);
+    }
+}

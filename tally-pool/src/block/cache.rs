@@ -55,6 +55,9 @@ use super::pool::PoolShared;
 use super::registry::CHUNK_SIZE;
 use crate::sync::{thread_local, AtomicUsize, Ordering};
 
+/// `CachedBlocks::known_chunk` when no chunk is known: not aligned, so no chunk's base.
+pub(crate) const NO_CHUNK: usize = usize::MAX;
+
 /// Free blocks a thread's cache holds at most: two magazines.
 pub(crate) const CACHE_CAPACITY: usize = 2 * MAGAZINE_SIZE;
 
@@ -104,6 +107,10 @@ impl ThreadCounters {
 #[repr(C)]
 pub(crate) struct CachedBlocks {
     pub(crate) len: usize,
+    /// The chunk (base address) of the last block `BlockPool::free` vouched for through the
+    /// registry and pushed here, or [`NO_CHUNK`]. Chunks never change pool while their pool
+    /// lives.
+    pub(crate) known_chunk: usize,
     /// The pool stamp (id and epoch) this cache last synchronised with.
     pub(crate) stamp: u64,
     pub(crate) ptrs: [*mut u8; CACHE_CAPACITY],
@@ -142,6 +149,7 @@ impl ThreadCache {
             pool_uid: pool.uid,
             blocks: StdUnsafeCell::new(CachedBlocks {
                 len: 0,
+                known_chunk: NO_CHUNK,
                 ptrs: [null_mut(); CACHE_CAPACITY],
                 stamp: pool.stamp(),
             }),
@@ -177,6 +185,7 @@ impl ThreadCache {
             pool_uid,
             blocks: StdUnsafeCell::new(CachedBlocks {
                 len: 0,
+                known_chunk: NO_CHUNK,
                 ptrs: [null_mut(); CACHE_CAPACITY],
                 stamp: 0,
             }),
@@ -353,6 +362,31 @@ pub(crate) fn push_fast(cache: &ThreadCache, ptr: *mut u8) -> bool {
     blocks.len = len + 1;
     cache.counters.frees.bump();
     true
+}
+
+/// Records that the chunk holding `addr`, a block the registry just vouched for, belongs
+/// to `cache`'s pool.
+#[inline(always)]
+pub(crate) fn remember_chunk(cache: &ThreadCache, addr: usize) {
+    // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
+    // reference to it.
+    let blocks = unsafe { &mut *cache.blocks.get() };
+    blocks.known_chunk = addr & !(CHUNK_SIZE - 1);
+}
+
+/// [`push_fast`] for a block start whose chunk is the one [`remember_chunk`] recorded:
+/// false if it is another chunk, or the cache is full or closed.
+///
+/// Sound without the registry because only an open cache takes the push, and an open
+/// cache in the fast table is the cache of the live pool in that slot (a dropped pool's
+/// caches are closed, and only a slow path of the pool that owns a cache reopens it), whose
+/// `known_chunk` the registry vouched for and which stays that pool's while it lives.
+#[inline(always)]
+pub(crate) fn push_known(cache: &ThreadCache, ptr: *mut u8) -> bool {
+    // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
+    // reference to it.
+    let known = unsafe { (*cache.blocks.get()).known_chunk };
+    known == ptr as usize & !(CHUNK_SIZE - 1) && push_fast(cache, ptr)
 }
 
 /// A derived type's own per-thread pointer to this thread's cache of its pool, so that

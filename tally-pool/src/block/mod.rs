@@ -348,12 +348,23 @@ impl BlockPool {
     pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         let pool = &*self.shared;
         let addr = block.as_ptr() as usize;
+        let cache = cache::fast_cache(pool);
+        // A block start in the chunk this thread last freed into through the registry: the
+        // chunk is this pool's for as long as the pool lives (see `push_known`).
+        if pool.guard == GuardLevel::Off {
+            if let Some(cache) = cache {
+                if pool.geometry.is_block_start(addr) && cache::push_known(cache, block.as_ptr()) {
+                    return Ok(());
+                }
+            }
+        }
         if pool.owns_block(addr) {
             if pool.guard != GuardLevel::Off {
                 pool.guard_free(addr)?;
             }
-            if let Some(cache) = cache::fast_cache(pool) {
+            if let Some(cache) = cache {
                 if cache::push_fast(cache, block.as_ptr()) {
+                    cache::remember_chunk(cache, addr);
                     return Ok(());
                 }
             }

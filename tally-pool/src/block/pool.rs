@@ -10,7 +10,7 @@ use std::sync::atomic::{
 };
 use std::sync::Arc;
 
-use super::cache::{CachedBlocks, ThreadCache, CACHE_CAPACITY};
+use super::cache::{CachedBlocks, ThreadCache, CACHE_CAPACITY, NO_CHUNK};
 use super::depot::{Depot, MAGAZINE_SIZE};
 use super::geometry::{ChunkHeader, Geometry, POISON};
 use super::registry::{self, CHUNK_SIZE, MAX_POOLS};
@@ -717,6 +717,7 @@ impl PoolShared {
     pub(crate) fn allocate_uncached(&self) -> Result<NonNull<u8>, PoolError> {
         let mut one = CachedBlocks {
             len: 0,
+            known_chunk: NO_CHUNK,
             ptrs: [core::ptr::null_mut(); CACHE_CAPACITY],
             stamp: 0,
         };
@@ -750,6 +751,7 @@ impl PoolShared {
         }
         let mut one = CachedBlocks {
             len: 1,
+            known_chunk: NO_CHUNK,
             ptrs,
             stamp: 0,
         };
