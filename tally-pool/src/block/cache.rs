@@ -407,20 +407,34 @@ impl TypeCache {
         Self(Cell::new(core::ptr::null()))
     }
 
-    /// Pops a block off the calling thread's cache bound to the cell `key`: `None` if the
-    /// cell is unbound or the cache is empty or closed.
+    /// Pops a block off the calling thread's cache bound to the cell `key`.
     #[inline(always)]
-    pub(crate) fn pop_through(key: &'static LocalKey<TypeCache>) -> Option<NonNull<u8>> {
+    pub(crate) fn pop_through(key: &'static LocalKey<TypeCache>) -> Through {
         // A closure this small keeps `with` inlined, so the access is one TLS load.
         let p = key.with(|cell| cell.0.get());
         if p.is_null() {
-            return None;
+            return Through::Unbound;
         }
         // SAFETY: type invariant: a non-null pointer is this thread's cache, kept alive by
         // its table until the table nulls this cell, which happens only at thread exit or
         // in a slow path of this thread; the borrow ends with this pop.
-        pop_fast(unsafe { &*p })
+        match pop_fast(unsafe { &*p }) {
+            Some(block) => Through::Block(block),
+            None => Through::Miss,
+        }
     }
+}
+
+/// What [`TypeCache::pop_through`] found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Through {
+    /// A block, counted as allocated.
+    Block(NonNull<u8>),
+    /// The cell is bound, but the cache is empty or closed: the pool's slow path refills
+    /// it, and the cell needs no binding.
+    Miss,
+    /// The cell is not bound on this thread (yet, or the pool is not plain).
+    Unbound,
 }
 
 impl Default for TypeCache {

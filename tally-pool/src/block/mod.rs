@@ -88,7 +88,7 @@ use crate::numa::Topology;
 use cache::with_cache;
 #[doc(hidden)]
 pub use cache::TypeCache;
-pub(crate) use cache::{fast_cache, pop_fast, push_fast, push_hinted};
+pub(crate) use cache::{fast_cache, pop_fast, push_fast, push_hinted, Through};
 use pool::PoolShared;
 
 /// Bytes in a chunk, the unit in which pools map memory.

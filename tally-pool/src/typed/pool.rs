@@ -17,7 +17,7 @@ const WRAPPED: u32 = 1 << (GEN_BITS + 1);
 use crate::block::geometry::Geometry;
 use crate::block::pool::PoolShared;
 use crate::block::{
-    self, BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, TypeCache, CHUNK_SIZE,
+    self, BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, Through, TypeCache, CHUNK_SIZE,
 };
 use crate::error::PoolError;
 use crate::numa::{self, Topology};
@@ -527,8 +527,10 @@ impl<T: 'static> Pool<T> {
     where
         T: Default,
     {
-        let Some(block) = TypeCache::pop_through(key) else {
-            return Self::acquire_and_bind(key, pool);
+        let block = match TypeCache::pop_through(key) {
+            Through::Block(block) => block,
+            Through::Miss => return pool().acquire(),
+            Through::Unbound => return Self::acquire_and_bind(key, pool),
         };
         // The block goes back if `default` panics; built after the pop, the value can be
         // written straight into the block.
@@ -549,8 +551,9 @@ impl<T: 'static> Pool<T> {
     ) -> Result<Handle<T>, AcquireError<T>> {
         match TypeCache::pop_through(key) {
             // SAFETY: as in `acquire_through`.
-            Some(block) => Ok(unsafe { Self::fill(block, value) }),
-            None => {
+            Through::Block(block) => Ok(unsafe { Self::fill(block, value) }),
+            Through::Miss => pool().acquire_with(value),
+            Through::Unbound => {
                 let p = pool();
                 let result = p.acquire_with(value);
                 p.bind(key);
