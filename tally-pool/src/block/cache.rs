@@ -310,11 +310,11 @@ thread_local! {
 #[inline(always)]
 pub(crate) fn fast_cache(pool: &PoolShared) -> Option<&ThreadCache> {
     let p = fast_entry(pool);
-    // SAFETY: table invariant: a non-null fast entry points to the cache that the thread's
-    // `caches[slot]` keeps alive (a closed one, if its pool was dropped); entries change
-    // only in `install`, when the table drops (which nulls them first) and, in the loom
-    // models, in `retire_current`, none of which runs while the returned borrow, confined
-    // to a fast path on this thread, is used.
+    // Entries change only in `install`, when the table drops (nulling them first) and, in
+    // the loom models, in `retire_current`: none runs while a fast path of this thread
+    // uses the borrow.
+    // SAFETY: table invariant: a non-null entry is the cache `caches[slot]` keeps alive
+    // (closed, if its pool was dropped), and stays so for the borrow (see above).
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
@@ -463,11 +463,11 @@ pub(crate) unsafe fn push_hinted(ptr: *mut u8) -> bool {
     if cache.is_null() {
         return false;
     }
-    // SAFETY: a hint below `FAST_SLOTS` is the slot of the chunk's pool, a plain typed pool
-    // that keeps its slot for good (typed pools are never dropped, so this is never the
-    // closed cache of a dropped pool); this thread's fast entry for that slot is its live
-    // cache of that pool (table invariant), and a plain pool's release is exactly this
+    // A hint below `FAST_SLOTS` is the slot of the chunk's pool, a plain typed pool, which
+    // is never dropped and keeps its slot for good; a plain pool's release is exactly this
     // push of a block it owns (caller).
+    // SAFETY: so this thread's fast entry for that slot is its live cache of that pool
+    // (table invariant).
     push_fast(unsafe { &*cache }, ptr)
 }
 
