@@ -54,6 +54,10 @@
 //! with `--test`: one tiny pass of everything, no file written. `TALLY_PEERS_JSON=path`
 //! writes the results elsewhere.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{backoff, load_average, with_helper};
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::{Cell, RefCell};
 use core::fmt;
@@ -63,7 +67,7 @@ use core::ptr::{null_mut, NonNull};
 use std::hint::{black_box, spin_loop};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1174,98 +1178,6 @@ runs!(
 );
 
 // ---------------------------------------------------------------------------------------
-// A helper thread (as in benches/block.rs)
-// ---------------------------------------------------------------------------------------
-
-/// A second thread that runs jobs of `n` operations on request.
-struct Helper {
-    /// 0: idle; [`Helper::STOP`]: exit; otherwise the size of the job to run.
-    job: AtomicU64,
-}
-
-impl Helper {
-    const STOP: u64 = u64::MAX;
-
-    /// Starts a job of `n` (> 0) operations.
-    fn start(&self, n: u64) {
-        self.job.store(n, Ordering::Release);
-    }
-
-    /// Waits for the job to finish.
-    fn wait(&self) {
-        let mut spins = 0u32;
-        while self.job.load(Ordering::Acquire) != 0 {
-            backoff(&mut spins);
-        }
-    }
-
-    /// The helper thread's loop.
-    fn serve(&self, work: &impl Fn(u64)) {
-        let mut spins = 0u32;
-        loop {
-            match self.job.load(Ordering::Acquire) {
-                0 => backoff(&mut spins),
-                Self::STOP => return,
-                n => {
-                    work(n);
-                    spins = 0;
-                    // Not a plain store: a stop requested meanwhile must not be lost.
-                    let _ = self
-                        .job
-                        .compare_exchange(n, 0, Ordering::Release, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-}
-
-/// Stops the helper when the body returns or unwinds.
-struct StopOnDrop<'a>(&'a Helper);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.job.store(Helper::STOP, Ordering::Release);
-    }
-}
-
-/// Runs `body` with a helper thread that runs `work(n)` for each job and `on_exit()` before
-/// it exits.
-fn with_helper<R>(
-    work: impl Fn(u64) + Sync,
-    on_exit: impl FnOnce() + Send,
-    body: impl FnOnce(&Helper) -> R,
-) -> R {
-    let helper = Helper {
-        job: AtomicU64::new(0),
-    };
-    let (helper_ref, work_ref) = (&helper, &work);
-    thread::scope(|scope| {
-        scope.spawn(move || {
-            helper_ref.serve(work_ref);
-            on_exit();
-        });
-        let _stop = StopOnDrop(helper_ref);
-        body(helper_ref)
-    })
-}
-
-/// Waits for the other thread: spins, then yields, then sleeps (see `benches/block.rs`:
-/// on a 2-core machine a waiter that never sleeps can starve its partner).
-#[inline]
-fn backoff(spins: &mut u32) {
-    const SPIN: u32 = 64;
-    const YIELD: u32 = SPIN + 1024;
-    if *spins < SPIN {
-        spin_loop();
-    } else if *spins < YIELD {
-        thread::yield_now();
-    } else {
-        thread::sleep(Duration::from_micros(20));
-    }
-    *spins = spins.saturating_add(1);
-}
-
-// ---------------------------------------------------------------------------------------
 // Workloads W1–W4
 // ---------------------------------------------------------------------------------------
 
@@ -1343,8 +1255,8 @@ where
     let releaser = peer.releaser();
     let queue_ref = &queue;
     with_helper(
-        |n| consume::<P>(releaser, queue_ref, n),
         || P::remote_exit(releaser),
+        |n| consume::<P>(releaser, queue_ref, n),
         |helper| {
             body(&mut |n| {
                 let start = Instant::now();
@@ -1359,8 +1271,8 @@ where
 
 fn contended_session<P: Peer + Sync>(peer: &P, body: Body<'_>) {
     with_helper(
-        |n| churn(peer, n),
         || peer.thread_exit(),
+        |n| churn(peer, n),
         |helper| {
             body(&mut |n| {
                 let start = Instant::now();
@@ -2093,13 +2005,6 @@ fn interleaved(peers: &Built, mode: Mode) -> Vec<Vec<Samples>> {
         );
     }
     table
-}
-
-/// The 1-, 5- and 15-minute load averages.
-fn load_average() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
-    (fields.len() == 3).then(|| fields.join(" "))
 }
 
 fn unix_now() -> u64 {
