@@ -46,8 +46,6 @@ pub(crate) struct Geometry {
     /// end.
     span: usize,
     div_magic: u64,
-    /// `log2(stride)` when the stride is a power of two: the division becomes a shift.
-    stride_shift: Option<u32>,
 }
 
 impl Geometry {
@@ -78,9 +76,7 @@ impl Geometry {
             return Err("the block does not fit in a chunk");
         }
         let div_magic = (1u64 << DIV_SHIFT).div_ceil(stride as u64);
-        let stride_shift = stride.is_power_of_two().then(|| stride.trailing_zeros());
         Ok(Self {
-            stride_shift,
             size,
             align,
             stride,
@@ -93,32 +89,22 @@ impl Geometry {
     }
 
     /// Whether `addr` is the start of a block (of a chunk laid out by this geometry).
-    ///
-    /// The same arithmetic as [`Self::index_of`] without its branch on the stride: the
-    /// division by multiplication is exact for every stride, powers of two included.
     #[inline(always)]
     pub(crate) fn is_block_start(&self, addr: usize) -> bool {
-        let offset = (addr & (CHUNK_SIZE - 1)).wrapping_sub(self.first_offset);
-        // See `index_of`: exact for `offset < 2^20`; a wrapped offset (an address before
-        // the first block) is caught by the span check.
-        let index = ((offset as u64).wrapping_mul(self.div_magic) >> DIV_SHIFT) as usize;
-        offset < self.span && index.wrapping_mul(self.stride) == offset
+        self.index_of(addr).is_some()
     }
 
     /// The block index of `addr` within its chunk, if `addr` is the start of a block.
-    #[inline]
+    ///
+    /// Branch-free on the stride: with `m = ceil(2^40 / stride)`, `offset < 2^20` and
+    /// `stride < 2^19`, the product is below 2^60 and its error below
+    /// `2^-40 * offset * stride < 1 / stride`, so the quotient is exact, powers of two
+    /// included. An address before the first block wraps `offset` and fails the span check.
+    #[inline(always)]
     pub(crate) fn index_of(&self, addr: usize) -> Option<usize> {
-        let offset = (addr & (CHUNK_SIZE - 1)).checked_sub(self.first_offset)?;
-        if let Some(shift) = self.stride_shift {
-            let index = offset >> shift;
-            return (offset & (self.stride - 1) == 0 && index < self.blocks_per_chunk)
-                .then_some(index);
-        }
-        // offset < 2^20 and stride < 2^19, so with m = ceil(2^40 / stride) the product is
-        // below 2^60 and its error below 2^-40 * offset * stride < 1 / stride: the quotient
-        // is exact.
-        let index = ((offset as u64 * self.div_magic) >> DIV_SHIFT) as usize;
-        (index * self.stride == offset && index < self.blocks_per_chunk).then_some(index)
+        let offset = (addr & (CHUNK_SIZE - 1)).wrapping_sub(self.first_offset);
+        let index = ((offset as u64).wrapping_mul(self.div_magic) >> DIV_SHIFT) as usize;
+        (offset < self.span && index.wrapping_mul(self.stride) == offset).then_some(index)
     }
 
     /// The address of block `index` in the chunk at `base`.
