@@ -248,9 +248,10 @@ mod tests {
         let Ok(topology) = Topology::sysfs() else {
             return;
         };
-        let region = os::map(os::PAGE).unwrap();
-        let addr = region.ptr();
-        drop(region);
+        // Not a page this test maps and unmaps: another test's mapping could take it in
+        // between. Nothing is mapped at 2^47: mmap hands out addresses below it unless asked
+        // for more (and 4-level paging has no user addresses there at all).
+        let addr = NonNull::new((1usize << 47) as *mut u8).unwrap();
         let node = topology.nodes()[0].id();
         match topology.bind(addr, os::PAGE, node) {
             Err(e) if e.is_unavailable() => eprintln!("skipped: {e}"),
