@@ -645,12 +645,13 @@ impl Contenders {
 // Workloads
 // ---------------------------------------------------------------------------------------
 
-/// Reads the eight words of `order` back and checks they are all `value`.
+/// Reads the eight words of `order` back and checks they are all `value`. The contender's
+/// label is read only to report a mismatch, so no contender pays for it on every object.
 ///
 /// Volatile word-sized loads, as in `benches/block.rs`: they cannot be optimised away (so
 /// the writes must reach memory too), and they cost the same for every contender.
 #[inline(always)]
-fn check(order: NonNull<Order>, value: u64, who: &str) {
+fn check<C: Contender>(order: NonNull<Order>, value: u64, contender: &C) {
     let words = order.as_ptr().cast::<u64>();
     let mut diff = 0;
     for k in 0..ORDER_WORDS {
@@ -659,7 +660,7 @@ fn check(order: NonNull<Order>, value: u64, who: &str) {
         diff |= unsafe { words.wrapping_add(k).read_volatile() } ^ value;
     }
     if diff != 0 {
-        mismatch(order, value, who);
+        mismatch(order, value, contender.label());
     }
 }
 
@@ -680,7 +681,7 @@ fn mismatch(order: NonNull<Order>, value: u64, who: &str) -> ! {
 fn churn<C: Contender>(contender: &C, n: u64) {
     for i in 0..n {
         let obj = contender.make(i);
-        check(C::addr(&obj), i, contender.label());
+        check(C::addr(&obj), i, contender);
         // SAFETY: `obj` came from `make` on this contender.
         unsafe { contender.release(obj) };
     }
@@ -693,7 +694,7 @@ fn burst<C: Contender>(contender: &C, live: &mut Vec<C::Obj>) {
         live.push(contender.make(i));
     }
     for (i, obj) in (0u64..).zip(live.drain(..)) {
-        check(C::addr(&obj), i, contender.label());
+        check(C::addr(&obj), i, contender);
         // SAFETY: each order came from `make` on this contender and is released once.
         unsafe { contender.release(obj) };
     }
@@ -721,7 +722,7 @@ fn consume<C: Contender>(contender: &C, queue: &ArrayQueue<C::Obj>, n: u64) {
                 None => backoff(&mut spins),
             }
         };
-        check(C::addr(&obj), i, contender.label());
+        check(C::addr(&obj), i, contender);
         // SAFETY: the producer made `obj` on this contender and handed it over.
         unsafe { contender.release_remote(obj) };
     }
