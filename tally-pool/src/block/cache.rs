@@ -45,18 +45,14 @@
 
 use core::cell::{Cell, UnsafeCell as StdUnsafeCell};
 use core::ptr::{null_mut, NonNull};
-use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 use std::sync::{Arc, Weak};
 use std::thread::LocalKey;
 
 use super::depot::MAGAZINE_SIZE;
-use super::geometry::ChunkHeader;
+use super::geometry::{is_stride_multiple, ChunkHeader, Geometry};
 use super::pool::PoolShared;
 use super::registry::CHUNK_SIZE;
-use crate::sync::{thread_local, AtomicUsize, Ordering};
-
-/// `CachedBlocks::known_chunk` when no chunk is known: not aligned, so no chunk's base.
-pub(crate) const NO_CHUNK: usize = usize::MAX;
+use crate::sync::{fence, spin_loop, thread_local, yield_now, AtomicU64, AtomicUsize, Ordering};
 
 /// Free blocks a thread's cache holds at most: two magazines.
 pub(crate) const CACHE_CAPACITY: usize = 2 * MAGAZINE_SIZE;
@@ -64,73 +60,140 @@ pub(crate) const CACHE_CAPACITY: usize = 2 * MAGAZINE_SIZE;
 /// A per-thread statistics counter: written only by its thread (a load and a store, no
 /// read-modify-write), read by any thread.
 #[derive(Debug, Default)]
-pub(crate) struct Counter(StdAtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
     #[inline]
     pub(crate) fn bump(&self) {
-        self.0
-            .store(self.0.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
+        self.add(1);
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     #[inline]
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(StdOrdering::Relaxed)
+        self.0.load(Ordering::Relaxed)
     }
 }
 
-/// The counters of one thread for one pool.
-///
-/// Frees of blocks other threads allocated are not counted one by one: a thread that freed
-/// more blocks than it allocated freed at least the difference on behalf of other threads,
-/// and that difference is what the statistics report (see [`ThreadCounters::cross_thread_frees`]).
+/// The counters of one thread for one pool that the fast paths do not keep (see
+/// [`ThreadCache::tally`]): what slow paths counted, and what the fast paths had counted
+/// when the last slow path began.
 #[derive(Debug, Default)]
 pub(crate) struct ThreadCounters {
     pub(crate) allocations: Counter,
     pub(crate) frees: Counter,
     pub(crate) depot_exchanges: Counter,
+    /// Blocks a guarded fast path popped, counted as allocations by the pop, then refused
+    /// because their guard was broken.
+    pub(crate) refused: Counter,
 }
 
-impl ThreadCounters {
+/// What one thread's counters for one pool said at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CacheCounts {
+    pub(crate) allocations: u64,
+    pub(crate) frees: u64,
+    pub(crate) depot_exchanges: u64,
+}
+
+impl CacheCounts {
     /// Frees this thread made beyond its own allocations: blocks that other threads
-    /// allocated, at the least.
+    /// allocated, at the least. Frees of such blocks are not counted one by one.
     pub(crate) fn cross_thread_frees(&self) -> u64 {
-        self.frees.get().saturating_sub(self.allocations.get())
+        self.frees.saturating_sub(self.allocations)
     }
 }
 
+/// Bits of [`ThreadCache::tally`] that hold the number of cached blocks.
+const LEN_BITS: u32 = 8;
+const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
+/// What a counted pop adds to [`ThreadCache::tally`] besides taking one block off.
+const ONE_POP: u64 = 1 << LEN_BITS;
+const _: () = assert!((CACHE_CAPACITY as u64) < ONE_POP);
+
 /// The blocks a cache holds.
 ///
-/// Invariant: `len <= CACHE_CAPACITY`, and `ptrs[..len]` are free (non-null) blocks of the
-/// cache's pool that no one else holds.
+/// Invariants: `len <= CACHE_CAPACITY`, and `ptrs[..len]` are free (non-null) blocks of the
+/// cache's pool that no one else holds. `known_span` is 0, or `known_first` is the first
+/// block of a chunk of the cache's pool that the registry vouched for, `known_span` the
+/// geometry's span and `stride_magic` its stride magic (see [`remember_chunk`]).
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct CachedBlocks {
     pub(crate) len: usize,
-    /// The chunk (base address) of the last block `BlockPool::free` vouched for through the
-    /// registry and pushed here, or [`NO_CHUNK`]. Chunks never change pool while their pool
-    /// lives.
-    pub(crate) known_chunk: usize,
+    /// Where the blocks of the chunk `BlockPool::free` last vouched for through the
+    /// registry begin: with `known_span`, a range that holds only that chunk's blocks.
+    /// Chunks never change pool while their pool lives.
+    pub(crate) known_first: usize,
+    /// Bytes of block range at `known_first`: 0 while no chunk is known.
+    pub(crate) known_span: usize,
+    /// The pool's `Geometry::stride_magic`, for the block-start test of `push_known`.
+    pub(crate) stride_magic: u64,
     /// The pool stamp (id and epoch) this cache last synchronised with.
     pub(crate) stamp: u64,
     pub(crate) ptrs: [*mut u8; CACHE_CAPACITY],
 }
 
+impl CachedBlocks {
+    /// An empty cache that knows no chunk.
+    pub(crate) fn new(stamp: u64) -> Self {
+        Self {
+            len: 0,
+            known_first: 0,
+            known_span: 0,
+            stride_magic: 0,
+            stamp,
+            ptrs: [null_mut(); CACHE_CAPACITY],
+        }
+    }
+}
+
 /// One thread's cache for one pool.
 ///
-/// Invariants: `blocks` is only accessed by the thread whose table holds the cache; other
-/// threads (the pool's statistics, flush requests, the pool's drop) only read `counters`
-/// and store 0 into `limit`. `limit` is 0 or the pool's `cache_limit`, so at most
-/// `CACHE_CAPACITY`.
+/// Invariants: `blocks` is only accessed by the thread whose table holds the cache, and
+/// `tally`, `settled_len`, `section` and `counters` are written only by it; other threads
+/// (the pool's statistics, flush requests, the pool's drop) read those and store 0 into
+/// `limit`. `limit` is 0 or the pool's `cache_limit`, so at most `CACHE_CAPACITY`.
+///
+/// # Counting without counters
+///
+/// The fast paths keep the number of cached blocks and the allocations they count in one
+/// word, `tally`, so that a pop or a push loads and stores one word besides the block
+/// pointer. The frees they count follow from it: between two slow paths, the cached
+/// blocks change only by fast pops and pushes, so
+///
+/// `pushes = len - settled_len + pops`,
+///
+/// where `settled_len` is the count the last slow path left. A slow path runs as a
+/// *section* ([`ThreadCache::enter`], [`ThreadCache::leave`]): it moves the fast counts into
+/// `counters`, works on `blocks.len`, and leaves `tally` holding its final count and no
+/// pops. `section` is odd during a section, and readers retry across one (a sequence
+/// lock), so a snapshot never mixes the counts of before and after a slow path. The pops
+/// of `tally` wrap after `2^56` fast allocations on one thread with no slow path between.
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct ThreadCache {
-    /// How many blocks the fast paths may hold (see the module docs). First, with the
-    /// counters and `blocks.len`, so that the fast paths touch one cache line besides the
-    /// block pointer.
+    /// How many blocks the fast paths may hold (see the module docs). First, with `tally`
+    /// and the first fields of `blocks`, so that the fast paths touch one cache line
+    /// besides the block pointer.
     pub(crate) limit: AtomicUsize,
-    pub(crate) counters: ThreadCounters,
+    /// Outside a section: the number of cached blocks (`ptrs[..len]`) in the low
+    /// [`LEN_BITS`] bits, and the allocations the fast paths counted since the last
+    /// section above them.
+    tally: AtomicU64,
     pub(crate) blocks: StdUnsafeCell<CachedBlocks>,
+    /// The number of cached blocks when the last section ended.
+    settled_len: AtomicU64,
+    /// Odd while a section runs; bumped at its start and at its end.
+    section: AtomicU64,
+    pub(crate) counters: ThreadCounters,
     pub(crate) pool_uid: u64,
     pub(crate) pool: Weak<PoolShared>,
 }
@@ -143,15 +206,97 @@ unsafe impl Sync for ThreadCache {}
 unsafe impl Send for ThreadCache {}
 
 impl ThreadCache {
+    /// Starts a slow path of the owner thread: settles the fast paths' counts into
+    /// `counters` and the number of cached blocks into `blocks.len`, which the slow path
+    /// then works on. Every `enter` is followed by a [`Self::leave`] with the same blocks,
+    /// and sections do not nest.
+    pub(crate) fn enter(&self, blocks: &mut CachedBlocks) {
+        let section = self.section.load(Ordering::Relaxed);
+        self.section.store(section | 1, Ordering::Relaxed);
+        // Pairs with the `Acquire` fence of `counts`: a reader that sees any change made
+        // below sees the odd `section` too.
+        fence(Ordering::Release);
+        let tally = self.tally.load(Ordering::Relaxed);
+        let len = tally & LEN_MASK;
+        let pops = tally >> LEN_BITS;
+        let pushes = len
+            .wrapping_sub(self.settled_len.load(Ordering::Relaxed))
+            .wrapping_add(pops);
+        self.counters.allocations.add(pops);
+        self.counters.frees.add(pushes);
+        // `len <= CACHE_CAPACITY` (tally invariant), so it fits.
+        blocks.len = len as usize;
+    }
+
+    /// Ends the section [`Self::enter`] started: the fast paths go on from `blocks.len`.
+    pub(crate) fn leave(&self, blocks: &CachedBlocks) {
+        let len = blocks.len as u64 & LEN_MASK;
+        self.tally.store(len, Ordering::Relaxed);
+        self.settled_len.store(len, Ordering::Relaxed);
+        let section = self.section.load(Ordering::Relaxed);
+        self.section
+            .store((section | 1).wrapping_add(1), Ordering::Release);
+    }
+
+    /// Takes back the allocation a pop counted for a block the caller refuses. Owner thread
+    /// only, outside a section.
+    pub(crate) fn refuse_popped(&self) {
+        // SAFETY: the owner thread holds no other reference to its blocks here (caller).
+        let blocks = unsafe { &mut *self.blocks.get() };
+        self.enter(blocks);
+        self.counters.refused.bump();
+        self.leave(blocks);
+    }
+
+    /// The counts of this cache's thread, from any thread, as they were at one instant
+    /// (a sequence-lock read: it waits out a section the owner is in). The caller holds
+    /// no lock a section might take.
+    pub(crate) fn counts(&self) -> CacheCounts {
+        let mut waits = 0u32;
+        loop {
+            let before = self.section.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let tally = self.tally.load(Ordering::Relaxed);
+                let settled = self.settled_len.load(Ordering::Relaxed);
+                let c = &self.counters;
+                let pops = tally >> LEN_BITS;
+                let pushes = (tally & LEN_MASK).wrapping_sub(settled).wrapping_add(pops);
+                let counts = CacheCounts {
+                    allocations: c
+                        .allocations
+                        .get()
+                        .wrapping_add(pops)
+                        .wrapping_sub(c.refused.get()),
+                    frees: c.frees.get().wrapping_add(pushes),
+                    depot_exchanges: c.depot_exchanges.get(),
+                };
+                fence(Ordering::Acquire);
+                if self.section.load(Ordering::Relaxed) == before {
+                    return counts;
+                }
+            }
+            // A section is short, unless its thread lost the CPU: then let it run.
+            waits = waits.saturating_add(1);
+            if waits < 64 {
+                spin_loop();
+            } else {
+                yield_now();
+            }
+        }
+    }
+}
+
+impl ThreadCache {
     pub(crate) fn new(pool: &Arc<PoolShared>) -> Self {
         Self {
             limit: AtomicUsize::new(pool.cache_limit),
+            tally: AtomicU64::new(0),
+            settled_len: AtomicU64::new(0),
+            section: AtomicU64::new(0),
             pool_uid: pool.uid,
             blocks: StdUnsafeCell::new(CachedBlocks {
-                len: 0,
-                known_chunk: NO_CHUNK,
-                ptrs: [null_mut(); CACHE_CAPACITY],
-                stamp: pool.stamp(),
+                stride_magic: pool.geometry.stride_magic(),
+                ..CachedBlocks::new(pool.stamp())
             }),
             counters: ThreadCounters::default(),
             pool: Arc::downgrade(pool),
@@ -173,7 +318,7 @@ impl ThreadCache {
     /// then checks the pool's epoch (see the module docs).
     pub(crate) fn reopen(&self, limit: usize) {
         self.limit.store(limit, Ordering::Relaxed);
-        crate::sync::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
 }
 
@@ -182,13 +327,11 @@ impl ThreadCache {
     pub(crate) fn detached(pool_uid: u64) -> Self {
         Self {
             limit: AtomicUsize::new(0),
+            tally: AtomicU64::new(0),
+            settled_len: AtomicU64::new(0),
+            section: AtomicU64::new(0),
             pool_uid,
-            blocks: StdUnsafeCell::new(CachedBlocks {
-                len: 0,
-                known_chunk: NO_CHUNK,
-                ptrs: [null_mut(); CACHE_CAPACITY],
-                stamp: 0,
-            }),
+            blocks: StdUnsafeCell::new(CachedBlocks::new(0)),
             counters: ThreadCounters::default(),
             pool: Weak::new(),
         }
@@ -248,13 +391,13 @@ impl CacheTable {
     }
 }
 
-/// The calling thread's fast-table entry for the pool: its cache, or null.
+/// The calling thread's fast-table entry at `index`, at most [`FAST_SLOTS`] (the caller
+/// passes an index a `PoolShared` invariant bounds so): a cache, or null.
 #[inline(always)]
-fn fast_entry(pool: &PoolShared) -> *const ThreadCache {
+fn fast_entry(index: usize) -> *const ThreadCache {
     FAST.with(|fast| {
-        // SAFETY: `fast_index <= FAST_SLOTS` (PoolShared invariant) and the table has
-        // `FAST_SLOTS + 1` entries.
-        unsafe { fast.get_unchecked(pool.fast_index) }.get()
+        // SAFETY: `index <= FAST_SLOTS` (caller) and the table has `FAST_SLOTS + 1` entries.
+        unsafe { fast.get_unchecked(index) }.get()
     })
 }
 
@@ -309,84 +452,106 @@ thread_local! {
 /// and the slow path replaces it.
 #[inline(always)]
 pub(crate) fn fast_cache(pool: &PoolShared) -> Option<&ThreadCache> {
-    let p = fast_entry(pool);
+    cache_at(fast_entry(pool.fast_index))
+}
+
+/// [`fast_cache`] for an unguarded pool, `None` for a guarded one, from the pool's
+/// `plain_index` (at most [`FAST_SLOTS`]): the fast paths of `BlockPool` learn both from
+/// one load. `pool` anchors the borrow, which must end before the thread's next slow path
+/// (see `cache_at`).
+#[inline(always)]
+pub(crate) fn plain_cache<P>(pool: &P, plain_index: usize) -> Option<&ThreadCache> {
+    let _ = pool;
+    cache_at(fast_entry(plain_index))
+}
+
+#[inline(always)]
+fn cache_at<'a>(p: *const ThreadCache) -> Option<&'a ThreadCache> {
     // Entries change only in `install`, when the table drops (nulling them first) and, in
     // the loom models, in `retire_current`: none runs while a fast path of this thread
-    // uses the borrow.
+    // uses the borrow, which ends with the caller's pop or push.
     // SAFETY: table invariant: a non-null entry is the cache `caches[slot]` keeps alive
     // (closed, if its pool was dropped), and stays so for the borrow (see above).
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// The hot path of `allocate`: pops a block off `cache`, which must be the calling
-/// thread's. `None` when the cache is empty or closed; the caller takes the slow path.
+/// thread's, and counts the allocation. `None` when the cache is empty or closed; the
+/// caller takes the slow path.
 #[inline(always)]
 pub(crate) fn pop_fast(cache: &ThreadCache) -> Option<NonNull<u8>> {
-    let block = pop_uncounted(cache)?;
-    cache.counters.allocations.bump();
-    Some(block)
-}
-
-/// [`pop_fast`] without counting the allocation, for a caller that may refuse the block.
-#[inline(always)]
-pub(crate) fn pop_uncounted(cache: &ThreadCache) -> Option<NonNull<u8>> {
-    // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
-    // reference to it.
-    let blocks = unsafe { &mut *cache.blocks.get() };
-    let index = blocks.len.wrapping_sub(1);
+    let tally = cache.tally.load(Ordering::Relaxed);
+    let index = ((tally & LEN_MASK) as usize).wrapping_sub(1);
     if index >= cache.limit.load(Ordering::Relaxed) {
         return None;
     }
+    // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
+    // reference to it.
+    let blocks = unsafe { &*cache.blocks.get() };
     // SAFETY: `index < limit <= CACHE_CAPACITY` (ThreadCache invariant).
     let raw = unsafe { *blocks.ptrs.get_unchecked(index) };
-    // SAFETY: the entries below `len = index + 1` are free blocks, which are never null.
+    // SAFETY: the entries below the count `index + 1` are free blocks, never null.
     let ptr = unsafe { NonNull::new_unchecked(raw) };
-    blocks.len = index;
+    // One block fewer, one allocation more: `index + 1 >= 1`, so no borrow crosses into
+    // the pops.
+    cache
+        .tally
+        .store(tally.wrapping_add(ONE_POP - 1), Ordering::Relaxed);
     Some(ptr)
 }
 
 /// The hot path of `free`: pushes `ptr`, a vouched-for block of the cache's pool, onto
-/// `cache`, which must be the calling thread's. False when the cache is full or closed;
-/// the caller takes the slow path.
+/// `cache`, which must be the calling thread's; the free is counted by the block count
+/// (see [`ThreadCache`]). False when the cache is full or closed; the caller takes the
+/// slow path.
 #[inline(always)]
 pub(crate) fn push_fast(cache: &ThreadCache, ptr: *mut u8) -> bool {
-    // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
-    // reference to it.
-    let blocks = unsafe { &mut *cache.blocks.get() };
-    let len = blocks.len;
+    let tally = cache.tally.load(Ordering::Relaxed);
+    let len = (tally & LEN_MASK) as usize;
     if len >= cache.limit.load(Ordering::Relaxed) {
         return false;
     }
+    // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
+    // reference to it.
+    let blocks = unsafe { &mut *cache.blocks.get() };
     // SAFETY: `len < limit <= CACHE_CAPACITY` (ThreadCache invariant).
     unsafe { *blocks.ptrs.get_unchecked_mut(len) = ptr };
-    blocks.len = len + 1;
-    cache.counters.frees.bump();
+    // `len + 1 <= CACHE_CAPACITY` fits in the count's bits.
+    cache.tally.store(tally + 1, Ordering::Relaxed);
     true
 }
 
 /// Records that the chunk holding `addr`, a block the registry just vouched for, belongs
-/// to `cache`'s pool.
+/// to `cache`'s pool, whose geometry is `geometry`.
 #[inline(always)]
-pub(crate) fn remember_chunk(cache: &ThreadCache, addr: usize) {
+pub(crate) fn remember_chunk(cache: &ThreadCache, addr: usize, geometry: &Geometry) {
     // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
     // reference to it.
     let blocks = unsafe { &mut *cache.blocks.get() };
-    blocks.known_chunk = addr & !(CHUNK_SIZE - 1);
+    blocks.known_first = (addr & !(CHUNK_SIZE - 1)) + geometry.first_offset;
+    blocks.known_span = geometry.span();
 }
 
-/// [`push_fast`] for a block start whose chunk is the one [`remember_chunk`] recorded:
-/// false if it is another chunk, or the cache is full or closed.
+/// [`push_fast`] for a block start of the chunk [`remember_chunk`] recorded: false if
+/// `ptr` is not one, or the cache is full or closed. One subtraction, one comparison and
+/// the multiplication of [`is_stride_multiple`] check it, all on the cache's first line.
 ///
 /// Sound without the registry because only an open cache takes the push, and an open
 /// cache in the fast table is the cache of the live pool in that slot (a dropped pool's
 /// caches are closed, and only a slow path of the pool that owns a cache reopens it), whose
-/// `known_chunk` the registry vouched for and which stays that pool's while it lives.
+/// known chunk the registry vouched for and which stays that pool's while it lives. An
+/// offset below `known_span` lies in that chunk's block range, since the range ends
+/// within the chunk.
 #[inline(always)]
 pub(crate) fn push_known(cache: &ThreadCache, ptr: *mut u8) -> bool {
     // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
-    // reference to it.
-    let known = unsafe { (*cache.blocks.get()).known_chunk };
-    known == ptr as usize & !(CHUNK_SIZE - 1) && push_fast(cache, ptr)
+    // reference to it; the borrow ends before `push_fast` takes its own.
+    let (first, span, magic) = unsafe {
+        let blocks = &*cache.blocks.get();
+        (blocks.known_first, blocks.known_span, blocks.stride_magic)
+    };
+    let offset = (ptr as usize).wrapping_sub(first);
+    offset < span && is_stride_multiple(offset, magic) && push_fast(cache, ptr)
 }
 
 /// A derived type's own per-thread pointer to this thread's cache of its pool, so that
@@ -525,10 +690,25 @@ pub(crate) fn with_cache<R>(
             // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no
             // other reference to it.
             let blocks = unsafe { &mut *cache.blocks.get() };
-            Some(f(cache, blocks))
+            cache.enter(blocks);
+            let section = Section { cache, blocks };
+            Some(f(section.cache, &mut *section.blocks))
         })
         .ok()
         .flatten()
+}
+
+/// A section of `cache`'s owner over `blocks` (see [`ThreadCache::enter`]), left when
+/// dropped, even by an unwinding panic, so that readers never wait for it forever.
+struct Section<'a> {
+    cache: &'a ThreadCache,
+    blocks: &'a mut CachedBlocks,
+}
+
+impl Drop for Section<'_> {
+    fn drop(&mut self) {
+        self.cache.leave(self.blocks);
+    }
 }
 
 #[cold]

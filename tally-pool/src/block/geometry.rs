@@ -29,7 +29,8 @@ const DIV_SHIFT: u32 = 40;
 /// Invariants: `stride` is a multiple of `align` and at least `canary_offset + 8` when
 /// guarded; `first_offset + blocks_per_chunk * stride <= CHUNK_SIZE`;
 /// `first_offset >= size_of::<ChunkHeader>()` and is a multiple of `align` and of 64;
-/// `span == blocks_per_chunk * stride`; `div_magic == ceil(2^40 / stride)`.
+/// `span == blocks_per_chunk * stride`; `div_magic == ceil(2^40 / stride)`;
+/// `stride_magic == ceil(2^64 / stride)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
     /// Bytes the user may use.
@@ -46,6 +47,7 @@ pub(crate) struct Geometry {
     /// end.
     span: usize,
     div_magic: u64,
+    stride_magic: u64,
 }
 
 impl Geometry {
@@ -76,6 +78,8 @@ impl Geometry {
             return Err("the block does not fit in a chunk");
         }
         let div_magic = (1u64 << DIV_SHIFT).div_ceil(stride as u64);
+        // ceil(2^64 / stride) for every stride >= 2, powers of two included.
+        let stride_magic = u64::MAX / stride as u64 + 1;
         Ok(Self {
             size,
             align,
@@ -85,13 +89,26 @@ impl Geometry {
             blocks_per_chunk,
             span: blocks_per_chunk * stride,
             div_magic,
+            stride_magic,
         })
     }
 
     /// Whether `addr` is the start of a block (of a chunk laid out by this geometry).
+    /// An address before the first block wraps its offset and fails the span check.
     #[inline(always)]
     pub(crate) fn is_block_start(&self, addr: usize) -> bool {
-        self.index_of(addr).is_some()
+        let offset = (addr & (CHUNK_SIZE - 1)).wrapping_sub(self.first_offset);
+        offset < self.span && is_stride_multiple(offset, self.stride_magic)
+    }
+
+    /// Bytes from the first block's start to the last one's end.
+    pub(crate) fn span(&self) -> usize {
+        self.span
+    }
+
+    /// `ceil(2^64 / stride)`, for [`is_stride_multiple`].
+    pub(crate) fn stride_magic(&self) -> u64 {
+        self.stride_magic
     }
 
     /// The block index of `addr` within its chunk, if `addr` is the start of a block.
@@ -111,6 +128,18 @@ impl Geometry {
     pub(crate) fn block_addr(&self, base: usize, index: usize) -> usize {
         base + self.first_offset + index * self.stride
     }
+}
+
+/// Whether `offset`, below `2^32`, is a multiple of the stride whose
+/// [`Geometry::stride_magic`] is `magic`: one multiplication and one comparison.
+///
+/// This is the divisibility test of Lemire, Kaser and Kurz ("Faster remainder by direct
+/// computation", 2019): for `n < 2^32`, `d < 2^32` and `c = ceil(2^64 / d)`, `d` divides
+/// `n` if and only if `n * c mod 2^64 < c`. Offsets within a chunk are below `2^20` and
+/// strides below `2^19`.
+#[inline(always)]
+pub(crate) fn is_stride_multiple(offset: usize, magic: u64) -> bool {
+    (offset as u64).wrapping_mul(magic) < magic
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -230,6 +259,33 @@ mod tests {
             assert!(!g.is_block_start(base + g.first_offset - 8));
             assert!(!g.is_block_start(g.block_addr(base, g.blocks_per_chunk)));
             assert!(!g.is_block_start(base + CHUNK_SIZE - 8));
+        }
+    }
+
+    #[test]
+    fn stride_multiple_test_agrees_with_the_remainder() {
+        // Every stride a geometry can have (a multiple of 8 below 2^19), at offsets around
+        // its multiples and at pseudo-random offsets below 2^20.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for stride in (8..1usize << 19).step_by(8) {
+            let magic = u64::MAX / stride as u64 + 1;
+            let mut offsets = vec![0, 1, stride - 1, stride, stride + 1, (1 << 20) - 1];
+            for k in [2, 3, 7, (1 << 20) / stride] {
+                offsets.extend([k * stride - 8, k * stride, k * stride + 8]);
+            }
+            for _ in 0..16 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                offsets.push((seed >> 44) as usize);
+            }
+            for offset in offsets {
+                assert_eq!(
+                    is_stride_multiple(offset, magic),
+                    offset % stride == 0,
+                    "stride {stride}, offset {offset}"
+                );
+            }
         }
     }
 

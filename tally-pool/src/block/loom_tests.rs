@@ -1,6 +1,6 @@
 //! loom models of the lock-free parts: the depot's stacks, cross-thread free, thread-exit
-//! flush, reclaim racing a free, and a flush request racing the owner's reopening of its
-//! cache. Run with
+//! flush, reclaim racing a free, a flush request racing the owner's reopening of its
+//! cache, and a statistics snapshot racing the owner's fast and slow paths. Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p tally-pool --release --lib loom`.
 //!
 //! loom drops thread-locals outside its model of the thread, so the models end each
@@ -168,5 +168,33 @@ fn a_flush_request_racing_the_owner_is_never_lost() {
         });
         assert_eq!(synced, Some(true), "a flush request was lost");
         retire_current(&pool.shared);
+    });
+}
+
+#[test]
+fn a_snapshot_never_mixes_counts_from_before_and_after_a_slow_path() {
+    loom::model(|| {
+        // A cap of 8 gives a cache limit of 2 and a batch of 1: both allocations below are
+        // slow paths that refill one block, the frees are fast pushes (counted by the
+        // cached-block count alone), and the thread's exit flushes in a slow path that
+        // settles those two pushes into the counters.
+        let pool = pool(8, GuardLevel::Off);
+        let owner = pool.clone();
+        let t = thread::spawn(move || {
+            let a = owner.allocate().unwrap();
+            let b = owner.allocate().unwrap();
+            owner.free(a).unwrap();
+            owner.free(b).unwrap();
+            retire_current(&owner.shared);
+        });
+        // Every state the owner passes through has at most 2 allocations, and frees of
+        // blocks allocated before them: a torn read would count a push twice (or not at
+        // all) and break one of these.
+        let s = pool.stats();
+        assert!(s.allocations <= 2, "{s:?}");
+        assert!(s.frees <= s.allocations, "{s:?}");
+        t.join().unwrap();
+        let s = pool.stats();
+        assert_eq!((s.allocations, s.frees, s.live_blocks), (2, 2, 0), "{s:?}");
     });
 }

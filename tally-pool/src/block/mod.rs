@@ -31,7 +31,9 @@
 //!   registry maps every chunk to its pool, so `free` vouches for a pointer without
 //!   reading the memory it points to.
 //! - **The hot path** is a per-thread cache of free block pointers per pool: `allocate`
-//!   pops, `free` pushes. No atomic read-modify-write, no lock, no syscall.
+//!   pops, `free` pushes. No atomic read-modify-write, no lock, no syscall. The cached-block
+//!   count and the thread's allocation count share one word, from which the frees follow,
+//!   so statistics cost the hot path nothing beyond that word.
 //! - **The depot** takes and gives whole magazines of 64 blocks when a cache runs full or
 //!   empty: a lock-free stack, ABA-safe through generations (see `depot`).
 //! - **Growth**: `capacity` blocks are mapped and pre-faulted up front; when the depot is
@@ -203,8 +205,9 @@ impl BlockPoolConfig {
 
 /// A point-in-time view of a pool's counters.
 ///
-/// Counters are kept per thread and summed when read, so a snapshot taken while other
-/// threads work is consistent per counter but not across counters.
+/// Counters are kept per thread and summed when read. Each thread's counts are read as
+/// they were at one instant, but different threads' at different instants, so a snapshot
+/// taken while other threads work is consistent per thread, not across threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct BlockPoolStats {
@@ -262,6 +265,9 @@ impl BlockPoolStats {
 /// See the [module docs](self) for how it works and an example.
 #[derive(Debug, Clone)]
 pub struct BlockPool {
+    /// A copy of the pool's `plain_index`, so that the fast paths find the thread's cache
+    /// without first loading the shared state's address.
+    plain_index: usize,
     shared: Arc<PoolShared>,
 }
 
@@ -275,7 +281,10 @@ impl BlockPool {
     /// [`PoolError::OutOfMemory`] if the OS refuses the initial memory;
     /// [`PoolError::TooManyPools`] when 65536 pools are alive.
     pub fn new(config: BlockPoolConfig) -> Result<Self, PoolError> {
-        PoolShared::new(config).map(|shared| Self { shared })
+        PoolShared::new(config).map(|shared| Self {
+            plain_index: shared.plain_index,
+            shared,
+        })
     }
 
     /// Hands out one block. Its contents are unspecified: it is uninitialised memory of the
@@ -297,14 +306,23 @@ impl BlockPool {
     /// withdrawn; the next call proceeds with another block).
     #[inline(always)]
     pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {
+        if let Some(cache) = cache::plain_cache(self, self.plain_index) {
+            if let Some(block) = cache::pop_fast(cache) {
+                return Ok(block);
+            }
+        }
+        self.allocate_other()
+    }
+
+    /// `allocate` for a guarded pool, or when the cache of an unguarded one misses.
+    #[inline(always)]
+    fn allocate_other(&self) -> Result<NonNull<u8>, PoolError> {
         let pool = &*self.shared;
-        if let Some(cache) = cache::fast_cache(pool) {
-            if pool.guard == GuardLevel::Off {
+        if pool.guard != GuardLevel::Off {
+            if let Some(cache) = cache::fast_cache(pool) {
                 if let Some(block) = cache::pop_fast(cache) {
-                    return Ok(block);
+                    return pool.hand_out_popped(cache, block);
                 }
-            } else if let Some(block) = cache::pop_uncounted(cache) {
-                return pool.hand_out_popped(cache, block);
             }
         }
         self.allocate_slow()
@@ -346,31 +364,37 @@ impl BlockPool {
     /// or an overwritten canary. The block is not put back, and the pool stays usable.
     #[inline(always)]
     pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
-        let pool = &*self.shared;
-        let addr = block.as_ptr() as usize;
-        let cache = cache::fast_cache(pool);
         // A block start in the chunk this thread last freed into through the registry: the
         // chunk is this pool's for as long as the pool lives (see `push_known`).
-        if pool.guard == GuardLevel::Off {
-            if let Some(cache) = cache {
-                if pool.geometry.is_block_start(addr) && cache::push_known(cache, block.as_ptr()) {
-                    return Ok(());
-                }
+        if let Some(cache) = cache::plain_cache(self, self.plain_index) {
+            if cache::push_known(cache, block.as_ptr()) {
+                return Ok(());
             }
         }
-        if pool.owns_block(addr) {
-            if pool.guard != GuardLevel::Off {
-                pool.guard_free(addr)?;
-            }
-            if let Some(cache) = cache {
-                if cache::push_fast(cache, block.as_ptr()) {
-                    cache::remember_chunk(cache, addr);
-                    return Ok(());
-                }
-            }
-            return self.release(block.as_ptr());
+        self.free_other(block)
+    }
+
+    /// `free` through the registry: for a guarded pool, a block of another chunk than the
+    /// known one, or a full or closed cache.
+    #[inline(always)]
+    fn free_other(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+        let pool = &*self.shared;
+        let addr = block.as_ptr() as usize;
+        if !pool.owns_block(addr) {
+            return self.free_slow(block);
         }
-        self.free_slow(block)
+        if pool.guard != GuardLevel::Off {
+            pool.guard_free(addr)?;
+        }
+        if let Some(cache) = cache::fast_cache(pool) {
+            if cache::push_fast(cache, block.as_ptr()) {
+                if pool.guard == GuardLevel::Off {
+                    cache::remember_chunk(cache, addr, &pool.geometry);
+                }
+                return Ok(());
+            }
+        }
+        self.release(block.as_ptr())
     }
 
     /// Everything `free` does beyond pushing a vouched-for block of an unguarded pool.

@@ -10,7 +10,7 @@ use std::sync::atomic::{
 };
 use std::sync::Arc;
 
-use super::cache::{CachedBlocks, ThreadCache, CACHE_CAPACITY, NO_CHUNK};
+use super::cache::{CachedBlocks, ThreadCache, CACHE_CAPACITY};
 use super::depot::{Depot, MAGAZINE_SIZE};
 use super::geometry::{ChunkHeader, Geometry, POISON};
 use super::registry::{self, CHUNK_SIZE, MAX_POOLS};
@@ -77,6 +77,10 @@ pub(crate) struct PoolShared {
     /// Where the fast paths find this pool's cache: `cache::fast_index(slot)`, so at most
     /// `cache::FAST_SLOTS`.
     pub(crate) fast_index: usize,
+    /// `fast_index` for an unguarded pool, `cache::FAST_SLOTS` (the entry that stays null)
+    /// for a guarded one: where the unguarded fast paths look, so that they need not read
+    /// `guard`. At most `cache::FAST_SLOTS`.
+    pub(crate) plain_index: usize,
     pub(crate) geometry: Geometry,
     pub(crate) guard: GuardLevel,
     /// The pool's id in the high 40 bits and an epoch in the low 24. A cache whose copy
@@ -153,6 +157,10 @@ impl PoolShared {
             slot,
             registry_tag: slot + 1,
             fast_index: super::cache::fast_index(slot),
+            plain_index: match guard {
+                GuardLevel::Off => super::cache::fast_index(slot),
+                GuardLevel::Canary | GuardLevel::Full => super::cache::FAST_SLOTS,
+            },
             geometry,
             guard,
             stamp: AtomicU64::new(uid << EPOCH_BITS),
@@ -366,8 +374,9 @@ impl PoolShared {
         }
     }
 
-    /// The guarded fast path's second half: checks the guard on a block popped off the
-    /// calling thread's cache, counting it if it passes, withdrawing it if not.
+    /// The guarded fast path's second half: checks the guard on a block popped (and
+    /// counted) off the calling thread's cache, withdrawing it and taking the count back
+    /// if the guard refuses it.
     #[inline(always)]
     pub(crate) fn hand_out_popped(
         &self,
@@ -376,9 +385,9 @@ impl PoolShared {
     ) -> Result<NonNull<u8>, PoolError> {
         let addr = block.as_ptr() as usize;
         if self.guard_accepts(addr) {
-            cache.counters.allocations.bump();
             return Ok(block);
         }
+        cache.refuse_popped();
         Err(self.guard_refusal(addr))
     }
 
@@ -715,12 +724,7 @@ impl PoolShared {
     // ----- without a cache (thread exit) ----------------------------------------------
 
     pub(crate) fn allocate_uncached(&self) -> Result<NonNull<u8>, PoolError> {
-        let mut one = CachedBlocks {
-            len: 0,
-            known_chunk: NO_CHUNK,
-            ptrs: [core::ptr::null_mut(); CACHE_CAPACITY],
-            stamp: 0,
-        };
+        let mut one = CachedBlocks::new(0);
         if !self.take_magazine(&mut one) {
             let mut growth = lock(&self.growth);
             if !self.take_magazine(&mut one) {
@@ -745,16 +749,11 @@ impl PoolShared {
     }
 
     pub(crate) fn free_uncached(&self, ptr: *mut u8) -> Result<(), PoolError> {
-        let mut ptrs = [core::ptr::null_mut(); CACHE_CAPACITY];
-        if let Some(slot) = ptrs.first_mut() {
+        let mut one = CachedBlocks::new(0);
+        if let Some(slot) = one.ptrs.first_mut() {
             *slot = ptr;
+            one.len = 1;
         }
-        let mut one = CachedBlocks {
-            len: 1,
-            known_chunk: NO_CHUNK,
-            ptrs,
-            stamp: 0,
-        };
         self.spill_uncached(&mut one)?;
         self.totals.frees.fetch_add(1, StdOrdering::Relaxed);
         Ok(())
@@ -780,21 +779,22 @@ impl PoolShared {
         // SAFETY: called from the owning thread's table destructor, so this thread owns
         // `blocks` and no other reference to them exists.
         let blocks = unsafe { &mut *cache.blocks.get() };
+        cache.enter(blocks);
         // Blocks that cannot be spilled (magazine indices ran out) are lost to the pool,
         // not handed out twice.
         let _ = self.flush(cache, blocks);
-        let c = &cache.counters;
+        cache.leave(blocks);
+        let c = cache.counts();
         let t = &self.totals;
         // Fold and unlist under the lock that `stats` reads under, so that no snapshot
         // counts this thread twice (or not at all).
         let mut caches = lock(&self.caches);
-        t.allocations
-            .fetch_add(c.allocations.get(), StdOrdering::Relaxed);
-        t.frees.fetch_add(c.frees.get(), StdOrdering::Relaxed);
+        t.allocations.fetch_add(c.allocations, StdOrdering::Relaxed);
+        t.frees.fetch_add(c.frees, StdOrdering::Relaxed);
         t.cross_thread_frees
             .fetch_add(c.cross_thread_frees(), StdOrdering::Relaxed);
         t.depot_exchanges
-            .fetch_add(c.depot_exchanges.get(), StdOrdering::Relaxed);
+            .fetch_add(c.depot_exchanges, StdOrdering::Relaxed);
         caches.retain(|other| !Arc::ptr_eq(other, cache));
     }
 
@@ -893,6 +893,10 @@ impl PoolShared {
 
     pub(crate) fn stats(&self) -> BlockPoolStats {
         let t = &self.totals;
+        // The totals and the list of live caches together, under the lock that a thread's
+        // exit folds its counts and unlists its cache under: each thread is counted once.
+        // The caches' counts are read after the lock is released, since reading waits out
+        // a slow path of the cache's thread, which may need the lock.
         let caches = lock(&self.caches);
         let (mut allocations, mut frees, mut cross, mut exchanges) = (
             t.allocations.load(StdOrdering::Relaxed),
@@ -900,14 +904,14 @@ impl PoolShared {
             t.cross_thread_frees.load(StdOrdering::Relaxed),
             t.depot_exchanges.load(StdOrdering::Relaxed),
         );
-        for c in caches.iter() {
-            let c = &c.counters;
-            allocations += c.allocations.get();
-            frees += c.frees.get();
+        let caches: Vec<Arc<ThreadCache>> = caches.iter().cloned().collect();
+        for c in &caches {
+            let c = c.counts();
+            allocations += c.allocations;
+            frees += c.frees;
             cross += c.cross_thread_frees();
-            exchanges += c.depot_exchanges.get();
+            exchanges += c.depot_exchanges;
         }
-        drop(caches);
         let chunks = self.active_chunks.load(StdOrdering::Relaxed);
         BlockPoolStats {
             live_blocks: allocations.saturating_sub(frees),
