@@ -111,8 +111,9 @@ impl CacheCounts {
     }
 }
 
-/// Bits of [`ThreadCache::tally`] that hold the number of cached blocks.
-const LEN_BITS: u32 = 8;
+/// Bits of [`ThreadCache::tally`] that hold the number of cached blocks: enough for
+/// [`CACHE_CAPACITY`] (8 for 128, so that the count is one byte).
+const LEN_BITS: u32 = usize::BITS - CACHE_CAPACITY.leading_zeros();
 const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
 /// What a counted pop adds to [`ThreadCache::tally`] besides taking one block off.
 const ONE_POP: u64 = 1 << LEN_BITS;
