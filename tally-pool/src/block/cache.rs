@@ -122,12 +122,15 @@ const _: () = assert!((CACHE_CAPACITY as u64) < ONE_POP);
 /// The blocks a cache holds.
 ///
 /// Invariants: `len <= CACHE_CAPACITY`, and `ptrs[..len]` are free (non-null) blocks of the
-/// cache's pool that no one else holds. `known_span` is 0, or `known_first` is the first
+/// cache's pool that no one else holds, where `len` is this field inside a section of a
+/// [`ThreadCache`] (and for a cache attached to no thread) and the count in
+/// `ThreadCache::tally` outside one. `known_span` is 0, or `known_first` is the first
 /// block of a chunk of the cache's pool that the registry vouched for, `known_span` the
 /// geometry's span and `stride_magic` its stride magic (see [`remember_chunk`]).
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct CachedBlocks {
+    /// The number of cached blocks while a slow path works on them (see above).
     pub(crate) len: usize,
     /// Where the blocks of the chunk `BlockPool::free` last vouched for through the
     /// registry begin: with `known_span`, a range that holds only that chunk's blocks.
@@ -185,9 +188,9 @@ pub(crate) struct ThreadCache {
     /// and the first fields of `blocks`, so that the fast paths touch one cache line
     /// besides the block pointer.
     pub(crate) limit: AtomicUsize,
-    /// Outside a section: the number of cached blocks (`ptrs[..len]`) in the low
-    /// [`LEN_BITS`] bits, and the allocations the fast paths counted since the last
-    /// section above them.
+    /// Outside a section: the number of cached blocks (`ptrs[..len]`), at most
+    /// `CACHE_CAPACITY`, in the low [`LEN_BITS`] bits, and the allocations the fast paths
+    /// counted since the last section above them (the tally invariant).
     tally: AtomicU64,
     pub(crate) blocks: StdUnsafeCell<CachedBlocks>,
     /// The number of cached blocks when the last section ended.
