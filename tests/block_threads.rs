@@ -339,7 +339,8 @@ fn depot_exchanges_move_when_caches_trade_magazines() {
     let e0 = pool.stats().depot_exchanges;
     let addrs = allocate_n(&pool, 1000);
     let e1 = pool.stats().depot_exchanges;
-    // A cache holds 128 blocks and hands 64 at a time to the depot when full.
+    // A cache holds at most 128 blocks and hands at most 64 at a time to the depot when
+    // full.
     free_all(&pool, addrs);
     let e2 = pool.stats().depot_exchanges;
     assert!(

@@ -112,8 +112,15 @@ impl CacheCounts {
 }
 
 /// Bits of [`ThreadCache::tally`] that hold the number of cached blocks: enough for
-/// [`CACHE_CAPACITY`] (8 for 128, so that the count is one byte).
-const LEN_BITS: u32 = usize::BITS - CACHE_CAPACITY.leading_zeros();
+/// [`CACHE_CAPACITY`], and at least a byte, which the fast paths read in one instruction.
+const LEN_BITS: u32 = {
+    let needed = usize::BITS - CACHE_CAPACITY.leading_zeros();
+    if needed > 8 {
+        needed
+    } else {
+        8
+    }
+};
 const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
 /// What a counted pop adds to [`ThreadCache::tally`] besides taking one block off.
 const ONE_POP: u64 = 1 << LEN_BITS;
@@ -314,6 +321,7 @@ impl ThreadCache {
 
     /// Whether the cache was closed (by a flush request, from any thread including the
     /// owner, or by its pool's drop).
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.limit.load(Ordering::Relaxed) == 0
     }
@@ -536,18 +544,31 @@ pub(crate) fn remember_chunk(cache: &ThreadCache, addr: usize, geometry: &Geomet
     blocks.known_span = geometry.span();
 }
 
-/// [`push_fast`] for a block start of the chunk [`remember_chunk`] recorded: false if
-/// `ptr` is not one, or the cache is full or closed. One subtraction, one comparison and
-/// the multiplication of [`is_stride_multiple`] check it, all on the cache's first line.
+/// What [`push_known`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KnownPush {
+    /// The block is in the cache.
+    Pushed,
+    /// The block is a block start of the known chunk, and the cache is open but full: the
+    /// block is vouched for, and the caller spills without asking the registry again.
+    Full,
+    /// Not a block start of the known chunk, or the cache is closed: the caller asks the
+    /// registry.
+    Unknown,
+}
+
+/// [`push_fast`] for a block start of the chunk [`remember_chunk`] recorded. One
+/// subtraction, one comparison and the multiplication of [`is_stride_multiple`] check it,
+/// all on the cache's first line.
 ///
-/// Sound without the registry because only an open cache takes the push, and an open
-/// cache in the fast table is the cache of the live pool in that slot (a dropped pool's
-/// caches are closed, and only a slow path of the pool that owns a cache reopens it), whose
-/// known chunk the registry vouched for and which stays that pool's while it lives. An
-/// offset below `known_span` lies in that chunk's block range, since the range ends
-/// within the chunk.
+/// Sound without the registry because only an open cache takes the push (or answers
+/// [`KnownPush::Full`]), and an open cache in the fast table is the cache of the live pool
+/// in that slot (a dropped pool's caches are closed, and only a slow path of the pool that
+/// owns a cache reopens it), whose known chunk the registry vouched for and which stays
+/// that pool's while it lives. An offset below `known_span` lies in that chunk's block
+/// range, since the range ends within the chunk.
 #[inline(always)]
-pub(crate) fn push_known(cache: &ThreadCache, ptr: *mut u8) -> bool {
+pub(crate) fn push_known(cache: &ThreadCache, ptr: *mut u8) -> KnownPush {
     // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no other
     // reference to it; the borrow ends before `push_fast` takes its own.
     let (first, span, magic) = unsafe {
@@ -555,7 +576,16 @@ pub(crate) fn push_known(cache: &ThreadCache, ptr: *mut u8) -> bool {
         (blocks.known_first, blocks.known_span, blocks.stride_magic)
     };
     let offset = (ptr as usize).wrapping_sub(first);
-    offset < span && is_stride_multiple(offset, magic) && push_fast(cache, ptr)
+    if !(offset < span && is_stride_multiple(offset, magic)) {
+        return KnownPush::Unknown;
+    }
+    if push_fast(cache, ptr) {
+        KnownPush::Pushed
+    } else if cache.is_closed() {
+        KnownPush::Unknown
+    } else {
+        KnownPush::Full
+    }
 }
 
 /// A derived type's own per-thread pointer to this thread's cache of its pool, so that

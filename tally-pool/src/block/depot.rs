@@ -22,7 +22,12 @@ use core::ptr::null_mut;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
 /// Block pointers a magazine holds. Tiny under loom so that models stay small.
-pub(crate) const MAGAZINE_SIZE: usize = if cfg!(loom) { 2 } else { 64 };
+///
+/// 32 rather than 64: a producer thread that hands blocks to a consumer through a queue
+/// (W3 in `benches/`) gets them back sooner: 7 to 12 % faster per object, typed and
+/// untyped, in runs with both threads pinned. A thread that frees 100,000 blocks and
+/// allocates them again (W2) trades twice as often: about 10 % slower.
+pub(crate) const MAGAZINE_SIZE: usize = if cfg!(loom) { 2 } else { 32 };
 
 /// Magazines in the first segment; segment `k` holds `FIRST_SEGMENT << k`.
 const FIRST_SEGMENT: usize = if cfg!(loom) { 2 } else { 16 };

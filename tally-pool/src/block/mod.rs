@@ -34,7 +34,7 @@
 //!   pops, `free` pushes. No atomic read-modify-write, no lock, no syscall. The cached-block
 //!   count and the thread's allocation count share one word, from which the frees follow,
 //!   so statistics cost the hot path nothing beyond that word.
-//! - **The depot** takes and gives whole magazines of 64 blocks when a cache runs full or
+//! - **The depot** takes and gives whole magazines of 32 blocks when a cache runs full or
 //!   empty: a lock-free stack, ABA-safe through generations (see `depot`).
 //! - **Growth**: `capacity` blocks are mapped and pre-faulted up front; when the depot is
 //!   empty, blocks are carved from the current chunk, and a new chunk is mapped when that
@@ -87,10 +87,10 @@ pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
 
 use crate::error::PoolError;
 use crate::numa::Topology;
-use cache::with_cache;
 #[doc(hidden)]
 pub use cache::TypeCache;
 pub(crate) use cache::{fast_cache, pop_fast, push_fast, push_hinted, Through};
+use cache::{with_cache, KnownPush};
 use pool::PoolShared;
 
 /// Bytes in a chunk, the unit in which pools map memory.
@@ -367,8 +367,10 @@ impl BlockPool {
         // A block start in the chunk this thread last freed into through the registry: the
         // chunk is this pool's for as long as the pool lives (see `push_known`).
         if let Some(cache) = cache::plain_cache(self, self.plain_index) {
-            if cache::push_known(cache, block.as_ptr()) {
-                return Ok(());
+            match cache::push_known(cache, block.as_ptr()) {
+                KnownPush::Pushed => return Ok(()),
+                KnownPush::Full => return self.release(block.as_ptr()),
+                KnownPush::Unknown => {}
             }
         }
         self.free_other(block)
