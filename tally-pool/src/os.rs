@@ -82,23 +82,34 @@ impl Region {
 
     /// Touches every page of the first `len` bytes so that later accesses take no fault.
     pub(crate) fn prefault(&self, len: usize) {
-        let len = len.min(self.len);
-        let Some(rounded) = round_to_page(len) else {
+        self.prefault_range(0, len);
+    }
+
+    /// Touches every page that holds a byte of `from..to` (clamped to the region) so that
+    /// later accesses take no fault.
+    pub(crate) fn prefault_range(&self, from: usize, to: usize) {
+        let from = from & !(PAGE - 1);
+        let Some(to) = round_to_page(to.min(self.len)) else {
             return;
         };
-        let rounded = rounded.min(self.len);
+        let to = to.min(self.len);
+        if from >= to {
+            return;
+        }
+        let start = self.ptr.as_ptr().wrapping_add(from);
         // One call that faults every page in (Linux 5.14+), much cheaper than a fault per
         // page; older kernels refuse it and the loop below does the same work.
-        // SAFETY: `ptr..ptr + rounded` lies inside this mapping (Region invariant) and is
-        // page-aligned; MADV_POPULATE_WRITE only allocates pages as a write would.
-        let rc = unsafe { libc::madvise(self.ptr.as_ptr().cast(), rounded, MADV_POPULATE_WRITE) };
+        // SAFETY: `from < to <= len`, both page-aligned, so `start..start + (to - from)`
+        // lies inside this mapping (Region invariant); MADV_POPULATE_WRITE only allocates
+        // pages as a write would.
+        let rc = unsafe { libc::madvise(start.cast(), to - from, MADV_POPULATE_WRITE) };
         if rc == 0 {
             return;
         }
-        let mut offset = 0;
-        while offset < len {
+        let mut offset = from;
+        while offset < to {
             let p = self.ptr.as_ptr().wrapping_add(offset);
-            // SAFETY: `offset < len <= self.len`, so the byte is inside the mapping, which
+            // SAFETY: `offset < to <= self.len`, so the byte is inside the mapping, which
             // is readable.
             let byte = unsafe { p.read_volatile() };
             // SAFETY: the same byte, which is writable; writing back what it held keeps it.
@@ -197,6 +208,35 @@ mod tests {
         r.discard_from(PAGE);
         assert_eq!(s[PAGE + 1], 0);
         assert_eq!(s[123], 7, "the first page is kept");
+    }
+
+    /// Which pages of `r` are resident, by `mincore`.
+    fn resident_pages(r: &Region) -> Vec<bool> {
+        let mut v = vec![0u8; r.len().div_ceil(PAGE)];
+        // SAFETY: `r` is one live mapping of `len` bytes, page-aligned, and `v` has a byte
+        // per page of it.
+        let rc = unsafe { libc::mincore(r.ptr().as_ptr().cast(), r.len(), v.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore failed");
+        v.iter().map(|b| b & 1 == 1).collect()
+    }
+
+    #[test]
+    fn prefault_range_faults_in_exactly_the_pages_of_the_range() {
+        let r = map_aligned(1 << 20, 1 << 20).unwrap();
+        assert!(
+            resident_pages(&r).iter().all(|&p| !p),
+            "fresh anonymous memory"
+        );
+        // Bytes 5000..20000 lie on pages 1 to 4.
+        r.prefault_range(5000, 20_000);
+        let got = resident_pages(&r);
+        let want: Vec<bool> = (0..got.len()).map(|i| (1..=4).contains(&i)).collect();
+        assert_eq!(got, want);
+        // Clamped to the region; an empty range does nothing.
+        r.prefault_range(r.len() - 10, usize::MAX);
+        r.prefault_range(9000, 9000);
+        let got = resident_pages(&r);
+        assert!(got[got.len() - 1] && !got[got.len() - 2] && !got[5]);
     }
 
     #[test]

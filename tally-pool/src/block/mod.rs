@@ -136,8 +136,9 @@ pub struct BlockPoolConfig {
     pub guard: GuardLevel,
     /// NUMA node the memory belongs to. Default 0.
     pub node: u32,
-    /// Touch the pre-allocated memory at creation so that first use takes no page fault.
-    /// Default true.
+    /// Touch the pre-allocated memory at creation so that first use takes no page fault,
+    /// and, as the pool grows, fault in 256 KiB of a chunk at a time ahead of the blocks
+    /// handed out. Default true.
     pub prefault: bool,
     /// When set, every chunk is bound to `node` of this topology before its first touch
     /// (`mbind` on this machine's topology; recorded only on a synthetic one). Default

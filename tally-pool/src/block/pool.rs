@@ -37,7 +37,15 @@ struct Chunk {
     region: Region,
     carved: usize,
     reclaimed: bool,
+    /// Bytes from the chunk's start whose pages were faulted in ahead of use: carving
+    /// keeps them ahead of the carved blocks (see `PREFAULT_STEP`).
+    faulted: usize,
 }
+
+/// How far ahead of the carved blocks a pre-faulting pool faults pages in, in one call:
+/// one slow carve per 256 KiB of blocks rather than one fault per 4 KiB, and at most this
+/// much memory resident beyond the blocks in use.
+const PREFAULT_STEP: usize = 256 * 1024;
 
 impl Chunk {
     fn base(&self) -> usize {
@@ -117,7 +125,8 @@ pub(crate) struct PoolShared {
     fast_hint: StdAtomicUsize,
     /// Binds new chunks to `node` before their first touch, when set.
     topology: Option<Topology>,
-    /// Whether memory is faulted in when mapped rather than on first use.
+    /// Whether memory is faulted in ahead of use (see `PREFAULT_STEP`) rather than on
+    /// first use.
     prefault: bool,
     bind_failures: StdAtomicU64,
 }
@@ -204,10 +213,10 @@ impl PoolShared {
             self.map_chunk(&mut growth)?;
             let here = remaining.min(geometry.blocks_per_chunk);
             if prefault {
-                if let Some(chunk) = growth.chunks.last() {
-                    chunk
-                        .region
-                        .prefault(geometry.first_offset + here * geometry.stride);
+                if let Some(chunk) = growth.chunks.last_mut() {
+                    let end = geometry.first_offset + here * geometry.stride;
+                    chunk.region.prefault(end);
+                    chunk.faulted = end;
                 }
             }
             remaining -= here;
@@ -640,14 +649,6 @@ impl PoolShared {
             None => {
                 self.map_chunk(growth)?;
                 self.expansions.fetch_add(1, StdOrdering::Relaxed);
-                // Fault the whole chunk in now, in one go, rather than one page fault per
-                // 4 KiB of blocks later: growth then costs one slow acquire per chunk
-                // instead of a slow one every few dozen.
-                if self.prefault {
-                    if let Some(chunk) = growth.chunks.last() {
-                        chunk.region.prefault(CHUNK_SIZE);
-                    }
-                }
                 growth.chunks.len() - 1
             }
         };
@@ -661,6 +662,14 @@ impl PoolShared {
             self.expansions.fetch_add(1, StdOrdering::Relaxed);
         }
         let n = want.min(bpc - chunk.carved);
+        let end = self.geometry.first_offset + (chunk.carved + n) * self.geometry.stride;
+        if self.prefault && end > chunk.faulted {
+            // Fault in what these blocks need and the next `PREFAULT_STEP` bytes in one
+            // call, rather than one page fault per 4 KiB of blocks later.
+            let to = end.max(chunk.faulted + PREFAULT_STEP).min(CHUNK_SIZE);
+            chunk.region.prefault_range(chunk.faulted, to);
+            chunk.faulted = to;
+        }
         let base = chunk.base();
         for i in 0..n {
             let addr = self.geometry.block_addr(base, chunk.carved + i);
@@ -716,6 +725,7 @@ impl PoolShared {
             region,
             carved: 0,
             reclaimed: false,
+            faulted: 0,
         });
         self.active_chunks.fetch_add(1, StdOrdering::Relaxed);
         Ok(())
@@ -837,6 +847,7 @@ impl PoolShared {
             if !chunk.reclaimed && free == chunk.carved {
                 // Keep the page that holds the header; give back the rest.
                 chunk.region.discard_from(PAGE);
+                chunk.faulted = chunk.faulted.min(PAGE);
                 released += chunk.carved;
                 chunk.carved = 0;
                 chunk.reclaimed = true;
@@ -968,5 +979,51 @@ impl Drop for PoolShared {
         // The regions unmap when `growth` drops with `self`; the slot is free for reuse
         // now that no chunk names it.
         registry::release_slot(self.slot);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn pool(prefault: bool) -> Arc<PoolShared> {
+        PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+                .capacity(0)
+                .prefault(prefault),
+        )
+        .unwrap()
+    }
+
+    /// What a pool has faulted in of its first chunk once it has carved `total` blocks
+    /// in all, carving up to `n` at a time.
+    fn faulted_after(pool: &PoolShared, total: usize, n: usize) -> usize {
+        let mut growth = lock(&pool.growth);
+        while growth.carved_total < total {
+            let n = n.min(total - growth.carved_total);
+            pool.carve(&mut growth, n, |_, _| {}).unwrap();
+        }
+        growth.chunks.first().map_or(0, |c| c.faulted)
+    }
+
+    #[test]
+    fn growth_faults_pages_in_a_step_ahead_of_the_carved_blocks() {
+        let p = pool(true);
+        let g = p.geometry;
+        let step_blocks = (PREFAULT_STEP - g.first_offset) / g.stride;
+        // The first carve faults in one step; carving up to its end needs no more.
+        assert_eq!(faulted_after(&p, 1, 1), PREFAULT_STEP);
+        assert_eq!(faulted_after(&p, step_blocks, 32), PREFAULT_STEP);
+        // One block past it, the next step.
+        assert_eq!(faulted_after(&p, step_blocks + 1, 1), 2 * PREFAULT_STEP);
+        // Never past the chunk.
+        assert_eq!(faulted_after(&p, g.blocks_per_chunk, 32), CHUNK_SIZE);
+        assert_eq!(lock(&p.growth).chunks.len(), 1);
+    }
+
+    #[test]
+    fn a_pool_that_does_not_prefault_faults_nothing_ahead() {
+        let p = pool(false);
+        assert_eq!(faulted_after(&p, 1000, 32), 0);
     }
 }

@@ -43,7 +43,8 @@ pub struct PoolConfig {
     /// Checks on release and reuse. Default [`GuardLevel::Off`]: handles already rule out
     /// double and foreign releases.
     pub guard: GuardLevel,
-    /// Touch pre-allocated memory at creation. Default true.
+    /// Touch pre-allocated memory at creation, and grown memory 256 KiB ahead of use.
+    /// Default true.
     pub prefault: bool,
     /// One block pool per NUMA node, each with its own `capacity` and `max_capacity`,
     /// serving the threads of its node. Default true. With `false`, one pool serves every
