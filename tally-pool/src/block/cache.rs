@@ -732,6 +732,22 @@ pub(crate) fn with_cache<R>(
         .flatten()
 }
 
+/// Runs `f` in a section of `cache` (see [`ThreadCache::enter`]) without looking the cache
+/// up in the thread's table: for a slow path that starts from a fast path's miss on an
+/// *open* cache from the fast table, which is the calling thread's cache of the live pool
+/// in that slot (see [`push_known`]). `f` must not call `with_cache`, `bind` or this.
+pub(crate) fn in_section<R>(
+    cache: &ThreadCache,
+    f: impl FnOnce(&ThreadCache, &mut CachedBlocks) -> R,
+) -> R {
+    // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant); the fast path's
+    // borrow has ended and `f` takes no other (documented above).
+    let blocks = unsafe { &mut *cache.blocks.get() };
+    cache.enter(blocks);
+    let section = Section { cache, blocks };
+    f(section.cache, &mut *section.blocks)
+}
+
 /// A section of `cache`'s owner over `blocks` (see [`ThreadCache::enter`]), left when
 /// dropped, even by an unwinding panic, so that readers never wait for it forever.
 struct Section<'a> {

@@ -90,7 +90,7 @@ use crate::numa::Topology;
 #[doc(hidden)]
 pub use cache::TypeCache;
 pub(crate) use cache::{fast_cache, pop_fast, push_fast, push_hinted, Through};
-use cache::{with_cache, KnownPush};
+use cache::{with_cache, KnownPush, ThreadCache};
 use pool::PoolShared;
 
 /// Bytes in a chunk, the unit in which pools map memory.
@@ -311,8 +311,30 @@ impl BlockPool {
             if let Some(block) = cache::pop_fast(cache) {
                 return Ok(block);
             }
+            if !cache.is_closed() {
+                return self.refill_open(cache);
+            }
         }
         self.allocate_other()
+    }
+
+    /// `allocate` when the thread's open cache of this unguarded pool is empty.
+    #[cold]
+    #[inline(never)]
+    fn refill_open(&self, cache: &ThreadCache) -> Result<NonNull<u8>, PoolError> {
+        cache::in_section(cache, |cache, blocks| {
+            self.shared.allocate_slow(cache, blocks)
+        })
+    }
+
+    /// `free` of a block of the known chunk when the thread's open cache of this unguarded
+    /// pool is full.
+    #[cold]
+    #[inline(never)]
+    fn spill_open(&self, cache: &ThreadCache, ptr: *mut u8) -> Result<(), PoolError> {
+        cache::in_section(cache, |cache, blocks| {
+            self.shared.free_slow(cache, blocks, ptr)
+        })
     }
 
     /// `allocate` for a guarded pool, or when the cache of an unguarded one misses.
@@ -370,7 +392,7 @@ impl BlockPool {
         if let Some(cache) = cache::plain_cache(self, self.plain_index) {
             match cache::push_known(cache, block.as_ptr()) {
                 KnownPush::Pushed => return Ok(()),
-                KnownPush::Full => return self.release(block.as_ptr()),
+                KnownPush::Full => return self.spill_open(cache, block.as_ptr()),
                 KnownPush::Unknown => {}
             }
         }
