@@ -221,7 +221,7 @@ impl ThreadCache {
     /// `counters` and the number of cached blocks into `blocks.len`, which the slow path
     /// then works on. Every `enter` is followed by a [`Self::leave`] with the same blocks,
     /// and sections do not nest.
-    pub(crate) fn enter(&self, blocks: &mut CachedBlocks) {
+    fn enter(&self, blocks: &mut CachedBlocks) {
         let section = self.section.load(Ordering::Relaxed);
         self.section.store(section | 1, Ordering::Relaxed);
         // Pairs with the `Acquire` fence of `counts`: a reader that sees any change made
@@ -240,7 +240,7 @@ impl ThreadCache {
     }
 
     /// Ends the section [`Self::enter`] started: the fast paths go on from `blocks.len`.
-    pub(crate) fn leave(&self, blocks: &CachedBlocks) {
+    fn leave(&self, blocks: &CachedBlocks) {
         let len = blocks.len as u64 & LEN_MASK;
         self.tally.store(len, Ordering::Relaxed);
         self.settled_len.store(len, Ordering::Relaxed);
@@ -252,11 +252,7 @@ impl ThreadCache {
     /// Takes back the allocation a pop counted for a block the caller refuses. Owner thread
     /// only, outside a section.
     pub(crate) fn refuse_popped(&self) {
-        // SAFETY: the owner thread holds no other reference to its blocks here (caller).
-        let blocks = unsafe { &mut *self.blocks.get() };
-        self.enter(blocks);
-        self.counters.refused.bump();
-        self.leave(blocks);
+        in_section(self, |cache, _| cache.counters.refused.bump());
     }
 
     /// The counts of this cache's thread, from any thread, as they were at one instant
@@ -721,21 +717,17 @@ pub(crate) fn with_cache<R>(
                 Some(Some(c)) if c.pool_uid == pool.uid => c,
                 _ => install(table, caches, pool)?,
             };
-            // SAFETY: this thread owns `cache.blocks` (ThreadCache invariant) and holds no
-            // other reference to it.
-            let blocks = unsafe { &mut *cache.blocks.get() };
-            cache.enter(blocks);
-            let section = Section { cache, blocks };
-            Some(f(section.cache, &mut *section.blocks))
+            Some(in_section(cache, f))
         })
         .ok()
         .flatten()
 }
 
-/// Runs `f` in a section of `cache` (see [`ThreadCache::enter`]) without looking the cache
-/// up in the thread's table: for a slow path that starts from a fast path's miss on an
-/// *open* cache from the fast table, which is the calling thread's cache of the live pool
-/// in that slot (see [`push_known`]). `f` must not call `with_cache`, `bind` or this.
+/// Runs `f` in a section of `cache` (see [`ThreadCache::enter`]), a cache of the calling
+/// thread: one `with_cache` found, or an *open* cache from the fast table, which is the
+/// calling thread's cache of the live pool in that slot (see [`push_known`]), so a slow
+/// path that starts from a fast path's miss need not look it up again. `f` must not call
+/// `with_cache`, `bind` or this.
 pub(crate) fn in_section<R>(
     cache: &ThreadCache,
     f: impl FnOnce(&ThreadCache, &mut CachedBlocks) -> R,

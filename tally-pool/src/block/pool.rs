@@ -786,14 +786,10 @@ impl PoolShared {
 
     /// Called at thread exit: returns the cache's blocks and folds its counters.
     pub(crate) fn retire_cache(&self, cache: &Arc<ThreadCache>) {
-        // SAFETY: called from the owning thread's table destructor, so this thread owns
-        // `blocks` and no other reference to them exists.
-        let blocks = unsafe { &mut *cache.blocks.get() };
-        cache.enter(blocks);
+        // Called from the owning thread's table destructor: the cache is this thread's.
         // Blocks that cannot be spilled (magazine indices ran out) are lost to the pool,
         // not handed out twice.
-        let _ = self.flush(cache, blocks);
-        cache.leave(blocks);
+        let _ = super::cache::in_section(cache, |cache, blocks| self.flush(cache, blocks));
         let c = cache.counts();
         let t = &self.totals;
         // Fold and unlist under the lock that `stats` reads under, so that no snapshot
