@@ -229,8 +229,8 @@ impl PoolShared {
     /// `ChunkHeader::fast_hint`).
     pub(crate) fn set_owner(&self, owner: usize, plain: bool) {
         self.owner.store(owner, StdOrdering::Relaxed);
-        let hint = if plain && self.guard == GuardLevel::Off {
-            self.fast_index
+        let hint = if plain {
+            self.plain_index
         } else {
             super::cache::FAST_SLOTS
         };
