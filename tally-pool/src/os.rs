@@ -189,6 +189,17 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed>
     Ok(Region { ptr, len })
 }
 
+/// Which pages of `r` are resident, by `mincore` (for tests of what is faulted in when).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn resident_pages(r: &Region) -> Vec<bool> {
+    let mut v = vec![0u8; r.len().div_ceil(PAGE)];
+    // SAFETY: `r` is one live mapping of `len` bytes, page-aligned, and `v` has a byte per
+    // page of it.
+    let rc = unsafe { libc::mincore(r.ptr().as_ptr().cast(), r.len(), v.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore failed");
+    v.iter().map(|b| b & 1 == 1).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,16 +219,6 @@ mod tests {
         r.discard_from(PAGE);
         assert_eq!(s[PAGE + 1], 0);
         assert_eq!(s[123], 7, "the first page is kept");
-    }
-
-    /// Which pages of `r` are resident, by `mincore`.
-    fn resident_pages(r: &Region) -> Vec<bool> {
-        let mut v = vec![0u8; r.len().div_ceil(PAGE)];
-        // SAFETY: `r` is one live mapping of `len` bytes, page-aligned, and `v` has a byte
-        // per page of it.
-        let rc = unsafe { libc::mincore(r.ptr().as_ptr().cast(), r.len(), v.as_mut_ptr()) };
-        assert_eq!(rc, 0, "mincore failed");
-        v.iter().map(|b| b & 1 == 1).collect()
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
 impl<T> UnsafeCell<T> {
+    /// Outside loom, cells are built only by tests: the depot's magazines start as zeroed
+    /// memory (see `block::depot::Magazine`).
+    #[cfg(test)]
     pub(crate) const fn new(value: T) -> Self {
         Self(std::cell::UnsafeCell::new(value))
     }

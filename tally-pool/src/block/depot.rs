@@ -29,8 +29,9 @@ use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 /// allocates them again (W2) trades twice as often: about 10 % slower.
 pub(crate) const MAGAZINE_SIZE: usize = if cfg!(loom) { 2 } else { 32 };
 
-/// Magazines in the first segment; segment `k` holds `FIRST_SEGMENT << k`.
-const FIRST_SEGMENT: usize = if cfg!(loom) { 2 } else { 16 };
+/// Magazines in the first segment; segment `k` holds `FIRST_SEGMENT << k`. Fifteen
+/// magazines fill one 4 KiB page, so segment `k` takes `2^k` pages.
+const FIRST_SEGMENT: usize = if cfg!(loom) { 2 } else { 15 };
 /// Segments a depot can have: enough for every 32-bit index.
 const SEGMENTS: usize = 32;
 
@@ -49,6 +50,11 @@ pub(crate) struct Blocks {
 /// from a stack of the depot, or that took it fresh from [`Depot::new_magazine`]. Pushing
 /// it (a release CAS) ends that ownership; the next pop (an acquire CAS) begins the next
 /// one. `next` is written by the owner just before a push and may be read by anyone.
+///
+/// All-zero bytes are a valid magazine, the same as [`Magazine::new`]: every field is an
+/// integer, an atomic integer or a raw pointer (null when zero), for which zero is a
+/// valid value. The depot relies on this outside loom, where its segments are fresh
+/// zero-filled pages.
 #[derive(Debug)]
 pub(crate) struct Magazine {
     next: AtomicU32,
@@ -56,6 +62,7 @@ pub(crate) struct Magazine {
 }
 
 impl Magazine {
+    #[cfg(any(loom, test))]
     fn new() -> Self {
         Self {
             next: AtomicU32::new(0),
@@ -91,10 +98,20 @@ pub(crate) struct Depot {
     empty: Stack,
     /// Next never-used magazine index.
     fresh: AtomicU32,
-    /// Invariant: segment `k`, once non-null, points to `FIRST_SEGMENT << k` magazines
-    /// from a leaked `Box<[Magazine]>` that this depot frees in `Drop`, and never changes.
+    /// Invariant: segment `k`, once non-null, points to `FIRST_SEGMENT << k` valid
+    /// magazines that live as long as the depot, and never changes. Outside loom they lie
+    /// in `mapped[k]`; under loom in a leaked `Box<[Magazine]>` that `Drop` frees.
     segments: [AtomicPtr<Magazine>; SEGMENTS],
+    /// The mapping of each segment, set before its pointer is published and unmapped when
+    /// the depot drops.
+    #[cfg(not(loom))]
+    mapped: [std::sync::OnceLock<crate::os::Region>; SEGMENTS],
 }
+
+/// Magazines a depot faults in at a time outside loom: 64 pages' worth. A spill that takes
+/// the first fresh magazine of such a step faults the whole step in with one call, so that
+/// the spills after it take no page fault each (see [`Depot::add_segment`]).
+const FAULT_STEP: usize = FIRST_SEGMENT * 64;
 
 // SAFETY: the raw block pointers inside magazines are plain addresses; which thread may
 // use a magazine's contents is governed by the ownership protocol on `Magazine`.
@@ -117,6 +134,8 @@ impl Depot {
             empty: Stack::new(),
             fresh: AtomicU32::new(0),
             segments: core::array::from_fn(|_| AtomicPtr::new(null_mut())),
+            #[cfg(not(loom))]
+            mapped: core::array::from_fn(|_| std::sync::OnceLock::new()),
         }
     }
 
@@ -150,22 +169,70 @@ impl Depot {
                 Err(current) => index = current,
             }
         }
-        let (k, _) = locate(index);
+        let (k, offset) = locate(index);
         let slot = self.segments.get(k)?;
         if slot.load(Ordering::Acquire).is_null() {
-            let seg: Box<[Magazine]> = (0..FIRST_SEGMENT << k).map(|_| Magazine::new()).collect();
-            let seg = Box::into_raw(seg).cast::<Magazine>();
-            if slot
-                .compare_exchange(null_mut(), seg, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                let raw = core::ptr::slice_from_raw_parts_mut(seg, FIRST_SEGMENT << k);
-                // SAFETY: `raw` is the box leaked just above, which lost the race and was
-                // never published.
-                drop(unsafe { Box::from_raw(raw) });
-            }
+            self.add_segment(k, slot)?;
+        } else if offset != 0 && offset % FAULT_STEP == 0 {
+            self.fault_in(k, offset);
         }
         Some(index)
+    }
+
+    /// Faults in the step of segment `k` that starts at magazine `offset` (see
+    /// [`FAULT_STEP`]); a no-op under loom, whose segments are boxes.
+    fn fault_in(&self, k: usize, offset: usize) {
+        #[cfg(not(loom))]
+        if let Some(region) = self.mapped.get(k).and_then(std::sync::OnceLock::get) {
+            let size = core::mem::size_of::<Magazine>();
+            region.prefault_range(offset * size, (offset + FAULT_STEP) * size);
+        }
+        #[cfg(loom)]
+        let _ = (k, offset);
+    }
+
+    /// Publishes segment `k` in `slot`, unless another thread did first. `None` when the OS
+    /// refuses the memory.
+    ///
+    /// The segment is fresh zero-filled pages, which are valid empty magazines (see
+    /// [`Magazine`]), so nothing is written to it. Its first [`FAULT_STEP`] magazines are
+    /// faulted in now and each further step by the spill that takes its first magazine
+    /// ([`Self::fault_in`]): a 4 MiB segment initialised at once would stall one `free` for
+    /// milliseconds, and a page fault per 15 spills would put one in every few hundred.
+    #[cfg(not(loom))]
+    fn add_segment(&self, k: usize, slot: &AtomicPtr<Magazine>) -> Option<()> {
+        let cell = self.mapped.get(k)?;
+        if cell.get().is_none() {
+            let bytes = (FIRST_SEGMENT << k).checked_mul(core::mem::size_of::<Magazine>())?;
+            let region = crate::os::map(bytes).ok()?;
+            if cell.set(region).is_ok() {
+                self.fault_in(k, 0);
+            }
+            // Else another thread mapped the segment first, and this mapping, never
+            // published, is unmapped here.
+        }
+        let seg = cell.get()?.ptr().as_ptr().cast::<Magazine>();
+        // Racing threads publish the same pointer; the mapping is in place before it.
+        let _ = slot.compare_exchange(null_mut(), seg, Ordering::AcqRel, Ordering::Acquire);
+        Some(())
+    }
+
+    /// Publishes segment `k` in `slot`, unless another thread did first.
+    #[cfg(loom)]
+    fn add_segment(&self, k: usize, slot: &AtomicPtr<Magazine>) -> Option<()> {
+        let len = FIRST_SEGMENT << k;
+        let seg: Box<[Magazine]> = (0..len).map(|_| Magazine::new()).collect();
+        let seg = Box::into_raw(seg).cast::<Magazine>();
+        if slot
+            .compare_exchange(null_mut(), seg, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            let raw = core::ptr::slice_from_raw_parts_mut(seg, len);
+            // SAFETY: `raw` is the box leaked just above, which lost the race and was
+            // never published.
+            drop(unsafe { Box::from_raw(raw) });
+        }
+        Some(())
     }
 
     /// Runs `f` on the blocks of magazine `index`.
@@ -237,6 +304,7 @@ impl Depot {
     }
 }
 
+#[cfg(loom)]
 impl Drop for Depot {
     fn drop(&mut self) {
         for (k, slot) in self.segments.iter().enumerate() {
@@ -295,6 +363,111 @@ mod tests {
             depot.new_magazine(),
             Some(b),
             "empty magazines are reused first"
+        );
+    }
+
+    #[test]
+    fn zeroed_memory_is_an_empty_magazine() {
+        let zero = core::mem::MaybeUninit::<Magazine>::zeroed();
+        // SAFETY: all-zero bytes are a valid `Magazine` (type docs), which is what this
+        // test checks, field by field, against `Magazine::new`.
+        let zero = unsafe { zero.assume_init() };
+        let fresh = Magazine::new();
+        let view = |m: &Magazine| {
+            m.blocks.with_mut(|b| {
+                // SAFETY: this test owns `m`, and no other reference to its blocks is live.
+                let b = unsafe { &*b };
+                (b.count, b.ptrs)
+            })
+        };
+        assert_eq!(
+            zero.next.load(Ordering::Relaxed),
+            fresh.next.load(Ordering::Relaxed)
+        );
+        assert_eq!(view(&zero), view(&fresh));
+    }
+
+    #[test]
+    fn fresh_segments_read_as_empty_magazines() {
+        let depot = Depot::new();
+        // Enough magazines for four segments (15 + 30 + 60 + 120).
+        let ids: Vec<u32> = (0..200).map(|_| depot.new_magazine().unwrap()).collect();
+        for &i in &ids {
+            // SAFETY: every index came fresh from `new_magazine`: this thread owns it.
+            let got = unsafe { depot.with_blocks(i, |m| (m.count, m.ptrs)) };
+            assert_eq!(got, Some((0, [null_mut(); MAGAZINE_SIZE])), "magazine {i}");
+        }
+        let pages: Vec<usize> = depot
+            .mapped
+            .iter()
+            .filter_map(std::sync::OnceLock::get)
+            .map(|r| r.len() / crate::os::PAGE)
+            .collect();
+        assert_eq!(pages, [1, 2, 4, 8], "segment k takes 2^k pages");
+    }
+
+    #[test]
+    fn threads_racing_for_new_segments_all_find_their_magazines() {
+        for _ in 0..20 {
+            let depot = Depot::new();
+            let ids: Vec<Vec<u32>> = std::thread::scope(|s| {
+                let workers: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            (0..500)
+                                .map(|_| {
+                                    let i = depot.new_magazine().unwrap();
+                                    // SAFETY: `i` came fresh from `new_magazine`: this
+                                    // thread owns it.
+                                    let count = unsafe { depot.with_blocks(i, |m| m.count) };
+                                    assert_eq!(count, Some(0), "magazine {i}");
+                                    i
+                                })
+                                .collect()
+                        })
+                    })
+                    .collect();
+                workers.into_iter().map(|w| w.join().unwrap()).collect()
+            });
+            let mut all: Vec<u32> = ids.concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..2000).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_large_segment_is_faulted_in_a_step_at_a_time() {
+        let depot = Depot::new();
+        // Segments 0 to 6 hold 15 * (2^7 - 1) magazines; the next index opens segment 7,
+        // 1,920 magazines on 128 pages.
+        let first_of_7 = FIRST_SEGMENT * ((1 << 7) - 1);
+        for _ in 0..=first_of_7 {
+            depot.new_magazine().unwrap();
+        }
+        let resident = |depot: &Depot| {
+            let region = depot.mapped[7].get().unwrap();
+            crate::os::resident_pages(region)
+        };
+        let size = core::mem::size_of::<Magazine>();
+        let step_pages = (FAULT_STEP * size).div_ceil(crate::os::PAGE);
+        let got = resident(&depot);
+        assert_eq!(got.len(), 128);
+        assert!(
+            got[..step_pages].iter().all(|&p| p),
+            "the first step is faulted in"
+        );
+        assert!(
+            got[step_pages..].iter().all(|&p| !p),
+            "the rest is not, yet"
+        );
+        // Taking the first magazine of the second step faults that step in.
+        for _ in 0..FAULT_STEP {
+            depot.new_magazine().unwrap();
+        }
+        assert!(
+            resident(&depot).iter().all(|&p| p),
+            "both steps are faulted in"
         );
     }
 
