@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns the results of `cargo bench --bench peers` into BENCHMARKS.md and docs/peers.svg.
 
-    cargo bench --bench peers        # writes target/peers.json (about 10 minutes)
+    cargo bench --bench peers        # writes target/peers.json (about 17 minutes)
     python3 benches/report.py        # writes BENCHMARKS.md and docs/peers.svg
 
 Options: --input PATH (default: $TALLY_PEERS_JSON, else $CARGO_TARGET_DIR/peers.json, else
@@ -734,7 +734,7 @@ def report(res, versions, input_path):
     out.append("To regenerate every number, table and the chart on this page:")
     out.append("")
     out.append("```sh")
-    out.append("cargo bench --bench peers     # ~10 min; writes target/peers.json")
+    out.append("cargo bench --bench peers     # ~17 min; writes target/peers.json")
     out.append("python3 benches/report.py     # writes BENCHMARKS.md and docs/peers.svg")
     out.append("```")
     out.append("")
