@@ -385,6 +385,10 @@ impl BlockPool {
     ///
     /// [`PoolError::Corruption`] for a foreign pointer, an interior pointer, a double free
     /// or an overwritten canary. The block is not put back, and the pool stays usable.
+    ///
+    /// [`PoolError::OutOfMemory`] if the OS refuses the pages the depot needs to take a
+    /// magazine of blocks back. The block is then lost to the pool: it stays counted as
+    /// live and is never handed out again.
     #[inline(always)]
     pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         // A block start in the chunk this thread last freed into through the registry: the
