@@ -118,6 +118,12 @@ impl PoolConfig {
 /// `recycle` runs when a handle is dropped; the value then waits in the pool and the next
 /// `acquire` returns it as it is, so a `Vec` inside keeps its capacity.
 ///
+/// If `recycle` panics, the value is dropped as the panic left it (a `&mut` method that
+/// panics leaves a valid value) and its block goes back to the pool empty: the next
+/// `acquire` of that block makes a fresh value with `Default`. The panic goes on to the
+/// code that dropped the handle (if the value's `Drop` panics too, the process aborts, as
+/// for any value dropped while a panic unwinds).
+///
 /// ```
 /// use tally_pool::{Pool, PoolConfig, Recycle};
 ///
@@ -957,9 +963,12 @@ impl<T: 'static> Pool<T> {
                 drop(guard);
             }
             Some(recycle) => {
-                let mut guard = guard;
+                // Dropped only if `recycle` unwinds: drops the value, then (its field) the
+                // guard returns the block, empty.
+                let unwinding = DropValue(guard);
                 // SAFETY: as above; `recycle` is `recycle_value::<T>`.
                 unsafe { recycle(ptr.as_ptr().cast()) };
+                let mut guard = unwinding.disarm();
                 guard.full = true;
                 drop(guard);
             }
@@ -1163,6 +1172,29 @@ impl<T> Drop for ReturnBlock<'_, T> {
         // once, here. An error (a guard's finding) is counted in the pool's stats; the
         // block is then withdrawn, which is all a destructor can do.
         let _ = unsafe { self.block_pool.free_unchecked(self.block.cast()) };
+    }
+}
+
+/// Drops the value in the block of a [`ReturnBlock`], then lets the guard return the block
+/// (empty): what a recycling pool does when `recycle` panics.
+///
+/// Invariant: the block holds a valid value that nothing else owns or drops.
+struct DropValue<'a, T>(ReturnBlock<'a, T>);
+
+impl<'a, T> DropValue<'a, T> {
+    /// The guard, without dropping the value: `recycle` returned.
+    fn disarm(self) -> ReturnBlock<'a, T> {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the guard is moved out once.
+        unsafe { core::ptr::read(&this.0) }
+    }
+}
+
+impl<T> Drop for DropValue<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: type invariant: a valid value that only this drops; the guard, dropped
+        // after this, frees the block marked empty.
+        unsafe { core::ptr::drop_in_place(self.0.block.as_ptr()) };
     }
 }
 
