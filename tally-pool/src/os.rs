@@ -18,7 +18,8 @@ const MADV_POPULATE_WRITE: libc::c_int = 23;
 /// A region the OS mapped for us, readable and writable, zero-filled when first touched.
 ///
 /// Invariant: `ptr..ptr + len` is one mapping created by [`map`] or [`map_aligned`] that
-/// nothing else unmaps; `len` is a multiple of [`PAGE`].
+/// nothing else unmaps; `len` is a multiple of [`PAGE`]. In a LeakSanitizer build it is
+/// registered as a root region from creation until drop (see [`lsan`]).
 #[derive(Debug)]
 pub(crate) struct Region {
     ptr: NonNull<u8>,
@@ -47,6 +48,12 @@ fn round_to_page(len: usize) -> Option<usize> {
 }
 
 impl Region {
+    /// The owner of the fresh mapping `ptr..ptr + len`, which nothing else knows of.
+    fn adopt(ptr: NonNull<u8>, len: usize) -> Self {
+        lsan::register(ptr, len);
+        Self { ptr, len }
+    }
+
     /// Start of the region.
     pub(crate) fn ptr(&self) -> NonNull<u8> {
         self.ptr
@@ -121,6 +128,7 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        lsan::unregister(self.ptr, self.len);
         // SAFETY: the Region invariant says this is one whole mapping that we own and that
         // nothing else unmaps; after this no pointer into it is used (owners drop the
         // Region last).
@@ -134,6 +142,12 @@ pub(crate) fn map(len: usize) -> Result<Region, MapFailed> {
     let len = round_to_page(len.max(1)).ok_or(MapFailed {
         errno: libc::ENOMEM,
     })?;
+    map_pages(len).map(|ptr| Region::adopt(ptr, len))
+}
+
+/// Maps `len` bytes, a multiple of [`PAGE`], of private anonymous memory, owned by the
+/// caller.
+fn map_pages(len: usize) -> Result<NonNull<u8>, MapFailed> {
     // SAFETY: an anonymous private mapping at an address of the kernel's choice aliases no
     // existing memory.
     let p = unsafe {
@@ -149,11 +163,9 @@ pub(crate) fn map(len: usize) -> Result<Region, MapFailed> {
     if p == libc::MAP_FAILED {
         return Err(MapFailed { errno: errno() });
     }
-    NonNull::new(p.cast::<u8>())
-        .map(|ptr| Region { ptr, len })
-        .ok_or(MapFailed {
-            errno: libc::ENOMEM,
-        })
+    NonNull::new(p.cast::<u8>()).ok_or(MapFailed {
+        errno: libc::ENOMEM,
+    })
 }
 
 /// Maps `len` bytes aligned to `align` (a power of two, at least a page): maps
@@ -166,13 +178,12 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed>
     let over = len.checked_add(align).ok_or(MapFailed {
         errno: libc::ENOMEM,
     })?;
-    let raw = map(over)?;
-    let start = raw.ptr.as_ptr() as usize;
+    // `len` and `align` are multiples of a page, so `over` is one too.
+    let base = map_pages(over)?.as_ptr();
+    let start = base as usize;
     let aligned = (start + align - 1) & !(align - 1);
     let head = aligned - start;
-    let tail = raw.len - head - len;
-    let base = raw.ptr.as_ptr();
-    core::mem::forget(raw);
+    let tail = over - head - len;
     if head > 0 {
         // SAFETY: `base..base + head` is the first part of the mapping made just above,
         // which nothing else knows about.
@@ -186,7 +197,47 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed>
     let ptr = NonNull::new(base.wrapping_add(head)).ok_or(MapFailed {
         errno: libc::ENOMEM,
     })?;
-    Ok(Region { ptr, len })
+    Ok(Region::adopt(ptr, len))
+}
+
+/// LeakSanitizer's view of the crate's memory.
+///
+/// LeakSanitizer looks for pointers to heap blocks in globals, stacks, thread-locals and
+/// the heap itself, not in anonymous mappings. A value that lives in a pool block and owns
+/// heap memory (a `Vec` in a `Recycle` type kept for reuse, or in a handle parked in
+/// another pool) would be reported as leaked. Builds with `--cfg tally_lsan` (used with
+/// `-Zsanitizer=address` or `-Zsanitizer=leak`, whose runtime provides these functions)
+/// register every region as a root; other builds do nothing.
+mod lsan {
+    use core::ptr::NonNull;
+
+    #[cfg(tally_lsan)]
+    extern "C" {
+        fn __lsan_register_root_region(p: *const core::ffi::c_void, size: usize);
+        fn __lsan_unregister_root_region(p: *const core::ffi::c_void, size: usize);
+    }
+
+    /// Makes LeakSanitizer scan `ptr..ptr + len`, a mapping the caller now owns.
+    pub(super) fn register(ptr: NonNull<u8>, len: usize) {
+        // SAFETY: the sanitizer runtime only records the range, which is mapped and
+        // readable for as long as it stays registered (until `unregister`).
+        #[cfg(tally_lsan)]
+        unsafe {
+            __lsan_register_root_region(ptr.as_ptr().cast(), len);
+        }
+        let _ = (ptr, len);
+    }
+
+    /// Undoes [`register`] for the same range, before it is unmapped.
+    pub(super) fn unregister(ptr: NonNull<u8>, len: usize) {
+        // SAFETY: `ptr..ptr + len` was registered when its `Region` was made (Region
+        // invariant); the runtime only forgets it.
+        #[cfg(tally_lsan)]
+        unsafe {
+            __lsan_unregister_root_region(ptr.as_ptr().cast(), len);
+        }
+        let _ = (ptr, len);
+    }
 }
 
 /// Which pages of `r` are resident, by `mincore` (for tests of what is faulted in when).
