@@ -4,7 +4,8 @@
 //! - a thread that exits holding cached free blocks returns them (a pool whose
 //!   `max_capacity` is all in that cache can be filled again afterwards), and blocks an
 //!   idle thread caches keep their chunk from `reclaim` until it exits;
-//! - `Exhausted` asks idle threads to return their caches on their next call;
+//! - `Exhausted` asks idle threads to return their caches on their next call, fresh ranges
+//!   included, and `reclaim` returns the calling thread's range;
 //! - `stats().cross_thread_frees` moves when another thread frees (and only then: it stays a
 //!   lower bound), `depot_exchanges` moves when caches trade magazines, and the counters of
 //!   threads that exited are kept;
@@ -229,6 +230,63 @@ fn exhaustion_asks_idle_threads_to_return_their_caches() {
     assert_exhausted(&pool, CAP);
     free_all(&pool, got.into_iter().chain(last));
     assert_eq!(pool.stats().live_blocks, 0);
+}
+
+#[test]
+fn an_idle_threads_fresh_range_counts_against_the_cap_until_its_next_call() {
+    // A cap of 8192 lets a thread cache 64 free blocks and carve 128 fresh ones at a time.
+    const CAP: usize = 8192;
+    const STRANDED: usize = 64 + 128;
+    let pool = pool_capped("fresh-range-cap", CAP);
+    let (to_worker, from_main) = sync_channel::<&'static str>(0);
+    let (to_main, from_worker) = sync_channel::<()>(0);
+    let worker = {
+        let pool = pool.clone();
+        thread::spawn(move || {
+            let kept = allocate_n(&pool, 1);
+            to_main.send(()).unwrap();
+            assert_eq!(from_main.recv().unwrap(), "free");
+            // This call notices the request and hands the cache and the range back.
+            free_all(&pool, kept);
+            to_main.send(()).unwrap();
+            assert_eq!(from_main.recv().unwrap(), "exit");
+        })
+    };
+    from_worker.recv().unwrap();
+    // The worker holds one block and the rest of the range it carved for it.
+    let here = allocate_until_exhausted(&pool, CAP);
+    assert!(
+        here.len() >= CAP - 1 - STRANDED && here.len() < CAP - 1,
+        "got {}",
+        here.len()
+    );
+    free_all(&pool, here);
+    to_worker.send("free").unwrap();
+    from_worker.recv().unwrap();
+    // Everything but the block the worker freed last, which is in its cache, is back.
+    let got = allocate_n(&pool, CAP - 1);
+    assert_exhausted(&pool, CAP);
+    to_worker.send("exit").unwrap();
+    worker.join().unwrap();
+    let last = allocate_n(&pool, 1);
+    assert_exhausted(&pool, CAP);
+    free_all(&pool, got.into_iter().chain(last));
+    assert_eq!(pool.stats().live_blocks, 0);
+}
+
+#[test]
+fn reclaim_takes_back_the_calling_threads_fresh_range() {
+    // Uncapped: the first allocation carves a range of 2048 fresh blocks, of which a batch
+    // reaches the cache and one the caller. Reclaim must count the rest as free.
+    let pool = BlockPool::new(config("fresh-range-reclaim")).unwrap();
+    let addrs = allocate_n(&pool, 3);
+    free_all(&pool, addrs);
+    assert!(pool.reclaim() > 0);
+    assert_eq!(pool.stats().chunks, 0, "the range's chunk was whole");
+    let again = allocate_n(&pool, 5000);
+    free_all(&pool, again);
+    assert!(pool.reclaim() > 0);
+    assert_eq!(pool.stats().chunks, 0);
 }
 
 #[test]

@@ -133,7 +133,9 @@ const _: () = assert!((CACHE_CAPACITY as u64) < ONE_POP);
 /// [`ThreadCache`] (and for a cache attached to no thread) and the count in
 /// `ThreadCache::tally` outside one. `known_span` is 0, or `known_first` is the first
 /// block of a chunk of the cache's pool that the registry vouched for, `known_span` the
-/// geometry's span and `stride_magic` its stride magic (see [`remember_chunk`]).
+/// geometry's span and `stride_magic` its stride magic (see [`remember_chunk`]). The
+/// `fresh_left` blocks from `fresh_next` on, one stride apart in one chunk, are carved
+/// blocks of the cache's pool that no one else holds and that were never handed out.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct CachedBlocks {
@@ -150,6 +152,12 @@ pub(crate) struct CachedBlocks {
     /// The pool stamp (id and epoch) this cache last synchronised with.
     pub(crate) stamp: u64,
     pub(crate) ptrs: [*mut u8; CACHE_CAPACITY],
+    /// The address of the first block of the thread's fresh range: blocks the pool carved
+    /// for this cache in one go, which refills take a batch at a time without the growth
+    /// lock. After `ptrs`, off the line the fast paths read.
+    pub(crate) fresh_next: usize,
+    /// Blocks left in the fresh range.
+    pub(crate) fresh_left: usize,
 }
 
 impl CachedBlocks {
@@ -162,6 +170,8 @@ impl CachedBlocks {
             stride_magic: 0,
             stamp,
             ptrs: [null_mut(); CACHE_CAPACITY],
+            fresh_next: 0,
+            fresh_left: 0,
         }
     }
 }

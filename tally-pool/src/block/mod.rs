@@ -37,8 +37,10 @@
 //! - **The depot** takes and gives whole magazines of 32 blocks when a cache runs full or
 //!   empty: a lock-free stack, ABA-safe through generations (see `depot`).
 //! - **Growth**: `capacity` blocks are mapped and pre-faulted up front; when the depot is
-//!   empty, blocks are carved from the current chunk, and a new chunk is mapped when that
-//!   runs out, up to `max_capacity` blocks ([`PoolError::Exhausted`]). An OS refusal is
+//!   empty, a thread carves a range of fresh blocks from the current chunk under the
+//!   growth lock (up to 2,048, and at most a 64th of `max_capacity`) and then takes them a
+//!   batch at a time without the lock. A new chunk is mapped when the current one runs
+//!   out, up to `max_capacity` blocks ([`PoolError::Exhausted`]). An OS refusal is
 //!   [`PoolError::OutOfMemory`].
 //! - **Any thread may free**, including one that never allocated from the pool; a thread
 //!   that exits hands its cached blocks back to the depot.
@@ -60,10 +62,11 @@
 //! # Limits
 //!
 //! - Blocks are at most 256 KiB, aligned to at most 4096 bytes.
-//! - Each thread may hold free blocks of a pool in its cache: up to 128, and at most a
-//!   sixteenth of `max_capacity` (at least 2). An allocation can therefore report
-//!   [`PoolError::Exhausted`] while idle threads hold free blocks. The error asks every
-//!   thread to return its cache on its next call, and threads return it when they exit.
+//! - Each thread may hold free blocks of a pool in its cache: up to 64, and at most a
+//!   sixteenth of `max_capacity` (at least 2), plus what is left of the fresh range it
+//!   carved last (see Growth). An allocation can therefore report [`PoolError::Exhausted`]
+//!   while idle threads hold free blocks. The error asks every thread to return its cache
+//!   and range on its next call, and threads return them when they exit.
 //! - Dropping the last `BlockPool` handle unmaps all its memory: blocks still allocated
 //!   must not be used afterwards.
 

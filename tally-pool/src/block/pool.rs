@@ -30,8 +30,9 @@ static NEXT_UID: StdAtomicU64 = StdAtomicU64::new(1);
 ///
 /// Invariant: `region` is `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, starts with a valid
 /// `ChunkHeader` of this pool, and is registered to the pool's slot. Blocks `0..carved`
-/// have been handed to circulation (a cache, the depot or a user); the rest are untouched
-/// by anyone but the pool's growth path. A reclaimed chunk has `carved == 0`.
+/// have been handed to circulation (a cache, including its fresh range, the depot or a
+/// user); the rest are untouched by anyone but the pool's growth path. A reclaimed chunk
+/// has `carved == 0`.
 #[derive(Debug)]
 struct Chunk {
     region: Region,
@@ -46,6 +47,11 @@ struct Chunk {
 /// one slow carve per 256 KiB of blocks rather than one fault per 4 KiB, and at most this
 /// much memory resident beyond the blocks in use.
 const PREFAULT_STEP: usize = 256 * 1024;
+
+/// Most blocks a thread's cache carves at a time (see `PoolShared::fresh_batch`): with
+/// batches of 32, one refill in 64 takes the growth lock while a pool grows, rather than
+/// every one.
+const FRESH_RANGE: usize = 2048;
 
 impl Chunk {
     fn base(&self) -> usize {
@@ -102,6 +108,11 @@ pub(crate) struct PoolShared {
     pub(crate) cache_limit: usize,
     /// Blocks moved per trade with the depot: half of `cache_limit`, at least 1.
     batch: usize,
+    /// Blocks a thread's cache carves at a time into its fresh range, which its refills
+    /// then take a batch at a time without the growth lock: at least `batch`, at most
+    /// [`FRESH_RANGE`], and at most a 64th of the cap, so that idle threads strand little
+    /// of a small pool.
+    fresh_batch: usize,
     canary_secret: u64,
     name: String,
     layout: Layout,
@@ -175,6 +186,8 @@ impl PoolShared {
             stamp: AtomicU64::new(uid << EPOCH_BITS),
             cache_limit: cache_limit(max_capacity),
             batch: (cache_limit(max_capacity) / 2).max(1),
+            fresh_batch: (max_capacity / 64)
+                .clamp((cache_limit(max_capacity) / 2).max(1), FRESH_RANGE),
             canary_secret: hasher.finish() | 1,
             name,
             layout,
@@ -366,8 +379,9 @@ impl PoolShared {
         if let Some(canary) = self.canary(addr) {
             canary.store(!self.alloc_mark(addr), StdOrdering::Relaxed);
             if self.guard == GuardLevel::Full {
-                // SAFETY: the block is being carved under the growth lock: no one else
-                // holds it; its payload lies in a live chunk of this pool.
+                // SAFETY: the block is being carved, or taken from the calling thread's
+                // fresh range: no one else holds it; its payload lies in a live chunk of
+                // this pool.
                 unsafe { core::ptr::write_bytes(addr as *mut u8, POISON, self.geometry.size) };
             }
         }
@@ -520,16 +534,21 @@ impl PoolShared {
         Ok(())
     }
 
-    /// Hands every cached block to the depot.
+    /// Hands every cached block, including the fresh range, to the depot.
     pub(crate) fn flush(
         &self,
         cache: &ThreadCache,
         blocks: &mut CachedBlocks,
     ) -> Result<(), PoolError> {
-        while blocks.len > 0 {
-            self.spill(cache, blocks, self.batch)?;
+        loop {
+            while blocks.len > 0 {
+                self.spill(cache, blocks, self.batch)?;
+            }
+            if blocks.fresh_left == 0 {
+                return Ok(());
+            }
+            self.take_fresh(blocks);
         }
-        Ok(())
     }
 
     /// Moves up to `n` blocks from the top of the cache into a magazine in the depot.
@@ -571,31 +590,51 @@ impl PoolShared {
         Ok(())
     }
 
-    /// Fills an empty cache from the depot, or from new memory.
+    /// Fills an empty cache from the depot, else from the thread's fresh range, carving a
+    /// new range under the growth lock when that is empty too.
     fn refill(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
         if self.take_magazine(blocks) {
             cache.counters.depot_exchanges.bump();
             return Ok(());
         }
-        let mut growth = lock(&self.growth);
-        // Another thread may have returned blocks while this one waited for the lock.
-        if self.take_magazine(blocks) {
-            cache.counters.depot_exchanges.bump();
-            return Ok(());
-        }
-        let want = self.batch.min(self.cache_limit.saturating_sub(blocks.len));
-        let got = self.carve(&mut growth, want, |i, p| {
-            if let Some(slot) = blocks.ptrs.get_mut(blocks.len + i) {
-                *slot = p;
+        if blocks.fresh_left == 0 {
+            let mut growth = lock(&self.growth);
+            // Another thread may have returned blocks while this one waited for the lock.
+            if self.take_magazine(blocks) {
+                cache.counters.depot_exchanges.bump();
+                return Ok(());
             }
-        })?;
-        // Pops take the top of the cache: reversed, fresh blocks go out in address order,
-        // which the hardware prefetcher follows.
-        if let Some(fresh) = blocks.ptrs.get_mut(blocks.len..blocks.len + got) {
-            fresh.reverse();
+            let (first, got) = self.carve_range(&mut growth, self.fresh_batch)?;
+            blocks.fresh_next = first;
+            blocks.fresh_left = got;
         }
-        blocks.len += got;
+        self.take_fresh(blocks);
         Ok(())
+    }
+
+    /// Moves up to a batch of blocks from the fresh range into the cache, ready to hand
+    /// out. Pops take the top of the cache, so the range's first block goes on top: fresh
+    /// blocks go out in address order, which the hardware prefetcher follows.
+    fn take_fresh(&self, blocks: &mut CachedBlocks) {
+        let start = blocks.len;
+        let n = self
+            .batch
+            .min(self.cache_limit.saturating_sub(start))
+            .min(blocks.fresh_left);
+        let stride = self.geometry.stride;
+        let Some(dst) = blocks.ptrs.get_mut(start..start + n) else {
+            return;
+        };
+        let mut addr = blocks.fresh_next;
+        for slot in dst.iter_mut().rev() {
+            // The range's blocks are this thread's alone (CachedBlocks invariant).
+            self.guard_init(addr);
+            *slot = addr as *mut u8;
+            addr += stride;
+        }
+        blocks.len += n;
+        blocks.fresh_next = addr;
+        blocks.fresh_left -= n;
     }
 
     /// Pops a full magazine into the (empty) cache. False when the depot has none.
@@ -628,14 +667,27 @@ impl PoolShared {
         }
     }
 
-    /// Carves up to `want` fresh blocks and hands each to `put(i, ptr)`. Returns how many;
-    /// errs with `Exhausted` at the cap when none could be carved.
+    /// Carves up to `want` fresh blocks and hands each to `put(i, ptr)`, ready to hand out.
+    /// Returns how many; errs with `Exhausted` at the cap when none could be carved.
     fn carve(
         &self,
         growth: &mut Growth,
         want: usize,
         mut put: impl FnMut(usize, *mut u8),
     ) -> Result<usize, PoolError> {
+        let (first, n) = self.carve_range(growth, want)?;
+        for i in 0..n {
+            let addr = first + i * self.geometry.stride;
+            self.guard_init(addr);
+            put(i, addr as *mut u8);
+        }
+        Ok(n)
+    }
+
+    /// Carves up to `want` consecutive fresh blocks of one chunk for the caller alone; their
+    /// guards are not yet set up (see `guard_init`). Returns the first block's address and
+    /// how many; errs with `Exhausted` at the cap.
+    fn carve_range(&self, growth: &mut Growth, want: usize) -> Result<(usize, usize), PoolError> {
         let room = self.max_capacity.saturating_sub(growth.carved_total);
         if room == 0 {
             // Ask every thread to return its cached blocks, so that a retry can find them.
@@ -654,7 +706,7 @@ impl PoolShared {
         };
         growth.cursor = index;
         let Some(chunk) = growth.chunks.get_mut(index) else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         if chunk.reclaimed {
             chunk.reclaimed = false;
@@ -670,15 +722,10 @@ impl PoolShared {
             chunk.region.prefault_range(chunk.faulted, to);
             chunk.faulted = to;
         }
-        let base = chunk.base();
-        for i in 0..n {
-            let addr = self.geometry.block_addr(base, chunk.carved + i);
-            self.guard_init(addr);
-            put(i, addr as *mut u8);
-        }
+        let first = self.geometry.block_addr(chunk.base(), chunk.carved);
         chunk.carved += n;
         growth.carved_total += n;
-        Ok(n)
+        Ok((first, n))
     }
 
     /// An active chunk with uncarved blocks, else a reclaimed one to reuse.
