@@ -53,6 +53,10 @@ const PREFAULT_STEP: usize = 256 * 1024;
 /// every one.
 const FRESH_RANGE: usize = 2048;
 
+/// Most bytes of blocks a thread's cache carves at a time: 2,048 blocks of 64 bytes, fewer
+/// of larger blocks, so that what an idle thread strands stays small in bytes too.
+const FRESH_BYTES: usize = 128 * 1024;
+
 impl Chunk {
     fn base(&self) -> usize {
         self.region.ptr().as_ptr() as usize
@@ -109,9 +113,9 @@ pub(crate) struct PoolShared {
     /// Blocks moved per trade with the depot: half of `cache_limit`, at least 1.
     batch: usize,
     /// Blocks a thread's cache carves at a time into its fresh range, which its refills
-    /// then take a batch at a time without the growth lock: at least `batch`, at most
-    /// [`FRESH_RANGE`], and at most a 64th of the cap, so that idle threads strand little
-    /// of a small pool.
+    /// then take a batch at a time without the growth lock: at least `batch`, else at most
+    /// [`FRESH_RANGE`] blocks, [`FRESH_BYTES`] bytes and a 64th of the cap, so that idle
+    /// threads strand little of a pool.
     fresh_batch: usize,
     canary_secret: u64,
     name: String,
@@ -187,6 +191,7 @@ impl PoolShared {
             cache_limit: cache_limit(max_capacity),
             batch: (cache_limit(max_capacity) / 2).max(1),
             fresh_batch: (max_capacity / 64)
+                .min(FRESH_BYTES / geometry.stride)
                 .clamp((cache_limit(max_capacity) / 2).max(1), FRESH_RANGE),
             canary_secret: hasher.finish() | 1,
             name,
@@ -1068,5 +1073,29 @@ mod tests {
     fn a_pool_that_does_not_prefault_faults_nothing_ahead() {
         let p = pool(false);
         assert_eq!(faulted_after(&p, 1000, 32), 0);
+    }
+
+    #[test]
+    fn fresh_ranges_are_bounded_in_blocks_bytes_and_share_of_the_cap() {
+        let fresh = |layout: Layout, max_capacity: usize| {
+            let p = PoolShared::new(
+                BlockPoolConfig::new(layout)
+                    .capacity(0)
+                    .max_capacity(max_capacity)
+                    .guard(GuardLevel::Off),
+            )
+            .unwrap();
+            (p.fresh_batch, p.batch)
+        };
+        let small = Layout::new::<[u64; 8]>();
+        // Small blocks, large cap: the block bound.
+        assert_eq!(fresh(small, usize::MAX), (FRESH_RANGE, 32));
+        // A 64th of the cap.
+        assert_eq!(fresh(small, 8192), (128, 32));
+        // Never below a batch, which a small cap shrinks too.
+        assert_eq!(fresh(small, 1000), (31, 31));
+        // Large blocks: the byte bound, then the batch.
+        assert_eq!(fresh(Layout::new::<[u8; 1024]>(), usize::MAX), (128, 32));
+        assert_eq!(fresh(Layout::new::<[u8; 16384]>(), usize::MAX), (32, 32));
     }
 }
