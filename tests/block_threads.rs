@@ -190,16 +190,22 @@ fn a_thread_exiting_with_cached_blocks_returns_them() {
     );
 }
 
-#[test]
-fn exhaustion_asks_idle_threads_to_return_their_caches() {
-    const CAP: usize = 100;
-    let pool = pool_capped("next-call", CAP);
+/// A worker allocates `n` blocks of a pool capped at `cap`, frees all but one and goes
+/// idle, stranding what its cache holds (at most `stranded` blocks). An allocation at the
+/// cap asks it to return them, which it does on its next call.
+fn idle_worker_returns_its_cache_on_its_next_call(
+    name: &str,
+    cap: usize,
+    n: usize,
+    stranded: usize,
+) {
+    let pool = pool_capped(name, cap);
     let (to_worker, from_main) = sync_channel::<&'static str>(0);
     let (to_main, from_worker) = sync_channel::<()>(0);
     let worker = {
         let pool = pool.clone();
         thread::spawn(move || {
-            let mut addrs = allocate_n(&pool, CAP);
+            let mut addrs = allocate_n(&pool, n);
             let kept = addrs.pop().unwrap();
             free_all(&pool, addrs);
             to_main.send(()).unwrap();
@@ -211,67 +217,37 @@ fn exhaustion_asks_idle_threads_to_return_their_caches() {
         })
     };
     from_worker.recv().unwrap();
-    // The idle worker strands its cached blocks (at most a sixteenth of the cap).
-    let here = allocate_until_exhausted(&pool, CAP);
+    let here = allocate_until_exhausted(&pool, cap);
     assert!(
-        here.len() >= CAP - 1 - CAP / 16 && here.len() < CAP - 1,
-        "got {}",
-        here.len()
-    );
-    free_all(&pool, here);
-    to_worker.send("free").unwrap();
-    from_worker.recv().unwrap();
-    // The worker returned its 99 cached blocks; the one it freed last is in its cache.
-    let got = allocate_n(&pool, CAP - 1);
-    assert_exhausted(&pool, CAP);
-    to_worker.send("exit").unwrap();
-    worker.join().unwrap();
-    let last = allocate_n(&pool, 1);
-    assert_exhausted(&pool, CAP);
-    free_all(&pool, got.into_iter().chain(last));
-    assert_eq!(pool.stats().live_blocks, 0);
-}
-
-#[test]
-fn an_idle_threads_fresh_range_counts_against_the_cap_until_its_next_call() {
-    // A cap of 8192 lets a thread cache 64 free blocks and carve 128 fresh ones at a time.
-    const CAP: usize = 8192;
-    const STRANDED: usize = 64 + 128;
-    let pool = pool_capped("fresh-range-cap", CAP);
-    let (to_worker, from_main) = sync_channel::<&'static str>(0);
-    let (to_main, from_worker) = sync_channel::<()>(0);
-    let worker = {
-        let pool = pool.clone();
-        thread::spawn(move || {
-            let kept = allocate_n(&pool, 1);
-            to_main.send(()).unwrap();
-            assert_eq!(from_main.recv().unwrap(), "free");
-            // This call notices the request and hands the cache and the range back.
-            free_all(&pool, kept);
-            to_main.send(()).unwrap();
-            assert_eq!(from_main.recv().unwrap(), "exit");
-        })
-    };
-    from_worker.recv().unwrap();
-    // The worker holds one block and the rest of the range it carved for it.
-    let here = allocate_until_exhausted(&pool, CAP);
-    assert!(
-        here.len() >= CAP - 1 - STRANDED && here.len() < CAP - 1,
-        "got {}",
+        here.len() >= cap - 1 - stranded && here.len() < cap - 1,
+        "got {} of {cap}",
         here.len()
     );
     free_all(&pool, here);
     to_worker.send("free").unwrap();
     from_worker.recv().unwrap();
     // Everything but the block the worker freed last, which is in its cache, is back.
-    let got = allocate_n(&pool, CAP - 1);
-    assert_exhausted(&pool, CAP);
+    let got = allocate_n(&pool, cap - 1);
+    assert_exhausted(&pool, cap);
     to_worker.send("exit").unwrap();
     worker.join().unwrap();
     let last = allocate_n(&pool, 1);
-    assert_exhausted(&pool, CAP);
+    assert_exhausted(&pool, cap);
     free_all(&pool, got.into_iter().chain(last));
     assert_eq!(pool.stats().live_blocks, 0);
+}
+
+#[test]
+fn exhaustion_asks_idle_threads_to_return_their_caches() {
+    // A cap of 100 lets a thread cache at most a sixteenth of it.
+    idle_worker_returns_its_cache_on_its_next_call("next-call", 100, 100, 100 / 16);
+}
+
+#[test]
+fn an_idle_threads_fresh_range_counts_against_the_cap_until_its_next_call() {
+    // A cap of 8192 lets a thread cache 64 free blocks and carve 128 fresh ones at a time:
+    // after one allocation, the worker holds the rest of that range too.
+    idle_worker_returns_its_cache_on_its_next_call("fresh-range-cap", 8192, 1, 64 + 128);
 }
 
 #[test]
