@@ -1,5 +1,5 @@
 //! loom models of the lock-free parts: the depot's stacks, cross-thread free, thread-exit
-//! flush, reclaim racing a free, a flush request racing the owner's reopening of its
+//! flush, a fresh range returned while another thread carves, reclaim racing a free, a flush request racing the owner's reopening of its
 //! cache, and a statistics snapshot racing the owner's fast and slow paths. Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p tally-pool --release --lib loom`.
 //!
@@ -113,6 +113,33 @@ fn thread_exit_flushes_its_cache() {
         t.join().unwrap();
         let got: HashSet<usize> = (0..3).map(|_| addr(pool.allocate().unwrap())).collect();
         assert_eq!(got.len(), 3, "blocks cached by an exited thread were lost");
+    });
+}
+
+#[test]
+fn a_fresh_range_comes_back_whole_while_another_thread_carves() {
+    loom::model(|| {
+        // A cap of 256 makes ranges of 4 blocks, taken 2 at a time: the worker exits with
+        // half its range unused, returned to its chunk or, if this thread carved after
+        // it, to the depot.
+        let pool = pool(256, GuardLevel::Off);
+        let worker = pool.clone();
+        let t = thread::spawn(move || {
+            let b = worker.allocate().unwrap();
+            worker.free(b).unwrap();
+            retire_current(&worker.shared);
+        });
+        let mine: Vec<usize> = (0..3).map(|_| addr(pool.allocate().unwrap())).collect();
+        assert_eq!(mine.iter().collect::<HashSet<_>>().len(), 3);
+        t.join().unwrap();
+        for &m in &mine {
+            pool.free(ptr(m)).unwrap();
+        }
+        // Every carved block is free: in the depot, or in this thread's cache and range,
+        // which reclaim flushes first. A lost range would keep the chunk.
+        assert!(pool.reclaim() > 0);
+        let stats = pool.stats();
+        assert_eq!((stats.chunks, stats.live_blocks), (0, 0), "{stats:?}");
     });
 }
 

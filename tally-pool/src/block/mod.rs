@@ -38,8 +38,9 @@
 //!   empty: a lock-free stack, ABA-safe through generations (see `depot`).
 //! - **Growth**: `capacity` blocks are mapped and pre-faulted up front; when the depot is
 //!   empty, a thread carves a range of fresh blocks from the current chunk under the
-//!   growth lock (up to 2,048 and 128 KiB of them, and at most a 64th of `max_capacity`)
-//!   and then takes them a batch at a time without the lock. A new chunk is mapped when the current one runs
+//!   growth lock (up to 2,048 blocks, 128 KiB and a 64th of `max_capacity`, but never
+//!   fewer than one batch of the cache) and then takes them a batch at a time without
+//!   the lock. A flush gives an unused range back to its chunk. A new chunk is mapped when the current one runs
 //!   out, up to `max_capacity` blocks ([`PoolError::Exhausted`]). An OS refusal is
 //!   [`PoolError::OutOfMemory`].
 //! - **Any thread may free**, including one that never allocated from the pool; a thread

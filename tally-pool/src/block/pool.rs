@@ -539,12 +539,14 @@ impl PoolShared {
         Ok(())
     }
 
-    /// Hands every cached block, including the fresh range, to the depot.
+    /// Hands every cached block to the depot, and the fresh range back to its chunk (or,
+    /// if blocks were carved after it there, to the depot too).
     pub(crate) fn flush(
         &self,
         cache: &ThreadCache,
         blocks: &mut CachedBlocks,
     ) -> Result<(), PoolError> {
+        self.uncarve_range(blocks);
         loop {
             while blocks.len > 0 {
                 self.spill(cache, blocks, self.batch)?;
@@ -615,6 +617,34 @@ impl PoolShared {
         }
         self.take_fresh(blocks);
         Ok(())
+    }
+
+    /// Gives the fresh range back to its chunk if it is the last thing carved there, so
+    /// that it needs no magazine and the chunk gets its room back.
+    fn uncarve_range(&self, blocks: &mut CachedBlocks) {
+        let left = blocks.fresh_left;
+        if left == 0 {
+            return;
+        }
+        let mut growth = lock(&self.growth);
+        let end = blocks.fresh_next + left * self.geometry.stride;
+        let base = blocks.fresh_next & !(CHUNK_SIZE - 1);
+        let Growth {
+            chunks,
+            carved_total,
+            ..
+        } = &mut *growth;
+        let Some(chunk) = chunks.iter_mut().find(|c| c.base() == base) else {
+            return;
+        };
+        // The range is blocks `carved - left..carved` of its chunk: none of them was ever
+        // touched (guards are set up as blocks leave the range), so they are uncarved
+        // blocks again (Chunk invariant).
+        if chunk.carved >= left && self.geometry.block_addr(base, chunk.carved) == end {
+            chunk.carved -= left;
+            *carved_total -= left;
+            blocks.fresh_left = 0;
+        }
     }
 
     /// Moves up to a batch of blocks from the fresh range into the cache, ready to hand
@@ -839,8 +869,9 @@ impl PoolShared {
     /// Called at thread exit: returns the cache's blocks and folds its counters.
     pub(crate) fn retire_cache(&self, cache: &Arc<ThreadCache>) {
         // Called from the owning thread's table destructor: the cache is this thread's.
-        // Blocks that cannot be spilled (magazine indices ran out) are lost to the pool,
-        // not handed out twice.
+        // Blocks that cannot be spilled (magazine indices or memory for them ran out) are
+        // lost to the pool, not handed out twice: cached blocks, and the fresh range if
+        // other blocks were carved after it in its chunk.
         let _ = super::cache::in_section(cache, |cache, blocks| self.flush(cache, blocks));
         let c = cache.counts();
         let t = &self.totals;
@@ -1073,6 +1104,44 @@ mod tests {
     fn a_pool_that_does_not_prefault_faults_nothing_ahead() {
         let p = pool(false);
         assert_eq!(faulted_after(&p, 1000, 32), 0);
+    }
+
+    #[test]
+    fn a_flushed_range_goes_back_to_its_chunk_unless_something_was_carved_after_it() {
+        let p = PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+                .capacity(0)
+                .guard(GuardLevel::Off),
+        )
+        .unwrap();
+        assert!(
+            p.geometry.blocks_per_chunk >= 2 * FRESH_RANGE,
+            "two ranges in one chunk"
+        );
+        let cache = ThreadCache::detached(p.uid);
+        let carved = || lock(&p.growth).carved_total;
+        let (mut a, mut b) = (CachedBlocks::new(p.stamp()), CachedBlocks::new(p.stamp()));
+        p.refill(&cache, &mut a).unwrap();
+        p.refill(&cache, &mut b).unwrap();
+        assert_eq!(carved(), 2 * FRESH_RANGE);
+        assert_eq!((a.len, a.fresh_left), (p.batch, FRESH_RANGE - p.batch));
+        // `b` carved after `a`: `a`'s range goes to the depot with its cached blocks.
+        p.flush(&cache, &mut a).unwrap();
+        assert_eq!((a.len, a.fresh_left, carved()), (0, 0, 2 * FRESH_RANGE));
+        // `b`'s range is the chunk's tail: it is uncarved, its cached blocks spilled.
+        p.flush(&cache, &mut b).unwrap();
+        assert_eq!((b.len, b.fresh_left), (0, 0));
+        assert_eq!(carved(), FRESH_RANGE + p.batch);
+        // The depot holds exactly the blocks still carved, each once.
+        let mut seen = std::collections::HashSet::new();
+        let mut c = CachedBlocks::new(p.stamp());
+        while p.take_magazine(&mut c) {
+            for &ptr in c.ptrs.get(..c.len).unwrap() {
+                assert!(seen.insert(ptr as usize), "block {ptr:p} twice");
+            }
+            c.len = 0;
+        }
+        assert_eq!(seen.len(), FRESH_RANGE + p.batch);
     }
 
     #[test]
