@@ -172,6 +172,7 @@ impl PoolShared {
         }
         let geometry = Geometry::new(layout, guard)
             .map_err(|reason| PoolError::UnsupportedLayout { layout, reason })?;
+        let batch = (cache_limit(max_capacity) / 2).max(1);
         let slot = registry::take_slot().ok_or(PoolError::TooManyPools { max: MAX_POOLS })?;
         let uid = NEXT_UID.fetch_add(1, StdOrdering::Relaxed);
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -189,10 +190,10 @@ impl PoolShared {
             guard,
             stamp: AtomicU64::new(uid << EPOCH_BITS),
             cache_limit: cache_limit(max_capacity),
-            batch: (cache_limit(max_capacity) / 2).max(1),
+            batch,
             fresh_batch: (max_capacity / 64)
                 .min(FRESH_BYTES / geometry.stride)
-                .clamp((cache_limit(max_capacity) / 2).max(1), FRESH_RANGE),
+                .clamp(batch, FRESH_RANGE),
             canary_secret: hasher.finish() | 1,
             name,
             layout,
