@@ -955,6 +955,7 @@ impl<T: 'static> Pool<T> {
             recycling: inner.recycle.is_some(),
             block: ptr,
             full: false,
+            drop_value: false,
         };
         match inner.recycle {
             None => {
@@ -963,12 +964,13 @@ impl<T: 'static> Pool<T> {
                 drop(guard);
             }
             Some(recycle) => {
-                // Dropped only if `recycle` unwinds: drops the value, then (its field) the
-                // guard returns the block, empty.
-                let unwinding = DropValue(guard);
+                // If `recycle` unwinds, the guard drops the value and returns the block
+                // empty.
+                let mut guard = guard;
+                guard.drop_value = true;
                 // SAFETY: as above; `recycle` is `recycle_value::<T>`.
                 unsafe { recycle(ptr.as_ptr().cast()) };
-                let mut guard = unwinding.disarm();
+                guard.drop_value = false;
                 guard.full = true;
                 drop(guard);
             }
@@ -1158,10 +1160,17 @@ struct ReturnBlock<'a, T> {
     block: NonNull<T>,
     /// For recycling pools: whether the block still holds a value.
     full: bool,
+    /// Whether the block holds a valid value that nothing else owns, which the guard drops
+    /// before returning the block (a recycling pool whose `recycle` panicked).
+    drop_value: bool,
 }
 
 impl<T> Drop for ReturnBlock<'_, T> {
     fn drop(&mut self) {
+        if self.drop_value {
+            // SAFETY: field invariant: a valid value that only this guard drops.
+            unsafe { core::ptr::drop_in_place(self.block.as_ptr()) };
+        }
         if self.recycling {
             let slot = self.block.cast::<RecycleSlot<T>>().as_ptr();
             // SAFETY: in a recycling pool every block is a `RecycleSlot<T>` that this
@@ -1172,29 +1181,6 @@ impl<T> Drop for ReturnBlock<'_, T> {
         // once, here. An error (a guard's finding) is counted in the pool's stats; the
         // block is then withdrawn, which is all a destructor can do.
         let _ = unsafe { self.block_pool.free_unchecked(self.block.cast()) };
-    }
-}
-
-/// Drops the value in the block of a [`ReturnBlock`], then lets the guard return the block
-/// (empty): what a recycling pool does when `recycle` panics.
-///
-/// Invariant: the block holds a valid value that nothing else owns or drops.
-struct DropValue<'a, T>(ReturnBlock<'a, T>);
-
-impl<'a, T> DropValue<'a, T> {
-    /// The guard, without dropping the value: `recycle` returned.
-    fn disarm(self) -> ReturnBlock<'a, T> {
-        let this = core::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again, so the guard is moved out once.
-        unsafe { core::ptr::read(&this.0) }
-    }
-}
-
-impl<T> Drop for DropValue<'_, T> {
-    fn drop(&mut self) {
-        // SAFETY: type invariant: a valid value that only this drops; the guard, dropped
-        // after this, frees the block marked empty.
-        unsafe { core::ptr::drop_in_place(self.0.block.as_ptr()) };
     }
 }
 
@@ -1225,6 +1211,7 @@ impl<T: 'static> Drop for FreshSlot<T> {
                     recycling: true,
                     block: self.slot.cast::<T>(),
                     full: false,
+                    drop_value: false,
                 });
             }
         }
