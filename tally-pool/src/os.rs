@@ -19,11 +19,15 @@ const MADV_POPULATE_WRITE: libc::c_int = 23;
 ///
 /// Invariant: `ptr..ptr + len` is one mapping created by [`map`] or [`map_aligned`] that
 /// nothing else unmaps; `len` is a multiple of [`PAGE`]. In a LeakSanitizer build it is
-/// registered as a root region from creation until drop (see [`lsan`]).
+/// registered as a root region from creation until drop (see [`lsan`]). Under miri, which
+/// maps no memory with more than the plain flags, it is instead one zeroed allocation of
+/// the system allocator with layout `layout`, of size `len` (see `miri_backend`).
 #[derive(Debug)]
 pub(crate) struct Region {
     ptr: NonNull<u8>,
     len: usize,
+    #[cfg(miri)]
+    layout: core::alloc::Layout,
 }
 
 // SAFETY: a `Region` is an owned range of anonymous memory; moving the owner to another
@@ -39,6 +43,7 @@ pub(crate) struct MapFailed {
     pub(crate) errno: i32,
 }
 
+#[cfg(not(miri))]
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -49,6 +54,7 @@ fn round_to_page(len: usize) -> Option<usize> {
 
 impl Region {
     /// The owner of the fresh mapping `ptr..ptr + len`, which nothing else knows of.
+    #[cfg(not(miri))]
     fn adopt(ptr: NonNull<u8>, len: usize) -> Self {
         lsan::register(ptr, len);
         Self { ptr, len }
@@ -74,17 +80,29 @@ impl Region {
         if offset >= self.len {
             return;
         }
-        // SAFETY: `offset < len`, so the range lies inside this mapping (Region invariant);
-        // MADV_DONTNEED on private anonymous memory only replaces pages with zero pages.
-        let rc = unsafe {
-            libc::madvise(
-                self.ptr.as_ptr().wrapping_add(offset).cast(),
-                self.len - offset,
-                libc::MADV_DONTNEED,
-            )
-        };
-        // A refusal leaves the memory resident, which is only a missed saving.
-        let _ = rc;
+        #[cfg(miri)]
+        {
+            let start = self.ptr.as_ptr().wrapping_add(offset);
+            // What MADV_DONTNEED leaves behind: the bytes read as zero.
+            // SAFETY: `offset < len`, so the range lies inside this allocation (Region
+            // invariant), which is writable; the caller no longer uses its bytes.
+            unsafe { start.write_bytes(0, self.len - offset) };
+        }
+        #[cfg(not(miri))]
+        {
+            // SAFETY: `offset < len`, so the range lies inside this mapping (Region
+            // invariant); MADV_DONTNEED on private anonymous memory only replaces pages with
+            // zero pages.
+            let rc = unsafe {
+                libc::madvise(
+                    self.ptr.as_ptr().wrapping_add(offset).cast(),
+                    self.len - offset,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            // A refusal leaves the memory resident, which is only a missed saving.
+            let _ = rc;
+        }
     }
 
     /// Touches every page of the first `len` bytes so that later accesses take no fault.
@@ -100,7 +118,8 @@ impl Region {
             return;
         };
         let to = to.min(self.len);
-        if from >= to {
+        // Under miri every byte of the allocation is there already.
+        if from >= to || cfg!(miri) {
             return;
         }
         let start = self.ptr.as_ptr().wrapping_add(from);
@@ -126,6 +145,7 @@ impl Region {
     }
 }
 
+#[cfg(not(miri))]
 impl Drop for Region {
     fn drop(&mut self) {
         lsan::unregister(self.ptr, self.len);
@@ -138,6 +158,7 @@ impl Drop for Region {
 }
 
 /// Maps `len` bytes (rounded up to a page) of private anonymous memory.
+#[cfg(not(miri))]
 pub(crate) fn map(len: usize) -> Result<Region, MapFailed> {
     let len = round_to_page(len.max(1)).ok_or(MapFailed {
         errno: libc::ENOMEM,
@@ -147,6 +168,7 @@ pub(crate) fn map(len: usize) -> Result<Region, MapFailed> {
 
 /// Maps `len` bytes, a multiple of [`PAGE`], of private anonymous memory, owned by the
 /// caller.
+#[cfg(not(miri))]
 fn map_pages(len: usize) -> Result<NonNull<u8>, MapFailed> {
     // SAFETY: an anonymous private mapping at an address of the kernel's choice aliases no
     // existing memory.
@@ -170,6 +192,7 @@ fn map_pages(len: usize) -> Result<NonNull<u8>, MapFailed> {
 
 /// Maps `len` bytes aligned to `align` (a power of two, at least a page): maps
 /// `len + align`, then unmaps the unaligned head and the tail.
+#[cfg(not(miri))]
 pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed> {
     debug_assert!(align.is_power_of_two() && align >= PAGE);
     let len = round_to_page(len.max(1)).ok_or(MapFailed {
@@ -200,6 +223,62 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed>
     Ok(Region::adopt(ptr, len))
 }
 
+#[cfg(miri)]
+pub(crate) use miri_backend::{map, map_aligned};
+
+/// Regions under miri, which supports `mmap` with no flag beyond `MAP_PRIVATE |
+/// MAP_ANONYMOUS` and no `madvise`: zeroed allocations of the system allocator (not the
+/// global one, which may be this crate's), so that miri checks every access to pool memory
+/// against an allocation of exactly the region's bounds.
+#[cfg(miri)]
+mod miri_backend {
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::ptr::NonNull;
+    use std::alloc::System;
+
+    use super::{round_to_page, MapFailed, Region, PAGE};
+
+    fn layout(len: usize, align: usize) -> Result<Layout, MapFailed> {
+        let len = round_to_page(len.max(1)).ok_or(MapFailed {
+            errno: libc::ENOMEM,
+        })?;
+        Layout::from_size_align(len, align.max(PAGE)).map_err(|_| MapFailed {
+            errno: libc::EINVAL,
+        })
+    }
+
+    fn allocate(layout: Layout) -> Result<Region, MapFailed> {
+        // SAFETY: `layout` has a non-zero size (at least a page).
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).ok_or(MapFailed {
+            errno: libc::ENOMEM,
+        })?;
+        Ok(Region {
+            ptr,
+            len: layout.size(),
+            layout,
+        })
+    }
+
+    /// [`super::map`] under miri.
+    pub(crate) fn map(len: usize) -> Result<Region, MapFailed> {
+        allocate(layout(len, PAGE)?)
+    }
+
+    /// [`super::map_aligned`] under miri.
+    pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed> {
+        allocate(layout(len, align)?)
+    }
+
+    impl Drop for Region {
+        fn drop(&mut self) {
+            // SAFETY: Region invariant under miri: `ptr` came from `System.alloc_zeroed`
+            // with `layout`, and nothing else frees it.
+            unsafe { System.dealloc(self.ptr.as_ptr(), self.layout) };
+        }
+    }
+}
+
 /// LeakSanitizer's view of the crate's memory.
 ///
 /// LeakSanitizer looks for pointers to heap blocks in globals, stacks, thread-locals and
@@ -208,6 +287,7 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed>
 /// another pool) would be reported as leaked. Builds with `--cfg tally_lsan` (used with
 /// `-Zsanitizer=address` or `-Zsanitizer=leak`, whose runtime provides these functions)
 /// register every region as a root; other builds do nothing.
+#[cfg(not(miri))]
 mod lsan {
     use core::ptr::NonNull;
 
@@ -261,18 +341,31 @@ mod tests {
         let r = map_aligned(align, align).unwrap();
         assert_eq!(r.ptr().as_ptr() as usize % align, 0);
         assert_eq!(r.len(), align);
-        // SAFETY: the region is mapped read-write and `len` bytes long.
-        let s = unsafe { core::slice::from_raw_parts_mut(r.ptr().as_ptr(), r.len()) };
-        assert!(s.iter().all(|&b| b == 0));
-        s[123] = 7;
+        let base = r.ptr().as_ptr();
+        {
+            // SAFETY: the region is mapped read-write and `len` bytes long; the slice ends
+            // before the region is changed through anything else.
+            let s = unsafe { core::slice::from_raw_parts_mut(base, r.len()) };
+            // Under miri, every 61st byte: a full scan of a mebibyte takes it minutes.
+            let step = if cfg!(miri) { 61 } else { 1 };
+            assert!(s.iter().step_by(step).all(|&b| b == 0));
+            s[123] = 7;
+            s[PAGE + 1] = 9;
+        }
+        let byte = |i: usize| {
+            assert!(i < r.len());
+            // SAFETY: a byte of the region, which stays mapped read-write.
+            unsafe { base.wrapping_add(i).read() }
+        };
         r.prefault(r.len());
-        assert_eq!(s[123], 7);
+        assert_eq!(byte(123), 7);
         r.discard_from(PAGE);
-        assert_eq!(s[PAGE + 1], 0);
-        assert_eq!(s[123], 7, "the first page is kept");
+        assert_eq!(byte(PAGE + 1), 0, "discarded");
+        assert_eq!(byte(123), 7, "the first page is kept");
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "miri has no mincore and faults nothing in")]
     fn prefault_range_faults_in_exactly_the_pages_of_the_range() {
         let r = map_aligned(1 << 20, 1 << 20).unwrap();
         assert!(

@@ -408,7 +408,9 @@ mod tests {
 
     #[test]
     fn threads_racing_for_new_segments_all_find_their_magazines() {
-        for _ in 0..20 {
+        // Under miri, which explores another interleaving per run, two rounds.
+        let rounds = if cfg!(miri) { 2 } else { 20 };
+        for _ in 0..rounds {
             let depot = Depot::new();
             let ids: Vec<Vec<u32>> = std::thread::scope(|s| {
                 let workers: Vec<_> = (0..4)
@@ -437,6 +439,7 @@ mod tests {
 
     #[test]
     #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "miri has no mincore and faults nothing in")]
     fn a_large_segment_is_faulted_in_a_step_at_a_time() {
         let depot = Depot::new();
         // Segments 0 to 6 hold 15 * (2^7 - 1) magazines; the next index opens segment 7,
