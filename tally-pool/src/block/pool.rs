@@ -40,6 +40,14 @@ struct Chunk {
     reclaimed: bool,
     /// Bytes from the chunk's start whose pages were faulted in ahead of use: carving
     /// keeps them ahead of the carved blocks (see `PREFAULT_STEP`).
+    ///
+    /// Invariant: every page holding a byte of `0..faulted` was faulted in: whatever set
+    /// `faulted` faulted in up to it rounded up to a page (`reserve`, `carve_range`), and
+    /// reclaim lowers it to at most `PAGE`, keeping page 0, the header's. In a
+    /// pre-faulting pool, the carved blocks (if any) end at or before `faulted`. So the
+    /// pages from `faulted` rounded up on hold no block in circulation, and the page that
+    /// holds an unaligned `faulted` (and may hold some) is faulted in already: carving
+    /// faults in from `faulted`, which `Region::prefault_range` rounds up to a page.
     faulted: usize,
 }
 
@@ -233,6 +241,8 @@ impl PoolShared {
             let here = remaining.min(geometry.blocks_per_chunk);
             if prefault {
                 if let Some(chunk) = growth.chunks.last_mut() {
+                    // The chunk `map_chunk` just added: nothing in it is carved, so faulting
+                    // from 0 (header page included) touches nothing another thread holds.
                     let end = geometry.first_offset + here * geometry.stride;
                     chunk.region.prefault(end);
                     chunk.faulted = end;
@@ -281,6 +291,10 @@ impl PoolShared {
 
     pub(crate) fn node(&self) -> u32 {
         self.node
+    }
+
+    pub(crate) fn max_capacity(&self) -> usize {
+        self.max_capacity
     }
 
     #[inline]
@@ -753,7 +767,14 @@ impl PoolShared {
         let end = self.geometry.first_offset + (chunk.carved + n) * self.geometry.stride;
         if self.prefault && end > chunk.faulted {
             // Fault in what these blocks need and the next `PREFAULT_STEP` bytes in one
-            // call, rather than one page fault per 4 KiB of blocks later.
+            // call, rather than one page fault per 4 KiB of blocks later. Blocks already
+            // carved end by `faulted` (Chunk invariant), and `prefault_range` starts at the
+            // first page boundary from there: it touches no block another thread holds.
+            debug_assert!(
+                chunk.carved == 0
+                    || self.geometry.first_offset + chunk.carved * self.geometry.stride
+                        <= chunk.faulted
+            );
             let to = end.max(chunk.faulted + PREFAULT_STEP).min(CHUNK_SIZE);
             chunk.region.prefault_range(chunk.faulted, to);
             chunk.faulted = to;
@@ -985,17 +1006,29 @@ impl PoolShared {
     pub(crate) fn stats(&self) -> BlockPoolStats {
         let t = &self.totals;
         // The totals and the list of live caches together, under the lock that a thread's
-        // exit folds its counts and unlists its cache under: each thread is counted once.
-        // The caches' counts are read after the lock is released, since reading waits out
-        // a slow path of the cache's thread, which may need the lock.
-        let caches = lock(&self.caches);
-        let (mut allocations, mut frees, mut cross, mut exchanges) = (
-            t.allocations.load(StdOrdering::Relaxed),
-            t.frees.load(StdOrdering::Relaxed),
-            t.cross_thread_frees.load(StdOrdering::Relaxed),
-            t.depot_exchanges.load(StdOrdering::Relaxed),
-        );
-        let caches: Vec<Arc<ThreadCache>> = caches.iter().cloned().collect();
+        // exit folds its counts and unlists its cache under (`retire_cache`). The caches'
+        // counts are read only after the guard is gone: `counts` waits out a slow path of
+        // the cache's thread, and a slow path at the cap takes this lock (`carve_range`,
+        // `bump_epoch`, `close_caches`), so reading under it can deadlock.
+        //
+        // Each thread is still counted exactly once. One that retired before the lock was
+        // taken is in the totals read here and not in the list. One that retires after the
+        // lock is released folds its counts into totals that were already read, so they
+        // are counted once, through its cache, which the copy of the list keeps alive.
+        let (totals, caches) = {
+            let listed = lock(&self.caches);
+            let totals = (
+                t.allocations.load(StdOrdering::Relaxed),
+                t.frees.load(StdOrdering::Relaxed),
+                t.cross_thread_frees.load(StdOrdering::Relaxed),
+                t.depot_exchanges.load(StdOrdering::Relaxed),
+            );
+            (
+                totals,
+                listed.iter().cloned().collect::<Vec<Arc<ThreadCache>>>(),
+            )
+        };
+        let (mut allocations, mut frees, mut cross, mut exchanges) = totals;
         for c in &caches {
             let c = c.counts();
             allocations += c.allocations;
