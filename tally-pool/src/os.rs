@@ -15,6 +15,18 @@ pub(crate) const PAGE: usize = 4096;
 /// `madvise` advice that faults pages in as if written (Linux 5.14).
 const MADV_POPULATE_WRITE: libc::c_int = 23;
 
+/// How [`Region::populate`] faults pages in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Populate {
+    /// `MADV_POPULATE_WRITE`, or nothing where the kernel lacks it.
+    AdviceOnly,
+    /// `MADV_POPULATE_WRITE`, or touching each page where the kernel lacks it.
+    AdviceThenTouch,
+    /// Touching each page (tests of the fallback).
+    #[cfg_attr(not(test), allow(dead_code))]
+    TouchOnly,
+}
+
 /// A region the OS mapped for us, readable and writable, zero-filled when first touched.
 ///
 /// Invariant: `ptr..ptr + len` is one mapping created by [`map`] or [`map_aligned`] that
@@ -105,40 +117,73 @@ impl Region {
         }
     }
 
-    /// Touches every page of the first `len` bytes so that later accesses take no fault.
+    /// Faults in every page of the first `len` bytes, page 0 included, so that later
+    /// accesses take no fault: [`Self::prefault_range`] from 0, with its contract.
     pub(crate) fn prefault(&self, len: usize) {
         self.prefault_range(0, len);
     }
 
-    /// Touches every page that holds a byte of `from..to` (clamped to the region) so that
-    /// later accesses take no fault.
+    /// Faults in the pages from `from` rounded *up* to a page to `to` rounded up to a page
+    /// (both clamped to the region), so that later accesses to them take no fault. Does
+    /// nothing when that range is empty, and nothing under miri.
+    ///
+    /// The page that holds an unaligned `from` is left alone. Callers fault a region in
+    /// step by step, each step from where the last one ended: the call that ended at `from`
+    /// faulted that page in already (it rounded its `to` up), and bytes before `from` on it
+    /// may be in use by other threads by now.
+    ///
+    /// On kernels without `MADV_POPULATE_WRITE` (before Linux 5.14) this reads and writes
+    /// back the first byte of each page it faults in, which keeps every byte's value but is
+    /// a plain read and write: no other thread may access any byte of those pages (from
+    /// `from` rounded up to `to` rounded up) during the call, for example because nothing
+    /// in them has been handed out yet.
     pub(crate) fn prefault_range(&self, from: usize, to: usize) {
-        let from = from & !(PAGE - 1);
+        self.populate(from, to, Populate::AdviceThenTouch);
+    }
+
+    /// Faults in the pages of `from..to` (rounded as [`Self::prefault_range`] rounds them)
+    /// where the kernel can do so without touching a byte (`MADV_POPULATE_WRITE`, Linux
+    /// 5.14); elsewhere it does nothing and the pages fault in on first use. It neither
+    /// reads nor writes memory, so other threads may be using those pages meanwhile.
+    pub(crate) fn populate_if_supported(&self, from: usize, to: usize) {
+        self.populate(from, to, Populate::AdviceOnly);
+    }
+
+    /// [`Self::prefault_range`] (`how` says whether to try `MADV_POPULATE_WRITE`, and
+    /// whether to fall back to touching the pages).
+    fn populate(&self, from: usize, to: usize, how: Populate) {
+        let Some(from) = round_to_page(from) else {
+            return;
+        };
         let Some(to) = round_to_page(to.min(self.len)) else {
             return;
         };
+        // `len` is a multiple of a page (Region invariant), so `to <= len`.
         let to = to.min(self.len);
         // Under miri every byte of the allocation is there already.
         if from >= to || cfg!(miri) {
             return;
         }
-        let start = self.ptr.as_ptr().wrapping_add(from);
-        // One call that faults every page in (Linux 5.14+), much cheaper than a fault per
-        // page; older kernels refuse it and the loop below does the same work.
-        // SAFETY: `from < to <= len`, both page-aligned, so `start..start + (to - from)`
-        // lies inside this mapping (Region invariant); MADV_POPULATE_WRITE only allocates
-        // pages as a write would.
-        let rc = unsafe { libc::madvise(start.cast(), to - from, MADV_POPULATE_WRITE) };
-        if rc == 0 {
-            return;
+        if how != Populate::TouchOnly {
+            let start = self.ptr.as_ptr().wrapping_add(from);
+            // One call that faults every page in (Linux 5.14+), much cheaper than a fault
+            // per page; older kernels refuse it and the loop below does the same work.
+            // SAFETY: `from < to <= len`, both page-aligned, so `start..start + (to - from)`
+            // lies inside this mapping (Region invariant); MADV_POPULATE_WRITE only
+            // allocates pages as a write would, and changes no byte.
+            let rc = unsafe { libc::madvise(start.cast(), to - from, MADV_POPULATE_WRITE) };
+            if rc == 0 || how == Populate::AdviceOnly {
+                return;
+            }
         }
         let mut offset = from;
         while offset < to {
             let p = self.ptr.as_ptr().wrapping_add(offset);
             // SAFETY: `offset < to <= self.len`, so the byte is inside the mapping, which
-            // is readable.
+            // is readable; no other thread accesses its page now (the caller's contract).
             let byte = unsafe { p.read_volatile() };
-            // SAFETY: the same byte, which is writable; writing back what it held keeps it.
+            // SAFETY: the same byte, which is writable; writing back what it held keeps it,
+            // and no other thread can have changed it since the read (as above).
             unsafe { p.write_volatile(byte) };
             offset += PAGE;
         }
@@ -364,24 +409,78 @@ mod tests {
         assert_eq!(byte(123), 7, "the first page is kept");
     }
 
+    /// The pages `first..=last`, of `n`.
+    fn pages(n: usize, first: usize, last: usize) -> Vec<bool> {
+        (0..n).map(|i| (first..=last).contains(&i)).collect()
+    }
+
+    /// What [`Region::populate`] faults in, through `MADV_POPULATE_WRITE` where `how` tries
+    /// it and the kernel has it, else through the fallback loop.
+    fn faults_in_exactly_the_pages_from_from_rounded_up(how: Populate) {
+        let r = map_aligned(1 << 20, 1 << 20).unwrap();
+        let n = r.len() / PAGE;
+        assert_eq!(resident_pages(&r), vec![false; n], "fresh anonymous memory");
+        // Bytes 5000..20000 lie on pages 1 to 4; page 1 also holds bytes before 5000, which
+        // may be in use: it is left alone, and pages 2 to 4 are faulted in.
+        r.populate(5000, 20_000, how);
+        assert_eq!(resident_pages(&r), pages(n, 2, 4));
+        // An aligned `from` is its own page, and a byte written before keeps its value.
+        let base = r.ptr().as_ptr();
+        // SAFETY: byte `6 * PAGE + 1` lies in the region, which is mapped read-write.
+        unsafe { base.wrapping_add(6 * PAGE + 1).write(0xA5) };
+        // SAFETY: byte `6 * PAGE` lies in the region, which is mapped read-write.
+        unsafe { base.wrapping_add(6 * PAGE).write(0x5A) };
+        r.populate(6 * PAGE, 7 * PAGE + 1, how);
+        let mut want = pages(n, 2, 4);
+        want.splice(6..=7, [true, true]);
+        assert_eq!(resident_pages(&r), want);
+        let byte = |i: usize| {
+            assert!(i < r.len());
+            // SAFETY: a byte of the region, which stays mapped read-write.
+            unsafe { base.wrapping_add(i).read() }
+        };
+        assert_eq!((byte(6 * PAGE), byte(6 * PAGE + 1)), (0x5A, 0xA5));
+        // Clamped to the region; a range with no page from `from` rounded up does nothing.
+        r.populate(r.len() - PAGE - 10, usize::MAX, how);
+        r.populate(r.len() - 10, usize::MAX, how);
+        r.populate(9000, 9000, how);
+        r.populate(8 * PAGE + 1, 9 * PAGE, how);
+        want.splice(n - 2..n, [false, true]);
+        assert_eq!(resident_pages(&r), want);
+        // From 0, page 0 is faulted in.
+        let r = map_aligned(1 << 20, 1 << 20).unwrap();
+        r.populate(0, 1, how);
+        assert_eq!(resident_pages(&r), pages(n, 0, 0));
+    }
+
     #[test]
     #[cfg_attr(miri, ignore = "miri has no mincore and faults nothing in")]
-    fn prefault_range_faults_in_exactly_the_pages_of_the_range() {
+    fn prefault_range_faults_in_exactly_the_pages_from_from_rounded_up() {
+        faults_in_exactly_the_pages_from_from_rounded_up(Populate::AdviceThenTouch);
+        let r = map(3 * PAGE).unwrap();
+        r.prefault(PAGE + 1);
+        assert_eq!(resident_pages(&r), vec![true, true, false]);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "miri has no mincore and faults nothing in")]
+    fn the_fallback_without_madvise_faults_in_the_same_pages_and_keeps_bytes() {
+        faults_in_exactly_the_pages_from_from_rounded_up(Populate::TouchOnly);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "miri has no mincore and faults nothing in")]
+    fn populate_if_supported_faults_in_by_advice_or_not_at_all() {
         let r = map_aligned(1 << 20, 1 << 20).unwrap();
+        let n = r.len() / PAGE;
+        r.populate_if_supported(5000, 20_000);
+        let got = resident_pages(&r);
+        // With `MADV_POPULATE_WRITE`, the pages `prefault_range` faults in; without, none
+        // (no page is touched, which is the point).
         assert!(
-            resident_pages(&r).iter().all(|&p| !p),
-            "fresh anonymous memory"
+            got == pages(n, 2, 4) || got == vec![false; n],
+            "resident pages: {got:?}"
         );
-        // Bytes 5000..20000 lie on pages 1 to 4.
-        r.prefault_range(5000, 20_000);
-        let got = resident_pages(&r);
-        let want: Vec<bool> = (0..got.len()).map(|i| (1..=4).contains(&i)).collect();
-        assert_eq!(got, want);
-        // Clamped to the region; an empty range does nothing.
-        r.prefault_range(r.len() - 10, usize::MAX);
-        r.prefault_range(9000, 9000);
-        let got = resident_pages(&r);
-        assert!(got[got.len() - 1] && !got[got.len() - 2] && !got[5]);
     }
 
     #[test]

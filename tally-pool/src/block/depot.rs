@@ -181,11 +181,16 @@ impl Depot {
 
     /// Faults in the step of segment `k` that starts at magazine `offset` (see
     /// [`FAULT_STEP`]); a no-op under loom, whose segments are boxes.
+    ///
+    /// Other threads may already hold magazines of the step (indices are handed out before
+    /// their step is faulted in, and a segment is published before its first step is), so
+    /// only advice that touches no byte is used: on kernels without it, the pages fault in
+    /// on first use instead.
     fn fault_in(&self, k: usize, offset: usize) {
         #[cfg(not(loom))]
         if let Some(region) = self.mapped.get(k).and_then(std::sync::OnceLock::get) {
             let size = core::mem::size_of::<Magazine>();
-            region.prefault_range(offset * size, (offset + FAULT_STEP) * size);
+            region.populate_if_supported(offset * size, (offset + FAULT_STEP) * size);
         }
         #[cfg(loom)]
         let _ = (k, offset);
