@@ -150,7 +150,10 @@ impl Contender for Tally {
 
     #[inline(always)]
     unsafe fn free(&self, block: NonNull<Payload>) {
-        if let Err(err) = self.pool.free(block.cast()) {
+        // SAFETY: the caller's contract: `block` came from `alloc`, that is from
+        // `self.pool.allocate()`, and is not used again, so the pool's owner frees it once.
+        let freed = unsafe { self.pool.free(block.cast()) };
+        if let Err(err) = freed {
             fatal(format_args!("{}: free failed: {err}", self.label));
         }
     }

@@ -388,7 +388,11 @@ impl Contender for Untyped {
 
     #[inline(always)]
     unsafe fn release(&self, obj: Raw) {
-        if let Err(err) = self.pool.free(obj.0.cast()) {
+        // SAFETY: the caller's contract: `obj` came from `make`, that is from
+        // `self.pool.allocate()`, and a `Raw` is the only way to its block, given up here:
+        // the block's owner frees it once.
+        let freed = unsafe { self.pool.free(obj.0.cast()) };
+        if let Err(err) = freed {
             fatal(format_args!("untyped: free failed: {err}"));
         }
     }

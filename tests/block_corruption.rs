@@ -1,12 +1,24 @@
 //! How `tally_pool::block::BlockPool` reports misuse and bad configurations.
 //!
 //! Each kind of corruption the guards promise to catch is provoked on purpose: a write one
-//! byte past a block's usable size, double frees (under `Canary` and `Full`), frees of
-//! foreign pointers (from a `Box`, from another pool, from the stack, from a dropped pool,
-//! wild addresses), frees of interior pointers, and writes into freed blocks under `Full`.
-//! Each must come back as the right `PoolError::Corruption { kind, address, .. }`, be
-//! counted in `stats().corruption_events`, leave the pool usable (allocations and frees
-//! still work, no block is handed out twice) and withdraw a damaged block for good.
+//! byte past a block's usable size, double frees before the block is reused (under
+//! `Canary` and `Full`), frees of never-carved blocks and of blocks of a reclaimed chunk
+//! (under `Canary` and `Full`), frees of foreign pointers (from a `Box`, from another pool,
+//! from the stack, from a dropped pool, wild addresses), frees of interior pointers, and
+//! writes into freed blocks under `Full`. Each must come back as the right
+//! `PoolError::Corruption { kind, address, .. }`, be counted in
+//! `stats().corruption_events`, leave the pool usable (allocations and frees still work,
+//! no block is handed out twice) and withdraw a damaged block for good.
+//!
+//! `BlockPool::free` is an `unsafe fn`, and every free here keeps to its contract: the test
+//! frees blocks it owns (`free_owned`), or pointers the contract allows because the pool
+//! detects them (`free_refused`): foreign and interior pointers at every guard level,
+//! and under `Canary` and `Full` blocks that nobody holds. What is not tested, because the
+//! contract makes it undefined behaviour: a stale free (of a block handed out again since
+//! it was freed), which no guard can tell from the new owner's free; and, under `Off`, a
+//! double free, a free of a never-carved block or of a block of a reclaimed chunk, which
+//! `Off` does not detect (it checks pointers only) and which put the block into
+//! circulation twice.
 //!
 //! The configuration errors are checked too: `Exhausted` at `max_capacity`,
 //! `InvalidConfig` for `capacity > max_capacity` or a zero cap, `UnsupportedLayout` for
@@ -54,6 +66,26 @@ fn corruption<T: core::fmt::Debug>(
     }
 }
 
+/// Frees a block the test owns: allocated from `pool`, and no free of it has returned `Ok`
+/// since (a refused free leaves it the test's).
+fn free_owned(pool: &BlockPool, block: NonNull<u8>) -> Result<(), PoolError> {
+    // SAFETY: callers pass a block they own (see above), and stop using it once this
+    // returns `Ok`: `BlockPool::free`'s contract.
+    unsafe { pool.free(block) }
+}
+
+/// Frees a pointer that the test does not own but that `BlockPool::free`'s contract allows,
+/// and returns how the pool refused it: a pointer that is not the start of a block of
+/// `pool` (any guard level), or, under `Canary` and `Full`, a block of `pool` that nobody
+/// holds (free and not handed out since, never carved, or in a reclaimed chunk). No other
+/// thread allocates from `pool` meanwhile: each test's pools are its own.
+#[track_caller]
+fn free_refused(pool: &BlockPool, p: NonNull<u8>) -> (CorruptionKind, usize, String) {
+    // SAFETY: callers pass a pointer of one of the kinds above, which the contract allows:
+    // no block that someone holds, and no other thread allocates from `pool` meanwhile.
+    corruption(unsafe { pool.free(p) })
+}
+
 /// Flips every bit of the byte at `p`, so the result differs from what was there whatever
 /// it was.
 fn flip_byte(p: *mut u8) {
@@ -95,7 +127,7 @@ fn assert_usable(pool: &BlockPool, n: usize, withdrawn: &[usize]) {
     }
     for (i, b) in blocks.iter().enumerate() {
         assert_eq!(read_tag(*b), i as u64 ^ 0xABCD_0000);
-        pool.free(*b).unwrap();
+        free_owned(pool, *b).unwrap();
     }
     let after = pool.stats();
     assert_eq!(
@@ -121,7 +153,7 @@ fn write_past_the_end_is_caught_on_free() {
         assert_eq!(pool.block_size(), 64);
         flip_byte(block.as_ptr().wrapping_add(pool.block_size()));
 
-        let (kind, address, message) = corruption(pool.free(block));
+        let (kind, address, message) = corruption(free_owned(&pool, block));
         assert_eq!(kind, CorruptionKind::CanaryOverwritten, "{guard:?}");
         assert_eq!(address, addr, "{guard:?}");
         assert!(message.contains("`canary-victim`"), "{message}");
@@ -136,7 +168,7 @@ fn write_past_the_end_is_caught_on_free() {
 
         // The block stays out of circulation: freeing it again is refused again, and it is
         // never handed out.
-        let (kind, _, _) = corruption(pool.free(block));
+        let (kind, _, _) = corruption(free_owned(&pool, block));
         assert_eq!(kind, CorruptionKind::CanaryOverwritten, "{guard:?}");
         assert_eq!(pool.stats().corruption_events, 2);
         assert_usable(&pool, 1000, &[addr]);
@@ -164,7 +196,7 @@ fn write_one_byte_past_block_size_is_caught_for_every_size() {
             let pool = pool_of("odd-sizes", layout, guard);
             let block = pool.allocate().unwrap();
             flip_byte(block.as_ptr().wrapping_add(pool.block_size()));
-            match pool.free(block) {
+            match free_owned(&pool, block) {
                 Err(PoolError::Corruption {
                     kind: CorruptionKind::CanaryOverwritten,
                     ..
@@ -189,7 +221,7 @@ fn canary_overwritten_while_free_is_caught_on_reuse() {
         let pool = pool("canary-reuse", guard);
         let block = pool.allocate().unwrap();
         let addr = block.as_ptr() as usize;
-        pool.free(block).unwrap();
+        free_owned(&pool, block).unwrap();
         flip_byte(block.as_ptr().wrapping_add(pool.block_size()));
         // The cache is LIFO: the next allocation tries the damaged block first.
         let (kind, address, _) = corruption(pool.allocate());
@@ -211,8 +243,9 @@ fn double_free_is_caught() {
         let pool = pool("twice", guard);
         let a = pool.allocate().unwrap();
         let addr = a.as_ptr() as usize;
-        pool.free(a).unwrap();
-        let (kind, address, message) = corruption(pool.free(a));
+        free_owned(&pool, a).unwrap();
+        // Nothing was allocated since: `a` is free, and nobody holds it.
+        let (kind, address, message) = free_refused(&pool, a);
         assert_eq!(
             (kind, address),
             (CorruptionKind::DoubleFree, addr),
@@ -238,8 +271,8 @@ fn double_free_is_caught() {
             x, y,
             "{guard:?}: a double free put the block into circulation twice"
         );
-        pool.free(x).unwrap();
-        pool.free(y).unwrap();
+        free_owned(&pool, x).unwrap();
+        free_owned(&pool, y).unwrap();
         assert_usable(&pool, 1000, &[]);
     }
 }
@@ -250,25 +283,27 @@ fn double_free_is_caught_after_the_block_moved_to_the_depot_and_on_another_threa
         let pool = pool("twice-far", guard);
         let a = pool.allocate().unwrap();
         let others: Vec<_> = (0..500).map(|_| pool.allocate().unwrap()).collect();
-        pool.free(a).unwrap();
+        free_owned(&pool, a).unwrap();
         // `reclaim` flushes this thread's cache, `a` included, into the depot; the live
         // `others` keep the chunk from being reclaimed.
         pool.reclaim();
         assert_eq!(pool.stats().chunks, 1);
-        let (kind, _, _) = corruption(pool.free(a));
+        // Still nothing allocated since: `a` is free in the depot.
+        let (kind, _, _) = free_refused(&pool, a);
         assert_eq!(kind, CorruptionKind::DoubleFree, "{guard:?}");
         let addr = a.as_ptr() as usize;
         let kind = std::thread::scope(|s| {
+            // This thread waits in `join`: nothing allocates meanwhile.
             s.spawn(|| {
                 let a = NonNull::new(addr as *mut u8).unwrap();
-                corruption(pool.free(a)).0
+                free_refused(&pool, a).0
             })
             .join()
             .unwrap()
         });
         assert_eq!(kind, CorruptionKind::DoubleFree, "{guard:?}");
         for b in others {
-            pool.free(b).unwrap();
+            free_owned(&pool, b).unwrap();
         }
         assert_eq!(pool.stats().corruption_events, 2);
         assert_eq!(pool.stats().live_blocks, 0);
@@ -277,7 +312,7 @@ fn double_free_is_caught_after_the_block_moved_to_the_depot_and_on_another_threa
         let distinct: HashSet<_> = blocks.iter().map(|b| b.as_ptr() as usize).collect();
         assert_eq!(distinct.len(), 501, "{guard:?}");
         for b in blocks {
-            pool.free(b).unwrap();
+            free_owned(&pool, b).unwrap();
         }
     }
 }
@@ -294,7 +329,7 @@ fn foreign_pointers_are_refused() {
 
         let boxed = Box::new([0u64; 8]);
         let from_box = NonNull::from(&*boxed).cast::<u8>();
-        let (kind, address, message) = corruption(pool.free(from_box));
+        let (kind, address, message) = free_refused(&pool, from_box);
         assert_eq!(
             (kind, address),
             (CorruptionKind::ForeignPointer, from_box.as_ptr() as usize)
@@ -312,24 +347,24 @@ fn foreign_pointers_are_refused() {
         // A block of another pool: refused, and left untouched, so its own pool takes it.
         let theirs = other.allocate().unwrap();
         stamp(theirs, 0xBEEF);
-        let (kind, address, _) = corruption(pool.free(theirs));
+        let (kind, address, _) = free_refused(&pool, theirs);
         assert_eq!(
             (kind, address),
             (CorruptionKind::ForeignPointer, theirs.as_ptr() as usize)
         );
         assert_eq!(read_tag(theirs), 0xBEEF);
-        other.free(theirs).unwrap();
+        free_owned(&other, theirs).unwrap();
         assert_eq!(other.stats().corruption_events, 0);
 
         let on_stack = [0u64; 8];
         let stack_ptr = NonNull::from(&on_stack).cast::<u8>();
-        let (kind, _, _) = corruption(pool.free(stack_ptr));
+        let (kind, _, _) = free_refused(&pool, stack_ptr);
         assert_eq!(kind, CorruptionKind::ForeignPointer, "{guard:?}");
         assert_eq!(on_stack, [0u64; 8]);
 
         // Wild addresses, mapped or not, are refused without being read.
         for wild in [8usize, 4096, 1 << 47, usize::MAX & !7] {
-            let (kind, address, _) = corruption(pool.free(NonNull::new(wild as *mut u8).unwrap()));
+            let (kind, address, _) = free_refused(&pool, NonNull::new(wild as *mut u8).unwrap());
             assert_eq!(
                 (kind, address),
                 (CorruptionKind::ForeignPointer, wild),
@@ -342,7 +377,7 @@ fn foreign_pointers_are_refused() {
             let dropped = pool_of("dropped", Layout::new::<[u64; 8]>(), guard);
             dropped.allocate().unwrap()
         };
-        let (kind, _, _) = corruption(pool.free(gone));
+        let (kind, _, _) = free_refused(&pool, gone);
         assert_eq!(kind, CorruptionKind::ForeignPointer, "{guard:?}");
 
         assert_eq!(
@@ -352,7 +387,7 @@ fn foreign_pointers_are_refused() {
             pool.stats()
         );
         assert_eq!(read_tag(held), 0x600D);
-        pool.free(held).unwrap();
+        free_owned(&pool, held).unwrap();
         assert_usable(&pool, 1000, &[]);
     }
 }
@@ -372,7 +407,7 @@ fn interior_pointers_are_refused() {
         let mut expected_events = 0;
         for offset in offsets {
             let p = NonNull::new(block.as_ptr().wrapping_add(offset)).unwrap();
-            let (kind, address, message) = corruption(pool.free(p));
+            let (kind, address, message) = free_refused(&pool, p);
             assert_eq!(
                 (kind, address),
                 (CorruptionKind::InteriorPointer, addr + offset),
@@ -386,15 +421,15 @@ fn interior_pointers_are_refused() {
         }
         // The chunk's header.
         let header = NonNull::new((addr & !(CHUNK_SIZE - 1)) as *mut u8).unwrap();
-        let (kind, _, _) = corruption(pool.free(header));
+        let (kind, _, _) = free_refused(&pool, header);
         assert_eq!(kind, CorruptionKind::InteriorPointer, "{guard:?}");
         expected_events += 1;
         assert_eq!(pool.stats().corruption_events, expected_events);
 
         // None of that disturbed the block: it frees normally, once.
-        pool.free(block).unwrap();
+        free_owned(&pool, block).unwrap();
         if guard != GuardLevel::Off {
-            assert_eq!(corruption(pool.free(block)).0, CorruptionKind::DoubleFree);
+            assert_eq!(free_refused(&pool, block).0, CorruptionKind::DoubleFree);
         }
         let stats = pool.stats();
         assert_eq!(
@@ -406,6 +441,123 @@ fn interior_pointers_are_refused() {
     }
 }
 
+// ----- blocks nobody holds --------------------------------------------------------------
+
+/// The start of the block `blocks` blocks after `block` in a pool of 8-aligned blocks: the
+/// stride is the usable size plus, under a guard, the 8-byte check word. Asserts that it
+/// lies in the same chunk.
+fn block_after(pool: &BlockPool, block: NonNull<u8>, blocks: usize) -> NonNull<u8> {
+    let canary = if pool.guard() == GuardLevel::Off {
+        0
+    } else {
+        8
+    };
+    let stride = pool.block_size() + canary;
+    let addr = block.as_ptr() as usize;
+    let after = addr + stride * blocks;
+    assert_eq!(
+        after & !(CHUNK_SIZE - 1),
+        addr & !(CHUNK_SIZE - 1),
+        "block {blocks} after {addr:#x} is in another chunk"
+    );
+    NonNull::new(after as *mut u8).unwrap()
+}
+
+#[test]
+fn a_never_carved_block_is_refused_under_canary_and_full() {
+    for guard in GUARDED {
+        let pool = pool("never-carved", guard);
+        let first = pool.allocate().unwrap();
+        // The first allocation carved at most 2,048 of the chunk's 14,562 blocks of 72
+        // bytes: 10,000 blocks on lies a block start that nobody carved yet.
+        let uncarved = block_after(&pool, first, 10_000);
+        let addr = uncarved.as_ptr() as usize;
+        let (kind, address, message) = free_refused(&pool, uncarved);
+        assert_eq!(
+            (kind, address),
+            (CorruptionKind::CanaryOverwritten, addr),
+            "{guard:?}: its check word never held the allocated mark: {message}"
+        );
+        assert!(message.contains("`never-carved`"), "{message}");
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.corruption_events, stats.frees, stats.live_blocks),
+            (1, 0, 1),
+            "{guard:?}: {stats:?}"
+        );
+
+        // The refusal left the block alone: once the pool carves that far, it hands the
+        // block out like any other, once.
+        let mut blocks = vec![first];
+        loop {
+            assert!(
+                blocks.len() < 14_000,
+                "{guard:?}: {addr:#x} was never handed out"
+            );
+            let b = pool.allocate().unwrap();
+            blocks.push(b);
+            if b == uncarved {
+                break;
+            }
+        }
+        let distinct: HashSet<_> = blocks.iter().map(|b| b.as_ptr() as usize).collect();
+        assert_eq!(
+            distinct.len(),
+            blocks.len(),
+            "{guard:?}: a block handed out twice"
+        );
+        for b in blocks {
+            free_owned(&pool, b).unwrap();
+        }
+        assert_eq!(pool.stats().corruption_events, 1);
+        assert_usable(&pool, 1000, &[]);
+    }
+}
+
+#[test]
+fn a_block_of_a_reclaimed_chunk_is_refused_under_canary_and_full() {
+    for guard in GUARDED {
+        let pool = pool("reclaimed", guard);
+        // At most 56 blocks of 72 bytes fit in the chunk's first page, which reclaim keeps
+        // (it holds the header): blocks there keep the free mark (a double free), and the
+        // check words of the others read as zero once their pages are given back.
+        let blocks: Vec<_> = (0..100).map(|_| pool.allocate().unwrap()).collect();
+        for &b in &blocks {
+            free_owned(&pool, b).unwrap();
+        }
+        assert!(pool.reclaim() > 0);
+        assert_eq!(pool.stats().chunks, 0, "{guard:?}");
+
+        let mut kinds = HashSet::new();
+        for &b in &blocks {
+            let (kind, address, message) = free_refused(&pool, b);
+            assert_eq!(address, b.as_ptr() as usize, "{guard:?}");
+            assert!(
+                matches!(
+                    kind,
+                    CorruptionKind::DoubleFree | CorruptionKind::CanaryOverwritten
+                ),
+                "{guard:?}: {message}"
+            );
+            kinds.insert(kind);
+        }
+        assert!(
+            kinds.contains(&CorruptionKind::CanaryOverwritten),
+            "{guard:?}: some blocks lay past the kept page: {kinds:?}"
+        );
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.corruption_events, stats.frees, stats.live_blocks),
+            (100, 100, 0),
+            "{guard:?}: {stats:?}"
+        );
+
+        // The chunk is reused, and none of its blocks is handed out twice.
+        assert_usable(&pool, 1000, &[]);
+        assert_eq!(pool.stats().corruption_events, 100);
+    }
+}
+
 // ----- use after free -------------------------------------------------------------------
 
 /// Frees a block, writes into it, and allocates until the pool reports it. Returns the
@@ -413,7 +565,7 @@ fn interior_pointers_are_refused() {
 fn provoke_use_after_free(pool: &BlockPool, offset: usize) -> (Vec<NonNull<u8>>, usize) {
     let victim = pool.allocate().unwrap();
     let addr = victim.as_ptr() as usize;
-    pool.free(victim).unwrap();
+    free_owned(pool, victim).unwrap();
     flip_byte(victim.as_ptr().wrapping_add(offset));
     let mut got = Vec::new();
     for _ in 0..10_000 {
@@ -450,7 +602,7 @@ fn use_after_free_is_caught_on_reuse_under_full() {
         // The next allocation proceeds with another block, and the damaged one stays out.
         let next = pool.allocate().unwrap();
         assert_ne!(next.as_ptr() as usize, addr);
-        pool.free(next).unwrap();
+        free_owned(&pool, next).unwrap();
         assert_usable(&pool, 1000, &[addr]);
         assert_eq!(pool.stats().corruption_events, 1);
     }
@@ -463,12 +615,12 @@ fn use_after_free_is_caught_after_the_block_went_through_the_depot() {
     let addr = victim.as_ptr() as usize;
     let others: Vec<_> = (0..300).map(|_| pool.allocate().unwrap()).collect();
     for b in others {
-        pool.free(b).unwrap();
+        free_owned(&pool, b).unwrap();
     }
     // Another thread frees the victim and exits: its cache, the victim alone, goes to the
     // depot as the most recent magazine.
     std::thread::scope(|s| {
-        s.spawn(|| pool.free(NonNull::new(addr as *mut u8).unwrap()).unwrap())
+        s.spawn(|| free_owned(&pool, NonNull::new(addr as *mut u8).unwrap()).unwrap())
             .join()
             .unwrap();
     });
@@ -489,7 +641,7 @@ fn use_after_free_is_caught_after_the_block_went_through_the_depot() {
                 }
             }
             for &b in &ok {
-                pool.free(NonNull::new(b as *mut u8).unwrap()).unwrap();
+                free_owned(&pool, NonNull::new(b as *mut u8).unwrap()).unwrap();
             }
             (found, ok)
         })
@@ -562,7 +714,7 @@ fn exhaustion_names_the_pool_and_the_cap() {
     );
 
     // Freeing one makes room for exactly one.
-    pool.free(blocks.pop().unwrap()).unwrap();
+    free_owned(&pool, blocks.pop().unwrap()).unwrap();
     blocks.push(pool.allocate().unwrap());
     assert!(matches!(
         pool.allocate(),
@@ -572,7 +724,7 @@ fn exhaustion_names_the_pool_and_the_cap() {
         })
     ));
     for b in blocks {
-        pool.free(b).unwrap();
+        free_owned(&pool, b).unwrap();
     }
     assert_eq!(pool.stats().live_blocks, 0);
     let again: Vec<_> = (0..10).map(|_| pool.allocate().unwrap()).collect();
@@ -585,7 +737,7 @@ fn exhaustion_names_the_pool_and_the_cap() {
         10
     );
     for b in again {
-        pool.free(b).unwrap();
+        free_owned(&pool, b).unwrap();
     }
 }
 
@@ -613,7 +765,7 @@ fn exhaustion_across_several_chunks() {
     );
     assert_eq!(stats.max_capacity, 40);
     for b in blocks {
-        pool.free(b).unwrap();
+        free_owned(&pool, b).unwrap();
     }
     assert!(pool.reclaim() > 0);
     assert_eq!(pool.stats().chunks, 0);
@@ -661,7 +813,7 @@ fn capacity_above_max_capacity_is_invalid() {
     let blocks: Vec<_> = (0..10).map(|_| pool.allocate().unwrap()).collect();
     assert!(matches!(pool.allocate(), Err(PoolError::Exhausted { .. })));
     for b in blocks {
-        pool.free(b).unwrap();
+        free_owned(&pool, b).unwrap();
     }
 }
 
@@ -702,7 +854,7 @@ fn unsupported_layouts_are_refused_with_the_reason() {
         }
         for (i, b) in blocks.into_iter().enumerate() {
             assert_eq!(read_tag(b), i as u64);
-            pool.free(b).unwrap();
+            free_owned(&pool, b).unwrap();
         }
     }
 }
@@ -713,16 +865,16 @@ fn interior_pointers_are_refused_in_a_chunk_already_freed_into() {
     // check must still refuse interior pointers there.
     let pool = pool("known-chunk", GuardLevel::Off);
     let blocks: Vec<_> = (0..4).map(|_| pool.allocate().unwrap()).collect();
-    pool.free(blocks[0]).unwrap();
-    pool.free(blocks[1]).unwrap();
+    free_owned(&pool, blocks[0]).unwrap();
+    free_owned(&pool, blocks[1]).unwrap();
     let addr = blocks[2].as_ptr() as usize;
     for offset in [1, 8, pool.block_size() - 8] {
         let p = NonNull::new((addr + offset) as *mut u8).unwrap();
-        let (kind, at, _) = corruption(pool.free(p));
+        let (kind, at, _) = free_refused(&pool, p);
         assert_eq!((kind, at), (CorruptionKind::InteriorPointer, addr + offset));
     }
-    pool.free(blocks[2]).unwrap();
-    pool.free(blocks[3]).unwrap();
+    free_owned(&pool, blocks[2]).unwrap();
+    free_owned(&pool, blocks[3]).unwrap();
     let stats = pool.stats();
     assert_eq!(
         (stats.live_blocks, stats.corruption_events),
@@ -739,20 +891,20 @@ fn a_block_of_another_pool_is_refused_where_a_dropped_pool_had_its_chunk() {
     for round in 0..20 {
         let a = pool("dropped", GuardLevel::Off);
         let x = a.allocate().unwrap();
-        a.free(x).unwrap();
+        free_owned(&a, x).unwrap();
         drop(a);
         let b = pool("slot-heir", GuardLevel::Off);
         let c = pool("other", GuardLevel::Off);
         let foreign = c.allocate().unwrap();
-        let (kind, at, _) = corruption(b.free(foreign));
+        let (kind, at, _) = free_refused(&b, foreign);
         assert_eq!(
             (kind, at),
             (CorruptionKind::ForeignPointer, foreign.as_ptr() as usize),
             "round {round}"
         );
         let own = b.allocate().unwrap();
-        b.free(own).unwrap();
-        c.free(foreign).unwrap();
+        free_owned(&b, own).unwrap();
+        free_owned(&c, foreign).unwrap();
         assert_eq!(b.stats().live_blocks, 0);
         assert_eq!(c.stats().live_blocks, 0);
     }

@@ -15,6 +15,10 @@
 //! `Exhausted` otherwise. A reclaim with nothing live gives every chunk back. At the end,
 //! after everything is freed, `max_capacity` blocks can be allocated again: every freed
 //! block is reusable.
+//!
+//! Every free is of a block the model holds as live, so each keeps to the contract of the
+//! `unsafe fn BlockPool::free`: the block was allocated from the pool and not freed since.
+//! (Double frees and other misuse the guards detect are tested in `block_corruption.rs`.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -97,6 +101,14 @@ fn check(addr: usize, tag: u64) {
 
 fn block(addr: usize) -> NonNull<u8> {
     NonNull::new(addr as *mut u8).unwrap()
+}
+
+/// Frees `addr`, a block [`Model::take`] just took out of the live set.
+fn free_live(pool: &BlockPool, addr: usize) {
+    // SAFETY: the model's live set holds exactly the blocks allocated from `pool` and not
+    // freed since (`Model::allocated` panics on a block handed out while live), and `take`
+    // removes a block from it before it is freed: each block is freed once, by its owner.
+    unsafe { pool.free(block(addr)) }.unwrap();
 }
 
 /// The model: live blocks and their tags, and the counts the pool must report.
@@ -209,7 +221,7 @@ fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
             }
             Op::Free(i) => {
                 if let Some(addr) = model.take(*i) {
-                    pool.free(block(addr)).unwrap();
+                    free_live(&pool, addr);
                     model.frees += 1;
                 }
             }
@@ -229,7 +241,7 @@ fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
                 std::thread::scope(|s| {
                     s.spawn(|| {
                         for a in addrs {
-                            pool.free(block(a)).unwrap();
+                            free_live(&pool, a);
                         }
                     })
                     .join()
@@ -279,7 +291,7 @@ fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
     // Free everything; then every block is reusable: the cap can be reached again.
     model.check_all();
     while let Some(addr) = model.take(0) {
-        pool.free(block(addr)).unwrap();
+        free_live(&pool, addr);
         model.frees += 1;
     }
     let end = Op::Free(0);
@@ -294,7 +306,7 @@ fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
     check_stats(&pool, &model, &Op::Allocate(cap));
     model.check_all();
     while let Some(addr) = model.take(0) {
-        pool.free(block(addr)).unwrap();
+        free_live(&pool, addr);
         model.frees += 1;
     }
     check_stats(&pool, &model, &end);

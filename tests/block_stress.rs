@@ -140,6 +140,15 @@ fn check(block: NonNull<u8>, tag: u64, what: &str) {
     }
 }
 
+/// Frees a block the calling thread holds: allocated from `pool` (here, or by a thread that
+/// sent it over and let it go) and not freed since.
+fn free_held(pool: &BlockPool, block: NonNull<u8>) {
+    // SAFETY: every block of these tests is allocated once, held by one thread at a time
+    // (the producer gives up what it sends), and freed once by its holder: a block the
+    // thread owns, as `BlockPool::free` requires.
+    unsafe { pool.free(block) }.unwrap();
+}
+
 /// A shared set of the live blocks whose address falls in a fixed 1/16 sample.
 struct LiveSample(Mutex<HashSet<usize>>);
 
@@ -236,7 +245,7 @@ fn producer_consumer(pool: &BlockPool, ops: usize, sample: &LiveSample) -> Count
                     check(block, tag(PRODUCER, expect), "producer/consumer");
                     expect += 1;
                     sample.freeing(addr);
-                    pool.free(block).unwrap();
+                    free_held(pool, block);
                     counts.frees += 1;
                 }
             }
@@ -296,7 +305,7 @@ fn churn(pool: &BlockPool, ops: usize, sample: &LiveSample, with_reclaimer: bool
                     for (block, t) in burst.drain(..) {
                         check(block, t, "reclaimer burst");
                         sample.freeing(block.as_ptr() as usize);
-                        pool.free(block).unwrap();
+                        free_held(pool, block);
                         counts.frees += 1;
                     }
                     let now = pool.reclaim();
@@ -331,7 +340,7 @@ fn churn(pool: &BlockPool, ops: usize, sample: &LiveSample, with_reclaimer: bool
                             let (block, tag) = live.swap_remove(i);
                             check(block, tag, "churn");
                             sample.freeing(block.as_ptr() as usize);
-                            pool.free(block).unwrap();
+                            free_held(pool, block);
                             counts.frees += 1;
                         };
                     while counts.allocations + counts.frees + live.len() as u64 <= per_thread {
@@ -471,7 +480,7 @@ fn stress(name: &str, guard: GuardLevel, divisor: usize, reclaimer: bool) {
     let block = pool.allocate().unwrap();
     stamp(block, 7);
     check(block, 7, "after reclaim");
-    pool.free(block).unwrap();
+    free_held(&pool, block);
     assert!(pool.reclaim() > 0);
     assert_eq!(pool.stats().chunks, 0);
     pool.verify().unwrap();

@@ -242,13 +242,21 @@ fn untyped_per_node_pools_serve_the_thread_node_fall_back_and_take_blocks_home()
         })
     ));
     // Freed by a thread of node 0: every block goes back to the pool of its own node.
-    with_node_override(0, || blocks.iter().for_each(|&b| pool.free(b).unwrap()));
+    with_node_override(0, || {
+        for &b in &blocks {
+            // SAFETY: each block was allocated above and is freed once.
+            unsafe { pool.free(b) }.unwrap();
+        }
+    });
     let stats = pool.node_stats();
     assert_eq!((stats[0].1.frees, stats[1].1.frees), (4, 4));
     assert_eq!(pool.stats().live_blocks, 0);
     // A pointer neither node owns is refused.
     let mut local = [0u64; 8];
-    assert!(pool.free(NonNull::from(&mut local).cast()).is_err());
+    // SAFETY: a stack pointer, in no chunk of any node pool: the contract allows it, and
+    // the pool refuses it without reading it.
+    let refused = unsafe { pool.free(NonNull::from(&mut local).cast()) };
+    assert!(refused.is_err());
     // Each node's chunks were bound to that node.
     assert!(topology.bindings().iter().any(|b| b.node == 1));
     assert!(topology.bindings().iter().any(|b| b.node == 0));

@@ -10,9 +10,12 @@ pub enum CorruptionKind {
     ForeignPointer,
     /// The pointer lies in a chunk of this pool but not at the start of a block.
     InteriorPointer,
-    /// The block was already free (the guard word says so).
+    /// The block was already free (the guard word says so): a double free before the block
+    /// was handed out again.
     DoubleFree,
     /// The check word after the block was overwritten: something wrote past the block's end.
+    /// A free of a block that was never carved, or that lies in the part of a reclaimed
+    /// chunk given back to the OS, is reported so too: its check word holds neither mark.
     CanaryOverwritten,
     /// A free block's poison pattern was changed: something wrote to it after it was freed.
     UseAfterFree,

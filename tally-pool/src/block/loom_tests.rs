@@ -39,6 +39,13 @@ fn ptr(a: usize) -> NonNull<u8> {
     NonNull::new(a as *mut u8).unwrap()
 }
 
+/// Frees a block the caller owns: allocated from `pool` (on any model thread, which handed
+/// it over) and not freed since.
+fn free(pool: &BlockPool, block: NonNull<u8>) {
+    // SAFETY: every model frees each block it allocated exactly once, and only those.
+    unsafe { pool.free(block) }.unwrap();
+}
+
 #[test]
 fn depot_pops_each_magazine_once_under_contention() {
     loom::model(|| {
@@ -82,14 +89,14 @@ fn free_on_one_thread_races_allocate_on_another() {
         let b = addr(pool.allocate().unwrap());
         let remote = pool.clone();
         let t = thread::spawn(move || {
-            remote.free(ptr(a)).unwrap();
+            free(&remote, ptr(a));
             retire_current(&remote.shared);
         });
         let c = addr(pool.allocate().unwrap());
         t.join().unwrap();
         assert!(c != b, "a live block was handed out again");
-        pool.free(ptr(b)).unwrap();
-        pool.free(ptr(c)).unwrap();
+        free(&pool, ptr(b));
+        free(&pool, ptr(c));
         assert_eq!(pool.stats().live_blocks, 0);
         // Every block is reusable: the cap's worth can be allocated again, all distinct.
         let again: HashSet<usize> = (0..3).map(|_| addr(pool.allocate().unwrap())).collect();
@@ -105,7 +112,7 @@ fn thread_exit_flushes_its_cache() {
         let t = thread::spawn(move || {
             let blocks: Vec<_> = (0..3).map(|_| worker.allocate().unwrap()).collect();
             for b in blocks {
-                worker.free(b).unwrap();
+                free(&worker, b);
             }
             // The three free blocks sit in this thread's cache until it exits.
             retire_current(&worker.shared);
@@ -126,14 +133,14 @@ fn a_fresh_range_comes_back_whole_while_another_thread_carves() {
         let worker = pool.clone();
         let t = thread::spawn(move || {
             let b = worker.allocate().unwrap();
-            worker.free(b).unwrap();
+            free(&worker, b);
             retire_current(&worker.shared);
         });
         let mine: Vec<usize> = (0..3).map(|_| addr(pool.allocate().unwrap())).collect();
         assert_eq!(mine.iter().collect::<HashSet<_>>().len(), 3);
         t.join().unwrap();
         for &m in &mine {
-            pool.free(ptr(m)).unwrap();
+            free(&pool, ptr(m));
         }
         // Every carved block is free: in the depot, or in this thread's cache and range,
         // which reclaim flushes first. A lost range would keep the chunk.
@@ -151,11 +158,11 @@ fn reclaim_races_a_free() {
         let remote = pool.clone();
         let last = blocks[3];
         let t = thread::spawn(move || {
-            remote.free(ptr(last)).unwrap();
+            free(&remote, ptr(last));
             retire_current(&remote.shared);
         });
         for &b in &blocks[..3] {
-            pool.free(ptr(b)).unwrap();
+            free(&pool, ptr(b));
         }
         let first = pool.reclaim();
         t.join().unwrap();
@@ -174,7 +181,7 @@ fn a_flush_request_racing_the_owner_is_never_lost() {
     loom::model(|| {
         let pool = pool(8, GuardLevel::Off);
         let a = pool.allocate().unwrap();
-        pool.free(a).unwrap();
+        free(&pool, a);
         let requester = pool.clone();
         // `reclaim` asks every thread to flush: it bumps the epoch and closes the caches,
         // racing this thread's own slow paths, which reopen its cache.
@@ -183,13 +190,13 @@ fn a_flush_request_racing_the_owner_is_never_lost() {
         });
         let b = pool.allocate().unwrap();
         let c = pool.allocate().unwrap();
-        pool.free(b).unwrap();
-        pool.free(c).unwrap();
+        free(&pool, b);
+        free(&pool, c);
         t.join().unwrap();
         // The request happened before this call, so this call (or one before it) flushed:
         // the cache has caught up with the pool's epoch.
         let d = pool.allocate().unwrap();
-        pool.free(d).unwrap();
+        free(&pool, d);
         let synced = with_cache(&pool.shared, |_, blocks| {
             blocks.stamp == pool.shared.stamp()
         });
@@ -210,8 +217,8 @@ fn a_snapshot_never_mixes_counts_from_before_and_after_a_slow_path() {
         let t = thread::spawn(move || {
             let a = owner.allocate().unwrap();
             let b = owner.allocate().unwrap();
-            owner.free(a).unwrap();
-            owner.free(b).unwrap();
+            free(&owner, a);
+            free(&owner, b);
             retire_current(&owner.shared);
         });
         // Every state the owner passes through has at most 2 allocations, and frees of

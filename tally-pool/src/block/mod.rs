@@ -18,7 +18,8 @@
 //! let block = pool.allocate()?;
 //! // SAFETY: the block is 64 bytes, 8-aligned, and ours until freed.
 //! unsafe { block.as_ptr().cast::<[u64; 8]>().write([7; 8]) };
-//! pool.free(block)?;
+//! // SAFETY: allocated above and freed once; `block` is not used afterwards.
+//! unsafe { pool.free(block) }?;
 //! assert_eq!(pool.stats().live_blocks, 0);
 //! # Ok(())
 //! # }
@@ -52,13 +53,42 @@
 //! | level | cost | detects |
 //! |---|---|---|
 //! | [`GuardLevel::Off`] | none | foreign and interior pointers |
-//! | [`GuardLevel::Canary`] | 8 bytes a block, one CAS a free | + double frees, writes past a block's end |
+//! | [`GuardLevel::Canary`] | 8 bytes a block, one CAS a free | + frees of blocks that are free (a double free before the block is reused), never carved, or in a reclaimed chunk; writes past a block's end |
 //! | [`GuardLevel::Full`] | + a fill on free and a scan on reuse | + writes to freed blocks |
 //!
-//! Detected corruption is returned as [`PoolError::Corruption`], counted in
-//! [`BlockPoolStats::corruption_events`], and the block concerned is never handed out
-//! again. Under `Off`, a double free is not detected and puts the block into circulation
-//! twice.
+//! - **Every level**: [`BlockPool::free`] refuses a pointer outside every chunk of the
+//!   pool (a foreign pointer: from the heap, the stack, another pool, a dropped pool) and a
+//!   pointer into a chunk of the pool that is not the start of a block (an interior
+//!   pointer, or the chunk's header). It reads only the chunk registry, never the memory
+//!   the pointer points to.
+//! - **`Canary` and `Full`** put a check word after each block's usable bytes, holding a
+//!   mark derived from the block's address that says "allocated" or "free". `free` flips
+//!   it from allocated to free in one compare-and-swap, and refuses the block when the
+//!   word does not hold the allocated mark: the block is free right now (a double free
+//!   before the block is handed out again), it was never carved, it lies in a reclaimed
+//!   chunk, or a write past the end of the block overwrote the word. `allocate` hands a
+//!   block out only if its word holds the free mark, so a write past the end of a free
+//!   block is caught on its reuse.
+//! - **`Full`** adds a poison fill: `free` fills the block, and `allocate` checks the fill
+//!   before it hands the block out again, so a write into a freed block is caught on the
+//!   block's reuse.
+//!
+//! No level detects a *stale* free: a free of a block that was handed out again since the
+//! caller freed it. The stale pointer has the same address as the new owner's, and the
+//! block's check word says "allocated", as it should for its new owner: the free succeeds,
+//! the block goes back into circulation while its new owner uses it, and the next
+//! `allocate` hands it out a second time (under `Full`, the stale free also poisons the new
+//! owner's bytes). This is why [`BlockPool::free`] is an `unsafe fn`: its `# Safety`
+//! contract rules stale frees out. Under `Off`, `free` checks nothing beyond the pointer:
+//! a double free, or a free of a never-carved block or of a block of a reclaimed chunk, is
+//! accepted and puts the block into circulation twice, so the contract rules these out
+//! too.
+//!
+//! Detected corruption is returned as [`PoolError::Corruption`] and counted in
+//! [`BlockPoolStats::corruption_events`]; the pool stays usable. A refused `free` leaves
+//! the block as it was: a block that was free stays in circulation once, and a block whose
+//! check word was overwritten can never be freed, so it stays out of circulation. A block
+//! that `allocate` finds damaged is withdrawn: it is never handed out again.
 //!
 //! # Limits
 //!
@@ -101,15 +131,43 @@ use pool::PoolShared;
 pub const CHUNK_SIZE: usize = registry::CHUNK_SIZE;
 
 /// How much checking a pool does on free and reuse. See the [module docs](self#guards).
+///
+/// Every level refuses foreign and interior pointers. No level detects a free of a block
+/// that was handed out again since the caller freed it (a stale free): the contract of
+/// [`BlockPool::free`] rules it out.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
+/// use tally_pool::{CorruptionKind, PoolError};
+///
+/// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>()).guard(GuardLevel::Canary))?;
+/// let block = pool.allocate()?;
+/// // SAFETY: allocated above, freed once.
+/// unsafe { pool.free(block) }?;
+/// // SAFETY: the block is free and nothing was allocated since: under `Canary` the
+/// // contract allows this double free, which the pool refuses.
+/// let again = unsafe { pool.free(block) };
+/// assert!(matches!(again, Err(PoolError::Corruption { kind: CorruptionKind::DoubleFree, .. })));
+/// # Ok::<(), PoolError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum GuardLevel {
-    /// Pointer checks only.
+    /// Pointer checks only: `free` refuses foreign and interior pointers, reading only the
+    /// chunk registry. A double free, or a free of a never-carved block or of a block of a
+    /// reclaimed chunk, is not detected: it puts the block into circulation twice.
     Off,
-    /// A check word after each block, verified on free and on reuse.
+    /// A check word (canary) after each block, saying whether the block is allocated,
+    /// flipped and verified on free and verified on reuse. Adds to `Off`: a free of a block
+    /// that is free (a double free before the block is reused), never carved, or in a
+    /// reclaimed chunk; a write past a block's end, caught on free (or on reuse, if the
+    /// block was free). Costs 8 bytes a block and a compare-and-swap a free.
     #[default]
     Canary,
-    /// A canary, plus a poison fill of freed blocks verified on reuse.
+    /// `Canary`, plus a poison fill of freed blocks verified on reuse: adds writes into a
+    /// freed block, caught when the block is next handed out. Costs a fill on free and a
+    /// scan on reuse.
     Full,
 }
 
@@ -301,7 +359,8 @@ impl BlockPool {
     /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>()).max_capacity(1)).unwrap();
     /// let a = pool.allocate().unwrap();
     /// assert!(pool.allocate().is_err(), "capped at one block");
-    /// pool.free(a).unwrap();
+    /// // SAFETY: allocated above, freed once.
+    /// unsafe { pool.free(a) }.unwrap();
     /// ```
     ///
     /// # Errors
@@ -381,20 +440,82 @@ impl BlockPool {
 
     /// Returns a block to the pool, from any thread.
     ///
-    /// The pointer is checked before anything is read through it: it must be the start of
-    /// a block of this pool. Under a guard, the block's canary must be intact and say the
-    /// block is allocated.
+    /// The pointer is checked before anything is read through it: the chunk registry tells
+    /// whether it is the start of a block of this pool. Under a guard, the block's check
+    /// word must then say that the block is allocated, and the free flips it to free. What
+    /// each [`GuardLevel`] detects is in the [module docs](self#guards).
+    ///
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use core::ptr::NonNull;
+    /// # use tally_pool::block::{BlockPool, BlockPoolConfig};
+    /// # use tally_pool::{CorruptionKind, PoolError};
+    /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>())).unwrap();
+    /// let block = pool.allocate().unwrap();
+    /// // SAFETY: allocated above and freed once; `block` is not used afterwards.
+    /// unsafe { pool.free(block) }.unwrap();
+    ///
+    /// let mut local = 0u64;
+    /// // SAFETY: not a block of this pool: the contract allows it, and the pool refuses it
+    /// // without reading it.
+    /// let refused = unsafe { pool.free(NonNull::from(&mut local).cast()) };
+    /// assert!(matches!(
+    ///     refused,
+    ///     Err(PoolError::Corruption { kind: CorruptionKind::ForeignPointer, .. })
+    /// ));
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// `block` must be one of:
+    ///
+    /// - **A block you own**: returned by [`Self::allocate`] on this pool, and no call to
+    ///   `free` has returned `Ok` for it since (a call that returned an error leaves it
+    ///   yours). When this call returns `Ok`, the block is no longer yours: it may be
+    ///   handed out again at once, to any thread.
+    /// - **Not the start of a block of this pool**, at any guard level: a pointer outside
+    ///   every chunk of this pool (into the heap, the stack, another pool, a dropped pool,
+    ///   or anywhere else) or into a chunk of this pool but not at a block's start. `free`
+    ///   refuses it as [`CorruptionKind::ForeignPointer`] or
+    ///   [`CorruptionKind::InteriorPointer`] without reading the memory it points to.
+    ///   (A pointer into unmapped memory, such as a dropped pool's block, becomes a block
+    ///   of this pool if the pool maps a new chunk there: free one only while no other
+    ///   thread allocates from this pool.)
+    /// - Under [`GuardLevel::Canary`] and [`GuardLevel::Full`] only, **a block of this
+    ///   pool that nobody holds**: one that is free (freed, and not handed out again
+    ///   since), never carved, or in a reclaimed chunk, while no other thread allocates
+    ///   from this pool until this call returns (an `allocate` could hand the block out
+    ///   meanwhile). Its check word does not hold the allocated mark, and `free` refuses
+    ///   it as [`CorruptionKind::DoubleFree`] or [`CorruptionKind::CanaryOverwritten`].
+    ///
+    /// Anything else is undefined behaviour. In particular, never free a *stale* pointer:
+    /// one whose block may have been handed out again since you freed it. Its address and
+    /// the block's check word are exactly those the new owner's free would present, so no
+    /// guard can tell the two apart: the free succeeds, and the block gets two owners
+    /// (under `Full`, the free also fills the new owner's bytes with poison). Under
+    /// [`GuardLevel::Off`], freeing any block of this pool that you do not own (a double
+    /// free, a never-carved block, a block of a reclaimed chunk) is undefined behaviour
+    /// too: it is not detected and puts the block into circulation twice.
     ///
     /// # Errors
     ///
-    /// [`PoolError::Corruption`] for a foreign pointer, an interior pointer, a double free
-    /// or an overwritten canary. The block is not put back, and the pool stays usable.
+    /// [`PoolError::Corruption`] for a foreign pointer, an interior pointer, or (under
+    /// `Canary` and `Full`) a block whose check word does not say "allocated": a double
+    /// free before reuse, a never-carved block, a block of a reclaimed chunk, or a check
+    /// word overwritten by a write past the block's end. The error is counted; the block
+    /// is left as it was, not put back, and the pool stays usable.
     ///
     /// [`PoolError::OutOfMemory`] if the OS refuses the pages the depot needs to take a
-    /// magazine of blocks back. The block is then lost to the pool: it stays counted as
-    /// live and is never handed out again.
+    /// magazine of blocks back. The block is not put back: it stays counted as live and
+    /// stays yours, and is handed out again only if a later `free` of it succeeds (under
+    /// `Canary` and `Full` none will, as its check word already says "free").
+    ///
+    /// [`CorruptionKind::ForeignPointer`]: crate::CorruptionKind::ForeignPointer
+    /// [`CorruptionKind::InteriorPointer`]: crate::CorruptionKind::InteriorPointer
+    /// [`CorruptionKind::DoubleFree`]: crate::CorruptionKind::DoubleFree
+    /// [`CorruptionKind::CanaryOverwritten`]: crate::CorruptionKind::CanaryOverwritten
     #[inline(always)]
-    pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+    pub unsafe fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         // A block start in the chunk this thread last freed into through the registry: the
         // chunk is this pool's for as long as the pool lives (see `push_known`).
         if let Some(cache) = cache::plain_cache(self, self.plain_index) {
@@ -505,7 +626,8 @@ impl BlockPool {
     /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<[u8; 256]>())).unwrap();
     /// let blocks: Vec<_> = (0..1000).map(|_| pool.allocate().unwrap()).collect();
     /// for b in blocks {
-    ///     pool.free(b).unwrap();
+    ///     // SAFETY: each block was allocated above and is freed once.
+    ///     unsafe { pool.free(b) }.unwrap();
     /// }
     /// assert!(pool.reclaim() > 0);
     /// assert_eq!(pool.stats().chunks, 0);

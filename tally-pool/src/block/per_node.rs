@@ -25,7 +25,8 @@ const MAX_NODES: usize = 8;
 /// let pool = PerNodeBlockPool::new(BlockPoolConfig::new(Layout::new::<[u64; 4]>()), &topology)?;
 /// let block = with_node_override(1, || pool.allocate())?;
 /// assert_eq!(pool.node_of(block), Some(1));
-/// pool.free(block)?; // from node 0's thread: back to node 1's pool
+/// // SAFETY: allocated above, freed once. From node 0's thread: back to node 1's pool.
+/// unsafe { pool.free(block) }?;
 /// assert_eq!(pool.node_stats()[1].1.frees, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -113,18 +114,42 @@ impl PerNodeBlockPool {
 
     /// Returns a block to the pool of the node it came from, from any thread.
     ///
+    /// The chunk registry tells which node's pool, if any, holds the pointer; that pool's
+    /// [`BlockPool::free`] checks it as for any pool, at the configured guard level.
+    ///
+    /// # Safety
+    ///
+    /// As for [`BlockPool::free`], with "this pool" meaning any of the node pools. `block`
+    /// must be a block you own (returned by [`Self::allocate`] on this pool, and no `free`
+    /// of it has returned `Ok` since); or not the start of a block of any node pool
+    /// (refused as foreign or interior, at every guard level); or, under
+    /// [`GuardLevel::Canary`] and [`GuardLevel::Full`] only, a block of a node pool that
+    /// nobody holds (free, never carved, or in a reclaimed chunk), while no other thread
+    /// allocates from this pool until this call returns (refused). Anything else is
+    /// undefined behaviour: above all a stale pointer, whose block may have been handed out
+    /// again since you freed it, which no guard detects, and under [`GuardLevel::Off`] any
+    /// block of a node pool that you do not own.
+    ///
+    /// [`GuardLevel::Off`]: super::GuardLevel::Off
+    /// [`GuardLevel::Canary`]: super::GuardLevel::Canary
+    /// [`GuardLevel::Full`]: super::GuardLevel::Full
+    ///
     /// # Errors
     ///
     /// As [`BlockPool::free`]; a pointer that none of the node pools owns is a
     /// [`CorruptionKind::ForeignPointer`].
-    pub fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+    pub unsafe fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         let addr = block.as_ptr() as usize;
         let owner = registry::owner(addr);
         match self.pools.iter().find(|p| Some(p.shared().slot) == owner) {
-            Some(pool) => pool.free(block),
+            // SAFETY: the caller's contract is `BlockPool::free`'s for every node pool, so
+            // for `pool`, the one whose chunk holds `block`.
+            Some(pool) => unsafe { pool.free(block) },
             // Let the first pool report (and count) the foreign pointer.
             None => match self.pools.first() {
-                Some(pool) => pool.free(block),
+                // SAFETY: as above, for `pool` too; no node pool owns the chunk of `block`,
+                // so `pool` refuses it as foreign without reading it.
+                Some(pool) => unsafe { pool.free(block) },
                 None => Err(PoolError::Corruption {
                     pool: String::new(),
                     kind: CorruptionKind::ForeignPointer,
