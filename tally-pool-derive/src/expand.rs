@@ -46,29 +46,30 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
         Literal::u64_unsuffixed(*capacity),
         Literal::u64_unsuffixed(*max_capacity),
     );
-    let recycle = match recycle {
+    let config = quote! {
+        #krate::__private::StaticConfig {
+            name: #name,
+            capacity: #capacity,
+            max_capacity: #max_capacity,
+            guard: #krate::__private::GuardLevel::#guard,
+            per_node: #per_node,
+        }
+    };
+    let pool = match recycle {
         // Spanned at the `recycle` key, so a missing `Recycle` or `Send` impl is reported
         // there rather than at the type's name.
         Some(span) => {
             let mut ty_at_key = ty.clone();
             ty_at_key.set_span(*span);
             quote_spanned! {*span=>
-                #krate::__private::Some(#krate::__private::recycle_fn::<#ty_at_key>())
+                #krate::__private::StaticPool::<#ty_at_key>::new_recycling(#config)
             }
         }
-        None => quote!(#krate::__private::None),
+        None => quote!(#krate::__private::StaticPool::new(#config)),
     };
     quote! {
         const _: () = {
-            static POOL: #krate::__private::StaticPool<#ty> =
-                #krate::__private::StaticPool::new(#krate::__private::StaticConfig {
-                    name: #name,
-                    capacity: #capacity,
-                    max_capacity: #max_capacity,
-                    guard: #krate::__private::GuardLevel::#guard,
-                    recycle: #recycle,
-                    per_node: #per_node,
-                });
+            static POOL: #krate::__private::StaticPool<#ty> = #pool;
 
             // SAFETY: `pool` returns the one `static` pool made for this type, and
             // `thread_cache` the type's own cache cell.

@@ -30,7 +30,8 @@ pub use tally_pool_derive::Pooled;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::block::{GuardLevel, TypeCache};
-    pub use crate::typed::{recycle_fn, Pool, Pooled, StaticConfig, StaticPool};
+    pub use crate::typed::pool::{StaticConfig, StaticPool};
+    pub use crate::typed::{Pool, Pooled};
     pub use core::option::Option::{self, None, Some};
     pub use std::thread::LocalKey;
     pub use std::thread_local;

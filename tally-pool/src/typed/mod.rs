@@ -19,13 +19,12 @@
 //! ```
 
 mod handle;
-mod pool;
+pub(crate) mod pool;
 mod raw;
 
 pub use handle::Handle;
 pub use pool::{
-    recycle_fn, AcquireError, Pool, PoolConfig, Recycle, StaticConfig, StaticPool,
-    DEFAULT_CAPACITY, DEFAULT_MAX_CAPACITY, MAX_CAPACITY,
+    AcquireError, Pool, PoolConfig, Recycle, DEFAULT_CAPACITY, DEFAULT_MAX_CAPACITY, MAX_CAPACITY,
 };
 pub use raw::RawHandle;
 

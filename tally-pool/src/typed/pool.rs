@@ -1235,14 +1235,20 @@ impl<T: 'static> Drop for GiveBack<T> {
 
 /// A `static` home for a derived type's pool, created on first use.
 ///
-/// Used by the code `#[derive(Pooled)]` generates; not part of the stable API.
+/// Used by the code `#[derive(Pooled)]` generates; not part of the stable API. Whether
+/// the pool recycles is chosen by the constructor, and [`StaticPool::new_recycling`]
+/// requires `T: Recycle + Send`, so no caller can pair a pool with another type's reset
+/// function.
 #[derive(Debug)]
 pub struct StaticPool<T: 'static> {
     cell: OnceLock<&'static Pool<T>>,
     config: StaticConfig,
+    /// `recycle_value::<T>` for a recycling pool, else `None`.
+    recycle: Option<RecycleFn>,
 }
 
-/// The `#[pooled(...)]` settings of a derived type.
+/// The `#[pooled(...)]` settings of a derived type (what `recycle` says is the choice of
+/// [`StaticPool`] constructor).
 #[derive(Debug, Clone, Copy)]
 pub struct StaticConfig {
     /// `name`, default the type's name.
@@ -1253,18 +1259,30 @@ pub struct StaticConfig {
     pub max_capacity: usize,
     /// `guard`.
     pub guard: GuardLevel,
-    /// `recycle`: the function that resets a value.
-    pub recycle: Option<unsafe fn(*mut u8)>,
     /// `per_node`.
     pub per_node: bool,
 }
 
 impl<T: 'static> StaticPool<T> {
-    /// A pool to be created on first use with `config`.
+    /// A pool to be created on first use with `config`, dropping values on release.
     pub const fn new(config: StaticConfig) -> Self {
         Self {
             cell: OnceLock::new(),
             config,
+            recycle: None,
+        }
+    }
+
+    /// A pool to be created on first use with `config`, keeping values on release and
+    /// resetting them with [`Recycle::recycle`] (`#[pooled(recycle)]`).
+    pub const fn new_recycling(config: StaticConfig) -> Self
+    where
+        T: Recycle + Send,
+    {
+        Self {
+            cell: OnceLock::new(),
+            config,
+            recycle: Some(recycle_value::<T>),
         }
     }
 
@@ -1278,12 +1296,7 @@ impl<T: 'static> StaticPool<T> {
                 .max_capacity(c.max_capacity)
                 .guard(c.guard)
                 .per_node(c.per_node);
-            Pool::create_static(config, c.recycle)
+            Pool::create_static(config, self.recycle)
         })
     }
-}
-
-/// The recycle function of a `#[pooled(recycle)]` type; requires `T: Recycle + Send`.
-pub const fn recycle_fn<T: Recycle + Send>() -> unsafe fn(*mut u8) {
-    recycle_value::<T>
 }

@@ -1,0 +1,16 @@
+// A derived type's settings carry no function pointer: a hand-written one would be called
+// on blocks of another type.
+use tally_pool::__private::{GuardLevel, StaticConfig};
+
+unsafe fn reset(_: *mut u8) {}
+
+fn main() {
+    let _ = StaticConfig {
+        name: "bytes",
+        capacity: 16,
+        max_capacity: 16,
+        guard: GuardLevel::Off,
+        per_node: false,
+        recycle: Some(reset),
+    };
+}

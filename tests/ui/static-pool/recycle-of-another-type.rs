@@ -1,0 +1,15 @@
+// The pool behind a derived type is chosen by the derive: code cannot pair a pool with a
+// reset function of its own, nor recycle a type that does not implement `Recycle`.
+use tally_pool::__private::{GuardLevel, StaticConfig, StaticPool};
+
+static POOL: StaticPool<u8> = StaticPool::new_recycling(StaticConfig {
+    name: "bytes",
+    capacity: 16,
+    max_capacity: 16,
+    guard: GuardLevel::Off,
+    per_node: false,
+});
+
+fn main() {
+    let _ = &POOL;
+}
