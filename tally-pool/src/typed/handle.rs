@@ -54,6 +54,11 @@ impl<T: 'static> Handle<T> {
     /// Lends the value out as a `u64`-sized token: the value stays in the pool (counted
     /// live) until [`Pool::redeem`] turns the token back into a handle.
     ///
+    /// A token is a plain `u64` that can reach any thread, so the handle redeemed from it
+    /// may be dropped on another thread than the one that lent it: only `T: Send` values
+    /// can be lent (an `Rc` lent on one thread and redeemed on another would race its
+    /// count).
+    ///
     /// ```
     /// # use tally_pool::{Handle, Pool, PoolConfig};
     /// let pool = Pool::<u32>::new(PoolConfig::new("n")).unwrap();
@@ -62,7 +67,10 @@ impl<T: 'static> Handle<T> {
     /// assert_eq!(*pool.redeem(raw).unwrap(), 7);
     /// assert_eq!(pool.leaked_raw(), 0);
     /// ```
-    pub fn into_raw(this: Self) -> RawHandle<T> {
+    pub fn into_raw(this: Self) -> RawHandle<T>
+    where
+        T: Send,
+    {
         let ptr = this.ptr;
         core::mem::forget(this);
         // SAFETY: handle invariant: a live value of its pool, now owned by no handle.

@@ -84,13 +84,17 @@ pub unsafe trait Pooled: Sized + 'static {
         }
     }
 
-    /// Turns a token back into a handle.
+    /// Turns a token back into a handle. Only `Send` types: a token may have crossed
+    /// threads (see [`Handle::into_raw`]).
     ///
     /// # Errors
     ///
     /// See [`Pool::redeem`].
     #[inline]
-    fn redeem(raw: RawHandle<Self>) -> Result<Handle<Self>, PoolError> {
+    fn redeem(raw: RawHandle<Self>) -> Result<Handle<Self>, PoolError>
+    where
+        Self: Send,
+    {
         Self::pool().redeem(raw)
     }
 

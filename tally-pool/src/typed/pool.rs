@@ -679,14 +679,18 @@ impl<T: 'static> Pool<T> {
     /// Turns a token back into a handle.
     ///
     /// Only memory the pool's own tables vouch for is read: the token's chunk must be one
-    /// this pool mapped and lent a value from.
+    /// this pool mapped and lent a value from. Only `Send` types: the token may have been
+    /// made on another thread (see [`Handle::into_raw`]).
     ///
     /// # Errors
     ///
     /// [`PoolError::StaleHandle`] if the token was redeemed already,
     /// [`PoolError::InvalidHandle`] if this pool never issued it,
     /// [`PoolError::WrongPool`] if another pool did.
-    pub fn redeem(&'static self, raw: RawHandle<T>) -> Result<Handle<T>, PoolError> {
+    pub fn redeem(&'static self, raw: RawHandle<T>) -> Result<Handle<T>, PoolError>
+    where
+        T: Send,
+    {
         let inner = self.inner()?;
         let invalid = || PoolError::InvalidHandle {
             pool: self.name.clone(),
@@ -1144,8 +1148,8 @@ impl<T: 'static> Pool<T> {
         let cap = inner
             .nodes
             .iter()
-            .map(|n| n.block.stats().max_capacity)
-            .sum();
+            .map(|n| n.block.shared().max_capacity())
+            .fold(0, usize::saturating_add);
         Err(PoolError::Exhausted {
             pool: self.name.clone(),
             max_capacity: cap,
