@@ -529,6 +529,35 @@ fn a_token_of_a_generation_never_reached_is_invalid() {
     assert_eq!(*pool.redeem(RawHandle::from(valid)).unwrap(), 5);
 }
 
+/// A block's generation has 24 bits: lent and redeemed 2^24 times, one value's token
+/// comes back to the generation bits of its first token. That first token, redeemed long
+/// ago, stays refused as stale, and the holder's current token redeems.
+#[test]
+fn a_token_from_before_the_generation_wrapped_is_refused() {
+    const GEN_FIELD: u64 = ((1 << 24) - 1) << 25;
+    let pool = Pool::<u64>::new(config("raw-wrap", 8, 1024)).unwrap();
+    let first = Handle::into_raw(pool.acquire_with(9).unwrap());
+    let mut h = pool.redeem(first).unwrap();
+    let mut second = None;
+    for _ in 1..1u64 << 24 {
+        let raw = Handle::into_raw(h);
+        second.get_or_insert(raw);
+        h = pool.redeem(raw).unwrap();
+    }
+    let now = Handle::into_raw(h);
+    assert_eq!(now.to_bits() & GEN_FIELD, first.to_bits() & GEN_FIELD);
+    assert_ne!(now, first, "the checksum tells the epochs apart");
+    for old in [first, second.unwrap()] {
+        assert!(
+            matches!(pool.redeem(old), Err(PoolError::StaleHandle { .. })),
+            "a token of the previous epoch redeemed"
+        );
+    }
+    assert_eq!((live(pool), pool.leaked_raw()), (1, 1));
+    let h = pool.redeem(now).unwrap();
+    assert_eq!((*h, live(pool), pool.leaked_raw()), (9, 1, 0));
+}
+
 /// Tokens that were never issued, for blocks never lent of a chunk this pool lent from,
 /// checksums found by trying all 64: `InvalidHandle`, not `StaleHandle`.
 #[test]

@@ -10,10 +10,20 @@ use std::sync::OnceLock;
 use std::thread::LocalKey;
 
 use super::handle::Handle;
-use super::raw::{self, Fields, RawHandle, Unpacked, GEN_BITS, GEN_MASK, MAX_BLOCKS};
+use super::raw::{self, Fields, RawHandle, EPOCHS, GEN_BITS, GEN_MASK, MAX_BLOCKS};
 
-/// Bit of a generation word set once the block's generation has wrapped around.
-const WRAPPED: u32 = 1 << (GEN_BITS + 1);
+/// Where a generation word keeps its epoch: bit 0 says "out as a token", bits 1 to 24
+/// hold the generation, and the six bits from here count the generation's wrap-arounds
+/// modulo [`EPOCHS`].
+const EPOCH_SHIFT: u32 = GEN_BITS + 1;
+/// The generation word's top bit, set once its epoch has wrapped, so that tokens of every
+/// epoch may have been issued.
+const LAPPED: u32 = 1 << 31;
+
+/// The epoch of a generation word.
+fn epoch_of(word: u32) -> u32 {
+    (word >> EPOCH_SHIFT) % EPOCHS
+}
 use crate::block::geometry::Geometry;
 use crate::block::pool::PoolShared;
 use crate::block::{
@@ -682,6 +692,13 @@ impl<T: 'static> Pool<T> {
     /// this pool mapped and lent a value from. Only `Send` types: the token may have been
     /// made on another thread (see [`Handle::into_raw`]).
     ///
+    /// A token redeems at most once. Its block's generation has 24 bits, so a block lent
+    /// 2^24 times wraps it and a token from before the wrap carries the same generation as
+    /// a current one; its checksum, which also covers how often the generation wrapped
+    /// (modulo 64), tells them apart, and the old token is refused as stale. Only a token
+    /// whose block has been lent a multiple of 2^30 times since it was made would redeem
+    /// in place of the current one (never two owners: each lend redeems once).
+    ///
     /// # Errors
     ///
     /// [`PoolError::StaleHandle`] if the token was redeemed already,
@@ -695,15 +712,12 @@ impl<T: 'static> Pool<T> {
         let invalid = || PoolError::InvalidHandle {
             pool: self.name.clone(),
         };
-        let f = match raw::unpack(inner.uid, raw.to_bits()) {
-            Unpacked::Ok(f) => f,
-            Unpacked::WrongPool => {
-                return Err(PoolError::WrongPool {
-                    pool: self.name.clone(),
-                })
-            }
-            Unpacked::Forged => return Err(invalid()),
+        let Some(token) = raw::unpack(inner.uid, raw.to_bits()) else {
+            return Err(PoolError::WrongPool {
+                pool: self.name.clone(),
+            });
         };
+        let f = token.fields;
         let node = inner.nodes.get(f.node as usize).ok_or_else(invalid)?;
         let block = f.block as usize;
         let (chunk, index) = (block / node.blocks_per_chunk, block % node.blocks_per_chunk);
@@ -717,12 +731,18 @@ impl<T: 'static> Pool<T> {
         let word = node.gen_word(block).ok_or_else(invalid)?;
         let mut now = word.load(Ordering::Acquire);
         loop {
-            let wrapped = now & WRAPPED;
-            if now != wrapped | f.generation << 1 | 1 {
-                return Err(self.refusal(now, f.generation));
+            let (epoch, lapped) = (epoch_of(now), now & LAPPED);
+            if now != (lapped | epoch << EPOCH_SHIFT | f.generation << 1 | 1)
+                || token.epoch(inner.uid) != epoch
+            {
+                return Err(self.refusal(now, &token, inner.uid));
             }
             let next = (f.generation + 1) & GEN_MASK;
-            let new = wrapped | if next == 0 { WRAPPED } else { 0 } | next << 1;
+            let new = match (next, epoch + 1) {
+                (0, EPOCHS) => LAPPED,
+                (0, epoch) => lapped | epoch << EPOCH_SHIFT,
+                (next, _) => lapped | epoch << EPOCH_SHIFT | next << 1,
+            };
             match word.compare_exchange(now, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(seen) => now = seen,
@@ -737,18 +757,20 @@ impl<T: 'static> Pool<T> {
         Ok(unsafe { Handle::from_block(ptr) })
     }
 
-    /// Why a token whose generation word does not say "out at this generation" is refused.
-    fn refusal(&self, word: u32, token_generation: u32) -> PoolError {
-        let current = (word >> 1) & GEN_MASK;
+    /// Why a token is refused by a generation word `word` that is not "out at the
+    /// token's generation and epoch".
+    #[cold]
+    fn refusal(&self, word: u32, token: &raw::Token, uid: u64) -> PoolError {
+        let (generation, epoch) = ((word >> 1) & GEN_MASK, epoch_of(word));
         // A redeem always moves the block past the token's generation, so a token that was
-        // redeemed is behind the block; one at or ahead of it was never issued. Until the
-        // block's generation has wrapped once, "behind" is plain `<`; after, it is judged
-        // modulo 2^24, half the range each way.
-        let stale = if word & WRAPPED == 0 {
-            token_generation < current
-        } else {
-            let behind = current.wrapping_sub(token_generation) & GEN_MASK;
-            behind != 0 && behind <= 1 << (GEN_BITS - 1)
+        // redeemed is behind the block; one at or ahead of it was never issued. Every
+        // token of an earlier epoch was issued (each epoch runs through every generation),
+        // and so was every token of a later one once the epoch has lapped.
+        let token_epoch = token.epoch(uid);
+        let stale = match token_epoch.cmp(&epoch) {
+            core::cmp::Ordering::Equal => token.fields.generation < generation,
+            core::cmp::Ordering::Less => true,
+            core::cmp::Ordering::Greater => word & LAPPED != 0,
         };
         if stale {
             PoolError::StaleHandle {
@@ -1014,16 +1036,17 @@ impl<T: 'static> Pool<T> {
             return RawHandle::from_bits(0);
         };
         bases.store(base, Ordering::Release);
+        // The block is live and ours, so no redeem can change its word meanwhile (one
+        // needs the word to say "out").
         let now = word.load(Ordering::Relaxed);
         word.store(now | 1, Ordering::Release);
-        let now = (now >> 1) & GEN_MASK;
         inner.leaked_raw.fetch_add(1, Ordering::Relaxed);
         let fields = Fields {
             block: block as u32,
-            generation: now,
+            generation: (now >> 1) & GEN_MASK,
             node: home as u32,
         };
-        RawHandle::from_bits(raw::pack(inner.uid, fields))
+        RawHandle::from_bits(raw::pack(inner.uid, fields, epoch_of(now)))
     }
 }
 
@@ -1302,5 +1325,79 @@ impl<T: 'static> StaticPool<T> {
                 .per_node(c.per_node);
             Pool::create_static(config, self.recycle)
         })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The generation word of the block a token names, in a one-node pool.
+    fn word_of(pool: &'static Pool<u64>, raw: RawHandle<u64>) -> &'static AtomicU32 {
+        let inner = pool.inner.as_ref().unwrap();
+        let token = raw::unpack(inner.uid, raw.to_bits()).unwrap();
+        inner.nodes[0]
+            .gen_word(token.fields.block as usize)
+            .unwrap()
+    }
+
+    fn stale(r: Result<Handle<u64>, PoolError>) -> bool {
+        matches!(r, Err(PoolError::StaleHandle { .. }))
+    }
+
+    #[test]
+    fn the_last_generation_of_an_epoch_moves_to_the_next_epoch() {
+        let pool = Pool::<u64>::new(PoolConfig::new("gen-epoch").per_node(false)).unwrap();
+        let first = Handle::into_raw(pool.acquire_with(1).unwrap());
+        let word = word_of(pool, first);
+        let h = pool.redeem(first).unwrap();
+        // As if the block had been lent until the last generation of epoch 5.
+        word.store(5 << EPOCH_SHIFT | GEN_MASK << 1, Ordering::Relaxed);
+        let last = Handle::into_raw(h);
+        let h = pool.redeem(last).unwrap();
+        assert_eq!(word.load(Ordering::Relaxed), 6 << EPOCH_SHIFT);
+        let now = Handle::into_raw(h);
+        // `first` has the generation bits of `now`, but was made in epoch 0.
+        assert_ne!(first, now);
+        assert!(stale(pool.redeem(first)) && stale(pool.redeem(last)));
+        assert_eq!(*pool.redeem(now).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_lapped_epoch_keeps_telling_old_tokens_stale() {
+        let pool = Pool::<u64>::new(PoolConfig::new("gen-lap").per_node(false)).unwrap();
+        let first = Handle::into_raw(pool.acquire_with(2).unwrap());
+        let word = word_of(pool, first);
+        let h = pool.redeem(first).unwrap();
+        // The last generation of the last epoch: the next redeem laps the epoch.
+        word.store(
+            (EPOCHS - 1) << EPOCH_SHIFT | GEN_MASK << 1,
+            Ordering::Relaxed,
+        );
+        let last = Handle::into_raw(h);
+        let h = pool.redeem(last).unwrap();
+        assert_eq!(word.load(Ordering::Relaxed), LAPPED);
+        let h = pool.redeem(Handle::into_raw(h)).unwrap();
+        let now = Handle::into_raw(h);
+        // Epoch 63 is ahead of epoch 0 but was lived through: stale, not never issued.
+        assert!(stale(pool.redeem(last)));
+        // `first` is generation 0 of epoch 0, long redeemed: stale too.
+        assert!(stale(pool.redeem(first)));
+        assert_eq!(*pool.redeem(now).unwrap(), 2);
+    }
+
+    #[test]
+    fn before_a_lap_a_later_epoch_was_never_issued() {
+        let pool = Pool::<u64>::new(PoolConfig::new("gen-ahead").per_node(false)).unwrap();
+        let raw = Handle::into_raw(pool.acquire_with(3).unwrap());
+        // The same fields sealed in epoch 1, which the block has not reached.
+        let inner = pool.inner.as_ref().unwrap();
+        let f = raw::unpack(inner.uid, raw.to_bits()).unwrap().fields;
+        let ahead = RawHandle::from_bits(raw::pack(inner.uid, f, 1));
+        assert!(matches!(
+            pool.redeem(ahead),
+            Err(PoolError::InvalidHandle { .. })
+        ));
+        assert_eq!(*pool.redeem(raw).unwrap(), 3);
     }
 }

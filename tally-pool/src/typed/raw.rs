@@ -4,7 +4,7 @@
 //!
 //! | bits | field |
 //! |---|---|
-//! | 6 | checksum over the pool's id and every field below |
+//! | 6 | checksum over the pool's id, the block's epoch and every field below |
 //! | 6 | pool tag: a hash of the pool's id |
 //! | 3 | NUMA node |
 //! | 24 | generation of the block |
@@ -15,6 +15,14 @@
 //! the rest is the generation, bumped by every redeem. A token redeems only while its
 //! block's word says "out" with the token's generation, and the redeem flips the word
 //! with one compare-and-swap, so two redeems of one token cannot both succeed.
+//!
+//! The word's top bits count how often the generation has wrapped around: its epoch,
+//! modulo 64. The token does not carry the epoch; its checksum is XORed with it instead, so
+//! tokens of one block and generation but different epochs differ in their checksum. A
+//! token made 2^24 lends ago, whose generation bits equal a current token's, is refused
+//! as stale: a block's tokens repeat only after 2^30 lends of it (about a minute of
+//! nothing but lending and redeeming that one block), and then a token that old would
+//! redeem in place of the current one, which is still one owner at a time.
 
 use core::fmt;
 use core::hash::{Hash, Hasher};
@@ -61,40 +69,56 @@ pub(crate) fn pool_tag(pool_uid: u64) -> u64 {
     mix(pool_uid ^ 0x7a11) & mask(TAG_BITS)
 }
 
-fn checksum(pool_uid: u64, low: u64) -> u64 {
-    mix(low ^ mix(pool_uid)) & mask(CHECK_BITS)
+/// The checksum of the token bits `low` (all but the checksum) of the pool `pool_uid`,
+/// made while its block was in `epoch`: every epoch below [`EPOCHS`] gives another one.
+fn checksum(pool_uid: u64, low: u64, epoch: u32) -> u64 {
+    (mix(low ^ mix(pool_uid)) ^ u64::from(epoch)) & mask(CHECK_BITS)
 }
 
-/// Packs `fields` for the pool with id `pool_uid`.
-pub(crate) fn pack(pool_uid: u64, fields: Fields) -> u64 {
+/// Epochs a generation word counts (modulo this); see [`checksum`].
+pub(crate) const EPOCHS: u32 = 1 << CHECK_BITS;
+
+/// Packs `fields` for the pool with id `pool_uid`, whose block is in `epoch`.
+pub(crate) fn pack(pool_uid: u64, fields: Fields, epoch: u32) -> u64 {
     let low = u64::from(fields.block) & mask(BLOCK_BITS)
         | (u64::from(fields.generation) & mask(GEN_BITS)) << GEN_SHIFT
         | (u64::from(fields.node) & mask(NODE_BITS)) << NODE_SHIFT
         | pool_tag(pool_uid) << TAG_SHIFT;
-    low | checksum(pool_uid, low) << CHECK_SHIFT
+    low | checksum(pool_uid, low, epoch) << CHECK_SHIFT
 }
 
-/// What is wrong with a token, before any memory is consulted.
+/// A token of the right pool, unpacked; its checksum is checked against the epoch of its
+/// block's word ([`Token::sealed_in`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Unpacked {
-    Ok(Fields),
-    WrongPool,
-    Forged,
+pub(crate) struct Token {
+    pub(crate) fields: Fields,
+    /// Every bit but the checksum.
+    low: u64,
+    check: u64,
 }
 
-/// Unpacks a token for the pool with id `pool_uid`.
-pub(crate) fn unpack(pool_uid: u64, token: u64) -> Unpacked {
+impl Token {
+    /// The one epoch below [`EPOCHS`] in which the pool `pool_uid` would have made this
+    /// token (whether it did is for the block's generation word to say).
+    pub(crate) fn epoch(&self, pool_uid: u64) -> u32 {
+        (self.check ^ checksum(pool_uid, self.low, 0)) as u32
+    }
+}
+
+/// Unpacks a token for the pool with id `pool_uid`; `None` if its tag names another pool.
+pub(crate) fn unpack(pool_uid: u64, token: u64) -> Option<Token> {
     let low = token & mask(CHECK_SHIFT);
     if (token >> TAG_SHIFT) & mask(TAG_BITS) != pool_tag(pool_uid) {
-        return Unpacked::WrongPool;
+        return None;
     }
-    if token >> CHECK_SHIFT != checksum(pool_uid, low) {
-        return Unpacked::Forged;
-    }
-    Unpacked::Ok(Fields {
-        block: (low & mask(BLOCK_BITS)) as u32,
-        generation: ((low >> GEN_SHIFT) & mask(GEN_BITS)) as u32,
-        node: ((low >> NODE_SHIFT) & mask(NODE_BITS)) as u32,
+    Some(Token {
+        fields: Fields {
+            block: (low & mask(BLOCK_BITS)) as u32,
+            generation: ((low >> GEN_SHIFT) & mask(GEN_BITS)) as u32,
+            node: ((low >> NODE_SHIFT) & mask(NODE_BITS)) as u32,
+        },
+        low,
+        check: token >> CHECK_SHIFT,
     })
 }
 
@@ -186,6 +210,12 @@ impl<T> fmt::Debug for RawHandle<T> {
 mod tests {
     use super::*;
 
+    fn sealed(uid: u64, token: u64, epoch: u32) -> Option<Fields> {
+        unpack(uid, token)
+            .filter(|t| t.epoch(uid) == epoch)
+            .map(|t| t.fields)
+    }
+
     #[test]
     fn pack_unpack_round_trips() {
         let f = Fields {
@@ -193,14 +223,13 @@ mod tests {
             generation: GEN_MASK,
             node: 5,
         };
-        let t = pack(77, f);
-        assert_eq!(unpack(77, t), Unpacked::Ok(f));
+        assert_eq!(sealed(77, pack(77, f, 3), 3), Some(f));
         let f = Fields {
             block: 0,
             generation: 0,
             node: 0,
         };
-        assert_eq!(unpack(77, pack(77, f)), Unpacked::Ok(f));
+        assert_eq!(sealed(77, pack(77, f, 0), 0), Some(f));
     }
 
     #[test]
@@ -212,35 +241,60 @@ mod tests {
                 generation: 56,
                 node: 1,
             },
+            0,
         );
-        let mut caught = 0;
-        for bit in 0..64 {
-            if !matches!(unpack(9, t ^ (1 << bit)), Unpacked::Ok(_)) {
-                caught += 1;
-            }
-        }
+        let caught = (0..64)
+            .filter(|bit| sealed(9, t ^ (1 << bit), 0).is_none())
+            .count();
         // A single flipped bit changes either the tag, the checksum, or a field the
         // checksum covers; the 6-bit checksum misses a given change with odds 1/64.
         assert!(caught >= 60, "only {caught} of 64 single-bit flips caught");
     }
 
     #[test]
+    fn a_token_is_sealed_in_its_epoch_only() {
+        for block in [0, 17, MAX_BLOCKS as u32 - 1] {
+            let f = Fields {
+                block,
+                generation: 5,
+                node: 1,
+            };
+            for epoch in 0..EPOCHS {
+                let t = pack(3, f, epoch);
+                let sealed_in: Vec<u32> =
+                    (0..EPOCHS).filter(|&e| sealed(3, t, e).is_some()).collect();
+                assert_eq!(sealed_in, [epoch]);
+            }
+        }
+    }
+
+    #[test]
     fn another_pools_token_is_told_apart() {
-        let t = pack(
-            1,
-            Fields {
-                block: 3,
-                generation: 4,
-                node: 0,
-            },
-        );
-        let wrong = (2..200u64)
+        let f = Fields {
+            block: 3,
+            generation: 4,
+            node: 0,
+        };
+        let t = pack(1, f, 0);
+        assert_eq!(sealed(1, t, 0), Some(f));
+        // Pools with another tag refuse it by the tag; pools with the same tag by the
+        // checksum, which covers the whole pool id.
+        let same_tag: Vec<u64> = (2..100_000u64)
+            .filter(|&uid| pool_tag(uid) == pool_tag(1))
+            .collect();
+        assert!(same_tag.len() > 100, "same-tag pool ids to try");
+        assert!((2..200u64)
             .filter(|&uid| pool_tag(uid) != pool_tag(1))
+            .all(|uid| unpack(uid, t).is_none()));
+        let accepted = same_tag
+            .iter()
+            .filter(|&&uid| sealed(uid, t, 0).is_some())
             .count();
-        let flagged = (2..200u64)
-            .filter(|&uid| unpack(uid, t) != unpack(1, t))
-            .count();
-        assert!(flagged >= wrong);
-        assert!(matches!(unpack(1, t), Unpacked::Ok(_)));
+        // Odds of 1/64 per pool: far fewer than all of them.
+        assert!(
+            accepted * 16 < same_tag.len(),
+            "{accepted} of {} same-tag pools accept another pool's token",
+            same_tag.len()
+        );
     }
 }
