@@ -61,9 +61,10 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
         Some(span) => {
             let mut ty_at_key = ty.clone();
             ty_at_key.set_span(*span);
-            quote_spanned! {*span=>
-                #krate::__private::StaticPool::<#ty_at_key>::new_recycling(#config)
-            }
+            let constructor = quote_spanned! {*span=>
+                #krate::__private::recycling_static_pool::<#ty_at_key>
+            };
+            quote!(#constructor(#config))
         }
         None => quote!(#krate::__private::StaticPool::new(#config)),
     };

@@ -51,7 +51,7 @@ pub(crate) struct Blocks {
 /// it (a release CAS) ends that ownership; the next pop (an acquire CAS) begins the next
 /// one. `next` is written by the owner just before a push and may be read by anyone.
 ///
-/// All-zero bytes are a valid magazine, the same as [`Magazine::new`]: every field is an
+/// All-zero bytes are a valid magazine, the same as `Magazine::new`: every field is an
 /// integer, an atomic integer or a raw pointer (null when zero), for which zero is a
 /// valid value. The depot relies on this outside loom, where its segments are fresh
 /// zero-filled pages.
@@ -105,7 +105,7 @@ pub(crate) struct Depot {
     /// The mapping of each segment, set before its pointer is published and unmapped when
     /// the depot drops.
     #[cfg(not(loom))]
-    mapped: [std::sync::OnceLock<crate::os::Region>; SEGMENTS],
+    mapped: [std::sync::OnceLock<crate::sys::Region>; SEGMENTS],
 }
 
 /// Magazines a depot faults in at a time outside loom: 64 pages' worth. A spill that takes
@@ -209,7 +209,7 @@ impl Depot {
         let cell = self.mapped.get(k)?;
         if cell.get().is_none() {
             let bytes = (FIRST_SEGMENT << k).checked_mul(core::mem::size_of::<Magazine>())?;
-            let region = crate::os::map(bytes).ok()?;
+            let region = crate::sys::map(bytes).ok()?;
             if cell.set(region).is_ok() {
                 self.fault_in(k, 0);
             }
@@ -406,7 +406,7 @@ mod tests {
             .mapped
             .iter()
             .filter_map(std::sync::OnceLock::get)
-            .map(|r| r.len() / crate::os::PAGE)
+            .map(|r| r.len() / crate::sys::PAGE)
             .collect();
         assert_eq!(pages, [1, 2, 4, 8], "segment k takes 2^k pages");
     }
@@ -455,10 +455,10 @@ mod tests {
         }
         let resident = |depot: &Depot| {
             let region = depot.mapped[7].get().unwrap();
-            crate::os::resident_pages(region)
+            crate::sys::resident_pages(region)
         };
         let size = core::mem::size_of::<Magazine>();
-        let step_pages = (FAULT_STEP * size).div_ceil(crate::os::PAGE);
+        let step_pages = (FAULT_STEP * size).div_ceil(crate::sys::PAGE);
         let got = resident(&depot);
         assert_eq!(got.len(), 128);
         assert!(

@@ -16,9 +16,10 @@ use std::collections::HashSet;
 
 use loom::thread;
 
+use super::api::BlockPool;
 use super::cache::{retire_current, with_cache};
+use super::config::{BlockPoolConfig, GuardLevel};
 use super::depot::Depot;
-use super::{BlockPool, BlockPoolConfig, GuardLevel};
 
 fn pool(max: usize, guard: GuardLevel) -> BlockPool {
     BlockPool::new(

@@ -1,14 +1,24 @@
-//! `PerNodeBlockPool`: one untyped block pool per NUMA node.
+//! `PerNodeBlockPool`: one block pool per NUMA node, and the routing between them.
+//!
+//! This is the one per-node router of the crate: `PerNodeBlockPool` serves users of the
+//! block layer, and every typed pool keeps one (through the `facade`) for its nodes. It
+//! picks the calling thread's node, falls back to the nearest node with room, counts
+//! what crossed nodes, and tells which node a block belongs to.
 
 use core::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{registry, BlockPool, BlockPoolConfig, BlockPoolStats};
+use super::api::BlockPool;
+use super::chunk::header::ChunkHeader;
+use super::chunk::registry;
+use super::config::BlockPoolConfig;
+use super::stats::BlockPoolStats;
 use crate::error::{CorruptionKind, PoolError};
 use crate::numa::{self, Topology};
 
-/// Nodes that get a pool; threads of further nodes use the nearest of these.
-const MAX_NODES: usize = 8;
+/// Nodes that get a pool; threads of further nodes use the nearest of these. A typed
+/// pool's raw handles name a node in 3 bits, which this bounds.
+pub(crate) const MAX_NODES: usize = 8;
 
 /// Blocks of one layout, from a pool per NUMA node of a topology.
 ///
@@ -32,10 +42,28 @@ const MAX_NODES: usize = 8;
 /// ```
 #[derive(Debug)]
 pub struct PerNodeBlockPool {
-    /// Invariant: non-empty; `pools[i]` serves the topology's node index `i`.
+    /// Invariant: non-empty, at most [`MAX_NODES`] long; `pools[i]` serves the topology's
+    /// node index `i`, or, for a router made with one pool for every node, every node.
     pools: Box<[BlockPool]>,
+    /// Per pool: allocations it served for a thread of another node whose pool was full.
     remote: Box<[AtomicU64]>,
+    /// Per pool: frees of its blocks by threads of another node, for callers that count
+    /// them ([`Self::count_free_from`]).
+    cross_node_frees: Box<[AtomicU64]>,
     topology: Topology,
+}
+
+/// One node's counts, as [`PerNodeBlockPool::node_counts`] reports them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeCounts {
+    /// The node's id.
+    pub(crate) node: u32,
+    /// The node pool's counters.
+    pub(crate) blocks: BlockPoolStats,
+    /// Allocations it served for a thread of another node whose pool was full.
+    pub(crate) remote_allocations: u64,
+    /// Frees of its blocks by threads of another node, where counted.
+    pub(crate) cross_node_frees: u64,
 }
 
 impl PerNodeBlockPool {
@@ -46,28 +74,54 @@ impl PerNodeBlockPool {
     ///
     /// As [`BlockPool::new`].
     pub fn new(config: BlockPoolConfig, topology: &Topology) -> Result<Self, PoolError> {
+        let ids: Vec<u32> = topology
+            .nodes()
+            .iter()
+            .take(MAX_NODES)
+            .map(|n| n.id())
+            .collect();
+        Self::with_nodes(config, topology, &ids)
+    }
+
+    /// A pool for each of the nodes `ids` of `topology` (the first [`MAX_NODES`]), made
+    /// from `config` with its `node` and `topology` set; with one id, that node's pool
+    /// serves every thread. With none, one pool made from `config` with only its topology
+    /// set.
+    pub(crate) fn with_nodes(
+        config: BlockPoolConfig,
+        topology: &Topology,
+        ids: &[u32],
+    ) -> Result<Self, PoolError> {
         let mut pools = Vec::new();
-        for node in topology.nodes().iter().take(MAX_NODES) {
+        for &id in ids.iter().take(MAX_NODES) {
             pools.push(BlockPool::new(
-                config.clone().node(node.id()).topology(topology.clone()),
+                config.clone().node(id).topology(topology.clone()),
             )?);
         }
         if pools.is_empty() {
             pools.push(BlockPool::new(config.topology(topology.clone()))?);
         }
-        let remote = pools.iter().map(|_| AtomicU64::new(0)).collect();
+        let counters = || pools.iter().map(|_| AtomicU64::new(0)).collect();
         Ok(Self {
+            remote: counters(),
+            cross_node_frees: counters(),
             pools: pools.into_boxed_slice(),
-            remote,
             topology: topology.clone(),
         })
     }
 
-    fn home(&self) -> usize {
+    /// The index of the pool that serves the calling thread: its node's, else the
+    /// nearest node's that has a pool.
+    #[inline]
+    pub(crate) fn thread_index(&self) -> usize {
+        if self.pools.len() == 1 {
+            return 0;
+        }
         let index = numa::current_node_index(&self.topology);
         if index < self.pools.len() {
             return index;
         }
+        // A node beyond the ones with pools: the nearest one that has a pool.
         self.topology
             .nearest_indices(index)
             .iter()
@@ -83,7 +137,7 @@ impl PerNodeBlockPool {
     /// [`PoolError::Exhausted`] when every node is at its cap; otherwise as
     /// [`BlockPool::allocate`].
     pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {
-        let home = self.home();
+        let home = self.thread_index();
         let Some(pool) = self.pools.get(home) else {
             return Err(self.exhausted());
         };
@@ -108,7 +162,11 @@ impl PerNodeBlockPool {
                 .pools
                 .first()
                 .map_or_else(String::new, |p| p.name().to_string()),
-            max_capacity: self.pools.iter().map(|p| p.stats().max_capacity).sum(),
+            max_capacity: self
+                .pools
+                .iter()
+                .map(|p| p.shared.max_capacity)
+                .fold(0, usize::saturating_add),
         }
     }
 
@@ -140,8 +198,7 @@ impl PerNodeBlockPool {
     /// [`CorruptionKind::ForeignPointer`].
     pub unsafe fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         let addr = block.as_ptr() as usize;
-        let owner = registry::owner(addr);
-        match self.pools.iter().find(|p| Some(p.shared().slot) == owner) {
+        match self.index_of_pointer(addr).and_then(|i| self.pools.get(i)) {
             // SAFETY: the caller's contract is `BlockPool::free`'s for every node pool, so
             // for `pool`, the one whose chunk holds `block`.
             Some(pool) => unsafe { pool.free(block) },
@@ -159,22 +216,81 @@ impl PerNodeBlockPool {
         }
     }
 
+    /// The index of the node pool whose chunk holds `addr`, if any: any address, from the
+    /// chunk registry alone.
+    fn index_of_pointer(&self, addr: usize) -> Option<usize> {
+        let owner = registry::owner(addr)?;
+        self.pools.iter().position(|p| p.shared.slot == owner)
+    }
+
+    /// The index of the node pool a block belongs to, from its chunk header.
+    ///
+    /// # Safety
+    ///
+    /// `block` is a block that one of the node pools handed out and that is not freed.
+    #[inline]
+    pub(crate) unsafe fn index_of_block(&self, block: NonNull<u8>) -> Option<usize> {
+        if self.pools.len() == 1 {
+            return Some(0);
+        }
+        // SAFETY: `block` lies in a chunk of one of the node pools (caller), which `&self`
+        // keeps alive, so the chunk stays mapped while the header is read.
+        let node = unsafe { ChunkHeader::of(block.as_ptr() as usize) }.node;
+        self.pools.iter().position(|p| p.node() == node)
+    }
+
+    /// Counts a free of a block of node pool `home` if the calling thread is served by
+    /// another node's pool (for [`NodeCounts::cross_node_frees`]).
+    pub(crate) fn count_free_from(&self, home: usize) {
+        if self.pools.len() > 1 && self.thread_index() != home {
+            if let Some(count) = self.cross_node_frees.get(home) {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The node pool at `index` (see [`Self::thread_index`], [`Self::index_of_block`]).
+    pub(crate) fn pool(&self, index: usize) -> Option<&BlockPool> {
+        self.pools.get(index)
+    }
+
+    /// The node pools, by index.
+    pub(crate) fn pools(&self) -> &[BlockPool] {
+        &self.pools
+    }
+
+    /// The topology whose nodes the pools serve.
+    pub(crate) fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// The id of the node whose pool `block` belongs to, if any.
     pub fn node_of(&self, block: NonNull<u8>) -> Option<u32> {
-        let owner = registry::owner(block.as_ptr() as usize)?;
+        self.index_of_pointer(block.as_ptr() as usize)
+            .and_then(|i| self.pools.get(i))
+            .map(BlockPool::node)
+    }
+
+    /// Every node pool's counts, by index.
+    pub(crate) fn node_counts(&self) -> Vec<NodeCounts> {
         self.pools
             .iter()
-            .find(|p| p.shared().slot == owner)
-            .map(BlockPool::node)
+            .zip(self.remote.iter().zip(self.cross_node_frees.iter()))
+            .map(|(p, (r, c))| NodeCounts {
+                node: p.node(),
+                blocks: p.stats(),
+                remote_allocations: r.load(Ordering::Relaxed),
+                cross_node_frees: c.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Per node: its id, its pool's counters, and how many of its allocations served
     /// threads of another node (fallback).
     pub fn node_stats(&self) -> Vec<(u32, BlockPoolStats, u64)> {
-        self.pools
-            .iter()
-            .zip(self.remote.iter())
-            .map(|(p, r)| (p.node(), p.stats(), r.load(Ordering::Relaxed)))
+        self.node_counts()
+            .into_iter()
+            .map(|n| (n.node, n.blocks, n.remote_allocations))
             .collect()
     }
 

@@ -9,7 +9,7 @@
 use core::cell::Cell;
 
 use super::topology::Topology;
-use crate::os;
+use crate::sys;
 
 /// Calls of [`current_node`] (or [`current_node_index`]) between two reads of the CPU
 /// with `sched_getcpu`. A migrated thread keeps using its old node for at most this many
@@ -67,7 +67,7 @@ impl ThreadNode {
 }
 
 fn read_cpu() -> u32 {
-    os::current_cpu()
+    sys::current_cpu()
         .and_then(|c| u32::try_from(c).ok())
         .unwrap_or(NONE)
 }
@@ -120,7 +120,7 @@ pub fn current_node_index(topology: &Topology) -> usize {
 /// The CPU the calling thread runs on right now (`sched_getcpu`, uncached), or `None`
 /// where the OS cannot tell.
 pub fn current_cpu() -> Option<usize> {
-    os::current_cpu()
+    sys::current_cpu()
 }
 
 /// Makes the next [`current_node`] on this thread re-read the CPU, for example after the

@@ -175,7 +175,7 @@ impl BindError {
         matches!(self, Self::NotPermitted { .. } | Self::Unsupported { .. })
     }
 
-    pub(crate) fn from_sys(failed: crate::os::SysFailed) -> Self {
+    pub(crate) fn from_sys(failed: crate::sys::SysFailed) -> Self {
         match failed.errno {
             libc::EPERM => Self::NotPermitted { call: failed.call },
             libc::ENOSYS => Self::Unsupported { call: failed.call },
@@ -250,7 +250,7 @@ impl PinError {
         matches!(self, Self::NotPermitted { .. } | Self::Unsupported { .. })
     }
 
-    pub(crate) fn from_sys(failed: crate::os::SysFailed) -> Self {
+    pub(crate) fn from_sys(failed: crate::sys::SysFailed) -> Self {
         match failed.errno {
             libc::EPERM => Self::NotPermitted { call: failed.call },
             libc::ENOSYS => Self::Unsupported { call: failed.call },

@@ -14,7 +14,8 @@ use hwlocality::object::types::ObjectType;
 use hwlocality::object::TopologyObject;
 
 use super::error::{PinError, TopologyError};
-use super::topology::{Node, Topology, TopologySource, MAX_CPU};
+use super::node::{Node, MAX_CPU};
+use super::topology::{Topology, TopologySource};
 
 impl Topology {
     /// This machine as hwloc sees it, uncached; binding and pinning on it act on the

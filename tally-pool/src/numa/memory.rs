@@ -2,47 +2,11 @@
 //! [`Topology::node_of_memory`], and the record a synthetic topology keeps instead.
 
 use core::ptr::NonNull;
-use std::thread::ThreadId;
 
 use super::error::BindError;
+use super::records::{Binding, Pinning};
 use super::topology::{Topology, TopologySource};
-use crate::os;
-
-/// A binding a synthetic topology recorded instead of performing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Binding {
-    /// The node the range would have been bound to.
-    pub node: u32,
-    /// Start address of the range.
-    pub addr: usize,
-    /// Length of the range in bytes.
-    pub len: usize,
-}
-
-impl Binding {
-    /// True if `addr` lies in this range.
-    pub fn contains(&self, addr: usize) -> bool {
-        addr >= self.addr && addr - self.addr < self.len
-    }
-}
-
-/// A thread pinning a synthetic topology recorded instead of performing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pinning {
-    /// The node the thread would have been pinned to.
-    pub node: u32,
-    /// The pinned thread.
-    pub thread: ThreadId,
-    /// Its name, if it has one (rayon and tokio name their workers).
-    pub thread_name: Option<String>,
-}
-
-/// What a topology that is not this machine was asked to do.
-#[derive(Debug, Default)]
-pub(super) struct Records {
-    pub(super) bindings: Vec<Binding>,
-    pub(super) pinnings: Vec<Pinning>,
-}
+use crate::sys;
 
 impl Topology {
     /// Binds the pages of `ptr..ptr + len` to node `node` (an id from
@@ -97,15 +61,15 @@ impl Topology {
             return Err(BindError::EmptyRange);
         }
         let addr = ptr.as_ptr() as usize;
-        if addr % os::PAGE != 0 {
+        if addr % sys::PAGE != 0 {
             return Err(BindError::Misaligned {
                 addr,
-                page: os::PAGE,
+                page: sys::PAGE,
             });
         }
         match self.source() {
             TopologySource::Sysfs | TopologySource::Hwloc => {
-                os::bind_to_node(ptr, len, node).map_err(BindError::from_sys)
+                sys::bind_to_node(ptr, len, node).map_err(BindError::from_sys)
             }
             TopologySource::SingleNode => Ok(()),
             _ => {
@@ -131,10 +95,10 @@ impl Topology {
     pub fn node_of_memory(&self, ptr: NonNull<u8>) -> Result<u32, BindError> {
         match self.source() {
             TopologySource::Sysfs | TopologySource::Hwloc => {
-                let page = ptr.as_ptr() as usize % os::PAGE;
+                let page = ptr.as_ptr() as usize % sys::PAGE;
                 let page_start = ptr.as_ptr().wrapping_sub(page);
                 let page_start = NonNull::new(page_start).unwrap_or(ptr);
-                os::node_of_page(page_start).map_err(BindError::from_sys)
+                sys::node_of_page(page_start).map_err(BindError::from_sys)
             }
             TopologySource::SingleNode => Ok(self.nodes().first().map_or(0, |n| n.id())),
             _ => {
@@ -179,8 +143,8 @@ mod tests {
     /// every page reports that node. Returns false (after a note) where the OS forbids
     /// memory policies.
     fn bind_and_check(topology: &Topology) -> bool {
-        let len = 64 * os::PAGE;
-        let region = os::map(len).unwrap();
+        let len = 64 * sys::PAGE;
+        let region = sys::map(len).unwrap();
         let node = topology.nodes()[0].id();
         match topology.bind(region.ptr(), len, node) {
             Ok(()) => {}
@@ -201,7 +165,7 @@ mod tests {
         }
         region.prefault(len);
         for page in 0..64 {
-            let p = NonNull::new(region.ptr().as_ptr().wrapping_add(page * os::PAGE)).unwrap();
+            let p = NonNull::new(region.ptr().as_ptr().wrapping_add(page * sys::PAGE)).unwrap();
             assert_eq!(topology.node_of_memory(p).unwrap(), node, "page {page}");
         }
         // An address inside a page answers for its page.
@@ -227,10 +191,10 @@ mod tests {
     #[test]
     fn binding_is_refused_for_bad_requests_before_any_system_call() {
         let topology = Topology::single_node();
-        let region = os::map(os::PAGE * 2).unwrap();
+        let region = sys::map(sys::PAGE * 2).unwrap();
         let p = region.ptr();
         assert_eq!(
-            topology.bind(p, os::PAGE, 7),
+            topology.bind(p, sys::PAGE, 7),
             Err(BindError::UnknownNode { node: 7, nodes: 1 })
         );
         assert_eq!(topology.bind(p, 0, 0), Err(BindError::EmptyRange));
@@ -239,7 +203,7 @@ mod tests {
             topology.bind(odd, 8, 0),
             Err(BindError::Misaligned { .. })
         ));
-        assert_eq!(topology.bind(p, os::PAGE, 0), Ok(()));
+        assert_eq!(topology.bind(p, sys::PAGE, 0), Ok(()));
         assert_eq!(topology.node_of_memory(p), Ok(0));
     }
 
@@ -253,7 +217,7 @@ mod tests {
         // for more (and 4-level paging has no user addresses there at all).
         let addr = NonNull::new((1usize << 47) as *mut u8).unwrap();
         let node = topology.nodes()[0].id();
-        match topology.bind(addr, os::PAGE, node) {
+        match topology.bind(addr, sys::PAGE, node) {
             Err(e) if e.is_unavailable() => eprintln!("skipped: {e}"),
             Err(BindError::Os { call: "mbind", .. }) => {}
             other => panic!("binding an unmapped range: {other:?}"),
@@ -268,8 +232,8 @@ mod tests {
 
         let topology = Topology::from_hwloc().unwrap();
         assert_eq!(topology.source(), TopologySource::Hwloc);
-        let len = 16 * os::PAGE;
-        let region = os::map(len).unwrap();
+        let len = 16 * sys::PAGE;
+        let region = sys::map(len).unwrap();
         let node = topology.nodes()[0].id();
         match topology.bind(region.ptr(), len, node) {
             Ok(()) => {}

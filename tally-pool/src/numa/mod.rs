@@ -41,8 +41,10 @@ mod error;
 #[cfg(feature = "hwloc")]
 mod hwloc;
 mod memory;
+mod node;
 mod pin;
 mod placement;
+mod records;
 mod sysfs;
 mod topology;
 
@@ -51,10 +53,9 @@ pub use current::{
     thread_node_override, with_node_override, REFRESH_INTERVAL,
 };
 pub use error::{BindError, PinError, TopologyError};
-pub use memory::{Binding, Pinning};
+pub use node::{Node, MAX_CPU, MAX_NODE_ID};
 pub use pin::{pin_current_thread, thread_affinity};
 pub use placement::{Placement, PlacementStrategy, WorkerStart};
+pub use records::{Binding, Pinning};
 pub use sysfs::parse_cpulist;
-pub use topology::{
-    Node, Topology, TopologySource, LOCAL_DISTANCE, MAX_CPU, MAX_NODE_ID, REMOTE_DISTANCE,
-};
+pub use topology::{Topology, TopologySource, LOCAL_DISTANCE, REMOTE_DISTANCE};

@@ -3,9 +3,9 @@
 
 use super::current::{refresh_current_node, set_thread_node};
 use super::error::PinError;
-use super::memory::Pinning;
+use super::records::Pinning;
 use super::topology::{Topology, TopologySource};
-use crate::os;
+use crate::sys;
 
 /// Restricts the calling thread to the CPUs of node `node` (an id of `topology`), so it
 /// runs, and by the kernel's default policy allocates, on that node.
@@ -52,7 +52,7 @@ pub fn pin_current_thread(topology: &Topology, node: u32) -> Result<(), PinError
     }
     match topology.source() {
         TopologySource::Sysfs => {
-            os::set_thread_affinity(target.cpus()).map_err(PinError::from_sys)?;
+            sys::set_thread_affinity(target.cpus()).map_err(PinError::from_sys)?;
             refresh_current_node();
             Ok(())
         }
@@ -60,14 +60,14 @@ pub fn pin_current_thread(topology: &Topology, node: u32) -> Result<(), PinError
         TopologySource::Hwloc => {
             match topology.hwloc_topology() {
                 Some(hwloc) => super::hwloc::pin_thread(hwloc, target.cpus(), node)?,
-                None => os::set_thread_affinity(target.cpus()).map_err(PinError::from_sys)?,
+                None => sys::set_thread_affinity(target.cpus()).map_err(PinError::from_sys)?,
             }
             refresh_current_node();
             Ok(())
         }
         #[cfg(not(feature = "hwloc"))]
         TopologySource::Hwloc => {
-            os::set_thread_affinity(target.cpus()).map_err(PinError::from_sys)?;
+            sys::set_thread_affinity(target.cpus()).map_err(PinError::from_sys)?;
             refresh_current_node();
             Ok(())
         }
@@ -98,7 +98,7 @@ pub fn pin_current_thread(topology: &Topology, node: u32) -> Result<(), PinError
 /// [`PinError::Unsupported`] where the OS cannot tell (not Linux), [`PinError::Os`] if it
 /// refuses.
 pub fn thread_affinity() -> Result<Vec<usize>, PinError> {
-    os::thread_affinity().map_err(PinError::from_sys)
+    sys::thread_affinity().map_err(PinError::from_sys)
 }
 
 #[cfg(test)]
@@ -119,7 +119,7 @@ mod tests {
             let Some(&last) = node.cpus().last() else {
                 return;
             };
-            match os::set_thread_affinity(&[last]) {
+            match sys::set_thread_affinity(&[last]) {
                 Ok(()) => {}
                 Err(e) if matches!(e.errno, libc::EPERM | libc::ENOSYS) => {
                     eprintln!("skipped: sched_setaffinity unavailable: {e:?}");
@@ -128,7 +128,7 @@ mod tests {
                 Err(e) => panic!("{e:?}"),
             }
             assert_eq!(thread_affinity().unwrap(), vec![last]);
-            assert_eq!(os::current_cpu(), Some(last));
+            assert_eq!(sys::current_cpu(), Some(last));
 
             pin_current_thread(&topology, node.id()).unwrap();
             let allowed = thread_affinity().unwrap();
@@ -150,7 +150,7 @@ mod tests {
             let topology = Topology::from_hwloc().unwrap();
             let node = &topology.nodes()[0];
             let last = *node.cpus().last().unwrap();
-            if os::set_thread_affinity(&[last]).is_err() {
+            if sys::set_thread_affinity(&[last]).is_err() {
                 eprintln!("skipped: sched_setaffinity unavailable");
                 return;
             }

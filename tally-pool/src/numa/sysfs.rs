@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::error::TopologyError;
-use super::topology::{Node, MAX_CPU};
+use super::node::{Node, MAX_CPU};
 
 /// Where Linux publishes the NUMA nodes.
 pub(super) const NODE_ROOT: &str = "/sys/devices/system/node";

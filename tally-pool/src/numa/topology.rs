@@ -6,14 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::error::TopologyError;
-use super::memory::Records;
+use super::node::{Node, MAX_CPU, MAX_NODE_ID};
+use super::records::Records;
 use super::sysfs;
-
-/// Node ids must be below this: memory binding passes a node mask of this many bits.
-pub const MAX_NODE_ID: u32 = 1024;
-
-/// CPU numbers must be below this (Linux's largest `NR_CPUS` is 8192).
-pub const MAX_CPU: usize = 1 << 16;
 
 /// Marks "no node" in the dense lookup tables.
 const NO_INDEX: u32 = u32::MAX;
@@ -26,56 +21,6 @@ pub const LOCAL_DISTANCE: u32 = 10;
 
 /// Distance between two different nodes when nothing better is known.
 pub const REMOTE_DISTANCE: u32 = 20;
-
-/// One NUMA node: its OS id, its CPUs and its memory.
-///
-/// ```
-/// use tally_pool::numa::Node;
-///
-/// let node = Node::new(1, [7, 4, 5, 6, 4], 2 << 30);
-/// assert_eq!(node.id(), 1);
-/// assert_eq!(node.cpus(), &[4, 5, 6, 7]); // sorted, duplicates dropped
-/// assert_eq!(node.memory_bytes(), 2 << 30);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    /// The OS's node number (`nodeN` in sysfs, `os_index` in hwloc).
-    id: u32,
-    /// Invariant: sorted ascending, no duplicates.
-    cpus: Vec<usize>,
-    /// Total memory of the node in bytes; 0 when unknown.
-    memory_bytes: u64,
-}
-
-impl Node {
-    /// A node with id `id` (the OS's number), the CPUs `cpus` (any order, duplicates
-    /// ignored) and `memory_bytes` of memory (0 for unknown).
-    pub fn new(id: u32, cpus: impl IntoIterator<Item = usize>, memory_bytes: u64) -> Self {
-        let mut cpus: Vec<usize> = cpus.into_iter().collect();
-        cpus.sort_unstable();
-        cpus.dedup();
-        Self {
-            id,
-            cpus,
-            memory_bytes,
-        }
-    }
-
-    /// The OS's node number: what `numactl --membind` and `mbind(2)` call this node.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// The node's CPUs, sorted ascending. Empty for a memory-only node.
-    pub fn cpus(&self) -> &[usize] {
-        &self.cpus
-    }
-
-    /// The node's total memory in bytes, or 0 when the source did not say.
-    pub fn memory_bytes(&self) -> u64 {
-        self.memory_bytes
-    }
-}
 
 /// Where a [`Topology`] came from, which decides what binding and pinning do.
 ///
@@ -508,7 +453,7 @@ impl Topology {
 
     /// Number of CPUs over all nodes.
     pub fn cpu_count(&self) -> usize {
-        self.inner.nodes.iter().map(|n| n.cpus.len()).sum()
+        self.inner.nodes.iter().map(|n| n.cpus().len()).sum()
     }
 
     /// The distance from node `from` to node `to` (ids), 10 meaning local; `None` if
@@ -564,15 +509,15 @@ impl Inner {
                 order
             })
             .collect();
-        let max_cpu = nodes.iter().filter_map(|n| n.cpus.last()).max().copied();
+        let max_cpu = nodes.iter().filter_map(|n| n.cpus().last()).max().copied();
         let mut cpu_node = vec![NO_INDEX; max_cpu.map_or(0, |c| c + 1)];
-        let max_id = nodes.iter().map(|n| n.id).max().unwrap_or(0) as usize;
+        let max_id = nodes.iter().map(|n| n.id()).max().unwrap_or(0) as usize;
         let mut id_index = vec![NO_INDEX; max_id + 1];
         for (index, node) in (0u32..).zip(&nodes) {
-            if let Some(slot) = id_index.get_mut(node.id as usize) {
+            if let Some(slot) = id_index.get_mut(node.id() as usize) {
                 *slot = index;
             }
-            for &cpu in &node.cpus {
+            for &cpu in node.cpus() {
                 if let Some(slot) = cpu_node.get_mut(cpu) {
                     *slot = index;
                 }
@@ -598,17 +543,17 @@ fn validate(nodes: &[Node], matrix: &[u32]) -> Result<(), TopologyError> {
     let mut owner: Vec<Option<u32>> = Vec::new();
     let mut previous: Option<u32> = None;
     for node in nodes {
-        if previous == Some(node.id) {
-            return Err(TopologyError::DuplicateNode { node: node.id });
+        if previous == Some(node.id()) {
+            return Err(TopologyError::DuplicateNode { node: node.id() });
         }
-        previous = Some(node.id);
-        if node.id >= MAX_NODE_ID {
+        previous = Some(node.id());
+        if node.id() >= MAX_NODE_ID {
             return Err(TopologyError::NodeIdTooLarge {
-                node: node.id,
+                node: node.id(),
                 limit: MAX_NODE_ID,
             });
         }
-        if let Some(&cpu) = node.cpus.last() {
+        if let Some(&cpu) = node.cpus().last() {
             if cpu >= MAX_CPU {
                 return Err(TopologyError::CpuTooLarge {
                     cpu,
@@ -619,16 +564,16 @@ fn validate(nodes: &[Node], matrix: &[u32]) -> Result<(), TopologyError> {
                 owner.resize(cpu + 1, None);
             }
         }
-        for &cpu in &node.cpus {
+        for &cpu in node.cpus() {
             if let Some(slot) = owner.get_mut(cpu) {
                 if let Some(first) = *slot {
                     return Err(TopologyError::CpuInTwoNodes {
                         cpu,
                         first,
-                        second: node.id,
+                        second: node.id(),
                     });
                 }
-                *slot = Some(node.id);
+                *slot = Some(node.id());
             }
         }
     }
@@ -638,8 +583,8 @@ fn validate(nodes: &[Node], matrix: &[u32]) -> Result<(), TopologyError> {
         for (to, &distance) in nodes.iter().zip(row) {
             if distance == 0 || distance < local || local == 0 {
                 return Err(TopologyError::BadDistance {
-                    from: from.id,
-                    to: to.id,
+                    from: from.id(),
+                    to: to.id(),
                     distance,
                     local,
                 });

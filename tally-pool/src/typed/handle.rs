@@ -6,7 +6,8 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 use super::pool::Pool;
-use super::raw::RawHandle;
+use super::token::RawHandle;
+use crate::block::facade;
 
 /// An owned value in a pool: dereferences to `T`, returns the value to its pool when
 /// dropped, on whatever thread drops it.
@@ -90,9 +91,10 @@ impl<T: 'static> Drop for Handle<T> {
     #[inline(always)]
     fn drop(&mut self) {
         if !core::mem::needs_drop::<T>() {
-            // SAFETY: handle invariant: a live value of a typed pool, which this handle
-            // alone owns and gives back now; `T` needs no drop.
-            if unsafe { crate::block::push_hinted(self.ptr.as_ptr().cast()) } {
+            // SAFETY: handle invariant: a live value in a block of a typed pool, whose node
+            // pools are never dropped; this handle alone owns it and gives it back now, as
+            // it is, since `T` needs no drop. Only a direct pool lets this free through.
+            if unsafe { facade::free_via_header(self.ptr.cast()) } {
                 return;
             }
         }

@@ -17,20 +17,40 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! | file | what |
+//! |---|---|
+//! | `config` | [`PoolConfig`], its defaults and its checks |
+//! | `pool`, `acquire`, `release` | [`Pool`]: creation and state; acquiring; releasing |
+//! | `handle` | [`Handle`] |
+//! | `token` | [`RawHandle`]: token layout, and the generation table that lends and redeems |
+//! | `recycle` | [`Recycle`], and the slots of recycling pools |
+//! | `static_pool` | the `static` pool of a derived type |
+//! | `error` | [`AcquireError`] |
+//!
+//! Typed pools use the block layer only through `block::facade`. The [`Pooled`] trait, which
+//! the derive implements, is defined here.
 
+mod acquire;
+mod config;
+mod error;
 mod handle;
-pub(crate) mod pool;
-mod raw;
+mod pool;
+mod recycle;
+mod release;
+pub(crate) mod static_pool;
+mod token;
 
+pub use config::{PoolConfig, DEFAULT_CAPACITY, DEFAULT_MAX_CAPACITY, MAX_CAPACITY};
+pub use error::AcquireError;
 pub use handle::Handle;
-pub use pool::{
-    AcquireError, Pool, PoolConfig, Recycle, DEFAULT_CAPACITY, DEFAULT_MAX_CAPACITY, MAX_CAPACITY,
-};
-pub use raw::RawHandle;
+pub use pool::Pool;
+pub use recycle::Recycle;
+pub use token::RawHandle;
 
 use std::thread::LocalKey;
 
-use crate::block::TypeCache;
+use crate::block::facade::CacheCell;
 use crate::error::PoolError;
 
 /// A type with its own `static` pool, made by `#[derive(Pooled)]`.
@@ -66,7 +86,7 @@ pub unsafe trait Pooled: Sized + 'static {
         Self: Default,
     {
         match Self::thread_cache() {
-            Some(key) => Pool::acquire_through(key, Self::pool),
+            Some(key) => Pool::acquire_via_cell(key, Self::pool),
             None => Self::pool().acquire(),
         }
     }
@@ -79,7 +99,7 @@ pub unsafe trait Pooled: Sized + 'static {
     #[inline(always)]
     fn acquire_with(value: Self) -> Result<Handle<Self>, AcquireError<Self>> {
         match Self::thread_cache() {
-            Some(key) => Pool::acquire_with_through(key, Self::pool, value),
+            Some(key) => Pool::acquire_with_via_cell(key, Self::pool, value),
             None => Self::pool().acquire_with(value),
         }
     }
@@ -103,7 +123,7 @@ pub unsafe trait Pooled: Sized + 'static {
     /// `thread_local!` per type; without it, `acquire` goes through [`Pooled::pool`].
     #[doc(hidden)]
     #[inline(always)]
-    fn thread_cache() -> Option<&'static LocalKey<TypeCache>> {
+    fn thread_cache() -> Option<&'static LocalKey<CacheCell>> {
         None
     }
 

@@ -15,12 +15,13 @@
 use core::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-use crate::os;
+use crate::sys;
 
 /// log2 of the chunk size.
 pub(crate) const CHUNK_SHIFT: u32 = 20;
-/// Chunk size and alignment: 1 MiB.
-pub(crate) const CHUNK_SIZE: usize = 1 << CHUNK_SHIFT;
+/// Bytes in a chunk, the unit in which pools map memory: 1 MiB. Chunks are aligned to
+/// their size.
+pub const CHUNK_SIZE: usize = 1 << CHUNK_SHIFT;
 
 /// Address bits covered: 48, the user address space of x86_64 (4-level paging) and
 /// aarch64.
@@ -60,7 +61,7 @@ fn leaf(root: usize, create: bool) -> Option<&'static [AtomicU32; LEAF_LEN]> {
 /// refuses.
 #[cold]
 fn new_leaf(entry: &AtomicPtr<AtomicU32>) -> *mut AtomicU32 {
-    let Ok(region) = os::map(LEAF_LEN * core::mem::size_of::<AtomicU32>()) else {
+    let Ok(region) = sys::map(LEAF_LEN * core::mem::size_of::<AtomicU32>()) else {
         return null_mut();
     };
     let fresh = region.ptr().as_ptr().cast::<AtomicU32>();
@@ -149,7 +150,7 @@ mod tests {
 
     #[test]
     fn register_lookup_unregister() {
-        let region = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE).unwrap();
+        let region = sys::map_aligned(CHUNK_SIZE, CHUNK_SIZE).unwrap();
         let base = region.ptr().as_ptr() as usize;
         assert_eq!(owner(base), None);
         assert!(register(base, 41));

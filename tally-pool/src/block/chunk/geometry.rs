@@ -1,4 +1,4 @@
-//! Where blocks sit in a chunk, and the chunk header.
+//! Where blocks sit in a chunk.
 //!
 //! A chunk is [`CHUNK_SIZE`] bytes aligned to its size, so `addr & !(CHUNK_SIZE - 1)` is
 //! the chunk of any block address. It starts with a [`ChunkHeader`]; blocks follow at
@@ -7,8 +7,9 @@
 
 use core::alloc::Layout;
 
+use super::header::{BlockShape, ChunkHeader};
 use super::registry::CHUNK_SIZE;
-use super::GuardLevel;
+use crate::block::config::GuardLevel;
 
 /// The byte that fills free blocks under [`GuardLevel::Full`].
 pub(crate) const POISON: u8 = 0xDB;
@@ -124,6 +125,17 @@ impl Geometry {
         (offset < self.span && index.wrapping_mul(self.stride) == offset).then_some(index)
     }
 
+    /// The block layout a chunk header records.
+    pub(crate) fn block_shape(&self) -> BlockShape {
+        // Blocks are at most `MAX_BLOCK_SIZE` bytes and strides at most twice that plus a
+        // word, all below 2^32.
+        BlockShape {
+            size: self.size as u32,
+            align: self.align as u32,
+            stride: self.stride as u32,
+        }
+    }
+
     /// The address of block `index` in the chunk at `base`.
     pub(crate) fn block_addr(&self, base: usize, index: usize) -> usize {
         base + self.first_offset + index * self.stride
@@ -144,85 +156,6 @@ pub(crate) fn is_stride_multiple(offset: usize, magic: u64) -> bool {
 
 fn round_up(n: usize, to: usize) -> usize {
     (n + to - 1) & !(to - 1)
-}
-
-/// The value a chunk header's magic holds.
-pub(crate) const CHUNK_MAGIC: u64 = 0x7A11_7900_C4C4_0001;
-
-/// The first bytes of every chunk: what the chunk is and whose, with a checksum.
-///
-/// Written once when the chunk is mapped, before it is registered or published; read-only
-/// afterwards, so any change is corruption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-pub(crate) struct ChunkHeader {
-    pub(crate) magic: u64,
-    pub(crate) pool_uid: u64,
-    pub(crate) node: u32,
-    pub(crate) block_size: u32,
-    pub(crate) block_align: u32,
-    pub(crate) stride: u32,
-    /// Index of the chunk in its pool, in mapping order; never reused while the pool lives.
-    pub(crate) chunk_id: u32,
-    /// Where a handle's release finds the thread's cache in the fast table: the pool's
-    /// fast index if the owning typed pool is plain (unguarded, not recycling, one node),
-    /// else the fast table's always-null entry.
-    pub(crate) fast_hint: u32,
-    /// Address of the typed pool that owns the block pool, or 0.
-    pub(crate) owner: u64,
-    pub(crate) checksum: u64,
-}
-
-impl ChunkHeader {
-    pub(crate) fn new(
-        pool_uid: u64,
-        node: u32,
-        geometry: &Geometry,
-        chunk_id: u32,
-        owner: usize,
-        fast_hint: u32,
-    ) -> Self {
-        let mut h = Self {
-            magic: CHUNK_MAGIC,
-            pool_uid,
-            node,
-            block_size: geometry.size as u32,
-            block_align: geometry.align as u32,
-            stride: geometry.stride as u32,
-            chunk_id,
-            fast_hint,
-            owner: owner as u64,
-            checksum: 0,
-        };
-        h.checksum = h.compute_checksum();
-        h
-    }
-
-    /// FNV-1a over every field but the checksum.
-    pub(crate) fn compute_checksum(&self) -> u64 {
-        let words = [
-            self.magic,
-            self.pool_uid,
-            u64::from(self.node),
-            u64::from(self.block_size),
-            u64::from(self.block_align),
-            u64::from(self.stride),
-            u64::from(self.chunk_id),
-            u64::from(self.fast_hint),
-            self.owner,
-        ];
-        words
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            })
-    }
-
-    /// Whether the header is intact.
-    pub(crate) fn is_valid(&self) -> bool {
-        self.magic == CHUNK_MAGIC && self.checksum == self.compute_checksum()
-    }
 }
 
 #[cfg(test)]
@@ -301,21 +234,5 @@ mod tests {
         assert!(
             Geometry::new(Layout::from_size_align(64, 8192).unwrap(), GuardLevel::Off).is_err()
         );
-    }
-
-    #[test]
-    fn header_checksum_catches_any_field_change() {
-        let g = Geometry::new(Layout::new::<[u64; 8]>(), GuardLevel::Off).unwrap();
-        let h = ChunkHeader::new(9, 1, &g, 0, 0, 64);
-        assert!(h.is_valid());
-        let mut bad = h;
-        bad.node = 2;
-        assert!(!bad.is_valid());
-        let mut bad = h;
-        bad.owner = 8;
-        assert!(!bad.is_valid());
-        let mut bad = h;
-        bad.magic ^= 1;
-        assert!(!bad.is_valid());
     }
 }

@@ -1,0 +1,351 @@
+//! [`BlockPool`]: the handle users hold, and its fast paths.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::sync::Arc;
+
+use super::cache::{self, with_cache, RememberedPush, ThreadCache};
+use super::config::{BlockPoolConfig, GuardLevel};
+use super::shared::PoolShared;
+use super::stats::BlockPoolStats;
+use crate::error::PoolError;
+
+/// A lock-free pool of fixed-size blocks. Cloning gives another handle to the same pool.
+///
+/// See the [module docs](super) for how it works and an example.
+#[derive(Debug, Clone)]
+pub struct BlockPool {
+    /// A copy of the pool's `unguarded_index` (its fast index if it is unguarded, the fast
+    /// table's always-null entry if not), so that the fast paths find the thread's cache
+    /// without first loading the shared state's address.
+    pub(super) unguarded_index: usize,
+    pub(super) shared: Arc<PoolShared>,
+}
+
+impl BlockPool {
+    /// Creates a pool and maps its initial `capacity`.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::InvalidConfig`] if `capacity > max_capacity` or `max_capacity == 0`;
+    /// [`PoolError::UnsupportedLayout`] for blocks over 256 KiB or aligned above 4096;
+    /// [`PoolError::OutOfMemory`] if the OS refuses the initial memory;
+    /// [`PoolError::TooManyPools`] when 65536 pools are alive.
+    pub fn new(config: BlockPoolConfig) -> Result<Self, PoolError> {
+        PoolShared::new(config).map(|shared| Self {
+            unguarded_index: shared.unguarded_index,
+            shared,
+        })
+    }
+
+    /// Hands out one block. Its contents are unspecified: it is uninitialised memory of the
+    /// pool's layout, valid for reads and writes until it is freed.
+    ///
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use tally_pool::block::{BlockPool, BlockPoolConfig};
+    /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>()).max_capacity(1)).unwrap();
+    /// let a = pool.allocate().unwrap();
+    /// assert!(pool.allocate().is_err(), "capped at one block");
+    /// // SAFETY: allocated above, freed once.
+    /// unsafe { pool.free(a) }.unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Exhausted`] at the cap, [`PoolError::OutOfMemory`] if the OS refuses a
+    /// new chunk, [`PoolError::Corruption`] if the guard finds the block damaged (it is
+    /// withdrawn; the next call proceeds with another block).
+    #[inline(always)]
+    pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {
+        if let Some(cache) = self.unguarded_cache() {
+            // SAFETY: the fast table gave this thread its own cache; no other borrow of its
+            // blocks is live.
+            if let Some(block) = unsafe { cache.pop() } {
+                return Ok(block);
+            }
+            if !cache.is_closed() {
+                return self.refill_empty_cache(cache);
+            }
+        }
+        self.allocate_guarded()
+    }
+
+    /// The calling thread's cache of this pool if the pool is unguarded (the fast table's
+    /// always-null entry answers for a guarded one): the fast paths learn both from one
+    /// load. The borrow ends before the thread's next slow path.
+    #[inline(always)]
+    pub(super) fn unguarded_cache(&self) -> Option<&ThreadCache> {
+        cache::lookup(self, self.unguarded_index)
+    }
+
+    /// `allocate` when the thread's open cache of this unguarded pool is empty.
+    #[cold]
+    #[inline(never)]
+    fn refill_empty_cache(&self, cache: &ThreadCache) -> Result<NonNull<u8>, PoolError> {
+        // SAFETY: `cache` is this thread's open cache from its fast table (see `allocate`),
+        // whose pop has ended; `refill_and_allocate` reaches nothing of the table.
+        unsafe { cache.in_section(|cache, blocks| self.shared.refill_and_allocate(cache, blocks)) }
+    }
+
+    /// `free` of a block of the remembered chunk when the thread's open cache of this
+    /// unguarded pool is full.
+    #[cold]
+    #[inline(never)]
+    fn spill_full_cache(&self, cache: &ThreadCache, ptr: *mut u8) -> Result<(), PoolError> {
+        // SAFETY: `cache` is this thread's open cache from its fast table (see `free`),
+        // whose push has ended; `spill_and_free` reaches nothing of the table.
+        unsafe { cache.in_section(|cache, blocks| self.shared.spill_and_free(cache, blocks, ptr)) }
+    }
+
+    /// `allocate` for a guarded pool, or when the unguarded fast path found no open cache.
+    #[inline(always)]
+    fn allocate_guarded(&self) -> Result<NonNull<u8>, PoolError> {
+        let pool = &*self.shared;
+        if pool.guard != GuardLevel::Off {
+            if let Some(cache) = pool.thread_cache() {
+                // SAFETY: the fast table gave this thread its own cache; no other borrow of
+                // its blocks is live.
+                if let Some(block) = unsafe { cache.pop() } {
+                    // SAFETY: `block` came off this thread's `cache` by the pop just above,
+                    // whose borrow has ended.
+                    return unsafe { pool.hand_out_popped(cache, block) };
+                }
+            }
+        }
+        self.allocate_slow()
+    }
+
+    /// Everything `allocate` does beyond a fast pop.
+    #[cold]
+    #[inline(never)]
+    fn allocate_slow(&self) -> Result<NonNull<u8>, PoolError> {
+        let pool = &*self.shared;
+        let result = with_cache(&self.shared, |cache, blocks| {
+            pool.allocate_in_section(cache, blocks)
+        });
+        match result {
+            Some(result) => result,
+            None => pool.allocate_uncached(),
+        }
+    }
+
+    /// Returns a block to the pool, from any thread.
+    ///
+    /// The pointer is checked before anything is read through it: the chunk registry tells
+    /// whether it is the start of a block of this pool. Under a guard, the block's check
+    /// word must then say that the block is allocated, and the free flips it to free. What
+    /// each [`GuardLevel`] detects is in the [module docs](super#guards).
+    ///
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use core::ptr::NonNull;
+    /// # use tally_pool::block::{BlockPool, BlockPoolConfig};
+    /// # use tally_pool::{CorruptionKind, PoolError};
+    /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>())).unwrap();
+    /// let block = pool.allocate().unwrap();
+    /// // SAFETY: allocated above and freed once; `block` is not used afterwards.
+    /// unsafe { pool.free(block) }.unwrap();
+    ///
+    /// let mut local = 0u64;
+    /// // SAFETY: not a block of this pool: the contract allows it, and the pool refuses it
+    /// // without reading it.
+    /// let refused = unsafe { pool.free(NonNull::from(&mut local).cast()) };
+    /// assert!(matches!(
+    ///     refused,
+    ///     Err(PoolError::Corruption { kind: CorruptionKind::ForeignPointer, .. })
+    /// ));
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// `block` must be one of:
+    ///
+    /// - **A block you own**: returned by [`Self::allocate`] on this pool, and no call to
+    ///   `free` has returned `Ok` for it since (a call that returned an error leaves it
+    ///   yours). When this call returns `Ok`, the block is no longer yours: it may be
+    ///   handed out again at once, to any thread.
+    /// - **Not the start of a block of this pool**, at any guard level: a pointer outside
+    ///   every chunk of this pool (into the heap, the stack, another pool, a dropped pool,
+    ///   or anywhere else) or into a chunk of this pool but not at a block's start. `free`
+    ///   refuses it as [`CorruptionKind::ForeignPointer`] or
+    ///   [`CorruptionKind::InteriorPointer`] without reading the memory it points to.
+    ///   (A pointer into unmapped memory, such as a dropped pool's block, becomes a block
+    ///   of this pool if the pool maps a new chunk there: free one only while no other
+    ///   thread allocates from this pool.)
+    /// - Under [`GuardLevel::Canary`] and [`GuardLevel::Full`] only, **a block of this
+    ///   pool that nobody holds**: one that is free (freed, and not handed out again
+    ///   since), never carved, or in a reclaimed chunk, while no other thread allocates
+    ///   from this pool until this call returns (an `allocate` could hand the block out
+    ///   meanwhile). Its check word does not hold the allocated mark, and `free` refuses
+    ///   it as [`CorruptionKind::DoubleFree`] or [`CorruptionKind::CanaryOverwritten`].
+    ///
+    /// Anything else is undefined behaviour. In particular, never free a *stale* pointer:
+    /// one whose block may have been handed out again since you freed it. Its address and
+    /// the block's check word are exactly those the new owner's free would present, so no
+    /// guard can tell the two apart: the free succeeds, and the block gets two owners
+    /// (under `Full`, the free also fills the new owner's bytes with poison). Under
+    /// [`GuardLevel::Off`], freeing any block of this pool that you do not own (a double
+    /// free, a never-carved block, a block of a reclaimed chunk) is undefined behaviour
+    /// too: it is not detected and puts the block into circulation twice.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Corruption`] for a foreign pointer, an interior pointer, or (under
+    /// `Canary` and `Full`) a block whose check word does not say "allocated": a double
+    /// free before reuse, a never-carved block, a block of a reclaimed chunk, or a check
+    /// word overwritten by a write past the block's end. The error is counted; the block
+    /// is left as it was, not put back, and the pool stays usable.
+    ///
+    /// [`PoolError::OutOfMemory`] if the OS refuses the pages the depot needs to take a
+    /// magazine of blocks back. The block is not put back: it stays counted as live and
+    /// stays yours, and is handed out again only if a later `free` of it succeeds (under
+    /// `Canary` and `Full` none will, as its check word already says "free").
+    ///
+    /// [`CorruptionKind::ForeignPointer`]: crate::CorruptionKind::ForeignPointer
+    /// [`CorruptionKind::InteriorPointer`]: crate::CorruptionKind::InteriorPointer
+    /// [`CorruptionKind::DoubleFree`]: crate::CorruptionKind::DoubleFree
+    /// [`CorruptionKind::CanaryOverwritten`]: crate::CorruptionKind::CanaryOverwritten
+    #[inline(always)]
+    pub unsafe fn free(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+        // A block start in the chunk this thread last freed into through the registry: the
+        // chunk is this pool's for as long as the pool lives (see
+        // `ThreadCache::push_in_remembered_chunk`).
+        if let Some(cache) = self.unguarded_cache() {
+            // SAFETY: the fast table gave this thread its own cache, and no other borrow of
+            // its blocks is live. The pool is unguarded, so a block start of this pool is
+            // one the caller owns and gives back (this function's contract).
+            match unsafe { cache.push_in_remembered_chunk(block.as_ptr()) } {
+                RememberedPush::Pushed => return Ok(()),
+                RememberedPush::Full => return self.spill_full_cache(cache, block.as_ptr()),
+                RememberedPush::NotVouched => {}
+            }
+        }
+        self.free_checked(block)
+    }
+
+    /// `free` through the registry: for a guarded pool, a block outside the remembered
+    /// chunk, or a full or closed cache.
+    #[inline(always)]
+    fn free_checked(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+        let pool = &*self.shared;
+        let addr = block.as_ptr() as usize;
+        if !pool.owns_block(addr) {
+            return self.free_slow(block);
+        }
+        if pool.guard != GuardLevel::Off {
+            pool.guard_free(addr)?;
+        }
+        if let Some(cache) = pool.thread_cache() {
+            // SAFETY: the fast table gave this thread its own cache, and no other borrow of
+            // its blocks is live. The registry vouched for `block` as a block start of this
+            // pool, which the caller owns (`free`'s contract; under a guard, the guard just
+            // flipped its canary from allocated to free).
+            if unsafe { cache.push(block.as_ptr()) } {
+                if pool.guard == GuardLevel::Off {
+                    // SAFETY: the push succeeded, so the cache is open: this thread's cache
+                    // of this live pool, whose chunk holding `addr` the registry vouched for
+                    // just above.
+                    unsafe { cache.remember_chunk(addr, &pool.geometry) };
+                }
+                return Ok(());
+            }
+        }
+        self.release(block.as_ptr())
+    }
+
+    /// Everything `free` does beyond pushing a vouched-for block onto the cache.
+    #[cold]
+    #[inline(never)]
+    fn free_slow(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+        self.shared.check_block(block.as_ptr() as usize)?;
+        self.release(block.as_ptr())
+    }
+
+    /// Puts a checked block into the calling thread's cache through its table (spilling a
+    /// batch to the depot if need be), or into the depot if the thread is exiting.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn release(&self, ptr: *mut u8) -> Result<(), PoolError> {
+        let pool = &*self.shared;
+        let result = with_cache(&self.shared, |cache, blocks| {
+            pool.free_in_section(cache, blocks, ptr)
+        });
+        match result {
+            Some(result) => result,
+            None => pool.free_uncached(ptr),
+        }
+    }
+
+    /// Gives chunks whose blocks are all free back to the OS and returns how many bytes it
+    /// released. Safe to call while other threads allocate and free.
+    ///
+    /// The calling thread's cached blocks are returned first. Other threads are asked to
+    /// return theirs on their next call; blocks an idle thread still holds keep their
+    /// chunk alive until then (or until the thread exits). A reclaimed chunk keeps its
+    /// address range and header page and is reused before a new chunk is mapped.
+    ///
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use tally_pool::block::{BlockPool, BlockPoolConfig};
+    /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<[u8; 256]>())).unwrap();
+    /// let blocks: Vec<_> = (0..1000).map(|_| pool.allocate().unwrap()).collect();
+    /// for b in blocks {
+    ///     // SAFETY: each block was allocated above and is freed once.
+    ///     unsafe { pool.free(b) }.unwrap();
+    /// }
+    /// assert!(pool.reclaim() > 0);
+    /// assert_eq!(pool.stats().chunks, 0);
+    /// ```
+    pub fn reclaim(&self) -> usize {
+        let _ = with_cache(&self.shared, |cache, blocks| {
+            self.shared.flush(cache, blocks)
+        });
+        self.shared.reclaim()
+    }
+
+    /// The pool's counters, summed over threads.
+    pub fn stats(&self) -> BlockPoolStats {
+        let pool = &*self.shared;
+        BlockPoolStats::from_parts(
+            pool.caches.counts(),
+            &pool.counters,
+            pool.geometry.blocks_per_chunk,
+            pool.max_capacity,
+        )
+    }
+
+    /// Checks the header of every chunk.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Corruption`] naming the first chunk whose header is damaged.
+    pub fn verify(&self) -> Result<(), PoolError> {
+        self.shared.verify()
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The layout the pool was created for.
+    pub fn layout(&self) -> Layout {
+        self.shared.layout
+    }
+
+    /// The usable size of every block: the layout's size rounded up to a multiple of 8.
+    pub fn block_size(&self) -> usize {
+        self.shared.geometry.size
+    }
+
+    /// The NUMA node the pool's memory belongs to.
+    pub fn node(&self) -> u32 {
+        self.shared.node
+    }
+
+    /// The guard level.
+    pub fn guard(&self) -> GuardLevel {
+        self.shared.guard
+    }
+}

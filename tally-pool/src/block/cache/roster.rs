@@ -1,0 +1,86 @@
+//! A pool's roster of thread caches: every live cache of the pool, and the totals of the
+//! caches whose threads have exited.
+//!
+//! The list and the totals change together, under one lock, so that a statistics snapshot
+//! counts every thread exactly once (see [`CacheRoster::counts`]).
+
+use std::sync::Arc;
+
+use super::thread_cache::ThreadCache;
+use crate::block::stats::{CacheTotals, CountSum};
+use crate::sync::{lock, Mutex};
+
+/// Every live thread cache of one pool, and the totals of those retired.
+#[derive(Debug)]
+pub(crate) struct CacheRoster {
+    /// Every live thread cache of the pool. A loom `Mutex` under loom: flush requests
+    /// and the pool's drop close caches under it, and the models check that against the
+    /// caches' owners.
+    caches: Mutex<Vec<Arc<ThreadCache>>>,
+    /// The counts of retired caches, plus operations done without a cache. Folded into
+    /// under the lock of `caches`.
+    totals: CacheTotals,
+}
+
+impl CacheRoster {
+    pub(crate) fn new() -> Self {
+        Self {
+            caches: Mutex::new(Vec::new()),
+            totals: CacheTotals::default(),
+        }
+    }
+
+    /// Lists a new cache of the pool.
+    pub(crate) fn adopt(&self, cache: &Arc<ThreadCache>) {
+        lock(&self.caches).push(Arc::clone(cache));
+    }
+
+    /// Makes every thread's fast paths on this pool miss.
+    pub(crate) fn close_all(&self) {
+        for cache in lock(&self.caches).iter() {
+            cache.close();
+        }
+    }
+
+    /// Folds the counts of `cache`, whose thread is exiting and whose blocks went back to
+    /// the pool, into the totals, and unlists it.
+    pub(crate) fn retire(&self, cache: &Arc<ThreadCache>) {
+        let c = cache.counts();
+        // Fold and unlist under the lock that `counts` reads under, so that no snapshot
+        // counts this thread twice (or not at all).
+        let mut caches = lock(&self.caches);
+        self.totals.fold(c);
+        caches.retain(|other| !Arc::ptr_eq(other, cache));
+    }
+
+    /// The totals that operations done without a cache count into (thread exit).
+    pub(crate) fn uncached(&self) -> &CacheTotals {
+        &self.totals
+    }
+
+    /// The counts of every thread that ever used the pool, summed.
+    pub(crate) fn counts(&self) -> CountSum {
+        // The totals and the list of live caches together, under the lock that a thread's
+        // exit folds its counts and unlists its cache under (`retire`). The caches' counts
+        // are read only after the guard is gone: `ThreadCache::counts` waits out a slow
+        // path of the cache's thread, and a slow path at the cap takes this lock
+        // (`carve_range`, `bump_epoch`, `close_all`), so reading under it can deadlock.
+        //
+        // Each thread is still counted exactly once. One that retired before the lock was
+        // taken is in the totals read here and not in the list. One that retires after the
+        // lock is released folds its counts into totals that were already read, so they
+        // are counted once, through its cache, which the copy of the list keeps alive.
+        let (mut sum, caches) = {
+            let listed = lock(&self.caches);
+            let totals = self.totals.load();
+            (
+                totals,
+                listed.iter().cloned().collect::<Vec<Arc<ThreadCache>>>(),
+            )
+        };
+        for c in &caches {
+            sum.add(c.counts());
+        }
+        sum
+    }
+}

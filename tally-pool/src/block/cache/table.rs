@@ -1,0 +1,252 @@
+//! The per-thread cache table: every cache a thread holds, by pool slot, and the cells
+//! bound to them.
+//!
+//! The table owns the thread's caches and keeps its fast table (`fast_table`) and every
+//! bound [`CacheCell`] pointing only at caches it holds. Its destructor flushes every cache
+//! back to its pool when the thread exits, so no block is stranded.
+
+use core::cell::{Cell, UnsafeCell as StdUnsafeCell};
+use core::ptr::NonNull;
+use std::sync::{Arc, Weak};
+use std::thread::LocalKey;
+
+use super::fast_table;
+use super::thread_cache::{CachedBlocks, ThreadCache};
+use crate::block::config::GuardLevel;
+use crate::block::shared::PoolShared;
+use crate::sync::thread_local;
+
+/// A thread's cache of one pool, and the pool it returns its blocks to at thread exit.
+#[derive(Debug, Clone)]
+struct Entry {
+    cache: Arc<ThreadCache>,
+    pool: Weak<PoolShared>,
+}
+
+/// The caches of one thread, by pool slot.
+///
+/// Invariants: for every slot below [`fast_table::FAST_SLOTS`], the thread's fast-table
+/// entry for the slot is null or the address of the cache that `caches[slot]` holds, so it
+/// stays valid as long as that entry does. Every `(slot, cell)` in `bound` names a
+/// [`CacheCell`] of this thread whose pointer is null or the address of the cache
+/// `caches[slot]` holds. (The cells are native thread-locals, as on every target this crate
+/// builds for, so their storage lasts until the thread ends, past this table's destructor.)
+#[derive(Debug)]
+pub(crate) struct CacheTable {
+    caches: StdUnsafeCell<Vec<Option<Entry>>>,
+    bound: StdUnsafeCell<Vec<(usize, *const CacheCell)>>,
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static CACHES: CacheTable = const { CacheTable::new() };
+}
+#[cfg(loom)]
+thread_local! {
+    static CACHES: CacheTable = CacheTable::new();
+}
+
+impl CacheTable {
+    const fn new() -> Self {
+        Self {
+            caches: StdUnsafeCell::new(Vec::new()),
+            bound: StdUnsafeCell::new(Vec::new()),
+        }
+    }
+
+    /// Nulls every cell bound to `slot`, or to any slot if `None`.
+    fn unbind(&self, slot: Option<usize>) {
+        // SAFETY: only this thread touches its table, and nothing else borrows `bound` now.
+        let bound = unsafe { &mut *self.bound.get() };
+        bound.retain(|&(s, cell)| {
+            if slot.is_some_and(|slot| slot != s) {
+                return true;
+            }
+            // SAFETY: table invariant: `cell` is a `CacheCell` of this thread, which lives
+            // until the thread ends.
+            unsafe { (*cell).0.set(core::ptr::null()) };
+            false
+        });
+    }
+}
+
+impl Drop for CacheTable {
+    fn drop(&mut self) {
+        fast_table::clear();
+        self.unbind(None);
+        for entry in self.caches.get_mut().drain(..).flatten() {
+            if let Some(pool) = entry.pool.upgrade() {
+                pool.retire_cache(&entry.cache);
+            }
+        }
+    }
+}
+
+/// Does for `pool` what thread exit does: returns this thread's cached blocks to the
+/// depot and folds its counters into the pool. The loom models call it at the end of a
+/// thread body, because loom runs thread-local destructors outside its model of the
+/// thread.
+#[cfg(all(test, loom))]
+pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
+    let _ = CACHES.try_with(|table| {
+        // SAFETY: the table belongs to this thread and no other reference to it is live.
+        let caches = unsafe { &mut *table.caches.get() };
+        fast_table::clear_entry(pool.fast_index);
+        table.unbind(Some(pool.slot as usize));
+        let entry = caches.get_mut(pool.slot as usize).and_then(Option::take);
+        if let Some(entry) = entry.filter(|e| e.cache.pool_uid == pool.uid) {
+            pool.retire_cache(&entry.cache);
+        }
+    });
+}
+
+/// A cell, kept by a layer above in a `thread_local!`, that the calling thread's cache
+/// table binds to its cache of one pool (`bind`), so that finding the cache is one
+/// thread-local load. The typed layer keeps one per derived type (the derive names it
+/// `__private::TypeCache`); not part of the stable API.
+///
+/// Invariant: null, or the address of the calling thread's cache of the pool it was bound
+/// to, held by the thread's cache table, which nulls the cell before it lets the cache go.
+#[derive(Debug)]
+pub struct CacheCell(Cell<*const ThreadCache>);
+
+impl CacheCell {
+    /// An unbound cell: the first slow path on each thread binds it.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(Cell::new(core::ptr::null()))
+    }
+
+    /// Pops a block off the calling thread's cache that its cell `key` is bound to.
+    #[inline(always)]
+    pub(crate) fn pop(key: &'static LocalKey<CacheCell>) -> CellPop {
+        // A closure this small keeps `with` inlined, so the access is one TLS load.
+        let p = key.with(|cell| cell.0.get());
+        if p.is_null() {
+            return CellPop::Unbound;
+        }
+        // SAFETY: type invariant: a non-null pointer is this thread's cache, kept alive by
+        // its table until the table nulls this cell, which happens only at thread exit or
+        // in a slow path of this thread; the borrow ends with this pop.
+        let cache = unsafe { &*p };
+        // SAFETY: the cache is this thread's (see above), and nothing else of this thread
+        // borrows its blocks now.
+        match unsafe { cache.pop() } {
+            Some(block) => CellPop::Block(block),
+            None => CellPop::Miss,
+        }
+    }
+}
+
+impl Default for CacheCell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What [`CacheCell::pop`] found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CellPop {
+    /// A block, counted as allocated.
+    Block(NonNull<u8>),
+    /// The cell is bound, but the cache is empty or closed: the pool's slow path refills
+    /// it, and the cell needs no binding.
+    Miss,
+    /// The cell is not bound on this thread (yet, or the pool is guarded).
+    Unbound,
+}
+
+/// Binds `cell`, a [`CacheCell`] of the calling thread, to the thread's cache of `pool`
+/// (creating it), if the pool is unguarded and has fast paths at all. Does nothing while
+/// the thread exits.
+pub(crate) fn bind(pool: &Arc<PoolShared>, cell: &CacheCell) {
+    if !pool.fast_paths() || pool.guard != GuardLevel::Off {
+        return;
+    }
+    let _ = CACHES.try_with(|table| {
+        // SAFETY: the table belongs to this thread, and no other reference into it is live
+        // (this is not called from within `with_cache`).
+        let caches = unsafe { &mut *table.caches.get() };
+        let cache = match caches.get(pool.slot as usize) {
+            Some(Some(e)) if e.cache.pool_uid == pool.uid => &e.cache,
+            _ => match install(table, caches, pool) {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        let ptr = Arc::as_ptr(cache);
+        // SAFETY: as above, this thread alone touches `bound`.
+        let bound = unsafe { &mut *table.bound.get() };
+        let cell_ptr: *const CacheCell = cell;
+        if !bound.iter().any(|&(_, c)| c == cell_ptr) {
+            bound.push((pool.slot as usize, cell_ptr));
+        }
+        cell.0.set(ptr);
+    });
+}
+
+/// Runs `f` with the calling thread's cache for `pool` and mutable access to its blocks,
+/// creating the cache on first use. Returns `None` while the thread's table is being torn
+/// down at thread exit; the caller then works on the depot directly.
+///
+/// `f` must not call `with_cache` or `bind` (either would alias the table); nothing in
+/// this crate that `f` reaches does.
+#[inline]
+pub(crate) fn with_cache<R>(
+    pool: &Arc<PoolShared>,
+    f: impl FnOnce(&ThreadCache, &mut CachedBlocks) -> R,
+) -> Option<R> {
+    CACHES
+        .try_with(|table| {
+            let slot = pool.slot as usize;
+            // SAFETY: the table belongs to this thread, and no reference into it outlives
+            // this closure; `f` does not re-enter `with_cache` (documented above), so this
+            // is the only live reference to the table.
+            let caches = unsafe { &mut *table.caches.get() };
+            let cache = match caches.get(slot) {
+                Some(Some(e)) if e.cache.pool_uid == pool.uid => &e.cache,
+                _ => install(table, caches, pool)?,
+            };
+            // SAFETY: the table holds the cache for this thread, which owns it; no fast
+            // operation's borrow is live, and `f` does not re-enter (documented above).
+            Some(unsafe { cache.in_section(f) })
+        })
+        .ok()
+        .flatten()
+}
+
+#[cold]
+fn install<'t>(
+    table: &CacheTable,
+    caches: &'t mut Vec<Option<Entry>>,
+    pool: &Arc<PoolShared>,
+) -> Option<&'t Arc<ThreadCache>> {
+    let slot = pool.slot as usize;
+    if caches.len() <= slot {
+        caches.resize(slot + 1, None);
+    }
+    let entry = caches.get_mut(slot)?;
+    // A cache left by a dropped pool that had this slot: its blocks belonged to memory that
+    // is gone, so they are forgotten, not flushed. Nothing may point to it once it goes.
+    table.unbind(Some(slot));
+    let cache = Arc::new(ThreadCache::new(
+        pool.uid,
+        pool.cache_limit,
+        pool.stamp(),
+        pool.geometry.stride_magic(),
+    ));
+    pool.caches.adopt(&cache);
+    let fast = if pool.fast_paths() {
+        Arc::as_ptr(&cache)
+    } else {
+        core::ptr::null()
+    };
+    // SAFETY: `fast` is null or the cache that `caches[slot]` holds from the next line on,
+    // until this table changes the entry again.
+    unsafe { fast_table::set_entry(slot, fast) };
+    *entry = Some(Entry {
+        cache,
+        pool: Arc::downgrade(pool),
+    });
+    entry.as_ref().map(|e| &e.cache)
+}

@@ -1,0 +1,141 @@
+//! How to build a block pool: [`BlockPoolConfig`], and the [`GuardLevel`] it checks at.
+
+use core::alloc::Layout;
+
+use crate::numa::Topology;
+
+/// How much checking a pool does on free and reuse. See the [module docs](super#guards).
+///
+/// Every level refuses foreign and interior pointers. No level detects a free of a block
+/// that was handed out again since the caller freed it (a stale free): the contract of
+/// [`BlockPool::free`](super::BlockPool::free) rules it out.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
+/// use tally_pool::{CorruptionKind, PoolError};
+///
+/// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>()).guard(GuardLevel::Canary))?;
+/// let block = pool.allocate()?;
+/// // SAFETY: allocated above, freed once.
+/// unsafe { pool.free(block) }?;
+/// // SAFETY: the block is free and nothing was allocated since: under `Canary` the
+/// // contract allows this double free, which the pool refuses.
+/// let again = unsafe { pool.free(block) };
+/// assert!(matches!(again, Err(PoolError::Corruption { kind: CorruptionKind::DoubleFree, .. })));
+/// # Ok::<(), PoolError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum GuardLevel {
+    /// Pointer checks only: `free` refuses foreign and interior pointers, reading only the
+    /// chunk registry. A double free, or a free of a never-carved block or of a block of a
+    /// reclaimed chunk, is not detected: it puts the block into circulation twice.
+    Off,
+    /// A check word (canary) after each block, saying whether the block is allocated,
+    /// flipped and verified on free and verified on reuse. Adds to `Off`: a free of a block
+    /// that is free (a double free before the block is reused), never carved, or in a
+    /// reclaimed chunk; a write past a block's end, caught on free (or on reuse, if the
+    /// block was free). Costs 8 bytes a block and a compare-and-swap a free.
+    #[default]
+    Canary,
+    /// `Canary`, plus a poison fill of freed blocks verified on reuse: adds writes into a
+    /// freed block, caught when the block is next handed out. Costs a fill on free and a
+    /// scan on reuse.
+    Full,
+}
+
+/// How to build a [`BlockPool`](super::BlockPool).
+///
+/// ```
+/// use core::alloc::Layout;
+/// use tally_pool::block::{BlockPoolConfig, GuardLevel};
+///
+/// let config = BlockPoolConfig::new(Layout::new::<u128>())
+///     .name("ticks")
+///     .capacity(4096)
+///     .guard(GuardLevel::Off);
+/// assert_eq!(config.capacity, 4096);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BlockPoolConfig {
+    /// Name used in errors and reports. Default `"block-pool"`.
+    pub name: String,
+    /// Layout of every block.
+    pub layout: Layout,
+    /// Blocks mapped (and pre-faulted, if `prefault`) when the pool is created. Default 0.
+    pub capacity: usize,
+    /// Most blocks the pool will ever have in circulation. Default: no cap but memory.
+    pub max_capacity: usize,
+    /// Checks on free and reuse. Default [`GuardLevel::Canary`].
+    pub guard: GuardLevel,
+    /// NUMA node the memory belongs to. Default 0.
+    pub node: u32,
+    /// Touch the pre-allocated memory at creation so that first use takes no page fault,
+    /// and, as the pool grows, fault in 256 KiB of a chunk at a time ahead of the blocks
+    /// handed out. Default true.
+    pub prefault: bool,
+    /// When set, every chunk is bound to `node` of this topology before its first touch
+    /// (`mbind` on this machine's topology; recorded only on a synthetic one). Default
+    /// `None`: memory goes wherever the OS puts it.
+    pub topology: Option<Topology>,
+}
+
+impl BlockPoolConfig {
+    /// The defaults for blocks of `layout`.
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            name: "block-pool".into(),
+            layout,
+            capacity: 0,
+            max_capacity: usize::MAX,
+            guard: GuardLevel::default(),
+            node: 0,
+            prefault: true,
+            topology: None,
+        }
+    }
+
+    /// Sets [`Self::name`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets [`Self::capacity`].
+    pub fn capacity(mut self, blocks: usize) -> Self {
+        self.capacity = blocks;
+        self
+    }
+
+    /// Sets [`Self::max_capacity`].
+    pub fn max_capacity(mut self, blocks: usize) -> Self {
+        self.max_capacity = blocks;
+        self
+    }
+
+    /// Sets [`Self::guard`].
+    pub fn guard(mut self, guard: GuardLevel) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// Sets [`Self::node`].
+    pub fn node(mut self, node: u32) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// Sets [`Self::topology`].
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = Some(topology);
+        self
+    }
+
+    /// Sets [`Self::prefault`].
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+}

@@ -1,0 +1,198 @@
+//! The contract between the block layer and the typed layer above it.
+//!
+//! Typed pools reach the block layer through this file and nothing else: the types it
+//! re-exports and the crate-private operations it defines. Everything else in `block` is
+//! `pub(super)` at most, so the compiler holds the seam in place.
+//!
+//! # What block provides
+//!
+//! | item | for |
+//! |---|---|
+//! | [`BlockPool`] and its public API, [`BlockPoolConfig`], [`BlockPoolStats`], [`GuardLevel`], [`CHUNK_SIZE`] | what every user of the block layer has |
+//! | [`PerNodeBlockPool`] with [`PerNodeBlockPool::with_nodes`], [`PerNodeBlockPool::thread_index`], [`PerNodeBlockPool::index_of_block`], [`PerNodeBlockPool::count_free_from`], [`PerNodeBlockPool::node_counts`], [`MAX_NODES`] | the one per-node router: a pool per node, the calling thread's node, a block's node, locality counts |
+//! | [`BlockPool::pop_cached`], [`BlockPool::push_cached`] | the fast paths of a pool that needs nothing around them: the calling thread's cache, directly |
+//! | [`CacheCell`], [`BlockPool::bind_cell`], [`CellPop`] | a per-thread pointer to the calling thread's cache that a layer above keeps in its own `thread_local!` |
+//! | [`BlockPool::set_chunk_owner`], [`chunk_owner`] | one word per chunk that the layer above chooses, read back from any live block |
+//! | [`free_via_header`] | a free found through the block's chunk header, without the pool's address |
+//! | [`BlockPool::free_unchecked`] | a free that skips the registry for a block known to be the pool's |
+//! | [`BlockPool::uid`], [`BlockPool::blocks_per_chunk`], [`BlockPool::block_at`], [`BlockPool::block_index`], [`chunk_id`], [`blocks_per_chunk`] | naming blocks by chunk and index, for tokens |
+//! | [`BlockPool::reserve`], [`BlockPool::cache_limit`] | growing ahead and sizing |
+//!
+//! # What the layer above promises
+//!
+//! The `# Safety` sections below. In short: it passes only blocks the pool handed out and
+//! it owns; it frees each block once; and the pools whose chunks it reads (headers) are
+//! alive while it reads them. Typed pools meet the last for good: they are never dropped.
+//!
+//! # Adding to the contract
+//!
+//! A new need of a layer above becomes an item here, documented in the table, rather than
+//! a wider visibility inside `block`.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+pub(crate) use super::api::BlockPool;
+pub use super::cache::CacheCell;
+pub(crate) use super::cache::CellPop;
+use super::cache::{self, ThreadCache};
+use super::chunk::geometry::Geometry;
+use super::chunk::header::ChunkHeader;
+pub(crate) use super::chunk::CHUNK_SIZE;
+pub(crate) use super::config::{BlockPoolConfig, GuardLevel};
+pub(crate) use super::per_node::{PerNodeBlockPool, MAX_NODES};
+pub(crate) use super::stats::BlockPoolStats;
+use crate::error::PoolError;
+
+impl BlockPool {
+    /// Pops a block off the calling thread's cache of this pool, counted as allocated: the
+    /// unguarded fast path of [`Self::allocate`] alone. `None` for a guarded pool, or when
+    /// the thread's cache is empty, closed or not made yet: then call [`Self::allocate`].
+    #[inline(always)]
+    pub(crate) fn pop_cached(&self) -> Option<NonNull<u8>> {
+        let cache: &ThreadCache = self.unguarded_cache()?;
+        // SAFETY: the fast table gave this thread its own cache; no other borrow of its
+        // blocks is live.
+        unsafe { cache.pop() }
+    }
+
+    /// Pushes `block` onto the calling thread's cache of this pool: the unguarded fast path
+    /// of a free, without the registry lookup. False for a guarded pool, or when the
+    /// thread's cache is full, closed or not made yet: then free it another way.
+    ///
+    /// # Safety
+    ///
+    /// `block` was handed out by this pool and not freed since, and the caller owns it and
+    /// gives it back now.
+    #[inline(always)]
+    pub(crate) unsafe fn push_cached(&self, block: NonNull<u8>) -> bool {
+        match self.unguarded_cache() {
+            // SAFETY: the fast table gave this thread its own cache, and no other borrow of
+            // its blocks is live; if it is open, it is this pool's cache (a closed cache
+            // refuses the push), and `block` a block of this pool the caller gives back.
+            Some(cache) => unsafe { cache.push(block.as_ptr()) },
+            None => false,
+        }
+    }
+
+    /// Returns a block that is known to be an allocated block of this pool, skipping the
+    /// registry lookup (the guard still checks it).
+    ///
+    /// # Safety
+    ///
+    /// `block` must have been returned by [`Self::allocate`] (or [`Self::pop_cached`]) on
+    /// this pool and not freed since.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::free`]: a guard's finding, or a refusal of the depot's memory.
+    #[inline]
+    pub(crate) unsafe fn free_unchecked(&self, block: NonNull<u8>) -> Result<(), PoolError> {
+        let pool = &*self.shared;
+        if pool.guard != GuardLevel::Off {
+            pool.guard_free(block.as_ptr() as usize)?;
+        }
+        if let Some(cache) = pool.thread_cache() {
+            // SAFETY: the fast table gave this thread its own cache, and no other borrow of
+            // its blocks is live; `block` is an allocated block of this pool (caller) that
+            // the caller gives back, its guard (if any) flipped to free just above.
+            if unsafe { cache.push(block.as_ptr()) } {
+                return Ok(());
+            }
+        }
+        self.release(block.as_ptr())
+    }
+
+    /// Points `cell`, a [`CacheCell`] of the calling thread, at the thread's cache of this
+    /// pool, if the pool is unguarded and in a slot the fast table covers.
+    pub(crate) fn bind_cell(&self, cell: &CacheCell) {
+        cache::bind(&self.shared, cell);
+    }
+
+    /// Records `owner` in the header of every chunk mapped from now on ([`chunk_owner`]
+    /// reads it back), and whether a free of their blocks may go through the header
+    /// straight into the freeing thread's cache ([`free_via_header`]). A layer above that
+    /// must see every free (to drop or reset a value, or to count it) says no.
+    pub(crate) fn set_chunk_owner(&self, owner: usize, free_via_header: bool) {
+        self.shared.set_chunk_owner(owner, free_via_header);
+    }
+
+    /// Maps chunks until `capacity` blocks fit, pre-faulting them if the pool does.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::OutOfMemory`] if the OS refuses a chunk.
+    pub(crate) fn reserve(&self, capacity: usize) -> Result<(), PoolError> {
+        self.shared.reserve(capacity)
+    }
+
+    /// The pool's id, unique for the life of the process.
+    pub(crate) fn uid(&self) -> u64 {
+        self.shared.uid
+    }
+
+    /// Most blocks one thread's cache holds for this pool.
+    pub(crate) fn cache_limit(&self) -> usize {
+        self.shared.cache_limit
+    }
+
+    /// Blocks in each chunk.
+    pub(crate) fn blocks_per_chunk(&self) -> usize {
+        self.shared.geometry.blocks_per_chunk
+    }
+
+    /// The address of block `index` of the chunk at `chunk_base`.
+    pub(crate) fn block_at(&self, chunk_base: usize, index: usize) -> usize {
+        self.shared.geometry.block_addr(chunk_base, index)
+    }
+
+    /// The index of the block starting at `addr` within its chunk, if `addr` is a block
+    /// start of a chunk laid out as this pool's.
+    pub(crate) fn block_index(&self, addr: usize) -> Option<usize> {
+        self.shared.geometry.index_of(addr)
+    }
+}
+
+/// Blocks in each chunk of a pool of `layout` at `guard`, or `None` for a layout no pool
+/// can hold.
+pub(crate) fn blocks_per_chunk(layout: Layout, guard: GuardLevel) -> Option<usize> {
+    Geometry::new(layout, guard)
+        .ok()
+        .map(|g| g.blocks_per_chunk)
+}
+
+/// The owner word of the chunk holding `block` (see [`BlockPool::set_chunk_owner`]).
+///
+/// # Safety
+///
+/// `block` was handed out by a pool that stays alive until this returns, and is not freed.
+#[inline(always)]
+pub(crate) unsafe fn chunk_owner(block: NonNull<u8>) -> usize {
+    // SAFETY: `block` lies in a chunk of a live pool (caller), mapped while it lives.
+    unsafe { ChunkHeader::of(block.as_ptr() as usize) }.owner as usize
+}
+
+/// The id of the chunk holding `block` within its pool, in mapping order.
+///
+/// # Safety
+///
+/// As for [`chunk_owner`].
+pub(crate) unsafe fn chunk_id(block: NonNull<u8>) -> u32 {
+    // SAFETY: `block` lies in a chunk of a live pool (caller), mapped while it lives.
+    unsafe { ChunkHeader::of(block.as_ptr() as usize) }.chunk_id
+}
+
+/// Frees `block` into the calling thread's cache of its pool, found through the block's
+/// chunk header: two loads. False when the pool's owner does not allow it (see
+/// [`BlockPool::set_chunk_owner`]), the pool is guarded, or the cache cannot take it: then
+/// free it another way.
+///
+/// # Safety
+///
+/// `block` was handed out by a pool that stays alive until this returns, is not freed, and
+/// the caller owns it and gives it back now.
+#[inline(always)]
+pub(crate) unsafe fn free_via_header(block: NonNull<u8>) -> bool {
+    // SAFETY: the caller's contract is `push_via_header`'s.
+    unsafe { cache::push_via_header(block.as_ptr()) }
+}

@@ -1,0 +1,263 @@
+//! Growth: mapping chunks, carving fresh blocks out of them under the growth lock, and
+//! faulting pages in ahead of the carved blocks; giving an unused fresh range back; and
+//! checking the headers of the chunks.
+//!
+//! `capacity` blocks are mapped (and pre-faulted) when the pool is created ([`reserve`]);
+//! when a thread's cache finds the depot empty it carves a fresh range of up to
+//! `fresh_batch` blocks ([`carve_range`]), mapping a new chunk when the current one is
+//! full, up to `max_capacity` blocks.
+//!
+//! [`reserve`]: PoolShared::reserve
+//! [`carve_range`]: PoolShared::carve_range
+
+use std::sync::atomic::Ordering as StdOrdering;
+
+use super::cache::CachedBlocks;
+use super::chunk::header::ChunkHeader;
+use super::chunk::list::{Chunk, ChunkList};
+use super::chunk::registry;
+use super::chunk::CHUNK_SIZE;
+use super::shared::PoolShared;
+use crate::error::{CorruptionKind, PoolError};
+use crate::sync::lock;
+use crate::sys;
+
+/// How far ahead of the carved blocks a pre-faulting pool faults pages in, in one call:
+/// one slow carve per 256 KiB of blocks rather than one fault per 4 KiB, and at most this
+/// much memory resident beyond the blocks in use.
+pub(super) const PREFAULT_STEP: usize = 256 * 1024;
+
+impl PoolShared {
+    /// Maps chunks until `capacity` blocks fit, touching their pages if the pool
+    /// pre-faults.
+    pub(super) fn reserve(&self, capacity: usize) -> Result<(), PoolError> {
+        let geometry = self.geometry;
+        let mut growth = lock(&self.growth);
+        let have = growth.active() * geometry.blocks_per_chunk;
+        let mut remaining = capacity.saturating_sub(have);
+        while remaining > 0 {
+            self.map_chunk(&mut growth)?;
+            let here = remaining.min(geometry.blocks_per_chunk);
+            if self.prefault {
+                if let Some(chunk) = growth.chunks.last_mut() {
+                    // The chunk `map_chunk` just added: nothing in it is carved, so faulting
+                    // from 0 (header page included) touches nothing another thread holds.
+                    let end = geometry.first_offset + here * geometry.stride;
+                    chunk.region.prefault(end);
+                    chunk.faulted = end;
+                }
+            }
+            remaining -= here;
+        }
+        Ok(())
+    }
+
+    /// Carves up to `want` fresh blocks and hands each to `put(i, ptr)`, ready to hand out.
+    /// Returns how many; errs with `Exhausted` at the cap when none could be carved.
+    pub(super) fn carve(
+        &self,
+        growth: &mut ChunkList,
+        want: usize,
+        mut put: impl FnMut(usize, *mut u8),
+    ) -> Result<usize, PoolError> {
+        let (first, n) = self.carve_range(growth, want)?;
+        for i in 0..n {
+            let addr = first + i * self.geometry.stride;
+            self.guard_init(addr);
+            put(i, addr as *mut u8);
+        }
+        Ok(n)
+    }
+
+    /// Carves up to `want` consecutive fresh blocks of one chunk for the caller alone; their
+    /// guards are not yet set up (see `guard_init`). Returns the first block's address and
+    /// how many; errs with `Exhausted` at the cap.
+    pub(super) fn carve_range(
+        &self,
+        growth: &mut ChunkList,
+        want: usize,
+    ) -> Result<(usize, usize), PoolError> {
+        let room = self.max_capacity.saturating_sub(growth.carved_total);
+        if room == 0 {
+            // Ask every thread to return its cached blocks, so that a retry can find them.
+            self.bump_epoch();
+            return Err(self.exhausted());
+        }
+        let want = want.min(room);
+        let bpc = self.geometry.blocks_per_chunk;
+        let index = match growth.chunk_with_room(bpc) {
+            Some(i) => i,
+            None => {
+                self.map_chunk(growth)?;
+                self.counters.expansions.fetch_add(1, StdOrdering::Relaxed);
+                growth.chunks.len() - 1
+            }
+        };
+        growth.cursor = index;
+        let Some(chunk) = growth.chunks.get_mut(index) else {
+            return Ok((0, 0));
+        };
+        if chunk.reclaimed {
+            chunk.reclaimed = false;
+            self.counters
+                .active_chunks
+                .fetch_add(1, StdOrdering::Relaxed);
+            self.counters.expansions.fetch_add(1, StdOrdering::Relaxed);
+        }
+        let n = want.min(bpc - chunk.carved);
+        let end = self.geometry.first_offset + (chunk.carved + n) * self.geometry.stride;
+        if self.prefault && end > chunk.faulted {
+            // Fault in what these blocks need and the next `PREFAULT_STEP` bytes in one
+            // call, rather than one page fault per 4 KiB of blocks later. Blocks already
+            // carved end by `faulted` (Chunk invariant), and `prefault_range` starts at the
+            // first page boundary from there: it touches no block another thread holds.
+            debug_assert!(
+                chunk.carved == 0
+                    || self.geometry.first_offset + chunk.carved * self.geometry.stride
+                        <= chunk.faulted
+            );
+            let to = end.max(chunk.faulted + PREFAULT_STEP).min(CHUNK_SIZE);
+            chunk.region.prefault_range(chunk.faulted, to);
+            chunk.faulted = to;
+        }
+        let first = self.geometry.block_addr(chunk.base(), chunk.carved);
+        chunk.carved += n;
+        growth.carved_total += n;
+        Ok((first, n))
+    }
+
+    /// Maps, labels and registers one chunk.
+    fn map_chunk(&self, growth: &mut ChunkList) -> Result<(), PoolError> {
+        let oom = |errno| PoolError::OutOfMemory {
+            pool: self.name.clone(),
+            bytes: CHUNK_SIZE,
+            errno,
+        };
+        let region = sys::map_aligned(CHUNK_SIZE, CHUNK_SIZE).map_err(|e| oom(e.errno))?;
+        // Bind before the first touch (the header write below), or the pages land
+        // wherever the writing thread runs.
+        if let Some(topology) = &self.topology {
+            if topology.bind(region.ptr(), CHUNK_SIZE, self.node).is_err() {
+                self.counters
+                    .bind_failures
+                    .fetch_add(1, StdOrdering::Relaxed);
+            }
+        }
+        let chunk_id = u32::try_from(growth.chunks.len()).map_err(|_| oom(libc::ENOMEM))?;
+        let owner = self.owner.load(StdOrdering::Relaxed);
+        let cache_index =
+            u32::try_from(self.cache_index.load(StdOrdering::Relaxed)).unwrap_or(u32::MAX);
+        let header = ChunkHeader::new(
+            self.uid,
+            self.node,
+            self.geometry.block_shape(),
+            chunk_id,
+            owner,
+            cache_index,
+        );
+        // SAFETY: the region is fresh, writable, CHUNK_SIZE-aligned and larger than a
+        // header, and nobody else knows it yet.
+        unsafe { region.ptr().as_ptr().cast::<ChunkHeader>().write(header) };
+        let base = region.ptr().as_ptr() as usize;
+        if !registry::register(base, self.slot) {
+            return Err(oom(libc::ENOMEM));
+        }
+        growth.chunks.push(Chunk::new(region));
+        self.counters
+            .active_chunks
+            .fetch_add(1, StdOrdering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives the fresh range back to its chunk if it is the last thing carved there, so
+    /// that it needs no magazine and the chunk gets its room back.
+    pub(super) fn uncarve_range(&self, blocks: &mut CachedBlocks) {
+        let left = blocks.fresh_left;
+        if left == 0 {
+            return;
+        }
+        let mut growth = lock(&self.growth);
+        let end = blocks.fresh_next + left * self.geometry.stride;
+        let base = blocks.fresh_next & !(CHUNK_SIZE - 1);
+        let ChunkList {
+            chunks,
+            carved_total,
+            ..
+        } = &mut *growth;
+        let Some(chunk) = chunks.iter_mut().find(|c| c.base() == base) else {
+            return;
+        };
+        // The range is blocks `carved - left..carved` of its chunk: none of them was ever
+        // touched (guards are set up as blocks leave the range), so they are uncarved
+        // blocks again (Chunk invariant).
+        if chunk.carved >= left && self.geometry.block_addr(base, chunk.carved) == end {
+            chunk.carved -= left;
+            *carved_total -= left;
+            blocks.fresh_left = 0;
+        }
+    }
+
+    /// Checks every chunk header; the first broken one is an error.
+    pub(super) fn verify(&self) -> Result<(), PoolError> {
+        let growth = lock(&self.growth);
+        for chunk in &growth.chunks {
+            // SAFETY: every chunk starts with a header written at mapping time and stays
+            // mapped while it is in `chunks`.
+            let header = unsafe { chunk.region.ptr().as_ptr().cast::<ChunkHeader>().read() };
+            if !header.is_valid() || header.pool_uid != self.uid {
+                return Err(self.corruption(CorruptionKind::ForeignPointer, chunk.base()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use core::alloc::Layout;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::block::config::BlockPoolConfig;
+
+    fn pool(prefault: bool) -> Arc<PoolShared> {
+        PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+                .capacity(0)
+                .prefault(prefault),
+        )
+        .unwrap()
+    }
+
+    /// What a pool has faulted in of its first chunk once it has carved `total` blocks
+    /// in all, carving up to `n` at a time.
+    fn faulted_after(pool: &PoolShared, total: usize, n: usize) -> usize {
+        let mut growth = lock(&pool.growth);
+        while growth.carved_total < total {
+            let n = n.min(total - growth.carved_total);
+            pool.carve(&mut growth, n, |_, _| {}).unwrap();
+        }
+        growth.chunks.first().map_or(0, |c| c.faulted)
+    }
+
+    #[test]
+    fn growth_faults_pages_in_a_step_ahead_of_the_carved_blocks() {
+        let p = pool(true);
+        let g = p.geometry;
+        let step_blocks = (PREFAULT_STEP - g.first_offset) / g.stride;
+        // The first carve faults in one step; carving up to its end needs no more.
+        assert_eq!(faulted_after(&p, 1, 1), PREFAULT_STEP);
+        assert_eq!(faulted_after(&p, step_blocks, 32), PREFAULT_STEP);
+        // One block past it, the next step.
+        assert_eq!(faulted_after(&p, step_blocks + 1, 1), 2 * PREFAULT_STEP);
+        // Never past the chunk.
+        assert_eq!(faulted_after(&p, g.blocks_per_chunk, 32), CHUNK_SIZE);
+        assert_eq!(lock(&p.growth).chunks.len(), 1);
+    }
+
+    #[test]
+    fn a_pool_that_does_not_prefault_faults_nothing_ahead() {
+        let p = pool(false);
+        assert_eq!(faulted_after(&p, 1000, 32), 0);
+    }
+}

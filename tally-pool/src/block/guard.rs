@@ -1,0 +1,170 @@
+//! Guards: the canary after each block and the poison fill of free blocks (see the
+//! `block` module docs, "Guards"), and the pointer checks every free makes.
+//!
+//! A canary holds a mark derived from the block's address and the pool's secret: "allocated"
+//! or its complement, "free". A free flips it from allocated to free in one
+//! compare-and-swap, so two racing frees of one block cannot both pass; a hand-out checks
+//! that it says free (and, under `Full`, that the poison is intact) and flips it back.
+
+use core::ptr::NonNull;
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+
+use super::cache::ThreadCache;
+use super::chunk::geometry::POISON;
+use super::chunk::registry;
+use super::config::GuardLevel;
+use super::shared::PoolShared;
+use crate::error::{CorruptionKind, PoolError};
+
+impl PoolShared {
+    /// The error for corruption of `kind` at `address`, counted.
+    pub(super) fn corruption(&self, kind: CorruptionKind, address: usize) -> PoolError {
+        self.counters
+            .corruption_events
+            .fetch_add(1, StdOrdering::Relaxed);
+        PoolError::Corruption {
+            pool: self.name.clone(),
+            kind,
+            address,
+        }
+    }
+
+    fn alloc_mark(&self, addr: usize) -> u64 {
+        self.canary_secret ^ (addr as u64).rotate_left(29)
+    }
+
+    fn canary(&self, addr: usize) -> Option<&StdAtomicU64> {
+        let offset = self.geometry.canary_offset?;
+        // Callers check first that `addr` starts a carved block of a live chunk of this pool.
+        // SAFETY: so the canary word lies in the block's stride, 8-byte aligned (Geometry
+        // invariant: block starts and `canary_offset` are multiples of 8), in a chunk that
+        // stays mapped while the pool lives.
+        Some(unsafe { &*((addr + offset) as *const StdAtomicU64) })
+    }
+
+    /// The checks of a free under a guard: flips the canary from "allocated" to "free"
+    /// atomically (so two racing frees of one block cannot both pass), then poisons.
+    #[inline]
+    pub(super) fn guard_free(&self, addr: usize) -> Result<(), PoolError> {
+        let Some(canary) = self.canary(addr) else {
+            return Ok(());
+        };
+        let mark = self.alloc_mark(addr);
+        match canary.compare_exchange(mark, !mark, StdOrdering::AcqRel, StdOrdering::Acquire) {
+            Ok(_) => {}
+            Err(seen) if seen == !mark => {
+                return Err(self.corruption(CorruptionKind::DoubleFree, addr))
+            }
+            Err(_) => return Err(self.corruption(CorruptionKind::CanaryOverwritten, addr)),
+        }
+        if self.guard == GuardLevel::Full {
+            // SAFETY: the CAS above made this thread the one that frees the block, whose
+            // `size` payload bytes lie in a live chunk of this pool.
+            unsafe { core::ptr::write_bytes(addr as *mut u8, POISON, self.geometry.size) };
+        }
+        Ok(())
+    }
+
+    /// Marks a fresh block as free for the guard.
+    pub(super) fn guard_init(&self, addr: usize) {
+        if let Some(canary) = self.canary(addr) {
+            canary.store(!self.alloc_mark(addr), StdOrdering::Relaxed);
+            if self.guard == GuardLevel::Full {
+                // SAFETY: the block is being carved, or taken from the calling thread's
+                // fresh range: no one else holds it; its payload lies in a live chunk of
+                // this pool.
+                unsafe { core::ptr::write_bytes(addr as *mut u8, POISON, self.geometry.size) };
+            }
+        }
+    }
+
+    /// Turns a free block into an allocated one, checking the guard.
+    #[inline]
+    pub(super) fn hand_out(&self, ptr: *mut u8) -> Result<NonNull<u8>, PoolError> {
+        let addr = ptr as usize;
+        match NonNull::new(ptr) {
+            Some(block) if self.guard_accepts(addr) => Ok(block),
+            _ => Err(self.guard_refusal(addr)),
+        }
+    }
+
+    /// The guarded fast path's second half: checks the guard on a block popped (and
+    /// counted) off the calling thread's cache, withdrawing it and taking the count back
+    /// if the guard refuses it.
+    ///
+    /// # Safety
+    ///
+    /// `cache` is the calling thread's cache of this pool, and `block` the block a fast pop
+    /// of this thread just took off it; the pop's borrow of the cache's blocks has ended.
+    #[inline(always)]
+    pub(super) unsafe fn hand_out_popped(
+        &self,
+        cache: &ThreadCache,
+        block: NonNull<u8>,
+    ) -> Result<NonNull<u8>, PoolError> {
+        let addr = block.as_ptr() as usize;
+        if self.guard_accepts(addr) {
+            return Ok(block);
+        }
+        // SAFETY: the block came off `cache` by a fast pop of this thread (caller), so the
+        // cache is this thread's, and the pop's borrow of its blocks has ended.
+        unsafe { cache.refuse_popped() };
+        Err(self.guard_refusal(addr))
+    }
+
+    /// Whether the guard lets the free block at `addr` be handed out; if so, marks it
+    /// allocated. Always true without a guard. The caller holds the block alone.
+    #[inline]
+    pub(super) fn guard_accepts(&self, addr: usize) -> bool {
+        let Some(canary) = self.canary(addr) else {
+            return true;
+        };
+        let mark = self.alloc_mark(addr);
+        if canary.load(StdOrdering::Acquire) != !mark || !self.poison_intact(addr) {
+            return false;
+        }
+        canary.store(mark, StdOrdering::Release);
+        true
+    }
+
+    /// Under `Full`, whether the free block's poison fill is untouched.
+    fn poison_intact(&self, addr: usize) -> bool {
+        if self.guard != GuardLevel::Full {
+            return true;
+        }
+        // SAFETY: the block is free and held by the calling thread alone (it came out of
+        // its cache); its payload lies in a live chunk of this pool.
+        let payload = unsafe { core::slice::from_raw_parts(addr as *const u8, self.geometry.size) };
+        payload.iter().all(|&b| b == POISON)
+    }
+
+    /// The error for a block `guard_accepts` refused (or a null pointer), counted. The block
+    /// is withdrawn: nothing puts it back.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn guard_refusal(&self, addr: usize) -> PoolError {
+        let kind = match self.canary(addr) {
+            Some(canary) if canary.load(StdOrdering::Acquire) != !self.alloc_mark(addr) => {
+                CorruptionKind::CanaryOverwritten
+            }
+            Some(_) => CorruptionKind::UseAfterFree,
+            None => CorruptionKind::ForeignPointer,
+        };
+        self.corruption(kind, addr)
+    }
+
+    /// Vouches for `addr` as a block of this pool, reading only the registry.
+    #[inline]
+    pub(super) fn check_block(&self, addr: usize) -> Result<(), PoolError> {
+        if registry::tag(addr) != self.registry_tag {
+            return Err(self.corruption(CorruptionKind::ForeignPointer, addr));
+        }
+        if !self.geometry.is_block_start(addr) {
+            return Err(self.corruption(CorruptionKind::InteriorPointer, addr));
+        }
+        if self.guard != GuardLevel::Off {
+            self.guard_free(addr)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! [`PoolShared`]: the state a `BlockPool` and every thread cache of it share.
+//!
+//! This file holds the state, its creation and teardown, and the epoch by which a pool asks
+//! every thread to flush its cache. The pool's work is spread over one file per concern,
+//! each an `impl PoolShared` block:
+//!
+//! | file | concern |
+//! |---|---|
+//! | `guard` | canaries and poison, and the pointer checks of a free |
+//! | `refill` | the slow paths between a thread's cache and the depot or its fresh range; thread exit; work without a cache |
+//! | `growth` | chunks: mapping, carving, prefaulting, checking their headers |
+//! | `reclaim` | giving chunks whose blocks are all free back to the OS |
+
+use core::alloc::Layout;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize, Ordering as StdOrdering};
+use std::sync::Arc;
+
+use super::cache::{self, CacheRoster, ThreadCache, CACHE_CAPACITY, FAST_SLOTS};
+use super::chunk::geometry::Geometry;
+use super::chunk::list::ChunkList;
+use super::chunk::registry::{self, MAX_POOLS};
+use super::config::{BlockPoolConfig, GuardLevel};
+use super::depot::Depot;
+use super::stats::PoolCounters;
+use crate::error::PoolError;
+use crate::numa::Topology;
+use crate::sync::{lock, AtomicU64, Mutex, Ordering};
+
+/// Bits of a pool's stamp that count epochs; the rest hold the pool's id.
+const EPOCH_BITS: u32 = 24;
+
+/// Source of pool ids; never reused, so a cache can tell its pool from a later one.
+static NEXT_UID: StdAtomicU64 = StdAtomicU64::new(1);
+
+/// Most blocks a thread's cache carves at a time (see [`PoolShared::fresh_batch`]): with
+/// batches of 32, one refill in 64 takes the growth lock while a pool grows, rather than
+/// every one.
+pub(super) const FRESH_RANGE: usize = 2048;
+
+/// Most bytes of blocks a thread's cache carves at a time: 2,048 blocks of 64 bytes, fewer
+/// of larger blocks, so that what an idle thread strands stays small in bytes too.
+const FRESH_BYTES: usize = 128 * 1024;
+
+/// The state a `BlockPool` and every thread cache of it share.
+#[derive(Debug)]
+pub(super) struct PoolShared {
+    /// Unique for the life of the process.
+    pub(super) uid: u64,
+    /// The registry slot: unique among live pools.
+    pub(super) slot: u32,
+    /// What the registry holds for this pool's chunks: `slot + 1`.
+    pub(super) registry_tag: u32,
+    /// Where the fast paths find this pool's cache: `cache::fast_index(slot)`, so at most
+    /// `FAST_SLOTS`.
+    pub(super) fast_index: usize,
+    /// `fast_index` for an unguarded pool, `FAST_SLOTS` (the entry that stays null) for a
+    /// guarded one: where the unguarded fast paths look, so that they need not read
+    /// `guard`. At most `FAST_SLOTS`.
+    pub(super) unguarded_index: usize,
+    pub(super) geometry: Geometry,
+    pub(super) guard: GuardLevel,
+    /// The pool's id in the high 40 bits and an epoch in the low 24. A cache whose copy
+    /// differs belongs to another pool or must flush first. The epoch is bumped (wrapping
+    /// within its bits, never touching the id), and then every cache closed, to ask every
+    /// thread to flush its cache on its next operation (see the `cache` module docs).
+    pub(super) stamp: AtomicU64,
+    /// Most blocks one thread's cache holds for this pool: `CACHE_CAPACITY`, or less for a
+    /// small pool so that idle threads cannot strand much of its cap (see `cache_limit`).
+    /// Invariant: `2 <= cache_limit <= CACHE_CAPACITY`.
+    pub(super) cache_limit: usize,
+    /// Blocks moved per trade with the depot: half of `cache_limit`, at least 1.
+    pub(super) batch: usize,
+    /// Blocks a thread's cache carves at a time into its fresh range, which its refills
+    /// then take a batch at a time without the growth lock: at least `batch`, else at most
+    /// [`FRESH_RANGE`] blocks, [`FRESH_BYTES`] bytes and a 64th of the cap, so that idle
+    /// threads strand little of a pool.
+    pub(super) fresh_batch: usize,
+    pub(super) canary_secret: u64,
+    pub(super) name: String,
+    pub(super) layout: Layout,
+    pub(super) node: u32,
+    pub(super) max_capacity: usize,
+    pub(super) depot: Depot,
+    /// The growth lock.
+    pub(super) growth: Mutex<ChunkList>,
+    pub(super) caches: CacheRoster,
+    pub(super) counters: PoolCounters,
+    /// Written into every chunk header mapped from now on (see `ChunkHeader::owner`).
+    pub(super) owner: AtomicUsize,
+    /// Written into every chunk header mapped from now on (see
+    /// `ChunkHeader::cache_index`). Invariant: at most `FAST_SLOTS`.
+    pub(super) cache_index: AtomicUsize,
+    /// Binds new chunks to `node` before their first touch, when set.
+    pub(super) topology: Option<Topology>,
+    /// Whether memory is faulted in ahead of use (see `growth::PREFAULT_STEP`) rather than
+    /// on first use.
+    pub(super) prefault: bool,
+}
+
+impl PoolShared {
+    pub(super) fn new(config: BlockPoolConfig) -> Result<Arc<Self>, PoolError> {
+        let BlockPoolConfig {
+            name,
+            layout,
+            capacity,
+            max_capacity,
+            guard,
+            node,
+            prefault,
+            topology,
+        } = config;
+        let invalid = |reason: String| PoolError::InvalidConfig {
+            pool: name.clone(),
+            reason,
+        };
+        if max_capacity == 0 {
+            return Err(invalid("`max_capacity` must be at least 1".into()));
+        }
+        if capacity > max_capacity {
+            return Err(invalid(format!(
+                "`capacity` ({capacity}) exceeds `max_capacity` ({max_capacity})"
+            )));
+        }
+        let geometry = Geometry::new(layout, guard)
+            .map_err(|reason| PoolError::UnsupportedLayout { layout, reason })?;
+        let batch = (cache_limit(max_capacity) / 2).max(1);
+        let slot = registry::take_slot().ok_or(PoolError::TooManyPools { max: MAX_POOLS })?;
+        let uid = NEXT_UID.fetch_add(1, StdOrdering::Relaxed);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(uid);
+        let pool = Arc::new(Self {
+            uid,
+            slot,
+            registry_tag: slot + 1,
+            fast_index: cache::fast_index(slot),
+            unguarded_index: match guard {
+                GuardLevel::Off => cache::fast_index(slot),
+                GuardLevel::Canary | GuardLevel::Full => FAST_SLOTS,
+            },
+            geometry,
+            guard,
+            stamp: AtomicU64::new(uid << EPOCH_BITS),
+            cache_limit: cache_limit(max_capacity),
+            batch,
+            fresh_batch: (max_capacity / 64)
+                .min(FRESH_BYTES / geometry.stride)
+                .clamp(batch, FRESH_RANGE),
+            canary_secret: hasher.finish() | 1,
+            name,
+            layout,
+            node,
+            max_capacity,
+            depot: Depot::new(),
+            growth: Mutex::new(ChunkList::new()),
+            caches: CacheRoster::new(),
+            counters: PoolCounters::default(),
+            owner: AtomicUsize::new(0),
+            cache_index: AtomicUsize::new(FAST_SLOTS),
+            topology,
+            prefault,
+        });
+        pool.reserve(capacity)?;
+        Ok(pool)
+    }
+
+    /// Records `owner` in the header of every chunk mapped from now on, and whether frees
+    /// may go through those headers straight into the freeing thread's cache (see
+    /// `BlockPool::set_chunk_owner`).
+    pub(super) fn set_chunk_owner(&self, owner: usize, free_via_header: bool) {
+        self.owner.store(owner, StdOrdering::Relaxed);
+        let index = if free_via_header {
+            self.unguarded_index
+        } else {
+            FAST_SLOTS
+        };
+        self.cache_index.store(index, StdOrdering::Relaxed);
+    }
+
+    #[inline]
+    pub(super) fn stamp(&self) -> u64 {
+        self.stamp.load(Ordering::Relaxed)
+    }
+
+    /// Whether this pool's threads use the fast paths: its slot is one the fast table
+    /// covers.
+    pub(super) fn fast_paths(&self) -> bool {
+        self.fast_index < FAST_SLOTS
+    }
+
+    /// The calling thread's cache of this pool as the fast paths see it (see
+    /// `cache::lookup`): `None` if the thread has none yet or the pool's slot is beyond the
+    /// fast table. The borrow ends before the thread's next slow path.
+    #[inline(always)]
+    pub(super) fn thread_cache(&self) -> Option<&ThreadCache> {
+        cache::lookup(self, self.fast_index)
+    }
+
+    /// Whether `addr` is the start of a block in a chunk of this pool. Reads only the
+    /// registry.
+    #[inline(always)]
+    pub(super) fn owns_block(&self, addr: usize) -> bool {
+        registry::tag(addr) == self.registry_tag && self.geometry.is_block_start(addr)
+    }
+
+    /// Asks every thread to flush its cache on its next call: bumps the epoch, then
+    /// closes every cache (the order the `cache` module docs rely on).
+    pub(super) fn bump_epoch(&self) {
+        let mask = (1u64 << EPOCH_BITS) - 1;
+        let mut now = self.stamp.load(Ordering::Relaxed);
+        loop {
+            let next = (now & !mask) | (now.wrapping_add(1) & mask);
+            match self
+                .stamp
+                .compare_exchange_weak(now, next, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(seen) => now = seen,
+            }
+        }
+        self.caches.close_all();
+    }
+
+    pub(super) fn exhausted(&self) -> PoolError {
+        PoolError::Exhausted {
+            pool: self.name.clone(),
+            max_capacity: self.max_capacity,
+        }
+    }
+}
+
+/// The per-thread cache limit of a pool capped at `max_capacity` blocks.
+///
+/// A thread that stops calling into a pool keeps its cached blocks until it exits, and an
+/// allocation can only take blocks from the depot or new memory. Full-size caches suit
+/// pools whose cap dwarfs them; a smaller pool caches at most a sixteenth of its cap per
+/// thread (and at least 2 blocks), so that idle threads strand little of it.
+fn cache_limit(max_capacity: usize) -> usize {
+    (max_capacity / 16).clamp(2, CACHE_CAPACITY)
+}
+
+impl Drop for PoolShared {
+    fn drop(&mut self) {
+        // Threads still hold caches of this pool in their tables (and fast tables); closed,
+        // they cannot hand out its blocks to the next pool in this slot.
+        self.caches.close_all();
+        let growth = lock(&self.growth);
+        for chunk in &growth.chunks {
+            registry::unregister(chunk.base());
+        }
+        drop(growth);
+        // The regions unmap when `growth` drops with `self`; the slot is free for reuse
+        // now that no chunk names it.
+        registry::release_slot(self.slot);
+    }
+}

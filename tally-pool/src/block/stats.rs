@@ -1,0 +1,222 @@
+//! Every counter of a block pool, and the snapshot it reports: [`BlockPoolStats`].
+//!
+//! - Per thread, per pool: [`ThreadCounters`], kept by the thread's cache (the fast paths
+//!   keep theirs in the cache's `tally` word; see `cache::thread_cache`), read as
+//!   [`ThreadCounts`].
+//! - Per pool: [`CacheTotals`], the counts of threads that have exited and of operations
+//!   done without a cache, and [`PoolCounters`], the events of the slow paths (corruption,
+//!   growth, reclaim, binding).
+//!
+//! A snapshot sums the totals and every live cache's counts (`cache::roster` reads them
+//! together) and adds the pool counters ([`BlockPoolStats::from_parts`]).
+
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize, Ordering as StdOrdering};
+
+use super::chunk::CHUNK_SIZE;
+use crate::sync::{AtomicU64, Ordering};
+
+/// A point-in-time view of a pool's counters.
+///
+/// Counters are kept per thread and summed when read. Each thread's counts are read as
+/// they were at one instant, but different threads' at different instants, so a snapshot
+/// taken while other threads work is consistent per thread, not across threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct BlockPoolStats {
+    /// Blocks allocated and not yet freed.
+    pub live_blocks: u64,
+    /// Blocks the mapped chunks can hold, at most `max_capacity`.
+    pub capacity: usize,
+    /// The cap.
+    pub max_capacity: usize,
+    /// Chunks mapped and in use (not reclaimed).
+    pub chunks: usize,
+    /// Bytes of those chunks.
+    pub bytes_mapped: usize,
+    /// Successful allocations.
+    pub allocations: u64,
+    /// Successful frees.
+    pub frees: u64,
+    /// Frees a thread made beyond its own allocations: a lower bound on the frees of blocks
+    /// that another thread allocated. A snapshot per thread, not a running count: it falls
+    /// back when such a thread later allocates.
+    pub cross_thread_frees: u64,
+    /// Magazines traded between thread caches and the depot.
+    pub depot_exchanges: u64,
+    /// Chunks mapped or reused after creation because the pool ran low.
+    pub expansions: u64,
+    /// Bytes given back to the OS by [`BlockPool::reclaim`](super::BlockPool::reclaim).
+    pub reclaimed_bytes: u64,
+    /// Corruption detected (each also returned as an error).
+    pub corruption_events: u64,
+    /// Chunks the OS refused to bind to the pool's node (they are used unbound).
+    pub bind_failures: u64,
+}
+
+impl BlockPoolStats {
+    /// Adds `other` to `self`, field by field (for pools made of several block pools).
+    pub fn add(&mut self, other: &Self) {
+        self.live_blocks += other.live_blocks;
+        self.capacity += other.capacity;
+        self.max_capacity = self.max_capacity.saturating_add(other.max_capacity);
+        self.chunks += other.chunks;
+        self.bytes_mapped += other.bytes_mapped;
+        self.allocations += other.allocations;
+        self.frees += other.frees;
+        self.cross_thread_frees += other.cross_thread_frees;
+        self.depot_exchanges += other.depot_exchanges;
+        self.expansions += other.expansions;
+        self.reclaimed_bytes += other.reclaimed_bytes;
+        self.corruption_events += other.corruption_events;
+        self.bind_failures += other.bind_failures;
+    }
+}
+
+impl BlockPoolStats {
+    /// The snapshot of a pool whose threads counted `threads` (summed with the totals of
+    /// exited threads), whose slow paths counted `counters`, with `blocks_per_chunk` blocks
+    /// in each chunk and a cap of `max_capacity`.
+    pub(crate) fn from_parts(
+        threads: CountSum,
+        counters: &PoolCounters,
+        blocks_per_chunk: usize,
+        max_capacity: usize,
+    ) -> Self {
+        let chunks = counters.active_chunks.load(StdOrdering::Relaxed);
+        Self {
+            live_blocks: threads.allocations.saturating_sub(threads.frees),
+            capacity: (chunks * blocks_per_chunk).min(max_capacity),
+            max_capacity,
+            chunks,
+            bytes_mapped: chunks * CHUNK_SIZE,
+            allocations: threads.allocations,
+            frees: threads.frees,
+            cross_thread_frees: threads.cross_thread_frees,
+            depot_exchanges: threads.depot_exchanges,
+            expansions: counters.expansions.load(StdOrdering::Relaxed),
+            reclaimed_bytes: counters.reclaimed_bytes.load(StdOrdering::Relaxed),
+            corruption_events: counters.corruption_events.load(StdOrdering::Relaxed),
+            bind_failures: counters.bind_failures.load(StdOrdering::Relaxed),
+        }
+    }
+}
+
+/// A per-thread statistics counter: written only by its thread (a load and a store, no
+/// read-modify-write), read by any thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn bump(&self) {
+        self.add(1);
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The counters of one thread for one pool that the fast paths do not keep (see
+/// `ThreadCache::tally`): what slow paths counted, and what the fast paths had counted
+/// when the last slow path began.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadCounters {
+    pub(crate) allocations: Counter,
+    pub(crate) frees: Counter,
+    pub(crate) depot_exchanges: Counter,
+    /// Blocks a guarded fast path popped, counted as allocations by the pop, then refused
+    /// because their guard was broken.
+    pub(crate) refused: Counter,
+}
+
+/// What one thread's counters for one pool said at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ThreadCounts {
+    pub(crate) allocations: u64,
+    pub(crate) frees: u64,
+    pub(crate) depot_exchanges: u64,
+}
+
+impl ThreadCounts {
+    /// Frees this thread made beyond its own allocations: blocks that other threads
+    /// allocated, at the least. Frees of such blocks are not counted one by one.
+    pub(crate) fn cross_thread_frees(&self) -> u64 {
+        self.frees.saturating_sub(self.allocations)
+    }
+}
+
+/// Counts summed over threads.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CountSum {
+    pub(crate) allocations: u64,
+    pub(crate) frees: u64,
+    pub(crate) cross_thread_frees: u64,
+    pub(crate) depot_exchanges: u64,
+}
+
+impl CountSum {
+    /// Adds one thread's counts.
+    pub(crate) fn add(&mut self, c: ThreadCounts) {
+        self.allocations += c.allocations;
+        self.frees += c.frees;
+        self.cross_thread_frees += c.cross_thread_frees();
+        self.depot_exchanges += c.depot_exchanges;
+    }
+}
+
+/// Totals of caches whose threads have exited, plus operations done without a cache.
+#[derive(Debug, Default)]
+pub(crate) struct CacheTotals {
+    pub(crate) allocations: StdAtomicU64,
+    pub(crate) frees: StdAtomicU64,
+    pub(crate) cross_thread_frees: StdAtomicU64,
+    pub(crate) depot_exchanges: StdAtomicU64,
+}
+
+impl CacheTotals {
+    /// Adds the counts of a thread whose cache retires.
+    pub(crate) fn fold(&self, c: ThreadCounts) {
+        self.allocations
+            .fetch_add(c.allocations, StdOrdering::Relaxed);
+        self.frees.fetch_add(c.frees, StdOrdering::Relaxed);
+        self.cross_thread_frees
+            .fetch_add(c.cross_thread_frees(), StdOrdering::Relaxed);
+        self.depot_exchanges
+            .fetch_add(c.depot_exchanges, StdOrdering::Relaxed);
+    }
+
+    /// The totals as they are now.
+    pub(crate) fn load(&self) -> CountSum {
+        CountSum {
+            allocations: self.allocations.load(StdOrdering::Relaxed),
+            frees: self.frees.load(StdOrdering::Relaxed),
+            cross_thread_frees: self.cross_thread_frees.load(StdOrdering::Relaxed),
+            depot_exchanges: self.depot_exchanges.load(StdOrdering::Relaxed),
+        }
+    }
+}
+
+/// What a pool's slow paths count, shared by all its threads.
+#[derive(Debug, Default)]
+pub(crate) struct PoolCounters {
+    /// Corruption detected by a guard or a pointer check (each also returned as an error).
+    pub(crate) corruption_events: StdAtomicU64,
+    /// Chunks mapped, or reclaimed ones reused, after creation because the pool ran low.
+    pub(crate) expansions: StdAtomicU64,
+    /// Bytes given back to the OS by reclaim.
+    pub(crate) reclaimed_bytes: StdAtomicU64,
+    /// Chunks mapped and not reclaimed.
+    pub(crate) active_chunks: AtomicUsize,
+    /// Chunks the OS refused to bind to the pool's node.
+    pub(crate) bind_failures: StdAtomicU64,
+}

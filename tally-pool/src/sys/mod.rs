@@ -1,0 +1,23 @@
+//! The only module that talks to the operating system about memory and NUMA placement.
+//!
+//! - [`mem`]: maps, advises, prefaults and unmaps memory ([`Region`]), registers every
+//!   mapping with LeakSanitizer, and stands in for `mmap` under miri.
+//! - [`numa`]: `mbind`, `get_mempolicy`, `sched_getcpu` and the thread affinity calls.
+//!
+//! `clippy.toml` forbids the raw memory and NUMA calls everywhere else
+//! (`disallowed-methods`), and this module alone allows them, so every region the crate
+//! owns is created and destroyed here, and every `unsafe` call into the OS has its proof in
+//! one place.
+
+// This is the module the lint confines raw memory and NUMA calls to.
+#![allow(clippy::disallowed_methods)]
+
+mod mem;
+mod numa;
+
+#[cfg(all(test, target_os = "linux", not(loom)))]
+pub(crate) use mem::resident_pages;
+pub(crate) use mem::{map, map_aligned, Region, PAGE};
+pub(crate) use numa::{
+    bind_to_node, current_cpu, node_of_page, set_thread_affinity, thread_affinity, SysFailed,
+};

@@ -1,0 +1,235 @@
+//! NUMA memory policy and thread placement: the system calls behind `crate::numa`.
+//!
+//! These calls change *where* memory and threads live, never what memory holds: a policy
+//! set with `mbind` only steers the page allocator at the next fault, and an affinity mask
+//! only steers the scheduler. That is why they are safe functions even though they take
+//! addresses: the kernel validates the range and no byte of it is read or written.
+
+use core::ptr::NonNull;
+
+#[cfg(all(target_os = "linux", not(miri)))]
+use super::mem::errno;
+
+/// `mbind` mode: allocate the range's pages only from the nodes in the mask.
+///
+/// From `<linux/mempolicy.h>` (`enum { MPOL_DEFAULT, MPOL_PREFERRED, MPOL_BIND, ... }`);
+/// the `libc` crate does not define the NUMA policy constants.
+#[cfg(all(target_os = "linux", not(miri)))]
+const MPOL_BIND: libc::c_ulong = 2;
+
+/// `get_mempolicy` flag: return a node id rather than a policy.
+#[cfg(all(target_os = "linux", not(miri)))]
+const MPOL_F_NODE: libc::c_ulong = 1 << 0;
+
+/// `get_mempolicy` flag: look at the page at `addr` rather than the thread's policy.
+#[cfg(all(target_os = "linux", not(miri)))]
+const MPOL_F_ADDR: libc::c_ulong = 1 << 1;
+
+/// Bits in one word of a kernel node or CPU mask.
+#[cfg(all(target_os = "linux", not(miri)))]
+const MASK_WORD_BITS: usize = libc::c_ulong::BITS as usize;
+
+/// Words in a mask the kernel accepts for any node or CPU number below 1024, the size
+/// glibc's `cpu_set_t` uses; larger numbers get larger masks.
+#[cfg(all(target_os = "linux", not(miri)))]
+const MIN_MASK_WORDS: usize = 1024 / MASK_WORD_BITS;
+
+/// A NUMA or affinity call that the OS refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SysFailed {
+    /// The call, for messages (`"mbind"`, `"sched_setaffinity"`, ...).
+    pub(crate) call: &'static str,
+    /// `errno` of the failed call.
+    pub(crate) errno: i32,
+}
+
+/// A kernel bitmask (`unsigned long` words, bit `i` of word `i / bits`) with `bits` set.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn mask_of(bits: impl IntoIterator<Item = usize>) -> Vec<libc::c_ulong> {
+    let mut mask = vec![0; MIN_MASK_WORDS];
+    for bit in bits {
+        let word = bit / MASK_WORD_BITS;
+        if word >= mask.len() {
+            mask.resize(word + 1, 0);
+        }
+        if let Some(w) = mask.get_mut(word) {
+            *w |= 1 << (bit % MASK_WORD_BITS);
+        }
+    }
+    mask
+}
+
+/// Sets the memory policy of `addr..addr + len` to "only from `node`" (`MPOL_BIND`).
+///
+/// Pages already faulted in stay where they are (no `MPOL_MF_MOVE`): call this before the
+/// range is first touched. `addr` must be page-aligned; the kernel rounds `len` up.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn bind_to_node(addr: NonNull<u8>, len: usize, node: u32) -> Result<(), SysFailed> {
+    let mask = mask_of([node as usize]);
+    // The kernel reads `maxnode - 1` bits (a historical off-by-one every caller follows).
+    let maxnode = mask.len() * MASK_WORD_BITS + 1;
+    // `mbind(2)` reads `maxnode - 1` bits from `mask`, which holds that many, and otherwise
+    // changes only the policy of the pages in the range: their contents and validity are
+    // untouched, and an unmapped range is refused with EFAULT/ENOMEM.
+    // SAFETY: as above; every argument is passed as a full word, as `syscall` expects.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mbind,
+            addr.as_ptr() as libc::c_ulong,
+            len as libc::c_ulong,
+            MPOL_BIND,
+            mask.as_ptr(),
+            maxnode as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(SysFailed {
+            call: "mbind",
+            errno: errno(),
+        })
+    }
+}
+
+/// Not Linux (or under miri): there is no `mbind`.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(crate) fn bind_to_node(_addr: NonNull<u8>, _len: usize, _node: u32) -> Result<(), SysFailed> {
+    Err(SysFailed {
+        call: "mbind",
+        errno: libc::ENOSYS,
+    })
+}
+
+/// The node that holds the page at `addr`
+/// (`get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)`).
+///
+/// The kernel faults the page in to answer: an untouched anonymous page is read-faulted
+/// to the shared zero page, whose node says nothing about the policy. Write to the page
+/// first.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn node_of_page(addr: NonNull<u8>) -> Result<u32, SysFailed> {
+    let mut node: libc::c_int = -1;
+    let out: *mut libc::c_int = &mut node;
+    // SAFETY: `get_mempolicy(2)` writes one `int` through `out`, which points to `node`;
+    // with a null mask and `maxnode == 0` it writes nothing else, and it only reads the
+    // page table entry for `addr` (an unmapped address is refused with EFAULT).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_mempolicy,
+            out,
+            core::ptr::null_mut::<libc::c_ulong>(),
+            0 as libc::c_ulong,
+            addr.as_ptr() as libc::c_ulong,
+            MPOL_F_NODE | MPOL_F_ADDR,
+        )
+    };
+    if rc != 0 {
+        return Err(SysFailed {
+            call: "get_mempolicy",
+            errno: errno(),
+        });
+    }
+    u32::try_from(node).map_err(|_| SysFailed {
+        call: "get_mempolicy",
+        errno: libc::EINVAL,
+    })
+}
+
+/// Not Linux (or under miri): there is no `get_mempolicy`.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(crate) fn node_of_page(_addr: NonNull<u8>) -> Result<u32, SysFailed> {
+    Err(SysFailed {
+        call: "get_mempolicy",
+        errno: libc::ENOSYS,
+    })
+}
+
+/// The CPU the calling thread runs on right now (`sched_getcpu`, a vDSO call on Linux),
+/// or `None` where the OS cannot tell.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn current_cpu() -> Option<usize> {
+    // SAFETY: `sched_getcpu(3)` takes no arguments and touches no memory of ours.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
+/// Not Linux (or under miri): the CPU is unknown.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(crate) fn current_cpu() -> Option<usize> {
+    None
+}
+
+/// Restricts the calling thread to `cpus` (`sched_setaffinity` on thread 0 = self).
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn set_thread_affinity(cpus: &[usize]) -> Result<(), SysFailed> {
+    let mask = mask_of(cpus.iter().copied());
+    let bytes = core::mem::size_of_val(mask.as_slice());
+    // SAFETY: `sched_setaffinity(2)` reads `bytes` bytes from the mask, which is exactly
+    // the size of `mask`; glibc forwards size and pointer to the kernel unchanged, so a
+    // buffer shorter or longer than `cpu_set_t` is fine. Pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, bytes, mask.as_ptr().cast::<libc::cpu_set_t>()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(SysFailed {
+            call: "sched_setaffinity",
+            errno: errno(),
+        })
+    }
+}
+
+/// Not Linux (or under miri): threads cannot be pinned.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(crate) fn set_thread_affinity(_cpus: &[usize]) -> Result<(), SysFailed> {
+    Err(SysFailed {
+        call: "sched_setaffinity",
+        errno: libc::ENOSYS,
+    })
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity`), sorted.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn thread_affinity() -> Result<Vec<usize>, SysFailed> {
+    let mut words = MIN_MASK_WORDS;
+    loop {
+        let mut mask: Vec<libc::c_ulong> = vec![0; words];
+        let bytes = core::mem::size_of_val(mask.as_slice());
+        // SAFETY: `sched_getaffinity(2)` writes at most `bytes` bytes into the mask, which
+        // is exactly its size; pid 0 is the calling thread.
+        let rc = unsafe {
+            libc::sched_getaffinity(0, bytes, mask.as_mut_ptr().cast::<libc::cpu_set_t>())
+        };
+        if rc == 0 {
+            let cpus = mask
+                .iter()
+                .enumerate()
+                .flat_map(|(w, &bits)| {
+                    (0..MASK_WORD_BITS)
+                        .filter(move |b| bits & (1 << b) != 0)
+                        .map(move |b| w * MASK_WORD_BITS + b)
+                })
+                .collect();
+            return Ok(cpus);
+        }
+        let e = errno();
+        // EINVAL: the kernel has more CPUs than the mask holds; try a larger one.
+        if e != libc::EINVAL || words >= 1 << 16 {
+            return Err(SysFailed {
+                call: "sched_getaffinity",
+                errno: e,
+            });
+        }
+        words *= 2;
+    }
+}
+
+/// Not Linux (or under miri): the affinity is unknown.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(crate) fn thread_affinity() -> Result<Vec<usize>, SysFailed> {
+    Err(SysFailed {
+        call: "sched_getaffinity",
+        errno: libc::ENOSYS,
+    })
+}

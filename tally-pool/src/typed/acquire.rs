@@ -1,0 +1,259 @@
+//! The acquire paths of `Pool<T>`: the fast paths of a direct pool (through the pool, or
+//! through a derived type's [`CacheCell`]) and the slow path through the node pools, and
+//! what they give back when `T::default()` panics.
+
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+use std::thread::LocalKey;
+
+use super::error::AcquireError;
+use super::handle::Handle;
+use super::pool::Pool;
+use super::recycle::RecycleSlot;
+use super::release::ReturnBlock;
+use crate::block::facade::{CacheCell, CellPop};
+use crate::error::PoolError;
+
+impl<T: 'static> Pool<T> {
+    /// Acquires a value: `T::default()`, or in a recycling pool a recycled value.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Exhausted`] at `max_capacity`, [`PoolError::OutOfMemory`], or the error
+    /// that prevented the pool's creation.
+    #[inline(always)]
+    pub fn acquire(&'static self) -> Result<Handle<T>, PoolError>
+    where
+        T: Default,
+    {
+        let recycling = match &self.inner {
+            Ok(inner) => inner.recycle.is_some(),
+            Err(e) => return Err(e.clone()),
+        };
+        if !recycling {
+            // Build the value before taking a block, so a panicking `default` loses nothing.
+            return match self.acquire_with(T::default()) {
+                Ok(handle) => Ok(handle),
+                Err(e) => Err(e.error),
+            };
+        }
+        let inner = self.inner()?;
+        let block = inner.nodes.allocate()?.cast::<RecycleSlot<T>>();
+        // The handle owns the block from here: if `default` panics below, its drop returns
+        // the block (and sees `full == false`, so it drops nothing).
+        let handle = FreshSlot {
+            pool: self,
+            slot: block,
+        };
+        // SAFETY: the block is allocated to us and laid out as a `RecycleSlot<T>`; a block
+        // that never held a value reads `full == false` (fresh blocks are zero, and
+        // release sets the flag).
+        let full = unsafe { (*block.as_ptr()).full };
+        if !full {
+            let value = T::default();
+            // SAFETY: the slot is ours and holds no value.
+            unsafe { (*block.as_ptr()).value.write(value) };
+            // SAFETY: as above; the value is now initialised.
+            unsafe { (*block.as_ptr()).full = true };
+        }
+        Ok(handle.into_handle())
+    }
+
+    /// `acquire` for a derived type, through its per-thread cache cell `key`; `pool` is
+    /// the type's pool. The first call on each thread takes [`Pool::acquire`] and binds the
+    /// cell, which is then bound only for direct pools (see `Pool::direct`).
+    ///
+    /// Unlike [`Pool::acquire`], the fast path takes the block before it runs
+    /// `T::default()` (so that the value is built in place), and gives it back if
+    /// `default` panics: a `default` that itself acquires from the same pool holds one
+    /// block more while it runs.
+    #[inline(always)]
+    pub(super) fn acquire_via_cell(
+        key: &'static LocalKey<CacheCell>,
+        pool: fn() -> &'static Self,
+    ) -> Result<Handle<T>, PoolError>
+    where
+        T: Default,
+    {
+        let block = match CacheCell::pop(key) {
+            CellPop::Block(block) => block,
+            CellPop::Miss => return pool().acquire(),
+            CellPop::Unbound => return Self::acquire_and_bind(key, pool),
+        };
+        // The block goes back if `default` panics; built after the pop, the value can be
+        // written straight into the block.
+        let guard = GiveBack { block, pool };
+        let value = T::default();
+        core::mem::forget(guard);
+        // SAFETY: the cell is bound, so the pool is direct: a fresh block of it is sized and
+        // aligned for `T`, ours, and needs no recycling slot.
+        Ok(unsafe { Self::fill(block, value) })
+    }
+
+    /// `acquire_with` for a derived type; see [`Pool::acquire_via_cell`].
+    #[inline(always)]
+    pub(super) fn acquire_with_via_cell(
+        key: &'static LocalKey<CacheCell>,
+        pool: fn() -> &'static Self,
+        value: T,
+    ) -> Result<Handle<T>, AcquireError<T>> {
+        match CacheCell::pop(key) {
+            // SAFETY: as in `acquire_via_cell`.
+            CellPop::Block(block) => Ok(unsafe { Self::fill(block, value) }),
+            CellPop::Miss => pool().acquire_with(value),
+            CellPop::Unbound => {
+                let p = pool();
+                let result = p.acquire_with(value);
+                p.bind(key);
+                result
+            }
+        }
+    }
+
+    /// Writes `value` into `block` and makes it a handle.
+    ///
+    /// # Safety
+    ///
+    /// `block` is a fresh block of a direct pool of `T`, owned by the caller.
+    #[inline(always)]
+    unsafe fn fill(block: NonNull<u8>, value: T) -> Handle<T> {
+        let ptr = block.cast::<T>();
+        // SAFETY: a block of a pool of `T` is sized and aligned for `T` (caller: ours).
+        unsafe { ptr.as_ptr().write(value) };
+        // SAFETY: the block holds a valid `T` and belongs to a pool of `T`.
+        unsafe { Handle::from_block(ptr) }
+    }
+
+    #[inline(never)]
+    fn acquire_and_bind(
+        key: &'static LocalKey<CacheCell>,
+        pool: fn() -> &'static Self,
+    ) -> Result<Handle<T>, PoolError>
+    where
+        T: Default,
+    {
+        let p = pool();
+        let result = p.acquire();
+        p.bind(key);
+        result
+    }
+
+    /// Returns a block taken by `acquire_via_cell` whose value was never built.
+    ///
+    /// # Safety
+    ///
+    /// `block` is an allocated block of this pool, which is direct, holding no value.
+    #[cold]
+    #[inline(never)]
+    unsafe fn give_back(&self, block: NonNull<u8>) {
+        if let Some(direct) = &self.direct {
+            // SAFETY: the caller's contract: an allocated block of this direct pool, whose
+            // one node pool is `direct`. An error here is a guard refusal, already counted
+            // by the pool; the block is then withdrawn, as the guard intends.
+            let _ = unsafe { direct.free_unchecked(block) };
+        }
+    }
+
+    /// Binds the calling thread's cell `key` to its cache of this pool, if the pool is
+    /// direct.
+    fn bind(&self, key: &'static LocalKey<CacheCell>) {
+        if let Some(direct) = &self.direct {
+            key.with(|cell| direct.bind_cell(cell));
+        }
+    }
+
+    /// Moves `value` into the pool.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::acquire`], with `value` handed back in the [`AcquireError`].
+    #[inline(always)]
+    pub fn acquire_with(&'static self, value: T) -> Result<Handle<T>, AcquireError<T>> {
+        if let Some(direct) = &self.direct {
+            if let Some(block) = direct.pop_cached() {
+                let ptr = block.cast::<T>();
+                // SAFETY: a fresh block of this pool is sized and aligned for `T` and ours.
+                unsafe { ptr.as_ptr().write(value) };
+                // SAFETY: the block holds a valid `T` and belongs to this pool.
+                return Ok(unsafe { Handle::from_block(ptr) });
+            }
+        }
+        let inner = match self.inner() {
+            Ok(inner) => inner,
+            Err(error) => return Err(AcquireError { error, value }),
+        };
+        let block = match inner.nodes.allocate() {
+            Ok(block) => block,
+            Err(error) => return Err(AcquireError { error, value }),
+        };
+        if inner.recycle.is_none() {
+            let ptr = block.cast::<T>();
+            // SAFETY: a fresh block of this pool is sized and aligned for `T` and ours.
+            unsafe { ptr.as_ptr().write(value) };
+            // SAFETY: the block holds a valid `T` and belongs to this pool.
+            return Ok(unsafe { Handle::from_block(ptr) });
+        }
+        let slot = block.cast::<RecycleSlot<T>>();
+        // SAFETY: the block is ours and laid out as a `RecycleSlot<T>`.
+        let old =
+            unsafe { core::mem::replace(&mut (*slot.as_ptr()).value, MaybeUninit::new(value)) };
+        // SAFETY: as above.
+        let was_full = core::mem::replace(unsafe { &mut (*slot.as_ptr()).full }, true);
+        // SAFETY: the slot now holds `value`; the handle owns it from here.
+        let handle = unsafe { Handle::from_block(slot.cast::<T>()) };
+        if was_full {
+            // SAFETY: `full` said the old value was initialised; it was moved out above.
+            drop(unsafe { old.assume_init() });
+        }
+        Ok(handle)
+    }
+}
+
+/// A recycling pool's block between allocation and the handle taking it over.
+struct FreshSlot<T: 'static> {
+    pool: &'static Pool<T>,
+    slot: NonNull<RecycleSlot<T>>,
+}
+
+impl<T: 'static> FreshSlot<T> {
+    fn into_handle(self) -> Handle<T> {
+        let ptr = self.slot.cast::<T>();
+        core::mem::forget(self);
+        // SAFETY: the slot holds an initialised value (`full`), and the block is ours.
+        unsafe { Handle::from_block(ptr) }
+    }
+}
+
+impl<T: 'static> Drop for FreshSlot<T> {
+    fn drop(&mut self) {
+        // Reached only when `T::default()` panicked: the slot holds no value.
+        if let Ok(inner) = &self.pool.inner {
+            // SAFETY: the slot is a live block of this pool, allocated in `acquire`.
+            let home = unsafe { inner.nodes.index_of_block(self.slot.cast()) };
+            if let Some(node) = home.and_then(|h| inner.nodes.pool(h)) {
+                drop(ReturnBlock {
+                    block_pool: node,
+                    recycling: true,
+                    block: self.slot.cast::<T>(),
+                    full: false,
+                    drop_value: false,
+                });
+            }
+        }
+    }
+}
+
+/// Gives a block back to a direct pool if dropped, which `acquire_via_cell` lets happen only
+/// when `T::default()` panics.
+struct GiveBack<T: 'static> {
+    block: NonNull<u8>,
+    pool: fn() -> &'static Pool<T>,
+}
+
+impl<T: 'static> Drop for GiveBack<T> {
+    fn drop(&mut self) {
+        // SAFETY: `acquire_via_cell` took `block` from the direct pool `pool` returns, and no
+        // value was written into it.
+        unsafe { (self.pool)().give_back(self.block) };
+    }
+}

@@ -1,0 +1,158 @@
+//! How to build a typed pool: [`PoolConfig`], its defaults, and the checks a pool makes of
+//! it before it maps anything.
+
+use core::alloc::Layout;
+
+use super::token::MAX_BLOCKS;
+use crate::block::facade::{self, GuardLevel};
+use crate::error::PoolError;
+use crate::numa::Topology;
+
+/// How to build a [`Pool`](super::Pool).
+///
+/// ```
+/// use tally_pool::{GuardLevel, PoolConfig};
+///
+/// let config = PoolConfig::new("orders").capacity(65_536).max_capacity(1 << 20).guard(GuardLevel::Canary);
+/// assert_eq!(config.max_capacity, 1 << 20);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Name used in errors and reports.
+    pub name: String,
+    /// Values pre-allocated (mapped and pre-faulted) at creation. Default 1024.
+    pub capacity: usize,
+    /// Most values alive at once; at most 2^25 (33,554,432). Default 2^20.
+    pub max_capacity: usize,
+    /// Checks on release and reuse. Default [`GuardLevel::Off`]: handles already rule out
+    /// double and foreign releases.
+    pub guard: GuardLevel,
+    /// Touch pre-allocated memory at creation, and grown memory 256 KiB ahead of use.
+    /// Default true.
+    pub prefault: bool,
+    /// One block pool per NUMA node, each with its own `capacity` and `max_capacity`,
+    /// serving the threads of its node. Default true. With `false`, one pool serves every
+    /// thread (for types where locality does not matter).
+    pub per_node: bool,
+    /// The topology whose nodes get pools. Default: this machine's
+    /// ([`Topology::system`]). A synthetic topology lets tests act out several nodes.
+    pub topology: Option<Topology>,
+}
+
+/// Default `capacity` of a typed pool.
+pub const DEFAULT_CAPACITY: usize = 1024;
+/// Default `max_capacity` of a typed pool.
+pub const DEFAULT_MAX_CAPACITY: usize = 1 << 20;
+/// The largest `max_capacity` a typed pool accepts (the block field of a raw handle).
+pub const MAX_CAPACITY: usize = MAX_BLOCKS;
+
+impl PoolConfig {
+    /// The defaults, named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            capacity: DEFAULT_CAPACITY,
+            max_capacity: DEFAULT_MAX_CAPACITY,
+            guard: GuardLevel::Off,
+            prefault: true,
+            per_node: true,
+            topology: None,
+        }
+    }
+
+    /// Sets [`Self::capacity`].
+    pub fn capacity(mut self, values: usize) -> Self {
+        self.capacity = values;
+        self
+    }
+
+    /// Sets [`Self::max_capacity`].
+    pub fn max_capacity(mut self, values: usize) -> Self {
+        self.max_capacity = values;
+        self
+    }
+
+    /// Sets [`Self::guard`].
+    pub fn guard(mut self, guard: GuardLevel) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// Sets [`Self::prefault`].
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
+    /// Sets [`Self::per_node`].
+    pub fn per_node(mut self, per_node: bool) -> Self {
+        self.per_node = per_node;
+        self
+    }
+
+    /// Sets [`Self::topology`].
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = Some(topology);
+        self
+    }
+}
+
+impl PoolConfig {
+    /// The configuration a pool of blocks of `layout` is made with, or why it cannot be:
+    /// a typed pool that `recycling` keeps values in free blocks, which `GuardLevel::Full`
+    /// would poison.
+    ///
+    /// Raw handles number blocks as `chunk id * blocks per chunk + index` in 25 bits, and a
+    /// pool maps whole chunks: the cap must stay within the whole chunks that fit. With
+    /// `clamp`, a `max_capacity` just under the limit that whole chunks would overrun is
+    /// lowered to fit (and `capacity` with it) instead of refused: static pools, whose
+    /// settings were checked at compile time without knowing the chunk geometry.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::InvalidConfig`] saying what to change.
+    pub(crate) fn checked(
+        mut self,
+        layout: Layout,
+        recycling: bool,
+        clamp: bool,
+    ) -> Result<Self, PoolError> {
+        let max_capacity = self.max_capacity;
+        if let Some(per_chunk) = facade::blocks_per_chunk(layout, self.guard) {
+            let most = MAX_BLOCKS / per_chunk * per_chunk;
+            if max_capacity > most && max_capacity <= MAX_CAPACITY {
+                if !clamp {
+                    return Err(PoolError::InvalidConfig {
+                        pool: self.name,
+                        reason: format!(
+                            "`max_capacity` ({max_capacity}) rounds up to whole chunks of {per_chunk} values, past what a raw handle can number; use at most {most}"
+                        ),
+                    });
+                }
+                self.max_capacity = most;
+                self.capacity = self.capacity.min(most);
+            }
+        }
+        let (capacity, max_capacity) = (self.capacity, self.max_capacity);
+        if max_capacity > MAX_CAPACITY {
+            return Err(PoolError::InvalidConfig {
+                pool: self.name,
+                reason: format!("`max_capacity` ({max_capacity}) is above the most a typed pool can number, {MAX_CAPACITY}"),
+            });
+        }
+        if recycling && self.guard == GuardLevel::Full {
+            return Err(PoolError::InvalidConfig {
+                pool: self.name,
+                reason: "a recycling pool keeps values in free blocks, which `GuardLevel::Full` would poison; use `GuardLevel::Canary`".into(),
+            });
+        }
+        if capacity > max_capacity {
+            return Err(PoolError::InvalidConfig {
+                pool: self.name,
+                reason: format!("`capacity` ({capacity}) exceeds `max_capacity` ({max_capacity})"),
+            });
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,125 @@
+//! The release paths of `Pool<T>`: how a dropped handle's value goes back, from any thread:
+//! straight onto the thread's cache for a direct pool, else dropped or recycled and
+//! returned to its home node, even when its `Drop` or `recycle` panics.
+
+use core::ptr::NonNull;
+
+use super::pool::Pool;
+use super::recycle::RecycleSlot;
+use crate::block::facade::{self, BlockPool};
+
+impl<T: 'static> Pool<T> {
+    /// The pool that owns the block `ptr` points into.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a live value handed out by a `Pool<T>` (a handle's pointer).
+    #[inline(always)]
+    pub(super) unsafe fn owning(ptr: NonNull<T>) -> &'static Self {
+        // SAFETY: a live value sits in a block its pool handed out; the pool's node pools
+        // are never dropped (pools are leaked).
+        let owner = unsafe { facade::chunk_owner(ptr.cast()) };
+        // SAFETY: every chunk of a typed pool's node pools was mapped after `create` set
+        // their owner word to the address of the `Pool<T>` it had leaked, which lives
+        // forever.
+        unsafe { &*(owner as *const Self) }
+    }
+
+    /// Drops (or recycles) the value at `ptr` and returns its block.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a live value of this pool that no handle owns any more.
+    #[inline(always)]
+    pub(super) unsafe fn release(&self, ptr: NonNull<T>) {
+        if !core::mem::needs_drop::<T>() {
+            if let Some(direct) = &self.direct {
+                // SAFETY: `ptr` is a live value of this pool (caller), so an allocated block
+                // of `direct`, its one node pool; nothing owns it any more and `T` needs no
+                // drop, so the block goes back as it is.
+                if unsafe { direct.push_cached(ptr.cast()) } {
+                    return;
+                }
+            }
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.release_slow(ptr) }
+    }
+
+    /// `release` for values with a `Drop`, guarded or recycling pools, and full caches.
+    ///
+    /// # Safety
+    ///
+    /// As for `release`.
+    #[inline(never)]
+    unsafe fn release_slow(&self, ptr: NonNull<T>) {
+        let Ok(inner) = &self.inner else { return };
+        // SAFETY: `ptr` is a live value of this pool (caller), so a live block of one of its
+        // node pools.
+        let Some(home) = (unsafe { inner.nodes.index_of_block(ptr.cast()) }) else {
+            return;
+        };
+        inner.nodes.count_free_from(home);
+        let Some(node) = inner.nodes.pool(home) else {
+            return;
+        };
+        // Returns the block to its home node even if the value's `Drop` or `recycle`
+        // panics.
+        let guard = ReturnBlock {
+            block_pool: node,
+            recycling: inner.recycle.is_some(),
+            block: ptr,
+            full: false,
+            drop_value: false,
+        };
+        match inner.recycle {
+            None => {
+                // SAFETY: the caller hands over a valid `T` that nothing else owns.
+                unsafe { core::ptr::drop_in_place(ptr.as_ptr()) };
+                drop(guard);
+            }
+            Some(recycle) => {
+                // If `recycle` unwinds, the guard drops the value and returns the block
+                // empty.
+                let mut guard = guard;
+                guard.drop_value = true;
+                // SAFETY: as above; `recycle` is `recycle_value::<T>`.
+                unsafe { recycle(ptr.as_ptr().cast()) };
+                guard.drop_value = false;
+                guard.full = true;
+                drop(guard);
+            }
+        }
+    }
+}
+
+/// Frees a block when dropped, also during unwinding.
+pub(super) struct ReturnBlock<'a, T> {
+    pub(super) block_pool: &'a BlockPool,
+    pub(super) recycling: bool,
+    pub(super) block: NonNull<T>,
+    /// For recycling pools: whether the block still holds a value.
+    pub(super) full: bool,
+    /// Whether the block holds a valid value that nothing else owns, which the guard drops
+    /// before returning the block (a recycling pool whose `recycle` panicked).
+    pub(super) drop_value: bool,
+}
+
+impl<T> Drop for ReturnBlock<'_, T> {
+    fn drop(&mut self) {
+        if self.drop_value {
+            // SAFETY: field invariant: a valid value that only this guard drops.
+            unsafe { core::ptr::drop_in_place(self.block.as_ptr()) };
+        }
+        if self.recycling {
+            let slot = self.block.cast::<RecycleSlot<T>>().as_ptr();
+            // SAFETY: in a recycling pool every block is a `RecycleSlot<T>` that this
+            // guard holds exclusively until it frees it below.
+            unsafe { (*slot).full = self.full };
+        }
+        // SAFETY: the block was allocated from this block pool and is released exactly
+        // once, here. An error (a guard's finding) is counted in the pool's stats; the
+        // block is then withdrawn, which is all a destructor can do.
+        let _ = unsafe { self.block_pool.free_unchecked(self.block.cast()) };
+    }
+}
