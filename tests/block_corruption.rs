@@ -31,6 +31,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::collections::HashSet;
@@ -38,8 +40,9 @@ use std::collections::HashSet;
 use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel, CHUNK_SIZE};
 use tally_pool::{CorruptionKind, PoolError};
 
-const GUARDS: [GuardLevel; 3] = [GuardLevel::Off, GuardLevel::Canary, GuardLevel::Full];
-const GUARDED: [GuardLevel; 2] = [GuardLevel::Canary, GuardLevel::Full];
+use common::block::free_owned;
+use common::guards::{GUARDED, GUARDS};
+use common::stamp::{check, stamp};
 
 fn pool_of(name: &str, layout: Layout, guard: GuardLevel) -> BlockPool {
     BlockPool::new(BlockPoolConfig::new(layout).name(name).guard(guard)).unwrap()
@@ -66,14 +69,6 @@ fn corruption<T: core::fmt::Debug>(
     }
 }
 
-/// Frees a block the test owns: allocated from `pool`, and no free of it has returned `Ok`
-/// since (a refused free leaves it the test's).
-fn free_owned(pool: &BlockPool, block: NonNull<u8>) -> Result<(), PoolError> {
-    // SAFETY: callers pass a block they own (see above), and stop using it once this
-    // returns `Ok`: `BlockPool::free`'s contract.
-    unsafe { pool.free(block) }
-}
-
 /// Frees a pointer that the test does not own but that `BlockPool::free`'s contract allows,
 /// and returns how the pool refused it: a pointer that is not the start of a block of
 /// `pool` (any guard level), or, under `Canary` and `Full`, a block of `pool` that nobody
@@ -96,18 +91,6 @@ fn flip_byte(p: *mut u8) {
     unsafe { p.write_volatile(!old) };
 }
 
-/// Writes `tag` into the first word of a live 8-aligned block of at least 8 bytes.
-fn stamp(block: NonNull<u8>, tag: u64) {
-    // SAFETY: the caller holds the block live; blocks are at least 8 bytes and 8-aligned.
-    unsafe { block.as_ptr().cast::<u64>().write(tag) };
-}
-
-/// Reads the first word of a live block.
-fn read_tag(block: NonNull<u8>) -> u64 {
-    // SAFETY: as in `stamp`.
-    unsafe { block.as_ptr().cast::<u64>().read() }
-}
-
 /// Allocates and frees `n` blocks in a few patterns, checking they are distinct, hold
 /// their data and never equal `withdrawn`; returns nothing but panics on any failure.
 #[track_caller]
@@ -123,10 +106,10 @@ fn assert_usable(pool: &BlockPool, n: usize, withdrawn: &[usize]) {
         );
     }
     for (i, b) in blocks.iter().enumerate() {
-        stamp(*b, i as u64 ^ 0xABCD_0000);
+        stamp(*b, 1, i as u64 ^ 0xABCD_0000);
     }
     for (i, b) in blocks.iter().enumerate() {
-        assert_eq!(read_tag(*b), i as u64 ^ 0xABCD_0000);
+        check(*b, 1, i as u64 ^ 0xABCD_0000, "a block in use");
         free_owned(pool, *b).unwrap();
     }
     let after = pool.stats();
@@ -325,7 +308,7 @@ fn foreign_pointers_are_refused() {
         let pool = pool("home", guard);
         let other = pool_of("elsewhere", Layout::new::<[u64; 8]>(), guard);
         let held = pool.allocate().unwrap();
-        stamp(held, 0x600D);
+        stamp(held, 1, 0x600D);
 
         let boxed = Box::new([0u64; 8]);
         let from_box = NonNull::from(&*boxed).cast::<u8>();
@@ -346,13 +329,13 @@ fn foreign_pointers_are_refused() {
 
         // A block of another pool: refused, and left untouched, so its own pool takes it.
         let theirs = other.allocate().unwrap();
-        stamp(theirs, 0xBEEF);
+        stamp(theirs, 1, 0xBEEF);
         let (kind, address, _) = free_refused(&pool, theirs);
         assert_eq!(
             (kind, address),
             (CorruptionKind::ForeignPointer, theirs.as_ptr() as usize)
         );
-        assert_eq!(read_tag(theirs), 0xBEEF);
+        check(theirs, 1, 0xBEEF, "a block of another pool");
         free_owned(&other, theirs).unwrap();
         assert_eq!(other.stats().corruption_events, 0);
 
@@ -386,7 +369,7 @@ fn foreign_pointers_are_refused() {
             "{guard:?}: {:?}",
             pool.stats()
         );
-        assert_eq!(read_tag(held), 0x600D);
+        check(held, 1, 0x600D, "a block held all along");
         free_owned(&pool, held).unwrap();
         assert_usable(&pool, 1000, &[]);
     }
@@ -847,13 +830,13 @@ fn unsupported_layouts_are_refused_with_the_reason() {
         let blocks: Vec<_> = (0..5).map(|_| pool.allocate().unwrap()).collect();
         for (i, b) in blocks.iter().enumerate() {
             assert_eq!(b.as_ptr() as usize % 4096, 0, "{guard:?}");
-            stamp(*b, i as u64);
+            stamp(*b, 1, i as u64);
             let last = b.as_ptr().wrapping_add(256 * 1024 - 1);
             // SAFETY: the block is live and 256 KiB long, so its last byte is inside it.
             unsafe { last.write(0x5A) };
         }
         for (i, b) in blocks.into_iter().enumerate() {
-            assert_eq!(read_tag(b), i as u64);
+            check(b, 1, i as u64, "a block in use");
             free_owned(&pool, b).unwrap();
         }
     }

@@ -26,13 +26,20 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use core::alloc::Layout;
-use core::ptr::NonNull;
 use std::collections::HashSet;
 
 use proptest::prelude::*;
 use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
 use tally_pool::PoolError;
+
+use common::block::{block, free_owned};
+use common::errors::expect_exhausted;
+use common::guards::{any_guard, GUARDS};
+use common::stamp::{check, stamp};
+use common::stats::assert_counts;
 
 /// Words (u64) in a block.
 const WORDS: usize = 6;
@@ -61,54 +68,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn guard() -> impl Strategy<Value = GuardLevel> {
-    prop_oneof![
-        Just(GuardLevel::Off),
-        Just(GuardLevel::Canary),
-        Just(GuardLevel::Full)
-    ]
-}
-
-/// Word `i` of a block tagged `tag`.
-fn pattern(tag: u64, i: usize) -> u64 {
-    tag ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-fn stamp(addr: usize, tag: u64) {
-    let words = addr as *mut u64;
-    for i in 0..WORDS {
-        let word = words.wrapping_add(i);
-        // SAFETY: `addr` is a live block of a pool of `[u64; WORDS]` held by the caller,
-        // so word `i < WORDS` is in bounds and 8-aligned.
-        unsafe { word.write(pattern(tag, i)) };
-    }
-}
-
-#[track_caller]
-fn check(addr: usize, tag: u64) {
-    let words = addr as *const u64;
-    for i in 0..WORDS {
-        let word = words.wrapping_add(i);
-        // SAFETY: as in `stamp`.
-        let seen = unsafe { word.read() };
-        assert_eq!(
-            seen,
-            pattern(tag, i),
-            "word {i} of live block {addr:#x} (tag {tag})"
-        );
-    }
-}
-
-fn block(addr: usize) -> NonNull<u8> {
-    NonNull::new(addr as *mut u8).unwrap()
-}
-
-/// Frees `addr`, a block [`Model::take`] just took out of the live set.
+/// Frees `addr`, a block [`Model::take`] just took out of the live set. The model's live
+/// set holds exactly the blocks allocated from `pool` and not freed since
+/// (`Model::allocated` panics on a block handed out while live), and `take` removes a block
+/// from it before it is freed: each block is freed once, by its owner.
 fn free_live(pool: &BlockPool, addr: usize) {
-    // SAFETY: the model's live set holds exactly the blocks allocated from `pool` and not
-    // freed since (`Model::allocated` panics on a block handed out while live), and `take`
-    // removes a block from it before it is freed: each block is freed once, by its owner.
-    unsafe { pool.free(block(addr)) }.unwrap();
+    free_owned(pool, block(addr)).unwrap();
 }
 
 /// The model: live blocks and their tags, and the counts the pool must report.
@@ -139,7 +104,7 @@ impl Model {
             return None;
         }
         let (addr, tag) = self.live.swap_remove(index % self.live.len());
-        check(addr, tag);
+        check(block(addr), WORDS, tag, "a live block");
         assert!(self.set.remove(&addr));
         Some(addr)
     }
@@ -151,7 +116,7 @@ impl Model {
 
     fn check_all(&self) {
         for &(addr, tag) in &self.live {
-            check(addr, tag);
+            check(block(addr), WORDS, tag, "a live block");
         }
     }
 }
@@ -159,34 +124,17 @@ impl Model {
 #[track_caller]
 fn check_stats(pool: &BlockPool, model: &Model, after: &Op) {
     let stats = pool.stats();
-    assert_eq!(
-        stats.live_blocks,
+    assert_counts(
+        &stats,
+        model.allocations,
+        model.frees,
         model.live.len() as u64,
-        "after {after:?}: {stats:?}"
+        format_args!("after {after:?}"),
     );
-    assert_eq!(
-        stats.allocations, model.allocations,
-        "after {after:?}: {stats:?}"
-    );
-    assert_eq!(stats.frees, model.frees, "after {after:?}: {stats:?}");
-    assert_eq!(
-        stats.allocations - stats.frees,
-        stats.live_blocks,
-        "after {after:?}"
-    );
-    assert_eq!(stats.corruption_events, 0, "after {after:?}: {stats:?}");
     assert!(
         stats.capacity <= stats.max_capacity,
         "after {after:?}: {stats:?}"
     );
-}
-
-#[track_caller]
-fn expect_exhausted(result: Result<NonNull<u8>, PoolError>, cap: usize, what: &str) {
-    match result {
-        Err(PoolError::Exhausted { max_capacity, .. }) => assert_eq!(max_capacity, cap),
-        other => panic!("{what}: expected Exhausted at the cap of {cap}, got {other:?}"),
-    }
 }
 
 fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
@@ -212,10 +160,10 @@ fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
                             })
                             .as_ptr() as usize;
                         let tag = model.tag();
-                        stamp(addr, tag);
+                        stamp(block(addr), WORDS, tag);
                         model.allocated(addr, tag);
                     } else {
-                        expect_exhausted(result, cap, "allocate at the cap");
+                        expect_exhausted(&result, cap, "allocate at the cap");
                     }
                 }
             }
@@ -258,13 +206,13 @@ fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
                         for k in 0..*n {
                             let result = pool.allocate();
                             if live + got.len() == cap {
-                                expect_exhausted(result, cap, "helper thread at the cap");
+                                expect_exhausted(&result, cap, "helper thread at the cap");
                                 break;
                             }
                             match result {
                                 Ok(b) => {
                                     let tag = first_tag + k as u64;
-                                    stamp(b.as_ptr() as usize, tag);
+                                    stamp(b, WORDS, tag);
                                     got.push((b.as_ptr() as usize, tag));
                                 }
                                 // Blocks cached by the test's thread are out of this
@@ -279,7 +227,7 @@ fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
                     .unwrap()
                 });
                 for (addr, tag) in got {
-                    check(addr, tag);
+                    check(block(addr), WORDS, tag, "a block from the helper thread");
                     model.next_tag = tag;
                     model.allocated(addr, tag);
                 }
@@ -299,10 +247,10 @@ fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
     for _ in 0..cap {
         let addr = pool.allocate().unwrap().as_ptr() as usize;
         let tag = model.tag();
-        stamp(addr, tag);
+        stamp(block(addr), WORDS, tag);
         model.allocated(addr, tag);
     }
-    expect_exhausted(pool.allocate(), cap, "after re-allocating the cap");
+    expect_exhausted(&pool.allocate(), cap, "after re-allocating the cap");
     check_stats(&pool, &model, &Op::Allocate(cap));
     model.check_all();
     while let Some(addr) = model.take(0) {
@@ -319,7 +267,7 @@ proptest! {
 
     #[test]
     fn pool_matches_model(
-        guard in guard(),
+        guard in any_guard(),
         cap in prop::sample::select(vec![1usize, 2, 63, 64, 65, 127, 128, 129, 200, 300]),
         prealloc in any::<bool>(),
         ops in prop::collection::vec(op(), 1..150),
@@ -331,7 +279,7 @@ proptest! {
 /// A fixed sequence that crosses every boundary of the caches, as a quick regression.
 #[test]
 fn fixed_sequence_through_every_boundary() {
-    for guard in [GuardLevel::Off, GuardLevel::Canary, GuardLevel::Full] {
+    for guard in GUARDS {
         run(
             guard,
             300,

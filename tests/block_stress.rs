@@ -21,6 +21,10 @@
 //! every free of phase 1 counts as a cross-thread free, and after the threads have exited
 //! (which returns their caches) `reclaim()` gives every chunk back (`chunks == 0`).
 //!
+//! Every free keeps to the contract of the `unsafe fn BlockPool::free`: each block is
+//! allocated once, held by one thread at a time (the producer gives up what it sends) and
+//! freed once, by its holder.
+//!
 //! # Sizes
 //!
 //! An *operation* is one `allocate` or one `free`. Each phase runs
@@ -41,16 +45,23 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
-use std::sync::Mutex;
 use std::thread;
 use std::time::Instant;
 
 use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
+
+use common::block::free_owned;
+use common::live_set::LiveSet;
+use common::rng::Rng;
+use common::stamp::{check, stamp};
+use common::stats::assert_counts;
+use common::threads::WorkerDone;
 
 /// Words (u64) in a block.
 const WORDS: usize = 8;
@@ -79,107 +90,9 @@ fn ops_per_phase(divisor: usize) -> usize {
     (base / divisor).max(4)
 }
 
-/// A small, fast, deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
-}
-
 /// The tag of allocation number `seq` of thread `owner`.
 fn tag(owner: u64, seq: u64) -> u64 {
     (owner << 56) | seq
-}
-
-/// The value word `i` of a block with `tag` holds.
-fn pattern(tag: u64, i: usize) -> u64 {
-    tag.rotate_left(8 * i as u32) ^ (i as u64).wrapping_mul(0x0101_0101_0101_0101)
-}
-
-/// Stamps every word of `block` with `tag`.
-fn stamp(block: NonNull<u8>, tag: u64) {
-    let words = block.as_ptr().cast::<u64>();
-    for i in 0..WORDS {
-        let word = words.wrapping_add(i);
-        // SAFETY: the block is a live allocation of a pool of `Block`s (64 bytes,
-        // 8-aligned) that this thread holds, so word `i < 8` is in bounds and aligned.
-        unsafe { word.write(pattern(tag, i)) };
-    }
-}
-
-/// Checks that every word of `block` still holds `tag`'s pattern.
-fn check(block: NonNull<u8>, tag: u64, what: &str) {
-    let words = block.as_ptr().cast::<u64>();
-    for i in 0..WORDS {
-        let word = words.wrapping_add(i);
-        // SAFETY: as in `stamp`: a live block of 8 aligned words that this thread holds.
-        let seen = unsafe { word.read() };
-        assert_eq!(
-            seen,
-            pattern(tag, i),
-            "{what}: word {i} of block {:#x} changed while the block was live (tag {tag:#x}): \
-             the block was handed out twice or overlaps another",
-            block.as_ptr() as usize
-        );
-    }
-}
-
-/// Frees a block the calling thread holds: allocated from `pool` (here, or by a thread that
-/// sent it over and let it go) and not freed since.
-fn free_held(pool: &BlockPool, block: NonNull<u8>) {
-    // SAFETY: every block of these tests is allocated once, held by one thread at a time
-    // (the producer gives up what it sends), and freed once by its holder: a block the
-    // thread owns, as `BlockPool::free` requires.
-    unsafe { pool.free(block) }.unwrap();
-}
-
-/// A shared set of the live blocks whose address falls in a fixed 1/16 sample.
-struct LiveSample(Mutex<HashSet<usize>>);
-
-impl LiveSample {
-    fn new() -> Self {
-        Self(Mutex::new(HashSet::new()))
-    }
-
-    fn sampled(addr: usize) -> bool {
-        (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60 == 0
-    }
-
-    /// Records an allocation; fails if the block is already live.
-    fn allocated(&self, addr: usize) {
-        if Self::sampled(addr) {
-            let fresh = self.0.lock().unwrap().insert(addr);
-            assert!(fresh, "block {addr:#x} handed out while it was still live");
-        }
-    }
-
-    /// Records a free (to be called before the block goes back to the pool).
-    fn freeing(&self, addr: usize) {
-        if Self::sampled(addr) {
-            let was_live = self.0.lock().unwrap().remove(&addr);
-            assert!(was_live, "block {addr:#x} freed but not recorded as live");
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
 }
 
 /// What a worker thread did.
@@ -211,7 +124,7 @@ fn new_pool(name: &str, guard: GuardLevel) -> BlockPool {
 
 /// Phase 1: one thread allocates `ops / 2` blocks and sends them to another that frees
 /// them.
-fn producer_consumer(pool: &BlockPool, ops: usize, sample: &LiveSample) -> Counts {
+fn producer_consumer(pool: &BlockPool, ops: usize, sample: &LiveSet) -> Counts {
     let blocks = (ops / 2) as u64;
     let (tx, rx) = sync_channel::<Vec<usize>>(64);
     thread::scope(|s| {
@@ -223,8 +136,8 @@ fn producer_consumer(pool: &BlockPool, ops: usize, sample: &LiveSample) -> Count
             for seq in 0..blocks {
                 let block = pool.allocate().unwrap();
                 counts.allocations += 1;
-                stamp(block, tag(PRODUCER, seq));
-                sample.allocated(block.as_ptr() as usize);
+                stamp(block, WORDS, tag(PRODUCER, seq));
+                sample.enter(block.as_ptr() as usize);
                 batch.push(block.as_ptr() as usize);
                 if batch.len() >= target {
                     tx.send(core::mem::take(&mut batch)).unwrap();
@@ -242,10 +155,10 @@ fn producer_consumer(pool: &BlockPool, ops: usize, sample: &LiveSample) -> Count
             for batch in rx {
                 for addr in batch {
                     let block = NonNull::new(addr as *mut u8).unwrap();
-                    check(block, tag(PRODUCER, expect), "producer/consumer");
+                    check(block, WORDS, tag(PRODUCER, expect), "producer/consumer");
                     expect += 1;
-                    sample.freeing(addr);
-                    free_held(pool, block);
+                    sample.leave(addr);
+                    free_owned(pool, block).unwrap();
                     counts.frees += 1;
                 }
             }
@@ -260,15 +173,6 @@ fn producer_consumer(pool: &BlockPool, ops: usize, sample: &LiveSample) -> Count
     })
 }
 
-/// Decrements the count of running workers when dropped.
-struct WorkerDone<'a>(&'a AtomicUsize);
-
-impl Drop for WorkerDone<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release);
-    }
-}
-
 /// Phase 2: both threads allocate, stamp, verify and free, `ops / 2` operations each.
 ///
 /// With `with_reclaimer`, a third thread runs meanwhile: it allocates a burst of blocks
@@ -276,7 +180,7 @@ impl Drop for WorkerDone<'_> {
 /// again and again, so that chunks really are given back while the workers allocate and
 /// free. A reclaim must never give back memory a live block is in (the tags would show it)
 /// nor lose a block (the final reclaim would keep a chunk).
-fn churn(pool: &BlockPool, ops: usize, sample: &LiveSample, with_reclaimer: bool) -> Counts {
+fn churn(pool: &BlockPool, ops: usize, sample: &LiveSet, with_reclaimer: bool) -> Counts {
     let per_thread = (ops / 2) as u64;
     let working = AtomicUsize::new(2);
     let released = AtomicUsize::new(0);
@@ -298,14 +202,14 @@ fn churn(pool: &BlockPool, ops: usize, sample: &LiveSample, with_reclaimer: bool
                         counts.allocations += 1;
                         let t = tag(9, seq);
                         seq += 1;
-                        stamp(block, t);
-                        sample.allocated(block.as_ptr() as usize);
+                        stamp(block, WORDS, t);
+                        sample.enter(block.as_ptr() as usize);
                         burst.push((block, t));
                     }
                     for (block, t) in burst.drain(..) {
-                        check(block, t, "reclaimer burst");
-                        sample.freeing(block.as_ptr() as usize);
-                        free_held(pool, block);
+                        check(block, WORDS, t, "reclaimer burst");
+                        sample.leave(block.as_ptr() as usize);
+                        free_owned(pool, block).unwrap();
                         counts.frees += 1;
                     }
                     let now = pool.reclaim();
@@ -338,9 +242,9 @@ fn churn(pool: &BlockPool, ops: usize, sample: &LiveSample, with_reclaimer: bool
                         |live: &mut Vec<(NonNull<u8>, u64)>, rng: &mut Rng, counts: &mut Counts| {
                             let i = rng.range(0, live.len() - 1);
                             let (block, tag) = live.swap_remove(i);
-                            check(block, tag, "churn");
-                            sample.freeing(block.as_ptr() as usize);
-                            free_held(pool, block);
+                            check(block, WORDS, tag, "churn");
+                            sample.leave(block.as_ptr() as usize);
+                            free_owned(pool, block).unwrap();
                             counts.frees += 1;
                         };
                     while counts.allocations + counts.frees + live.len() as u64 <= per_thread {
@@ -362,8 +266,8 @@ fn churn(pool: &BlockPool, ops: usize, sample: &LiveSample, with_reclaimer: bool
                             counts.allocations += 1;
                             let t = tag(owner, seq);
                             seq += 1;
-                            stamp(block, t);
-                            sample.allocated(block.as_ptr() as usize);
+                            stamp(block, WORDS, t);
+                            sample.enter(block.as_ptr() as usize);
                             live.push((block, t));
                         }
                         let keep = rng.range(0, most_kept).min(live.len());
@@ -401,25 +305,18 @@ fn check_quiescent(
     pool: &BlockPool,
     expected: Counts,
     phase: &str,
-    sample: &LiveSample,
+    sample: &LiveSet,
     reclaimed: bool,
 ) {
     let stats = pool.stats();
-    assert_eq!(
-        stats.allocations, expected.allocations,
-        "{phase}: allocations: {stats:?}"
+    // Every block was freed.
+    assert_counts(
+        &stats,
+        expected.allocations,
+        expected.frees,
+        0,
+        format_args!("{phase}"),
     );
-    assert_eq!(stats.frees, expected.frees, "{phase}: frees: {stats:?}");
-    assert_eq!(
-        stats.allocations - stats.frees,
-        stats.live_blocks,
-        "{phase}: live = allocations - frees: {stats:?}"
-    );
-    assert_eq!(
-        stats.live_blocks, 0,
-        "{phase}: every block was freed: {stats:?}"
-    );
-    assert_eq!(stats.corruption_events, 0, "{phase}: {stats:?}");
     assert_eq!(sample.len(), 0, "{phase}: the live sample is empty");
     assert!(
         reclaimed || stats.chunks > 0,
@@ -446,7 +343,7 @@ fn check_quiescent(
 fn stress(name: &str, guard: GuardLevel, divisor: usize, reclaimer: bool) {
     let ops = ops_per_phase(divisor);
     let pool = new_pool(name, guard);
-    let sample = LiveSample::new();
+    let sample = LiveSet::sampled("stress");
 
     let start = Instant::now();
     let phase1 = producer_consumer(&pool, ops, &sample);
@@ -478,9 +375,9 @@ fn stress(name: &str, guard: GuardLevel, divisor: usize, reclaimer: bool) {
 
     // The reclaimed chunks are reused.
     let block = pool.allocate().unwrap();
-    stamp(block, 7);
-    check(block, 7, "after reclaim");
-    free_held(&pool, block);
+    stamp(block, WORDS, 7);
+    check(block, WORDS, 7, "after reclaim");
+    free_owned(&pool, block).unwrap();
     assert!(pool.reclaim() > 0);
     assert_eq!(pool.stats().chunks, 0);
     pool.verify().unwrap();

@@ -21,8 +21,8 @@
     clippy::indexing_slicing
 )]
 
-use core::alloc::Layout;
-use core::ptr::NonNull;
+mod common;
+
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,95 +30,12 @@ use std::sync::mpsc::{channel, sync_channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
-use tally_pool::PoolError;
+use tally_pool::block::{BlockPool, GuardLevel};
 
-type Block = [u64; 4];
-
-fn config(name: &str) -> BlockPoolConfig {
-    BlockPoolConfig::new(Layout::new::<Block>()).name(name)
-}
-
-fn pool_capped(name: &str, max_capacity: usize) -> BlockPool {
-    BlockPool::new(config(name).max_capacity(max_capacity)).unwrap()
-}
-
-fn block(addr: usize) -> NonNull<u8> {
-    NonNull::new(addr as *mut u8).unwrap()
-}
-
-fn stamp(addr: usize, tag: u64) {
-    // SAFETY: the caller holds `addr` as a live block of a pool of `Block`s (32 bytes,
-    // 8-aligned), so its first word is in bounds and aligned.
-    unsafe { (addr as *mut u64).write(tag) };
-}
-
-#[track_caller]
-fn check(addr: usize, tag: u64) {
-    // SAFETY: as in `stamp`.
-    let seen = unsafe { (addr as *const u64).read() };
-    assert_eq!(seen, tag, "block {addr:#x} lost its tag while live");
-}
-
-/// Allocates `n` blocks, tagging each with its address; returns their addresses.
-#[track_caller]
-fn allocate_n(pool: &BlockPool, n: usize) -> Vec<usize> {
-    let addrs: Vec<usize> = (0..n)
-        .map(|i| {
-            let a = pool
-                .allocate()
-                .unwrap_or_else(|e| panic!("allocation {i} of {n}: {e}"));
-            let a = a.as_ptr() as usize;
-            stamp(a, a as u64);
-            a
-        })
-        .collect();
-    let distinct: HashSet<_> = addrs.iter().collect();
-    assert_eq!(distinct.len(), n, "no block handed out twice");
-    addrs
-}
-
-/// Checks and frees blocks the calling thread holds: each allocated from `pool` by
-/// [`allocate_n`] or [`allocate_until_exhausted`] (here, or on a thread that handed it
-/// over) and not freed since.
-#[track_caller]
-fn free_all(pool: &BlockPool, addrs: impl IntoIterator<Item = usize>) {
-    for a in addrs {
-        check(a, a as u64);
-        // SAFETY: every address these tests pass was allocated from `pool` once, moves
-        // with its `Vec` to the one thread that frees it, and is freed once: a block the
-        // thread owns, as `BlockPool::free` requires.
-        unsafe { pool.free(block(a)) }.unwrap();
-    }
-}
-
-/// Allocates until the pool says `Exhausted`; returns what it got.
-fn allocate_until_exhausted(pool: &BlockPool, cap: usize) -> Vec<usize> {
-    let mut got = Vec::new();
-    loop {
-        match pool.allocate() {
-            Ok(b) => {
-                let a = b.as_ptr() as usize;
-                stamp(a, a as u64);
-                got.push(a);
-                assert!(got.len() <= cap, "more than the cap of {cap} handed out");
-            }
-            Err(PoolError::Exhausted { max_capacity, .. }) => {
-                assert_eq!(max_capacity, cap);
-                return got;
-            }
-            Err(e) => panic!("unexpected {e}"),
-        }
-    }
-}
-
-#[track_caller]
-fn assert_exhausted(pool: &BlockPool, cap: usize) {
-    match pool.allocate() {
-        Err(PoolError::Exhausted { max_capacity, .. }) => assert_eq!(max_capacity, cap),
-        other => panic!("expected Exhausted at {cap}, got {other:?}"),
-    }
-}
+use common::block::{
+    allocate_n, allocate_until_exhausted, assert_exhausted, config, free_all, pool_capped,
+};
+use common::threads::SetOnDrop;
 
 #[test]
 fn a_thread_that_never_allocated_frees_blocks() {
@@ -556,15 +473,6 @@ fn short_lived_threads_trading_blocks_leave_nothing_behind() {
         0,
         "every exited thread returned its cache"
     );
-}
-
-/// Sets the flag when dropped.
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }
 
 /// `stats()` is documented as "consistent per counter": each counter of a snapshot is a

@@ -11,9 +11,13 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::mem::size_of;
 
 use tally_pool::{Handle, PoolError, Pooled, RawHandle, Recycle};
+
+use common::errors::expect_exhausted;
 
 #[test]
 fn acquire_gives_the_default_value() {
@@ -69,17 +73,9 @@ fn name_defaults_to_the_type_name() {
 
     assert_eq!(LoneTicket::pool().name(), "LoneTicket");
     let _held = LoneTicket::acquire().unwrap();
-    let err = LoneTicket::acquire().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PoolError::Exhausted {
-                max_capacity: 1,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let refused = LoneTicket::acquire();
+    expect_exhausted(&refused, 1, "a second LoneTicket");
+    let err = refused.unwrap_err();
     assert!(err.to_string().contains("`LoneTicket`"), "{err}");
 }
 
@@ -107,13 +103,7 @@ fn max_capacity_caps_live_values() {
 
     assert_eq!(Slot::pool().stats().max_capacity, 4);
     let mut live: Vec<Handle<Slot>> = (0..4).map(|_| Slot::acquire().unwrap()).collect();
-    assert!(matches!(
-        Slot::acquire(),
-        Err(PoolError::Exhausted {
-            max_capacity: 4,
-            ..
-        })
-    ));
+    expect_exhausted(&Slot::acquire(), 4, "a fifth Slot");
     // The value comes back with the error.
     let err = Slot::acquire_with(Slot { n: 5 }).unwrap_err();
     assert!(matches!(err.error, PoolError::Exhausted { .. }));

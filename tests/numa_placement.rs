@@ -93,6 +93,20 @@ fn uneven_and_memory_only_nodes() {
     assert!(start.pinned.is_err());
 }
 
+/// Runs workers `0..n` at once, each on a thread of its own that starts with `start`, and
+/// waits for them.
+fn run_workers(start: &(impl Fn(usize) + Clone + Send + 'static), n: usize) {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let start = start.clone();
+            std::thread::spawn(move || start(i))
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+}
+
 /// Collects what the warm-up hook saw, and checks it ran after pinning.
 fn recording_hook(
     t: &Topology,
@@ -115,16 +129,7 @@ fn recording_hook(
 fn the_index_hook_pins_each_worker_then_warms_its_node() {
     let t = Topology::synthetic(4, 1).unwrap();
     let (seen, hook) = recording_hook(&t);
-    let start = Placement::spread(&t).start_handler(hook);
-    let threads: Vec<_> = (0..6)
-        .map(|i| {
-            let start = start.clone();
-            std::thread::spawn(move || start(i))
-        })
-        .collect();
-    for th in threads {
-        th.join().unwrap();
-    }
+    run_workers(&Placement::spread(&t).start_handler(hook), 6);
     let mut seen = seen.lock().unwrap().clone();
     seen.sort_by_key(|s| s.worker);
     let nodes: Vec<u32> = seen.iter().map(|s| s.node).collect();
@@ -162,15 +167,7 @@ fn workers_on_this_machine_are_really_pinned() {
             .unwrap()
             .push((s.clone(), thread_affinity().ok()));
     });
-    let threads: Vec<_> = (0..2)
-        .map(|i| {
-            let start = start.clone();
-            std::thread::spawn(move || start(i))
-        })
-        .collect();
-    for th in threads {
-        th.join().unwrap();
-    }
+    run_workers(&start, 2);
     for (s, affinity) in results.lock().unwrap().iter() {
         match &s.pinned {
             Ok(()) => {}

@@ -22,27 +22,19 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use tally_pool::{GuardLevel, Handle, Pool, PoolConfig, PoolError, Recycle};
+use tally_pool::{GuardLevel, Handle, Pool, PoolError, Recycle};
 
-fn config(name: &str, capacity: usize, max_capacity: usize) -> PoolConfig {
-    PoolConfig::new(name)
-        .capacity(capacity)
-        .max_capacity(max_capacity)
-}
-
-fn addr<T: 'static>(h: &Handle<T>) -> usize {
-    let r: &T = h;
-    r as *const T as usize
-}
-
-fn live<T: 'static>(pool: &Pool<T>) -> u64 {
-    pool.stats().live_blocks
-}
+use common::drops::DropCounts;
+use common::errors::expect_exhausted;
+use common::guards::GUARDS;
+use common::typed::{addr, config, live};
 
 /// Defines a type whose values carry an id below `$ids` and count, per id, how often they
 /// were dropped; every test that counts drops gets its own type, so tests running in
@@ -58,8 +50,8 @@ macro_rules! tracked {
         impl $name {
             const IDS: usize = $ids;
 
-            fn drops() -> &'static [AtomicU8; $ids] {
-                static DROPS: [AtomicU8; $ids] = [const { AtomicU8::new(0) }; $ids];
+            fn drops() -> &'static DropCounts<$ids> {
+                static DROPS: DropCounts<$ids> = DropCounts::new();
                 &DROPS
             }
 
@@ -72,7 +64,7 @@ macro_rules! tracked {
             }
 
             fn dropped(id: usize) -> u8 {
-                Self::drops()[id].load(Ordering::SeqCst)
+                Self::drops().dropped(id)
             }
 
             #[allow(dead_code)]
@@ -88,7 +80,7 @@ macro_rules! tracked {
 
         impl Drop for $name {
             fn drop(&mut self) {
-                Self::drops()[self.id].fetch_add(1, Ordering::SeqCst);
+                Self::drops().count(self.id);
             }
         }
     };
@@ -347,17 +339,7 @@ fn acquire_at_the_cap_drops_its_fresh_default_once() {
     let pool = Pool::<DropDefault>::new(config("handles-default-cap", 1, 1)).unwrap();
     let a = pool.acquire().unwrap();
     assert_eq!(a.id, 0);
-    let err = pool.acquire().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PoolError::Exhausted {
-                max_capacity: 1,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    expect_exhausted(&pool.acquire(), 1, "an acquire at the cap");
     let built = DEFAULT_IDS.load(Ordering::SeqCst);
     assert!(built <= 2);
     for id in 1..built {
@@ -684,7 +666,7 @@ fn check_aligned<T: Copy + PartialEq + 'static>(pool: &'static Pool<T>, make: im
 
 #[test]
 fn over_aligned_values_are_aligned() {
-    for guard in [GuardLevel::Off, GuardLevel::Canary, GuardLevel::Full] {
+    for guard in GUARDS {
         let p = Pool::<Align64>::new(config("handles-align64", 2, 300).guard(guard)).unwrap();
         check_aligned(p, |i| Align64 { x: i, y: i as u8 });
         let mut h = p.acquire().unwrap();

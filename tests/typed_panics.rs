@@ -8,7 +8,13 @@
 //!   acquired afterwards), and a recycling pool calls `Default` again for that block;
 //! - a `recycle` that panics returns the block, and the next `acquire` gets a fresh
 //!   `Default` value, not the half-reset one; the half-reset value is dropped at most once;
-//! - `acquire_with` replacing a kept value whose `Drop` panics leaves the pool consistent.
+//! - `acquire_with` replacing a kept value whose `Drop` panics leaves the pool consistent;
+//! - counted value by value, 400 values per guard level and kind: in a dropping pool under
+//!   every guard level, each value whose `Drop` panics is dropped exactly once and no block
+//!   is lost; in a recycling pool under `Off` and `Canary`, a value whose `recycle`
+//!   panicked is dropped exactly once and never handed out again, a value recycled
+//!   normally is kept and not dropped, and `acquire_with` drops each kept value it
+//!   replaces exactly once.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,22 +22,19 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
 use std::thread;
 
-use tally_pool::{GuardLevel, Handle, Pool, PoolConfig, PoolError, Recycle};
+use tally_pool::{GuardLevel, Handle, Pool, PoolError, Recycle};
 
-fn config(name: &str, max_capacity: usize) -> PoolConfig {
-    PoolConfig::new(name)
-        .capacity(max_capacity)
-        .max_capacity(max_capacity)
-}
-
-fn live<T: 'static>(pool: &Pool<T>) -> u64 {
-    pool.stats().live_blocks
-}
+use common::drops::DropCounts;
+use common::guards::GUARDS;
+use common::typed::{config, live};
 
 /// Keeps the expected panics of these tests out of the output.
 fn quiet_panics() {
@@ -94,9 +97,9 @@ impl Drop for Bomb {
 #[test]
 fn a_panicking_drop_returns_its_block() {
     quiet_panics();
-    for guard in [GuardLevel::Off, GuardLevel::Canary, GuardLevel::Full] {
+    for guard in GUARDS {
         const MAX: usize = 3;
-        let pool = Pool::<Bomb>::new(config("panics-drop", MAX).guard(guard)).unwrap();
+        let pool = Pool::<Bomb>::new(config("panics-drop", MAX, MAX).guard(guard)).unwrap();
         for round in 0..4 {
             let hs: Vec<_> = (0..MAX)
                 .map(|i| {
@@ -128,7 +131,7 @@ fn a_panicking_drop_returns_its_block() {
 fn a_thread_dying_of_a_panicking_drop_returns_the_block() {
     quiet_panics();
     const MAX: usize = 2;
-    let pool = Pool::<Bomb>::new(config("panics-drop-thread", MAX)).unwrap();
+    let pool = Pool::<Bomb>::new(config("panics-drop-thread", MAX, MAX)).unwrap();
     for _ in 0..3 {
         let h = pool
             .acquire_with(Bomb {
@@ -159,7 +162,7 @@ impl Drop for StrictBomb {
 #[test]
 fn a_panicking_drop_runs_once() {
     quiet_panics();
-    let pool = Pool::<StrictBomb>::new(config("panics-drop-once", 1)).unwrap();
+    let pool = Pool::<StrictBomb>::new(config("panics-drop-once", 1, 1)).unwrap();
     for i in 0..20u64 {
         let h = pool.acquire_with(StrictBomb(i)).unwrap();
         assert!(catch_unwind(AssertUnwindSafe(|| drop(h))).is_err());
@@ -226,7 +229,7 @@ fn a_panicking_default_loses_no_block() {
     quiet_panics();
     for max in [1, 2] {
         let name = format!("panics-default-{max}");
-        let pool = Pool::<Fuse>::new(config(&name, max)).unwrap();
+        let pool = Pool::<Fuse>::new(config(&name, max, max)).unwrap();
         FUSE_ARMED.store(true, Ordering::SeqCst);
         for _ in 0..5 {
             assert!(catch_unwind(|| pool.acquire().map(drop)).is_err());
@@ -251,7 +254,7 @@ fn a_panicking_default_loses_no_block_of_a_recycling_pool() {
     quiet_panics();
     for (max, guard) in [(1, GuardLevel::Off), (2, GuardLevel::Canary)] {
         let name = format!("panics-default-recycling-{max}");
-        let pool = Pool::<KeptFuse>::new_recycling(config(&name, max).guard(guard)).unwrap();
+        let pool = Pool::<KeptFuse>::new_recycling(config(&name, max, max).guard(guard)).unwrap();
         KEPT_FUSE_ARMED.store(true, Ordering::SeqCst);
         for _ in 0..5 {
             // Here the block is taken first, then `default` runs in it.
@@ -334,7 +337,7 @@ impl Drop for Spring {
 #[test]
 fn a_panicking_recycle_returns_the_block_and_discards_the_value() {
     quiet_panics();
-    let pool = Pool::<Spring>::new_recycling(config("panics-recycle", 1)).unwrap();
+    let pool = Pool::<Spring>::new_recycling(config("panics-recycle", 1, 1)).unwrap();
     let mut h = pool.acquire().unwrap();
     assert_eq!((h.state, h.serial), (1, 0));
     h.items.extend([1, 2, 3]);
@@ -403,7 +406,7 @@ impl Drop for Cracked {
 #[test]
 fn acquire_with_replacing_a_value_whose_drop_panics() {
     quiet_panics();
-    let pool = Pool::<Cracked>::new_recycling(config("panics-replace", 1)).unwrap();
+    let pool = Pool::<Cracked>::new_recycling(config("panics-replace", 1, 1)).unwrap();
     let h = pool
         .acquire_with(Cracked {
             cracked: true,
@@ -434,4 +437,191 @@ fn acquire_with_replacing_a_value_whose_drop_panics() {
     assert_eq!(h.id, 0);
     drop(h);
     assert_eq!(live(pool), 0);
+}
+
+// ----- Drop and recycle panics, counted value by value ------------------------------------
+
+/// Counts the drops of every [`CountedBomb`], by id.
+static COUNTED_BOMB_DROPS: DropCounts<4096> = DropCounts::new();
+
+/// Panics in `Drop` (when `armed`) or in `recycle` (when `jammed`); counts its drops per
+/// id, so a double or a missing drop shows.
+#[derive(Debug)]
+struct CountedBomb {
+    id: usize,
+    armed: bool,
+    jammed: bool,
+    /// Freed by the drop glue after a panicking `Drop::drop`.
+    payload: Vec<u64>,
+}
+
+impl CountedBomb {
+    fn new(armed: bool, jammed: bool) -> Self {
+        let id = COUNTED_BOMB_DROPS.next_id();
+        Self {
+            id,
+            armed,
+            jammed,
+            payload: vec![id as u64; 4],
+        }
+    }
+}
+
+impl Default for CountedBomb {
+    fn default() -> Self {
+        Self::new(false, false)
+    }
+}
+
+impl Drop for CountedBomb {
+    fn drop(&mut self) {
+        COUNTED_BOMB_DROPS.count(self.id);
+        if self.armed {
+            panic!("expected: CountedBomb::drop");
+        }
+    }
+}
+
+impl Recycle for CountedBomb {
+    fn recycle(&mut self) {
+        if self.jammed {
+            self.payload.clear();
+            panic!("expected: CountedBomb::recycle");
+        }
+        self.payload = vec![self.id as u64; 4];
+    }
+}
+
+fn drops(id: usize) -> u8 {
+    COUNTED_BOMB_DROPS.dropped(id)
+}
+
+/// Drops `hs`, each inside `catch_unwind`; returns how many drops panicked.
+fn drop_all(hs: Vec<Handle<CountedBomb>>) -> usize {
+    hs.into_iter()
+        .map(|h| catch_unwind(AssertUnwindSafe(|| drop(h))).is_err())
+        .filter(|&panicked| panicked)
+        .count()
+}
+
+/// Values whose `Drop` panics (2 of 3), dropped inside `catch_unwind` on this thread or on
+/// a thread that dies of the panic, in a dropping pool under each guard level: every value
+/// constructed is dropped exactly once (a counter per value), the payload freed by the
+/// drop glue is checked, `live_blocks` is 0 after each round, no corruption is counted,
+/// and the pool fills to its cap (64) again. And values whose `recycle` panics (1 of 2) in
+/// a recycling pool under `Off` and `Canary` (`Full` refuses recycling pools): a value
+/// whose `recycle` panicked is dropped exactly once and never handed out again, a value
+/// recycled normally is kept and not dropped, and replacing kept values with
+/// `acquire_with` drops each exactly once. 400 values per guard and kind.
+#[test]
+fn panicking_drop_and_recycle_drop_each_value_exactly_once() {
+    quiet_panics();
+    const MAX: usize = 64;
+    for guard in GUARDS {
+        let pool = Pool::<CountedBomb>::new(
+            config(&format!("panics-counted-drop-{guard:?}"), MAX, MAX).guard(guard),
+        )
+        .unwrap();
+        let mut ids = Vec::new();
+        for round in 0..400 / 40 {
+            let hs: Vec<_> = (0..40)
+                .map(|i| {
+                    pool.acquire_with(CountedBomb::new(i % 3 != 0, false))
+                        .unwrap()
+                })
+                .collect();
+            ids.extend(hs.iter().map(|h| h.id));
+            let (here, there): (Vec<_>, Vec<_>) =
+                hs.into_iter().enumerate().partition(|(i, _)| i % 4 != 0);
+            let panics = drop_all(here.into_iter().map(|(_, h)| h).collect());
+            let mut died = 0;
+            for (_, h) in there {
+                if thread::spawn(move || drop(h)).join().is_err() {
+                    died += 1;
+                }
+            }
+            assert_eq!(panics + died, 26, "{guard:?} round {round}");
+            assert_eq!(live(pool), 0, "{guard:?} round {round}: a block was lost");
+        }
+        for &id in &ids {
+            assert_eq!(
+                drops(id),
+                1,
+                "{guard:?}: value {id} dropped {} times",
+                drops(id)
+            );
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.corruption_events, 0, "{guard:?}: {stats:?}");
+        // Nothing lost: the whole cap is there again, and no more.
+        let all: Vec<_> = (0..MAX).map(|_| pool.acquire().unwrap()).collect();
+        assert!(matches!(pool.acquire(), Err(PoolError::Exhausted { .. })));
+        let fresh: Vec<usize> = all.iter().map(|h| h.id).collect();
+        drop_all(all);
+        assert!(fresh.iter().all(|&id| drops(id) == 1));
+        assert_eq!(live(pool), 0);
+    }
+
+    for guard in [GuardLevel::Off, GuardLevel::Canary] {
+        let pool = Pool::<CountedBomb>::new_recycling(
+            config(&format!("panics-counted-recycle-{guard:?}"), MAX, MAX).guard(guard),
+        )
+        .unwrap();
+        // Values constructed, and the ids whose `recycle` panicked.
+        let mut made = HashSet::new();
+        let mut jammed = HashSet::new();
+        for round in 0..400 / 40 {
+            let hs: Vec<_> = (0..40)
+                .map(|i| {
+                    if i % 5 == 0 {
+                        // A kept value, if this block holds one, or a fresh default.
+                        let mut h = pool.acquire().unwrap();
+                        h.jammed = i % 2 == 0;
+                        h
+                    } else {
+                        // Replaces (and drops) the value the block kept, if any.
+                        pool.acquire_with(CountedBomb::new(false, i % 2 == 0))
+                            .unwrap()
+                    }
+                })
+                .collect();
+            for h in &hs {
+                assert_eq!(drops(h.id), 0, "{guard:?}: a dropped value handed out");
+                assert!(!jammed.contains(&h.id), "{guard:?}: a jammed value reused");
+                assert_eq!(h.payload, vec![h.id as u64; 4], "{guard:?}: value damaged");
+                made.insert(h.id);
+                if h.jammed {
+                    jammed.insert(h.id);
+                }
+            }
+            let panics = drop_all(hs);
+            assert_eq!(panics, 20, "{guard:?} round {round}");
+            assert_eq!(live(pool), 0, "{guard:?} round {round}: a block was lost");
+        }
+        // Every value is either dropped exactly once (jammed, or replaced) or kept in a
+        // block; take the kept ones out to see.
+        let all: Vec<_> = (0..MAX).map(|_| pool.acquire().unwrap()).collect();
+        assert!(matches!(pool.acquire(), Err(PoolError::Exhausted { .. })));
+        let kept: HashSet<usize> = all.iter().map(|h| h.id).collect();
+        assert_eq!(kept.len(), MAX);
+        for &id in &made {
+            let expected = u8::from(!kept.contains(&id));
+            assert_eq!(drops(id), expected, "{guard:?}: value {id}");
+        }
+        for &id in &kept {
+            assert!(!jammed.contains(&id), "{guard:?}: jammed value {id} kept");
+            assert_eq!(drops(id), 0);
+        }
+        drop_all(all);
+        // Replace every kept value: each is dropped once.
+        let replacements: Vec<_> = (0..MAX)
+            .map(|_| pool.acquire_with(CountedBomb::new(false, false)).unwrap())
+            .collect();
+        for &id in &kept {
+            assert_eq!(drops(id), 1, "{guard:?}: replaced value {id}");
+        }
+        drop_all(replacements);
+        assert_eq!(live(pool), 0);
+        assert_eq!(pool.stats().corruption_events, 0, "{guard:?}");
+    }
 }

@@ -21,6 +21,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
@@ -28,39 +30,11 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use proptest::prelude::*;
-use tally_pool::{GuardLevel, Handle, Pool, PoolConfig, PoolError, RawHandle, Recycle};
+use tally_pool::{GuardLevel, Handle, Pool, PoolError, RawHandle, Recycle};
 
-fn config(name: &str, capacity: usize, max_capacity: usize) -> PoolConfig {
-    PoolConfig::new(name)
-        .capacity(capacity)
-        .max_capacity(max_capacity)
-}
-
-fn live<T: 'static>(pool: &Pool<T>) -> u64 {
-    pool.stats().live_blocks
-}
-
-fn addr<T: 'static>(h: &Handle<T>) -> usize {
-    let r: &T = h;
-    r as *const T as usize
-}
-
-/// A small deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use common::guards::any_guard;
+use common::rng::Rng;
+use common::typed::{addr, config, live};
 
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Order {
@@ -395,7 +369,7 @@ fn forgery_setup(name: &str) -> Forgery {
     let valid: u64 = Handle::into_raw(lent).into();
     assert_eq!(pool.leaked_raw(), 1);
 
-    let mut rng = Rng(0x5eed_0ff0_12ee);
+    let mut rng = Rng::new(0x5eed_0ff0_12ee);
     let samples = if cfg!(miri) { 200 } else { 100_000 };
     let mut candidates = vec![0, u64::MAX, !valid, valid & !(0x3f << CHECK_SHIFT)];
     candidates.extend((0..64).map(|bit| valid ^ (1 << bit)));
@@ -713,14 +687,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn guard() -> impl Strategy<Value = GuardLevel> {
-    prop_oneof![
-        Just(GuardLevel::Off),
-        Just(GuardLevel::Canary),
-        Just(GuardLevel::Full)
-    ]
-}
-
 fn run_model(max: usize, guard: GuardLevel, ops: &[Op]) {
     let pool = Pool::<Val>::new(config("raw-model", 0, max).guard(guard)).unwrap();
     let drops_before = MODEL_DROPS.load(Ordering::SeqCst);
@@ -832,7 +798,7 @@ proptest! {
     #[test]
     fn random_token_traffic_matches_the_model(
         max in 1..=6usize,
-        guard in guard(),
+        guard in any_guard(),
         ops in prop::collection::vec(op(), 1..120),
     ) {
         run_model(max, guard, &ops);

@@ -1,13 +1,19 @@
-//! Two threads trade 64-byte pooled orders through a bounded channel.
+//! Typed pools under load from several threads at once.
 //!
-//! A producer acquires `Handle<Order>`s (every other one with `acquire()` and then filled
-//! in, the rest with `acquire_with`) and sends them, as handles or as `u64` tokens, through
+//! Two threads trade 64-byte pooled orders through a bounded channel. A producer acquires
+//! `Handle<Order>`s (every other one with `acquire()` and then filled in, the rest with
+//! `acquire_with`) and sends them, as handles or as `u64` tokens, through
 //! `std::sync::mpsc::sync_channel` to a consumer that redeems the tokens, checks every
 //! order (sequence, checksum, payload) and drops it. At the end: every order created was
 //! dropped exactly once (`created == dropped`, no drop of an unknown order),
 //! `live_blocks == 0`, `leaked_raw == 0`, and blocks moved between the threads
 //! (`cross_thread_frees > 0`). A third test runs the traffic both ways at once. Sizes shrink
 //! under `debug_assertions` and Miri to keep the run short.
+//!
+//! A fourth test calls `reclaim()` every 200 µs for 2 s while typed workers acquire and
+//! release bursts of values, tokens are redeemed on other threads and block pool blocks
+//! are freed on other threads: nothing is corrupted, no block is handed out twice, and the
+//! counts stay exact.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,11 +21,24 @@
     clippy::indexing_slicing
 )]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use core::alloc::Layout;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::thread;
+use std::time::{Duration, Instant};
 
-use tally_pool::{Handle, Pool, PoolConfig, PoolError, RawHandle};
+use tally_pool::block::{BlockPool, BlockPoolConfig};
+use tally_pool::{GuardLevel, Handle, Pool, PoolConfig, PoolError, RawHandle};
+
+use common::block::{block, free_owned};
+use common::live_set::LiveSet;
+use common::rng::Rng;
+use common::stamp::{damage, pattern, stamp};
+use common::stats::assert_counts;
+use common::threads::WorkerDone;
+use common::typed::addr;
 
 /// Orders each test sends.
 fn orders() -> u64 {
@@ -264,4 +283,291 @@ fn both_ways_at_once() {
     assert_eq!(stats.live_blocks, 0, "{stats:?}");
     assert_eq!(pool.leaked_raw(), 0);
     assert_eq!(stats.corruption_events, 0);
+}
+
+// ----- reclaim racing everything ----------------------------------------------------------
+
+/// Words of a value (and of a block) in the reclaim race: 1 KiB, about a thousand to a
+/// chunk, so that bursts free whole chunks.
+const WORDS: usize = 128;
+
+/// A pooled value whose every word is derived from its id.
+#[derive(Debug)]
+struct Stamped {
+    words: [u64; WORDS],
+}
+
+impl Stamped {
+    fn boxed(id: u64) -> Box<Self> {
+        let mut s = Box::new(Stamped { words: [0; WORDS] });
+        s.stamp(id);
+        s
+    }
+
+    fn stamp(&mut self, id: u64) {
+        for (i, w) in self.words.iter_mut().enumerate() {
+            *w = pattern(id, i);
+        }
+    }
+
+    fn intact(&self, id: u64) -> bool {
+        self.words
+            .iter()
+            .enumerate()
+            .all(|(i, &w)| w == pattern(id, i))
+    }
+}
+
+/// How long the reclaim race runs.
+fn race_time() -> Duration {
+    if cfg!(miri) {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_secs(2)
+    }
+}
+
+/// For 2 s (50 ms under Miri), a thread calls `reclaim()` every 200 µs on two typed pools
+/// (`Off` and `Canary`) and on a `Canary` block pool while: two workers per typed pool
+/// acquire bursts of 1 KiB values (up to 2,500, several chunks' worth), stamp each with a
+/// per-value pattern, and check and release them in random order; a lender lends values
+/// (`into_raw`) to a redeemer thread through a channel, which redeems, checks and releases
+/// them; and an allocator sends block pool blocks, stamped, to a freer thread, which
+/// checks and frees them. Every value and block is checked intact when it is released, no
+/// block is handed out twice while live (a set of live addresses per pool), and at the end
+/// every pool has `live_blocks == 0`, `leaked_raw == 0`, allocation and free counts equal
+/// to the ones the threads counted, no corruption, and (the threads gone) a last
+/// `reclaim()` leaves no chunk. Some reclaim must have given memory back while the threads
+/// ran. (A reclaim walks every free block in the depot: in a debug build, with tens of
+/// thousands free, one takes milliseconds, so the rounds run nearly back to back, 60 to
+/// 110 of them in the 2 s.)
+#[test]
+fn reclaim_racing_workers_redeems_and_cross_thread_frees_corrupts_nothing() {
+    let config = |name: &str, guard| {
+        PoolConfig::new(name)
+            .capacity(0)
+            .max_capacity(1 << 16)
+            .guard(guard)
+            .per_node(false)
+    };
+    let plain = Pool::<Stamped>::new(config("stress-reclaim-off", GuardLevel::Off)).unwrap();
+    let guarded =
+        Pool::<Stamped>::new(config("stress-reclaim-canary", GuardLevel::Canary)).unwrap();
+    let blocks = BlockPool::new(
+        BlockPoolConfig::new(Layout::new::<[u64; WORDS]>())
+            .name("stress-reclaim-blocks")
+            .guard(GuardLevel::Canary),
+    )
+    .unwrap();
+    let typed = [
+        (plain, LiveSet::new("off")),
+        (guarded, LiveSet::new("canary")),
+    ];
+    let block_set = LiveSet::new("blocks");
+    let next_id = AtomicU64::new(1);
+    let deadline = Instant::now() + race_time();
+    // Threads still working: 2 workers and a lender per typed pool, and the allocator.
+    let working = AtomicUsize::new(7);
+    let acquired = [AtomicU64::new(0), AtomicU64::new(0)];
+    let released = [AtomicU64::new(0), AtomicU64::new(0)];
+    let (block_allocs, block_frees) = (AtomicU64::new(0), AtomicU64::new(0));
+    let reclaimed_while_running = AtomicU64::new(0);
+    let reclaims = AtomicU64::new(0);
+    let reclaim_nanos = AtomicU64::new(0);
+
+    thread::scope(|s| {
+        let (typed, block_set, next_id, working) = (&typed, &block_set, &next_id, &working);
+        let (acquired, released) = (&acquired, &released);
+        let (block_allocs, block_frees, blocks) = (&block_allocs, &block_frees, &blocks);
+        let (reclaimed_while_running, reclaims) = (&reclaimed_while_running, &reclaims);
+        let reclaim_nanos = &reclaim_nanos;
+
+        let mut threads = Vec::new();
+
+        // The reclaimer.
+        let reclaimer = s.spawn(move || {
+            while working.load(Ordering::Acquire) > 0 {
+                let start = Instant::now();
+                let bytes = plain.reclaim() + guarded.reclaim() + blocks.reclaim();
+                reclaim_nanos.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                reclaimed_while_running.fetch_add(bytes as u64, Ordering::Relaxed);
+                reclaims.fetch_add(1, Ordering::Relaxed);
+                // Waits 200 µs from the start of this round without sleeping: a sleeping
+                // thread on two busy cores wakes only every few milliseconds.
+                while start.elapsed() < Duration::from_micros(200) {
+                    thread::yield_now();
+                }
+            }
+        });
+
+        for (p, (pool, set)) in typed.iter().enumerate() {
+            let pool: &'static Pool<Stamped> = pool;
+            // Workers: bursts acquired, stamped, checked and released in random order.
+            for w in 0..2u64 {
+                threads.push(s.spawn(move || {
+                    let _done = WorkerDone(working);
+                    let mut rng = Rng::new(0xab5e_0000 + 16 * p as u64 + w);
+                    let mut held: Vec<(Handle<Stamped>, u64)> = Vec::new();
+                    while Instant::now() < deadline {
+                        // Mostly small batches kept in the thread's cache; now and then
+                        // a burst over several chunks, all of it freed.
+                        let (want, keep) = if rng.below(16) == 0 {
+                            (1000 + rng.index(1500), 0)
+                        } else {
+                            (1 + rng.index(100), rng.index(30))
+                        };
+                        for _ in 0..want {
+                            let id = next_id.fetch_add(1, Ordering::Relaxed);
+                            let h = if rng.below(2) == 0 {
+                                pool.acquire_with(*Stamped::boxed(id)).unwrap()
+                            } else {
+                                let mut h =
+                                    pool.acquire_with(Stamped { words: [0; WORDS] }).unwrap();
+                                h.stamp(id);
+                                h
+                            };
+                            acquired[p].fetch_add(1, Ordering::Relaxed);
+                            set.enter(addr(&h));
+                            held.push((h, id));
+                        }
+                        while held.len() > keep {
+                            let (h, id) = held.swap_remove(rng.index(held.len()));
+                            assert!(h.intact(id), "{}: value {id} damaged", set.name());
+                            set.leave(addr(&h));
+                            drop(h);
+                            released[p].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    for (h, id) in held {
+                        assert!(h.intact(id), "{}: value {id} damaged", set.name());
+                        set.leave(addr(&h));
+                        drop(h);
+                        released[p].fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            // A lender and a redeemer: tokens cross threads in batches.
+            let (tx, rx) = sync_channel::<Vec<(u64, u64)>>(8);
+            threads.push(s.spawn(move || {
+                let _done = WorkerDone(working);
+                let mut rng = Rng::new(0x1e4d_0000 + p as u64);
+                while Instant::now() < deadline {
+                    let batch: Vec<(u64, u64)> = (0..1 + rng.index(600))
+                        .map(|_| {
+                            let id = next_id.fetch_add(1, Ordering::Relaxed);
+                            let h = pool.acquire_with(*Stamped::boxed(id)).unwrap();
+                            acquired[p].fetch_add(1, Ordering::Relaxed);
+                            set.enter(addr(&h));
+                            (Handle::into_raw(h).to_bits(), id)
+                        })
+                        .collect();
+                    tx.send(batch).unwrap();
+                }
+            }));
+            threads.push(s.spawn(move || {
+                for batch in rx {
+                    for (bits, id) in batch {
+                        let h = pool.redeem(RawHandle::from(bits)).unwrap();
+                        assert!(h.intact(id), "{}: lent value {id} damaged", set.name());
+                        set.leave(addr(&h));
+                        drop(h);
+                        released[p].fetch_add(1, Ordering::Relaxed);
+                        assert!(
+                            matches!(
+                                pool.redeem(RawHandle::from(bits)),
+                                Err(PoolError::StaleHandle { .. })
+                            ),
+                            "{}: a token redeemed twice",
+                            set.name()
+                        );
+                    }
+                }
+            }));
+        }
+
+        // Block pool: allocated and stamped here, checked and freed on another thread,
+        // which owns each block once it is sent: the allocator keeps no copy.
+        let (tx, rx) = sync_channel::<Vec<(usize, u64)>>(8);
+        threads.push(s.spawn(move || {
+            let _done = WorkerDone(working);
+            let mut rng = Rng::new(0xb10c);
+            while Instant::now() < deadline {
+                let batch: Vec<(usize, u64)> = (0..1 + rng.index(2500))
+                    .map(|_| {
+                        let b = blocks.allocate().unwrap();
+                        block_allocs.fetch_add(1, Ordering::Relaxed);
+                        let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        let at = b.as_ptr() as usize;
+                        block_set.enter(at);
+                        stamp(b, WORDS, id);
+                        (at, id)
+                    })
+                    .collect();
+                tx.send(batch).unwrap();
+            }
+        }));
+        threads.push(s.spawn(move || {
+            for batch in rx {
+                for (at, id) in batch {
+                    let damaged = damage(block(at), WORDS, id);
+                    assert!(
+                        damaged.is_none(),
+                        "blocks: block {id} at {at:#x} damaged: {damaged:x?}"
+                    );
+                    block_set.leave(at);
+                    free_owned(blocks, block(at))
+                        .unwrap_or_else(|e| panic!("blocks: free of {at:#x}: {e}"));
+                    block_frees.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+
+        // Joined one by one, which waits for each thread's exit (its thread-local caches
+        // go back to their pools then); the end of the scope would not.
+        for t in threads {
+            t.join().unwrap();
+        }
+        reclaimer.join().unwrap();
+    });
+
+    let rounds = reclaims.load(Ordering::Relaxed);
+    let bytes = reclaimed_while_running.load(Ordering::Relaxed);
+    eprintln!(
+        "{rounds} reclaims ({} ms inside them) released {bytes} bytes while the threads ran; typed values: {:?} / {:?}, blocks: {}",
+        reclaim_nanos.load(Ordering::Relaxed) / 1_000_000,
+        acquired[0],
+        acquired[1],
+        block_allocs.load(Ordering::Relaxed)
+    );
+    if !cfg!(miri) {
+        assert!(rounds > 10, "the reclaimer ran {rounds} times");
+        assert!(
+            bytes > 0,
+            "no reclaim gave memory back while the threads ran"
+        );
+    }
+    for (p, (pool, set)) in typed.iter().enumerate() {
+        assert!(set.is_empty(), "{}: addresses still live", set.name());
+        assert_counts(
+            &pool.stats(),
+            acquired[p].load(Ordering::Relaxed),
+            released[p].load(Ordering::Relaxed),
+            0,
+            format_args!("{}", set.name()),
+        );
+        assert_eq!(pool.leaked_raw(), 0, "{}", set.name());
+        pool.reclaim();
+        let after = pool.stats();
+        assert_eq!(after.chunks, 0, "{}: a chunk kept: {after:?}", set.name());
+    }
+    assert!(block_set.is_empty(), "blocks: addresses still live");
+    assert_counts(
+        &blocks.stats(),
+        block_allocs.load(Ordering::Relaxed),
+        block_frees.load(Ordering::Relaxed),
+        0,
+        format_args!("blocks"),
+    );
+    blocks.reclaim();
+    assert_eq!(blocks.stats().chunks, 0, "blocks: {:?}", blocks.stats());
 }
