@@ -1,0 +1,230 @@
+//! Memory statistics: every pool, arena, the allocator and user components in one report,
+//! with leak suspects and a health score.
+//!
+//! Every component joins a process-wide registry when it is created (pools do it
+//! themselves; track your own memory with a [`Component`]). [`report`] asks each live
+//! component for a [`ComponentSnapshot`] and returns a [`MemoryReport`]: print it for a
+//! table, or serialise it ([`MemoryReport::to_json`]) for machines. A background sampler
+//! ([`start_sampler`]) keeps a short history of live bytes per component, from which
+//! leak suspects are found ([`LeakConfig`] documents the rule).
+//!
+//! ```
+//! use std::time::Duration;
+//! use tally_pool::stats::{self, Component, MemoryReport};
+//!
+//! let book = Component::register("order-book"); // a user component, bytes tracked by hand
+//! book.add(64 * 1024); // one relaxed atomic, no lock, no allocation
+//! book.sub(16 * 1024);
+//! let _sampler = stats::start_sampler(Duration::from_secs(1))?; // history for leaks
+//! stats::configure_leaks(stats::LeakConfig::default().window(Duration::from_secs(300)));
+//! let report: MemoryReport = stats::report(); // every live pool, allocator, arena, component
+//! println!("{report}"); // a human table, like mi_stats_print
+//! let json: String = report.to_json(); // serde_json, the schema below
+//!
+//! let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+//! let row = value["components"]
+//!     .as_array()
+//!     .unwrap()
+//!     .iter()
+//!     .find(|c| c["name"] == "order-book")
+//!     .unwrap();
+//! assert_eq!(row["live_bytes"], 48 * 1024);
+//! assert_eq!(row["kind"], "user");
+//! # Ok::<(), stats::StatsError>(())
+//! ```
+//!
+//! # The JSON schema (version [`SCHEMA`] = 1)
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `schema` | `1` |
+//! | `generated_at` | RFC 3339, UTC, to the second: `"2026-12-04T17:05:09Z"` |
+//! | `process` | `pid`; `rss_bytes` (`/proc/self/statm` resident pages × page size, or `null`); `limit_bytes` (the tightest cgroup v2 `memory.max` / v1 `memory.limit_in_bytes` over this process's cgroups and their ancestors, or `null` for none, `max` or unreadable) |
+//! | `totals` | the memory classes below, summed over the components |
+//! | `components[]` | `id`, `name`, `kind` (`"typed"`, `"block"`, `"allocator"`, `"arena"`, `"user"`), `type_name` (typed pools, else `null`), `object_size`, `live_objects`, the memory classes, `capacity`, `max_capacity`, `acquires`, `releases`, `cross_thread_releases`, `exhausted` (refusals at the cap), `corruptions`, `growths`, `depot_exchanges`, `locality` (`0..=1` or `null`), `nodes[]` (`node`, `live_bytes`, `mapped_bytes`, `local_acquires`, `remote_acquires`, `cross_node_releases`) and, for user components only, `accounting_errors` |
+//! | memory classes | `live_bytes` (values in use), `cached_bytes` (free in thread caches), `free_bytes` (free in depots and chunks), `fresh_bytes` (mapped, not yet carved), `metadata_bytes` (headers, registries, generation tables, canaries, padding), `mapped_bytes` (the sum of those five), `released_bytes` (given back to the OS so far) |
+//! | `leaks[]` | `component` (name), `component_id`, `growth_bytes_per_min`, `live_objects`, `window_secs`, `oldest_age_secs` (`null` unless sites are tracked), `sites[]` (`location` as `file:line:col`, `live`, `oldest_age_secs`; at most 10, most live first) |
+//! | `health` | `score` (0–100) and `findings[]`: `code`, `severity` (`"info"`, `"warning"`, `"critical"`), `component` (name) and `component_id`, or `null` for the process, `message`, `recommendation` |
+//! | `pressure` | `null` until a pressure monitor runs; then `level`, `utilisation`, `source`, `since_secs` ([`PressureSection`]) |
+//!
+//! Names are any text; JSON escapes them. Counts never go negative: every sum saturates,
+//! and a snapshot taken while other threads work is consistent per component.
+//!
+//! # Health rules
+//!
+//! The score starts at 100; each finding subtracts its penalty (the score stays at or
+//! above 0), and any corruption caps the score at 20. Rules run on each component's
+//! snapshot; "since the last report" compares with the counts the previous [`report`]
+//! saw (the registry keeps them per component).
+//!
+//! | code | severity | penalty | fires when | recommends |
+//! |---|---|---|---|---|
+//! | `corruption` | critical | 50 | any corruption event (the score is then at most 20) | the guard level that catches it (`Canary`, then `Full`), and where it was last seen |
+//! | `exhausted` | critical | 30 | acquires were refused at the cap since the last report | raise `max_capacity` to the peak of live values + 50 % |
+//! | `near-cap` | warning | 10 | live values ≥ 90 % of `max_capacity` (not repeated when `exhausted` fires) | the same |
+//! | `leak-suspect` | warning | 20 | the component is a leak suspect ([`LeakConfig`]) | the sites holding the most live values, or turning on `track_sites` |
+//! | `fragmented` | info | 5 | free + cached + fresh > 50 % of mapped and > 16 MiB, held for ≥ 60 s of sampled history (a single snapshot decides when no sampler runs) | `reclaim()`, and a `capacity` near live + 25 % |
+//! | `remote-heavy` | info | 5 | `locality` < 0.9 over ≥ 10,000 acquires | `numa::Placement`, pinning threads |
+//! | `cache-misses` | info | 5 | more than one depot exchange (thread-cache miss) per 4 acquires, over ≥ 10,000 acquires (a producer/consumer pair makes about one per 16 with 32-block magazines) | a larger `capacity`, larger batches per thread |
+//!
+//! # Cost
+//!
+//! Registering and unregistering take a short lock, never on an acquire or release
+//! path. [`report`] takes a snapshot of each component, reads three small `/proc` and
+//! cgroup files and copies the sampler's latest conclusions: the leak detector runs in
+//! [`sample`], not in the report.
+
+mod component;
+mod error;
+mod health;
+mod history;
+mod leaks;
+mod process;
+mod registry;
+mod report;
+mod sampler;
+mod source;
+mod table;
+
+use std::time::SystemTime;
+
+pub use component::Component;
+pub use error::StatsError;
+pub use history::{configure_leaks, leak_config};
+pub use leaks::LeakConfig;
+pub use registry::{register, register_static, ComponentId, Kind, Registration};
+pub use report::{
+    ComponentReport, Finding, HealthSection, LeakReport, MemoryClasses, MemoryReport, NodeReport,
+    PressureSection, ProcessSection, Severity, SiteReport, SCHEMA,
+};
+pub use sampler::{sample, sampler_running, start_sampler, SamplerGuard};
+pub use source::{ComponentSnapshot, NodeSnapshot, Site, Source, Urgency};
+
+use health::RuleInput;
+
+/// Sites listed per leak suspect, at most.
+const MAX_SITES: usize = 10;
+
+/// The memory report of every live component, now.
+///
+/// Asks each component for a snapshot (with no statistics lock held), adds the process's
+/// figures, the sampler's leak suspects and the health findings. Refusals at the cap
+/// are counted since the previous call, so calling it also moves that baseline.
+///
+/// ```
+/// use tally_pool::stats::{self, Component};
+/// let c = Component::register("doc-report-fn");
+/// c.add(100);
+/// let report = stats::report();
+/// assert!(report.components.iter().any(|row| row.id == c.id() && row.memory.live_bytes == 100));
+/// ```
+pub fn report() -> MemoryReport {
+    let members = registry::members();
+    let snapshots: Vec<ComponentSnapshot> = members
+        .iter()
+        .map(|member| member.source.source().snapshot())
+        .collect();
+    let rows: Vec<(ComponentId, std::sync::Arc<str>, Kind)> = members
+        .into_iter()
+        .map(|member| (member.id, member.name, member.kind))
+        .collect(); // the sources drop here, with no lock held
+    let ids: Vec<ComponentId> = rows.iter().map(|(id, _, _)| *id).collect();
+    let exhausted: Vec<(ComponentId, u64)> = ids
+        .iter()
+        .zip(&snapshots)
+        .map(|(&id, s)| (id, s.exhausted))
+        .collect();
+    let exhausted_since = registry::exhausted_since_last(&exhausted);
+    let conclusions = history::conclusions(&ids);
+
+    let mut totals = MemoryClasses::default();
+    let mut components = Vec::with_capacity(rows.len());
+    let mut leaks = Vec::new();
+    for ((id, name, kind), snapshot) in rows.iter().zip(&snapshots) {
+        let row = ComponentReport::new(*id, name, *kind, snapshot);
+        totals.add(&row.memory);
+        components.push(row);
+    }
+    for (((id, name, _), snapshot), conclusion) in rows.iter().zip(&snapshots).zip(&conclusions) {
+        if let Some(verdict) = conclusion.as_ref().and_then(|c| c.leak) {
+            leaks.push(leak_report(*id, name, snapshot, verdict));
+        }
+    }
+    let inputs: Vec<RuleInput<'_>> = rows
+        .iter()
+        .zip(&snapshots)
+        .zip(exhausted_since.iter().zip(&conclusions))
+        .map(
+            |(((id, name, kind), snapshot), (&since, conclusion))| RuleInput {
+                id: *id,
+                name,
+                kind: *kind,
+                snapshot,
+                exhausted_since_last: since,
+                leak: leaks.iter().find(|leak| leak.component_id == *id),
+                fragmented_for: conclusion.map(|c| c.fragmented_for),
+            },
+        )
+        .collect();
+    let health = health::evaluate(&inputs);
+
+    MemoryReport {
+        schema: SCHEMA,
+        generated_at: process::rfc3339(SystemTime::now()),
+        process: process::read(),
+        totals,
+        components,
+        leaks,
+        health,
+        pressure: None,
+    }
+}
+
+/// The leak entry of a suspect component.
+fn leak_report(
+    id: ComponentId,
+    name: &str,
+    snapshot: &ComponentSnapshot,
+    verdict: leaks::LeakVerdict,
+) -> LeakReport {
+    let mut sites: Vec<&Site> = snapshot.sites.iter().flatten().collect();
+    sites.sort_by_key(|site| std::cmp::Reverse(site.live));
+    LeakReport {
+        component: name.to_owned(),
+        component_id: id,
+        growth_bytes_per_min: verdict.growth_bytes_per_min,
+        live_objects: snapshot.live_objects,
+        window_secs: verdict.window.as_secs_f64(),
+        oldest_age_secs: snapshot.oldest_age().map(|age| age.as_secs_f64()),
+        sites: sites
+            .into_iter()
+            .take(MAX_SITES)
+            .map(SiteReport::of)
+            .collect(),
+    }
+}
+
+/// `text` as a Prometheus label value: backslash, double quote and newline escaped
+/// (`\\`, `\"`, `\n`), everything else as is.
+///
+/// ```
+/// use tally_pool::stats::prometheus_label;
+/// assert_eq!(prometheus_label("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
+/// assert_eq!(prometheus_label("order-book"), "order-book");
+/// ```
+pub fn prometheus_label(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;

@@ -1,0 +1,436 @@
+//! The process-wide registry of components: every pool, arena, the allocator and each user
+//! component joins it when created, and a report asks each member for a snapshot.
+//!
+//! Joining and leaving take one short lock; nothing on an acquire or release path does.
+//! Members are held weakly ([`register`]) or for ever ([`register_static`]); a member
+//! whose source has been dropped is pruned the next time the registry is read. The lock is
+//! never held while a source's `snapshot` runs, nor while the last strong reference to a
+//! source is dropped (its drop may leave the registry, which takes the lock).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use serde::{Deserialize, Serialize};
+
+use super::source::Source;
+
+/// What kind of component a registry member is.
+///
+/// ```
+/// use tally_pool::stats::Kind;
+/// assert_eq!(Kind::Typed.to_string(), "typed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Kind {
+    /// A `Pool<T>`.
+    Typed,
+    /// A `BlockPool` used directly.
+    Block,
+    /// The global allocator, `TallyAlloc`.
+    Allocator,
+    /// A scratch arena.
+    Arena,
+    /// Memory a user tracks by hand with a [`Component`](super::Component).
+    User,
+}
+
+impl Kind {
+    /// The lowercase name used in reports.
+    ///
+    /// ```
+    /// use tally_pool::stats::Kind;
+    /// assert_eq!(Kind::Allocator.as_str(), "allocator");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Typed => "typed",
+            Kind::Block => "block",
+            Kind::Allocator => "allocator",
+            Kind::Arena => "arena",
+            Kind::User => "user",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A registry member's id: unique for the life of the process, never reused. Names need
+/// not be unique; ids are.
+///
+/// ```
+/// use tally_pool::stats::Component;
+/// let a = Component::register("same-name");
+/// let b = Component::register("same-name");
+/// assert_ne!(a.id(), b.id());
+/// assert!(a.id().get() > 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ComponentId(u64);
+
+impl ComponentId {
+    /// An id from a number, for tests that build reports by hand.
+    #[cfg(test)]
+    pub(crate) fn from_raw(id: u64) -> Self {
+        Self(id)
+    }
+
+    /// The id as a number, as it appears in reports.
+    ///
+    /// ```
+    /// use tally_pool::stats::Component;
+    /// let c = Component::register("doc-id");
+    /// assert_eq!(c.id().get().to_string(), c.id().to_string());
+    /// ```
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Membership in the registry: the member leaves when this guard drops (or, earlier, once
+/// its source has been dropped).
+///
+/// ```
+/// use std::sync::{Arc, Weak};
+/// use tally_pool::stats::{self, Component, Kind, Source};
+///
+/// let inner = Arc::new(Component::register("inner")); // any Source will do
+/// let weak: Weak<dyn Source> = Arc::downgrade(&inner) as _;
+/// let registration = stats::register("wrapper", Kind::Arena, weak);
+/// assert!(stats::report().components.iter().any(|c| c.id == registration.id()));
+/// let id = registration.id();
+/// drop(registration);
+/// assert!(!stats::report().components.iter().any(|c| c.id == id));
+/// ```
+#[derive(Debug)]
+#[must_use = "dropping a Registration removes the component from the registry at once"]
+pub struct Registration {
+    id: ComponentId,
+}
+
+impl Registration {
+    /// The member's id.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Weak};
+    /// use tally_pool::stats::{self, Component, Kind, Source};
+    /// let inner = Arc::new(Component::register("doc-registration-id"));
+    /// let weak: Weak<dyn Source> = Arc::downgrade(&inner) as _;
+    /// let registration = stats::register("wrapper", Kind::Block, weak);
+    /// assert!(registration.id().get() > 0);
+    /// ```
+    pub fn id(&self) -> ComponentId {
+        self.id
+    }
+
+    /// Keeps the member until its source is dropped, without a guard; returns its id.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Weak};
+    /// use tally_pool::stats::{self, Component, Kind, Source};
+    /// let inner = Arc::new(Component::register("doc-registration-leak"));
+    /// let weak: Weak<dyn Source> = Arc::downgrade(&inner) as _;
+    /// let id = stats::register("kept", Kind::Block, weak).leak();
+    /// assert!(stats::report().components.iter().any(|c| c.id == id));
+    /// drop(inner); // the source is gone: pruned by the next read
+    /// assert!(!stats::report().components.iter().any(|c| c.id == id));
+    /// ```
+    pub fn leak(self) -> ComponentId {
+        let id = self.id;
+        std::mem::forget(self);
+        id
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let removed = {
+            let mut entries = lock(&REGISTRY);
+            entries
+                .iter()
+                .position(|entry| entry.id == self.id)
+                .map(|at| entries.swap_remove(at))
+        };
+        // The entry (a weak reference) drops here, outside the lock.
+        drop(removed);
+    }
+}
+
+/// Adds a component that the registry holds weakly: it is listed while `source` can be
+/// upgraded and until the returned guard drops.
+///
+/// ```
+/// use std::sync::{Arc, Weak};
+/// use tally_pool::stats::{self, Component, Kind, Source};
+/// let inner = Arc::new(Component::register("doc-register"));
+/// let weak: Weak<dyn Source> = Arc::downgrade(&inner) as _;
+/// let registration = stats::register("any name \"at all\"\n", Kind::Typed, weak);
+/// let report = stats::report();
+/// let me = report.components.iter().find(|c| c.id == registration.id()).unwrap();
+/// assert_eq!(me.name, "any name \"at all\"\n");
+/// ```
+pub fn register(name: impl Into<Arc<str>>, kind: Kind, source: Weak<dyn Source>) -> Registration {
+    let id = insert(name.into(), kind, SourceRef::Weak(source));
+    Registration { id }
+}
+
+/// Adds a component that lives for the rest of the process (a leaked typed pool); it is
+/// never removed.
+///
+/// ```
+/// use tally_pool::stats::{self, Component, Kind};
+/// let leaked: &'static Component = Box::leak(Box::new(Component::register("doc-static-inner")));
+/// let id = stats::register_static("doc-static", Kind::Typed, leaked);
+/// assert!(stats::report().components.iter().any(|c| c.id == id));
+/// ```
+pub fn register_static(
+    name: impl Into<Arc<str>>,
+    kind: Kind,
+    source: &'static dyn Source,
+) -> ComponentId {
+    insert(name.into(), kind, SourceRef::Static(source))
+}
+
+/// The registry's members. A plain `Vec`: registrations are rare and a report reads all.
+static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// The next id to hand out; ids start at 1.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How the registry holds a member's source.
+enum SourceRef {
+    Weak(Weak<dyn Source>),
+    Static(&'static dyn Source),
+}
+
+/// One member.
+struct Entry {
+    id: ComponentId,
+    name: Arc<str>,
+    kind: Kind,
+    source: SourceRef,
+    /// `exhausted` as of the previous report, for "refused since the last report".
+    last_exhausted: u64,
+}
+
+fn insert(name: Arc<str>, kind: Kind, source: SourceRef) -> ComponentId {
+    let id = ComponentId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    lock(&REGISTRY).push(Entry {
+        id,
+        name,
+        kind,
+        source,
+        last_exhausted: 0,
+    });
+    id
+}
+
+/// Locks `mutex`, ignoring poisoning: the statistics' critical sections leave their data
+/// consistent before anything in them can panic.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// A source kept alive for the time of one report or sample.
+pub(crate) enum Held {
+    Strong(Arc<dyn Source>),
+    Static(&'static dyn Source),
+}
+
+impl Held {
+    pub(crate) fn source(&self) -> &dyn Source {
+        match self {
+            Held::Strong(arc) => arc.as_ref(),
+            Held::Static(source) => *source,
+        }
+    }
+}
+
+/// A live member, as read by [`members`].
+pub(crate) struct Member {
+    pub(crate) id: ComponentId,
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: Kind,
+    pub(crate) source: Held,
+}
+
+/// Every live member, in registration order; prunes members whose source is gone.
+///
+/// The caller must drop the result with no statistics lock held: dropping the last
+/// strong reference to a source may unregister it.
+pub(crate) fn members() -> Vec<Member> {
+    let mut entries = lock(&REGISTRY);
+    entries.retain(|entry| match &entry.source {
+        SourceRef::Weak(weak) => weak.strong_count() > 0,
+        SourceRef::Static(_) => true,
+    });
+    let mut members = Vec::with_capacity(entries.len());
+    for entry in entries.iter() {
+        let source = match &entry.source {
+            SourceRef::Weak(weak) => match weak.upgrade() {
+                Some(arc) => Held::Strong(arc),
+                None => continue,
+            },
+            SourceRef::Static(source) => Held::Static(*source),
+        };
+        members.push(Member {
+            id: entry.id,
+            name: Arc::clone(&entry.name),
+            kind: entry.kind,
+            source,
+        });
+    }
+    members
+}
+
+/// For each `(id, exhausted)`, the refusals since the previous call for that id (all of
+/// them the first time), and remembers `exhausted` for the next. Unknown ids give their
+/// count unchanged.
+pub(crate) fn exhausted_since_last(current: &[(ComponentId, u64)]) -> Vec<u64> {
+    let mut entries = lock(&REGISTRY);
+    current
+        .iter()
+        .map(
+            |&(id, exhausted)| match entries.iter_mut().find(|e| e.id == id) {
+                Some(entry) => {
+                    let since = exhausted.saturating_sub(entry.last_exhausted);
+                    entry.last_exhausted = exhausted;
+                    since
+                }
+                None => exhausted,
+            },
+        )
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::source::ComponentSnapshot;
+
+    struct Fixed(u64);
+    impl Source for Fixed {
+        fn snapshot(&self) -> ComponentSnapshot {
+            ComponentSnapshot {
+                live_bytes: self.0,
+                exhausted: self.0,
+                ..ComponentSnapshot::default()
+            }
+        }
+    }
+
+    fn listed(id: ComponentId) -> bool {
+        members().iter().any(|m| m.id == id)
+    }
+
+    fn weak_of(arc: &Arc<Fixed>) -> Weak<dyn Source> {
+        let weak: Weak<dyn Source> = Arc::downgrade(arc) as _;
+        weak
+    }
+
+    #[test]
+    fn register_then_unregister_on_drop() {
+        let source = Arc::new(Fixed(7));
+        let registration = register("reg-drop", Kind::Block, weak_of(&source));
+        let id = registration.id();
+        let me = members().into_iter().find(|m| m.id == id).unwrap();
+        assert_eq!(&*me.name, "reg-drop");
+        assert_eq!(me.kind, Kind::Block);
+        assert_eq!(me.source.source().snapshot().live_bytes, 7);
+        drop(me);
+        drop(registration);
+        assert!(!listed(id));
+    }
+
+    #[test]
+    fn dead_sources_are_pruned() {
+        let source = Arc::new(Fixed(1));
+        let id = register("reg-prune", Kind::Arena, weak_of(&source)).leak();
+        assert!(listed(id));
+        drop(source);
+        assert!(!listed(id));
+        assert!(!lock(&REGISTRY).iter().any(|e| e.id == id));
+    }
+
+    #[test]
+    fn ids_are_unique_names_need_not_be() {
+        let a = Arc::new(Fixed(1));
+        let b = Arc::new(Fixed(2));
+        let ra = register("twin", Kind::Typed, weak_of(&a));
+        let rb = register("twin", Kind::Typed, weak_of(&b));
+        assert_ne!(ra.id(), rb.id());
+        assert!(listed(ra.id()) && listed(rb.id()));
+    }
+
+    #[test]
+    fn static_members_stay() {
+        let leaked: &'static Fixed = Box::leak(Box::new(Fixed(3)));
+        let id = register_static("reg-static", Kind::Typed, leaked);
+        assert!(listed(id));
+        assert!(listed(id));
+    }
+
+    #[test]
+    fn a_source_dropped_by_the_reader_unregisters_without_deadlock() {
+        // The registration lives inside the source: dropping the last Arc (held by
+        // `members()`'s result) re-enters the registry.
+        struct SelfRegistered(Mutex<Option<Registration>>);
+        impl Source for SelfRegistered {
+            fn snapshot(&self) -> ComponentSnapshot {
+                ComponentSnapshot::default()
+            }
+        }
+        let source = Arc::new(SelfRegistered(Mutex::new(None)));
+        let weak: Weak<dyn Source> = Arc::downgrade(&source) as _;
+        let registration = register("reg-self", Kind::Arena, weak);
+        let id = registration.id();
+        *lock(&source.0) = Some(registration);
+        let held = members();
+        drop(source); // the last strong reference is now in `held`
+        drop(held); // drops the Registration: must not deadlock
+        assert!(!listed(id));
+    }
+
+    #[test]
+    fn exhausted_is_counted_since_the_last_call() {
+        let source = Arc::new(Fixed(0));
+        let registration = register("reg-exhausted", Kind::Block, weak_of(&source));
+        let id = registration.id();
+        assert_eq!(exhausted_since_last(&[(id, 5)]), vec![5]);
+        assert_eq!(exhausted_since_last(&[(id, 5)]), vec![0]);
+        assert_eq!(exhausted_since_last(&[(id, 8)]), vec![3]);
+        // A counter that went back (a pool rebuilt) never gives a negative count.
+        assert_eq!(exhausted_since_last(&[(id, 2)]), vec![0]);
+        assert_eq!(exhausted_since_last(&[(ComponentId(u64::MAX), 4)]), vec![4]);
+    }
+
+    #[test]
+    fn kind_names() {
+        for (kind, name) in [
+            (Kind::Typed, "typed"),
+            (Kind::Block, "block"),
+            (Kind::Allocator, "allocator"),
+            (Kind::Arena, "arena"),
+            (Kind::User, "user"),
+        ] {
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{name}\""));
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Sampling: [`sample`] records every component's live bytes into the history that leak
+//! detection judges; [`start_sampler`] runs it on one background thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::error::StatsError;
+use super::history;
+use super::registry::{members, ComponentId};
+use super::source::ComponentSnapshot;
+
+/// Whether a sampler thread runs (at most one per process).
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Takes one sample of every live component now: live bytes and objects go into the
+/// history (a bounded ring per component; components that disappeared are forgotten), and
+/// the leak and fragmentation conclusions are brought up to date. [`start_sampler`] calls
+/// it on a thread; call it by hand to drive sampling yourself.
+///
+/// ```
+/// use tally_pool::stats::{self, Component};
+/// let c = Component::register("doc-sample");
+/// c.add(1024);
+/// stats::sample();
+/// assert!(stats::report().leaks.iter().all(|l| l.component_id != c.id())); // too early to tell
+/// ```
+pub fn sample() {
+    // The time is taken before the members are read, so a sample that saw a component
+    // that has since gone is older than, and ignored after, one that did not see it.
+    let at = history::now();
+    let members = members();
+    let snapshots: Vec<(ComponentId, ComponentSnapshot)> = members
+        .iter()
+        .map(|member| (member.id, member.source.source().snapshot()))
+        .collect();
+    // Drop the sources before taking the history lock: a drop may unregister.
+    drop(members);
+    let observed: Vec<(ComponentId, &ComponentSnapshot)> =
+        snapshots.iter().map(|(id, s)| (*id, s)).collect();
+    history::record(at, &observed);
+}
+
+/// Starts the background sampler: one thread, named `tally-stats`, that calls [`sample`]
+/// every `interval` until the returned guard drops.
+///
+/// # Errors
+///
+/// - [`StatsError::SamplerRunning`] while another sampler runs (its guard not dropped);
+/// - [`StatsError::ZeroInterval`] for a zero `interval`;
+/// - [`StatsError::Spawn`] when the OS refuses the thread.
+///
+/// ```
+/// use std::time::Duration;
+/// use tally_pool::stats;
+///
+/// let sampler = stats::start_sampler(Duration::from_millis(100))?;
+/// assert!(stats::start_sampler(Duration::from_secs(1)).is_err()); // one at a time
+/// drop(sampler); // stops and joins the thread
+/// # Ok::<(), tally_pool::stats::StatsError>(())
+/// ```
+pub fn start_sampler(interval: Duration) -> Result<SamplerGuard, StatsError> {
+    if interval.is_zero() {
+        return Err(StatsError::ZeroInterval);
+    }
+    if RUNNING.swap(true, Ordering::AcqRel) {
+        return Err(StatsError::SamplerRunning);
+    }
+    let (stop, stopped) = mpsc::channel::<()>();
+    let alive = Arc::new(());
+    let watch = Arc::downgrade(&alive);
+    let spawned = std::thread::Builder::new()
+        .name("tally-stats".into())
+        .spawn(move || {
+            let _alive = alive;
+            loop {
+                sample();
+                match stopped.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        });
+    match spawned {
+        Ok(thread) => Ok(SamplerGuard {
+            stop: Some(stop),
+            thread: Some(thread),
+            alive: watch,
+        }),
+        Err(error) => {
+            RUNNING.store(false, Ordering::Release);
+            Err(StatsError::Spawn(error))
+        }
+    }
+}
+
+/// Whether a sampler started by [`start_sampler`] is running.
+///
+/// ```
+/// use std::time::Duration;
+/// use tally_pool::stats;
+/// let guard = stats::start_sampler(Duration::from_secs(1));
+/// assert!(stats::sampler_running()); // ours, or another one that refused ours
+/// drop(guard);
+/// ```
+pub fn sampler_running() -> bool {
+    RUNNING.load(Ordering::Acquire)
+}
+
+/// Keeps the background sampler running; dropping it stops the thread and joins it. The
+/// drop holds no lock while it waits, and the thread finishes the sample it may be taking.
+///
+/// ```
+/// use std::time::Duration;
+/// let guard = tally_pool::stats::start_sampler(Duration::from_secs(1))?;
+/// drop(guard);
+/// assert!(!tally_pool::stats::sampler_running());
+/// # Ok::<(), tally_pool::stats::StatsError>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "dropping the guard stops the sampler at once"]
+pub struct SamplerGuard {
+    /// Closed (dropped) to wake and stop the thread.
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    /// Upgradable while the thread's closure has not returned.
+    alive: Weak<()>,
+}
+
+impl SamplerGuard {
+    /// Whether the sampler thread is still running: `false` once it has stopped early
+    /// (a source's `snapshot` panicked on it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let guard = tally_pool::stats::start_sampler(Duration::from_secs(1))?;
+    /// assert!(guard.is_running());
+    /// # Ok::<(), tally_pool::stats::StatsError>(())
+    /// ```
+    pub fn is_running(&self) -> bool {
+        self.alive.strong_count() > 0
+    }
+}
+
+impl Drop for SamplerGuard {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // A panic in a source's `snapshot` ended the thread early; nothing to add.
+            let _ = thread.join();
+        }
+        RUNNING.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Component;
+
+    #[test]
+    fn one_sampler_at_a_time_and_drop_joins() {
+        // The only test that starts the process-wide sampler.
+        assert!(matches!(
+            start_sampler(Duration::ZERO),
+            Err(StatsError::ZeroInterval)
+        ));
+        let guard = start_sampler(Duration::from_millis(1)).unwrap();
+        assert!(sampler_running());
+        assert!(matches!(
+            start_sampler(Duration::from_millis(1)),
+            Err(StatsError::SamplerRunning)
+        ));
+        std::thread::sleep(Duration::from_millis(20));
+        let alive = guard.alive.clone();
+        assert!(guard.is_running());
+        drop(guard);
+        // The thread's closure has returned: the drop joined it.
+        assert!(alive.upgrade().is_none());
+        assert!(!sampler_running());
+        // A new sampler can start at once, and a long interval does not delay its stop.
+        let again = start_sampler(Duration::from_secs(3600)).unwrap();
+        let alive = again.alive.clone();
+        drop(again);
+        assert!(alive.upgrade().is_none());
+    }
+
+    #[test]
+    fn sample_by_hand_records_live_components() {
+        let c = Component::register("sampler-by-hand");
+        c.add(4096);
+        sample();
+        let concluded = history::conclusions(&[c.id()]);
+        assert!(matches!(concluded.as_slice(), [Some(conclusion)] if conclusion.leak.is_none()));
+        let id = c.id();
+        drop(c);
+        sample();
+        assert_eq!(history::conclusions(&[id]), vec![None]);
+    }
+}

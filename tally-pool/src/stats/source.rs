@@ -1,0 +1,364 @@
+//! What a component tells the statistics: the [`Source`] trait that pools, arenas, the
+//! allocator and user components implement, and the [`ComponentSnapshot`] it returns.
+//!
+//! A snapshot splits the bytes a component has mapped into five additive classes, so that
+//! `live + cached + free + fresh + metadata == mapped` holds for every component and for the
+//! totals. The statistics never check that identity: each source is responsible for it,
+//! and the report only adds the classes up.
+
+use std::panic::Location;
+use std::time::Duration;
+
+/// A component the statistics can ask for a snapshot and, under memory pressure, for memory.
+///
+/// Pools, arenas and the allocator implement it and join the process-wide registry when
+/// they are created ([`register`](super::register), [`register_static`](super::register_static));
+/// a user tracks memory of their own with a [`Component`](super::Component) instead.
+///
+/// `snapshot` runs on the thread that builds a report or takes a sample, never with a
+/// statistics lock held, so it may take the component's own locks. It should be cheap
+/// (sum a few counters): a report asks every component once.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use tally_pool::stats::{self, ComponentSnapshot, Kind, Source, Urgency};
+///
+/// struct Scratch { used: AtomicU64, spare: AtomicU64 }
+///
+/// impl Source for Scratch {
+///     fn snapshot(&self) -> ComponentSnapshot {
+///         let mut s = ComponentSnapshot::default();
+///         s.live_bytes = self.used.load(Ordering::Relaxed);
+///         s.free_bytes = self.spare.load(Ordering::Relaxed);
+///         s
+///     }
+///     fn reclaim(&self, _urgency: Urgency) -> usize {
+///         self.spare.swap(0, Ordering::Relaxed) as usize // pretend we unmapped it
+///     }
+/// }
+///
+/// let scratch = Arc::new(Scratch { used: AtomicU64::new(4096), spare: AtomicU64::new(8192) });
+/// let weak: std::sync::Weak<dyn Source> = Arc::downgrade(&scratch) as _;
+/// let registration = stats::register("scratch", Kind::Arena, weak);
+/// assert_eq!(scratch.snapshot().mapped_bytes(), 12_288);
+/// assert_eq!(scratch.reclaim(Urgency::High), 8192);
+/// drop(registration); // leaves the registry
+/// ```
+pub trait Source: Send + Sync {
+    /// The component's memory classes and counters, read now.
+    ///
+    /// ```
+    /// use tally_pool::stats::{Component, Source};
+    /// let c = Component::register("doc-snapshot");
+    /// c.add(100);
+    /// assert_eq!(c.snapshot().live_bytes, 100);
+    /// ```
+    fn snapshot(&self) -> ComponentSnapshot;
+
+    /// Gives memory back to the OS, as much as `urgency` asks for; returns the bytes given
+    /// back. The default gives back nothing, for components that cannot.
+    ///
+    /// ```
+    /// use tally_pool::stats::{Component, Source, Urgency};
+    /// let c = Component::register("doc-reclaim");
+    /// assert_eq!(c.reclaim(Urgency::Critical), 0); // a user component has nothing to give
+    /// ```
+    fn reclaim(&self, urgency: Urgency) -> usize {
+        let _ = urgency;
+        0
+    }
+}
+
+/// How hard a component should try when asked to [`reclaim`](Source::reclaim) memory. The
+/// pressure monitor picks it from the current pressure level.
+///
+/// Levels are ordered: a component that honours `High` also does everything `Low` asks.
+///
+/// ```
+/// use tally_pool::stats::Urgency;
+/// assert!(Urgency::Low < Urgency::Critical);
+/// assert_eq!(Urgency::default(), Urgency::Low);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[non_exhaustive]
+pub enum Urgency {
+    /// Housekeeping: give back what has been idle for a while (empty chunks above the
+    /// configured capacity), never touching a thread cache.
+    #[default]
+    Low,
+    /// Give back every empty chunk above the configured capacity.
+    Moderate,
+    /// Give back every empty chunk, down to the live values, and flush idle thread caches.
+    High,
+    /// Everything that can go back, even at the cost of growing again soon.
+    Critical,
+}
+
+/// Per-node figures of a component, for pools that keep one pool per NUMA node.
+///
+/// ```
+/// use tally_pool::stats::NodeSnapshot;
+/// let mut n = NodeSnapshot::new(1);
+/// n.local_acquires = 10;
+/// assert_eq!(n.node, 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct NodeSnapshot {
+    /// The node's id.
+    pub node: u32,
+    /// Bytes of values in use on this node.
+    pub live_bytes: u64,
+    /// Bytes this node's pool has mapped.
+    pub mapped_bytes: u64,
+    /// Acquires this node served for its own threads.
+    pub local_acquires: u64,
+    /// Acquires this node served for threads of another node.
+    pub remote_acquires: u64,
+    /// Values of this node released by threads of another node.
+    pub cross_node_releases: u64,
+}
+
+impl NodeSnapshot {
+    /// A node's figures, all zero.
+    ///
+    /// ```
+    /// use tally_pool::stats::NodeSnapshot;
+    /// assert_eq!(NodeSnapshot::new(3).mapped_bytes, 0);
+    /// ```
+    pub fn new(node: u32) -> Self {
+        Self {
+            node,
+            ..Self::default()
+        }
+    }
+}
+
+/// Where live values were acquired, for pools that track sites (`track_sites`): the
+/// [`Location`] of the acquiring call, how many of its values are live and the age of
+/// the oldest.
+///
+/// ```
+/// use std::panic::Location;
+/// use std::time::Duration;
+/// use tally_pool::stats::Site;
+/// let site = Site::new(Location::caller(), 12, Some(Duration::from_secs(90)));
+/// assert_eq!(site.live, 12);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Site {
+    /// The acquiring call (`#[track_caller]`).
+    pub location: &'static Location<'static>,
+    /// Values acquired there and not yet released.
+    pub live: u64,
+    /// How long the oldest of them has been live, if known.
+    pub oldest_age: Option<Duration>,
+}
+
+impl Site {
+    /// A site.
+    ///
+    /// ```
+    /// use std::panic::Location;
+    /// use tally_pool::stats::Site;
+    /// assert_eq!(Site::new(Location::caller(), 1, None).oldest_age, None);
+    /// ```
+    pub fn new(
+        location: &'static Location<'static>,
+        live: u64,
+        oldest_age: Option<Duration>,
+    ) -> Self {
+        Self {
+            location,
+            live,
+            oldest_age,
+        }
+    }
+}
+
+/// A component's memory and counters at one instant.
+///
+/// Memory is split into five additive classes; [`mapped_bytes`](Self::mapped_bytes) is
+/// their sum. Counters are totals since the component was created. Fields that do not
+/// apply stay at their defaults (`0`, `None`, empty). Read concurrently with other
+/// threads, a snapshot is consistent per counter, not across counters: the report uses
+/// saturating arithmetic everywhere, so it never shows a negative value.
+///
+/// Build one from [`Default`] and set the fields that apply:
+///
+/// ```
+/// use tally_pool::stats::ComponentSnapshot;
+/// let mut s = ComponentSnapshot::default();
+/// s.live_bytes = 64;
+/// s.cached_bytes = 32;
+/// s.metadata_bytes = 32;
+/// assert_eq!(s.mapped_bytes(), 128);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct ComponentSnapshot {
+    /// `std::any::type_name` of the values, for typed pools.
+    pub type_name: Option<&'static str>,
+    /// Bytes of one value (the block size), where the component has one size.
+    pub object_size: Option<u64>,
+    /// Values in use.
+    pub live_objects: u64,
+    /// The most values in use at once so far (0 if not tracked).
+    pub peak_live_objects: u64,
+    /// Bytes of the values in use.
+    pub live_bytes: u64,
+    /// Bytes free in thread caches (magazines).
+    pub cached_bytes: u64,
+    /// Bytes free in depots and in carved chunks.
+    pub free_bytes: u64,
+    /// Bytes mapped and not yet carved into blocks.
+    pub fresh_bytes: u64,
+    /// Bytes of bookkeeping: chunk headers, registries, generation tables, canaries and
+    /// padding.
+    pub metadata_bytes: u64,
+    /// Bytes given back to the OS so far.
+    pub released_bytes: u64,
+    /// Values the mapped chunks can hold now.
+    pub capacity: Option<u64>,
+    /// The most values the component may ever hold (`None`: no cap).
+    pub max_capacity: Option<u64>,
+    /// Successful acquires.
+    pub acquires: u64,
+    /// Releases.
+    pub releases: u64,
+    /// Releases on another thread than the acquiring one (a lower bound is fine).
+    pub cross_thread_releases: u64,
+    /// Acquires refused because the component was at `max_capacity`.
+    pub exhausted: u64,
+    /// Corruption events detected.
+    pub corruptions: u64,
+    /// Where the last corruption was seen (for example `chunk 3 header, node 0`).
+    pub last_corruption: Option<String>,
+    /// The guard level in force, as `GuardLevel`'s lowercase name: `"off"`, `"canary"`
+    /// or `"full"`.
+    pub guard: Option<&'static str>,
+    /// Times the component grew (chunks mapped after creation).
+    pub growths: u64,
+    /// Magazines traded between thread caches and depots: thread-cache misses.
+    pub depot_exchanges: u64,
+    /// The share of acquires served node-locally, in `0..=1`, for NUMA-aware pools.
+    pub locality: Option<f64>,
+    /// Per-node figures, for pools with one pool per node.
+    pub nodes: Vec<NodeSnapshot>,
+    /// Where the live values were acquired: `None` when the component does not track
+    /// sites, `Some` (possibly empty) when it does.
+    pub sites: Option<Vec<Site>>,
+    /// Accounting errors: user components count each `sub` that would have gone below
+    /// zero.
+    pub accounting_errors: u64,
+}
+
+impl ComponentSnapshot {
+    /// `live + cached + free + fresh + metadata`, saturating.
+    ///
+    /// ```
+    /// use tally_pool::stats::ComponentSnapshot;
+    /// let mut s = ComponentSnapshot::default();
+    /// s.fresh_bytes = u64::MAX;
+    /// s.live_bytes = 1;
+    /// assert_eq!(s.mapped_bytes(), u64::MAX);
+    /// ```
+    pub fn mapped_bytes(&self) -> u64 {
+        self.live_bytes
+            .saturating_add(self.cached_bytes)
+            .saturating_add(self.free_bytes)
+            .saturating_add(self.fresh_bytes)
+            .saturating_add(self.metadata_bytes)
+    }
+
+    /// Mapped bytes that hold no value: `cached + free + fresh`, saturating.
+    ///
+    /// ```
+    /// use tally_pool::stats::ComponentSnapshot;
+    /// let mut s = ComponentSnapshot::default();
+    /// s.cached_bytes = 1;
+    /// s.free_bytes = 2;
+    /// s.fresh_bytes = 3;
+    /// s.metadata_bytes = 100;
+    /// assert_eq!(s.idle_bytes(), 6);
+    /// ```
+    pub fn idle_bytes(&self) -> u64 {
+        self.cached_bytes
+            .saturating_add(self.free_bytes)
+            .saturating_add(self.fresh_bytes)
+    }
+
+    /// The age of the oldest live value over all tracked sites, if any site knows it.
+    ///
+    /// ```
+    /// use std::panic::Location;
+    /// use std::time::Duration;
+    /// use tally_pool::stats::{ComponentSnapshot, Site};
+    /// let mut s = ComponentSnapshot::default();
+    /// assert_eq!(s.oldest_age(), None);
+    /// s.sites = Some(vec![
+    ///     Site::new(Location::caller(), 1, Some(Duration::from_secs(5))),
+    ///     Site::new(Location::caller(), 1, Some(Duration::from_secs(9))),
+    /// ]);
+    /// assert_eq!(s.oldest_age(), Some(Duration::from_secs(9)));
+    /// ```
+    pub fn oldest_age(&self) -> Option<Duration> {
+        self.sites
+            .as_ref()?
+            .iter()
+            .filter_map(|site| site.oldest_age)
+            .max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+    impl Source for Nothing {
+        fn snapshot(&self) -> ComponentSnapshot {
+            ComponentSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn default_reclaim_gives_nothing() {
+        assert_eq!(Nothing.reclaim(Urgency::Critical), 0);
+        assert_eq!(Nothing.snapshot().mapped_bytes(), 0);
+    }
+
+    #[test]
+    fn classes_add_up_saturating() {
+        let mut s = ComponentSnapshot {
+            live_bytes: 1,
+            cached_bytes: 2,
+            free_bytes: 4,
+            fresh_bytes: 8,
+            metadata_bytes: 16,
+            ..ComponentSnapshot::default()
+        };
+        assert_eq!(s.mapped_bytes(), 31);
+        assert_eq!(s.idle_bytes(), 14);
+        s.metadata_bytes = u64::MAX;
+        assert_eq!(s.mapped_bytes(), u64::MAX);
+    }
+
+    #[test]
+    fn oldest_age_needs_sites() {
+        let s = ComponentSnapshot {
+            sites: Some(vec![Site::new(Location::caller(), 3, None)]),
+            ..ComponentSnapshot::default()
+        };
+        assert_eq!(s.oldest_age(), None);
+    }
+
+    #[test]
+    fn urgency_is_ordered() {
+        assert!(Urgency::Low < Urgency::Moderate);
+        assert!(Urgency::Moderate < Urgency::High);
+        assert!(Urgency::High < Urgency::Critical);
+    }
+}
