@@ -25,6 +25,24 @@ pub struct BlockPool {
 impl BlockPool {
     /// Creates a pool and maps its initial `capacity`.
     ///
+    /// The pool joins the statistics registry as a component of kind `block` under its
+    /// name, and leaves it when its last handle drops (see [`stats`](crate::stats) and the
+    /// [memory classes](super#memory-classes) it reports).
+    ///
+    /// ```
+    /// # use core::alloc::Layout;
+    /// # use tally_pool::block::{BlockPool, BlockPoolConfig};
+    /// use tally_pool::stats::{self, Kind};
+    /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>()).name("doc-listed"))?;
+    /// let listed = |r: &stats::MemoryReport| {
+    ///     r.components.iter().any(|c| c.name == "doc-listed" && c.kind == Kind::Block)
+    /// };
+    /// assert!(listed(&stats::report()));
+    /// drop(pool);
+    /// assert!(!listed(&stats::report()));
+    /// # Ok::<(), tally_pool::PoolError>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`PoolError::InvalidConfig`] if `capacity > max_capacity` or `max_capacity == 0`;
@@ -32,6 +50,14 @@ impl BlockPool {
     /// [`PoolError::OutOfMemory`] if the OS refuses the initial memory;
     /// [`PoolError::TooManyPools`] when 65536 pools are alive.
     pub fn new(config: BlockPoolConfig) -> Result<Self, PoolError> {
+        let pool = Self::new_unlisted(config)?;
+        pool.shared.list();
+        Ok(pool)
+    }
+
+    /// [`Self::new`] without joining the statistics registry: for the node pools of a
+    /// layer above that lists itself as one component.
+    pub(crate) fn new_unlisted(config: BlockPoolConfig) -> Result<Self, PoolError> {
         PoolShared::new(config).map(|shared| Self {
             unguarded_index: shared.unguarded_index,
             shared,

@@ -45,6 +45,17 @@ pub enum GuardLevel {
     Full,
 }
 
+impl GuardLevel {
+    /// The level's lowercase name, as reports show it: `"off"`, `"canary"` or `"full"`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            GuardLevel::Off => "off",
+            GuardLevel::Canary => "canary",
+            GuardLevel::Full => "full",
+        }
+    }
+}
+
 /// How to build a [`BlockPool`](super::BlockPool).
 ///
 /// ```

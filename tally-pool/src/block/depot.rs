@@ -18,6 +18,7 @@
 //! its CAS to be fooled.
 
 use core::ptr::null_mut;
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
@@ -98,6 +99,13 @@ pub(crate) struct Depot {
     empty: Stack,
     /// Next never-used magazine index.
     fresh: AtomicU32,
+    /// Blocks in the depot's magazines, for statistics: raised by [`Self::count_in`] before
+    /// the push that makes them poppable, lowered by [`Self::count_out`] after the pop that
+    /// takes them, so it never drops below the true count (the push's release and the
+    /// pop's acquire order the two updates) and equals it when no trade is in flight. Next
+    /// to the stack heads, whose line every trade takes anyway. A std atomic under loom
+    /// too: statistics only, off the models' paths.
+    blocks: StdAtomicUsize,
     /// Invariant: segment `k`, once non-null, points to `FIRST_SEGMENT << k` valid
     /// magazines that live as long as the depot, and never changes. Outside loom they lie
     /// in `mapped[k]`; under loom in a leaked `Box<[Magazine]>` that `Drop` frees.
@@ -133,6 +141,7 @@ impl Depot {
             full: Stack::new(),
             empty: Stack::new(),
             fresh: AtomicU32::new(0),
+            blocks: StdAtomicUsize::new(0),
             segments: core::array::from_fn(|_| AtomicPtr::new(null_mut())),
             #[cfg(not(loom))]
             mapped: core::array::from_fn(|_| std::sync::OnceLock::new()),
@@ -268,6 +277,43 @@ impl Depot {
     /// Pops a magazine with blocks; the caller owns it.
     pub(crate) fn pop_full(&self) -> Option<u32> {
         self.pop(&self.full)
+    }
+
+    /// Counts `n` blocks into the depot: call it before pushing the magazine that holds
+    /// them (see `blocks`).
+    pub(crate) fn count_in(&self, n: usize) {
+        self.blocks.fetch_add(n, StdOrdering::Relaxed);
+    }
+
+    /// Counts `n` blocks out of the depot: call it after popping the magazine that held
+    /// them (see `blocks`).
+    pub(crate) fn count_out(&self, n: usize) {
+        self.blocks.fetch_sub(n, StdOrdering::Relaxed);
+    }
+
+    /// Blocks in the depot's magazines now (exact while no trade is in flight).
+    pub(crate) fn blocks(&self) -> usize {
+        self.blocks.load(StdOrdering::Relaxed)
+    }
+
+    /// Bytes of the depot's magazine segments: memory the depot holds while it lives.
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        #[cfg(not(loom))]
+        let bytes = self
+            .mapped
+            .iter()
+            .filter_map(std::sync::OnceLock::get)
+            .map(crate::sys::Region::len)
+            .sum();
+        #[cfg(loom)]
+        let bytes = self
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, seg)| !seg.load(Ordering::Acquire).is_null())
+            .map(|(k, _)| (FIRST_SEGMENT << k) * core::mem::size_of::<Magazine>())
+            .sum();
+        bytes
     }
 
     fn push(&self, stack: &Stack, index: u32) {

@@ -17,6 +17,7 @@
 //! | [`BlockPool::free_unchecked`] | a free that skips the registry for a block known to be the pool's |
 //! | [`BlockPool::uid`], [`BlockPool::blocks_per_chunk`], [`BlockPool::block_at`], [`BlockPool::block_index`], [`chunk_id`], [`blocks_per_chunk`] | naming blocks by chunk and index, for tokens |
 //! | [`BlockPool::reserve`], [`BlockPool::cache_limit`] | growing ahead and sizing |
+//! | [`BlockPool::new_unlisted`], [`BlockPool::component_snapshot`], [`PerNodeBlockPool::refusals`], [`PerNodeBlockPool::crossings`] | a layer above that lists itself in the statistics as one component, over node pools that are not listed |
 //!
 //! # What the layer above promises
 //!

@@ -22,6 +22,12 @@ impl PoolShared {
         self.counters
             .corruption_events
             .fetch_add(1, StdOrdering::Relaxed);
+        let mut last = match self.counters.last_corruption.lock() {
+            Ok(last) => last,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *last = Some((kind, address));
+        drop(last);
         PoolError::Corruption {
             pool: self.name.clone(),
             kind,
@@ -143,6 +149,7 @@ impl PoolShared {
     #[cold]
     #[inline(never)]
     pub(super) fn guard_refusal(&self, addr: usize) -> PoolError {
+        self.counters.withdrawn.fetch_add(1, StdOrdering::Relaxed);
         let kind = match self.canary(addr) {
             Some(canary) if canary.load(StdOrdering::Acquire) != !self.alloc_mark(addr) => {
                 CorruptionKind::CanaryOverwritten

@@ -90,6 +90,41 @@
 //! check word was overwritten can never be freed, so it stays out of circulation. A block
 //! that `allocate` finds damaged is withdrawn: it is never handed out again.
 //!
+//! # Memory classes
+//!
+//! Every pool is a component of the [statistics](crate::stats) (a [`BlockPool`] of kind
+//! `block`; a typed pool lists itself, with its node pools and token tables, as one
+//! component of kind `typed`). Its report splits the bytes it holds into five classes that
+//! add up to `mapped_bytes` exactly whenever no operation on the pool is in flight:
+//!
+//! | class | what |
+//! |---|---|
+//! | `live_bytes` | blocks handed out and not freed |
+//! | `cached_bytes` | free blocks in thread caches, including each thread's fresh range (blocks carved for it and not handed out yet) |
+//! | `free_bytes` | free blocks in the depot's magazines |
+//! | `fresh_bytes` | blocks of the pool's chunks not carved yet |
+//! | `metadata_bytes` | everything else the pool holds: each chunk's header and tail, the part of every block slot beyond its usable size (alignment padding and, under a guard, the 8-byte check word), the header page a reclaimed chunk keeps, the depot's magazine segments, blocks a guard withdrew as damaged; for a typed pool also its token tables (generation words and chunk bases) |
+//!
+//! **A block counts its usable size**, [`BlockPool::block_size`] (the layout's size rounded
+//! up to 8 bytes, the report's `object_size`), in its class, whichever class that is; the
+//! rest of its stride is metadata. So `live_bytes` is exactly the live blocks times
+//! `object_size`, and a chunk of `CHUNK_SIZE` bytes counts `blocks_per_chunk ×
+//! object_size` bytes in the four block classes and the rest as metadata.
+//!
+//! A carved block is live, cached, free or withdrawn: live is what the counts of the
+//! others leave (`carved − cached − depot − withdrawn`), so a block that no cache or depot
+//! holds (handed out, or lost when the OS refused a magazine at thread exit) is live. A
+//! reclaimed chunk gives `CHUNK_SIZE − 4096` bytes back to the OS (`released_bytes`, which
+//! only grows) and keeps its header page, counted as metadata until the chunk is reused.
+//! The process-wide chunk registry belongs to no pool and is in no component.
+//!
+//! The counts come from the slow paths: the chunk list (under the growth lock), a block
+//! count the depot keeps as magazines come and go, each thread cache's count (the word the
+//! fast paths keep anyway) and its fresh range (mirrored when a slow path ends). A report
+//! taken while threads work reads them at slightly different instants; each class is then
+//! clamped to what the carved blocks leave, so none is negative or above `mapped_bytes`,
+//! and the five still add up.
+//!
 //! # Limits
 //!
 //! - Blocks are at most 256 KiB, aligned to at most 4096 bytes.
@@ -111,6 +146,7 @@
 //! | `facade` | the contract with the typed layer: all it may use of this one |
 //! | `shared` | the state a pool's handles and thread caches share; flush requests |
 //! | `guard`, `refill`, `growth`, `reclaim` | the slow paths: checks; trading with the depot and fresh ranges; mapping and carving chunks; giving chunks back |
+//! | `report` | a pool as a statistics component: its memory classes, counters and `reclaim` |
 //! | `cache/` | per-thread caches, the fast operations on them, the per-thread tables, a pool's roster of caches |
 //! | `depot` | the lock-free stacks of magazines |
 //! | `chunk/` | chunk geometry, header, registry, and a pool's list of chunks |
@@ -136,6 +172,7 @@ mod guard;
 mod per_node;
 mod reclaim;
 mod refill;
+mod report;
 mod shared;
 mod size_class;
 mod stats;

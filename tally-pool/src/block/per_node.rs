@@ -50,6 +50,9 @@ pub struct PerNodeBlockPool {
     /// Per pool: frees of its blocks by threads of another node, for callers that count
     /// them ([`Self::count_free_from`]).
     cross_node_frees: Box<[AtomicU64]>,
+    /// Allocations refused because every node pool was at its cap (with several node
+    /// pools; with one, that pool's own count is the router's, see [`Self::refusals`]).
+    exhausted: AtomicU64,
     topology: Topology,
 }
 
@@ -68,7 +71,9 @@ pub(crate) struct NodeCounts {
 
 impl PerNodeBlockPool {
     /// A pool per node of `topology` (at most eight), each made from `config` with its
-    /// `node` and `topology` set. `capacity` and `max_capacity` apply to each node.
+    /// `node` and `topology` set. `capacity` and `max_capacity` apply to each node. Each
+    /// node pool joins the statistics registry as a component of kind `block`, as
+    /// [`BlockPool::new`] does.
     ///
     /// # Errors
     ///
@@ -80,13 +85,18 @@ impl PerNodeBlockPool {
             .take(MAX_NODES)
             .map(|n| n.id())
             .collect();
-        Self::with_nodes(config, topology, &ids)
+        let router = Self::with_nodes(config, topology, &ids)?;
+        for pool in router.pools.iter() {
+            pool.shared.list();
+        }
+        Ok(router)
     }
 
     /// A pool for each of the nodes `ids` of `topology` (the first [`MAX_NODES`]), made
     /// from `config` with its `node` and `topology` set; with one id, that node's pool
     /// serves every thread. With none, one pool made from `config` with only its topology
-    /// set.
+    /// set. The node pools are not listed in the statistics registry: the caller lists
+    /// what it builds on them.
     pub(crate) fn with_nodes(
         config: BlockPoolConfig,
         topology: &Topology,
@@ -94,17 +104,18 @@ impl PerNodeBlockPool {
     ) -> Result<Self, PoolError> {
         let mut pools = Vec::new();
         for &id in ids.iter().take(MAX_NODES) {
-            pools.push(BlockPool::new(
+            pools.push(BlockPool::new_unlisted(
                 config.clone().node(id).topology(topology.clone()),
             )?);
         }
         if pools.is_empty() {
-            pools.push(BlockPool::new(config.topology(topology.clone()))?);
+            pools.push(BlockPool::new_unlisted(config.topology(topology.clone()))?);
         }
         let counters = || pools.iter().map(|_| AtomicU64::new(0)).collect();
         Ok(Self {
             remote: counters(),
             cross_node_frees: counters(),
+            exhausted: AtomicU64::new(0),
             pools: pools.into_boxed_slice(),
             topology: topology.clone(),
         })
@@ -156,7 +167,9 @@ impl PerNodeBlockPool {
         Err(self.exhausted())
     }
 
+    /// The error for an allocation every node pool refused, counted.
     fn exhausted(&self) -> PoolError {
+        self.exhausted.fetch_add(1, Ordering::Relaxed);
         PoolError::Exhausted {
             pool: self
                 .pools
@@ -269,6 +282,27 @@ impl PerNodeBlockPool {
         self.index_of_pointer(block.as_ptr() as usize)
             .and_then(|i| self.pools.get(i))
             .map(BlockPool::node)
+    }
+
+    /// Allocations this router refused at the cap: with one node pool, that pool's
+    /// refusals (the router hands its errors on); with several, the allocations that every
+    /// node pool refused (one node's refusal followed by another node's block is no
+    /// refusal).
+    pub(crate) fn refusals(&self) -> u64 {
+        match &*self.pools {
+            [only] => only.shared.counters.exhausted.load(Ordering::Relaxed),
+            _ => self.exhausted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Per node pool, by index: the allocations it served for threads of another node
+    /// whose pool was full, and the frees of its blocks by threads of another node.
+    pub(crate) fn crossings(&self) -> Vec<(u64, u64)> {
+        self.remote
+            .iter()
+            .zip(self.cross_node_frees.iter())
+            .map(|(r, c)| (r.load(Ordering::Relaxed), c.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Every node pool's counts, by index.

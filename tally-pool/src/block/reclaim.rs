@@ -34,10 +34,12 @@ impl PoolShared {
             .map(|(i, c)| (c.base(), i))
             .collect();
         let mut free_in = vec![0usize; growth.chunks.len()];
+        let mut popped = 0usize;
         for &m in &mags {
             // SAFETY: popped above, so owned by this thread.
             unsafe {
                 self.depot.with_blocks(m, |b| {
+                    popped += b.count;
                     for &p in b.ptrs.iter().take(b.count) {
                         let base = p as usize & !(CHUNK_SIZE - 1);
                         if let Some(n) = index.get(&base).and_then(|&i| free_in.get_mut(i)) {
@@ -83,6 +85,8 @@ impl PoolShared {
                 })
             };
         }
+        // The blocks of reclaimed chunks leave the depot; the rest go back in below.
+        self.depot.count_out(popped - keep.len());
         let mut rest = keep.as_slice();
         for &m in &mags {
             let n = rest.len().min(MAGAZINE_SIZE);

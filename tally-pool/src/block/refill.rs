@@ -183,6 +183,7 @@ impl PoolShared {
             });
         }
         blocks.len = from;
+        self.depot.count_in(n);
         self.depot.push_full(mag);
         cache.counters.depot_exchanges.bump();
         Ok(())
@@ -253,6 +254,7 @@ impl PoolShared {
         };
         match moved.flatten() {
             Some((n, left)) => {
+                self.depot.count_out(n);
                 blocks.len += n;
                 if left == 0 {
                     self.depot.push_empty(mag);

@@ -14,7 +14,7 @@
 use core::alloc::Layout;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize, Ordering as StdOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use super::cache::{self, CacheRoster, ThreadCache, CACHE_CAPACITY, FAST_SLOTS};
 use super::chunk::geometry::Geometry;
@@ -25,6 +25,7 @@ use super::depot::Depot;
 use super::stats::PoolCounters;
 use crate::error::PoolError;
 use crate::numa::Topology;
+use crate::stats::{self, Kind, Registration, Source};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 
 /// Bits of a pool's stamp that count epochs; the rest hold the pool's id.
@@ -96,6 +97,12 @@ pub(super) struct PoolShared {
     /// Whether memory is faulted in ahead of use (see `growth::PREFAULT_STEP`) rather than
     /// on first use.
     pub(super) prefault: bool,
+    /// This state itself, for the statistics' `reclaim`, which is handed `&self` only.
+    pub(super) this: Weak<PoolShared>,
+    /// The pool's membership in the statistics registry, for a pool listed on its own
+    /// (`BlockPool::new`; a typed pool lists itself instead of its node pools). It leaves
+    /// the registry when this state drops with the last handle.
+    pub(super) registration: OnceLock<Registration>,
 }
 
 impl PoolShared {
@@ -129,7 +136,7 @@ impl PoolShared {
         let uid = NEXT_UID.fetch_add(1, StdOrdering::Relaxed);
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u64(uid);
-        let pool = Arc::new(Self {
+        let pool = Arc::new_cyclic(|this| Self {
             uid,
             slot,
             registry_tag: slot + 1,
@@ -159,9 +166,20 @@ impl PoolShared {
             cache_index: AtomicUsize::new(FAST_SLOTS),
             topology,
             prefault,
+            this: Weak::clone(this),
+            registration: OnceLock::new(),
         });
         pool.reserve(capacity)?;
         Ok(pool)
+    }
+
+    /// Lists the pool in the statistics registry as a component of kind `block`, until
+    /// this state drops. Creation's slow path, one short lock.
+    pub(super) fn list(self: &Arc<Self>) {
+        let weak: Weak<dyn Source> = Arc::downgrade(self) as Weak<dyn Source>;
+        let registration = stats::register(self.name.as_str(), Kind::Block, weak);
+        // A second listing would drop here and leave the registry at once.
+        let _ = self.registration.set(registration);
     }
 
     /// Records `owner` in the header of every chunk mapped from now on, and whether frees
@@ -221,7 +239,9 @@ impl PoolShared {
         self.caches.close_all();
     }
 
+    /// The error for an allocation refused at the cap, counted.
     pub(super) fn exhausted(&self) -> PoolError {
+        self.counters.exhausted.fetch_add(1, StdOrdering::Relaxed);
         PoolError::Exhausted {
             pool: self.name.clone(),
             max_capacity: self.max_capacity,

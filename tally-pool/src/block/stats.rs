@@ -5,14 +5,16 @@
 //!   [`ThreadCounts`].
 //! - Per pool: [`CacheTotals`], the counts of threads that have exited and of operations
 //!   done without a cache, and [`PoolCounters`], the events of the slow paths (corruption,
-//!   growth, reclaim, binding).
+//!   growth, reclaim, binding, refusals at the cap).
 //!
 //! A snapshot sums the totals and every live cache's counts (`cache::roster` reads them
 //! together) and adds the pool counters ([`BlockPoolStats::from_parts`]).
 
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize, Ordering as StdOrdering};
+use std::sync::Mutex;
 
 use super::chunk::CHUNK_SIZE;
+use crate::error::CorruptionKind;
 use crate::sync::{AtomicU64, Ordering};
 
 /// A point-in-time view of a pool's counters.
@@ -145,6 +147,10 @@ pub(crate) struct ThreadCounts {
     pub(crate) allocations: u64,
     pub(crate) frees: u64,
     pub(crate) depot_exchanges: u64,
+    /// Free blocks in the cache.
+    pub(crate) cached: u64,
+    /// Blocks left in the thread's fresh range: carved, never handed out.
+    pub(crate) fresh: u64,
 }
 
 impl ThreadCounts {
@@ -162,6 +168,9 @@ pub(crate) struct CountSum {
     pub(crate) frees: u64,
     pub(crate) cross_thread_frees: u64,
     pub(crate) depot_exchanges: u64,
+    /// Blocks held by live threads' caches: cached, plus left in their fresh ranges.
+    /// Retired caches hold none (their blocks went back at thread exit).
+    pub(crate) held: u64,
 }
 
 impl CountSum {
@@ -171,6 +180,7 @@ impl CountSum {
         self.frees += c.frees;
         self.cross_thread_frees += c.cross_thread_frees();
         self.depot_exchanges += c.depot_exchanges;
+        self.held = self.held.saturating_add(c.cached).saturating_add(c.fresh);
     }
 }
 
@@ -202,6 +212,7 @@ impl CacheTotals {
             frees: self.frees.load(StdOrdering::Relaxed),
             cross_thread_frees: self.cross_thread_frees.load(StdOrdering::Relaxed),
             depot_exchanges: self.depot_exchanges.load(StdOrdering::Relaxed),
+            held: 0,
         }
     }
 }
@@ -219,4 +230,11 @@ pub(crate) struct PoolCounters {
     pub(crate) active_chunks: AtomicUsize,
     /// Chunks the OS refused to bind to the pool's node.
     pub(crate) bind_failures: StdAtomicU64,
+    /// Allocations refused at the cap (`PoolError::Exhausted`).
+    pub(crate) exhausted: StdAtomicU64,
+    /// Blocks a guard found damaged when about to hand them out: withdrawn for good,
+    /// carved but in no cache, depot or user's hands.
+    pub(crate) withdrawn: StdAtomicU64,
+    /// The kind and address of the last corruption detected, for the report.
+    pub(crate) last_corruption: Mutex<Option<(CorruptionKind, usize)>>,
 }

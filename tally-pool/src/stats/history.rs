@@ -60,8 +60,14 @@ pub(crate) fn now() -> Duration {
 
 /// Records one sample of every live component at `at`; forgets components not listed.
 /// A sample older than the newest recorded one is ignored.
-pub(crate) fn record(at: Duration, observed: &[(ComponentId, &ComponentSnapshot)]) {
-    lock(&HISTORY).record(at, observed);
+///
+/// Returns the components whose leak verdict changed with this sample: `true` for one
+/// that became a suspect, `false` for one that stopped being one.
+pub(crate) fn record(
+    at: Duration,
+    observed: &[(ComponentId, &ComponentSnapshot)],
+) -> Vec<(ComponentId, bool)> {
+    lock(&HISTORY).record(at, observed)
 }
 
 /// The conclusions for `ids`, in order; `None` for a component with no history.
@@ -103,9 +109,14 @@ impl History {
         }
     }
 
-    fn record(&mut self, at: Duration, observed: &[(ComponentId, &ComponentSnapshot)]) {
+    fn record(
+        &mut self,
+        at: Duration,
+        observed: &[(ComponentId, &ComponentSnapshot)],
+    ) -> Vec<(ComponentId, bool)> {
+        let mut changed = Vec::new();
         if self.last_at.is_some_and(|last| at < last) {
-            return; // a concurrent sample overtook this one
+            return changed; // a concurrent sample overtook this one
         }
         self.last_at = Some(at);
         let mut live: Vec<ComponentId> = observed.iter().map(|&(id, _)| id).collect();
@@ -136,13 +147,19 @@ impl History {
                 None if is_fragmented(snapshot) => Some(at),
                 _ => None,
             };
+            let was_suspect = component.conclusion.leak.is_some();
             component.conclusion = Conclusion {
                 leak: detect(component.samples.make_contiguous(), &self.config),
                 fragmented_for: component
                     .fragmented_since
                     .map_or(Duration::ZERO, |since| at.saturating_sub(since)),
             };
+            let is_suspect = component.conclusion.leak.is_some();
+            if is_suspect != was_suspect {
+                changed.push((id, is_suspect));
+            }
         }
+        changed
     }
 }
 

@@ -41,11 +41,14 @@
 //! | `generated_at` | RFC 3339, UTC, to the second: `"2026-12-04T17:05:09Z"` |
 //! | `process` | `pid`; `rss_bytes` (`/proc/self/statm` resident pages × page size, or `null`); `limit_bytes` (the tightest cgroup v2 `memory.max` / v1 `memory.limit_in_bytes` over this process's cgroups and their ancestors, or `null` for none, `max` or unreadable) |
 //! | `totals` | the memory classes below, summed over the components |
-//! | `components[]` | `id`, `name`, `kind` (`"typed"`, `"block"`, `"allocator"`, `"arena"`, `"user"`), `type_name` (typed pools, else `null`), `object_size`, `live_objects`, the memory classes, `capacity`, `max_capacity`, `acquires`, `releases`, `cross_thread_releases`, `exhausted` (refusals at the cap), `corruptions`, `growths`, `depot_exchanges`, `locality` (`0..=1` or `null`), `nodes[]` (`node`, `live_bytes`, `mapped_bytes`, `local_acquires`, `remote_acquires`, `cross_node_releases`) and, for user components only, `accounting_errors` |
+//! | `components[]` | `id`, `name`, `kind` (`"typed"`, `"block"`, `"allocator"`, `"arena"`, `"user"`), `type_name` (typed pools, else `null`), `object_size`, `live_objects`, the memory classes, `capacity`, `max_capacity`, `acquires`, `releases`, `cross_thread_releases`, `exhausted` (refusals at the cap), `corruptions`, `guard` (pools: `"off"`, `"canary"` or `"full"`; else `null`), `growths`, `depot_exchanges`, `locality` (`0..=1` or `null`), `nodes[]` (`node`, `live_bytes`, `mapped_bytes`, `local_acquires`, `remote_acquires`, `cross_node_releases`) and, for user components only, `accounting_errors` |
 //! | memory classes | `live_bytes` (values in use), `cached_bytes` (free in thread caches), `free_bytes` (free in depots and chunks), `fresh_bytes` (mapped, not yet carved), `metadata_bytes` (headers, registries, generation tables, canaries, padding), `mapped_bytes` (the sum of those five), `released_bytes` (given back to the OS so far) |
 //! | `leaks[]` | `component` (name), `component_id`, `growth_bytes_per_min`, `live_objects`, `window_secs`, `oldest_age_secs` (`null` unless sites are tracked), `sites[]` (`location` as `file:line:col`, `live`, `oldest_age_secs`; at most 10, most live first) |
 //! | `health` | `score` (0–100) and `findings[]`: `code`, `severity` (`"info"`, `"warning"`, `"critical"`), `component` (name) and `component_id`, or `null` for the process, `message`, `recommendation` |
 //! | `pressure` | `null` until a pressure monitor runs; then `level`, `utilisation`, `source`, `since_secs` ([`PressureSection`]) |
+//!
+//! How a pool splits what it holds into the memory classes, exactly, is in the
+//! [`block` module docs](crate::block#memory-classes).
 //!
 //! Names are any text; JSON escapes them. Counts never go negative: every sum saturates,
 //! and a snapshot taken while other threads work is consistent per component.
@@ -76,6 +79,7 @@
 
 mod component;
 mod error;
+mod export;
 mod health;
 mod history;
 mod leaks;
@@ -119,6 +123,11 @@ const MAX_SITES: usize = 10;
 /// assert!(report.components.iter().any(|row| row.id == c.id() && row.memory.live_bytes == 100));
 /// ```
 pub fn report() -> MemoryReport {
+    compose(true)
+}
+
+/// [`report`]; `advance` says whether the "since the last report" baseline moves.
+pub(super) fn compose(advance: bool) -> MemoryReport {
     let members = registry::members();
     let snapshots: Vec<ComponentSnapshot> = members
         .iter()
@@ -134,7 +143,7 @@ pub fn report() -> MemoryReport {
         .zip(&snapshots)
         .map(|(&id, s)| (id, s.exhausted))
         .collect();
-    let exhausted_since = registry::exhausted_since_last(&exhausted);
+    let exhausted_since = registry::exhausted_since_last(&exhausted, advance);
     let conclusions = history::conclusions(&ids);
 
     let mut totals = MemoryClasses::default();

@@ -302,7 +302,10 @@ pub(crate) fn members() -> Vec<Member> {
 /// For each `(id, exhausted)`, the refusals since the previous call for that id (all of
 /// them the first time), and remembers `exhausted` for the next. Unknown ids give their
 /// count unchanged.
-pub(crate) fn exhausted_since_last(current: &[(ComponentId, u64)]) -> Vec<u64> {
+///
+/// With `advance` false the baseline stays where it is (the metrics export reads it
+/// without taking it from the next [`report`](super::report)).
+pub(crate) fn exhausted_since_last(current: &[(ComponentId, u64)], advance: bool) -> Vec<u64> {
     let mut entries = lock(&REGISTRY);
     current
         .iter()
@@ -310,7 +313,9 @@ pub(crate) fn exhausted_since_last(current: &[(ComponentId, u64)]) -> Vec<u64> {
             |&(id, exhausted)| match entries.iter_mut().find(|e| e.id == id) {
                 Some(entry) => {
                     let since = exhausted.saturating_sub(entry.last_exhausted);
-                    entry.last_exhausted = exhausted;
+                    if advance {
+                        entry.last_exhausted = exhausted;
+                    }
                     since
                 }
                 None => exhausted,
@@ -412,12 +417,16 @@ mod tests {
         let source = Arc::new(Fixed(0));
         let registration = register("reg-exhausted", Kind::Block, weak_of(&source));
         let id = registration.id();
-        assert_eq!(exhausted_since_last(&[(id, 5)]), vec![5]);
-        assert_eq!(exhausted_since_last(&[(id, 5)]), vec![0]);
-        assert_eq!(exhausted_since_last(&[(id, 8)]), vec![3]);
+        assert_eq!(exhausted_since_last(&[(id, 5)], false), vec![5]);
+        assert_eq!(exhausted_since_last(&[(id, 5)], true), vec![5]);
+        assert_eq!(exhausted_since_last(&[(id, 5)], true), vec![0]);
+        assert_eq!(exhausted_since_last(&[(id, 8)], true), vec![3]);
         // A counter that went back (a pool rebuilt) never gives a negative count.
-        assert_eq!(exhausted_since_last(&[(id, 2)]), vec![0]);
-        assert_eq!(exhausted_since_last(&[(ComponentId(u64::MAX), 4)]), vec![4]);
+        assert_eq!(exhausted_since_last(&[(id, 2)], true), vec![0]);
+        assert_eq!(
+            exhausted_since_last(&[(ComponentId(u64::MAX), 4)], true),
+            vec![4]
+        );
     }
 
     #[test]

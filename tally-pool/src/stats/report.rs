@@ -200,6 +200,10 @@ pub struct ComponentReport {
     pub exhausted: u64,
     /// Corruption events detected.
     pub corruptions: u64,
+    /// The guard level of a pool: `"off"`, `"canary"` or `"full"`; `None` for other
+    /// components.
+    #[serde(default)]
+    pub guard: Option<String>,
     /// Times the component grew.
     pub growths: u64,
     /// Magazines traded between thread caches and depots.
@@ -231,6 +235,7 @@ impl ComponentReport {
             cross_thread_releases: s.cross_thread_releases,
             exhausted: s.exhausted,
             corruptions: s.corruptions,
+            guard: s.guard.map(str::to_owned),
             growths: s.growths,
             depot_exchanges: s.depot_exchanges,
             locality: s

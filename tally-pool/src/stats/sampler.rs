@@ -36,11 +36,23 @@ pub fn sample() {
         .iter()
         .map(|member| (member.id, member.source.source().snapshot()))
         .collect();
-    // Drop the sources before taking the history lock: a drop may unregister.
-    drop(members);
+    let names: Vec<(ComponentId, std::sync::Arc<str>)> = members
+        .into_iter()
+        .map(|member| (member.id, member.name))
+        .collect(); // the sources drop here, before the history lock: a drop may unregister
     let observed: Vec<(ComponentId, &ComponentSnapshot)> =
         snapshots.iter().map(|(id, s)| (*id, s)).collect();
-    history::record(at, &observed);
+    let changed = history::record(at, &observed);
+    #[cfg(feature = "tracing")]
+    for (id, suspect) in &changed {
+        if let Some((_, name)) = names.iter().find(|(n, _)| n == id) {
+            super::export::leak_verdict_changed(name, id.get(), *suspect);
+        }
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (changed, names);
+    #[cfg(feature = "metrics")]
+    super::export::publish(&super::compose(false));
 }
 
 /// Starts the background sampler: one thread, named `tally-stats`, that calls [`sample`]

@@ -75,8 +75,7 @@ impl Region {
         self.ptr
     }
 
-    /// Length in bytes.
-    #[cfg(test)]
+    /// Length in bytes (a multiple of [`PAGE`]): what the statistics count as mapped.
     pub(crate) fn len(&self) -> usize {
         self.len
     }

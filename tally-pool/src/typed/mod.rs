@@ -22,6 +22,7 @@
 //! |---|---|
 //! | `config` | [`PoolConfig`], its defaults and its checks |
 //! | `pool`, `acquire`, `release` | [`Pool`]: creation and state; acquiring; releasing |
+//! | `report` | a pool as one statistics component, over its node pools |
 //! | `handle` | [`Handle`] |
 //! | `token` | [`RawHandle`]: token layout, and the generation table that lends and redeems |
 //! | `recycle` | [`Recycle`], and the slots of recycling pools |
@@ -38,6 +39,7 @@ mod handle;
 mod pool;
 mod recycle;
 mod release;
+mod report;
 pub(crate) mod static_pool;
 mod token;
 

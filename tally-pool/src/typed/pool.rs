@@ -115,6 +115,9 @@ impl fmt::Debug for Inner {
 impl<T: 'static> Pool<T> {
     /// Creates a pool that drops values on release.
     ///
+    /// The pool joins the statistics registry as one component of kind `typed`, named
+    /// `config`'s name, with its type's name (see [`stats`](crate::stats)).
+    ///
     /// # Errors
     ///
     /// [`PoolError::InvalidConfig`] for `capacity > max_capacity` or a `max_capacity` above
@@ -209,6 +212,7 @@ impl<T: 'static> Pool<T> {
                 node.set_chunk_owner(pool as *const Self as usize, pool.direct.is_some());
                 node.reserve(capacity)?;
             }
+            pool.list();
         }
         Ok(pool)
     }

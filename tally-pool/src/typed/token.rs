@@ -284,6 +284,11 @@ impl TokenTable {
         })
     }
 
+    /// Bytes the table holds: its generation words (mapped) and its chunk bases.
+    pub(crate) fn bytes(&self) -> usize {
+        self.gens.len() + core::mem::size_of_val::<[AtomicUsize]>(&self.chunk_bases)
+    }
+
     fn gen_word(&self, block: usize) -> Option<&AtomicU32> {
         let len = self.chunk_bases.len() * self.blocks_per_chunk;
         (block < len).then(|| {

@@ -8,6 +8,7 @@
 
 use core::cell::UnsafeCell as StdUnsafeCell;
 use core::ptr::{null_mut, NonNull};
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 
 use crate::block::chunk::geometry::{is_stride_multiple, Geometry};
 use crate::block::chunk::CHUNK_SIZE;
@@ -88,9 +89,9 @@ impl CachedBlocks {
 /// One thread's cache for one pool.
 ///
 /// Invariants: `blocks` is only accessed by the thread whose table holds the cache (its
-/// *owner*), and `tally`, `settled_len`, `section` and `counters` are written only by it;
-/// other threads (the pool's statistics, flush requests, the pool's drop) read those and
-/// store 0 into `limit`. `limit` is 0 or the pool's `cache_limit`, so at most
+/// *owner*), and `tally`, `settled_len`, `section`, `fresh_left` and `counters` are written
+/// only by it; other threads (the pool's statistics, flush requests, the pool's drop) read
+/// those and store 0 into `limit`. `limit` is 0 or the pool's `cache_limit`, so at most
 /// `CACHE_CAPACITY`.
 ///
 /// A cache is *open* while `limit` is not 0 and *closed* once another thread, or its owner,
@@ -128,6 +129,10 @@ pub(crate) struct ThreadCache {
     settled_len: AtomicU64,
     /// Odd while a section runs; bumped at its start and at its end.
     section: AtomicU64,
+    /// `blocks.fresh_left` as the last section left it, for readers on other threads (the
+    /// fresh range changes only in sections). A std atomic under loom too: statistics
+    /// only, off the models' paths.
+    fresh_left: StdAtomicUsize,
     pub(crate) counters: ThreadCounters,
     pub(crate) pool_uid: u64,
 }
@@ -149,6 +154,7 @@ impl ThreadCache {
             tally: AtomicU64::new(0),
             settled_len: AtomicU64::new(0),
             section: AtomicU64::new(0),
+            fresh_left: StdAtomicUsize::new(0),
             pool_uid,
             blocks: StdUnsafeCell::new(CachedBlocks {
                 stride_magic,
@@ -165,6 +171,7 @@ impl ThreadCache {
             tally: AtomicU64::new(0),
             settled_len: AtomicU64::new(0),
             section: AtomicU64::new(0),
+            fresh_left: StdAtomicUsize::new(0),
             pool_uid,
             blocks: StdUnsafeCell::new(CachedBlocks::new(0)),
             counters: ThreadCounters::default(),
@@ -198,6 +205,8 @@ impl ThreadCache {
         let len = blocks.len as u64 & LEN_MASK;
         self.tally.store(len, Ordering::Relaxed);
         self.settled_len.store(len, Ordering::Relaxed);
+        self.fresh_left
+            .store(blocks.fresh_left, StdOrdering::Relaxed);
         let section = self.section.load(Ordering::Relaxed);
         self.section
             .store((section | 1).wrapping_add(1), Ordering::Release);
@@ -261,6 +270,8 @@ impl ThreadCache {
                         .wrapping_sub(c.refused.get()),
                     frees: c.frees.get().wrapping_add(pushes),
                     depot_exchanges: c.depot_exchanges.get(),
+                    cached: tally & LEN_MASK,
+                    fresh: self.fresh_left.load(StdOrdering::Relaxed) as u64,
                 };
                 fence(Ordering::Acquire);
                 if self.section.load(Ordering::Relaxed) == before {

@@ -1,0 +1,105 @@
+//! A typed pool as a statistics component: one component of kind `typed` for the whole
+//! pool, its node pools and token tables included, with a row per node.
+//!
+//! The memory classes are the block layer's (see the `block` module docs, "Memory
+//! classes"), summed over the node pools; each node's token table is metadata of that
+//! node. A typed pool lists itself once, when it is created ([`Pool::list`]); its node
+//! pools are not listed on their own.
+
+use super::pool::Pool;
+use crate::stats::{self, ComponentSnapshot, Kind, NodeSnapshot, Source, Urgency};
+
+impl<T: 'static> Pool<T> {
+    /// Lists the pool in the statistics registry, for the rest of the process (pools are
+    /// leaked). Creation's slow path, one short lock.
+    pub(super) fn list(&'static self) {
+        let _ = stats::register_static(self.name.as_str(), Kind::Typed, self);
+    }
+}
+
+impl<T: 'static> Source for Pool<T> {
+    fn snapshot(&self) -> ComponentSnapshot {
+        let mut total = ComponentSnapshot {
+            type_name: Some(core::any::type_name::<T>()),
+            object_size: None,
+            max_capacity: Some(0),
+            ..ComponentSnapshot::default()
+        };
+        let Ok(inner) = &self.inner else {
+            total.max_capacity = None;
+            return total;
+        };
+        let crossings = inner.nodes.crossings();
+        let nodes = inner.nodes.pools().iter().zip(inner.tokens.iter());
+        for ((pool, table), (remote, cross)) in nodes.zip(crossings) {
+            let mut node = pool.component_snapshot();
+            node.metadata_bytes = node.metadata_bytes.saturating_add(table.bytes() as u64);
+            total.nodes.push(NodeSnapshot {
+                node: pool.node(),
+                live_bytes: node.live_bytes,
+                mapped_bytes: node.mapped_bytes(),
+                local_acquires: node.acquires.saturating_sub(remote),
+                remote_acquires: remote,
+                cross_node_releases: cross,
+            });
+            add(&mut total, node);
+        }
+        // Refusals the router handed to the caller, not a node's refusal that another
+        // node made up for.
+        total.exhausted = inner.nodes.refusals();
+        let (local, remote) = total.nodes.iter().fold((0u64, 0u64), |(l, r), n| {
+            (
+                l.saturating_add(n.local_acquires),
+                r.saturating_add(n.remote_acquires),
+            )
+        });
+        let all = local.saturating_add(remote);
+        total.locality = Some(if all == 0 {
+            1.0
+        } else {
+            local as f64 / all as f64
+        });
+        total
+    }
+
+    /// [`Pool::reclaim`], whatever the urgency: a recycling pool gives nothing back.
+    fn reclaim(&self, _urgency: Urgency) -> usize {
+        Pool::reclaim(self)
+    }
+}
+
+/// Adds a node pool's snapshot to the pool's: sums of the classes and counters, the
+/// block size and guard of the node pools (all alike), the last corruption seen.
+fn add(total: &mut ComponentSnapshot, node: ComponentSnapshot) {
+    total.object_size = total.object_size.or(node.object_size);
+    total.live_objects = total.live_objects.saturating_add(node.live_objects);
+    total.live_bytes = total.live_bytes.saturating_add(node.live_bytes);
+    total.cached_bytes = total.cached_bytes.saturating_add(node.cached_bytes);
+    total.free_bytes = total.free_bytes.saturating_add(node.free_bytes);
+    total.fresh_bytes = total.fresh_bytes.saturating_add(node.fresh_bytes);
+    total.metadata_bytes = total.metadata_bytes.saturating_add(node.metadata_bytes);
+    total.released_bytes = total.released_bytes.saturating_add(node.released_bytes);
+    total.capacity = Some(
+        total
+            .capacity
+            .unwrap_or(0)
+            .saturating_add(node.capacity.unwrap_or(0)),
+    );
+    // No cap on one node is no cap on the pool.
+    total.max_capacity = total
+        .max_capacity
+        .zip(node.max_capacity)
+        .map(|(a, b)| a.saturating_add(b));
+    total.acquires = total.acquires.saturating_add(node.acquires);
+    total.releases = total.releases.saturating_add(node.releases);
+    total.cross_thread_releases = total
+        .cross_thread_releases
+        .saturating_add(node.cross_thread_releases);
+    total.corruptions = total.corruptions.saturating_add(node.corruptions);
+    if node.last_corruption.is_some() {
+        total.last_corruption = node.last_corruption;
+    }
+    total.guard = total.guard.or(node.guard);
+    total.growths = total.growths.saturating_add(node.growths);
+    total.depot_exchanges = total.depot_exchanges.saturating_add(node.depot_exchanges);
+}
