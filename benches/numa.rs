@@ -13,110 +13,80 @@
 //! 1,000,000 calls) and prints ns per call. `TALLY_BENCH_QUICK=1`, `--test` or
 //! `cargo test --benches` select a quick run.
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use criterion::Criterion;
+use tally_bench::stats::median;
+use tally_bench::Mode;
 use tally_pool::numa::{
     current_cpu, current_node, current_node_index, set_thread_node, Topology, REFRESH_INTERVAL,
 };
 
-/// Samples in the printed summary.
-const SAMPLES: usize = 11;
-
-/// Median ns per call of `f`, over `SAMPLES` runs of `calls` calls.
+/// Median ns per call of `f`, over 11 runs of `calls` calls.
 fn ns_per_call(calls: u32, mut f: impl FnMut() -> usize) -> f64 {
-    let mut samples: Vec<f64> = (0..SAMPLES)
-        .map(|_| {
-            let start = Instant::now();
-            let mut sum = 0usize;
-            for _ in 0..calls {
-                sum = sum.wrapping_add(f());
-            }
-            black_box(sum);
-            start.elapsed().as_secs_f64() * 1e9 / f64::from(calls)
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    samples.get(SAMPLES / 2).copied().unwrap_or(f64::NAN)
+    let sample = |_| {
+        let start = Instant::now();
+        let sum = (0..calls).fold(0usize, |sum, _| sum.wrapping_add(f()));
+        black_box(sum);
+        start.elapsed().as_secs_f64() * 1e9 / f64::from(calls)
+    };
+    median(&(0..11).map(sample).collect::<Vec<_>>())
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    let quick = common::quick_mode();
-    let (warm_up, measurement, samples) = common::criterion_timing(quick);
-
+    let mode = Mode::detect();
     let system = Topology::system();
     let four = match Topology::synthetic(4, 2) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("benches/numa.rs: {e}");
-            std::process::exit(1);
-        }
+        Err(e) => tally_bench::fatal(format_args!("benches/numa.rs: {e}")),
     };
-
-    let mut criterion = Criterion::default()
-        .warm_up_time(warm_up)
-        .measurement_time(measurement)
-        .sample_size(samples)
-        .configure_from_args();
-    {
-        let mut group = criterion.benchmark_group("current_node");
-        group.bench_function("cached, system", |b| {
-            b.iter(|| current_node(black_box(system)))
-        });
-        group.bench_function("cached index, 4 nodes", |b| {
-            b.iter(|| current_node_index(black_box(&four)))
-        });
-        group.bench_function("forced node", |b| {
-            let previous = set_thread_node(Some(2));
-            b.iter(|| current_node_index(black_box(&four)));
-            set_thread_node(previous);
-        });
-        group.bench_function("sched_getcpu", |b| b.iter(current_cpu));
-        group.finish();
-    }
+    let (mut criterion, _) =
+        mode.criterion([Duration::from_millis(100), Duration::from_millis(300)]);
+    let mut group = criterion.benchmark_group("current_node");
+    group.bench_function("cached, system", |b| {
+        b.iter(|| current_node(black_box(system)))
+    });
+    group.bench_function("cached index, 4 nodes", |b| {
+        b.iter(|| current_node_index(black_box(&four)))
+    });
+    group.bench_function("forced node", |b| {
+        let previous = set_thread_node(Some(2));
+        b.iter(|| current_node_index(black_box(&four)));
+        set_thread_node(previous);
+    });
+    group.bench_function("sched_getcpu", |b| b.iter(current_cpu));
+    group.finish();
     criterion.final_summary();
-
-    if has("--list") {
+    if Mode::listing() {
         return;
     }
-    let calls = if quick { 100_000 } else { 1_000_000 };
+
+    let calls = if mode == Mode::Full {
+        1_000_000
+    } else {
+        100_000
+    };
     let cached = ns_per_call(calls, || current_node(system) as usize);
     let index = ns_per_call(calls, || current_node_index(&four));
     let previous = set_thread_node(Some(2));
     let forced = ns_per_call(calls, || current_node_index(&four));
     set_thread_node(previous);
     let uncached = ns_per_call(calls, || current_cpu().unwrap_or(0));
-    println!();
-    println!(
-        "current_node cost ({} node(s) here, {}; refresh every {REFRESH_INTERVAL} calls{})",
-        system.node_count(),
-        format!("{:?}", system.source()).to_lowercase(),
-        if quick {
-            "; QUICK MODE, indicative only"
-        } else {
-            ""
-        },
-    );
-    println!(
-        "  {:<34} {:>8.2} ns/call",
-        "current_node(system), cached", cached
-    );
-    println!(
-        "  {:<34} {:>8.2} ns/call",
-        "current_node_index, 4 nodes", index
-    );
-    println!(
-        "  {:<34} {:>8.2} ns/call",
-        "current_node_index, forced node", forced
-    );
-    println!(
-        "  {:<34} {:>8.2} ns/call",
-        "sched_getcpu (uncached)", uncached
-    );
+    let source = format!("{:?}", system.source()).to_lowercase();
+    let quick = if mode == Mode::Full {
+        ""
+    } else {
+        "; QUICK MODE, indicative only"
+    };
+    let nodes = system.node_count();
+    let refresh = format!("refresh every {REFRESH_INTERVAL} calls");
+    println!("\ncurrent_node cost ({nodes} node(s) here, {source}; {refresh}{quick})");
+    for (what, ns) in [
+        ("current_node(system), cached", cached),
+        ("current_node_index, 4 nodes", index),
+        ("current_node_index, forced node", forced),
+        ("sched_getcpu (uncached)", uncached),
+    ] {
+        println!("  {what:<34} {ns:>8.2} ns/call");
+    }
 }

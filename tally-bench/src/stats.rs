@@ -1,0 +1,99 @@
+//! Medians, quantiles and paired ratios over interleaved rounds.
+
+/// `values`, sorted.
+pub fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The median (the mean of the middle two for an even count); NaN when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let v = sorted(values);
+    let len = v.len();
+    match (v.get(len / 2), len % 2) {
+        (Some(&hi), 0) => v.get(len / 2 - 1).map_or(hi, |&lo| (lo + hi) / 2.0),
+        (Some(&mid), _) => mid,
+        (None, _) => f64::NAN,
+    }
+}
+
+/// The value at quantile `q` of sorted `values`.
+pub fn quantile(sorted: &[u64], q: f64) -> u64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or(0)
+}
+
+/// A sample is quiet when other processes used less than this many CPUs during it.
+pub const QUIET_CPUS: f64 = 0.5;
+
+/// Quiet samples a cell needs before its workload's table is drawn from quiet samples only.
+pub const QUIET_SAMPLES: usize = 3;
+
+/// One contender's samples of one workload, one per round.
+#[derive(Debug, Default, Clone)]
+pub struct Samples {
+    /// Nanoseconds per object.
+    pub ns: Vec<f64>,
+    /// Objects timed.
+    pub objects: Vec<u64>,
+    /// CPUs' worth of time other processes used during the sample (NaN: not measured).
+    pub foreign: Vec<f64>,
+}
+
+impl Samples {
+    /// Records one sample.
+    pub fn push(&mut self, ns: f64, objects: u64, foreign: f64) {
+        self.ns.push(ns);
+        self.objects.push(objects);
+        self.foreign.push(foreign);
+    }
+
+    /// How many samples were quiet.
+    pub fn quiet_count(&self) -> usize {
+        self.foreign.iter().filter(|&&f| f < QUIET_CPUS).count()
+    }
+
+    /// The samples published, sorted: the quiet ones if `quiet`, else all.
+    pub fn chosen(&self, quiet: bool) -> Vec<f64> {
+        let rounds = self.ns.iter().zip(&self.foreign);
+        sorted(
+            &(rounds.filter(|&(_, &f)| !quiet || f < QUIET_CPUS))
+                .map(|(&ns, _)| ns)
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// The paired ratio of `a` to `b`: the median over rounds of `a`'s sample over `b`'s sample
+/// from the same round, which other load moves much less than it moves either median. With
+/// `quiet`, only the rounds where both were quiet (all rounds if there are none).
+pub fn paired(a: &Samples, b: &Samples, quiet: bool) -> Option<f64> {
+    let rounds = (a.ns.iter().zip(&a.foreign)).zip(b.ns.iter().zip(&b.foreign));
+    let rounds: Vec<(f64, bool)> = (rounds.filter(|&(_, (&y, _))| y != 0.0))
+        .map(|((&x, &p), (&y, &q))| (x / y, p < QUIET_CPUS && q < QUIET_CPUS))
+        .collect();
+    let calm: Vec<f64> = rounds
+        .iter()
+        .filter(|&&(_, calm)| calm || !quiet)
+        .map(|r| r.0)
+        .collect();
+    let chosen = if calm.is_empty() {
+        rounds.iter().map(|r| r.0).collect()
+    } else {
+        calm
+    };
+    (!chosen.is_empty()).then(|| median(&chosen))
+}
+
+/// `ns` as the report prints it: `3.4`, `118`, `12.5 µs`.
+pub fn with_unit(ns: f64) -> String {
+    match ns {
+        x if x.is_nan() => "–".to_owned(),
+        x if x >= 1e6 => format!("{:.1} ms", x / 1e6),
+        x if x >= 1e4 => format!("{:.0} µs", x / 1e3),
+        x if x >= 1e3 => format!("{:.1} µs", x / 1e3),
+        x if x >= 100.0 => format!("{x:.0} ns"),
+        x => format!("{x:.1} ns"),
+    }
+}

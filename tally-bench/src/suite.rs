@@ -1,0 +1,236 @@
+//! The ratio tables of the block and typed benches, and criterion's groups for every bench.
+//!
+//! After criterion's groups, each workload is sampled [`RATIO_SAMPLES`] times per
+//! contender, interleaved across contenders (round-robin, so that drift and other load hit
+//! all alike), under both inlinings in the same rounds; the median ns per object of each is
+//! published, and the targets are judged on ratios of those medians.
+
+use std::time::Duration;
+
+use criterion::{SamplingMode, Throughput};
+use serde_json::json;
+
+use crate::contender::{Pair, INLININGS};
+use crate::results::{machine, write};
+use crate::stats;
+use crate::targets::{judge, Figures, Rule, Target};
+use crate::timer::load_average;
+use crate::workload::{Mode, Workload};
+
+/// Samples per workload and contender in the ratio pass.
+pub const RATIO_SAMPLES: usize = 11;
+
+/// What a ratio bench runs and prints.
+#[derive(Debug)]
+pub struct Suite {
+    /// `block` or `typed`: its results go to `<target>/<name>.json`.
+    pub name: &'static str,
+    /// Prefix of criterion's group names, apart from other benches' groups.
+    pub group_prefix: &'static str,
+    /// The table's heading, up to "median of …".
+    pub title: &'static str,
+    /// The contender the targets are about.
+    pub subject: &'static str,
+    /// The table's columns, in order.
+    pub columns: &'static [&'static str],
+    /// The targets.
+    pub targets: &'static [Target],
+    /// Printed after the tables.
+    pub note: &'static str,
+}
+
+/// Criterion's groups `<prefix>W1 churn` and so on: every contender under both inlinings
+/// (`label`, `label (plain)`). Returns, per inlining, workload and contender, the median ns
+/// per object over criterion's samples. `flat_burst`: the same iteration count for every
+/// W2 sample, not criterion's linear ramp (one W2 iteration takes a slow peer a second).
+pub fn criterion_groups(
+    mode: Mode,
+    short: [Duration; 2],
+    prefix: &str,
+    entries: &[(&str, Option<&Pair>)],
+    flat_burst: bool,
+) -> [Vec<Vec<Option<f64>>>; 2] {
+    let (mut criterion, samples) = mode.criterion(short);
+    let mut medians: [Vec<Vec<Option<f64>>>; 2] = Default::default();
+    for w in Workload::ALL {
+        let mut group = criterion.benchmark_group(format!("{prefix}{}", w.title()));
+        if w == Workload::Burst {
+            group.throughput(Throughput::Elements(w.objects_per_iteration()));
+            if flat_burst {
+                group.sampling_mode(SamplingMode::Flat);
+            }
+        }
+        for (inlining, medians) in medians.iter_mut().enumerate() {
+            let mut row = Vec::new();
+            for (label, pair) in entries {
+                let id = match inlining {
+                    0 => (*label).to_owned(),
+                    _ => format!("{label} (plain)"),
+                };
+                let mut records: Vec<(u64, Duration)> = Vec::new();
+                if let Some(runs) = pair.and_then(|p| p.both().get(inlining).copied()) {
+                    let _ = runs.session(w, &mut |run| {
+                        group.bench_function(&id, |b| {
+                            b.iter_custom(|iters| {
+                                let elapsed = run(iters);
+                                records.push((iters, elapsed));
+                                elapsed
+                            })
+                        });
+                    });
+                }
+                // Criterion calls the routine during warm-up, then once per sample.
+                let per_object: Vec<f64> = (records.iter().rev().take(samples))
+                    .map(|&(n, d)| {
+                        d.as_secs_f64() * 1e9 / (n.max(1) * w.objects_per_iteration()) as f64
+                    })
+                    .collect();
+                row.push((per_object.len() == samples).then(|| stats::median(&per_object)));
+            }
+            medians.push(row);
+        }
+        group.finish();
+    }
+    criterion.final_summary();
+    medians
+}
+
+/// Per workload, the median of each contender label.
+type Table = Vec<(Workload, Vec<(&'static str, f64)>)>;
+
+/// Runs `suite` on `entries` (label and contender, in the order each round visits them).
+pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
+    let mode = Mode::detect();
+    let short = [Duration::from_millis(100), Duration::from_millis(300)];
+    let labelled: Vec<(&str, Option<&Pair>)> = entries.iter().map(|(l, p)| (*l, Some(p))).collect();
+    criterion_groups(mode, short, suite.group_prefix, &labelled, false);
+    if Mode::listing() {
+        return;
+    }
+
+    let load_before = load_average();
+    // Per inlining: per selected workload, the median of each contender.
+    let mut tables: [Table; 2] = Default::default();
+    for w in Workload::ALL.into_iter().filter(|w| w.selected()) {
+        let full = match w {
+            Workload::Churn | Workload::Contended => 1_000_000,
+            Workload::Burst => 10,
+            Workload::Pipeline => 200_000,
+        };
+        let iterations = if mode == Mode::Full {
+            full
+        } else {
+            (full / 10).max(1)
+        };
+        let mut samples = vec![[Vec::new(), Vec::new()]; entries.len()];
+        for _ in 0..RATIO_SAMPLES {
+            for inlining in 0..INLININGS.len() {
+                for ((_, pair), cell) in entries.iter().zip(samples.iter_mut()) {
+                    let runs = pair.both().get(inlining).copied();
+                    let (Some(runs), Some(cell)) = (runs, cell.get_mut(inlining)) else {
+                        continue;
+                    };
+                    let _ = runs.session(w, &mut |run| {
+                        // Warm the caches (and a new helper thread) before the timed run.
+                        run((iterations / 4).max(1));
+                        let objects = iterations * w.objects_per_iteration();
+                        cell.push(run(iterations).as_secs_f64() * 1e9 / objects as f64);
+                    });
+                }
+            }
+        }
+        for (inlining, table) in tables.iter_mut().enumerate() {
+            let medians = (entries.iter().zip(&samples))
+                .filter_map(|((label, _), cell)| Some((*label, stats::median(cell.get(inlining)?))))
+                .collect();
+            table.push((w, medians));
+        }
+    }
+
+    let mut json_tables = Vec::new();
+    for (table, inlining) in tables.iter().zip(INLININGS) {
+        let median = |w: Workload, label: &str| {
+            let (_, row) = table.iter().find(|(rw, _)| *rw == w)?;
+            row.iter().find(|(l, _)| *l == label).map(|&(_, ns)| ns)
+        };
+        let ratio = |w, a: &str, b: &str| Some(median(w, a)? / median(w, b)?);
+        let figures = Figures {
+            subject: suite.subject,
+            median: &median,
+            ratio: &ratio,
+            kinds: Vec::new(),
+            memory: None,
+            tail: None,
+        };
+        let quick = if mode == Mode::Full {
+            ""
+        } else {
+            "; QUICK MODE, indicative only"
+        };
+        println!(
+            "\n{} median of {RATIO_SAMPLES} samples, ns per object (W4: per pair of operations, \
+             one on each thread), {inlining} adapters{quick}",
+            suite.title,
+        );
+        let mut all_met = true;
+        let mut json_rows = Vec::new();
+        for (w, medians) in table {
+            let mut line = format!("{}:", w.title());
+            for (i, label) in suite.columns.iter().enumerate() {
+                let (sep, unit) = if i == 0 { (" ", " ns/op") } else { (" | ", "") };
+                let ns = median(*w, label).unwrap_or(f64::NAN);
+                line.push_str(&format!("{sep}{label} {ns:.1}{unit}"));
+            }
+            let (mut row_ok, mut own_lines, mut verdicts) = (None, Vec::new(), Vec::new());
+            for target in suite.targets.iter().filter(|t| t.1 == *w) {
+                let v = judge(target, &figures, inlining);
+                if let Rule::PerNode(..) = target.2 {
+                    let met = if v.ok == Some(true) { "MET" } else { "MISSED" };
+                    own_lines.push(format!("{} -> {met}", v.short));
+                } else {
+                    let prefix = if verdicts.is_empty() { "ratio " } else { "" };
+                    line.push_str(&format!(" | {prefix}{}", v.short));
+                    row_ok = v.ok.map(|ok| ok & row_ok.unwrap_or(true)).or(row_ok);
+                }
+                all_met &= v.ok.unwrap_or(true);
+                verdicts.push(v);
+            }
+            line.push_str(match row_ok {
+                Some(true) => " -> MET",
+                Some(false) => " -> MISSED",
+                None => " -> no target",
+            });
+            println!("{line}");
+            own_lines.iter().for_each(|own| println!("{own}"));
+            let medians: serde_json::Map<_, _> = medians
+                .iter()
+                .map(|(l, ns)| ((*l).to_owned(), json!(ns)))
+                .collect();
+            json_rows.push(json!({ "id": w.id(), "medians": medians, "verdicts": verdicts }));
+        }
+        println!(
+            "All targets ({inlining}): {}.",
+            if all_met { "MET" } else { "MISSED" }
+        );
+        json_tables
+            .push(json!({ "inlining": inlining, "all_met": all_met, "workloads": json_rows }));
+    }
+    println!("{}", suite.note);
+    let load_after = load_average();
+    if let Some(load) = &load_after {
+        let before = load_before.as_deref().unwrap_or("?");
+        println!(
+            "Load average before/after the ratio pass: {before} / {load}. Other work on this \
+             machine skews W3/W4 most."
+        );
+    }
+    if mode != Mode::Test {
+        let results = json!({
+            "suite": suite.name, "mode": mode.name(), "samples": RATIO_SAMPLES,
+            "machine": machine(), "load_average": [load_before, load_after],
+            "tables": json_tables,
+        });
+        let env = format!("TALLY_{}_JSON", suite.name.to_uppercase());
+        write(&env, &format!("{}.json", suite.name), &results);
+    }
+}
