@@ -52,7 +52,7 @@ pub fn sample() {
     #[cfg(not(feature = "tracing"))]
     let _ = (changed, names);
     #[cfg(feature = "metrics")]
-    super::export::publish(&super::compose(false));
+    super::export::publish(&super::assemble::compose(false));
 }
 
 /// Starts the background sampler: one thread, named `tally-stats`, that calls [`sample`]
