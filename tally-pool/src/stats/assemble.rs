@@ -11,7 +11,6 @@ use super::registry::{self, ComponentId, Kind};
 use super::report::{ComponentReport, LeakReport, MemoryClasses, MemoryReport, SiteReport, SCHEMA};
 use super::source::{ComponentSnapshot, Site};
 
-
 /// Sites listed per leak suspect, at most.
 const MAX_SITES: usize = 10;
 
@@ -139,4 +138,3 @@ pub fn prometheus_label(text: &str) -> String {
     }
     out
 }
-
