@@ -218,7 +218,10 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore = "carves more than a 1 MiB chunk of blocks per guard level")]
+    #[cfg_attr(
+        miri,
+        ignore = "carves more than a 1 MiB chunk of blocks per guard level"
+    )]
     fn the_classes_partition_what_is_mapped() {
         for guard in [GuardLevel::Off, GuardLevel::Canary, GuardLevel::Full] {
             let pool = BlockPool::new_unlisted(
