@@ -539,7 +539,13 @@ fn reclaim_racing_workers_redeems_and_cross_thread_frees_corrupts_nothing() {
         acquired[1],
         block_allocs.load(Ordering::Relaxed)
     );
-    if !cfg!(miri) {
+    // That the race was real: the reclaimer ran often and, at least once, found a chunk
+    // with every block free while the threads ran. Under miri, and under ThreadSanitizer
+    // (whose runs `.ci/run` marks with `TSAN_OPTIONS`), the threads run many times slower
+    // and the run may end before any chunk comes free: the checks of what the race left
+    // behind, below, still hold there.
+    let instrumented = cfg!(miri) || std::env::var_os("TSAN_OPTIONS").is_some();
+    if !instrumented {
         assert!(rounds > 10, "the reclaimer ran {rounds} times");
         assert!(
             bytes > 0,
