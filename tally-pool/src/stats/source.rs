@@ -56,8 +56,12 @@ pub trait Source: Send + Sync {
     /// ```
     fn snapshot(&self) -> ComponentSnapshot;
 
-    /// Gives memory back to the OS, as much as `urgency` asks for; returns the bytes given
-    /// back. The default gives back nothing, for components that cannot.
+    /// Gives memory back, as much as `urgency` asks for, counting a component or thread
+    /// cache as idle after [`Urgency::IDLE_AFTER`]; returns the bytes given back to the
+    /// OS. The default gives back nothing, for components that cannot.
+    ///
+    /// Components that track idleness implement [`reclaim_idle`](Self::reclaim_idle) and
+    /// make this call it with [`Urgency::IDLE_AFTER`].
     ///
     /// ```
     /// use tally_pool::stats::{Component, Source, Urgency};
@@ -68,31 +72,98 @@ pub trait Source: Send + Sync {
         let _ = urgency;
         0
     }
+
+    /// [`reclaim`](Self::reclaim) with the idle time chosen by the caller: a pool or a
+    /// thread cache that has not gone through a slow path (refill, flush, growth) for
+    /// `idle_after` is idle. See [`Urgency`] for what each level asks. The pressure monitor
+    /// calls this, on its own thread, never on an acquiring one.
+    ///
+    /// The default ignores `idle_after` and calls [`reclaim`](Self::reclaim).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tally_pool::stats::{Component, Source, Urgency};
+    /// let c = Component::register("doc-reclaim-idle");
+    /// assert_eq!(c.reclaim_idle(Urgency::High, Duration::from_millis(100)), 0);
+    /// ```
+    fn reclaim_idle(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        let _ = idle_after;
+        self.reclaim(urgency)
+    }
+
+    /// The bytes [`reclaim_idle`](Self::reclaim_idle) could give back now at `urgency`, an
+    /// estimate for reports: a pool counts the free bytes beyond its reserve that the
+    /// urgency reaches, whether or not whole chunks are free. The default is 0, for
+    /// components that cannot reclaim.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tally_pool::stats::{Component, Source, Urgency};
+    /// let c = Component::register("doc-reclaimable");
+    /// assert_eq!(c.reclaimable(Urgency::Critical, Duration::from_secs(1)), 0);
+    /// ```
+    fn reclaimable(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        let _ = (urgency, idle_after);
+        0
+    }
+
+    /// Growth ahead of demand: where free blocks have fallen below the component's low
+    /// watermark, carve and pre-fault its next range now, on the calling thread, so that
+    /// acquires find blocks ready instead of mapping or faulting memory themselves.
+    /// Returns the bytes made ready. Respects the component's caps and, under
+    /// `Critical` pressure, a pool's refusal to grow. The pressure monitor calls it once
+    /// per tick while it runs; the default does nothing and returns 0.
+    ///
+    /// ```
+    /// use tally_pool::stats::{Component, Source};
+    /// let c = Component::register("doc-grow-ahead");
+    /// assert_eq!(c.grow_ahead(), 0);
+    /// ```
+    fn grow_ahead(&self) -> usize {
+        0
+    }
 }
 
 /// How hard a component should try when asked to [`reclaim`](Source::reclaim) memory. The
-/// pressure monitor picks it from the current pressure level.
+/// pressure monitor picks it from the current pressure level (`Moderate` at Moderate, and
+/// so on; `Low` is housekeeping at Normal).
 ///
-/// Levels are ordered: a component that honours `High` also does everything `Low` asks.
+/// Levels are ordered: a component that honours `High` also does everything `Moderate`
+/// and `Low` ask. Nothing is ever given back from a pool's **reserve** (by default its
+/// `capacity`): blocks it keeps mapped and faulted so a burst after a quiet period never
+/// faults. "Idle" means no slow path (refill, flush, growth) for `idle_after`
+/// ([`Source::reclaim_idle`]; [`Urgency::IDLE_AFTER`] by default); the cache-hit paths
+/// never record time.
 ///
 /// ```
 /// use tally_pool::stats::Urgency;
 /// assert!(Urgency::Low < Urgency::Critical);
 /// assert_eq!(Urgency::default(), Urgency::Low);
+/// assert_eq!(Urgency::IDLE_AFTER, std::time::Duration::from_secs(1));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[non_exhaustive]
 pub enum Urgency {
-    /// Housekeeping: give back what has been idle for a while (empty chunks above the
-    /// configured capacity), never touching a thread cache.
+    /// Housekeeping: a pool idle for longer than `idle_after` gives back chunks that are
+    /// already wholly free beyond its reserve, without touching any thread cache.
     #[default]
     Low,
-    /// Give back every empty chunk above the configured capacity.
+    /// Also flush every thread cache idle for longer than `idle_after` into its pool's
+    /// shared free lists (where a later `High` or `Critical` can give its blocks back),
+    /// including caches whose threads never call the pool again.
     Moderate,
-    /// Give back every empty chunk, down to the live values, and flush idle thread caches.
+    /// Also: every pool idle for longer than `idle_after` flushes its caches and gives back
+    /// its free chunks beyond its reserve.
     High,
-    /// Everything that can go back, even at the cost of growing again soon.
+    /// Every pool, idle or not, gives back all free chunks beyond its reserve (busy
+    /// threads flush their caches at their next slow path, idle ones are flushed for
+    /// them); pools configured to refuse growth under Critical pressure refuse it.
     Critical,
+}
+
+impl Urgency {
+    /// The idle time [`Source::reclaim`] uses: one second.
+    pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 }
 
 /// Per-node figures of a component, for pools that keep one pool per NUMA node.
@@ -317,6 +388,23 @@ impl ComponentSnapshot {
 mod tests {
     use super::*;
 
+    /// Gives back what it is asked for, to show the default `reclaim_idle` reaches it.
+    struct Counting;
+    impl Source for Counting {
+        fn snapshot(&self) -> ComponentSnapshot {
+            ComponentSnapshot::default()
+        }
+        fn reclaim(&self, urgency: Urgency) -> usize {
+            urgency as usize + 1
+        }
+    }
+
+    #[test]
+    fn default_reclaim_idle_is_reclaim() {
+        assert_eq!(Counting.reclaim_idle(Urgency::Low, Duration::ZERO), 1);
+        assert_eq!(Counting.reclaim_idle(Urgency::Critical, Duration::MAX), 4);
+    }
+
     struct Nothing;
     impl Source for Nothing {
         fn snapshot(&self) -> ComponentSnapshot {
@@ -327,6 +415,9 @@ mod tests {
     #[test]
     fn default_reclaim_gives_nothing() {
         assert_eq!(Nothing.reclaim(Urgency::Critical), 0);
+        assert_eq!(Nothing.reclaim_idle(Urgency::High, Duration::ZERO), 0);
+        assert_eq!(Nothing.reclaimable(Urgency::Critical, Duration::ZERO), 0);
+        assert_eq!(Nothing.grow_ahead(), 0);
         assert_eq!(Nothing.snapshot().mapped_bytes(), 0);
     }
 
