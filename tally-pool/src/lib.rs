@@ -15,6 +15,7 @@ extern crate self as tally_pool;
 pub mod block;
 mod error;
 pub mod numa;
+pub mod pressure;
 pub mod stats;
 mod sync;
 mod sys;

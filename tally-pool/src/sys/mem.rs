@@ -67,6 +67,7 @@ impl Region {
     #[cfg(not(miri))]
     fn adopt(ptr: NonNull<u8>, len: usize) -> Self {
         lsan::register(ptr, len);
+        super::budget::on_map(len);
         Self { ptr, len }
     }
 
@@ -196,6 +197,7 @@ impl Drop for Region {
         // Region last).
         let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
         let _ = rc;
+        super::budget::on_unmap(self.len);
     }
 }
 
@@ -295,6 +297,7 @@ mod miri_backend {
         let ptr = NonNull::new(ptr).ok_or(MapFailed {
             errno: libc::ENOMEM,
         })?;
+        super::super::budget::on_map(layout.size());
         Ok(Region {
             ptr,
             len: layout.size(),
@@ -317,6 +320,7 @@ mod miri_backend {
             // SAFETY: Region invariant under miri: `ptr` came from `System.alloc_zeroed`
             // with `layout`, and nothing else frees it.
             unsafe { System.dealloc(self.ptr.as_ptr(), self.layout) };
+            super::super::budget::on_unmap(self.len);
         }
     }
 }

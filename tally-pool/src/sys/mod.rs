@@ -2,6 +2,8 @@
 //!
 //! - [`mem`]: maps, advises, prefaults and unmaps memory ([`Region`]), registers every
 //!   mapping with LeakSanitizer, and stands in for `mmap` under miri.
+//! - [`budget`]: the process-wide count of bytes mapped, the current pressure level and
+//!   the thresholds of the own budget, which a crossing mapping checks synchronously.
 //! - [`numa`]: `mbind`, `get_mempolicy`, `sched_getcpu` and the thread affinity calls.
 //!
 //! `clippy.toml` forbids the raw memory and NUMA calls everywhere else
@@ -12,6 +14,8 @@
 // This is the module the lint confines raw memory and NUMA calls to.
 #![allow(clippy::disallowed_methods)]
 
+#[allow(dead_code)]
+pub(crate) mod budget;
 mod mem;
 mod numa;
 
