@@ -1,4 +1,7 @@
-//! Medians, quantiles and paired ratios over interleaved rounds.
+//! Medians, quantiles and paired ratios over interleaved rounds, and the grid of samples a
+//! pass collects.
+
+use crate::workload::Workload;
 
 /// `values`, sorted.
 pub fn sorted(values: &[f64]) -> Vec<f64> {
@@ -95,5 +98,76 @@ pub fn with_unit(ns: f64) -> String {
         x if x >= 1e3 => format!("{:.1} µs", x / 1e3),
         x if x >= 100.0 => format!("{x:.0} ns"),
         x => format!("{x:.1} ns"),
+    }
+}
+
+/// One contender's samples of one workload under one inlining, or why it has none.
+#[derive(Debug, Default, Clone)]
+pub struct Cell {
+    /// The samples, one per round.
+    pub samples: Samples,
+    /// Why the contender cannot run the workload.
+    pub na: Option<&'static str>,
+    /// The median ns per object over criterion's samples.
+    pub criterion_median: Option<f64>,
+}
+
+/// A pass under one inlining: `cells[w][c]` for workload `w` (in `Workload::ALL`'s order)
+/// and the contender labelled `labels[c]`.
+#[derive(Debug, Clone)]
+pub struct Grid {
+    /// The contenders' labels.
+    pub labels: Vec<&'static str>,
+    /// The cells, by workload and contender.
+    pub cells: Vec<Vec<Cell>>,
+    /// Whether [`Grid::ratio`] is a paired ratio, else a ratio of medians.
+    pub paired: bool,
+}
+
+impl Grid {
+    /// An empty grid of `workloads` rows for `labels`.
+    pub fn new(labels: Vec<&'static str>, workloads: usize, paired: bool) -> Self {
+        let cells = vec![vec![Cell::default(); labels.len()]; workloads];
+        Self {
+            labels,
+            cells,
+            paired,
+        }
+    }
+
+    /// The cell of `label` in workload `w`.
+    pub fn cell(&self, w: Workload, label: &str) -> Option<&Cell> {
+        let c = self.labels.iter().position(|l| *l == label)?;
+        self.cells.get(w as usize)?.get(c)
+    }
+
+    /// The samples of `label` in `w`, if it ran.
+    fn ran(&self, w: Workload, label: &str) -> Option<&Samples> {
+        Some(&self.cell(w, label).filter(|c| c.na.is_none())?.samples)
+    }
+
+    /// Whether workload `w`'s figures use quiet samples only: when every contender that ran
+    /// it has at least [`QUIET_SAMPLES`] of them.
+    pub fn quiet(&self, w: Workload) -> bool {
+        let mut present = self.cells.get(w as usize).into_iter().flatten();
+        present.all(|c| c.na.is_some() || c.samples.quiet_count() >= QUIET_SAMPLES)
+    }
+
+    /// The median of `label` in `w` (over its quiet samples, if [`Grid::quiet`]).
+    pub fn median(&self, w: Workload, label: &str) -> Option<f64> {
+        let samples = self.ran(w, label)?.chosen(self.quiet(w));
+        Some(median(&samples)).filter(|m| !m.is_nan())
+    }
+
+    /// `a`'s time over `b`'s in `w`: a paired ratio, or a ratio of medians.
+    pub fn ratio(&self, w: Workload, a: &str, b: &str) -> Option<f64> {
+        if !self.paired {
+            return Some(self.median(w, a)? / self.median(w, b)?);
+        }
+        paired(
+            &self.cell(w, a)?.samples,
+            &self.cell(w, b)?.samples,
+            self.quiet(w),
+        )
     }
 }

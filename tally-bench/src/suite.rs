@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::contender::{Pair, INLININGS};
 use crate::results::{machine, write};
-use crate::stats;
+use crate::stats::{self, Grid};
 use crate::targets::{judge, Figures, Rule, Target};
 use crate::timer::load_average;
 use crate::workload::{Mode, Workload};
@@ -39,19 +39,20 @@ pub struct Suite {
     pub note: &'static str,
 }
 
-/// Criterion's groups `<prefix>W1 churn` and so on: every contender under both inlinings
-/// (`label`, `label (plain)`). Returns, per inlining, workload and contender, the median ns
-/// per object over criterion's samples. `flat_burst`: the same iteration count for every
-/// W2 sample, not criterion's linear ramp (one W2 iteration takes a slow peer a second).
+/// Criterion's groups `<prefix>W1 churn` and so on: the contenders of `grids` (`pairs`, in
+/// the same order; `None` for one that could not be built) under both inlinings (`label`,
+/// `label (plain)`). Each cell gets the median ns per object over criterion's samples.
+/// `flat_burst`: the same iteration count for every W2 sample, not criterion's linear ramp
+/// (one W2 iteration takes a slow peer a second).
 pub fn criterion_groups(
     mode: Mode,
     short: [Duration; 2],
     prefix: &str,
-    entries: &[(&str, Option<&Pair>)],
+    pairs: &[Option<&Pair>],
+    grids: &mut [Grid; 2],
     flat_burst: bool,
-) -> [Vec<Vec<Option<f64>>>; 2] {
+) {
     let (mut criterion, samples) = mode.criterion(short);
-    let mut medians: [Vec<Vec<Option<f64>>>; 2] = Default::default();
     for w in Workload::ALL {
         let mut group = criterion.benchmark_group(format!("{prefix}{}", w.title()));
         if w == Workload::Burst {
@@ -60,9 +61,9 @@ pub fn criterion_groups(
                 group.sampling_mode(SamplingMode::Flat);
             }
         }
-        for (inlining, medians) in medians.iter_mut().enumerate() {
-            let mut row = Vec::new();
-            for (label, pair) in entries {
+        for (inlining, grid) in grids.iter_mut().enumerate() {
+            let row = grid.cells.get_mut(w as usize).into_iter().flatten();
+            for ((label, pair), cell) in grid.labels.iter().zip(pairs).zip(row) {
                 let id = match inlining {
                     0 => (*label).to_owned(),
                     _ => format!("{label} (plain)"),
@@ -85,33 +86,30 @@ pub fn criterion_groups(
                         d.as_secs_f64() * 1e9 / (n.max(1) * w.objects_per_iteration()) as f64
                     })
                     .collect();
-                row.push((per_object.len() == samples).then(|| stats::median(&per_object)));
+                cell.criterion_median =
+                    (per_object.len() == samples).then(|| stats::median(&per_object));
             }
-            medians.push(row);
         }
         group.finish();
     }
     criterion.final_summary();
-    medians
 }
-
-/// Per workload, the median of each contender label.
-type Table = Vec<(Workload, Vec<(&'static str, f64)>)>;
 
 /// Runs `suite` on `entries` (label and contender, in the order each round visits them).
 pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
     let mode = Mode::detect();
+    let labels: Vec<&'static str> = entries.iter().map(|(label, _)| *label).collect();
+    let pairs: Vec<Option<&Pair>> = entries.iter().map(|(_, pair)| Some(pair)).collect();
+    let mut grids = [0, 1].map(|_| Grid::new(labels.clone(), Workload::ALL.len(), false));
     let short = [Duration::from_millis(100), Duration::from_millis(300)];
-    let labelled: Vec<(&str, Option<&Pair>)> = entries.iter().map(|(l, p)| (*l, Some(p))).collect();
-    criterion_groups(mode, short, suite.group_prefix, &labelled, false);
+    criterion_groups(mode, short, suite.group_prefix, &pairs, &mut grids, false);
     if Mode::listing() {
         return;
     }
 
     let load_before = load_average();
-    // Per inlining: per selected workload, the median of each contender.
-    let mut tables: [Table; 2] = Default::default();
-    for w in Workload::ALL.into_iter().filter(|w| w.selected()) {
+    let selected: Vec<Workload> = Workload::ALL.into_iter().filter(|w| w.selected()).collect();
+    for &w in &selected {
         let full = match w {
             Workload::Churn | Workload::Contended => 1_000_000,
             Workload::Burst => 10,
@@ -122,42 +120,30 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
         } else {
             (full / 10).max(1)
         };
-        let mut samples = vec![[Vec::new(), Vec::new()]; entries.len()];
         for _ in 0..RATIO_SAMPLES {
-            for inlining in 0..INLININGS.len() {
-                for ((_, pair), cell) in entries.iter().zip(samples.iter_mut()) {
-                    let runs = pair.both().get(inlining).copied();
-                    let (Some(runs), Some(cell)) = (runs, cell.get_mut(inlining)) else {
+            for (inlining, grid) in grids.iter_mut().enumerate() {
+                let row = grid.cells.get_mut(w as usize).into_iter().flatten();
+                for ((_, pair), cell) in entries.iter().zip(row) {
+                    let Some(runs) = pair.both().get(inlining).copied() else {
                         continue;
                     };
                     let _ = runs.session(w, &mut |run| {
                         // Warm the caches (and a new helper thread) before the timed run.
                         run((iterations / 4).max(1));
                         let objects = iterations * w.objects_per_iteration();
-                        cell.push(run(iterations).as_secs_f64() * 1e9 / objects as f64);
+                        let ns = run(iterations).as_secs_f64() * 1e9 / objects as f64;
+                        cell.samples.push(ns, objects, f64::NAN);
                     });
                 }
             }
         }
-        for (inlining, table) in tables.iter_mut().enumerate() {
-            let medians = (entries.iter().zip(&samples))
-                .filter_map(|((label, _), cell)| Some((*label, stats::median(cell.get(inlining)?))))
-                .collect();
-            table.push((w, medians));
-        }
     }
 
     let mut json_tables = Vec::new();
-    for (table, inlining) in tables.iter().zip(INLININGS) {
-        let median = |w: Workload, label: &str| {
-            let (_, row) = table.iter().find(|(rw, _)| *rw == w)?;
-            row.iter().find(|(l, _)| *l == label).map(|&(_, ns)| ns)
-        };
-        let ratio = |w, a: &str, b: &str| Some(median(w, a)? / median(w, b)?);
+    for (grid, inlining) in grids.iter().zip(INLININGS) {
         let figures = Figures {
             subject: suite.subject,
-            median: &median,
-            ratio: &ratio,
+            grid,
             kinds: Vec::new(),
             memory: None,
             tail: None,
@@ -172,17 +158,16 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
              one on each thread), {inlining} adapters{quick}",
             suite.title,
         );
-        let mut all_met = true;
-        let mut json_rows = Vec::new();
-        for (w, medians) in table {
+        let (mut all_met, mut json_rows) = (true, Vec::new());
+        for &w in &selected {
             let mut line = format!("{}:", w.title());
             for (i, label) in suite.columns.iter().enumerate() {
                 let (sep, unit) = if i == 0 { (" ", " ns/op") } else { (" | ", "") };
-                let ns = median(*w, label).unwrap_or(f64::NAN);
+                let ns = grid.median(w, label).unwrap_or(f64::NAN);
                 line.push_str(&format!("{sep}{label} {ns:.1}{unit}"));
             }
             let (mut row_ok, mut own_lines, mut verdicts) = (None, Vec::new(), Vec::new());
-            for target in suite.targets.iter().filter(|t| t.1 == *w) {
+            for target in suite.targets.iter().filter(|t| t.1 == w) {
                 let v = judge(target, &figures, inlining);
                 if let Rule::PerNode(..) = target.2 {
                     let met = if v.ok == Some(true) { "MET" } else { "MISSED" };
@@ -202,11 +187,16 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
             });
             println!("{line}");
             own_lines.iter().for_each(|own| println!("{own}"));
-            let medians: serde_json::Map<_, _> = medians
-                .iter()
-                .map(|(l, ns)| ((*l).to_owned(), json!(ns)))
-                .collect();
-            json_rows.push(json!({ "id": w.id(), "medians": medians, "verdicts": verdicts }));
+            let of = |f: &dyn Fn(&str) -> Option<f64>| -> serde_json::Map<_, _> {
+                let values = labels
+                    .iter()
+                    .filter_map(|l| Some(((*l).to_owned(), json!(f(l)?))));
+                values.collect()
+            };
+            json_rows.push(json!({
+                "id": w.id(), "medians": of(&|l| grid.median(w, l)),
+                "ratios": of(&|l| grid.ratio(w, suite.subject, l)), "verdicts": verdicts,
+            }));
         }
         println!(
             "All targets ({inlining}): {}.",
@@ -228,7 +218,7 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
         let results = json!({
             "suite": suite.name, "mode": mode.name(), "samples": RATIO_SAMPLES,
             "machine": machine(), "load_average": [load_before, load_after],
-            "tables": json_tables,
+            "subject": suite.subject, "columns": suite.columns, "tables": json_tables,
         });
         let env = format!("TALLY_{}_JSON", suite.name.to_uppercase());
         write(&env, &format!("{}.json", suite.name), &results);

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::contender::{Pair, Runs, INLININGS};
 use crate::order::{fatal, ORDER_BYTES};
 use crate::results::{latency_summary, machine, memory_ratios, unix_now, write};
-use crate::stats::{median, paired, quantile, sorted, Samples, QUIET_CPUS, QUIET_SAMPLES};
+use crate::stats::{median, paired, quantile, sorted, Cell, Grid, QUIET_CPUS, QUIET_SAMPLES};
 use crate::suite::criterion_groups;
 use crate::targets::{judge, kind, rival, Figures, Rule, Verdict, DESIGN, ISSUE};
 use crate::timer::{self, load_average};
@@ -65,14 +65,6 @@ fn plan(mode: Mode) -> (usize, [Duration; 2], usize, usize) {
     }
 }
 
-/// One peer's samples of one workload under one inlining, or why it has none.
-#[derive(Debug, Default, Clone)]
-struct Cell {
-    samples: Samples,
-    na: Option<&'static str>,
-    criterion_median: Option<f64>,
-}
-
 /// Runs the comparison of `peers`, or, in a child process, the W5/W6 task it was given.
 pub fn run(peers: &[Peer]) {
     if let Ok(task) = std::env::var(CHILD_ENV) {
@@ -86,48 +78,42 @@ pub fn run(peers: &[Peer]) {
         let seconds = clock.elapsed().as_secs_f64();
         eprintln!("peers: {name} done after {seconds:.0} s");
         phases.push(json!([name, seconds]));
-        let key = if name == "latency" {
-            "end".to_owned()
-        } else {
-            format!("after_{name}")
+        let key = match name {
+            "latency" => "end".to_owned(),
+            _ => format!("after_{name}"),
         };
         loads.push(json!([key, load_average()]));
     };
     let built: Vec<Result<Pair, &str>> =
         peers.iter().map(|p| (p.build)(WORKLOAD_CAPACITY)).collect();
-    let entries: Vec<(&str, Option<&Pair>)> = (peers.iter().zip(&built))
-        .map(|(p, b)| (p.label, b.as_ref().ok()))
-        .collect();
+    let pairs: Vec<Option<&Pair>> = built.iter().map(|b| b.as_ref().ok()).collect();
+    let labels: Vec<&'static str> = peers.iter().map(|p| p.label).collect();
+    // One grid per inlining; a peer that cannot be built has no cell anywhere.
+    let mut grids = [0, 1].map(|_| {
+        let mut grid = Grid::new(labels.clone(), Workload::ALL.len(), true);
+        for row in &mut grid.cells {
+            row.iter_mut()
+                .zip(&built)
+                .for_each(|(c, b)| c.na = b.as_ref().err().copied());
+        }
+        grid
+    });
     let short = [Duration::from_millis(50), Duration::from_millis(200)];
-    let criterion = criterion_groups(mode, short, "peers ", &entries, true);
+    criterion_groups(mode, short, "peers ", &pairs, &mut grids, true);
     if Mode::listing() {
         return;
     }
     phase("criterion");
 
-    // tables[inlining][w][peer]
-    let mut tables: Vec<Vec<Vec<Cell>>> = (criterion.iter())
-        .map(|rows| {
-            let cells = |row: &Vec<Option<f64>>| -> Vec<Cell> {
-                let cell = |(m, b): (&Option<f64>, &Result<Pair, &'static str>)| Cell {
-                    na: b.as_ref().err().copied(),
-                    criterion_median: *m,
-                    ..Cell::default()
-                };
-                row.iter().zip(&built).map(cell).collect()
-            };
-            rows.iter().map(cells).collect()
-        })
-        .collect();
     for round in 0..rounds {
         for (k, w) in Workload::ALL.into_iter().enumerate() {
-            for (inlining, table) in tables.iter_mut().enumerate() {
-                let Some(row) = table.get_mut(k) else {
+            for (inlining, grid) in grids.iter_mut().enumerate() {
+                let Some(row) = grid.cells.get_mut(k) else {
                     continue;
                 };
-                for j in 0..built.len() {
-                    let p = (j + round) % built.len();
-                    let runs = built.get(p).and_then(|b| b.as_ref().ok());
+                for j in 0..pairs.len() {
+                    let p = (j + round) % pairs.len();
+                    let runs = pairs.get(p).copied().flatten();
                     let runs = runs.and_then(|pair| pair.both().get(inlining).copied());
                     if let (Some(runs), Some(cell)) = (runs, row.get_mut(p)) {
                         sample(runs, w, mode, [warm_up, length], cell);
@@ -138,24 +124,15 @@ pub fn run(peers: &[Peer]) {
         eprintln!("interleaved pass: round {} of {rounds} done", round + 1);
     }
     phase("interleaved");
-    let quiet: Vec<Vec<bool>> = (tables.iter())
-        .map(|rows| {
-            let quiet = |row: &Vec<Cell>| {
-                let mut present = row.iter().filter(|c| c.na.is_none());
-                present.all(|c| c.samples.quiet_count() >= QUIET_SAMPLES)
-            };
-            rows.iter().map(quiet).collect()
-        })
-        .collect();
-    for ((rows, quiet), inlining) in tables.iter().zip(&quiet).zip(INLININGS) {
+    for (grid, inlining) in grids.iter().zip(INLININGS) {
         let mode = mode.name();
         println!("\nInterleaved pass ({mode} mode, {rounds} rounds, {inlining} adapters): median");
-        for ((w, row), &quiet) in Workload::ALL.iter().zip(rows).zip(quiet) {
-            let cells = peers.iter().zip(row).map(|(peer, cell)| match cell.na {
-                Some(_) => format!("{} n/a", peer.label),
-                None => format!("{} {:.1}", peer.label, median(&cell.samples.chosen(quiet))),
+        for w in Workload::ALL {
+            let cells = labels.iter().map(|label| match grid.median(w, label) {
+                _ if grid.cell(w, label).is_none_or(|c| c.na.is_some()) => format!("{label} n/a"),
+                median => format!("{label} {:.1}", median.unwrap_or(f64::NAN)),
             });
-            let which = if quiet { "quiet" } else { "all" };
+            let which = if grid.quiet(w) { "quiet" } else { "all" };
             let cells = cells.collect::<Vec<_>>().join(" | ");
             println!("{} ({}, {which} samples): {cells}", w.title(), w.unit());
         }
@@ -183,39 +160,18 @@ pub fn run(peers: &[Peer]) {
     }
     phase("latency");
 
-    let summaries: Vec<Value> = (["growing", "pre-allocated"].iter())
-        .flat_map(|mode| {
-            peers
-                .iter()
-                .filter_map(|p| latency_summary(&latency, p.label, mode))
-        })
+    let summaries: Vec<Value> = (SETUPS.iter())
+        .flat_map(|(setup, _)| (labels.iter()).filter_map(|l| latency_summary(&latency, l, setup)))
         .collect();
     let tally_memory = (peers.iter().zip(&memory)).find(|(p, _)| p.label == TALLY);
     let tail = summaries
         .iter()
         .find(|s| s["peer"] == TALLY && s["mode"] == "growing");
     let (mut verdicts, mut workloads) = (Vec::<Verdict>::new(), Vec::new());
-    for ((rows, quiet), inlining) in tables.iter().zip(&quiet).zip(INLININGS) {
-        let cell = |w: Workload, label: &str| {
-            let p = peers.iter().position(|p| p.label == label)?;
-            let cell = rows.get(w as usize)?.get(p).filter(|c| c.na.is_none())?;
-            Some((
-                &cell.samples,
-                quiet.get(w as usize).copied().unwrap_or(false),
-            ))
-        };
-        let median = |w, label: &str| {
-            let (samples, quiet) = cell(w, label)?;
-            Some(median(&samples.chosen(quiet))).filter(|m| !m.is_nan())
-        };
-        let ratio = |w, a: &str, b: &str| {
-            let ((a, quiet), (b, _)) = (cell(w, a)?, cell(w, b)?);
-            paired(a, b, quiet)
-        };
+    for (grid, inlining) in grids.iter().zip(INLININGS) {
         let figures = Figures {
             subject: TALLY,
-            median: &median,
-            ratio: &ratio,
+            grid,
             kinds: peers.iter().map(|p| (p.label, p.kind)).collect(),
             memory: tally_memory.and_then(|(_, m)| memory_ratios(m)),
             tail: tail.filter(|t| t.get("na").is_none()).cloned(),
@@ -228,8 +184,7 @@ pub fn run(peers: &[Peer]) {
                 verdicts.push(v);
             }
         }
-        let forced = tables.first().map_or(&[][..], |t| &t[..]);
-        workloads.push(workloads_json(&figures, peers, rows, forced, quiet));
+        workloads.push(workloads_json(&figures, &grids[0]));
     }
     let overhead = |key: &str| {
         let values: Vec<f64> = latency.iter().filter_map(|l| l[key].as_f64()).collect();
@@ -251,9 +206,9 @@ pub fn run(peers: &[Peer]) {
             "overhead_p50": overhead("timer_overhead_p50"),
             "resolution": overhead("timer_resolution"),
         },
-        "peers": peers.iter().zip(&built).map(|(p, b)| json!({
+        "peers": peers.iter().zip(&pairs).map(|(p, pair)| json!({
             "label": p.label, "kind": p.kind, "crate": p.krate, "api": p.api,
-            "handle_bytes": b.as_ref().ok().map(|pair| pair.forced().handle_bytes()),
+            "handle_bytes": pair.map(|pair| pair.forced().handle_bytes()),
         })).collect::<Vec<_>>(),
         "workloads": workloads.first(), "plain": workloads.get(1),
         "memory": memory, "latency": latency, "latency_summary": summaries, "targets": verdicts,
@@ -306,49 +261,42 @@ fn sample(
     }
 }
 
-/// Each workload's table under one inlining, as the report reads it; `forced` is the
-/// forced inlining's, for the plain cells' ratio to it.
-fn workloads_json(
-    f: &Figures<'_>,
-    peers: &[Peer],
-    rows: &[Vec<Cell>],
-    forced: &[Vec<Cell>],
-    quiet: &[bool],
-) -> Vec<Value> {
-    let rows = Workload::ALL.iter().zip(rows).zip(forced).zip(quiet);
-    rows.map(|(((&w, row), forced_row), &quiet)| {
-        let cells = (peers.iter().zip(row).zip(forced_row)).map(|((peer, cell), forced)| {
-            let Cell {
-                samples,
-                na,
-                criterion_median,
-            } = cell;
-            if let Some(na) = na {
-                return json!({ "peer": peer.label, "na": na });
-            }
+/// Each workload's table under one inlining (`f.grid`), as the report reads it; `forced` is
+/// the forced inlining's grid, for the plain cells' ratio to it.
+fn workloads_json(f: &Figures<'_>, forced: &Grid) -> Vec<Value> {
+    let g = f.grid;
+    let table =
+        |w: Workload| {
+            let quiet = g.quiet(w);
+            let cells = g.labels.iter().map(|&label| {
+            let cell = g.cell(w, label).filter(|c| c.na.is_none());
+            let Some(Cell { samples, criterion_median, .. }) = cell else {
+                let na = g.cell(w, label).and_then(|c| c.na);
+                return json!({ "peer": label, "na": na });
+            };
             let (v, all) = (samples.chosen(quiet), sorted(&samples.ns));
             let mut objects = samples.objects.clone();
             objects.sort_unstable();
+            let vs_forced = forced.cell(w, label).filter(|c| c.na.is_none());
             json!({
-                "peer": peer.label, "median": median(&v), "min": v.first(), "max": v.last(),
+                "peer": label, "median": median(&v), "min": v.first(), "max": v.last(),
                 "samples_used": v.len(), "all_median": median(&all), "all_min": all.first(),
                 "all_max": all.last(), "objects_per_sample_median": objects.get(objects.len() / 2),
-                "criterion_median": criterion_median,
-                "vs_tally": (f.ratio)(w, peer.label, TALLY),
-                "vs_forced": paired(samples, &forced.samples, quiet),
+                "criterion_median": criterion_median, "vs_tally": g.ratio(w, label, TALLY),
+                "vs_forced": vs_forced.and_then(|c| paired(samples, &c.samples, quiet)),
                 "samples": samples.ns, "foreign_cpus": samples.foreign,
             })
         });
-        json!({
-            "id": w.id(), "name": w.name(), "unit": w.unit(),
-            "selection": if quiet { "quiet" } else { "all" },
-            "results": cells.collect::<Vec<_>>(),
-            "best_pool": rival(f, w, |k| k == kind::POOL),
-            "best_allocator": rival(f, w, |k| k == kind::ALLOCATOR),
-            "best_any": rival(f, w, |_| true),
-        })
-    })
-    .collect()
+            json!({
+                "id": w.id(), "name": w.name(), "unit": w.unit(),
+                "selection": if quiet { "quiet" } else { "all" },
+                "results": cells.collect::<Vec<_>>(),
+                "best_pool": rival(f, w, |k| k == kind::POOL),
+                "best_allocator": rival(f, w, |k| k == kind::ALLOCATOR),
+                "best_any": rival(f, w, |_| true),
+            })
+        };
+    Workload::ALL.into_iter().map(table).collect()
 }
 
 /// Runs one W5 or W6 measurement in this (fresh) process and prints it as one JSON line:

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::stats::with_unit;
+use crate::stats::{with_unit, Grid};
 use crate::workload::Workload::{self, Burst, Churn, Contended, Pipeline};
 
 /// What a contender is, for groupings and targets, by the name the report uses.
@@ -73,24 +73,21 @@ pub const ISSUE: &[Target] = &[
     ("targets", Burst, Rule::FirstAmong(kind::POOL)),
     ("targets", Pipeline, Rule::FirstAmong(kind::POOL)),
     ("targets", Contended, Rule::FirstAmong(kind::POOL)),
-    ("targets", Churn, Rule::AheadOf(&["mimalloc", "jemalloc"])),
-    (
-        "targets",
-        Pipeline,
-        Rule::AheadOf(&["mimalloc", "jemalloc"]),
-    ),
+    ("targets", Churn, Rule::AheadOf(ALLOCATORS)),
+    ("targets", Pipeline, Rule::AheadOf(ALLOCATORS)),
     ("targets", Churn, Rule::Memory(1.02)),
     ("targets", Churn, Rule::Tail(100.0)),
 ];
+
+/// The allocators the issue asks tally-pool to be ahead of.
+const ALLOCATORS: &[&str] = &["mimalloc", "jemalloc"];
 
 /// What a rule reads: one bench's results under one inlining.
 pub struct Figures<'a> {
     /// The label of the contender the targets are about.
     pub subject: &'static str,
-    /// The median of a label in a workload.
-    pub median: &'a dyn Fn(Workload, &str) -> Option<f64>,
-    /// The first label's time over the second's: a ratio of medians, or a paired ratio.
-    pub ratio: &'a dyn Fn(Workload, &str, &str) -> Option<f64>,
+    /// The medians and ratios of every contender.
+    pub grid: &'a Grid,
     /// Every contender's label and kind.
     pub kinds: Vec<(&'static str, &'static str)>,
     /// The subject's W5 ratios: growth ÷ payload, (growth − handle array) ÷ payload.
@@ -108,7 +105,7 @@ pub fn rival(
 ) -> Option<(&'static str, f64)> {
     let candidates = f.kinds.iter().filter(|&&(l, k)| l != f.subject && pick(k));
     let ratios =
-        candidates.filter_map(|&(label, _)| Some((label, (f.ratio)(w, f.subject, label)?)));
+        candidates.filter_map(|&(label, _)| Some((label, f.grid.ratio(w, f.subject, label)?)));
     ratios.reduce(|worst, next| if next.1 > worst.1 { next } else { worst })
 }
 
@@ -132,26 +129,14 @@ pub struct Verdict {
 
 /// Judges `target` on `f`.
 pub fn judge(&(table, w, rule): &Target, f: &Figures<'_>, inlining: &'static str) -> Verdict {
-    let (s, median, ratio) = (f.subject, f.median, f.ratio);
-    let title = w.title();
-    let judged = |target: String, measured: Option<(String, Option<bool>, String)>| {
-        let (measured, ok, short) =
-            measured.unwrap_or_else(|| ("no data".into(), Some(false), "no data".into()));
-        Verdict {
-            table,
-            inlining,
-            target,
-            measured,
-            ok,
-            short,
-        }
-    };
-    match rule {
+    let (s, g, title) = (f.subject, f.grid, w.title());
+    // What is asked; what was measured, whether it holds and the short form, if measured.
+    let (target, measured): (String, Option<(String, Option<bool>, String)>) = match rule {
         Rule::Ratio(other, bound, _) | Rule::PerNode(other, bound) => {
             let inclusive = !matches!(rule, Rule::Ratio(_, _, false));
             let (op, sign) = if inclusive { ("<=", "≤") } else { ("<", "<") };
             let measured = (|| {
-                let (a, b, r) = (median(w, s)?, median(w, other)?, ratio(w, s, other)?);
+                let (a, b, r) = (g.median(w, s)?, g.median(w, other)?, g.ratio(w, s, other)?);
                 let short = match rule {
                     Rule::PerNode(..) => format!(
                         "per-node vs shared: {s} {a:.2} ns | {other} {b:.2} ns | ratio {r:.3} \
@@ -159,49 +144,46 @@ pub fn judge(&(table, w, rule): &Target, f: &Figures<'_>, inlining: &'static str
                     ),
                     _ => format!("{s}/{other} {r:.2} (target {op} {bound})"),
                 };
+                let ok = if inclusive { r <= bound } else { r < bound };
                 let text = format!("{r:.2} (medians {} / {})", with_unit(a), with_unit(b));
-                Some((
-                    text,
-                    Some(if inclusive { r <= bound } else { r < bound }),
-                    short,
-                ))
+                Some((text, Some(ok), short))
             })();
-            judged(format!("{title}: {s} / {other} {sign} {bound}"), measured)
+            (format!("{title}: {s} / {other} {sign} {bound}"), measured)
         }
         Rule::Over(other, bound) => {
             let measured = (|| {
-                let diff = median(w, s)? - median(w, other)?;
+                let diff = g.median(w, s)? - g.median(w, other)?;
                 let target = bound.map_or("no target".into(), |b| format!("target <= {b} ns"));
                 let short = format!("{s} - {other} {diff:+.2} ns ({target})");
                 Some((format!("{diff:+.2} ns"), bound.map(|b| diff <= b), short))
             })();
-            judged(format!("{title}: {s} − {other}"), measured)
+            (format!("{title}: {s} − {other}"), measured)
         }
         Rule::FirstAmong(kind) => {
             let measured = (|| {
                 let (label, r) = rival(f, w, |k| k == kind)?;
-                let (t, o) = (median(w, s)?, median(w, label).unwrap_or(f64::NAN));
-                let (t, o) = (with_unit(t), with_unit(o));
+                let t = with_unit(g.median(w, s)?);
+                let o = with_unit(g.median(w, label).unwrap_or(f64::NAN));
                 let text = format!("closest: {label}, ratio **{r:.2}×** (medians {t} vs {o})");
                 Some((text, Some(r < 1.0), String::new()))
             })();
-            judged(format!("{title}: {s} first among {kind}s"), measured)
+            (format!("{title}: {s} first among {kind}s"), measured)
         }
         Rule::AheadOf(others) => {
             let measured = (|| {
-                let t = with_unit(median(w, s)?);
+                let t = with_unit(g.median(w, s)?);
                 let (mut ratios, mut medians, mut ok) = (Vec::new(), Vec::new(), true);
                 for o in others {
-                    let r = ratio(w, s, o)?;
+                    let r = g.ratio(w, s, o)?;
                     ok &= r < 1.0;
                     ratios.push(format!("to {o} **{r:.2}×**"));
-                    medians.push(with_unit(median(w, o)?));
+                    medians.push(with_unit(g.median(w, o)?));
                 }
                 let (ratios, medians) = (ratios.join(", "), medians.join(" and "));
                 let text = format!("ratio {ratios} (medians {t} vs {medians})");
                 Some((text, Some(ok), String::new()))
             })();
-            judged(
+            (
                 format!("{title}: ahead of {}", others.join(" and ")),
                 measured,
             )
@@ -211,35 +193,37 @@ pub fn judge(&(table, w, rule): &Target, f: &Figures<'_>, inlining: &'static str
                 let text = format!("{less:.3}× payload plus the handles ({total:.3}× with them)");
                 (text, Some(less <= bound), String::new())
             });
-            judged(
-                format!("W5 memory: at most {bound}× payload plus the handles"),
-                measured,
-            )
+            let target = format!("W5 memory: at most {bound}× payload plus the handles");
+            (target, measured)
         }
         Rule::Tail(bound) => {
-            let measured = f.tail.clone().and_then(|lat| {
+            let measured = f.tail.as_ref().and_then(|lat| {
                 let get = |key: &str| lat.get(key).and_then(Value::as_f64);
                 let (p999, runs) = (get("p999")?, get("runs").unwrap_or(1.0));
-                let note = if runs >= 2.0 {
-                    let range = (get("p999_min")?, get("p999_max")?);
-                    format!(
-                        ", median of {runs} processes ({:.1}–{:.1})",
-                        range.0, range.1
-                    )
-                } else {
-                    String::new()
+                let (lo, hi) = (get("p999_min")?, get("p999_max")?);
+                let note = match runs >= 2.0 {
+                    true => format!(", median of {runs} processes ({lo:.1}–{hi:.1})"),
+                    false => String::new(),
                 };
+                let (p99, p50, timer) = (get("p99")?, get("p50")?, get("timer_overhead_p50")?);
                 let text = format!(
-                    "{p999:.1} ns{note} (p99 {:.1} ns, p50 {:.1} ns; each includes the timer's \
-                     own {:.1} ns)",
-                    get("p99")?,
-                    get("p50")?,
-                    get("timer_overhead_p50")?
+                    "{p999:.1} ns{note} (p99 {p99:.1} ns, p50 {p50:.1} ns; each includes the \
+                     timer's own {timer:.1} ns)"
                 );
                 Some((text, Some(p999 < bound), String::new()))
             });
             let what = "W6: p99.9 of one acquire while the pool grows under";
-            judged(format!("{what} {bound} ns"), measured)
+            (format!("{what} {bound} ns"), measured)
         }
+    };
+    let (measured, ok, short) =
+        measured.unwrap_or_else(|| ("no data".into(), Some(false), "no data".into()));
+    Verdict {
+        table,
+        inlining,
+        target,
+        measured,
+        ok,
+        short,
     }
 }
