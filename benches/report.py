@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Turns the results of `cargo bench --bench peers` into BENCHMARKS.md and docs/peers.svg.
+"""Turns the results of the benches into BENCHMARKS.md and docs/peers.svg.
 
     cargo bench --bench peers        # writes target/peers.json (about 20 minutes)
+    cargo bench --bench typed        # optional: target/typed.json, the typed layer's table
+    cargo bench --bench block        # optional: target/block.json, the untyped pool's table
     python3 benches/report.py        # writes BENCHMARKS.md and docs/peers.svg
 
-Options: --input PATH (default: $TALLY_PEERS_JSON, else $CARGO_TARGET_DIR/peers.json, else
-target/peers.json), --output PATH (default BENCHMARKS.md), --svg PATH (default docs/peers.svg),
---lock PATH (default Cargo.lock). Standard library only. Prints the lines the README quotes.
-It formats and computes nothing: medians, paired ratios, rivals, W5 ratios, W6 summaries and
-every target's verdict come from the JSON, as the `tally-bench` crate computed them.
+Options: --input PATH (default: $TALLY_PEERS_JSON, else peers.json in $CARGO_TARGET_DIR or
+target/), --output PATH (default BENCHMARKS.md), --svg PATH (default docs/peers.svg), --lock
+PATH (default Cargo.lock). typed.json and block.json are read beside peers.json. Standard
+library only. Prints the lines the README quotes. It computes nothing: medians, paired
+ratios, rivals, W5 ratios, W6 summaries and every target's verdict come from the JSON, as
+the `tally-bench` crate computed them.
 """
 
 import argparse
@@ -22,51 +25,29 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
 # The crates whose versions the report names, in this order.
 VERSIONED = [
     "tally-pool", "sharded-slab", "lockfree-object-pool", "object-pool", "opool", "slab",
     "nexus-pool", "nexus-slab", "mimalloc", "libmimalloc-sys", "tikv-jemallocator",
     "tikv-jemalloc-sys", "criterion", "crossbeam-queue",
 ]
-
 TALLY = "tally-pool"
 KIND_COLOURS = {"tally": "#d6336c", "floor": "#adb5bd", "allocator": "#4c6ef5",
                 "thread-safe pool": "#f08c00", "single-thread pool": "#37b24d"}
-
-
-def default_input():
-    if os.environ.get("TALLY_PEERS_JSON"):
-        return Path(os.environ["TALLY_PEERS_JSON"])
-    return Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "peers.json"
-
-
-def lock_versions(path):
-    """name -> sorted list of versions in Cargo.lock."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return {}
-    versions = {}
-    for name, version in re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"', text):
-        versions.setdefault(name, set()).add(version)
-    return {k: sorted(v) for k, v in versions.items()}
+VERDICT = {True: "**MET**", False: "**MISSED**", None: "no target"}
 
 
 def fmt_ns(x):
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None or math.isnan(x):
         return "–"
     if x >= 1_000_000:
         return f"{x / 1e6:.1f} ms"
-    if x >= 10_000:
-        return f"{x / 1e3:.0f} µs"
     if x >= 1_000:
-        return f"{x / 1e3:.1f} µs"
+        return f"{x / 1e3:.0f} µs" if x >= 10_000 else f"{x / 1e3:.1f} µs"
     return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
 
 
 def with_unit(x):
-    """`x` ns as text with its unit."""
     text = fmt_ns(x)
     return text if text.endswith("s") or text == "–" else f"{text} ns"
 
@@ -76,30 +57,37 @@ def fmt_ratio(x):
 
 
 def md_table(header, rows, align=None):
-    align = align or ["---"] * len(header)
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    lines = [header, align or ["---"] * len(header)] + rows
+    return "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in lines)
+
+
+def bold_tally(label):
+    return f"**{label}**" if label == TALLY else label
 
 
 class Results:
+    """peers.json, looked up by workload and peer."""
+
     def __init__(self, data):
-        self.data = data
+        self.data, self.params = data, data.get("parameters", {})
         self.peers = {p["label"]: p for p in data["peers"]}
-        self.order = [p["label"] for p in data["peers"]]
+        self.order = list(self.peers)
         self.workloads = {w["id"]: w for w in data["workloads"]}
-        self.plain = {w["id"]: w for w in data.get("plain", [])}
+        self.plain = {w["id"]: w for w in data.get("plain") or []}
 
     def kind(self, label):
         return self.peers.get(label, {}).get("kind", "")
 
     def cell(self, wid, label, table=None):
-        w = (table or self.workloads).get(wid, {})
-        return next((r for r in w.get("results", []) if r["peer"] == label), None)
+        rows = (table or self.workloads).get(wid, {}).get("results", [])
+        return next((r for r in rows if r["peer"] == label), None)
 
-    def median(self, wid, label, table=None):
-        c = self.cell(wid, label, table)
+    def median(self, wid, label):
+        c = self.cell(wid, label)
         return None if c is None or "na" in c else c.get("median")
+
+    def by_median(self, wid):
+        return sorted(self.order, key=lambda p: (self.median(wid, p) is None, self.median(wid, p) or 0))
 
     def memory(self, label):
         return next((r for r in self.data.get("memory", []) if r.get("peer") == label), None)
@@ -109,11 +97,9 @@ class Results:
         return next((s for s in summaries if s["peer"] == label and s["mode"] == mode), None)
 
     def verdicts(self, table, inlining):
-        return [
-            [v["target"], v["measured"], "**MET**" if v["ok"] else "**MISSED**"]
-            for v in self.data.get("targets", [])
-            if v["table"] == table and v["inlining"] == inlining
-        ]
+        targets = self.data.get("targets", [])
+        return [[v["target"], v["measured"], VERDICT[v["ok"]]] for v in targets
+                if v["table"] == table and v["inlining"] == inlining]
 
 
 def headline(res):
@@ -123,10 +109,7 @@ def headline(res):
         t, pool, alloc = res.median(wid, TALLY), w.get("best_pool"), w.get("best_allocator")
         if t is None or pool is None:
             continue
-        phrase = (
-            f"{wid} {w['name']}: {with_unit(t)}; {fmt_ratio(pool[1])} the time of the best thread-safe pool "
-            f"({pool[0]})"
-        )
+        phrase = f"{wid} {w['name']}: {with_unit(t)}; {fmt_ratio(pool[1])} the time of the best thread-safe pool ({pool[0]})"
         if alloc is not None:
             phrase += f", {fmt_ratio(alloc[1])} that of the best allocator ({alloc[0]})"
         out.append(phrase)
@@ -135,142 +118,109 @@ def headline(res):
         out.append(f"W5 memory: {mem['ratios'][1]:.3f}× the payload plus 8-byte handles")
     lat = res.latency(TALLY, "growing")
     if lat is not None and "na" not in lat:
-        note = f", median of {lat['runs']} processes ({lat['p999_min']:.1f}–{lat['p999_max']:.1f})"
-        out.append(
-            f"W6 one acquire while the pool grows: p99 {lat['p99']:.1f} ns, p99.9 {lat['p999']:.1f} "
-            f"ns{note if lat['runs'] > 1 else ''} (the timer's own {lat['timer_overhead_p50']:.0f} ns included)"
-        )
+        runs = f", median of {lat['runs']} processes ({lat['p999_min']:.1f}–{lat['p999_max']:.1f})"
+        out.append(f"W6 one acquire while the pool grows: p99 {lat['p99']:.1f} ns, p99.9 {lat['p999']:.1f} ns"
+                   f"{runs if lat['runs'] > 1 else ''} (the timer's own {lat['timer_overhead_p50']:.0f} ns included)")
     return out
 
 
-def nice_step(span, ticks=5):
-    raw = span / ticks
-    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
-    return next((m * mag for m in (1, 2, 2.5, 5, 10) if raw <= m * mag), 10 * mag)
-
-
 def svg_chart(res):
+    """W1 and W3: a bar per peer at its median, a whisker over its min–max."""
     panels = [w for w in ("W1", "W3") if w in res.workloads]
-    rows = len(res.order)
-    row_h, top, left_label, panel_w, gap = 22, 70, 200, 430, 40
-    width = 20 + len(panels) * (left_label + panel_w) + (len(panels) - 1) * gap + 20
-    height = top + rows * row_h + 70
+    row_h, top, label_w, panel_w, gap = 22, 70, 200, 430, 40
+    bottom = top + len(res.order) * row_h
+    width, height = 40 + len(panels) * (label_w + panel_w + gap) - gap, bottom + 70
 
     def text(x, y, body, attrs=""):
         return f'<text x="{x}" y="{y}"{attrs}>{html.escape(body)}</text>'
 
-    def line(x1, y1, x2, y2, colour):
+    def line(x1, y1, x2, y2, colour="#212529"):
         return f'<line x1="{x1:.1f}" y1="{y1}" x2="{x2:.1f}" y2="{y2}" stroke="{colour}"/>'
 
     title = "tally-pool and its peers: median ns per object, bars; min–max over rounds, whiskers"
-    if res.data.get("mode", "") != "full":
-        title += f" ({res.data.get('mode', '')} mode, indicative only)"
+    if res.data.get("mode") != "full":
+        title += f" ({res.data.get('mode')} mode, indicative only)"
     started = datetime.datetime.fromtimestamp(res.data["started_unix"], datetime.timezone.utc)
-    machine = res.data.get("machine", {})
-    sub = (
-        f"{started:%Y-%m-%d} · {machine.get('nproc', '?')} CPUs ({machine.get('cpu') or '?'}) · lower is "
-        f"better · from benches/peers.rs"
-    )
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">',
-        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
-        text(20, 24, title, ' font-size="15" font-weight="bold"'),
-        text(20, 42, sub, ' fill="#555"'),
-    ]
+    m = res.data.get("machine", {})
+    sub = f"{started:%Y-%m-%d} · {m.get('nproc', '?')} CPUs ({m.get('cpu') or '?'}) · lower is better · from benches/peers.rs"
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} '
+           f'{height}" font-family="Helvetica, Arial, sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+           text(20, 24, title, ' font-size="15" font-weight="bold"'), text(20, 42, sub, ' fill="#555"')]
     for k, wid in enumerate(panels):
-        w = res.workloads[wid]
-        x0 = 20 + k * (left_label + panel_w + gap)
-        bar_x = x0 + left_label
-        medians = [res.median(wid, p) for p in res.order]
-        present = [m for m in medians if m is not None]
+        x0 = 20 + k * (label_w + panel_w + gap)
+        bar_x, present = x0 + label_w, [res.median(wid, p) for p in res.order if res.median(wid, p) is not None]
         if not present:
             continue
-        step = nice_step(max(present) * 1.12)
+        raw = max(present) * 1.12 / 5
+        mag = 10 ** math.floor(math.log10(raw))
+        step = next(s * mag for s in (1, 2, 2.5, 5, 10) if raw <= s * mag)
         axis_max = math.ceil(max(present) * 1.12 / step) * step
         scale = (panel_w - 60) / axis_max
-        heading = f"{wid} {w['name']}"
-        out.append(text(x0, top - 12, heading, ' font-size="13" font-weight="bold"'))
-        out.append(text(x0 + 8 * len(heading) + 8, top - 12, f"({w['unit']})", ' fill="#555"'))
-        tick = 0.0
-        while tick <= axis_max + 1e-9:
-            tx = bar_x + tick * scale
-            out.append(line(tx, top, tx, top + rows * row_h, "#e9ecef"))
-            out.append(text(f"{tx:.1f}", top + rows * row_h + 14, f"{tick:g}", ' text-anchor="middle" fill="#555"'))
-            tick += step
-        ranked = sorted(range(rows), key=lambda i: (medians[i] is None, medians[i] or 0))
-        for r, i in enumerate(ranked):
-            label, y = res.order[i], top + r * row_h
-            colour = KIND_COLOURS.get(res.kind(label), "#868e96")
-            weight = "bold" if label == TALLY else "normal"
-            out.append(text(bar_x - 6, y + 15, label, f' text-anchor="end" font-weight="{weight}"'))
-            c = res.cell(wid, label)
+        heading = f"{wid} {res.workloads[wid]['name']}"
+        out += [text(x0, top - 12, heading, ' font-size="13" font-weight="bold"'),
+                text(x0 + 8 * len(heading) + 8, top - 12, f"({res.workloads[wid]['unit']})", ' fill="#555"')]
+        for tick in range(int(round(axis_max / step)) + 1):
+            tx = bar_x + tick * step * scale
+            out += [line(tx, top, tx, bottom, "#e9ecef"),
+                    text(f"{tx:.1f}", bottom + 14, f"{tick * step:g}", ' text-anchor="middle" fill="#555"')]
+        for r, label in enumerate(res.by_median(wid)):
+            y, c = top + r * row_h, res.cell(wid, label)
+            weight = f' font-weight="{"bold" if label == TALLY else "normal"}"'
+            out.append(text(bar_x - 6, y + 15, label, ' text-anchor="end"' + weight))
             if c is None or "na" in c:
                 out.append(text(bar_x + 4, y + 15, "n/a", ' fill="#868e96"'))
                 continue
-            m, lo, hi = c["median"], c["min"], c["max"]
-            bw = max(1.0, m * scale)
-            x_lo, x_hi, ym = bar_x + min(lo, axis_max) * scale, bar_x + min(hi, axis_max) * scale, y + row_h / 2
-            out += [
-                f'<rect x="{bar_x}" y="{y + 4}" width="{bw:.1f}" height="{row_h - 8}" fill="{colour}"/>',
-                f'<line x1="{x_lo:.1f}" y1="{ym}" x2="{x_hi:.1f}" y2="{ym}" stroke="#212529" stroke-width="1"/>',
-                line(x_lo, ym - 4, x_lo, ym + 4, "#212529"),
-                f'<path d="M{x_hi - 5:.1f},{ym - 4} L{x_hi:.1f},{ym} L{x_hi - 5:.1f},{ym + 4}" fill="none" '
-                f'stroke="#212529"/>' if hi > axis_max else line(x_hi, ym - 4, x_hi, ym + 4, "#212529"),
-            ]
-            text_x = bar_x + bw + 6 if hi > axis_max else max(bar_x + bw + 6, x_hi + 6)
-            attrs = f' font-weight="{weight}" paint-order="stroke" stroke="#ffffff" stroke-width="3"'
-            out.append(text(f"{text_x:.1f}", y + 15, fmt_ns(m), attrs))
-    ly, lx = top + rows * row_h + 40, 20
+            bw, ym = max(1.0, c["median"] * scale), y + row_h / 2
+            x_lo, x_hi = (bar_x + min(v, axis_max) * scale for v in (c["min"], c["max"]))
+            colour = KIND_COLOURS.get(res.kind(label), "#868e96")
+            out += [f'<rect x="{bar_x}" y="{y + 4}" width="{bw:.1f}" height="{row_h - 8}" fill="{colour}"/>',
+                    line(x_lo, ym, x_hi, ym), line(x_lo, ym - 4, x_lo, ym + 4)]
+            if c["max"] > axis_max:  # the whisker runs off the axis: an arrow head
+                out.append(f'<path d="M{x_hi - 5:.1f},{ym - 4} L{x_hi:.1f},{ym} L{x_hi - 5:.1f},{ym + 4}" '
+                           f'fill="none" stroke="#212529"/>')
+            else:
+                out.append(line(x_hi, ym - 4, x_hi, ym + 4))
+            text_x = bar_x + bw + 6 if c["max"] > axis_max else max(bar_x + bw + 6, x_hi + 6)
+            attrs = weight + ' paint-order="stroke" stroke="#ffffff" stroke-width="3"'
+            out.append(text(f"{text_x:.1f}", y + 15, fmt_ns(c["median"]), attrs))
+    lx = 20
     for kind, colour in KIND_COLOURS.items():
-        out.append(f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{colour}"/>')
-        out.append(text(lx + 16, ly, kind))
+        out += [f'<rect x="{lx}" y="{bottom + 30}" width="12" height="12" fill="{colour}"/>',
+                text(lx + 16, bottom + 40, kind)]
         lx += 40 + 7 * len(kind)
-    out.append(text(lx + 10, ly, "whiskers past the axis end in an arrow", ' fill="#555"'))
+    out.append(text(lx + 10, bottom + 40, "whiskers past the axis end in an arrow", ' fill="#555"'))
     return "\n".join(out + ["</svg>"]) + "\n"
 
 
 def workload_section(res, wid):
-    w = res.workloads[wid]
-    lines = [f"## {wid} {w['name']} — {w['unit']}", ""]
-    rounds = res.data.get("parameters", {}).get("rounds", "?")
-    paired = (
-        "*÷ tally-pool* is the paired ratio: the median over rounds of this peer's time over tally-pool's "
-        "in the same round (above 1: tally-pool is faster)."
-    )
-    if w.get("selection") == "quiet":
-        lines.append(
-            f"Median and min–max over the rounds whose sample ran while other processes used under "
-            f"{res.data['parameters'].get('quiet_cpus', 0.5):g} CPU (*quiet*; how many of the {rounds} in "
-            f"brackets); the last columns use every round. {paired}"
-        )
+    w, rounds = res.workloads[wid], res.params.get("rounds", "?")
+    quiet = w.get("selection") == "quiet"
+    if quiet:
+        which = (f"Median and min–max over the rounds whose sample ran while other processes used under "
+                 f"{res.params.get('quiet_cpus', 0.5):g} CPU (*quiet*; how many of the {rounds} in brackets); "
+                 f"the last columns use every round.")
     else:
-        lines.append(
-            f"Median and min–max over all {rounds} rounds (too few samples ran while the machine was quiet "
-            f"to keep only those). {paired}"
-        )
-    lines.append("")
+        which = (f"Median and min–max over all {rounds} rounds (too few samples ran while the machine was "
+                 f"quiet to keep only those).")
+    lines = [f"## {wid} {w['name']} — {w['unit']}", "",
+             f"{which} *÷ tally-pool* is the paired ratio: the median over rounds of this peer's time over "
+             f"tally-pool's in the same round (above 1: tally-pool is faster).", ""]
     if wid == "W3":
-        lines.append(
-            "W3 has two regimes on this machine, and they hit every peer alike: producer and consumer "
-            "either run in lock-step, each object a cache-line transfer between the cores (hundreds of ns "
-            "for every peer, the slow rounds below), or in batches (tens of ns). Which one a sample falls "
-            "in depends on timing and on other load, not on the peer, hence the wide min–max; the paired "
-            "ratios compare peers within the same round and are the steadier measure."
-        )
-        lines.append("")
+        lines += ["W3 has two regimes on this machine, and they hit every peer alike: producer and consumer "
+                  "either run in lock-step, each object a cache-line transfer between the cores (hundreds of ns "
+                  "for every peer, the slow rounds below), or in batches (tens of ns). Which one a sample falls "
+                  "in depends on timing and on other load, not on the peer, hence the wide min–max; the paired "
+                  "ratios compare peers within the same round and are the steadier measure.", ""]
     rows = []
-    for label in sorted(res.order, key=lambda p: (res.median(wid, p) is None, res.median(wid, p) or 0)):
+    for label in res.by_median(wid):
         c, plain = res.cell(wid, label), res.cell(wid, label, res.plain)
-        name = f"**{label}**" if label == TALLY else label
         if c is None or "na" in c:
-            rows.append([name, res.kind(label), "n/a", "", "", "", c["na"] if c else "not run", ""])
+            rows.append([bold_tally(label), res.kind(label), "n/a", "", "", "", c["na"] if c else "not run", ""])
             continue
-        used = f" ({c['samples_used']})" if w.get("selection") == "quiet" else ""
         rows.append([
-            name,
-            res.kind(label),
-            f"**{fmt_ns(c['median'])}**{used}",
+            bold_tally(label), res.kind(label),
+            f"**{fmt_ns(c['median'])}**" + (f" ({c['samples_used']})" if quiet else ""),
             f"{fmt_ns(c['min'])}–{fmt_ns(c['max'])}",
             fmt_ratio(c.get("vs_tally")) if label != TALLY else "1.00×",
             f"{fmt_ns(c.get('all_median'))} ({fmt_ns(c.get('all_min'))}–{fmt_ns(c.get('all_max'))})",
@@ -279,16 +229,10 @@ def workload_section(res, wid):
         ])
     header = ["peer", "kind", "median", "min–max", "÷ tally-pool", "all rounds: median (min–max)",
               "criterion median", "plain `#[inline]`: median (÷ forced)"]
-    lines.append(md_table(header, rows, ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"]))
-    lines.append("")
-    bits = []
-    if w.get("best_pool"):
-        bits.append(f"tally-pool ÷ best thread-safe pool ({w['best_pool'][0]}): **{fmt_ratio(w['best_pool'][1])}**")
-    if w.get("best_any"):
-        bits.append(f"tally-pool ÷ best of all ({w['best_any'][0]}): **{fmt_ratio(w['best_any'][1])}**")
-    if bits:
-        lines += ["; ".join(bits) + ". Below 1 means tally-pool is faster.", ""]
-    return "\n".join(lines)
+    lines += [md_table(header, rows, ["---"] * 2 + ["---:"] * 6), ""]
+    bits = [f"tally-pool ÷ best {what} ({w[key][0]}): **{fmt_ratio(w[key][1])}**"
+            for key, what in (("best_pool", "thread-safe pool"), ("best_any", "of all")) if w.get(key)]
+    return "\n".join(lines + (["; ".join(bits) + ". Below 1 means tally-pool is faster.", ""] if bits else []))
 
 
 def plain_section(res):
@@ -296,14 +240,12 @@ def plain_section(res):
     if not res.plain:
         return ""
     return "\n".join([
-        "## W1–W4 with plain `#[inline]` adapters",
-        "",
+        "## W1–W4 with plain `#[inline]` adapters", "",
         "The tables above call every peer through an adapter forced inline (`#[inline(always)]`); their last "
         "column is the same peer called through a plain `#[inline]` adapter, which the compiler inlines into "
         "the workload's loop or not on its own, as it would a user's wrapper (the rounds interleave both; "
         "*÷ forced* is the paired ratio of the plain adapter's time to the forced one's, above 1 when the "
-        "plain call is slower). The targets, with plain adapters:",
-        "",
+        "plain call is slower). The targets, with plain adapters:", "",
         md_table(["target", "measured", ""], res.verdicts("targets", "plain") + res.verdicts("design", "plain")),
         "",
     ])
@@ -314,115 +256,110 @@ def memory_section(res):
     if not mem:
         return ""
     n = next((r["objects"] for r in mem if "objects" in r), 0)
-    lines = [
-        f"## W5 memory — {n:,} live objects, resident bytes over payload bytes",
-        "",
+    ratios = {p: (res.memory(p) or {}).get("ratios") for p in res.order}
+    rows = []
+    for label in sorted(res.order, key=lambda p: (ratios[p] is None, (ratios[p] or (0, 0))[0])):
+        r = res.memory(label)
+        if r is None or not ratios[label]:
+            rows.append([bold_tally(label), "n/a", "", "", "", "", r.get("na", "") if r else "not run"])
+            continue
+        inline = "†" if r["handle_bytes"] >= 64 else ""
+        rows.append([bold_tally(label), r["setup"], f"{r['handle_bytes']}{inline}",
+                     f"{(r['resident_after'] - r['resident_before']) / 1e6:.1f} MB",
+                     f"{r['handle_array_bytes'] / 1e6:.1f} MB",
+                     f"**{ratios[label][0]:.3f}×**", f"{ratios[label][1]:.3f}×"])
+    header = ["peer", "setup", "handle bytes", "growth", "handle array", "growth ÷ payload",
+              "(growth − handle array) ÷ payload"]
+    return "\n".join([
+        f"## W5 memory — {n:,} live objects, resident bytes over payload bytes", "",
         "Each peer in a fresh process: `/proc/self/statm` before the peer is built and after the last "
         "acquire, with every object live. *Growth* is the difference; the *handle array* is the `Vec` of "
         "what the user holds (a handle, guard, key or pointer per object), whose pages are part of the "
         "growth. Guards marked † carry the `Order` itself, so for them the payload lives in the handle "
-        "array and the second ratio says little.",
-        "",
-    ]
-    rows = []
-    ratios = {p: (res.memory(p) or {}).get("ratios") for p in res.order}
-    for label in sorted(res.order, key=lambda p: (ratios[p] is None, (ratios[p] or (0, 0))[0])):
-        r = res.memory(label)
-        name = f"**{label}**" if label == TALLY else label
-        if r is None or not ratios[label]:
-            rows.append([name, "n/a", "", "", "", "", r.get("na", "") if r else "not run"])
-            continue
-        total, less = ratios[label]
-        growth = r["resident_after"] - r["resident_before"]
-        inline = "†" if r["handle_bytes"] >= 64 else ""
-        rows.append([
-            name,
-            r["setup"],
-            f"{r['handle_bytes']}{inline}",
-            f"{growth / 1e6:.1f} MB",
-            f"{r['handle_array_bytes'] / 1e6:.1f} MB",
-            f"**{total:.3f}×**",
-            f"{less:.3f}×",
-        ])
-    header = ["peer", "setup", "handle bytes", "growth", "handle array", "growth ÷ payload",
-              "(growth − handle array) ÷ payload"]
-    lines += [md_table(header, rows, ["---", "---", "---:", "---:", "---:", "---:", "---:"]), ""]
-    return "\n".join(lines)
+        "array and the second ratio says little.", "",
+        md_table(header, rows, ["---", "---"] + ["---:"] * 5), "",
+    ])
 
 
 def latency_section(res):
     lat = [r for r in res.data.get("latency", []) if "n" in r]
     if not lat:
         return ""
-    timer = res.data.get("timer", {})
-    runs = res.data.get("parameters", {}).get("latency_runs", 1)
-    runs_sentence = (
-        f". Each peer and mode ran in {runs} such processes, in rounds that visit every peer in turn; every "
-        f"figure below is the median over them, and the p99.9 column adds their range"
-    ) if runs > 1 else ""
+    timer, runs = res.data.get("timer", {}), res.params.get("latency_runs", 1)
+    runs_sentence = (f". Each peer and mode ran in {runs} such processes, in rounds that visit every peer in "
+                     f"turn; every figure below is the median over them, and the p99.9 column adds their "
+                     f"range") if runs > 1 else ""
     lines = [
-        f"## W6 tail latency — {lat[0]['n']:,} single acquires, ns",
-        "",
+        f"## W6 tail latency — {lat[0]['n']:,} single acquires, ns", "",
         f"Each call is one acquire-and-write of an `Order`, timed alone with `{lat[0]['timer']}` (`lfence; "
         f"rdtsc; lfence` on each side, converted with a calibration against `Instant`), all objects kept "
         f"live, in a fresh process per peer and mode{runs_sentence}. **The times include the timer itself**: "
         f"two back-to-back readings take {fmt_ns(timer.get('overhead_p50'))} ns (p50), so a call that took "
-        f"no time at all would read about that, "
-        f"and readings here come in steps of about {fmt_ns(timer.get('resolution'))} ns.",
-        "",
+        f"no time at all would read about that, and readings here come in steps of about "
+        f"{fmt_ns(timer.get('resolution'))} ns.", "",
         "*With growth*: the peer starts from its smallest configuration (tally-pool `capacity = 1024`; slab "
         "and `Vec`-backed pools empty; nexus-slab `unbounded::Slab` with its default chunks of 256) and "
         "grows to hold every object. *Pre-allocated*: the peer's own pre-allocation for all of them where "
-        "it has one, then one untimed acquire-all/release-all pass.",
-        "",
+        "it has one, then one untimed acquire-all/release-all pass.", "",
     ]
     for mode, title in (("growing", "With growth"), ("pre-allocated", "Pre-allocated")):
-        entries = sorted(
-            ((label, res.latency(label, mode)) for label in res.order),
-            key=lambda e: (e[1] is None or "na" in e[1], (e[1] or {}).get("p999", 0)),
-        )
+        entries = sorted(((label, res.latency(label, mode)) for label in res.order),
+                         key=lambda e: (e[1] is None or "na" in e[1], (e[1] or {}).get("p999", 0)))
         rows = []
         for label, r in entries:
-            name = f"**{label}**" if label == TALLY else label
             if r is None or "na" in r:
-                rows.append([name, "n/a", "", "", "", "", "", r["na"] if r else "not run"])
+                rows.append([bold_tally(label), "n/a", "", "", "", "", "", r["na"] if r else "not run"])
                 continue
             spread = f" ({fmt_ns(r['p999_min'])}–{fmt_ns(r['p999_max'])})" if r["runs"] > 1 else ""
-            rows.append([name, fmt_ns(r["p50"]), fmt_ns(r["p99"]), f"**{fmt_ns(r['p999'])}**{spread}",
+            rows.append([bold_tally(label), fmt_ns(r["p50"]), fmt_ns(r["p99"]), f"**{fmt_ns(r['p999'])}**{spread}",
                          fmt_ns(r["p9999"]), fmt_ns(r["max"]), fmt_ns(r["mean"]), ""])
         header = ["peer", "p50", "p99", "p99.9", "p99.99", "max", "mean", "note"]
         lines += [f"### {title}", "", md_table(header, rows, ["---"] + ["---:"] * 6 + ["---"]), ""]
     return "\n".join(lines)
 
 
-def report(res, versions, input_path):
-    d, out = res.data, []
-    m, params = d.get("machine", {}), d.get("parameters", {})
+def suite_section(suite, title, command):
+    """A ratio table of `benches/block.rs` or `benches/typed.rs`, from its JSON, if it ran."""
+    if suite is None:
+        return ""
+    mode = "" if suite.get("mode") == "full" else f" **{suite.get('mode', '?').upper()} MODE**, indicative only."
+    lines = [f"## {title}: `{command}`", "",
+             f"Median ns per object of {suite['samples']} samples per contender, interleaved (W4: per pair of "
+             f"operations), commit `{suite['machine'].get('git') or '?'}`, load average before and after "
+             f"{' / '.join(str(x) for x in suite.get('load_average', []))}. Ratios are of medians.{mode}", ""]
+    for table in suite["tables"]:
+        columns = suite.get("columns") or sorted(table["workloads"][0]["medians"])
+        rows = [[w["id"]] + [fmt_ns(w["medians"].get(c)) for c in columns] for w in table["workloads"]]
+        verdicts = [[v["target"], v["measured"], VERDICT[v["ok"]]] for w in table["workloads"]
+                    for v in w["verdicts"]]
+        lines += [f"### {table['inlining'].capitalize()} adapters: all targets "
+                  f"{'met' if table['all_met'] else 'not met'}", "",
+                  md_table(["workload"] + columns, rows, ["---"] + ["---:"] * len(columns)), "",
+                  md_table(["target", "measured", ""], verdicts), ""]
+    return "\n".join(lines)
+
+
+def report(res, versions, shown, suites):
+    d, m, params = res.data, res.data.get("machine", {}), res.params
     started = datetime.datetime.fromtimestamp(d["started_unix"], datetime.timezone.utc)
     minutes = (d["finished_unix"] - d["started_unix"]) / 60
-    out += [
-        "# Benchmarks: tally-pool against the pools and allocators users would pick instead",
-        "",
-        "<!-- Generated by benches/report.py from the results of benches/peers.rs; edit those, "
-        "not this file. -->",
-        "",
-        "To regenerate every number, table and the chart on this page:",
-        "",
+    out = [
+        "# Benchmarks: tally-pool against the pools and allocators users would pick instead", "",
+        "<!-- Generated by benches/report.py from the results of benches/peers.rs (and typed.rs, block.rs); "
+        "edit those, not this file. -->", "",
+        "To regenerate every number, table and the chart on this page:", "",
         "```sh",
         "cargo bench --bench peers     # ~20 min; writes target/peers.json",
+        "cargo bench --bench typed     # ~5 min; writes target/typed.json",
+        "cargo bench --bench block     # ~5 min; writes target/block.json",
         "python3 benches/report.py     # writes BENCHMARKS.md and docs/peers.svg",
-        "```",
-        "",
+        "```", "",
         "`TALLY_BENCH_QUICK=1 cargo bench --bench peers` (or `-- --quick`) is the CI smoke run "
-        "(a few minutes; its tables are marked as indicative).",
-        "",
+        "(a few minutes; its tables are marked as indicative).", "",
     ]
     if d.get("mode") != "full":
-        out += [
-            f"> **{d.get('mode', '?').upper()} MODE**: short samples; these numbers are "
-            "indicative only. Run the full bench before quoting them.",
-            "",
-        ]
+        out += [f"> **{d.get('mode', '?').upper()} MODE**: short samples; these numbers are indicative only. "
+                "Run the full bench before quoting them.", ""]
     load = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.get("load_average", []) if v)
     out += ["## This run", "", md_table(["", ""], [
         ["date", f"{started:%Y-%m-%d %H:%M} UTC ({minutes:.0f} minutes, {d.get('mode')} mode)"],
@@ -431,36 +368,26 @@ def report(res, versions, input_path):
         ["load average (1, 5, 15 min)", load or "?"],
         ["toolchain", m.get("rustc") or "?"],
         ["commit", f"`{m.get('git') or '?'}`"],
-        ["results", f"`{input_path}`; criterion's own report in `target/criterion/`"],
+        ["results", f"`{shown}`; criterion's own report in `target/criterion/`"],
     ]), ""]
     out += [
         "The machine is shared with other builds: the load average above says how much. Other work hurts "
         "the two-thread workloads (W3, W4) most: when another process holds one of the two CPUs, both "
         "threads share the other, W3 slows down about tenfold for every peer and W4 measures no contention "
         "at all. Each sample therefore records how much CPU other processes used while it ran, and the "
-        "tables use the quiet samples "
-        "(see each table; the all-rounds numbers are shown beside them).",
-        "",
-        "## Targets",
-        "",
+        "tables use the quiet samples (see each table; the all-rounds numbers are shown beside them).", "",
+        "## Targets", "",
         "Ratios from this one run. A ratio is tally-pool's time over the other's, taken round by round "
         "(each round samples both within seconds of each other) and the median over the rounds: a paired "
         "ratio, which other load on the machine moves much less than it moves either median. A target "
-        "missed is reported as missed; no workload is changed "
-        "to meet one. The verdicts are the bench's own (`tally_bench::targets`).",
-        "",
-        md_table(["target", "measured", ""], res.verdicts("targets", "forced")),
-        "",
-        "DESIGN.md's ratio table, from the same run:",
-        "",
-        md_table(["ratio", "measured", ""], res.verdicts("design", "forced")),
-        "",
-        "The same targets with plain `#[inline]` adapters are [below](#w1w4-with-plain-inline-adapters).",
-        "",
-        "![W1 churn and W3 pipeline, median ns per object for each peer](docs/peers.svg)",
-        "",
-        "## How it is measured",
-        "",
+        "missed is reported as missed; no workload is changed to meet one. The verdicts are the bench's "
+        "own (`tally_bench::targets`).", "",
+        md_table(["target", "measured", ""], res.verdicts("targets", "forced")), "",
+        "DESIGN.md's ratio table, from the same run:", "",
+        md_table(["ratio", "measured", ""], res.verdicts("design", "forced")), "",
+        "The same targets with plain `#[inline]` adapters are [below](#w1w4-with-plain-inline-adapters).", "",
+        "![W1 churn and W3 pipeline, median ns per object for each peer](docs/peers.svg)", "",
+        "## How it is measured", "",
         "- **Object**: a 64-byte `Order` (eight 8-byte fields). Every workload writes all eight words after "
         "the acquire and reads them back (volatile loads, checked) before the release.",
         f"- **W1 churn**: one thread, acquire → write → read → release. **W2 burst**: "
@@ -476,8 +403,8 @@ def report(res, versions, input_path):
         f"samples); its median is shown as a cross-check.",
         f"- **Set-up**: peers that can pre-allocate get {params.get('workload_capacity', 131072):,} values "
         f"for W1–W4 (tally-pool: `#[pooled(capacity = 131_072)]`). Allocators are called through "
-        f"`GlobalAlloc::alloc`/`dealloc` with `Order`'s layout (the process's global "
-        f"allocator stays the system one, which `Box` uses).",
+        f"`GlobalAlloc::alloc`/`dealloc` with `Order`'s layout (the process's global allocator stays the "
+        f"system one, which `Box` uses).",
         "- **Adapters**: every peer is called through an adapter forced inline (`#[inline(always)]`), and "
         "through a plain `#[inline]` one (the last column of the W1–W4 tables); both run in the same rounds.",
         "- **The floor** is a thread-local intrusive free list, not a pool: no synchronisation at all. In "
@@ -487,65 +414,67 @@ def report(res, versions, input_path):
         "`SpinLockObjectPool`, nexus-pool's `sync` and `local`) move the 64-byte `Order` out of the pool "
         "into the guard and back: their handles are 72–80 bytes, and in W3 that is what crosses the queue.",
         "- **n/a** means the peer's API cannot express the workload (the reason is in the cell), "
-        "never that it was left out.",
-        "",
-        "## Peers",
-        "",
+        "never that it was left out.", "",
+        "## Peers", "",
     ]
     rows = []
-    for label in res.order:
-        p = res.peers[label]
+    for label, p in res.peers.items():
         krate = p.get("crate") or ""
         version = ", ".join(versions.get(krate, [])) if krate else ""
         hb = p.get("handle_bytes")
-        rows.append([f"**{label}**" if label == TALLY else label, p["kind"],
-                     f"{krate} {version}".strip() or "std", p["api"], "" if hb is None else hb])
+        rows.append([bold_tally(label), p["kind"], f"{krate} {version}".strip() or "std", p["api"],
+                     "" if hb is None else hb])
     out += [md_table(["peer", "kind", "crate", "called as", "handle bytes"], rows), ""]
     out += [workload_section(res, wid) for wid in ("W1", "W2", "W3", "W4") if wid in res.workloads]
-    out += [plain_section(res), memory_section(res), latency_section(res), "## Versions", ""]
-    rows = [[name, ", ".join(versions.get(name, ["?"]))] for name in VERSIONED]
-    rows.append(["rustc", m.get("rustc") or "?"])
+    out += [plain_section(res), memory_section(res), latency_section(res),
+            suite_section(suites["typed"], "The typed layer alone", "cargo bench --bench typed"),
+            suite_section(suites["block"], "The untyped block pool alone", "cargo bench --bench block"),
+            "## Versions", ""]
+    rows = [[name, ", ".join(versions.get(name, ["?"]))] for name in VERSIONED] + [["rustc", m.get("rustc") or "?"]]
     out += [md_table(["crate", "version (Cargo.lock)"], rows), ""]
-    phases = d.get("seconds_after", [])
-    if phases:
-        out += ["Run time: " + ", ".join(f"{k} done after {v / 60:.1f} min" for k, v in phases) + ".", ""]
-    return "\n".join(out)
+    if d.get("seconds_after"):
+        out += ["Run time: " + ", ".join(f"{k} done after {v / 60:.1f} min" for k, v in d["seconds_after"]) + ".", ""]
+    return "\n".join(s for s in out if s is not None)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", type=Path, default=None)
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    parser.add_argument("--input", type=Path, default=os.environ.get("TALLY_PEERS_JSON") or target / "peers.json")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--svg", type=Path, default=ROOT / "docs" / "peers.svg")
     parser.add_argument("--lock", type=Path, default=ROOT / "Cargo.lock")
     args = parser.parse_args()
-    input_path = args.input or default_input()
     try:
-        data = json.loads(input_path.read_text())
+        data = json.loads(Path(args.input).read_text())
     except (OSError, ValueError) as err:
-        sys.exit(f"report.py: cannot read {input_path}: {err}; run `cargo bench --bench peers` first")
+        sys.exit(f"report.py: cannot read {args.input}: {err}; run `cargo bench --bench peers` first")
     if data.get("schema") != 2:
-        sys.exit(f"report.py: {input_path} is from an older benches/peers.rs; run it again")
+        sys.exit(f"report.py: {args.input} is from an older benches/peers.rs; run it again")
+    suites = {}
+    for name in ("typed", "block"):
+        path = Path(args.input).parent / f"{name}.json"
+        suites[name] = json.loads(path.read_text()) if path.is_file() else None
+    versions = {}
+    if args.lock.is_file():
+        for name, version in re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"', args.lock.read_text()):
+            versions.setdefault(name, set()).add(version)
+    versions = {k: sorted(v) for k, v in versions.items()}
     res = Results(data)
     try:
-        shown = input_path.resolve().relative_to(ROOT)
+        shown = Path(args.input).resolve().relative_to(ROOT)
     except ValueError:
-        shown = input_path
-    args.output.write_text(report(res, lock_versions(args.lock), shown))
+        shown = args.input
+    args.output.write_text(report(res, versions, shown, suites))
     args.svg.parent.mkdir(parents=True, exist_ok=True)
     args.svg.write_text(svg_chart(res))
-    print(f"wrote {args.output} and {args.svg}")
-    print()
-    print("README lines:")
-    print()
-    print("Benchmarks against sharded-slab, lockfree-object-pool, object-pool, opool, nexus-pool, "
-          "nexus-slab, slab, mimalloc, jemalloc and the system allocator: "
-          "[BENCHMARKS.md](BENCHMARKS.md) (2-core machine, 64-byte objects, one run).")
-    print()
+    print(f"wrote {args.output} and {args.svg}\n\nREADME lines:\n")
+    print("Benchmarks against sharded-slab, lockfree-object-pool, object-pool, opool, nexus-pool, nexus-slab, "
+          "slab, mimalloc, jemalloc and the system allocator: [BENCHMARKS.md](BENCHMARKS.md) (2-core machine, "
+          "64-byte objects, one run).\n")
     for line in headline(res):
         print(f"- {line}")
-    print()
-    print("![W1 churn and W3 pipeline per peer](docs/peers.svg)")
+    print("\n![W1 churn and W3 pipeline per peer](docs/peers.svg)")
 
 
 if __name__ == "__main__":
