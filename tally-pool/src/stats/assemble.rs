@@ -90,7 +90,7 @@ pub(crate) fn compose(advance: bool) -> MemoryReport {
         components,
         leaks,
         health,
-        pressure: None,
+        pressure: pressure_section(),
     }
 }
 
@@ -137,4 +137,25 @@ pub fn prometheus_label(text: &str) -> String {
         }
     }
     out
+}
+
+/// The running pressure monitor's view, if one runs.
+fn pressure_section() -> Option<super::report::PressureSection> {
+    use super::report::{PressureSection, ReclamationSection};
+
+    let view = crate::pressure::current()?;
+    let now = std::time::Instant::now();
+    Some(PressureSection {
+        level: view.level.as_str().to_owned(),
+        utilisation: view.utilisation,
+        source: view.source.as_str().to_owned(),
+        since_secs: now.saturating_duration_since(view.since).as_secs_f64(),
+        last_reclamation: view.last_reclamation.map(|r| ReclamationSection {
+            level: r.level.as_str().to_owned(),
+            reclaimable_bytes: r.reclaimable_bytes,
+            reclaimed_bytes: r.reclaimed_bytes,
+            duration_secs: r.duration.as_secs_f64(),
+            ago_secs: now.saturating_duration_since(r.at).as_secs_f64(),
+        }),
+    })
 }

@@ -45,7 +45,7 @@
 //! | memory classes | `live_bytes` (values in use), `cached_bytes` (free in thread caches), `free_bytes` (free in depots and chunks), `fresh_bytes` (mapped, not yet carved), `metadata_bytes` (headers, registries, generation tables, canaries, padding), `mapped_bytes` (the sum of those five), `released_bytes` (given back to the OS so far) |
 //! | `leaks[]` | `component` (name), `component_id`, `growth_bytes_per_min`, `live_objects`, `window_secs`, `oldest_age_secs` (`null` unless sites are tracked), `sites[]` (`location` as `file:line:col`, `live`, `oldest_age_secs`; at most 10, most live first) |
 //! | `health` | `score` (0–100) and `findings[]`: `code`, `severity` (`"info"`, `"warning"`, `"critical"`), `component` (name) and `component_id`, or `null` for the process, `message`, `recommendation` |
-//! | `pressure` | `null` until a pressure monitor runs; then `level`, `utilisation`, `source`, `since_secs` ([`PressureSection`]) |
+//! | `pressure` | `null` while no pressure monitor runs; then `level` (`"normal"`, `"moderate"`, `"high"`, `"critical"`), `utilisation`, `source` (the deciding source), `since_secs` (time in level), `last_reclamation` (`level`, `reclaimable_bytes`, `reclaimed_bytes`, `duration_secs`, `ago_secs`, or `null`) ([`PressureSection`]) |
 //!
 //! How a pool splits what it holds into the memory classes, exactly, is in the
 //! [`block` module docs](crate::block#memory-classes).
@@ -85,7 +85,7 @@ mod health;
 mod history;
 mod leaks;
 mod process;
-mod registry;
+pub(crate) mod registry;
 mod report;
 mod sampler;
 mod source;
@@ -99,7 +99,7 @@ pub use leaks::LeakConfig;
 pub use registry::{register, register_static, ComponentId, Kind, Registration};
 pub use report::{
     ComponentReport, Finding, HealthSection, LeakReport, MemoryClasses, MemoryReport, NodeReport,
-    PressureSection, ProcessSection, Severity, SiteReport, SCHEMA,
+    PressureSection, ProcessSection, ReclamationSection, Severity, SiteReport, SCHEMA,
 };
 pub use sampler::{sample, sampler_running, start_sampler, SamplerGuard};
 pub use source::{ComponentSnapshot, NodeSnapshot, Site, Source, Urgency};

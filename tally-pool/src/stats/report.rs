@@ -412,23 +412,56 @@ impl std::fmt::Display for Severity {
     }
 }
 
-/// Memory pressure as the pressure monitor sees it (filled once the monitor exists).
+/// Memory pressure as the running [`PressureMonitor`](crate::pressure::PressureMonitor)
+/// sees it; the report has none while no monitor runs.
 ///
 /// ```
-/// assert!(tally_pool::stats::report().pressure.is_none()); // no monitor yet
+/// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+/// let monitor = PressureMonitor::start(PressureConfig::default().budget(1 << 40))?;
+/// let pressure = tally_pool::stats::report().pressure.expect("a monitor runs");
+/// assert_eq!(pressure.level, "normal");
+/// drop(monitor);
+/// assert!(tally_pool::stats::report().pressure.is_none());
+/// # Ok::<(), tally_pool::pressure::PressureError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PressureSection {
-    /// The current level, lowercase (`"normal"`, `"low"`, `"medium"`, `"high"`,
-    /// `"critical"`, as the monitor names them).
+    /// The current level, lowercase: `"normal"`, `"moderate"`, `"high"` or `"critical"`.
     pub level: String,
-    /// Used memory as a share of the limit of the source below, if it has a limit.
+    /// The highest utilisation of any source (used over its limit), if any source has a
+    /// limit.
     pub utilisation: Option<f64>,
-    /// The source that set the level (`"budget"`, `"cgroup-v2"`, `"psi"`, …).
+    /// The source that set the level (`"budget"`, `"cgroup-v2"`, `"cgroup-v1"`,
+    /// `"rlimit"`, `"system"`, `"psi"`).
     pub source: String,
     /// Seconds the level has held.
     pub since_secs: f64,
+    /// The last round of reclamation the monitor asked for, if any.
+    #[serde(default)]
+    pub last_reclamation: Option<ReclamationSection>,
+}
+
+/// One round of reclamation, as the report shows it.
+///
+/// ```
+/// use tally_pool::stats::ReclamationSection;
+/// let r = ReclamationSection::default();
+/// assert_eq!(r.reclaimed_bytes, 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReclamationSection {
+    /// The level that asked, lowercase.
+    pub level: String,
+    /// What the components said they could give back, before the round.
+    pub reclaimable_bytes: u64,
+    /// What they gave back to the OS.
+    pub reclaimed_bytes: u64,
+    /// How long the round took, in seconds.
+    pub duration_secs: f64,
+    /// Seconds since the round ended.
+    pub ago_secs: f64,
 }
 
 /// `bytes` for people: `512 B`, `1.5 KiB`, `12.0 MiB`, …

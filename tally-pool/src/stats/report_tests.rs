@@ -173,6 +173,7 @@ fn json_round_trips_through_serde() {
         utilisation: Some(0.93),
         source: "cgroup-v2".into(),
         since_secs: 1.5,
+        last_reclamation: None,
     });
     original.leaks.push(LeakReport {
         component: "x".into(),

@@ -24,13 +24,27 @@ impl Display for MemoryReport {
             self.generated_at, p.pid, self.health.score
         )?;
         if let Some(pressure) = &self.pressure {
+            let utilisation = pressure
+                .utilisation
+                .map_or_else(|| "?".to_owned(), |u| format!("{:.0} %", u * 100.0));
             writeln!(
                 f,
-                "pressure {} from {} for {:.0} s",
+                "pressure {} at {utilisation} from {} for {:.0} s",
                 printable(&pressure.level, NAME_WIDTH),
                 printable(&pressure.source, NAME_WIDTH),
                 pressure.since_secs
             )?;
+            if let Some(r) = &pressure.last_reclamation {
+                writeln!(
+                    f,
+                    "  last reclamation at {}: {} of {} reclaimable in {:.3} ms, {:.0} s ago",
+                    printable(&r.level, NAME_WIDTH),
+                    format_bytes(r.reclaimed_bytes),
+                    format_bytes(r.reclaimable_bytes),
+                    r.duration_secs * 1e3,
+                    r.ago_secs
+                )?;
+            }
         }
         writeln!(
             f,

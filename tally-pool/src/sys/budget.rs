@@ -12,7 +12,7 @@
 //! loads and a compare when no threshold is crossed. These are plain `std` atomics even
 //! under loom: they are counters read by the monitor, not part of any modelled protocol.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 /// How close the process is to the tightest memory limit that applies to it.
 ///
@@ -122,10 +122,6 @@ static THRESHOLDS: [AtomicUsize; 3] = [
     AtomicUsize::new(usize::MAX),
 ];
 
-/// How many times a mapping raised the level (for the monitor, which reports them as
-/// transitions of the budget source).
-static RAISES: AtomicU64 = AtomicU64::new(0);
-
 /// Bytes mapped by the crate now: every live [`Region`](super::Region).
 pub(crate) fn mapped() -> usize {
     MAPPED.load(Ordering::Relaxed)
@@ -140,6 +136,23 @@ pub(crate) fn level() -> PressureLevel {
 /// Sets the current level (the monitor's decision, up or down).
 pub(crate) fn set_level(level: PressureLevel) {
     LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// Replaces the level `current` by `new`; fails with the level found when another thread
+/// (a mapping that crossed the budget) changed it meanwhile.
+pub(crate) fn replace_level(
+    current: PressureLevel,
+    new: PressureLevel,
+) -> Result<(), PressureLevel> {
+    LEVEL
+        .compare_exchange(
+            current as u8,
+            new as u8,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        )
+        .map(|_| ())
+        .map_err(PressureLevel::from_u8)
 }
 
 /// Raises the level to at least `level`; returns the level before.
@@ -162,21 +175,6 @@ pub(crate) fn clear_thresholds() {
     for slot in &THRESHOLDS {
         slot.store(usize::MAX, Ordering::Relaxed);
     }
-}
-
-/// The thresholds in force, `None` while no budget is set.
-pub(crate) fn thresholds() -> Option<[usize; 3]> {
-    let t = [
-        THRESHOLDS[0].load(Ordering::Relaxed),
-        THRESHOLDS[1].load(Ordering::Relaxed),
-        THRESHOLDS[2].load(Ordering::Relaxed),
-    ];
-    (t[0] != usize::MAX).then_some(t)
-}
-
-/// How many times a mapping has raised the level so far.
-pub(crate) fn raises() -> u64 {
-    RAISES.load(Ordering::Relaxed)
 }
 
 /// The level the own budget alone gives `bytes` mapped (no hysteresis).
@@ -218,10 +216,7 @@ pub(crate) fn on_map(len: usize) {
 #[cold]
 #[inline(never)]
 fn raise_for(bytes: usize) {
-    let want = level_for(bytes);
-    if raise_level(want) < want {
-        RAISES.fetch_add(1, Ordering::Relaxed);
-    }
+    raise_level(level_for(bytes));
 }
 
 /// Counts `len` bytes just unmapped.

@@ -4,6 +4,7 @@
 //!   mapping with LeakSanitizer, and stands in for `mmap` under miri.
 //! - [`budget`]: the process-wide count of bytes mapped, the current pressure level and
 //!   the thresholds of the own budget, which a crossing mapping checks synchronously.
+//! - [`limits`]: `getrlimit` and the calling thread's kernel id, for the pressure monitor.
 //! - [`numa`]: `mbind`, `get_mempolicy`, `sched_getcpu` and the thread affinity calls.
 //!
 //! `clippy.toml` forbids the raw memory and NUMA calls everywhere else
@@ -14,8 +15,8 @@
 // This is the module the lint confines raw memory and NUMA calls to.
 #![allow(clippy::disallowed_methods)]
 
-#[allow(dead_code)]
 pub(crate) mod budget;
+pub(crate) mod limits;
 mod mem;
 mod numa;
 

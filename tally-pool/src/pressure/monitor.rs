@@ -1,0 +1,602 @@
+//! [`PressureMonitor`]: the one thread that reads the sources, sets the level, runs the
+//! transition hooks, asks components for memory and grows busy pools ahead of demand.
+//!
+//! The monitor never holds a lock while it calls a hook or a component: hooks are cloned
+//! out of their list, components come from the registry as a list of held references. The
+//! state it publishes (for [`PressureMonitor::sources`] and the report) sits behind a
+//! mutex that only copies are made under.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::config::{PressureConfig, PressureError};
+use super::levels::{Levels, Rules};
+use super::readers::Readers;
+use super::reclaim::{self, Reclamation};
+use super::source::{Skip, Slot, SourceKind, SourceStatus};
+use crate::sys::budget::{self, PressureLevel};
+use crate::sys::limits;
+
+/// A change of level, as the transition hooks see it.
+///
+/// ```
+/// use tally_pool::pressure::{PressureLevel, Transition};
+/// fn log(t: &Transition) {
+///     eprintln!("{} -> {} at {:.0} % ({})", t.from, t.to, t.utilisation * 100.0, t.source);
+/// }
+/// # let _ = log;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Transition {
+    /// The level before.
+    pub from: PressureLevel,
+    /// The level now.
+    pub to: PressureLevel,
+    /// The highest utilisation of any source at the change (0 when none applies).
+    pub utilisation: f64,
+    /// The source that decided: the one with the highest utilisation, or the one whose
+    /// signal escalated, or the budget when a mapping raised the level.
+    pub source: SourceKind,
+    /// When the monitor saw the change.
+    pub at: Instant,
+}
+
+/// A transition hook.
+type Hook = Arc<dyn Fn(&Transition) + Send + Sync>;
+
+/// Whether a monitor runs in this process.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// The running monitor's shared state, for the report.
+static CURRENT: Mutex<Option<Weak<Shared>>> = Mutex::new(None);
+
+/// Tick durations kept for [`PressureMonitor::recent_ticks`].
+const TICK_RING: usize = 256;
+
+/// What the monitor thread and its handle share.
+struct Shared {
+    config: PressureConfig,
+    stop: AtomicBool,
+    hooks: Mutex<Vec<Hook>>,
+    published: Mutex<Published>,
+    hook_panics: AtomicU64,
+    ticks: AtomicU64,
+    busy_nanos: AtomicU64,
+    /// The monitor thread's kernel id, 0 until it runs.
+    tid: AtomicI32,
+    /// The last [`TICK_RING`] tick durations in nanoseconds, at `ticks % TICK_RING`.
+    recent: [AtomicU64; TICK_RING],
+}
+
+/// What the monitor publishes after each tick.
+#[derive(Debug, Clone, Copy)]
+struct Published {
+    slots: [Slot; 6],
+    level: PressureLevel,
+    utilisation: Option<f64>,
+    source: SourceKind,
+    since: Instant,
+    last_reclamation: Option<Reclamation>,
+}
+
+/// The memory-pressure monitor: one thread that reads every source each
+/// [`interval`](PressureConfig::interval), sets [`pressure::level`](super::level), runs
+/// the [`on_transition`](Self::on_transition) hooks and asks components for memory.
+/// Dropping it stops and joins the thread and sets the level back to Normal.
+///
+/// At most one monitor runs in a process; [`start`](Self::start) fails with
+/// [`PressureError::AlreadyRunning`] while one does.
+///
+/// ```
+/// use std::time::Duration;
+/// use tally_pool::pressure::{self, PressureConfig, PressureError, PressureMonitor};
+///
+/// let config = PressureConfig::default()
+///     .budget(8 << 30)
+///     .interval(Duration::from_millis(10));
+/// let monitor = PressureMonitor::start(config)?;
+/// monitor.on_transition(|t| eprintln!("{:?} -> {:?} at {:.0} %", t.from, t.to, t.utilisation * 100.0));
+/// assert!(matches!(
+///     PressureMonitor::start(PressureConfig::default()),
+///     Err(PressureError::AlreadyRunning)
+/// ));
+/// let _level = pressure::level();
+/// drop(monitor); // stops and joins the thread
+/// # Ok::<(), PressureError>(())
+/// ```
+#[derive(Debug)]
+pub struct PressureMonitor {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("ticks", &self.ticks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PressureMonitor {
+    /// Checks `config`, sets the budget's thresholds and starts the monitor thread, which
+    /// reads every source once before this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`PressureError::AlreadyRunning`] while another monitor runs,
+    /// [`PressureError::InvalidConfig`] for settings out of range,
+    /// [`PressureError::Spawn`] when the OS refuses the thread.
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// assert!(monitor.ticks() >= 1);
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn start(config: PressureConfig) -> Result<Self, PressureError> {
+        config.validate()?;
+        if RUNNING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(PressureError::AlreadyRunning);
+        }
+        let now = Instant::now();
+        let shared = Arc::new(Shared {
+            config,
+            stop: AtomicBool::new(false),
+            hooks: Mutex::new(Vec::new()),
+            published: Mutex::new(Published {
+                slots: SourceKind::ALL.map(Slot::new),
+                level: PressureLevel::Normal,
+                utilisation: None,
+                source: SourceKind::Budget,
+                since: now,
+                last_reclamation: None,
+            }),
+            hook_panics: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
+            tid: AtomicI32::new(0),
+            recent: [const { AtomicU64::new(0) }; TICK_RING],
+        });
+        budget::set_level(PressureLevel::Normal);
+        match shared.config.budget {
+            Some(bytes) => {
+                let at = |share: f64| (bytes as f64 * share) as usize;
+                let [m, h, c] = shared.config.thresholds;
+                budget::set_thresholds(at(m), at(h), at(c));
+            }
+            None => budget::clear_thresholds(),
+        }
+        let mut ticker = Ticker::new(&shared.config, now);
+        // The first tick runs here, so the sources are known when `start` returns.
+        ticker.tick(&shared);
+        let for_thread = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name("tally-pressure".to_owned())
+            .spawn(move || run(&for_thread, ticker));
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(e) => {
+                finish();
+                return Err(PressureError::Spawn(e));
+            }
+        };
+        *lock(&CURRENT) = Some(Arc::downgrade(&shared));
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Adds a hook that runs on the monitor thread at every change of level. A hook that
+    /// panics is caught and counted ([`hook_panics`](Self::hook_panics)); the monitor goes
+    /// on. Hooks should be short: the next tick waits for them.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let counter = Arc::clone(&seen);
+    /// monitor.on_transition(move |_| {
+    ///     counter.fetch_add(1, Ordering::Relaxed);
+    /// });
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn on_transition<F>(&self, hook: F)
+    where
+        F: Fn(&Transition) + Send + Sync + 'static,
+    {
+        lock(&self.shared.hooks).push(Arc::new(hook));
+    }
+
+    /// Every source, in [`SourceKind::ALL`] order, as of the last tick: its reading or why
+    /// it was skipped.
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor, SourceKind};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// let sources = monitor.sources();
+    /// assert_eq!(sources[0].kind, SourceKind::Budget);
+    /// assert!(sources[0].skipped.is_some()); // no budget configured
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn sources(&self) -> Vec<SourceStatus> {
+        let slots = lock(&self.shared.published).slots;
+        slots.iter().map(SourceStatus::from).collect()
+    }
+
+    /// The level as of the last tick (or raised since by a mapping, see
+    /// [`pressure::level`](super::level)).
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureLevel, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// assert!(monitor.level() <= PressureLevel::Critical);
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn level(&self) -> PressureLevel {
+        lock(&self.shared.published).level.max(budget::level())
+    }
+
+    /// The highest utilisation of any source at the last tick, and that source.
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor, SourceKind};
+    /// let monitor = PressureMonitor::start(PressureConfig::default().budget(1 << 40))?;
+    /// let (utilisation, _source) = monitor.utilisation();
+    /// assert!(utilisation.unwrap_or(0.0) < 1.0);
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn utilisation(&self) -> (Option<f64>, SourceKind) {
+        let p = lock(&self.shared.published);
+        (p.utilisation, p.source)
+    }
+
+    /// The last round of reclamation, if any has run.
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// let _ = monitor.last_reclamation();
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn last_reclamation(&self) -> Option<Reclamation> {
+        lock(&self.shared.published).last_reclamation
+    }
+
+    /// How many transition hooks have panicked.
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// assert_eq!(monitor.hook_panics(), 0);
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn hook_panics(&self) -> u64 {
+        self.shared.hook_panics.load(Ordering::Relaxed)
+    }
+
+    /// How many ticks have run.
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// assert!(monitor.ticks() >= 1);
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn ticks(&self) -> u64 {
+        self.shared.ticks.load(Ordering::Relaxed)
+    }
+
+    /// The wall time spent inside ticks so far (an upper bound of the monitor's CPU time
+    /// while it works; it sleeps between ticks).
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// assert!(monitor.busy_time() > std::time::Duration::ZERO);
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn busy_time(&self) -> Duration {
+        Duration::from_nanos(self.shared.busy_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The durations of the most recent ticks (up to 256), oldest first.
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// assert!(!monitor.recent_ticks().is_empty());
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn recent_ticks(&self) -> Vec<Duration> {
+        let ticks = self.ticks();
+        let kept = ticks.min(TICK_RING as u64);
+        (ticks - kept..ticks)
+            .filter_map(|i| self.shared.recent.get((i % TICK_RING as u64) as usize))
+            .map(|slot| Duration::from_nanos(slot.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The monitor thread's kernel thread id (for `/proc/self/task/<tid>/stat`), once it
+    /// runs.
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// std::thread::sleep(std::time::Duration::from_millis(50));
+    /// assert!(monitor.thread_id().is_some());
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn thread_id(&self) -> Option<i32> {
+        let tid = self.shared.tid.load(Ordering::Relaxed);
+        (tid > 0).then_some(tid)
+    }
+}
+
+impl Drop for PressureMonitor {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            // A panic on the monitor thread is not possible (hooks are caught); a join
+            // error would only say the thread is gone, which is what we want.
+            let _ = thread.join();
+        }
+        finish();
+    }
+}
+
+/// Forgets the running monitor: no budget, level Normal, a new `start` allowed.
+fn finish() {
+    *lock(&CURRENT) = None;
+    budget::clear_thresholds();
+    budget::set_level(PressureLevel::Normal);
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("tally_pool_pressure_level").set(0.0);
+    RUNNING.store(false, Ordering::Release);
+}
+
+/// Locks `mutex`, ignoring poisoning: the monitor's critical sections only copy plain
+/// data, and hooks run outside them.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The monitor thread.
+fn run(shared: &Shared, mut ticker: Ticker) {
+    shared.tid.store(limits::thread_id(), Ordering::Relaxed);
+    while !shared.stop.load(Ordering::Acquire) {
+        let started = Instant::now();
+        ticker.tick(shared);
+        let spent = started.elapsed();
+        if let Some(wait) = shared.config.interval.checked_sub(spent) {
+            thread::park_timeout(wait);
+        }
+    }
+}
+
+/// The state the monitor thread keeps between ticks.
+#[derive(Debug)]
+struct Ticker {
+    readers: Readers,
+    rules: Rules,
+    levels: Levels,
+    slots: [Slot; 6],
+    budget: Option<u64>,
+    psi_threshold: f64,
+    idle_after: Duration,
+    reclaim_every: Duration,
+    grow_ahead: bool,
+    /// When reclamation was last asked.
+    last_reclaim: Option<Instant>,
+}
+
+impl Ticker {
+    fn new(config: &PressureConfig, now: Instant) -> Self {
+        Self {
+            readers: Readers::new(&config.root),
+            rules: Rules::from(config),
+            levels: Levels::new(now),
+            slots: SourceKind::ALL.map(Slot::new),
+            budget: config.budget,
+            psi_threshold: config.psi_threshold,
+            idle_after: config.idle_after,
+            reclaim_every: config.reclaim_every,
+            grow_ahead: config.grow_ahead,
+            last_reclaim: None,
+        }
+    }
+
+    /// Reads the sources into `slots`.
+    fn read(&mut self) {
+        let [budget_slot, v2, v1, rlimit, system, psi] = &mut self.slots;
+        match self.budget {
+            Some(bytes) => budget_slot.read(budget::mapped() as u64, bytes),
+            None => budget_slot.skip(Skip::NotConfigured),
+        }
+        self.readers.read_cgroup(v2, v1);
+        self.readers.read_rlimit(rlimit);
+        if v2.utilisation().is_some()
+            || v1.utilisation().is_some()
+            || rlimit.utilisation().is_some()
+        {
+            system.skip(Skip::LimitApplies);
+        } else {
+            self.readers.read_system(system);
+        }
+        self.readers.read_psi(psi, self.psi_threshold);
+    }
+
+    /// One tick: read, decide, publish, run hooks, reclaim, grow ahead.
+    fn tick(&mut self, shared: &Shared) {
+        let started = Instant::now();
+        self.read();
+        let (utilisation, mut decider) = self
+            .slots
+            .iter()
+            .filter_map(|s| Some((s.utilisation()?, s.kind)))
+            .fold(
+                (None, SourceKind::Budget),
+                |(best, kind), (u, k)| match best {
+                    Some(b) if b >= u => (Some(b), kind),
+                    _ => (Some(u), k),
+                },
+            );
+        let escalating = self.slots.iter().find(|s| s.escalate).map(|s| s.kind);
+        let now = Instant::now();
+        let mut transitions: [Option<Transition>; 2] = [None, None];
+        // A mapping that crossed the budget raised the level since the last tick.
+        let before = self.levels.level();
+        let raised = budget::level();
+        if raised > before {
+            self.levels.force(raised, now);
+            transitions[0] = Some(Transition {
+                from: before,
+                to: raised,
+                utilisation: utilisation.unwrap_or(0.0),
+                source: SourceKind::Budget,
+                at: now,
+            });
+        }
+        let from = self.levels.level();
+        if let Some(to) = self.levels.step(
+            &self.rules,
+            now,
+            utilisation.unwrap_or(0.0),
+            escalating.is_some(),
+        ) {
+            if let Some(kind) = escalating.filter(|_| self.levels.escalated()) {
+                decider = kind;
+            }
+            if budget::replace_level(from, to).is_err() {
+                // A mapping raised it meanwhile: the next tick adopts the higher level.
+                budget::raise_level(to);
+            }
+            transitions[1] = Some(Transition {
+                from,
+                to,
+                utilisation: utilisation.unwrap_or(0.0),
+                source: decider,
+                at: now,
+            });
+        }
+        let level = self.levels.level();
+        {
+            let mut p = lock(&shared.published);
+            p.slots = self.slots;
+            p.level = level;
+            p.utilisation = utilisation;
+            p.source = if transitions[0].is_some() && transitions[1].is_none() {
+                SourceKind::Budget
+            } else {
+                decider
+            };
+            p.since = self.levels.since();
+        }
+        for transition in transitions.iter().flatten() {
+            announce(shared, transition);
+        }
+        self.reclaim_and_grow(shared, level, now, transitions.iter().any(Option::is_some));
+        let spent = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        let tick = shared.ticks.load(Ordering::Relaxed);
+        if let Some(slot) = shared.recent.get((tick % TICK_RING as u64) as usize) {
+            slot.store(spent, Ordering::Relaxed);
+        }
+        shared.busy_nanos.fetch_add(spent, Ordering::Relaxed);
+        shared.ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Asks for memory when the level calls for it, and lets pools grow ahead.
+    fn reclaim_and_grow(
+        &mut self,
+        shared: &Shared,
+        level: PressureLevel,
+        now: Instant,
+        changed: bool,
+    ) {
+        let period = if level == PressureLevel::Normal {
+            self.idle_after
+        } else {
+            self.reclaim_every
+        };
+        let due = (changed && level > PressureLevel::Normal)
+            || self
+                .last_reclaim
+                .is_none_or(|last| now.saturating_duration_since(last) >= period);
+        if !due && !self.grow_ahead {
+            return;
+        }
+        let members = reclaim::members();
+        if due {
+            self.last_reclaim = Some(now);
+            let round = reclaim::reclaim(&members, level, self.idle_after);
+            if level > PressureLevel::Normal || round.reclaimed_bytes > 0 {
+                lock(&shared.published).last_reclamation = Some(round);
+            }
+        }
+        if self.grow_ahead {
+            reclaim::grow_ahead(&members);
+        }
+        // `members` drops here, with no lock held.
+    }
+}
+
+/// Tells the hooks, `tracing` and `metrics` about `transition`.
+fn announce(shared: &Shared, transition: &Transition) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        target: "tally_pool::pressure",
+        from = transition.from.as_str(),
+        to = transition.to.as_str(),
+        utilisation = transition.utilisation,
+        source = transition.source.as_str(),
+        "memory pressure level changed"
+    );
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("tally_pool_pressure_level").set(f64::from(transition.to as u8));
+    let hooks: Vec<Hook> = lock(&shared.hooks).clone();
+    for hook in hooks {
+        if catch_unwind(AssertUnwindSafe(|| hook(transition))).is_err() {
+            shared.hook_panics.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The running monitor's view, for the report.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View {
+    pub(crate) level: PressureLevel,
+    pub(crate) utilisation: Option<f64>,
+    /// The deciding source.
+    pub(crate) source: SourceKind,
+    /// When the level was entered.
+    pub(crate) since: Instant,
+    pub(crate) last_reclamation: Option<Reclamation>,
+}
+
+/// What the running monitor published last, if a monitor runs.
+pub(crate) fn current() -> Option<View> {
+    let shared = lock(&CURRENT).as_ref()?.upgrade()?;
+    let p = *lock(&shared.published);
+    Some(View {
+        level: p.level.max(budget::level()),
+        utilisation: p.utilisation,
+        source: p.source,
+        since: p.since,
+        last_reclamation: p.last_reclamation,
+    })
+}
