@@ -1,0 +1,196 @@
+//! The pressure sources on fixture trees (`tests/fixtures/pressure/`): cgroup v2 with the
+//! limit on an ancestor, cgroup v1 with none at the mount root, no cgroup limit (the system
+//! source applies, PSI escalates), an address-space rlimit, every file malformed; and this
+//! machine's real files. Each reading is checked against the numbers in the fixture; a
+//! skipped source must say why, and nothing may panic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tally_pool::pressure::{
+    PressureConfig, PressureLevel, PressureMonitor, SourceKind, SourceStatus,
+};
+
+/// One monitor per process: the tests of this file take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pressure")
+        .join(name)
+}
+
+/// The sources seen under `root` by a monitor's first tick (which `start` runs), and the
+/// level it decided. A long interval keeps later ticks from changing anything.
+fn read(root: PathBuf) -> (Vec<SourceStatus>, PressureLevel, SourceKind) {
+    let config = PressureConfig::default()
+        .root(root)
+        .interval(Duration::from_secs(3600))
+        .horizon(Duration::ZERO);
+    let monitor = PressureMonitor::start(config).unwrap();
+    let sources = monitor.sources();
+    for s in &sources {
+        println!("{s:?}");
+    }
+    let level = monitor.level();
+    let (_, decider) = monitor.utilisation();
+    (sources, level, decider)
+}
+
+fn status(sources: &[SourceStatus], kind: SourceKind) -> &SourceStatus {
+    sources.iter().find(|s| s.kind == kind).unwrap()
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn cgroup_v2_reads_the_limiting_ancestor_minus_inactive_file() {
+    let _serial = serial();
+    let (sources, level, decider) = read(fixture("v2"));
+    assert_eq!(sources.len(), SourceKind::ALL.len());
+    let v2 = status(&sources, SourceKind::CgroupV2);
+    // app.slice: memory.max 1 GiB, memory.current 900 MiB, inactive_file 100 MiB.
+    assert_eq!(v2.skipped, None);
+    assert_eq!(v2.limit, Some(1024 * MIB));
+    assert_eq!(v2.used, Some(800 * MIB));
+    assert!((v2.utilisation.unwrap() - 800.0 / 1024.0).abs() < 1e-9);
+    assert_eq!(v2.signal, Some(0.0), "memory.events read, no increment yet");
+    assert!(status(&sources, SourceKind::CgroupV1).skipped.is_some());
+    assert!(
+        status(&sources, SourceKind::System).skipped.is_some(),
+        "a limit applies"
+    );
+    assert!(
+        status(&sources, SourceKind::Rlimit).skipped.is_some(),
+        "unlimited"
+    );
+    let psi = status(&sources, SourceKind::Psi);
+    assert_eq!((psi.signal, psi.escalating), (Some(0.0), false));
+    assert_eq!(level, PressureLevel::Moderate, "78 %");
+    assert_eq!(decider, SourceKind::CgroupV2);
+}
+
+#[test]
+fn cgroup_v1_reads_the_nearest_limit_minus_total_inactive_file() {
+    let _serial = serial();
+    let (sources, level, decider) = read(fixture("v1"));
+    let v1 = status(&sources, SourceKind::CgroupV1);
+    // docker/abc: limit 2 GiB, usage 1.5 GiB, total_inactive_file 512 MiB.
+    assert_eq!(v1.skipped, None);
+    assert_eq!(v1.limit, Some(2048 * MIB));
+    assert_eq!(v1.used, Some(1024 * MIB));
+    assert!((v1.utilisation.unwrap() - 0.5).abs() < 1e-9);
+    assert!(status(&sources, SourceKind::CgroupV2).skipped.is_some());
+    // No PSI file in this tree: skipped, and said so.
+    let psi = status(&sources, SourceKind::Psi);
+    assert_eq!(psi.signal, None);
+    assert!(
+        psi.skipped.as_deref().unwrap().contains("not present"),
+        "{psi:?}"
+    );
+    assert_eq!(level, PressureLevel::Normal);
+    assert_eq!(decider, SourceKind::CgroupV1);
+}
+
+#[test]
+fn without_a_limit_the_system_source_applies_and_psi_escalates() {
+    let _serial = serial();
+    let (sources, level, decider) = read(fixture("none"));
+    let v2 = status(&sources, SourceKind::CgroupV2);
+    assert!(
+        v2.skipped.as_deref().unwrap().contains("no limit"),
+        "{v2:?}"
+    );
+    let system = status(&sources, SourceKind::System);
+    // MemTotal 16 GiB, MemAvailable 4 GiB: 75 %, Moderate by the ratio.
+    assert_eq!(system.skipped, None);
+    assert!((system.utilisation.unwrap() - 0.75).abs() < 1e-9);
+    let psi = status(&sources, SourceKind::Psi);
+    assert_eq!((psi.signal, psi.escalating), (Some(30.0), true));
+    assert_eq!(level, PressureLevel::High, "one step above Moderate");
+    assert_eq!(decider, SourceKind::Psi);
+}
+
+#[test]
+fn the_address_space_rlimit_is_compared_with_vmsize() {
+    let _serial = serial();
+    let (sources, level, decider) = read(fixture("rlimit"));
+    let rlimit = status(&sources, SourceKind::Rlimit);
+    // RLIMIT_AS 1 GiB against VmSize 900 MiB (RLIMIT_DATA 2 GiB against 128 MiB is lower).
+    assert_eq!(rlimit.skipped, None);
+    assert_eq!(rlimit.limit, Some(1024 * MIB));
+    assert_eq!(rlimit.used, Some(900 * MIB));
+    assert!(status(&sources, SourceKind::CgroupV1).skipped.is_some());
+    assert!(status(&sources, SourceKind::CgroupV2).skipped.is_some());
+    assert_eq!(level, PressureLevel::High, "88 %");
+    assert_eq!(decider, SourceKind::Rlimit);
+}
+
+#[test]
+fn malformed_files_are_skipped_and_reported() {
+    let _serial = serial();
+    let (sources, level, _) = read(fixture("malformed"));
+    let why = |kind| status(&sources, kind).skipped.clone().unwrap_or_default();
+    assert_eq!(why(SourceKind::CgroupV2), "memory.max: malformed");
+    assert_eq!(why(SourceKind::Rlimit), "limits: malformed");
+    assert_eq!(why(SourceKind::System), "meminfo: malformed");
+    assert_eq!(why(SourceKind::Psi), "pressure/memory: malformed");
+    assert_eq!(why(SourceKind::Budget), "not configured");
+    assert!(sources.iter().all(|s| s.utilisation.is_none()));
+    assert_eq!(level, PressureLevel::Normal);
+}
+
+#[test]
+fn a_missing_root_skips_every_source() {
+    let _serial = serial();
+    let (sources, level, _) = read(fixture("no-such-tree"));
+    assert!(sources.iter().all(|s| s.skipped.is_some()), "{sources:?}");
+    assert_eq!(level, PressureLevel::Normal);
+}
+
+#[test]
+fn this_machines_files_read_or_say_why_not() {
+    let _serial = serial();
+    let (sources, _, _) = read(PathBuf::from("/"));
+    println!("this machine:");
+    for s in &sources {
+        match &s.skipped {
+            Some(why) => println!("  {:<10} skipped: {why}", s.kind.as_str()),
+            None => println!(
+                "  {:<10} used {:?} of {:?} ({:?}), signal {:?}",
+                s.kind.as_str(),
+                s.used,
+                s.limit,
+                s.utilisation,
+                s.signal
+            ),
+        }
+        // Exactly one of a reading and a reason.
+        let has_reading = s.utilisation.is_some() || s.signal.is_some();
+        assert_ne!(has_reading, s.skipped.is_some(), "{s:?}");
+        if let (Some(used), Some(limit)) = (s.used, s.limit) {
+            assert!(limit > 0 && used <= limit.saturating_mul(4), "{s:?}");
+        }
+    }
+    // Linux always has /proc/meminfo; unless a limit applies the system source reads it.
+    let system = status(&sources, SourceKind::System);
+    let limited = [
+        SourceKind::CgroupV1,
+        SourceKind::CgroupV2,
+        SourceKind::Rlimit,
+    ]
+    .iter()
+    .any(|&k| status(&sources, k).utilisation.is_some());
+    assert_eq!(system.utilisation.is_some(), !limited, "{system:?}");
+}
