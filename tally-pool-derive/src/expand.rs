@@ -40,6 +40,7 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
         guard,
         recycle,
         per_node,
+        track_sites,
     } = c;
     // Unsuffixed, so they are typed `usize` by the field they initialise.
     let (capacity, max_capacity) = (
@@ -53,6 +54,7 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
             max_capacity: #max_capacity,
             guard: #krate::__private::GuardLevel::#guard,
             per_node: #per_node,
+            track_sites: #track_sites,
         }
     };
     let pool = match recycle {

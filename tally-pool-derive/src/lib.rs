@@ -26,6 +26,7 @@ use proc_macro::TokenStream;
 /// | `guard` | `"off"`, `"canary"` or `"full"` (`"full"` not with `recycle`) | `"off"` |
 /// | `recycle` | keep values on release, reset with `Recycle::recycle` (needs `Recycle + Send`) | off |
 /// | `per_node` | one pool per NUMA node (`true`) or one shared pool (`false`) | `true` |
+/// | `track_sites` | remember the call site of one acquire in N (`Pool::track_sites`); 0 is off | 0 |
 /// | `crate` | path of the `tally_pool` crate | `::tally_pool` |
 #[proc_macro_derive(Pooled, attributes(pooled))]
 pub fn derive_pooled(input: TokenStream) -> TokenStream {

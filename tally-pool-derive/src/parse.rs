@@ -45,6 +45,8 @@ pub(crate) struct Spanned<T> {
 pub(crate) struct Options {
     pub(crate) capacity: Option<Spanned<u64>>,
     pub(crate) max_capacity: Option<Spanned<u64>>,
+    /// `track_sites = N`: remember the call site of one acquire in N.
+    pub(crate) track_sites: Option<Spanned<u64>>,
     pub(crate) name: Option<LitStr>,
     pub(crate) guard: Option<LitStr>,
     /// The span of the `recycle` key.
@@ -54,7 +56,8 @@ pub(crate) struct Options {
     pub(crate) krate: Option<Path>,
 }
 
-const KEYS: &str = "`capacity`, `max_capacity`, `name`, `guard`, `recycle`, `per_node`, `crate`";
+const KEYS: &str =
+    "`capacity`, `max_capacity`, `name`, `guard`, `recycle`, `per_node`, `track_sites`, `crate`";
 
 /// Reads every `#[pooled(...)]` attribute of the type.
 ///
@@ -74,9 +77,13 @@ pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
                 errors.push(syn::Error::new(span, format!("duplicate `{key}` in #[pooled(...)]")));
             };
             match key.as_str() {
-                "capacity" | "max_capacity" => {
+                "capacity" | "max_capacity" | "track_sites" => {
                     let value = integer(&meta.value()?.parse::<Expr>()?, &key, errors);
-                    let slot = if key == "capacity" { &mut options.capacity } else { &mut options.max_capacity };
+                    let slot = match key.as_str() {
+                        "capacity" => &mut options.capacity,
+                        "max_capacity" => &mut options.max_capacity,
+                        _ => &mut options.track_sites,
+                    };
                     if slot.is_some() {
                         duplicate(errors);
                     } else if let Some(value) = value {

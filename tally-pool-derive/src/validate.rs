@@ -27,6 +27,8 @@ pub(crate) struct Checked {
     pub(crate) recycle: Option<Span>,
     /// One pool per NUMA node (default) or one shared pool.
     pub(crate) per_node: bool,
+    /// Sample the call site of one acquire in this many (0: off).
+    pub(crate) track_sites: u32,
 }
 
 /// Checks what the pool needs of the type and the options; reports every problem.
@@ -107,6 +109,20 @@ pub(crate) fn check(input: &DeriveInput, options: &Options, errors: &mut Errors)
             );
         }
     }
+    let track_sites = match &options.track_sites {
+        Some(t) => u32::try_from(t.value).unwrap_or_else(|_| {
+            errors.push(syn::Error::new(
+                t.span,
+                format!(
+                    "`track_sites` ({}) is above {} (u32::MAX); it samples one acquire in N, and 1_024 is a good start",
+                    t.value,
+                    u32::MAX
+                ),
+            ));
+            0
+        }),
+        None => 0,
+    };
     let name = options
         .name
         .clone()
@@ -118,5 +134,6 @@ pub(crate) fn check(input: &DeriveInput, options: &Options, errors: &mut Errors)
         guard,
         recycle: options.recycle,
         per_node: options.per_node.unwrap_or(true),
+        track_sites,
     }
 }

@@ -4,6 +4,7 @@
 
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
+use std::panic::Location;
 use std::thread::LocalKey;
 
 use super::error::AcquireError;
@@ -22,6 +23,7 @@ impl<T: 'static> Pool<T> {
     /// [`PoolError::Exhausted`] at `max_capacity`, [`PoolError::OutOfMemory`], or the error
     /// that prevented the pool's creation.
     #[inline(always)]
+    #[track_caller]
     pub fn acquire(&'static self) -> Result<Handle<T>, PoolError>
     where
         T: Default,
@@ -56,7 +58,11 @@ impl<T: 'static> Pool<T> {
             // SAFETY: as above; the value is now initialised.
             unsafe { (*block.as_ptr()).full = true };
         }
-        Ok(handle.into_handle())
+        let handle = handle.into_handle();
+        if let Some(table) = self.sites.get() {
+            self.acquired_recycled(table, Handle::block_of(&handle), Location::caller());
+        }
+        Ok(handle)
     }
 
     /// `acquire` for a derived type, through its per-thread cache cell `key`; `pool` is
@@ -68,6 +74,7 @@ impl<T: 'static> Pool<T> {
     /// `default` panics: a `default` that itself acquires from the same pool holds one
     /// block more while it runs.
     #[inline(always)]
+    #[track_caller]
     pub(super) fn acquire_via_cell(
         key: &'static LocalKey<CacheCell>,
         pool: fn() -> &'static Self,
@@ -92,6 +99,7 @@ impl<T: 'static> Pool<T> {
 
     /// `acquire_with` for a derived type; see [`Pool::acquire_via_cell`].
     #[inline(always)]
+    #[track_caller]
     pub(super) fn acquire_with_via_cell(
         key: &'static LocalKey<CacheCell>,
         pool: fn() -> &'static Self,
@@ -125,6 +133,7 @@ impl<T: 'static> Pool<T> {
     }
 
     #[inline(never)]
+    #[track_caller]
     fn acquire_and_bind(
         key: &'static LocalKey<CacheCell>,
         pool: fn() -> &'static Self,
@@ -168,6 +177,7 @@ impl<T: 'static> Pool<T> {
     ///
     /// As [`Pool::acquire`], with `value` handed back in the [`AcquireError`].
     #[inline(always)]
+    #[track_caller]
     pub fn acquire_with(&'static self, value: T) -> Result<Handle<T>, AcquireError<T>> {
         if let Some(direct) = &self.direct {
             if let Some(block) = direct.pop_cached() {
@@ -178,6 +188,18 @@ impl<T: 'static> Pool<T> {
                 return Ok(unsafe { Handle::from_block(ptr) });
             }
         }
+        if let Some(table) = self.sites.get() {
+            return self.acquire_with_tracked(table, value, Location::caller());
+        }
+        self.acquire_with_untracked(value)
+    }
+
+    /// `acquire_with` past the thread's cache, without sampling.
+    #[inline(always)]
+    pub(super) fn acquire_with_untracked(
+        &'static self,
+        value: T,
+    ) -> Result<Handle<T>, AcquireError<T>> {
         let inner = match self.inner() {
             Ok(inner) => inner,
             Err(error) => return Err(AcquireError { error, value }),

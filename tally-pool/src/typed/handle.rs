@@ -83,7 +83,13 @@ impl<T: 'static> Handle<T> {
     /// The pool this value belongs to.
     pub fn pool(this: &Self) -> &'static Pool<T> {
         // SAFETY: handle invariant.
-        unsafe { Pool::<T>::owning(this.ptr) }
+        unsafe { Pool::<T>::owning(this.ptr) }.canonical()
+    }
+
+    /// The value's address: its block.
+    #[inline]
+    pub(super) fn block_of(this: &Self) -> NonNull<T> {
+        this.ptr
     }
 }
 

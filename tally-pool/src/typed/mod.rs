@@ -26,6 +26,7 @@
 //! | `handle` | [`Handle`] |
 //! | `token` | [`RawHandle`]: token layout, and the generation table that lends and redeems |
 //! | `recycle` | [`Recycle`], and the slots of recycling pools |
+//! | `sites` | call sites of sampled acquires ([`Pool::track_sites`]), and a direct pool's twin |
 //! | `static_pool` | the `static` pool of a derived type |
 //! | `error` | [`AcquireError`] |
 //!
@@ -40,6 +41,7 @@ mod pool;
 mod recycle;
 mod release;
 mod report;
+mod sites;
 pub(crate) mod static_pool;
 mod token;
 
@@ -83,6 +85,7 @@ pub unsafe trait Pooled: Sized + 'static {
     ///
     /// See [`Pool::acquire`].
     #[inline(always)]
+    #[track_caller]
     fn acquire() -> Result<Handle<Self>, PoolError>
     where
         Self: Default,
@@ -99,6 +102,7 @@ pub unsafe trait Pooled: Sized + 'static {
     ///
     /// See [`Pool::acquire_with`]; the value comes back in the error.
     #[inline(always)]
+    #[track_caller]
     fn acquire_with(value: Self) -> Result<Handle<Self>, AcquireError<Self>> {
         match Self::thread_cache() {
             Some(key) => Pool::acquire_with_via_cell(key, Self::pool, value),
@@ -113,6 +117,7 @@ pub unsafe trait Pooled: Sized + 'static {
     ///
     /// See [`Pool::redeem`].
     #[inline]
+    #[track_caller]
     fn redeem(raw: RawHandle<Self>) -> Result<Handle<Self>, PoolError>
     where
         Self: Send,

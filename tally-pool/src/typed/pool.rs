@@ -12,11 +12,14 @@ use core::alloc::Layout;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use super::config::PoolConfig;
 use super::handle::Handle;
 use super::recycle::{recycle_value, Recycle, RecycleFn, RecycleSlot};
+use super::sites::SiteTable;
 use super::token::{self, RawHandle, Refusal, TokenTable};
 use crate::block::facade::{
     BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, PerNodeBlockPool,
@@ -90,6 +93,9 @@ pub struct Pool<T> {
     pub(super) direct: Option<BlockPool>,
     pub(super) name: String,
     pub(super) inner: Result<Inner, PoolError>,
+    /// Call sites of sampled acquires, once [`Pool::track_sites`] turned them on; shared
+    /// with the pool's twin, if it has one. Read on slow paths only.
+    pub(super) sites: OnceLock<&'static SiteTable>,
     _marker: PhantomData<fn() -> T>,
 }
 
@@ -123,7 +129,7 @@ impl<T: 'static> Pool<T> {
     /// [`PoolError::InvalidConfig`] for `capacity > max_capacity` or a `max_capacity` above
     /// [`MAX_CAPACITY`](super::MAX_CAPACITY); [`PoolError::OutOfMemory`] if the initial memory is refused.
     pub fn new(config: PoolConfig) -> Result<&'static Self, PoolError> {
-        Self::create(config, None, false)
+        Self::create(config, None, false, false)
     }
 
     /// Creates a pool that keeps values on release and resets them with
@@ -137,7 +143,7 @@ impl<T: 'static> Pool<T> {
     where
         T: Recycle + Send,
     {
-        Self::create(config, Some(recycle_value::<T>), false)
+        Self::create(config, Some(recycle_value::<T>), false, false)
     }
 
     fn layout(recycling: bool) -> Layout {
@@ -150,11 +156,13 @@ impl<T: 'static> Pool<T> {
 
     /// Makes and leaks a pool. With `clamp`, a `max_capacity` just under the limit that
     /// whole chunks would overrun is lowered to fit instead of refused (see
-    /// [`PoolConfig::checked`]).
+    /// [`PoolConfig::checked`]). With `indirect`, the pool is never direct (a twin, see
+    /// `sites`).
     fn create(
         config: PoolConfig,
         recycle: Option<RecycleFn>,
         clamp: bool,
+        indirect: bool,
     ) -> Result<&'static Self, PoolError> {
         let layout = Self::layout(recycle.is_some());
         let PoolConfig {
@@ -188,7 +196,9 @@ impl<T: 'static> Pool<T> {
             .map(|p| TokenTable::new(p, max_capacity))
             .collect::<Result<Box<[TokenTable]>, PoolError>>()?;
         let direct = match nodes.pools() {
-            [only] if recycle.is_none() && guard == GuardLevel::Off => Some(only.clone()),
+            [only] if recycle.is_none() && guard == GuardLevel::Off && !indirect => {
+                Some(only.clone())
+            }
             _ => None,
         };
         let uid = nodes.pools().first().map_or(0, BlockPool::uid);
@@ -203,6 +213,7 @@ impl<T: 'static> Pool<T> {
             direct,
             name,
             inner: Ok(inner),
+            sites: OnceLock::new(),
             _marker: PhantomData,
         }));
         if let Ok(inner) = &pool.inner {
@@ -221,15 +232,21 @@ impl<T: 'static> Pool<T> {
     /// by every acquire instead of being lost.
     pub(super) fn create_static(config: PoolConfig, recycle: Option<RecycleFn>) -> &'static Self {
         let name = config.name.clone();
-        match Self::create(config, recycle, true) {
+        match Self::create(config, recycle, true, false) {
             Ok(pool) => pool,
             Err(e) => Box::leak(Box::new(Self {
                 direct: None,
                 name,
                 inner: Err(e),
+                sites: OnceLock::new(),
                 _marker: PhantomData,
             })),
         }
+    }
+
+    /// A pool that is never direct, for a direct pool's sampled values (see `sites`).
+    pub(super) fn create_twin(config: PoolConfig) -> Result<&'static Self, PoolError> {
+        Self::create(config, None, false, true)
     }
 
     pub(super) fn inner(&self) -> Result<&Inner, PoolError> {
@@ -254,6 +271,7 @@ impl<T: 'static> Pool<T> {
     /// [`PoolError::StaleHandle`] if the token was redeemed already,
     /// [`PoolError::InvalidHandle`] if this pool never issued it,
     /// [`PoolError::WrongPool`] if another pool did.
+    #[track_caller]
     pub fn redeem(&'static self, raw: RawHandle<T>) -> Result<Handle<T>, PoolError>
     where
         T: Send,
@@ -263,6 +281,10 @@ impl<T: 'static> Pool<T> {
             pool: self.name.clone(),
         };
         let Some(token) = token::unpack(inner.uid, raw.to_bits()) else {
+            // A sampled value of a pool that tracks sites lives in the pool's twin.
+            if let Some(twin) = self.twin_of() {
+                return twin.redeem(raw);
+            }
             return Err(PoolError::WrongPool {
                 pool: self.name.clone(),
             });
@@ -283,6 +305,7 @@ impl<T: 'static> Pool<T> {
                 })?;
         inner.leaked_raw.fetch_sub(1, Ordering::Relaxed);
         let ptr = NonNull::new(addr as *mut T).ok_or_else(invalid)?;
+        self.redeemed_site(ptr, Location::caller());
         // SAFETY: the generation word said this block was lent out as this very token and
         // the CAS took it back exactly once: the block holds the valid `T` that `into_raw`
         // left there, and no handle to it exists.
@@ -316,11 +339,14 @@ impl<T: 'static> Pool<T> {
         RawHandle::from_bits(bits)
     }
 
-    /// How many values are out as raw handles and not yet redeemed.
+    /// How many values are out as raw handles and not yet redeemed (sampled values in
+    /// the pool's twin included, see [`Pool::track_sites`]).
     pub fn leaked_raw(&self) -> u64 {
-        self.inner
+        let own = self
+            .inner
             .as_ref()
-            .map_or(0, |i| i.leaked_raw.load(Ordering::Relaxed))
+            .map_or(0, |i| i.leaked_raw.load(Ordering::Relaxed));
+        own.saturating_add(self.twin_of().map_or(0, |twin| twin.leaked_raw()))
     }
 
     /// The pool's counters, summed over its nodes.

@@ -60,6 +60,7 @@ impl<T: 'static> Pool<T> {
             return;
         };
         inner.nodes.count_free_from(home);
+        self.released_site(ptr);
         let Some(node) = inner.nodes.pool(home) else {
             return;
         };

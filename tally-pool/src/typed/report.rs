@@ -59,6 +59,7 @@ impl<T: 'static> Source for Pool<T> {
         } else {
             local as f64 / all as f64
         });
+        total.sites = self.site_snapshot();
         total
     }
 

@@ -36,6 +36,8 @@ pub struct StaticConfig {
     pub guard: GuardLevel,
     /// `per_node`.
     pub per_node: bool,
+    /// `track_sites` (0: off).
+    pub track_sites: u32,
 }
 
 impl<T: 'static> StaticPool<T> {
@@ -71,7 +73,11 @@ impl<T: 'static> StaticPool<T> {
                 .max_capacity(c.max_capacity)
                 .guard(c.guard)
                 .per_node(c.per_node);
-            Pool::create_static(config, self.recycle)
+            let pool = Pool::create_static(config, self.recycle);
+            if c.track_sites > 0 {
+                pool.track_sites(c.track_sites);
+            }
+            pool
         })
     }
 }

@@ -20,7 +20,7 @@ impl Recycle for Order {
 struct Pair(u32, u32);
 
 #[derive(Pooled, Default)]
-#[pooled(guard = "off")]
+#[pooled(guard = "off", track_sites = 1_024)]
 struct Unit;
 
 #[derive(Pooled, Default, Debug, PartialEq)]
@@ -40,6 +40,7 @@ fn main() {
     assert!(Order::acquire().unwrap().fills.is_empty());
     assert_eq!(Pair::acquire_with(Pair(1, 2)).unwrap().1, 2);
     let _unit = Unit::acquire().unwrap();
+    assert_eq!(Unit::pool().site_sampling(), 1024);
     assert_eq!(*Side::acquire_with(Side::Ask).unwrap(), Side::Ask);
     assert_eq!(r#type::acquire().unwrap().x, 0);
     assert_eq!(r#type::pool().name(), "type");

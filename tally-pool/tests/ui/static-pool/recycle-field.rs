@@ -11,6 +11,7 @@ fn main() {
         max_capacity: 16,
         guard: GuardLevel::Off,
         per_node: false,
+        track_sites: 0,
         recycle: Some(reset),
     };
 }

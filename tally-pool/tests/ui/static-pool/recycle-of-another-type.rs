@@ -8,6 +8,7 @@ static POOL: StaticPool<u8> = StaticPool::new_recycling(StaticConfig {
     max_capacity: 16,
     guard: GuardLevel::Off,
     per_node: false,
+    track_sites: 0,
 });
 
 fn main() {

@@ -1,0 +1,367 @@
+//! Call sites of sampled acquires: [`Pool::track_sites`] makes a pool remember where one
+//! acquire in `n` was made (`#[track_caller]`) and when, until the value is released, so
+//! that the statistics can name the lines that hold live values (`stats::report`'s
+//! `leaks[].sites`).
+//!
+//! # How it stays off the hot path
+//!
+//! The table is allocated by the first `track_sites` call with `n > 0`; until then a pool
+//! has an empty `OnceLock` that only slow paths read. Sampling is decided on slow paths
+//! only:
+//!
+//! - a pool that is not *direct* (guarded, recycling, several nodes) takes its slow path
+//!   on every acquire and release, so each acquire counts one and sampled values stay in
+//!   the pool's own blocks, whose releases it sees;
+//! - a direct pool serves most acquires from the thread's cache without looking at the
+//!   pool, and frees most values straight into it. Only an acquire that finds the cache
+//!   empty reaches the pool: it counts as the refill batch of acquires it stands for
+//!   (half the cache, [`BlockPool::cache_limit`] / 2), so a thread whose live values grow
+//!   is sampled at about one acquire in `n`, while one that acquires and releases in
+//!   turn is not sampled at all. A sampled value is placed in the pool's *twin*: a pool
+//!   of the same type that is not direct, mapped on the first sample and listed in the
+//!   statistics as `<name>/sampled`, so that its release reaches the table wherever it
+//!   happens. A direct pool samples at most one acquire per refill, so `n` below the
+//!   batch samples as often as the batch allows. After a sample the pool refills the
+//!   thread's cache as the acquire would have (one block taken and given back, which the
+//!   pool's counters show as one acquire and one release more).
+//!
+//! A value lent as a token keeps its entry; redeeming it moves the entry's site to the
+//! redeeming call (its new owner) and keeps its age; releasing it clears the entry, on
+//! any thread. Sampled values of a direct pool are not counted against its
+//! `max_capacity`: the twin has its own.
+
+use core::ptr::NonNull;
+use std::any::Any;
+use std::collections::HashMap;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use super::config::PoolConfig;
+use super::error::AcquireError;
+use super::handle::Handle;
+use super::pool::Pool;
+use crate::stats::Site;
+
+/// Where and when one sampled value was acquired.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    location: &'static Location<'static>,
+    since: Instant,
+}
+
+/// A pool's sampled acquires, by block address.
+///
+/// Invariant: `live` is the number of `entries` (read without the lock, to skip it when
+/// there are none). An entry exists from a sampled acquire until the release of its value.
+pub(super) struct SiteTable {
+    /// The `Pool<T>` that samples (for a twin's table: the pool whose twin it is).
+    main: &'static (dyn Any + Send + Sync),
+    /// Sample one acquire in this many; 0: off.
+    every: AtomicU32,
+    /// Acquires counted so far (weighted, see the module docs).
+    seen: AtomicU64,
+    live: AtomicUsize,
+    entries: Mutex<HashMap<usize, Entry>>,
+    /// A direct pool's twin, a `Pool<T>` made on the first sample (`None`: it could not
+    /// be made, and the pool samples nothing).
+    twin: OnceLock<Option<&'static (dyn Any + Send + Sync)>>,
+}
+
+impl core::fmt::Debug for SiteTable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SiteTable")
+            .field("every", &self.every.load(Ordering::Relaxed))
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SiteTable {
+    fn new(main: &'static (dyn Any + Send + Sync)) -> Self {
+        Self {
+            main,
+            every: AtomicU32::new(0),
+            seen: AtomicU64::new(0),
+            live: AtomicUsize::new(0),
+            entries: Mutex::new(HashMap::new()),
+            twin: OnceLock::new(),
+        }
+    }
+
+    /// Counts `weight` acquires; true when they cross a multiple of `every`.
+    fn tick(&self, weight: u64) -> bool {
+        let every = u64::from(self.every.load(Ordering::Relaxed));
+        if every == 0 {
+            return false;
+        }
+        let before = self.seen.fetch_add(weight, Ordering::Relaxed);
+        before / every != before.wrapping_add(weight) / every
+    }
+
+    /// The entries, locked. A panic cannot leave them half-changed, so a poisoned lock
+    /// is taken as it is.
+    fn entries(&self) -> MutexGuard<'_, HashMap<usize, Entry>> {
+        match self.entries.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn record(&self, addr: usize, location: &'static Location<'static>) {
+        let entry = Entry {
+            location,
+            since: Instant::now(),
+        };
+        let mut entries = self.entries();
+        if entries.insert(addr, entry).is_none() {
+            self.live.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears the entry of the value at `addr`, released now.
+    fn forget(&self, addr: usize) {
+        if self.live.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut entries = self.entries();
+        if entries.remove(&addr).is_some() {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the entry of the value at `addr` (redeemed now) to `location`.
+    fn moved(&self, addr: usize, location: &'static Location<'static>) {
+        if self.live.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if let Some(entry) = self.entries().get_mut(&addr) {
+            entry.location = location;
+        }
+    }
+
+    /// Whether `pool` is the pool that samples.
+    fn is_main<P>(&self, pool: &P) -> bool {
+        core::ptr::eq(
+            (self.main as *const (dyn Any + Send + Sync)).cast::<()>(),
+            (pool as *const P).cast::<()>(),
+        )
+    }
+
+    /// The pool that samples, as a `Pool<T>`.
+    fn main<T: 'static>(&self) -> Option<&'static Pool<T>> {
+        self.main.downcast_ref()
+    }
+
+    /// The twin of the direct pool `main`, made on first use; `None` if it cannot be
+    /// made (the pool then samples nothing).
+    fn twin<T: 'static>(&'static self) -> Option<&'static Pool<T>> {
+        let twin = *self.twin.get_or_init(|| {
+            let main: &'static Pool<T> = self.main()?;
+            let mut config = PoolConfig::new(format!("{}/sampled", main.name))
+                .capacity(0)
+                .per_node(false)
+                .prefault(false);
+            if let Some(topology) = main.topology() {
+                config = config.topology(topology.clone());
+            }
+            let twin: &'static Pool<T> = Pool::create_twin(config).ok()?;
+            let _ = twin.sites.set(self);
+            Some(twin as &'static (dyn Any + Send + Sync))
+        });
+        twin?.downcast_ref()
+    }
+
+    /// The live sampled values by site, most live first.
+    fn sites(&self) -> Vec<Site> {
+        let now = Instant::now();
+        let mut by_site: HashMap<&'static Location<'static>, (u64, Instant)> = HashMap::new();
+        for entry in self.entries().values() {
+            let site = by_site.entry(entry.location).or_insert((0, entry.since));
+            site.0 += 1;
+            site.1 = site.1.min(entry.since);
+        }
+        let mut sites: Vec<Site> = by_site
+            .into_iter()
+            .map(|(location, (live, oldest))| {
+                Site::new(location, live, Some(now.saturating_duration_since(oldest)))
+            })
+            .collect();
+        sites.sort_by(|a, b| {
+            b.live
+                .cmp(&a.live)
+                .then_with(|| b.oldest_age.cmp(&a.oldest_age))
+        });
+        sites
+    }
+}
+
+impl<T: 'static> Pool<T> {
+    /// Remembers the call site of one acquire in `every` (`0` turns tracking off), for
+    /// [`stats::report`](crate::stats::report), which lists for each leak suspect the
+    /// sites that hold the most live values and the age of their oldest.
+    ///
+    /// `acquire`, `acquire_with` and `redeem` are `#[track_caller]`: the site is the line
+    /// that called them. Sampling happens on the pool's slow paths only; a pool that
+    /// tracks nothing runs exactly as before. A pool whose values go straight between
+    /// handles and thread caches (unguarded, not recycling, one node) sees only the
+    /// acquires its thread caches cannot serve; each stands for a refill batch of
+    /// acquires, so a growing population is sampled at about one in `every`, and at most
+    /// one acquire per refill. The `typed/sites.rs` module docs have the details.
+    ///
+    /// ```
+    /// use tally_pool::{Handle, Pool, PoolConfig, GuardLevel};
+    ///
+    /// let pool = Pool::<u64>::new(PoolConfig::new("doc-sites").guard(GuardLevel::Canary))?;
+    /// pool.track_sites(1);
+    /// let line = line!() + 1;
+    /// let kept = pool.acquire_with(7).map_err(|e| e.error)?;
+    /// let sites = pool.live_sites();
+    /// assert_eq!(sites[0].live, 1);
+    /// assert_eq!(sites[0].location.line(), line);
+    /// drop(kept);
+    /// assert!(pool.live_sites().is_empty());
+    /// # Ok::<(), tally_pool::PoolError>(())
+    /// ```
+    pub fn track_sites(&'static self, every: u32) {
+        if every == 0 && self.sites.get().is_none() {
+            return;
+        }
+        let table = *self
+            .sites
+            .get_or_init(|| Box::leak(Box::new(SiteTable::new(self))));
+        table.every.store(every, Ordering::Relaxed);
+    }
+
+    /// The sampling set by [`Pool::track_sites`]: one acquire in this many, `0` for off.
+    ///
+    /// ```
+    /// use tally_pool::{Pool, PoolConfig};
+    /// let pool = Pool::<u8>::new(PoolConfig::new("doc-sampling"))?;
+    /// assert_eq!(pool.site_sampling(), 0);
+    /// pool.track_sites(1024);
+    /// assert_eq!(pool.site_sampling(), 1024);
+    /// # Ok::<(), tally_pool::PoolError>(())
+    /// ```
+    pub fn site_sampling(&self) -> u32 {
+        self.sites
+            .get()
+            .map_or(0, |t| t.every.load(Ordering::Relaxed))
+    }
+
+    /// The sites of the sampled values that are live now, most live first (empty when
+    /// the pool tracks no sites).
+    pub fn live_sites(&self) -> Vec<Site> {
+        match self.sites.get() {
+            Some(table) if table.is_main(self) => table.sites(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The sites for the pool's statistics snapshot: `None` unless the pool tracks sites
+    /// (or still holds sampled values); a twin reports none (its pool does).
+    pub(super) fn site_snapshot(&self) -> Option<Vec<Site>> {
+        let table = self.sites.get()?;
+        if !table.is_main(self) {
+            return None;
+        }
+        let on = table.every.load(Ordering::Relaxed) != 0;
+        (on || table.live.load(Ordering::Relaxed) != 0).then(|| table.sites())
+    }
+
+    /// The pool a value's handle should name: a twin's values belong to its pool.
+    pub(super) fn canonical(&'static self) -> &'static Self {
+        self.sites
+            .get()
+            .and_then(|table| table.main())
+            .unwrap_or(self)
+    }
+
+    /// `acquire_with`'s slow path on a pool that has a site table: counts the acquire,
+    /// and for a sampled one places the value (in the twin, for a direct pool) and
+    /// records its site.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn acquire_with_tracked(
+        &'static self,
+        table: &'static SiteTable,
+        value: T,
+        location: &'static Location<'static>,
+    ) -> Result<Handle<T>, AcquireError<T>> {
+        let weight = match &self.direct {
+            Some(direct) => (direct.cache_limit() / 2).max(1) as u64,
+            None => 1,
+        };
+        if !table.is_main(self) || !table.tick(weight) {
+            return self.acquire_with_untracked(value);
+        }
+        let value = if let Some(direct) = &self.direct {
+            match table.twin() {
+                Some(twin) => match twin.acquire_with_untracked(value) {
+                    Ok(handle) => {
+                        table.record(Handle::block_of(&handle).as_ptr() as usize, location);
+                        // Refill the thread's empty cache, as the acquire would have, so
+                        // that the next `weight` acquires find blocks at hand.
+                        if let Ok(block) = direct.allocate() {
+                            // SAFETY: allocated just above from this block pool, freed
+                            // once, untouched.
+                            let _ = unsafe { direct.free_unchecked(block) };
+                        }
+                        return Ok(handle);
+                    }
+                    Err(e) => e.value,
+                },
+                None => value,
+            }
+        } else {
+            let handle = self.acquire_with_untracked(value)?;
+            table.record(Handle::block_of(&handle).as_ptr() as usize, location);
+            return Ok(handle);
+        };
+        self.acquire_with_untracked(value)
+    }
+
+    /// After an acquire of a recycling pool (never direct): counts it and records a
+    /// sampled one.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn acquired_recycled(
+        &self,
+        table: &SiteTable,
+        block: NonNull<T>,
+        location: &'static Location<'static>,
+    ) {
+        if table.is_main(self) && table.tick(1) {
+            table.record(block.as_ptr() as usize, location);
+        }
+    }
+
+    /// A value of this pool is released (its block goes back now): clears its entry. Only
+    /// pools that are not direct keep sampled values in their own blocks.
+    #[inline]
+    pub(super) fn released_site(&self, block: NonNull<T>) {
+        if let Some(table) = self.sites.get() {
+            if self.direct.is_none() {
+                table.forget(block.as_ptr() as usize);
+            }
+        }
+    }
+
+    /// A value was redeemed at `location`: its entry, if any, names that call now.
+    #[inline]
+    pub(super) fn redeemed_site(&self, block: NonNull<T>, location: &'static Location<'static>) {
+        if let Some(table) = self.sites.get() {
+            table.moved(block.as_ptr() as usize, location);
+        }
+    }
+
+    /// The twin a token of another pool may come from.
+    pub(super) fn twin_of(&self) -> Option<&'static Self> {
+        let table = self.sites.get()?;
+        if !table.is_main(self) {
+            return None;
+        }
+        table.twin.get().copied().flatten()?.downcast_ref()
+    }
+}

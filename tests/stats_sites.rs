@@ -1,0 +1,312 @@
+//! Call sites of sampled acquires (`Pool::track_sites`, `#[pooled(track_sites = N)]`): a
+//! leak names the line that acquires the values it keeps, in the pool's live sites and
+//! in the report's `leaks[].sites` and `leak-suspect` finding; releases clear entries,
+//! from any thread and after a token's round trip; one acquire in `n` is sampled; a pool
+//! that tracks nothing reports no sites.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::panic::Location;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tally_pool::stats::{self, LeakConfig, Site};
+use tally_pool::{GuardLevel, Handle, Pool, PoolConfig, Pooled};
+
+type Value = [u64; 8];
+
+/// `file:line:` of this file at `line`, the prefix of a site's location.
+fn at(line: u32) -> String {
+    format!("{}:{line}:", file!())
+}
+
+fn location(site: &Site) -> String {
+    site.location.to_string()
+}
+
+/// A pool whose values go straight between handles and thread caches.
+fn direct(name: &str) -> &'static Pool<Value> {
+    Pool::new(PoolConfig::new(name).capacity(0).per_node(false)).unwrap()
+}
+
+/// A pool that takes its slow paths on every acquire and release.
+fn guarded(name: &str) -> &'static Pool<Value> {
+    Pool::new(
+        PoolConfig::new(name)
+            .capacity(0)
+            .per_node(false)
+            .guard(GuardLevel::Canary),
+    )
+    .unwrap()
+}
+
+fn live(pool: &Pool<Value>) -> u64 {
+    pool.live_sites().iter().map(|s| s.live).sum()
+}
+
+#[test]
+fn a_leak_is_reported_at_the_line_that_acquires_it() {
+    stats::configure_leaks(
+        LeakConfig::default()
+            .window(Duration::from_secs(1))
+            .min_samples(3)
+            .min_growth_bytes(0),
+    );
+    let pool = direct("sites-leak");
+    pool.track_sites(1);
+    let mut kept = Vec::new();
+    let mut released = Vec::new();
+    let leak_line = line!() + 6;
+    let start = Instant::now();
+    stats::sample();
+    while start.elapsed() < Duration::from_millis(1500) {
+        for i in 0..500u64 {
+            // The leak: kept for ever.
+            kept.push(pool.acquire_with([i; 8]).unwrap());
+            // Churn elsewhere: released at once.
+            released.push(pool.acquire_with([i; 8]).unwrap());
+            released.clear();
+        }
+        stats::sample();
+        thread::sleep(Duration::from_millis(50));
+    }
+    stats::sample();
+
+    let sites = pool.live_sites();
+    assert!(!sites.is_empty());
+    assert!(location(&sites[0]).starts_with(&at(leak_line)), "{sites:?}");
+    assert!(sites
+        .iter()
+        .all(|s| location(s).starts_with(&at(leak_line))));
+    assert!(sites[0].oldest_age.unwrap() >= Duration::from_secs(1));
+
+    let report = stats::report();
+    let id = report
+        .components
+        .iter()
+        .find(|c| c.name == "sites-leak")
+        .unwrap()
+        .id;
+    let leak = report
+        .leaks
+        .iter()
+        .find(|l| l.component_id == id)
+        .unwrap_or_else(|| panic!("no leak suspect: {:#?}", report.leaks));
+    assert!(
+        leak.sites[0].location.starts_with(&at(leak_line)),
+        "{leak:?}"
+    );
+    assert!(leak.sites[0].live > 0);
+    assert!(leak.sites[0].oldest_age_secs.unwrap() >= 1.0);
+    assert!(leak.oldest_age_secs.unwrap() >= leak.sites[0].oldest_age_secs.unwrap());
+    let finding = report
+        .health
+        .findings
+        .iter()
+        .find(|f| f.code == "leak-suspect" && f.component_id == Some(id))
+        .unwrap();
+    assert!(
+        finding.recommendation.contains(&at(leak_line)),
+        "{finding:?}"
+    );
+    // In JSON: the site's fields by name, in the schema's order.
+    let json = report.to_json();
+    let site = format!("{{\"location\":\"{}", at(leak_line));
+    let start = json.find(&site).unwrap_or_else(|| panic!("{json}"));
+    let object = &json[start..start + json[start..].find('}').unwrap()];
+    assert!(object.contains(",\"live\":"), "{object}");
+    assert!(
+        object.contains(",\"oldest_age_secs\":1") || object.contains(",\"oldest_age_secs\":2"),
+        "{object}"
+    );
+    assert!(json.contains("\"oldest_age_secs\":"));
+    assert_eq!(stats::MemoryReport::from_json(&json).unwrap(), report);
+
+    drop(kept);
+    assert!(pool.live_sites().is_empty());
+    stats::configure_leaks(LeakConfig::default());
+}
+
+#[test]
+fn releasing_clears_the_entries_of_both_kinds_of_pool() {
+    for pool in [direct("sites-clear-direct"), guarded("sites-clear-guarded")] {
+        pool.track_sites(1);
+        let held: Vec<_> = (0..300u64)
+            .map(|i| pool.acquire_with([i; 8]).unwrap())
+            .collect();
+        assert!(live(pool) > 0, "{}", pool.name());
+        let row = stats::report()
+            .components
+            .into_iter()
+            .find(|c| c.name == pool.name())
+            .unwrap();
+        assert_eq!(row.live_objects + pool_twin_live(pool), 300);
+        drop(held);
+        assert_eq!(live(pool), 0, "{}", pool.name());
+    }
+}
+
+/// Values the pool's twin holds (sampled values of a direct pool).
+fn pool_twin_live(pool: &Pool<Value>) -> u64 {
+    let twin = format!("{}/sampled", pool.name());
+    stats::report()
+        .components
+        .iter()
+        .filter(|c| c.name == twin)
+        .map(|c| c.live_objects)
+        .sum()
+}
+
+#[test]
+fn one_acquire_in_n_is_sampled() {
+    // A pool that sees every acquire samples exactly one in n.
+    let pool = guarded("sites-one-in-ten");
+    pool.track_sites(10);
+    let held: Vec<_> = (0..1000u64)
+        .map(|i| pool.acquire_with([i; 8]).unwrap())
+        .collect();
+    assert_eq!(live(pool), 100);
+    drop(held);
+
+    // A direct pool sees one acquire per refill and weighs it by the batch: a growing
+    // population is sampled at about one in n.
+    let pool = direct("sites-one-in-256");
+    pool.track_sites(256);
+    let held: Vec<_> = (0..20_000u64)
+        .map(|i| pool.acquire_with([i; 8]).unwrap())
+        .collect();
+    let sampled = live(pool);
+    assert!((40..=160).contains(&sampled), "{sampled} of 20000 sampled");
+    drop(held);
+    assert_eq!(live(pool), 0);
+
+    // Off: nothing more is sampled, and what was sampled is still released.
+    pool.track_sites(0);
+    let held: Vec<_> = (0..5000u64)
+        .map(|i| pool.acquire_with([i; 8]).unwrap())
+        .collect();
+    assert_eq!(live(pool), 0);
+    assert_eq!(pool.site_sampling(), 0);
+    drop(held);
+}
+
+#[test]
+fn a_pool_that_tracks_nothing_reports_no_sites() {
+    let pool = direct("sites-none");
+    let held: Vec<_> = (0..100u64)
+        .map(|i| pool.acquire_with([i; 8]).unwrap())
+        .collect();
+    assert!(pool.live_sites().is_empty());
+    assert_eq!(pool.site_sampling(), 0);
+    assert!(!stats::report()
+        .components
+        .iter()
+        .any(|c| c.name == "sites-none/sampled"));
+    drop(held);
+}
+
+#[test]
+fn tokens_keep_their_entry_and_redeeming_moves_it() {
+    for pool in [direct("sites-token-direct"), guarded("sites-token-guarded")] {
+        pool.track_sites(1);
+        // The first acquire of a fresh pool on a fresh thread finds its cache empty, so
+        // even a direct pool samples it.
+        let (raw, acquired_at) = thread::scope(|s| {
+            s.spawn(|| {
+                let line = line!() + 1;
+                let handle = pool.acquire_with([7; 8]).unwrap();
+                (Handle::into_raw(handle), line)
+            })
+            .join()
+            .unwrap()
+        });
+        let sites = pool.live_sites();
+        assert_eq!(sites.len(), 1, "{}: {sites:?}", pool.name());
+        assert!(location(&sites[0]).starts_with(&at(acquired_at)));
+        assert_eq!(pool.leaked_raw(), 1);
+
+        let redeemed_at = line!() + 1;
+        let handle = pool.redeem(raw).unwrap();
+        assert_eq!(handle[0], 7);
+        let sites = pool.live_sites();
+        assert_eq!(sites.len(), 1);
+        assert!(
+            location(&sites[0]).starts_with(&at(redeemed_at)),
+            "{sites:?}"
+        );
+        assert!(core::ptr::eq(Handle::pool(&handle), pool));
+        assert!(pool.redeem(raw).is_err());
+
+        drop(handle);
+        assert!(pool.live_sites().is_empty());
+        assert_eq!(pool.leaked_raw(), 0);
+    }
+}
+
+#[test]
+fn releases_on_other_threads_clear_their_entries() {
+    for pool in [
+        direct("sites-threads-direct"),
+        guarded("sites-threads-guarded"),
+    ] {
+        pool.track_sites(1);
+        let held: Vec<_> = (0..2000u64)
+            .map(|i| pool.acquire_with([i; 8]).unwrap())
+            .collect();
+        let sampled = live(pool);
+        assert!(sampled > 0);
+        let (senders, workers): (Vec<_>, Vec<_>) = (0..3)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel::<Handle<Value>>();
+                (tx, thread::spawn(move || rx.into_iter().for_each(drop)))
+            })
+            .unzip();
+        for (i, handle) in held.into_iter().enumerate() {
+            senders[i % 3].send(handle).unwrap();
+        }
+        drop(senders);
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(live(pool), 0, "{}", pool.name());
+    }
+}
+
+#[derive(Pooled, Default)]
+#[pooled(track_sites = 1, name = "sites-derived")]
+struct Tracked {
+    id: u64,
+}
+
+#[test]
+fn the_derive_key_turns_tracking_on() {
+    assert_eq!(Tracked::pool().site_sampling(), 1);
+    thread::spawn(|| {
+        let line = line!() + 1;
+        let kept = Tracked::acquire().unwrap();
+        let sites = Tracked::pool().live_sites();
+        assert_eq!(sites.len(), 1);
+        assert!(location(&sites[0]).starts_with(&at(line)), "{sites:?}");
+        assert_eq!(kept.id, 0);
+        drop(kept);
+        assert!(Tracked::pool().live_sites().is_empty());
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn a_site_is_the_callers_line() {
+    // `Location` of a `#[track_caller]` call is the caller's own.
+    let pool = guarded("sites-caller");
+    pool.track_sites(1);
+    let expected = Location::caller().file();
+    let h = pool.acquire_with([1; 8]).unwrap();
+    assert_eq!(pool.live_sites()[0].location.file(), expected);
+    drop(h);
+}
