@@ -2,6 +2,8 @@
 
 use core::alloc::Layout;
 
+use crate::sys::budget::PressureLevel;
+
 /// What kind of corruption a guard or a pointer check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -53,6 +55,16 @@ pub enum PoolError {
         pool: String,
         /// The cap it reached.
         max_capacity: usize,
+    },
+    /// The pool would have mapped a new chunk while memory pressure is `Critical`, and it
+    /// is configured to refuse rather than grow then (`OnCritical::Refuse`). Nothing was
+    /// mapped; the pool grows again once the level falls below `Critical`.
+    #[error("pool `{pool}` refuses to grow under {level} memory pressure; release values, or configure `on_critical` to grow")]
+    Pressure {
+        /// The pool's name.
+        pool: String,
+        /// The pressure level when the pool refused.
+        level: PressureLevel,
     },
     /// The operating system refused to map memory.
     #[error("pool `{pool}`: the OS refused to map {bytes} bytes (errno {errno}); free memory or lower the pool's capacity")]

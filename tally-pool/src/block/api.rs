@@ -311,6 +311,11 @@ impl BlockPool {
     /// chunk alive until then (or until the thread exits). A reclaimed chunk keeps its
     /// address range and header page and is reused before a new chunk is mapped.
     ///
+    /// An explicit call gives back every free chunk, the reserve
+    /// ([`BlockPoolConfig::reserve`](super::BlockPoolConfig::reserve)) included; the
+    /// reclamation that memory pressure asks for through
+    /// [`Source::reclaim_idle`](crate::stats::Source::reclaim_idle) keeps the reserve.
+    ///
     /// ```
     /// # use core::alloc::Layout;
     /// # use tally_pool::block::{BlockPool, BlockPoolConfig};

@@ -1,4 +1,5 @@
-//! How to build a block pool: [`BlockPoolConfig`], and the [`GuardLevel`] it checks at.
+//! How to build a block pool: [`BlockPoolConfig`], the [`GuardLevel`] it checks at, and
+//! what it does under critical memory pressure ([`OnCritical`]).
 
 use core::alloc::Layout;
 
@@ -56,6 +57,31 @@ impl GuardLevel {
     }
 }
 
+/// What a pool does when it needs a new chunk while memory pressure is
+/// [`Critical`](crate::pressure::PressureLevel::Critical).
+///
+/// The check sits where a pool maps or reuses a chunk, never on the paths that hand out
+/// cached blocks: a `Refuse` pool still serves every block it has.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use tally_pool::block::{BlockPoolConfig, OnCritical};
+///
+/// let config = BlockPoolConfig::new(Layout::new::<u64>()).on_critical(OnCritical::Refuse);
+/// assert_eq!(config.on_critical, OnCritical::Refuse);
+/// assert_eq!(OnCritical::default(), OnCritical::Grow);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum OnCritical {
+    /// Grow as at any other level (up to `max_capacity`).
+    #[default]
+    Grow,
+    /// Fail fast: refuse to map a chunk with
+    /// [`PoolError::Pressure`](crate::PoolError::Pressure) while the level is `Critical`.
+    Refuse,
+}
+
 /// How to build a [`BlockPool`](super::BlockPool).
 ///
 /// ```
@@ -91,6 +117,13 @@ pub struct BlockPoolConfig {
     /// (`mbind` on this machine's topology; recorded only on a synthetic one). Default
     /// `None`: memory goes wherever the OS puts it.
     pub topology: Option<Topology>,
+    /// Blocks the pool never gives back to the OS, whatever the memory pressure: enough
+    /// chunks stay mapped (and faulted in) to hold them, so a burst after a quiet period
+    /// does not fault. At most `max_capacity`. Default `None`: `capacity`.
+    pub reserve: Option<usize>,
+    /// What the pool does when it needs a new chunk under critical memory pressure.
+    /// Default [`OnCritical::Grow`].
+    pub on_critical: OnCritical,
 }
 
 impl BlockPoolConfig {
@@ -105,7 +138,22 @@ impl BlockPoolConfig {
             node: 0,
             prefault: true,
             topology: None,
+            reserve: None,
+            on_critical: OnCritical::Grow,
         }
+    }
+
+    /// The reserve in force: [`Self::reserve`], else [`Self::capacity`].
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    /// use tally_pool::block::BlockPoolConfig;
+    /// let config = BlockPoolConfig::new(Layout::new::<u64>()).capacity(512);
+    /// assert_eq!(config.reserved(), 512);
+    /// assert_eq!(config.reserve(100).reserved(), 100);
+    /// ```
+    pub fn reserved(&self) -> usize {
+        self.reserve.unwrap_or(self.capacity)
     }
 
     /// Sets [`Self::name`].
@@ -147,6 +195,28 @@ impl BlockPoolConfig {
     /// Sets [`Self::prefault`].
     pub fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
+        self
+    }
+
+    /// Sets [`Self::reserve`]: `blocks` the pool never gives back. Creation refuses a
+    /// reserve above `max_capacity`.
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    /// use tally_pool::block::{BlockPool, BlockPoolConfig};
+    /// use tally_pool::PoolError;
+    ///
+    /// let too_big = BlockPoolConfig::new(Layout::new::<u64>()).max_capacity(10).reserve(11);
+    /// assert!(matches!(BlockPool::new(too_big), Err(PoolError::InvalidConfig { .. })));
+    /// ```
+    pub fn reserve(mut self, blocks: usize) -> Self {
+        self.reserve = Some(blocks);
+        self
+    }
+
+    /// Sets [`Self::on_critical`].
+    pub fn on_critical(mut self, on_critical: OnCritical) -> Self {
+        self.on_critical = on_critical;
         self
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! | item | for |
 //! |---|---|
-//! | [`BlockPool`] and its public API, [`BlockPoolConfig`], [`BlockPoolStats`], [`GuardLevel`], [`CHUNK_SIZE`] | what every user of the block layer has |
+//! | [`BlockPool`] and its public API, [`BlockPoolConfig`], [`BlockPoolStats`], [`GuardLevel`], [`OnCritical`], [`CHUNK_SIZE`] | what every user of the block layer has |
 //! | [`PerNodeBlockPool`] with [`PerNodeBlockPool::with_nodes`], [`PerNodeBlockPool::thread_index`], [`PerNodeBlockPool::index_of_block`], [`PerNodeBlockPool::count_free_from`], [`PerNodeBlockPool::node_counts`], [`MAX_NODES`] | the one per-node router: a pool per node, the calling thread's node, a block's node, locality counts |
 //! | [`BlockPool::pop_cached`], [`BlockPool::push_cached`] | the fast paths of a pool that needs nothing around them: the calling thread's cache, directly |
 //! | [`CacheCell`], [`BlockPool::bind_cell`], [`CellPop`] | a per-thread pointer to the calling thread's cache that a layer above keeps in its own `thread_local!` |
@@ -17,6 +17,7 @@
 //! | [`BlockPool::free_unchecked`] | a free that skips the registry for a block known to be the pool's |
 //! | [`BlockPool::uid`], [`BlockPool::blocks_per_chunk`], [`BlockPool::block_at`], [`BlockPool::block_index`], [`chunk_id`], [`blocks_per_chunk`] | naming blocks by chunk and index, for tokens |
 //! | [`BlockPool::reserve`], [`BlockPool::cache_limit`] | growing ahead and sizing |
+//! | [`BlockPool::source`] | a node pool's reclamation and growth ahead, which a layer above passes memory-pressure requests to |
 //! | [`BlockPool::new_unlisted`], [`BlockPool::component_snapshot`], [`PerNodeBlockPool::refusals`], [`PerNodeBlockPool::crossings`] | a layer above that lists itself in the statistics as one component, over node pools that are not listed |
 //!
 //! # What the layer above promises
@@ -40,7 +41,7 @@ use super::cache::{self, ThreadCache};
 use super::chunk::geometry::Geometry;
 use super::chunk::header::ChunkHeader;
 pub(crate) use super::chunk::CHUNK_SIZE;
-pub(crate) use super::config::{BlockPoolConfig, GuardLevel};
+pub(crate) use super::config::{BlockPoolConfig, GuardLevel, OnCritical};
 pub(crate) use super::per_node::{PerNodeBlockPool, MAX_NODES};
 pub(crate) use super::stats::BlockPoolStats;
 use crate::error::PoolError;
@@ -125,6 +126,14 @@ impl BlockPool {
     /// [`PoolError::OutOfMemory`] if the OS refuses a chunk.
     pub(crate) fn reserve(&self, capacity: usize) -> Result<(), PoolError> {
         self.shared.reserve(capacity)
+    }
+
+    /// The pool as a statistics source, for a layer above that lists itself in its stead
+    /// and passes [`Source::reclaim_idle`](crate::stats::Source::reclaim_idle),
+    /// [`Source::reclaimable`](crate::stats::Source::reclaimable) and
+    /// [`Source::grow_ahead`](crate::stats::Source::grow_ahead) on to each node pool.
+    pub(crate) fn source(&self) -> &dyn crate::stats::Source {
+        &*self.shared
     }
 
     /// The pool's id, unique for the life of the process.

@@ -17,10 +17,13 @@ use super::chunk::header::ChunkHeader;
 use super::chunk::list::{Chunk, ChunkList};
 use super::chunk::registry;
 use super::chunk::CHUNK_SIZE;
-use super::shared::PoolShared;
+use super::depot::MAGAZINE_SIZE;
+use super::shared::{now_ms, PoolShared};
 use crate::error::{CorruptionKind, PoolError};
+use crate::stats::Urgency;
 use crate::sync::lock;
 use crate::sys;
+use crate::sys::budget;
 
 /// How far ahead of the carved blocks a pre-faulting pool faults pages in, in one call:
 /// one slow carve per 256 KiB of blocks rather than one fault per 4 KiB, and at most this
@@ -88,6 +91,7 @@ impl PoolShared {
         let index = match growth.chunk_with_room(bpc) {
             Some(i) => i,
             None => {
+                self.check_pressure()?;
                 self.map_chunk(growth)?;
                 self.counters.expansions.fetch_add(1, StdOrdering::Relaxed);
                 growth.chunks.len() - 1
@@ -98,6 +102,8 @@ impl PoolShared {
             return Ok((0, 0));
         };
         if chunk.reclaimed {
+            // Reusing a reclaimed chunk faults its pages in again: growth, as mapping is.
+            self.check_pressure()?;
             chunk.reclaimed = false;
             self.counters
                 .active_chunks
@@ -124,6 +130,81 @@ impl PoolShared {
         chunk.carved += n;
         growth.carved_total += n;
         Ok((first, n))
+    }
+
+    /// Blocks a growing pool keeps carved in its depot ahead of demand: four trades with a
+    /// thread cache, and at least one fresh range.
+    pub(super) fn low_watermark(&self) -> usize {
+        (4 * self.batch).max(self.fresh_batch)
+    }
+
+    /// Growth ahead of demand, on the calling thread (the pressure monitor's): if the pool
+    /// is growing (a slow path ran within `Urgency::IDLE_AFTER`) and its depot holds fewer
+    /// than [`Self::low_watermark`] blocks, carves blocks under the growth lock, faulting
+    /// their pages in (and mapping a chunk if need be), and puts them in the depot in
+    /// magazines, up to twice the watermark. Refills then take them without the growth
+    /// lock, a mapping or a page fault. Stays within `max_capacity`, and does nothing under
+    /// critical pressure in a pool that refuses to grow then. Returns the bytes of blocks
+    /// made ready.
+    pub(super) fn grow_ahead(&self) -> usize {
+        let now = now_ms();
+        if self.is_idle(now, Urgency::IDLE_AFTER) {
+            return 0;
+        }
+        let low = self.low_watermark();
+        if self.depot.blocks() >= low {
+            return 0;
+        }
+        if self.refuses_at(budget::level()) {
+            return 0;
+        }
+        let mut growth = lock(&self.growth);
+        let expansions = self.counters.expansions.load(StdOrdering::Relaxed);
+        let mut made = 0usize;
+        let batch = self.batch.clamp(1, MAGAZINE_SIZE);
+        while self.depot.blocks() < 2 * low && growth.carved_total < self.max_capacity {
+            let Some(mag) = self.depot.new_magazine() else {
+                break;
+            };
+            // SAFETY: `new_magazine` hands out a magazine nobody else owns.
+            let carved = unsafe {
+                self.depot.with_blocks(mag, |m| {
+                    let n = self.carve(&mut growth, batch, |i, p| {
+                        if let Some(slot) = m.ptrs.get_mut(i) {
+                            *slot = p;
+                        }
+                    });
+                    if let Ok(n) = n {
+                        m.count = n;
+                    }
+                    n
+                })
+            };
+            match carved {
+                Some(Ok(n)) if n > 0 => {
+                    self.depot.count_in(n);
+                    self.depot.push_full(mag);
+                    made += n;
+                }
+                _ => {
+                    self.depot.push_empty(mag);
+                    break;
+                }
+            }
+        }
+        let ahead = self
+            .counters
+            .expansions
+            .load(StdOrdering::Relaxed)
+            .saturating_sub(expansions);
+        drop(growth);
+        self.counters
+            .expansions_ahead
+            .fetch_add(ahead, StdOrdering::Relaxed);
+        self.counters
+            .blocks_grown_ahead
+            .fetch_add(made as u64, StdOrdering::Relaxed);
+        made * self.geometry.stride
     }
 
     /// Maps, labels and registers one chunk.
@@ -253,6 +334,69 @@ mod tests {
         // Never past the chunk.
         assert_eq!(faulted_after(&p, g.blocks_per_chunk, 32), CHUNK_SIZE);
         assert_eq!(lock(&p.growth).chunks.len(), 1);
+    }
+
+    #[test]
+    fn a_refusing_pool_refuses_growth_only_at_critical() {
+        use crate::block::config::OnCritical;
+        use crate::sys::budget::PressureLevel;
+        let refusing = PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<u64>())
+                .name("refusing")
+                .on_critical(OnCritical::Refuse),
+        )
+        .unwrap();
+        let growing = pool(false);
+        for level in PressureLevel::ALL {
+            let critical = level == PressureLevel::Critical;
+            assert_eq!(refusing.refuses_at(level), critical, "{level}");
+            assert!(!growing.refuses_at(level), "{level}");
+            assert!(growing.check_pressure_at(level).is_ok());
+        }
+        let err = refusing
+            .check_pressure_at(PressureLevel::Critical)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            PoolError::Pressure {
+                pool: "refusing".into(),
+                level: PressureLevel::Critical
+            }
+        );
+        assert!(
+            err.to_string().contains("refuses to grow under critical"),
+            "{err}"
+        );
+        assert!(refusing.check_pressure_at(PressureLevel::High).is_ok());
+        let refusals = refusing
+            .counters
+            .pressure_refusals
+            .load(StdOrdering::Relaxed);
+        assert_eq!(refusals, 1);
+    }
+
+    #[test]
+    fn growth_ahead_fills_the_depot_to_twice_the_watermark_within_the_cap() {
+        let p = pool(true);
+        let low = p.low_watermark();
+        let ready = p.grow_ahead();
+        assert_eq!(ready / p.geometry.stride, p.depot.blocks());
+        assert!(p.depot.blocks() >= 2 * low, "{} of {low}", p.depot.blocks());
+        // Above the watermark: nothing more.
+        assert_eq!(p.grow_ahead(), 0);
+        assert_eq!(p.counters.expansions_ahead.load(StdOrdering::Relaxed), 1);
+        // A small cap bounds it.
+        let capped = PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<u64>())
+                .capacity(0)
+                .max_capacity(6),
+        )
+        .unwrap();
+        assert!(2 * capped.low_watermark() > 6);
+        capped.grow_ahead();
+        assert_eq!(capped.depot.blocks(), 6);
+        assert_eq!(lock(&capped.growth).carved_total, 6);
+        assert_eq!(capped.counters.exhausted.load(StdOrdering::Relaxed), 0);
     }
 
     #[test]

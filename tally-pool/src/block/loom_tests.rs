@@ -1,6 +1,7 @@
 //! loom models of the lock-free parts: the depot's stacks, cross-thread free, thread-exit
 //! flush, a fresh range returned while another thread carves, reclaim racing a free, a flush request racing the owner's reopening of its
-//! cache, and a statistics snapshot racing the owner's fast and slow paths. Run with
+//! cache, a flush request for one idle cache racing its owner, and a statistics snapshot
+//! racing the owner's fast and slow paths. Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p tally-pool --release --lib loom`.
 //!
 //! loom drops thread-locals outside its model of the thread, so the models end each
@@ -202,6 +203,40 @@ fn a_flush_request_racing_the_owner_is_never_lost() {
             blocks.stamp == pool.shared.stamp()
         });
         assert_eq!(synced, Some(true), "a flush request was lost");
+        retire_current(&pool.shared);
+    });
+}
+
+#[test]
+fn a_flush_request_for_one_cache_racing_its_owner_is_never_lost() {
+    loom::model(|| {
+        // A cap of 8: a cache limit of 2. The owner's cache holds both blocks below for the
+        // whole race (a pop and a push keep it at 1 or 2), so the request always finds it
+        // holding blocks and asks it.
+        let pool = pool(8, GuardLevel::Off);
+        let a = pool.allocate().unwrap();
+        let b = pool.allocate().unwrap();
+        free(&pool, a);
+        free(&pool, b);
+        let requester = pool.clone();
+        // What the pressure monitor does at `Moderate` with an idle time the owner has
+        // certainly exceeded: set the request, close the cache, racing the owner's own
+        // slow paths, which reopen it.
+        let t = thread::spawn(move || {
+            let asked = requester.shared.caches.request_flush_idle(u64::MAX);
+            assert_eq!(asked, 1);
+        });
+        let c = pool.allocate().unwrap();
+        free(&pool, c);
+        t.join().unwrap();
+        // The request happened before this call, so this call (or one before it) took it
+        // and flushed: none is left pending on an open cache.
+        let d = pool.allocate().unwrap();
+        free(&pool, d);
+        let pending = with_cache(&pool.shared, |cache, _| cache.take_flush_request());
+        assert_eq!(pending, Some(false), "a flush request was lost");
+        let s = pool.stats();
+        assert_eq!((s.allocations, s.frees, s.live_blocks), (4, 4, 0), "{s:?}");
         retire_current(&pool.shared);
     });
 }

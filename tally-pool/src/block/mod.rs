@@ -182,7 +182,7 @@ mod loom_tests;
 
 pub use api::BlockPool;
 pub use chunk::CHUNK_SIZE;
-pub use config::{BlockPoolConfig, GuardLevel};
+pub use config::{BlockPoolConfig, GuardLevel, OnCritical};
 pub use per_node::PerNodeBlockPool;
 pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
 pub use stats::BlockPoolStats;

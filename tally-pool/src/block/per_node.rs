@@ -145,15 +145,20 @@ impl PerNodeBlockPool {
     ///
     /// # Errors
     ///
-    /// [`PoolError::Exhausted`] when every node is at its cap; otherwise as
-    /// [`BlockPool::allocate`].
+    /// [`PoolError::Exhausted`] when every node is at its cap;
+    /// [`PoolError::Pressure`] when the thread's node refuses to grow under critical
+    /// pressure and no other node has a free block; otherwise as [`BlockPool::allocate`].
     pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {
         let home = self.thread_index();
         let Some(pool) = self.pools.get(home) else {
             return Err(self.exhausted());
         };
+        // A node that refuses to grow under pressure lets the others serve what they hold;
+        // if none can, the caller hears of the pressure rather than of the cap.
+        let mut refused = None;
         match pool.allocate() {
             Err(PoolError::Exhausted { .. }) if self.pools.len() > 1 => {}
+            Err(e @ PoolError::Pressure { .. }) if self.pools.len() > 1 => refused = Some(e),
             other => return other,
         }
         for &i in self.topology.nearest_indices(home).iter().skip(1) {
@@ -164,7 +169,10 @@ impl PerNodeBlockPool {
                 }
             }
         }
-        Err(self.exhausted())
+        match refused {
+            Some(e) => Err(e),
+            None => Err(self.exhausted()),
+        }
     }
 
     /// The error for an allocation every node pool refused, counted.

@@ -1,25 +1,91 @@
-//! Reclaim: giving chunks whose blocks are all free back to the OS.
+//! Reclaim: giving chunks whose blocks are all free back to the OS, beyond the pool's
+//! reserve, as much as an [`Urgency`] asks.
 //!
-//! A reclaim first asks every thread to flush its cache (the epoch), then, under the growth
-//! lock, takes every magazine out of the depot: nobody can carve meanwhile, so a chunk whose
-//! carved blocks are all in those magazines has no block anywhere else. Such a chunk keeps
-//! its address range, its registration and its header page, and is reused before a new one
-//! is mapped; the rest of its pages go back to the OS.
+//! A full reclaim first asks every thread to flush its cache (the epoch), then, under the
+//! growth lock, takes every magazine out of the depot: nobody can carve meanwhile, so a
+//! chunk whose carved blocks are all in those magazines has no block anywhere else. Such a
+//! chunk keeps its address range, its registration and its header page, and is reused
+//! before a new one is mapped; the rest of its pages go back to the OS (`MADV_DONTNEED`, so
+//! they leave the resident set at once). Under memory pressure, enough chunks to hold the
+//! reserve stay as they are, faulted in, the last chunks mapped going back first; an
+//! explicit `BlockPool::reclaim` gives back every free chunk.
+//!
+//! By urgency ([`PoolShared::reclaim_idle`]), with "idle" meaning no slow path for the idle
+//! time:
+//!
+//! | urgency | thread caches | chunks |
+//! |---|---|---|
+//! | `Low` | untouched | an idle pool gives back the chunks already wholly in its depot |
+//! | `Moderate` | idle caches asked to flush | as `Low` |
+//! | `High` | as `Moderate`; an idle pool asks all its caches | an idle pool gives back every free chunk |
+//! | `Critical` | every cache asked | every pool gives back every free chunk |
+//!
+//! A cache asked to flush does so on its owner's next slow path: the fast paths take no
+//! atomic read-modify-write, so no other thread can take blocks out of a cache whose owner
+//! may be running, and the blocks of a thread that never calls the pool again stay in its
+//! cache until it exits.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering as StdOrdering;
+use std::time::Duration;
 
 use super::chunk::CHUNK_SIZE;
 use super::depot::MAGAZINE_SIZE;
-use super::shared::PoolShared;
+use super::shared::{millis, now_ms, PoolShared};
+use crate::stats::Urgency;
 use crate::sync::lock;
 use crate::sys::PAGE;
 
 impl PoolShared {
+    /// Gives back as much as `urgency` asks (see the module docs), a pool or cache being
+    /// idle after `idle_after` without a slow path; returns the bytes given back to the OS.
+    pub(super) fn reclaim_idle(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        let now = now_ms();
+        let idle = self.is_idle(now, idle_after);
+        if urgency >= Urgency::Moderate {
+            self.caches
+                .request_flush_idle(now.saturating_sub(millis(idle_after)));
+        }
+        if urgency >= Urgency::Critical || (urgency >= Urgency::High && idle) {
+            self.release_free_chunks(true, self.reserve)
+        } else if idle {
+            self.release_free_chunks(false, self.reserve)
+        } else {
+            0
+        }
+    }
+
+    /// The bytes [`Self::reclaim_idle`] could give back at `urgency`: the free blocks
+    /// beyond the reserve (cached, in the depot, carved or not) of a pool the urgency
+    /// reaches, in whole chunks less their header pages. An estimate: free blocks may be
+    /// spread over chunks that also hold live ones.
+    pub(super) fn reclaimable(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        let reaches = urgency >= Urgency::Critical
+            || (urgency >= Urgency::High && self.is_idle(now_ms(), idle_after));
+        if !reaches {
+            return 0;
+        }
+        let bpc = self.geometry.blocks_per_chunk.max(1);
+        let active = self.counters.active_chunks.load(StdOrdering::Relaxed);
+        let live = self.memory(&self.caches.counts()).live;
+        let live = usize::try_from(live).unwrap_or(usize::MAX);
+        let needed = live.max(self.reserve).div_ceil(bpc);
+        active.saturating_sub(needed) * (CHUNK_SIZE - PAGE)
+    }
+
     /// Gives every chunk whose carved blocks are all in the depot back to the OS, keeping
-    /// its header page, and returns the bytes released. See `BlockPool::reclaim`.
+    /// its header page, and returns the bytes released: an explicit request, which does
+    /// not keep the reserve. See `BlockPool::reclaim`.
     pub(super) fn reclaim(&self) -> usize {
-        self.bump_epoch();
+        self.release_free_chunks(true, 0)
+    }
+
+    /// Gives back chunks whose carved blocks are all in the depot, keeping enough chunks
+    /// for `reserve` blocks; asks every thread to flush its cache first if `ask_caches`.
+    fn release_free_chunks(&self, ask_caches: bool, reserve: usize) -> usize {
+        if ask_caches {
+            self.bump_epoch();
+        }
         let mut growth = lock(&self.growth);
         // Take every magazine out of the depot: while the lock is held nobody can carve,
         // so every block of a chunk is either in these magazines or held elsewhere.
@@ -52,8 +118,18 @@ impl PoolShared {
         let mut freed = 0usize;
         let mut gone: Vec<bool> = vec![false; growth.chunks.len()];
         let mut released = 0usize;
-        for ((chunk, &free), gone) in growth.chunks.iter_mut().zip(&free_in).zip(gone.iter_mut()) {
-            if !chunk.reclaimed && free == chunk.carved {
+        // Chunks that hold the reserve stay: the last mapped go back first.
+        let keep = reserve.div_ceil(self.geometry.blocks_per_chunk.max(1));
+        let mut spare = growth.active().saturating_sub(keep);
+        for ((chunk, &free), gone) in growth
+            .chunks
+            .iter_mut()
+            .zip(&free_in)
+            .zip(gone.iter_mut())
+            .rev()
+        {
+            if spare > 0 && !chunk.reclaimed && free == chunk.carved {
+                spare -= 1;
                 // Keep the page that holds the header; give back the rest.
                 chunk.region.discard_from(PAGE);
                 chunk.faulted = chunk.faulted.min(PAGE);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::cache::{CachedBlocks, ThreadCache};
 use super::depot::MAGAZINE_SIZE;
-use super::shared::PoolShared;
+use super::shared::{clock, PoolShared};
 use crate::error::PoolError;
 use crate::sync::{lock, Ordering};
 
@@ -117,11 +117,19 @@ impl PoolShared {
             // fast table is the cache of the live pool in that slot.
             unsafe { cache.reopen(self.cache_limit) };
         }
+        let now = clock();
+        self.touch(now);
+        cache.mark_slow(now);
         let stamp = self.stamp.load(Ordering::SeqCst);
-        if blocks.stamp != stamp {
+        // A request for this cache alone, taken after the reopen as the epoch is.
+        let asked = cache.take_flush_request();
+        if blocks.stamp != stamp || asked {
             if let Err(e) = self.flush(cache, blocks) {
                 // The request still stands: closed, the cache sends the next call back here
                 // to try again, rather than serving from the fast paths meanwhile.
+                if asked {
+                    cache.request_flush();
+                }
                 cache.close();
                 return Err(e);
             }
@@ -285,6 +293,7 @@ impl PoolShared {
     /// Allocation without a cache: one block from the depot or a fresh carve, the rest of
     /// the magazine straight back.
     pub(super) fn allocate_uncached(&self) -> Result<NonNull<u8>, PoolError> {
+        self.touch(clock());
         let mut one = CachedBlocks::new(0);
         if !self.take_magazine(&mut one) {
             let mut growth = lock(&self.growth);
@@ -313,6 +322,7 @@ impl PoolShared {
     }
     /// Free without a cache: the block goes to the depot in a magazine of its own.
     pub(super) fn free_uncached(&self, ptr: *mut u8) -> Result<(), PoolError> {
+        self.touch(clock());
         let mut one = CachedBlocks::new(0);
         if let Some(slot) = one.ptrs.first_mut() {
             *slot = ptr;

@@ -6,8 +6,10 @@
 //! cache's count and fresh range) and adds nothing to the fast paths.
 
 use std::sync::atomic::Ordering as StdOrdering;
+use std::time::Duration;
 
 use super::api::BlockPool;
+use super::cache::with_cache;
 use super::chunk::CHUNK_SIZE;
 use super::shared::PoolShared;
 use super::stats::CountSum;
@@ -164,16 +166,67 @@ impl Source for PoolShared {
         self.component_snapshot()
     }
 
-    /// [`BlockPool::reclaim`], whatever the urgency.
-    fn reclaim(&self, _urgency: Urgency) -> usize {
-        match self.this.upgrade() {
-            Some(shared) => BlockPool {
-                unguarded_index: shared.unguarded_index,
-                shared,
-            }
-            .reclaim(),
-            None => 0,
+    /// [`Source::reclaim_idle`] with an idle time of zero, after returning the calling
+    /// thread's own cached blocks (as [`BlockPool::reclaim`] does).
+    fn reclaim(&self, urgency: Urgency) -> usize {
+        if let Some(shared) = self.this.upgrade() {
+            let _ = with_cache(&shared, |cache, blocks| shared.flush(cache, blocks));
         }
+        self.reclaim_idle(urgency, Duration::ZERO)
+    }
+
+    /// What `urgency` asks of a block pool, never beyond its reserve: see the `reclaim`
+    /// module's table. Runs on the calling thread; asks caches to flush rather than
+    /// touching them.
+    fn reclaim_idle(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        PoolShared::reclaim_idle(self, urgency, idle_after)
+    }
+
+    fn reclaimable(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        PoolShared::reclaimable(self, urgency, idle_after)
+    }
+
+    /// Carves and faults in blocks ahead of demand when the depot runs low (see
+    /// `PoolShared::grow_ahead`).
+    fn grow_ahead(&self) -> usize {
+        PoolShared::grow_ahead(self)
+    }
+}
+
+/// The pool as the registry sees it: the same snapshot, reclamation and growth ahead of
+/// demand, for code that holds the pool rather than its registry entry.
+///
+/// ```
+/// use core::alloc::Layout;
+/// use std::time::Duration;
+/// use tally_pool::block::{BlockPool, BlockPoolConfig};
+/// use tally_pool::stats::{Source, Urgency};
+///
+/// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>()).capacity(1000))?;
+/// // Nothing is ever given back from the reserve (by default the capacity).
+/// assert_eq!(pool.reclaim_idle(Urgency::Critical, Duration::ZERO), 0);
+/// assert_eq!(pool.stats().chunks, 1);
+/// # Ok::<(), tally_pool::PoolError>(())
+/// ```
+impl Source for BlockPool {
+    fn snapshot(&self) -> ComponentSnapshot {
+        self.shared.snapshot()
+    }
+
+    fn reclaim(&self, urgency: Urgency) -> usize {
+        Source::reclaim(&*self.shared, urgency)
+    }
+
+    fn reclaim_idle(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        self.shared.reclaim_idle(urgency, idle_after)
+    }
+
+    fn reclaimable(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        self.shared.reclaimable(urgency, idle_after)
+    }
+
+    fn grow_ahead(&self) -> usize {
+        self.shared.grow_ahead()
     }
 }
 
@@ -259,7 +312,7 @@ mod tests {
             unsafe { pool.free(b) }.unwrap();
         }
         let source: &dyn Source = &*pool.shared;
-        let released = source.reclaim(Urgency::Low);
+        let released = source.reclaim(Urgency::Critical);
         assert!(released > 0);
         assert_eq!(pool.stats().chunks, 0);
         assert_eq!(source.snapshot().released_bytes, released as u64);

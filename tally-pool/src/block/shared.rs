@@ -15,18 +15,20 @@ use core::alloc::Layout;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize, Ordering as StdOrdering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use super::cache::{self, CacheRoster, ThreadCache, CACHE_CAPACITY, FAST_SLOTS};
 use super::chunk::geometry::Geometry;
 use super::chunk::list::ChunkList;
 use super::chunk::registry::{self, MAX_POOLS};
-use super::config::{BlockPoolConfig, GuardLevel};
+use super::config::{BlockPoolConfig, GuardLevel, OnCritical};
 use super::depot::Depot;
 use super::stats::PoolCounters;
 use crate::error::PoolError;
 use crate::numa::Topology;
 use crate::stats::{self, Kind, Registration, Source};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
+use crate::sys::budget::{self, PressureLevel};
 
 /// Bits of a pool's stamp that count epochs; the rest hold the pool's id.
 const EPOCH_BITS: u32 = 24;
@@ -82,6 +84,15 @@ pub(super) struct PoolShared {
     pub(super) layout: Layout,
     pub(super) node: u32,
     pub(super) max_capacity: usize,
+    /// Blocks never given back to the OS (`BlockPoolConfig::reserve`): reclaim keeps enough
+    /// chunks to hold them. At most `max_capacity`.
+    pub(super) reserve: usize,
+    /// Whether growth is refused under critical pressure.
+    pub(super) on_critical: OnCritical,
+    /// When a slow path (refill, spill, flush, growth on demand, work without a cache)
+    /// last ran, in [`now_ms`] milliseconds: a pool whose last slow path is older than an
+    /// idle time is idle. Never written by the fast paths, nor by growth ahead of demand.
+    pub(super) last_slow: StdAtomicU64,
     pub(super) depot: Depot,
     /// The growth lock.
     pub(super) growth: Mutex<ChunkList>,
@@ -116,6 +127,8 @@ impl PoolShared {
             node,
             prefault,
             topology,
+            reserve,
+            on_critical,
         } = config;
         let invalid = |reason: String| PoolError::InvalidConfig {
             pool: name.clone(),
@@ -127,6 +140,12 @@ impl PoolShared {
         if capacity > max_capacity {
             return Err(invalid(format!(
                 "`capacity` ({capacity}) exceeds `max_capacity` ({max_capacity})"
+            )));
+        }
+        let reserve = reserve.unwrap_or(capacity);
+        if reserve > max_capacity {
+            return Err(invalid(format!(
+                "`reserve` ({reserve}) exceeds `max_capacity` ({max_capacity}); lower it or raise the cap"
             )));
         }
         let geometry = Geometry::new(layout, guard)
@@ -158,6 +177,9 @@ impl PoolShared {
             layout,
             node,
             max_capacity,
+            reserve,
+            on_critical,
+            last_slow: StdAtomicU64::new(now_ms()),
             depot: Depot::new(),
             growth: Mutex::new(ChunkList::new()),
             caches: CacheRoster::new(),
@@ -239,6 +261,46 @@ impl PoolShared {
         self.caches.close_all();
     }
 
+    /// Records that a slow path ran at `now` ([`clock`]; see `last_slow`): one load, and a
+    /// store only when the clock moved, so that threads' slow paths do not fight over
+    /// the line.
+    pub(super) fn touch(&self, now: u64) {
+        if self.last_slow.load(StdOrdering::Relaxed) != now {
+            self.last_slow.store(now, StdOrdering::Relaxed);
+        }
+    }
+
+    /// Whether no slow path has run for `idle_after`, as of `now` ([`now_ms`]).
+    pub(super) fn is_idle(&self, now: u64, idle_after: Duration) -> bool {
+        now.saturating_sub(self.last_slow.load(StdOrdering::Relaxed)) >= millis(idle_after)
+    }
+
+    /// `Err(PoolError::Pressure)`, counted, if this pool refuses to grow now: it is
+    /// configured [`OnCritical::Refuse`] and the pressure level is `Critical`. Growth's
+    /// slow path only.
+    pub(super) fn check_pressure(&self) -> Result<(), PoolError> {
+        self.check_pressure_at(budget::level())
+    }
+
+    /// [`Self::check_pressure`] at `level`.
+    pub(super) fn check_pressure_at(&self, level: PressureLevel) -> Result<(), PoolError> {
+        if self.refuses_at(level) {
+            self.counters
+                .pressure_refusals
+                .fetch_add(1, StdOrdering::Relaxed);
+            return Err(PoolError::Pressure {
+                pool: self.name.clone(),
+                level,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether this pool refuses to grow at `level`.
+    pub(super) fn refuses_at(&self, level: PressureLevel) -> bool {
+        self.on_critical == OnCritical::Refuse && level >= PressureLevel::Critical
+    }
+
     /// The error for an allocation refused at the cap, counted.
     pub(super) fn exhausted(&self) -> PoolError {
         self.counters.exhausted.fetch_add(1, StdOrdering::Relaxed);
@@ -247,6 +309,33 @@ impl PoolShared {
             max_capacity: self.max_capacity,
         }
     }
+}
+
+/// The idleness clock as the slow paths read it: milliseconds since the process first
+/// read [`now_ms`], as of the last call to it. One relaxed load, no clock read: the
+/// pressure monitor advances it every tick (through `grow_ahead` and reclaim), and so does
+/// every pool's creation. Between advances it stands still, so slow paths then record a
+/// time up to one tick old, which only ever makes a pool look idle a tick early.
+pub(super) fn clock() -> u64 {
+    CLOCK.load(StdOrdering::Relaxed)
+}
+
+/// The last value [`now_ms`] read.
+static CLOCK: StdAtomicU64 = StdAtomicU64::new(0);
+
+/// Milliseconds since the first call in this process, read from the OS clock; advances
+/// [`clock`] to it.
+pub(super) fn now_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    let now = millis(base.elapsed());
+    CLOCK.fetch_max(now, StdOrdering::Relaxed);
+    now
+}
+
+/// `d` in whole milliseconds, saturating.
+pub(super) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The per-thread cache limit of a pool capped at `max_capacity` blocks.

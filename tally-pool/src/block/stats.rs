@@ -53,6 +53,14 @@ pub struct BlockPoolStats {
     pub corruption_events: u64,
     /// Chunks the OS refused to bind to the pool's node (they are used unbound).
     pub bind_failures: u64,
+    /// Of `expansions`, the chunks mapped or reused by growth ahead of demand
+    /// ([`Source::grow_ahead`](crate::stats::Source::grow_ahead)) rather than by an
+    /// allocating thread.
+    pub expansions_ahead: u64,
+    /// Blocks carved and faulted in by growth ahead of demand.
+    pub blocks_grown_ahead: u64,
+    /// Allocations refused with [`PoolError::Pressure`](crate::PoolError::Pressure).
+    pub pressure_refusals: u64,
 }
 
 impl BlockPoolStats {
@@ -71,6 +79,9 @@ impl BlockPoolStats {
         self.reclaimed_bytes += other.reclaimed_bytes;
         self.corruption_events += other.corruption_events;
         self.bind_failures += other.bind_failures;
+        self.expansions_ahead += other.expansions_ahead;
+        self.blocks_grown_ahead += other.blocks_grown_ahead;
+        self.pressure_refusals += other.pressure_refusals;
     }
 }
 
@@ -99,6 +110,9 @@ impl BlockPoolStats {
             reclaimed_bytes: counters.reclaimed_bytes.load(StdOrdering::Relaxed),
             corruption_events: counters.corruption_events.load(StdOrdering::Relaxed),
             bind_failures: counters.bind_failures.load(StdOrdering::Relaxed),
+            expansions_ahead: counters.expansions_ahead.load(StdOrdering::Relaxed),
+            blocks_grown_ahead: counters.blocks_grown_ahead.load(StdOrdering::Relaxed),
+            pressure_refusals: counters.pressure_refusals.load(StdOrdering::Relaxed),
         }
     }
 }
@@ -235,6 +249,12 @@ pub(crate) struct PoolCounters {
     /// Blocks a guard found damaged when about to hand them out: withdrawn for good,
     /// carved but in no cache, depot or user's hands.
     pub(crate) withdrawn: StdAtomicU64,
+    /// Of `expansions`, those made by growth ahead of demand.
+    pub(crate) expansions_ahead: StdAtomicU64,
+    /// Blocks carved by growth ahead of demand.
+    pub(crate) blocks_grown_ahead: StdAtomicU64,
+    /// Allocations refused under critical pressure (`PoolError::Pressure`).
+    pub(crate) pressure_refusals: StdAtomicU64,
     /// The kind and address of the last corruption detected, for the report.
     pub(crate) last_corruption: Mutex<Option<(CorruptionKind, usize)>>,
 }

@@ -56,12 +56,14 @@ pub trait Source: Send + Sync {
     /// ```
     fn snapshot(&self) -> ComponentSnapshot;
 
-    /// Gives memory back, as much as `urgency` asks for, counting a component or thread
-    /// cache as idle after [`Urgency::IDLE_AFTER`]; returns the bytes given back to the
-    /// OS. The default gives back nothing, for components that cannot.
+    /// Gives memory back now, as much as `urgency` asks for, counting every pool and
+    /// thread cache as idle (an idle time of zero: the caller wants it back now, so `High`
+    /// reaches busy pools too); returns the bytes given back to the OS. The default gives
+    /// back nothing, for components that cannot.
     ///
     /// Components that track idleness implement [`reclaim_idle`](Self::reclaim_idle) and
-    /// make this call it with [`Urgency::IDLE_AFTER`].
+    /// make this call it with [`Duration::ZERO`]; the pressure monitor calls
+    /// `reclaim_idle` with its own idle time ([`Urgency::IDLE_AFTER`] by default).
     ///
     /// ```
     /// use tally_pool::stats::{Component, Source, Urgency};
@@ -132,8 +134,8 @@ pub trait Source: Send + Sync {
 /// and `Low` ask. Nothing is ever given back from a pool's **reserve** (by default its
 /// `capacity`): blocks it keeps mapped and faulted so a burst after a quiet period never
 /// faults. "Idle" means no slow path (refill, flush, growth) for `idle_after`
-/// ([`Source::reclaim_idle`]; [`Urgency::IDLE_AFTER`] by default); the cache-hit paths
-/// never record time.
+/// ([`Source::reclaim_idle`]; [`Urgency::IDLE_AFTER`] for the monitor by default, zero for
+/// [`Source::reclaim`]); the cache-hit paths never record time.
 ///
 /// ```
 /// use tally_pool::stats::Urgency;
@@ -162,7 +164,9 @@ pub enum Urgency {
 }
 
 impl Urgency {
-    /// The idle time [`Source::reclaim`] uses: one second.
+    /// The default idle time of the pressure monitor's [`Source::reclaim_idle`] calls, and
+    /// the window in which a pool that ran a slow path counts as growing for
+    /// [`Source::grow_ahead`]: one second.
     pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 }
 

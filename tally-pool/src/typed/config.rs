@@ -4,7 +4,7 @@
 use core::alloc::Layout;
 
 use super::token::MAX_BLOCKS;
-use crate::block::facade::{self, GuardLevel};
+use crate::block::facade::{self, GuardLevel, OnCritical};
 use crate::error::PoolError;
 use crate::numa::Topology;
 
@@ -38,6 +38,14 @@ pub struct PoolConfig {
     /// The topology whose nodes get pools. Default: this machine's
     /// ([`Topology::system`]). A synthetic topology lets tests act out several nodes.
     pub topology: Option<Topology>,
+    /// Values per node whose memory the pool never gives back under memory pressure, so
+    /// that a burst after a quiet period does not fault. At most `max_capacity`. Default
+    /// `None`: `capacity`.
+    pub reserve: Option<usize>,
+    /// What the pool does when it needs a new chunk while memory pressure is `Critical`:
+    /// grow anyway ([`OnCritical::Grow`], the default) or fail fast with
+    /// [`PoolError::Pressure`] ([`OnCritical::Refuse`]).
+    pub on_critical: OnCritical,
 }
 
 /// Default `capacity` of a typed pool.
@@ -58,6 +66,8 @@ impl PoolConfig {
             prefault: true,
             per_node: true,
             topology: None,
+            reserve: None,
+            on_critical: OnCritical::Grow,
         }
     }
 
@@ -96,6 +106,43 @@ impl PoolConfig {
         self.topology = Some(topology);
         self
     }
+
+    /// Sets [`Self::reserve`]: `values` per node the pool never gives back.
+    ///
+    /// ```
+    /// use tally_pool::{Pool, PoolConfig, PoolError};
+    ///
+    /// let config = PoolConfig::new("doc-reserve").capacity(64).reserve(4096);
+    /// assert_eq!(config.reserved(), 4096);
+    /// let too_big = PoolConfig::new("doc-reserve-cap").max_capacity(100).reserve(101);
+    /// assert!(matches!(Pool::<u64>::new(too_big), Err(PoolError::InvalidConfig { .. })));
+    /// ```
+    pub fn reserve(mut self, values: usize) -> Self {
+        self.reserve = Some(values);
+        self
+    }
+
+    /// The reserve in force: [`Self::reserve`], else [`Self::capacity`].
+    ///
+    /// ```
+    /// use tally_pool::PoolConfig;
+    /// assert_eq!(PoolConfig::new("doc-reserved").capacity(300).reserved(), 300);
+    /// ```
+    pub fn reserved(&self) -> usize {
+        self.reserve.unwrap_or(self.capacity)
+    }
+
+    /// Sets [`Self::on_critical`].
+    ///
+    /// ```
+    /// use tally_pool::{OnCritical, PoolConfig};
+    /// let config = PoolConfig::new("doc-refuse").on_critical(OnCritical::Refuse);
+    /// assert_eq!(config.on_critical, OnCritical::Refuse);
+    /// ```
+    pub fn on_critical(mut self, on_critical: OnCritical) -> Self {
+        self.on_critical = on_critical;
+        self
+    }
 }
 
 impl PoolConfig {
@@ -132,6 +179,7 @@ impl PoolConfig {
                 }
                 self.max_capacity = most;
                 self.capacity = self.capacity.min(most);
+                self.reserve = self.reserve.map(|r| r.min(most));
             }
         }
         let (capacity, max_capacity) = (self.capacity, self.max_capacity);
@@ -151,6 +199,12 @@ impl PoolConfig {
             return Err(PoolError::InvalidConfig {
                 pool: self.name,
                 reason: format!("`capacity` ({capacity}) exceeds `max_capacity` ({max_capacity})"),
+            });
+        }
+        if let Some(reserve) = self.reserve.filter(|&r| r > max_capacity) {
+            return Err(PoolError::InvalidConfig {
+                pool: self.name,
+                reason: format!("`reserve` ({reserve}) exceeds `max_capacity` ({max_capacity}); lower it or raise the cap"),
             });
         }
         Ok(self)

@@ -173,6 +173,8 @@ impl<T: 'static> Pool<T> {
             prefault,
             per_node,
             topology,
+            reserve,
+            on_critical,
         } = config.checked(layout, recycle.is_some(), clamp)?;
         let topology = topology.unwrap_or_else(|| Topology::system().clone());
         let node_ids: Vec<u32> = if per_node {
@@ -186,7 +188,9 @@ impl<T: 'static> Pool<T> {
                 .capacity(0)
                 .max_capacity(max_capacity)
                 .guard(guard)
-                .prefault(prefault),
+                .prefault(prefault)
+                .reserve(reserve.unwrap_or(capacity))
+                .on_critical(on_critical),
             &topology,
             &node_ids,
         )?;

@@ -6,6 +6,8 @@
 //! node. A typed pool lists itself once, when it is created ([`Pool::list`]); its node
 //! pools are not listed on their own.
 
+use std::time::Duration;
+
 use super::pool::Pool;
 use crate::stats::{self, ComponentSnapshot, Kind, NodeSnapshot, Source, Urgency};
 
@@ -63,9 +65,42 @@ impl<T: 'static> Source for Pool<T> {
         total
     }
 
-    /// [`Pool::reclaim`], whatever the urgency: a recycling pool gives nothing back.
-    fn reclaim(&self, _urgency: Urgency) -> usize {
-        Pool::reclaim(self)
+    /// Each node pool's [`Source::reclaim`], after the calling thread's cached values
+    /// went back; a recycling pool gives nothing back (see [`Pool::reclaim`]).
+    fn reclaim(&self, urgency: Urgency) -> usize {
+        self.each_node(true, |source| source.reclaim(urgency))
+    }
+
+    /// Each node pool's [`Source::reclaim_idle`], never beyond its reserve (`reserve`
+    /// values per node); a recycling pool gives nothing back.
+    fn reclaim_idle(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        self.each_node(true, |source| source.reclaim_idle(urgency, idle_after))
+    }
+
+    fn reclaimable(&self, urgency: Urgency, idle_after: Duration) -> usize {
+        self.each_node(true, |source| source.reclaimable(urgency, idle_after))
+    }
+
+    /// Each node pool's [`Source::grow_ahead`]: a growing node keeps blocks carved and
+    /// faulted in ahead of its acquires.
+    fn grow_ahead(&self) -> usize {
+        self.each_node(false, |source| source.grow_ahead())
+    }
+}
+
+impl<T: 'static> Pool<T> {
+    /// The sum of `f` over the node pools: none for a pool whose creation failed, nor, when
+    /// `gives_back`, for a recycling pool, which keeps values in its free blocks.
+    fn each_node(&self, gives_back: bool, f: impl Fn(&dyn Source) -> usize) -> usize {
+        match &self.inner {
+            Ok(i) if !(gives_back && i.recycle.is_some()) => i
+                .nodes
+                .pools()
+                .iter()
+                .map(|p| f(p.source()))
+                .fold(0, usize::saturating_add),
+            _ => 0,
+        }
     }
 }
 

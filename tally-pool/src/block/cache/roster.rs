@@ -42,6 +42,20 @@ impl CacheRoster {
         }
     }
 
+    /// Asks every cache whose owner's last slow path ran at or before `since` (milliseconds of
+    /// the pool's clock) and that holds blocks to flush on its owner's next slow path
+    /// ([`ThreadCache::request_flush`]). Returns how many were asked.
+    pub(crate) fn request_flush_idle(&self, since: u64) -> usize {
+        let mut asked = 0;
+        for cache in lock(&self.caches).iter() {
+            if cache.last_slow() <= since && cache.holds_blocks() {
+                cache.request_flush();
+                asked += 1;
+            }
+        }
+        asked
+    }
+
     /// Folds the counts of `cache`, whose thread is exiting and whose blocks went back to
     /// the pool, into the totals, and unlists it.
     pub(crate) fn retire(&self, cache: &Arc<ThreadCache>) {

@@ -8,13 +8,15 @@
 
 use core::cell::UnsafeCell as StdUnsafeCell;
 use core::ptr::{null_mut, NonNull};
-use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+use std::sync::atomic::{
+    AtomicU64 as StdAtomicU64, AtomicUsize as StdAtomicUsize, Ordering as StdOrdering,
+};
 
 use crate::block::chunk::geometry::{is_stride_multiple, Geometry};
 use crate::block::chunk::CHUNK_SIZE;
 use crate::block::depot::MAGAZINE_SIZE;
 use crate::block::stats::{ThreadCounters, ThreadCounts};
-use crate::sync::{fence, spin_loop, yield_now, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{fence, spin_loop, yield_now, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Free blocks a thread's cache holds at most: two magazines.
 pub(crate) const CACHE_CAPACITY: usize = 2 * MAGAZINE_SIZE;
@@ -135,6 +137,14 @@ pub(crate) struct ThreadCache {
     fresh_left: StdAtomicUsize,
     pub(crate) counters: ThreadCounters,
     pub(crate) pool_uid: u64,
+    /// 1 while another thread asks this cache alone to flush ([`Self::request_flush`]),
+    /// until the owner's slow path takes the request ([`Self::take_flush_request`]). After
+    /// the fast paths' fields, which never read it.
+    flush_requested: AtomicU32,
+    /// When the owner's last slow path ran (the pool's idleness clock, in milliseconds),
+    /// written only by the owner's slow paths. A std atomic under loom too: read only to
+    /// choose which caches to ask, never part of a protocol.
+    last_slow: StdAtomicU64,
 }
 
 // SAFETY: `blocks` is touched only by the owning thread (type invariant); the counters are
@@ -161,6 +171,8 @@ impl ThreadCache {
                 ..CachedBlocks::new(stamp)
             }),
             counters: ThreadCounters::default(),
+            flush_requested: AtomicU32::new(0),
+            last_slow: StdAtomicU64::new(0),
         }
     }
 
@@ -175,6 +187,8 @@ impl ThreadCache {
             pool_uid,
             blocks: StdUnsafeCell::new(CachedBlocks::new(0)),
             counters: ThreadCounters::default(),
+            flush_requested: AtomicU32::new(0),
+            last_slow: StdAtomicU64::new(0),
         }
     }
 
@@ -298,6 +312,42 @@ impl ThreadCache {
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.limit.load(Ordering::Relaxed) == 0
+    }
+
+    /// Asks this cache alone to flush on its owner's next slow path, from any thread: sets
+    /// the request, then closes the cache, so the owner's next call takes a slow path. The
+    /// order is the epoch's (see the module docs): the owner reopens, then (after the
+    /// `SeqCst` fence of [`Self::reopen`]) takes the request, so either it sees the request
+    /// or this close lands after its reopen and sends its next call back to the slow path.
+    pub(crate) fn request_flush(&self) {
+        self.flush_requested.store(1, Ordering::SeqCst);
+        self.close();
+    }
+
+    /// Whether another thread asked this cache to flush since the owner last took a
+    /// request; takes the request. The owner's slow paths call it after reopening. A load,
+    /// and a swap only when a request is there.
+    pub(crate) fn take_flush_request(&self) -> bool {
+        self.flush_requested.load(Ordering::SeqCst) != 0
+            && self.flush_requested.swap(0, Ordering::SeqCst) != 0
+    }
+
+    /// Whether the cache holds blocks, cached or in its fresh range, as far as another
+    /// thread can tell now.
+    pub(crate) fn holds_blocks(&self) -> bool {
+        self.tally.load(Ordering::Relaxed) & LEN_MASK != 0
+            || self.fresh_left.load(StdOrdering::Relaxed) != 0
+    }
+
+    /// Records that the owner's slow path ran at `now` (milliseconds of the pool's clock).
+    /// Owner only.
+    pub(crate) fn mark_slow(&self, now: u64) {
+        self.last_slow.store(now, StdOrdering::Relaxed);
+    }
+
+    /// When the owner's last slow path ran, as [`Self::mark_slow`] recorded it.
+    pub(crate) fn last_slow(&self) -> u64 {
+        self.last_slow.load(StdOrdering::Relaxed)
     }
 
     /// Lets the fast paths hold up to `limit` blocks again; the caller then checks the
