@@ -17,7 +17,8 @@ use super::shared::PoolShared;
 use crate::error::{CorruptionKind, PoolError};
 
 impl PoolShared {
-    /// The error for corruption of `kind` at `address`, counted.
+    /// The error for corruption of `kind` at `address`, counted, and (feature `tracing`)
+    /// reported as an `error` event with the pool's name and the kind.
     pub(super) fn corruption(&self, kind: CorruptionKind, address: usize) -> PoolError {
         self.counters
             .corruption_events
@@ -28,6 +29,15 @@ impl PoolShared {
         };
         *last = Some((kind, address));
         drop(last);
+        #[cfg(feature = "tracing")]
+        tracing::error!(
+            target: "tally_pool::block",
+            pool = self.name.as_str(),
+            kind = ?kind,
+            address,
+            "memory corruption in pool `{}` at {address:#x}: {kind}",
+            self.name
+        );
         PoolError::Corruption {
             pool: self.name.clone(),
             kind,

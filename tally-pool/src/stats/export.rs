@@ -27,6 +27,18 @@
 //!
 //! Counters are set to the component's running totals (`absolute`), so a component that
 //! is recreated under the same name starts a new series through its new `id`.
+//!
+//! # Tracing
+//!
+//! | event | level | target | fields |
+//! |---|---|---|---|
+//! | a component became a leak suspect | `warn` | `tally_pool::stats` | `component`, `id` |
+//! | it is no longer one | `info` | `tally_pool::stats` | `component`, `id` |
+//! | a corruption event, when the pool counts it | `error` | `tally_pool::block` | `pool`, `kind` (`CorruptionKind`), `address` |
+//!
+//! The leak events come from [`sample`](super::sample); the corruption events from the
+//! pool that detected the corruption, on the thread that did (a refused free or
+//! hand-out, already a slow path).
 
 #[cfg(feature = "metrics")]
 use super::report::MemoryReport;
