@@ -379,13 +379,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The monitor thread.
 fn run(shared: &Shared, mut ticker: Ticker) {
     shared.tid.store(limits::thread_id(), Ordering::Relaxed);
-    while !shared.stop.load(Ordering::Acquire) {
-        let started = Instant::now();
-        ticker.tick(shared);
-        let spent = started.elapsed();
-        if let Some(wait) = shared.config.interval.checked_sub(spent) {
+    // `start` ran the first tick: wait an interval before the next.
+    let mut next = Instant::now() + shared.config.interval;
+    loop {
+        let now = Instant::now();
+        if let Some(wait) = next.checked_duration_since(now).filter(|w| !w.is_zero()) {
             thread::park_timeout(wait);
         }
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if Instant::now() < next {
+            continue; // woken early (spuriously or by `unpark`)
+        }
+        ticker.tick(shared);
+        next = Instant::now() + shared.config.interval;
     }
 }
 
