@@ -33,7 +33,7 @@
 use core::ptr::NonNull;
 use std::any::Any;
 use std::collections::HashMap;
-use std::panic::Location;
+use std::panic::{Location, RefUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -43,6 +43,16 @@ use super::error::AcquireError;
 use super::handle::Handle;
 use super::pool::Pool;
 use crate::stats::Site;
+
+/// A `Pool<T>` of any `T`, named without its type (the table serves every `T`). Unwind
+/// safe, so that a pool stays usable inside `catch_unwind`.
+type AnyPool = dyn Any + Send + Sync + RefUnwindSafe;
+
+/// `pool` as the `Pool<T>` it is, if it is one.
+fn downcast<T: 'static>(pool: &'static AnyPool) -> Option<&'static Pool<T>> {
+    let any: &'static (dyn Any + Send + Sync) = pool;
+    any.downcast_ref()
+}
 
 /// Where and when one sampled value was acquired.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +67,7 @@ struct Entry {
 /// there are none). An entry exists from a sampled acquire until the release of its value.
 pub(super) struct SiteTable {
     /// The `Pool<T>` that samples (for a twin's table: the pool whose twin it is).
-    main: &'static (dyn Any + Send + Sync),
+    main: &'static AnyPool,
     /// Sample one acquire in this many; 0: off.
     every: AtomicU32,
     /// Acquires counted so far (weighted, see the module docs).
@@ -66,7 +76,7 @@ pub(super) struct SiteTable {
     entries: Mutex<HashMap<usize, Entry>>,
     /// A direct pool's twin, a `Pool<T>` made on the first sample (`None`: it could not
     /// be made, and the pool samples nothing).
-    twin: OnceLock<Option<&'static (dyn Any + Send + Sync)>>,
+    twin: OnceLock<Option<&'static AnyPool>>,
 }
 
 impl core::fmt::Debug for SiteTable {
@@ -79,7 +89,7 @@ impl core::fmt::Debug for SiteTable {
 }
 
 impl SiteTable {
-    fn new(main: &'static (dyn Any + Send + Sync)) -> Self {
+    fn new(main: &'static AnyPool) -> Self {
         Self {
             main,
             every: AtomicU32::new(0),
@@ -144,14 +154,14 @@ impl SiteTable {
     /// Whether `pool` is the pool that samples.
     fn is_main<P>(&self, pool: &P) -> bool {
         core::ptr::eq(
-            (self.main as *const (dyn Any + Send + Sync)).cast::<()>(),
+            (self.main as *const AnyPool).cast::<()>(),
             (pool as *const P).cast::<()>(),
         )
     }
 
     /// The pool that samples, as a `Pool<T>`.
     fn main<T: 'static>(&self) -> Option<&'static Pool<T>> {
-        self.main.downcast_ref()
+        downcast(self.main)
     }
 
     /// The twin of the direct pool `main`, made on first use; `None` if it cannot be
@@ -168,9 +178,9 @@ impl SiteTable {
             }
             let twin: &'static Pool<T> = Pool::create_twin(config).ok()?;
             let _ = twin.sites.set(self);
-            Some(twin as &'static (dyn Any + Send + Sync))
+            Some(twin as &'static AnyPool)
         });
-        twin?.downcast_ref()
+        downcast(twin?)
     }
 
     /// The live sampled values by site, most live first.
@@ -362,6 +372,6 @@ impl<T: 'static> Pool<T> {
         if !table.is_main(self) {
             return None;
         }
-        table.twin.get().copied().flatten()?.downcast_ref()
+        downcast(table.twin.get().copied().flatten()?)
     }
 }
