@@ -139,9 +139,13 @@ impl Subject for BlockSubject {
         assert_eq!(c.kind, Kind::Block);
         assert_eq!(c.object_size, Some(self.pool.block_size() as u64));
         assert_eq!(c.guard.as_deref(), Some(guard_name(self.pool.guard())));
-        assert_eq!(c.capacity, Some(s.capacity as u64), "{what}");
+        assert_eq!(c.counters.capacity, Some(s.capacity as u64), "{what}");
         assert_eq!(c.live_objects, s.live_blocks, "{what}: {s:?}");
-        assert_eq!((c.acquires, c.releases), (s.allocations, s.frees), "{what}");
+        assert_eq!(
+            (c.counters.acquires, c.counters.releases),
+            (s.allocations, s.frees),
+            "{what}"
+        );
         assert_eq!(c.memory.released_bytes, s.reclaimed_bytes, "{what}");
         // The block classes cover the blocks of the chunks in use, each with its usable
         // size; the rest of those chunks, and what else the pool maps, is metadata.
@@ -243,13 +247,13 @@ fn scenario<S: Subject>(subject: &S) {
     let freed = checked(subject, 0, "all freed");
     assert!(freed.memory.cached_bytes > 0, "this thread caches some");
 
-    let initial = first.capacity.unwrap();
+    let initial = first.counters.capacity.unwrap();
     let mut held = Vec::new();
-    while row(subject.name()).capacity.unwrap() <= initial {
+    while row(subject.name()).counters.capacity.unwrap() <= initial {
         held.extend(subject.take(4096));
     }
     let grown = checked(subject, held.len() as u64, "grown past the initial chunk");
-    assert!(grown.growths > first.growths, "{grown:?}");
+    assert!(grown.counters.growths > first.counters.growths, "{grown:?}");
     assert!(grown.memory.mapped_bytes > first.memory.mapped_bytes);
     subject.give(held);
     let before = checked(subject, 0, "all freed after growth");
@@ -319,7 +323,7 @@ fn a_block_pool_is_listed_while_a_handle_lives() {
     assert_eq!(c.type_name, None);
     assert_eq!(c.guard.as_deref(), Some("canary"));
     assert_eq!(c.object_size, Some(VALUE_BYTES));
-    assert_eq!(c.max_capacity, None, "no cap");
+    assert_eq!(c.counters.max_capacity, None, "no cap");
     assert!(c.nodes.is_empty());
     let other = pool.clone();
     drop(pool);
@@ -414,8 +418,8 @@ fn refusals_at_the_cap_are_counted() {
     };
     let refusals = refusals + (0..2).filter(|_| pool.allocate().is_err()).count() as u64;
     let c = row("sp-exhausted");
-    assert_eq!((c.exhausted, refusals), (3, 3));
-    assert_eq!((c.live_objects, c.max_capacity), (64, Some(64)));
+    assert_eq!((c.counters.exhausted, refusals), (3, 3));
+    assert_eq!((c.live_objects, c.counters.max_capacity), (64, Some(64)));
     assert_partition(&c, "at the cap");
     for b in held {
         free_owned(&pool, b).unwrap();
@@ -431,7 +435,7 @@ fn refusals_at_the_cap_are_counted() {
     .unwrap();
     let values: Vec<_> = (0..8).map(|i| one.acquire_with(i).unwrap()).collect();
     assert!(one.acquire_with(9).is_err() && one.acquire_with(10).is_err());
-    assert_eq!(row("sp-typed-exhausted").exhausted, 2);
+    assert_eq!(row("sp-typed-exhausted").counters.exhausted, 2);
     drop(values);
 
     // Two nodes: a node at its cap that another node makes up for is no refusal.
@@ -439,10 +443,10 @@ fn refusals_at_the_cap_are_counted() {
     let values: Vec<_> = (0..128)
         .map(|i| with_node_override(0, || two.acquire_with([i; 8])).unwrap())
         .collect();
-    assert_eq!(row("sp-two-exhausted").exhausted, 0);
+    assert_eq!(row("sp-two-exhausted").counters.exhausted, 0);
     assert!(with_node_override(0, || two.acquire_with([0; 8])).is_err());
     let c = row("sp-two-exhausted");
-    assert_eq!((c.exhausted, c.live_objects), (1, 128));
+    assert_eq!((c.counters.exhausted, c.live_objects), (1, 128));
     assert_eq!(c.nodes[1].remote_acquires, 64);
     assert!(c.locality.unwrap() < 1.0);
     assert_partition(&c, "two nodes at their caps");
@@ -465,7 +469,10 @@ fn a_refused_double_free_is_a_counted_corruption() {
         })
     ));
     let c = row("sp-corrupt");
-    assert_eq!((c.corruptions, c.guard.as_deref()), (1, Some("canary")));
+    assert_eq!(
+        (c.counters.corruptions, c.guard.as_deref()),
+        (1, Some("canary"))
+    );
     assert_partition(&c, "after a refused double free");
     assert_eq!(c.live_objects, 0);
     let report = stats::report();

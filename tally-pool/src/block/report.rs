@@ -13,7 +13,7 @@ use super::cache::with_cache;
 use super::chunk::CHUNK_SIZE;
 use super::shared::PoolShared;
 use super::stats::CountSum;
-use crate::stats::{ComponentSnapshot, Source, Urgency};
+use crate::stats::{ComponentSnapshot, Counters, Source, Urgency};
 use crate::sync::lock;
 use crate::sys::PAGE;
 
@@ -131,22 +131,24 @@ impl PoolShared {
             fresh_bytes: memory.bytes(memory.fresh),
             metadata_bytes: memory.metadata_bytes,
             released_bytes: c.reclaimed_bytes.load(StdOrdering::Relaxed),
-            capacity: Some(
-                memory
-                    .active_chunks
-                    .saturating_mul(per_chunk)
-                    .min(max_capacity),
-            ),
-            max_capacity: (self.max_capacity != usize::MAX).then_some(max_capacity),
-            acquires: threads.allocations,
-            releases: threads.frees,
-            cross_thread_releases: threads.cross_thread_frees,
-            exhausted: c.exhausted.load(StdOrdering::Relaxed),
-            corruptions: c.corruption_events.load(StdOrdering::Relaxed),
+            counters: Counters {
+                capacity: Some(
+                    memory
+                        .active_chunks
+                        .saturating_mul(per_chunk)
+                        .min(max_capacity),
+                ),
+                max_capacity: (self.max_capacity != usize::MAX).then_some(max_capacity),
+                acquires: threads.allocations,
+                releases: threads.frees,
+                cross_thread_releases: threads.cross_thread_frees,
+                exhausted: c.exhausted.load(StdOrdering::Relaxed),
+                corruptions: c.corruption_events.load(StdOrdering::Relaxed),
+                growths: c.expansions.load(StdOrdering::Relaxed),
+                depot_exchanges: threads.depot_exchanges,
+            },
             last_corruption: self.last_corruption(),
             guard: Some(self.guard.name()),
-            growths: c.expansions.load(StdOrdering::Relaxed),
-            depot_exchanges: threads.depot_exchanges,
             ..ComponentSnapshot::default()
         }
     }
@@ -335,7 +337,7 @@ mod tests {
         let m = check(&pool, 0);
         assert_eq!(m.withdrawn, 1);
         let s = pool.component_snapshot();
-        assert_eq!(s.corruptions, 1);
+        assert_eq!(s.counters.corruptions, 1);
         assert!(s.last_corruption.unwrap().contains("use after free"));
     }
 }

@@ -46,7 +46,7 @@ pub(crate) fn compose(advance: bool) -> MemoryReport {
     let exhausted: Vec<(ComponentId, u64)> = ids
         .iter()
         .zip(&snapshots)
-        .map(|(&id, s)| (id, s.exhausted))
+        .map(|(&id, s)| (id, s.counters.exhausted))
         .collect();
     let exhausted_since = registry::exhausted_since_last(&exhausted, advance);
     let conclusions = history::conclusions(&ids);

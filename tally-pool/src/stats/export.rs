@@ -64,10 +64,10 @@ pub(super) fn publish(report: &MemoryReport) {
         gauge!("tally_pool_mapped_bytes", &labels).set(m.mapped_bytes as f64);
         gauge!("tally_pool_live_objects", &labels).set(c.live_objects as f64);
         counter!("tally_pool_released_bytes_total", &labels).absolute(m.released_bytes);
-        counter!("tally_pool_acquires_total", &labels).absolute(c.acquires);
-        counter!("tally_pool_releases_total", &labels).absolute(c.releases);
-        counter!("tally_pool_exhausted_total", &labels).absolute(c.exhausted);
-        counter!("tally_pool_corruptions_total", &labels).absolute(c.corruptions);
+        counter!("tally_pool_acquires_total", &labels).absolute(c.counters.acquires);
+        counter!("tally_pool_releases_total", &labels).absolute(c.counters.releases);
+        counter!("tally_pool_exhausted_total", &labels).absolute(c.counters.exhausted);
+        counter!("tally_pool_corruptions_total", &labels).absolute(c.counters.corruptions);
         for n in &c.nodes {
             let labels = [
                 ("component", c.name.clone()),

@@ -141,7 +141,7 @@ pub(crate) fn is_fragmented(s: &ComponentSnapshot) -> bool {
 
 fn corruption(i: &RuleInput<'_>) -> Option<(String, String)> {
     let s = i.snapshot;
-    if s.corruptions == 0 {
+    if s.counters.corruptions == 0 {
         return None;
     }
     let seen = match &s.last_corruption {
@@ -150,7 +150,7 @@ fn corruption(i: &RuleInput<'_>) -> Option<(String, String)> {
     };
     let message = format!(
         "{} corruption event(s) in `{}`{seen}",
-        s.corruptions, i.name
+        s.counters.corruptions, i.name
     );
     let recommendation = match s.guard {
         Some("full") => format!(
@@ -192,7 +192,11 @@ fn exhausted(i: &RuleInput<'_>) -> Option<(String, String)> {
     if i.exhausted_since_last == 0 {
         return None;
     }
-    let cap = i.snapshot.max_capacity.unwrap_or(i.snapshot.live_objects);
+    let cap = i
+        .snapshot
+        .counters
+        .max_capacity
+        .unwrap_or(i.snapshot.live_objects);
     let message = format!(
         "`{}` refused {} acquire(s) at its cap of {cap} values since the last report",
         i.name, i.exhausted_since_last
@@ -201,7 +205,7 @@ fn exhausted(i: &RuleInput<'_>) -> Option<(String, String)> {
 }
 
 fn near_cap(i: &RuleInput<'_>) -> Option<(String, String)> {
-    let cap = i.snapshot.max_capacity.filter(|&cap| cap > 0)?;
+    let cap = i.snapshot.counters.max_capacity.filter(|&cap| cap > 0)?;
     let live = i.snapshot.live_objects;
     // `exhausted` already says it, louder.
     if i.exhausted_since_last > 0
@@ -288,13 +292,13 @@ fn fragmented(i: &RuleInput<'_>) -> Option<(String, String)> {
 fn remote_heavy(i: &RuleInput<'_>) -> Option<(String, String)> {
     let s = i.snapshot;
     let locality = s.locality.filter(|l| l.is_finite())?;
-    if s.acquires < MIN_ACQUIRES || locality >= REMOTE_MAX_LOCALITY {
+    if s.counters.acquires < MIN_ACQUIRES || locality >= REMOTE_MAX_LOCALITY {
         return None;
     }
     let message = format!(
         "only {:.1} % of {} acquires from `{}` were served by the caller's node",
         locality * 100.0,
-        s.acquires,
+        s.counters.acquires,
         i.name
     );
     let recommendation = format!(
@@ -307,15 +311,15 @@ fn remote_heavy(i: &RuleInput<'_>) -> Option<(String, String)> {
 
 fn cache_misses(i: &RuleInput<'_>) -> Option<(String, String)> {
     let s = i.snapshot;
-    if s.acquires < MIN_ACQUIRES
-        || u128::from(s.depot_exchanges) * u128::from(ACQUIRES_PER_EXCHANGE)
-            <= u128::from(s.acquires)
+    if s.counters.acquires < MIN_ACQUIRES
+        || u128::from(s.counters.depot_exchanges) * u128::from(ACQUIRES_PER_EXCHANGE)
+            <= u128::from(s.counters.acquires)
     {
         return None;
     }
     let message = format!(
         "`{}` traded {} magazines with its depots over {} acquires (more than one per {})",
-        i.name, s.depot_exchanges, s.acquires, ACQUIRES_PER_EXCHANGE
+        i.name, s.counters.depot_exchanges, s.counters.acquires, ACQUIRES_PER_EXCHANGE
     );
     let recommendation = format!(
         "raise `capacity` of `{}` so depots keep full magazines, or acquire and release in \

@@ -1,6 +1,7 @@
 //! Each health rule fires on one input and stays quiet on one just below its floor.
 
 use super::*;
+use crate::stats::Counters;
 
 const MIB: u64 = 1 << 20;
 
@@ -44,9 +45,12 @@ fn nothing_fires_on_a_quiet_component() {
 #[test]
 fn corruption_fires_and_caps_the_score() {
     let mut s = ComponentSnapshot {
-        corruptions: 1,
         last_corruption: Some("chunk 3 header, node 0".into()),
         guard: Some("canary"),
+        counters: Counters {
+            corruptions: 1,
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     let health = evaluate(&[input(&s)]);
@@ -70,8 +74,11 @@ fn corruption_fires_and_caps_the_score() {
 #[test]
 fn corruption_stays_quiet_at_zero() {
     let s = ComponentSnapshot {
-        corruptions: 0,
         guard: Some("off"),
+        counters: Counters {
+            corruptions: 0,
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     assert!(evaluate(&[input(&s)]).findings.is_empty());
@@ -80,10 +87,13 @@ fn corruption_stays_quiet_at_zero() {
 #[test]
 fn exhausted_fires_since_the_last_report_with_a_suggested_cap() {
     let s = ComponentSnapshot {
-        max_capacity: Some(1000),
         live_objects: 1000,
         peak_live_objects: 1000,
-        exhausted: 12,
+        counters: Counters {
+            max_capacity: Some(1000),
+            exhausted: 12,
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     let mut i = input(&s);
@@ -101,20 +111,26 @@ fn exhausted_fires_since_the_last_report_with_a_suggested_cap() {
 #[test]
 fn exhausted_stays_quiet_without_new_refusals() {
     let mut s = ComponentSnapshot {
-        max_capacity: Some(1000),
         live_objects: 10,
+        counters: Counters {
+            max_capacity: Some(1000),
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
-    s.exhausted = 12; // all before the last report
+    s.counters.exhausted = 12; // all before the last report
     assert!(evaluate(&[input(&s)]).findings.is_empty());
 }
 
 #[test]
 fn near_cap_fires_at_ninety_percent() {
     let s = ComponentSnapshot {
-        max_capacity: Some(1000),
         live_objects: 900,
         peak_live_objects: 950,
+        counters: Counters {
+            max_capacity: Some(1000),
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     let health = evaluate(&[input(&s)]);
@@ -129,15 +145,18 @@ fn near_cap_fires_at_ninety_percent() {
 #[test]
 fn near_cap_stays_quiet_just_below() {
     let mut s = ComponentSnapshot {
-        max_capacity: Some(1000),
         live_objects: 899,
+        counters: Counters {
+            max_capacity: Some(1000),
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     assert!(evaluate(&[input(&s)]).findings.is_empty());
-    s.max_capacity = None; // no cap, nothing to be near
+    s.counters.max_capacity = None; // no cap, nothing to be near
     s.live_objects = u64::MAX;
     assert!(evaluate(&[input(&s)]).findings.is_empty());
-    s.max_capacity = Some(0);
+    s.counters.max_capacity = Some(0);
     assert!(evaluate(&[input(&s)]).findings.is_empty());
 }
 
@@ -233,8 +252,11 @@ fn fragmented_stays_quiet_just_below_each_floor() {
 #[test]
 fn remote_heavy_fires_below_ninety_percent_over_ten_thousand() {
     let s = ComponentSnapshot {
-        acquires: MIN_ACQUIRES,
         locality: Some(0.89),
+        counters: Counters {
+            acquires: MIN_ACQUIRES,
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     let health = evaluate(&[input(&s)]);
@@ -247,12 +269,15 @@ fn remote_heavy_fires_below_ninety_percent_over_ten_thousand() {
 #[test]
 fn remote_heavy_stays_quiet_just_below_its_floors() {
     let mut s = ComponentSnapshot {
-        acquires: MIN_ACQUIRES - 1,
         locality: Some(0.1),
+        counters: Counters {
+            acquires: MIN_ACQUIRES - 1,
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     assert!(evaluate(&[input(&s)]).findings.is_empty());
-    s.acquires = MIN_ACQUIRES;
+    s.counters.acquires = MIN_ACQUIRES;
     s.locality = Some(0.9);
     assert!(evaluate(&[input(&s)]).findings.is_empty());
     s.locality = None;
@@ -262,8 +287,11 @@ fn remote_heavy_stays_quiet_just_below_its_floors() {
 #[test]
 fn cache_misses_fire_above_one_exchange_per_four_acquires() {
     let s = ComponentSnapshot {
-        acquires: 40_000,
-        depot_exchanges: 10_001,
+        counters: Counters {
+            acquires: 40_000,
+            depot_exchanges: 10_001,
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     let health = evaluate(&[input(&s)]);
@@ -274,23 +302,29 @@ fn cache_misses_fire_above_one_exchange_per_four_acquires() {
 #[test]
 fn cache_misses_stay_quiet_at_the_bound_and_below_the_floor() {
     let mut s = ComponentSnapshot {
-        acquires: 40_000,
-        depot_exchanges: 10_000,
+        counters: Counters {
+            acquires: 40_000,
+            depot_exchanges: 10_000,
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     assert!(evaluate(&[input(&s)]).findings.is_empty());
-    s.acquires = MIN_ACQUIRES - 1;
-    s.depot_exchanges = MIN_ACQUIRES;
+    s.counters.acquires = MIN_ACQUIRES - 1;
+    s.counters.depot_exchanges = MIN_ACQUIRES;
     assert!(evaluate(&[input(&s)]).findings.is_empty());
 }
 
 #[test]
 fn findings_are_sorted_and_the_score_saturates() {
     let bad = ComponentSnapshot {
-        acquires: 100_000,
-        depot_exchanges: 100_000,
         locality: Some(0.0),
-        corruptions: 2,
+        counters: Counters {
+            acquires: 100_000,
+            depot_exchanges: 100_000,
+            corruptions: 2,
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     let inputs: Vec<RuleInput<'_>> = (0..5).map(|_| input(&bad)).collect();

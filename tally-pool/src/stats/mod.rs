@@ -102,7 +102,7 @@ pub use report::{
     PressureSection, ProcessSection, ReclamationSection, Severity, SiteReport, SCHEMA,
 };
 pub use sampler::{sample, sampler_running, start_sampler, SamplerGuard};
-pub use source::{ComponentSnapshot, NodeSnapshot, Site, Source, Urgency};
+pub use source::{ComponentSnapshot, Counters, NodeSnapshot, Site, Source, Urgency};
 
 #[cfg(test)]
 #[path = "report_tests.rs"]

@@ -327,14 +327,17 @@ pub(crate) fn exhausted_since_last(current: &[(ComponentId, u64)], advance: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::source::ComponentSnapshot;
+    use crate::stats::source::{ComponentSnapshot, Counters};
 
     struct Fixed(u64);
     impl Source for Fixed {
         fn snapshot(&self) -> ComponentSnapshot {
             ComponentSnapshot {
                 live_bytes: self.0,
-                exhausted: self.0,
+                counters: Counters {
+                    exhausted: self.0,
+                    ..Counters::default()
+                },
                 ..ComponentSnapshot::default()
             }
         }

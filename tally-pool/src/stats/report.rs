@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::StatsError;
 use super::registry::{ComponentId, Kind};
-use super::source::{ComponentSnapshot, NodeSnapshot, Site};
+use super::source::{ComponentSnapshot, Counters, NodeSnapshot, Site};
 
 /// The version of the JSON schema, the report's `schema` field.
 pub const SCHEMA: u32 = 1;
@@ -157,8 +157,9 @@ impl MemoryClasses {
     }
 }
 
-/// One component of the report. In JSON the [`memory`](Self::memory) classes appear as
-/// fields of the component itself (`live_bytes`, …, `released_bytes`).
+/// One component of the report. In JSON the [`memory`](Self::memory) classes and the
+/// [`counters`](Self::counters) appear as fields of the component itself (`live_bytes`,
+/// …, `released_bytes`, `capacity`, …, `depot_exchanges`).
 ///
 /// ```
 /// use tally_pool::stats::{self, Component, Kind};
@@ -186,28 +187,13 @@ pub struct ComponentReport {
     /// Bytes by class.
     #[serde(flatten)]
     pub memory: MemoryClasses,
-    /// Values the mapped chunks can hold now.
-    pub capacity: Option<u64>,
-    /// The cap on values (`None`: no cap).
-    pub max_capacity: Option<u64>,
-    /// Successful acquires.
-    pub acquires: u64,
-    /// Releases.
-    pub releases: u64,
-    /// Releases on another thread than the acquiring one.
-    pub cross_thread_releases: u64,
-    /// Acquires refused at the cap, since the component was created.
-    pub exhausted: u64,
-    /// Corruption events detected.
-    pub corruptions: u64,
+    /// Capacity and running counts.
+    #[serde(flatten)]
+    pub counters: Counters,
     /// The guard level of a pool: `"off"`, `"canary"` or `"full"`; `None` for other
     /// components.
     #[serde(default)]
     pub guard: Option<String>,
-    /// Times the component grew.
-    pub growths: u64,
-    /// Magazines traded between thread caches and depots.
-    pub depot_exchanges: u64,
     /// The share of acquires served node-locally, in `0..=1`.
     pub locality: Option<f64>,
     /// Per-node figures.
@@ -228,27 +214,20 @@ impl ComponentReport {
             object_size: s.object_size,
             live_objects: s.live_objects,
             memory: MemoryClasses::of(s),
-            capacity: s.capacity,
-            max_capacity: s.max_capacity,
-            acquires: s.acquires,
-            releases: s.releases,
-            cross_thread_releases: s.cross_thread_releases,
-            exhausted: s.exhausted,
-            corruptions: s.corruptions,
+            counters: s.counters,
             guard: s.guard.map(str::to_owned),
-            growths: s.growths,
-            depot_exchanges: s.depot_exchanges,
             locality: s
                 .locality
                 .filter(|l| l.is_finite())
                 .map(|l| l.clamp(0.0, 1.0)),
-            nodes: s.nodes.iter().map(NodeReport::of).collect(),
+            nodes: s.nodes.clone(),
             accounting_errors: (kind == Kind::User).then_some(s.accounting_errors),
         }
     }
 }
 
-/// One NUMA node of a component.
+/// One NUMA node of a component: the node's figures as its pool reported them
+/// ([`NodeSnapshot`], the same fields in JSON).
 ///
 /// ```
 /// let report = tally_pool::stats::report();
@@ -256,35 +235,7 @@ impl ComponentReport {
 ///     assert!(node.live_bytes <= node.mapped_bytes || node.mapped_bytes == 0);
 /// }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct NodeReport {
-    /// The node's id.
-    pub node: u32,
-    /// Bytes of values in use on the node.
-    pub live_bytes: u64,
-    /// Bytes mapped on the node.
-    pub mapped_bytes: u64,
-    /// Acquires served for the node's own threads.
-    pub local_acquires: u64,
-    /// Acquires served for other nodes' threads.
-    pub remote_acquires: u64,
-    /// Values released by threads of other nodes.
-    pub cross_node_releases: u64,
-}
-
-impl NodeReport {
-    fn of(n: &NodeSnapshot) -> Self {
-        Self {
-            node: n.node,
-            live_bytes: n.live_bytes,
-            mapped_bytes: n.mapped_bytes,
-            local_acquires: n.local_acquires,
-            remote_acquires: n.remote_acquires,
-            cross_node_releases: n.cross_node_releases,
-        }
-    }
-}
+pub type NodeReport = NodeSnapshot;
 
 /// A leak suspect: see [`LeakConfig`](super::LeakConfig) for the rule.
 ///

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::*;
+use crate::stats::Counters;
 
 const MIB: u64 = 1 << 20;
 
@@ -38,14 +39,17 @@ fn typed_snapshot() -> ComponentSnapshot {
         fresh_bytes: 1 << 16,
         metadata_bytes: 512,
         released_bytes: 1 << 20,
-        capacity: Some(4096),
-        max_capacity: Some(65_536),
-        acquires: 5000,
-        releases: 4000,
-        cross_thread_releases: 10,
-        growths: 2,
-        depot_exchanges: 40,
         locality: Some(0.75),
+        counters: Counters {
+            capacity: Some(4096),
+            max_capacity: Some(65_536),
+            acquires: 5000,
+            releases: 4000,
+            cross_thread_releases: 10,
+            growths: 2,
+            depot_exchanges: 40,
+            ..Counters::default()
+        },
         ..ComponentSnapshot::default()
     };
     let mut node = NodeSnapshot::new(0);
@@ -160,7 +164,7 @@ fn json_has_the_documented_fields() {
 fn json_round_trips_through_serde() {
     let _serial = serial();
     let mut s = typed_snapshot();
-    s.corruptions = 1;
+    s.counters.corruptions = 1;
     s.sites = Some(vec![Site::new(
         Location::caller(),
         5,
@@ -260,7 +264,7 @@ fn the_table_lists_every_component() {
 fn exhausted_counts_since_the_last_report() {
     let _serial = serial();
     let mut s = typed_snapshot();
-    s.exhausted = 4;
+    s.counters.exhausted = 4;
     s.live_objects = 65_536;
     s.peak_live_objects = 65_536;
     let (fake, reg) = register_fake("exhausted-pool", Kind::Typed, s);
@@ -280,7 +284,7 @@ fn exhausted_counts_since_the_last_report() {
         .unwrap();
     assert!(finding.recommendation.contains("to at least 98304"));
     assert!(!fired(&report()), "no new refusals since the last report");
-    registry::lock(&fake.0).exhausted = 5;
+    registry::lock(&fake.0).counters.exhausted = 5;
     assert!(fired(&report()));
 }
 

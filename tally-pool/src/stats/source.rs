@@ -9,6 +9,8 @@
 use std::panic::Location;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// A component the statistics can ask for a snapshot and, under memory pressure, for memory.
 ///
 /// Pools, arenas and the allocator implement it and join the process-wide registry when
@@ -178,7 +180,7 @@ impl Urgency {
 /// n.local_acquires = 10;
 /// assert_eq!(n.node, 1);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct NodeSnapshot {
     /// The node's id.
@@ -253,6 +255,75 @@ impl Site {
     }
 }
 
+/// A component's capacity and running counts: part of its [`ComponentSnapshot`], and in
+/// the report's JSON fields of the component itself (`capacity`, …, `depot_exchanges`).
+/// Counts are totals since the component was created.
+///
+/// ```
+/// use tally_pool::stats::{ComponentSnapshot, Counters};
+/// let mut s = ComponentSnapshot::default();
+/// s.counters.acquires = 10;
+/// s.counters.releases = 4;
+/// assert_eq!(s.counters, Counters { acquires: 10, releases: 4, ..Counters::default() });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Values the mapped chunks can hold now.
+    pub capacity: Option<u64>,
+    /// The most values the component may ever hold (`None`: no cap).
+    pub max_capacity: Option<u64>,
+    /// Successful acquires.
+    pub acquires: u64,
+    /// Releases.
+    pub releases: u64,
+    /// Releases on another thread than the acquiring one (a lower bound is fine).
+    pub cross_thread_releases: u64,
+    /// Acquires refused because the component was at `max_capacity`.
+    pub exhausted: u64,
+    /// Corruption events detected.
+    pub corruptions: u64,
+    /// Times the component grew (chunks mapped after creation).
+    pub growths: u64,
+    /// Magazines traded between thread caches and depots: thread-cache misses.
+    pub depot_exchanges: u64,
+}
+
+impl Counters {
+    /// Adds the counters of another part of the same component (a node's pool to a
+    /// pool's): capacities and counts add up, saturating; a part with no cap makes the
+    /// whole uncapped (`max_capacity` `None`), a part with no capacity figure adds 0.
+    ///
+    /// ```
+    /// use tally_pool::stats::Counters;
+    /// let mut pool = Counters { max_capacity: Some(0), ..Counters::default() };
+    /// pool.add(&Counters { max_capacity: Some(64), acquires: 3, ..Counters::default() });
+    /// pool.add(&Counters { max_capacity: Some(64), acquires: 4, ..Counters::default() });
+    /// assert_eq!((pool.max_capacity, pool.acquires, pool.capacity), (Some(128), 7, Some(0)));
+    /// pool.add(&Counters::default()); // no cap
+    /// assert_eq!(pool.max_capacity, None);
+    /// ```
+    pub fn add(&mut self, other: &Counters) {
+        self.capacity = Some(
+            self.capacity
+                .unwrap_or(0)
+                .saturating_add(other.capacity.unwrap_or(0)),
+        );
+        self.max_capacity = self
+            .max_capacity
+            .zip(other.max_capacity)
+            .map(|(a, b)| a.saturating_add(b));
+        self.acquires = self.acquires.saturating_add(other.acquires);
+        self.releases = self.releases.saturating_add(other.releases);
+        self.cross_thread_releases = self
+            .cross_thread_releases
+            .saturating_add(other.cross_thread_releases);
+        self.exhausted = self.exhausted.saturating_add(other.exhausted);
+        self.corruptions = self.corruptions.saturating_add(other.corruptions);
+        self.growths = self.growths.saturating_add(other.growths);
+        self.depot_exchanges = self.depot_exchanges.saturating_add(other.depot_exchanges);
+    }
+}
+
 /// A component's memory and counters at one instant.
 ///
 /// Memory is split into five additive classes; [`mapped_bytes`](Self::mapped_bytes) is
@@ -280,7 +351,12 @@ pub struct ComponentSnapshot {
     pub object_size: Option<u64>,
     /// Values in use.
     pub live_objects: u64,
-    /// The most values in use at once so far (0 if not tracked).
+    /// The most values in use at once that the statistics have seen: the registry keeps,
+    /// per component, the highest `live_objects` of every snapshot it took (each
+    /// [`report`](super::report) and each [`sample`](super::sample)) and fills it in, or
+    /// the component's own figure if that is higher. A peak that came and went between
+    /// two snapshots is not seen, so it is a lower bound of the true peak. A source may
+    /// leave it 0.
     pub peak_live_objects: u64,
     /// Bytes of the values in use.
     pub live_bytes: u64,
@@ -295,29 +371,13 @@ pub struct ComponentSnapshot {
     pub metadata_bytes: u64,
     /// Bytes given back to the OS so far.
     pub released_bytes: u64,
-    /// Values the mapped chunks can hold now.
-    pub capacity: Option<u64>,
-    /// The most values the component may ever hold (`None`: no cap).
-    pub max_capacity: Option<u64>,
-    /// Successful acquires.
-    pub acquires: u64,
-    /// Releases.
-    pub releases: u64,
-    /// Releases on another thread than the acquiring one (a lower bound is fine).
-    pub cross_thread_releases: u64,
-    /// Acquires refused because the component was at `max_capacity`.
-    pub exhausted: u64,
-    /// Corruption events detected.
-    pub corruptions: u64,
+    /// Capacity and running counts, as the report shows them.
+    pub counters: Counters,
     /// Where the last corruption was seen (for example `chunk 3 header, node 0`).
     pub last_corruption: Option<String>,
     /// The guard level in force, as `GuardLevel`'s lowercase name: `"off"`, `"canary"`
     /// or `"full"`.
     pub guard: Option<&'static str>,
-    /// Times the component grew (chunks mapped after creation).
-    pub growths: u64,
-    /// Magazines traded between thread caches and depots: thread-cache misses.
-    pub depot_exchanges: u64,
     /// The share of acquires served node-locally, in `0..=1`, for NUMA-aware pools.
     pub locality: Option<f64>,
     /// Per-node figures, for pools with one pool per node.

@@ -116,7 +116,7 @@ fn row(f: &mut Formatter<'_>, c: &ComponentReport) -> fmt::Result {
     writeln!(
         f,
         "  {:>10} {:>12} {:>9}",
-        c.live_objects, c.acquires, c.exhausted
+        c.live_objects, c.counters.acquires, c.counters.exhausted
     )
 }
 

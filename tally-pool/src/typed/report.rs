@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::pool::Pool;
-use crate::stats::{self, ComponentSnapshot, Kind, NodeSnapshot, Source, Urgency};
+use crate::stats::{self, ComponentSnapshot, Counters, Kind, NodeSnapshot, Source, Urgency};
 
 impl<T: 'static> Pool<T> {
     /// Lists the pool in the statistics registry, for the rest of the process (pools are
@@ -24,11 +24,14 @@ impl<T: 'static> Source for Pool<T> {
         let mut total = ComponentSnapshot {
             type_name: Some(core::any::type_name::<T>()),
             object_size: None,
-            max_capacity: Some(0),
+            counters: Counters {
+                max_capacity: Some(0),
+                ..Counters::default()
+            },
             ..ComponentSnapshot::default()
         };
         let Ok(inner) = &self.inner else {
-            total.max_capacity = None;
+            total.counters.max_capacity = None;
             return total;
         };
         let crossings = inner.nodes.crossings();
@@ -40,7 +43,7 @@ impl<T: 'static> Source for Pool<T> {
                 node: pool.node(),
                 live_bytes: node.live_bytes,
                 mapped_bytes: node.mapped_bytes(),
-                local_acquires: node.acquires.saturating_sub(remote),
+                local_acquires: node.counters.acquires.saturating_sub(remote),
                 remote_acquires: remote,
                 cross_node_releases: cross,
             });
@@ -48,7 +51,7 @@ impl<T: 'static> Source for Pool<T> {
         }
         // Refusals the router handed to the caller, not a node's refusal that another
         // node made up for.
-        total.exhausted = inner.nodes.refusals();
+        total.counters.exhausted = inner.nodes.refusals();
         let (local, remote) = total.nodes.iter().fold((0u64, 0u64), |(l, r), n| {
             (
                 l.saturating_add(n.local_acquires),
@@ -115,27 +118,10 @@ fn add(total: &mut ComponentSnapshot, node: ComponentSnapshot) {
     total.fresh_bytes = total.fresh_bytes.saturating_add(node.fresh_bytes);
     total.metadata_bytes = total.metadata_bytes.saturating_add(node.metadata_bytes);
     total.released_bytes = total.released_bytes.saturating_add(node.released_bytes);
-    total.capacity = Some(
-        total
-            .capacity
-            .unwrap_or(0)
-            .saturating_add(node.capacity.unwrap_or(0)),
-    );
     // No cap on one node is no cap on the pool.
-    total.max_capacity = total
-        .max_capacity
-        .zip(node.max_capacity)
-        .map(|(a, b)| a.saturating_add(b));
-    total.acquires = total.acquires.saturating_add(node.acquires);
-    total.releases = total.releases.saturating_add(node.releases);
-    total.cross_thread_releases = total
-        .cross_thread_releases
-        .saturating_add(node.cross_thread_releases);
-    total.corruptions = total.corruptions.saturating_add(node.corruptions);
+    total.counters.add(&node.counters);
     if node.last_corruption.is_some() {
         total.last_corruption = node.last_corruption;
     }
     total.guard = total.guard.or(node.guard);
-    total.growths = total.growths.saturating_add(node.growths);
-    total.depot_exchanges = total.depot_exchanges.saturating_add(node.depot_exchanges);
 }
