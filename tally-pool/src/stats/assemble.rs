@@ -34,7 +34,7 @@ pub fn report() -> MemoryReport {
 /// [`report`]; `advance` says whether the "since the last report" baseline moves.
 pub(crate) fn compose(advance: bool) -> MemoryReport {
     let members = registry::members();
-    let snapshots: Vec<ComponentSnapshot> = members
+    let mut snapshots: Vec<ComponentSnapshot> = members
         .iter()
         .map(|member| member.source.source().snapshot())
         .collect();
@@ -43,6 +43,7 @@ pub(crate) fn compose(advance: bool) -> MemoryReport {
         .map(|member| (member.id, member.name, member.kind))
         .collect(); // the sources drop here, with no lock held
     let ids: Vec<ComponentId> = rows.iter().map(|(id, _, _)| *id).collect();
+    registry::fill_peaks(&ids, &mut snapshots);
     let exhausted: Vec<(ComponentId, u64)> = ids
         .iter()
         .zip(&snapshots)

@@ -63,7 +63,7 @@
 //! | code | severity | penalty | fires when | recommends |
 //! |---|---|---|---|---|
 //! | `corruption` | critical | 50 | any corruption event (the score is then at most 20) | the guard level that catches it (`Canary`, then `Full`), and where it was last seen |
-//! | `exhausted` | critical | 30 | acquires were refused at the cap since the last report | raise `max_capacity` to the peak of live values + 50 % |
+//! | `exhausted` | critical | 30 | acquires were refused at the cap since the last report | raise `max_capacity` to the peak of live values + 50 % (the peak: the most live values any report or sample saw, [`ComponentSnapshot::peak_live_objects`]) |
 //! | `near-cap` | warning | 10 | live values ≥ 90 % of `max_capacity` (not repeated when `exhausted` fires) | the same |
 //! | `leak-suspect` | warning | 20 | the component is a leak suspect ([`LeakConfig`]) | the sites holding the most live values, or turning on `track_sites` |
 //! | `fragmented` | info | 5 | free + cached + fresh > 50 % of mapped and > 16 MiB, held for ≥ 60 s of sampled history (a single snapshot decides when no sampler runs) | `reclaim()`, and a `capacity` near live + 25 % |

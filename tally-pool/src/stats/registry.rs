@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde::{Deserialize, Serialize};
 
-use super::source::Source;
+use super::source::{ComponentSnapshot, Source};
 
 /// What kind of component a registry member is.
 ///
@@ -224,6 +224,8 @@ struct Entry {
     source: SourceRef,
     /// `exhausted` as of the previous report, for "refused since the last report".
     last_exhausted: u64,
+    /// The most live objects any snapshot the statistics took of this member showed.
+    peak_live: u64,
 }
 
 fn insert(name: Arc<str>, kind: Kind, source: SourceRef) -> ComponentId {
@@ -234,6 +236,7 @@ fn insert(name: Arc<str>, kind: Kind, source: SourceRef) -> ComponentId {
         kind,
         source,
         last_exhausted: 0,
+        peak_live: 0,
     });
     id
 }
@@ -324,10 +327,26 @@ pub(crate) fn exhausted_since_last(current: &[(ComponentId, u64)], advance: bool
         .collect()
 }
 
+/// Fills in each snapshot's `peak_live_objects`: the highest of its own figure, its
+/// `live_objects` and every earlier figure seen for that id (by a report or a sample),
+/// which the registry remembers for the next call. `snapshots` pairs with `ids`; an id
+/// no longer registered keeps the snapshot's own figures.
+pub(crate) fn fill_peaks(ids: &[ComponentId], snapshots: &mut [ComponentSnapshot]) {
+    let mut entries = lock(&REGISTRY);
+    for (id, snapshot) in ids.iter().zip(snapshots.iter_mut()) {
+        let mut peak = snapshot.peak_live_objects.max(snapshot.live_objects);
+        if let Some(entry) = entries.iter_mut().find(|e| e.id == *id) {
+            peak = peak.max(entry.peak_live);
+            entry.peak_live = peak;
+        }
+        snapshot.peak_live_objects = peak;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::source::{ComponentSnapshot, Counters};
+    use crate::stats::source::Counters;
 
     struct Fixed(u64);
     impl Source for Fixed {
@@ -430,6 +449,39 @@ mod tests {
             exhausted_since_last(&[(ComponentId(u64::MAX), 4)], true),
             vec![4]
         );
+    }
+
+    #[test]
+    fn peaks_are_the_highest_live_count_any_snapshot_saw() {
+        let source = Arc::new(Fixed(0));
+        let registration = register("reg-peak", Kind::Typed, weak_of(&source));
+        let id = registration.id();
+        let live = |n: u64| ComponentSnapshot {
+            live_objects: n,
+            ..ComponentSnapshot::default()
+        };
+        let mut seen = vec![live(40)];
+        fill_peaks(&[id], &mut seen);
+        assert_eq!(seen[0].peak_live_objects, 40);
+        let mut seen = vec![live(10)];
+        fill_peaks(&[id], &mut seen);
+        assert_eq!((seen[0].live_objects, seen[0].peak_live_objects), (10, 40));
+        let mut seen = vec![live(70)];
+        fill_peaks(&[id], &mut seen);
+        assert_eq!(seen[0].peak_live_objects, 70);
+        // A source's own, higher figure wins, and is remembered.
+        let mut own = live(5);
+        own.peak_live_objects = 100;
+        let mut seen = vec![own];
+        fill_peaks(&[id], &mut seen);
+        assert_eq!(seen[0].peak_live_objects, 100);
+        let mut seen = vec![live(0)];
+        fill_peaks(&[id], &mut seen);
+        assert_eq!(seen[0].peak_live_objects, 100);
+        // Unknown ids keep their own figures.
+        let mut seen = vec![live(3)];
+        fill_peaks(&[ComponentId(u64::MAX)], &mut seen);
+        assert_eq!(seen[0].peak_live_objects, 3);
     }
 
     #[test]

@@ -289,6 +289,36 @@ fn exhausted_counts_since_the_last_report() {
 }
 
 #[test]
+fn the_peak_is_the_most_live_values_any_report_or_sample_saw() {
+    let _serial = serial();
+    // Without a cap the `exhausted` advice names the peak it sizes from.
+    let (fake, reg) = register_fake("peaky", Kind::Block, ComponentSnapshot::default());
+    let advice = |live: u64, exhausted: u64| {
+        {
+            let mut s = registry::lock(&fake.0);
+            s.live_objects = live;
+            s.counters.exhausted = exhausted;
+        }
+        report()
+            .health
+            .findings
+            .into_iter()
+            .find(|f| f.code == "exhausted" && f.component_id == Some(reg.id()))
+            .map(|f| f.recommendation)
+            .unwrap_or_default()
+    };
+    assert!(advice(50, 1).contains("(peak 50 live values"));
+    assert!(advice(10, 3).contains("(peak 50 live values"));
+    // A sampler tick sees a higher count between two reports.
+    registry::lock(&fake.0).live_objects = 80;
+    sample();
+    assert!(advice(10, 4).contains("(peak 80 live values"));
+    // Just below: a count under the peak leaves it.
+    assert!(advice(79, 5).contains("(peak 80 live values"));
+    assert!(advice(81, 6).contains("(peak 81 live values"));
+}
+
+#[test]
 fn growing_components_become_leak_suspects() {
     let _serial = serial();
     // The only test that changes the process-wide leak rule; the others do not depend

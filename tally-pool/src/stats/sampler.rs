@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::error::StatsError;
 use super::history;
-use super::registry::{members, ComponentId};
+use super::registry::{self, members, ComponentId};
 use super::source::ComponentSnapshot;
 
 /// Whether a sampler thread runs (at most one per process).
@@ -32,10 +32,14 @@ pub fn sample() {
     // that has since gone is older than, and ignored after, one that did not see it.
     let at = history::now();
     let members = members();
-    let snapshots: Vec<(ComponentId, ComponentSnapshot)> = members
+    let ids: Vec<ComponentId> = members.iter().map(|member| member.id).collect();
+    let mut taken: Vec<ComponentSnapshot> = members
         .iter()
-        .map(|member| (member.id, member.source.source().snapshot()))
+        .map(|member| member.source.source().snapshot())
         .collect();
+    // Each sample also moves the peaks the health rules read.
+    registry::fill_peaks(&ids, &mut taken);
+    let snapshots: Vec<(ComponentId, ComponentSnapshot)> = ids.into_iter().zip(taken).collect();
     let names: Vec<(ComponentId, std::sync::Arc<str>)> = members
         .into_iter()
         .map(|member| (member.id, member.name))
