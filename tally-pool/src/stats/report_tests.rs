@@ -160,6 +160,146 @@ fn json_has_the_documented_fields() {
     assert_eq!(u["accounting_errors"], 1);
 }
 
+/// The keys of a JSON object, sorted.
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+fn sorted<'a>(mut fields: Vec<&'a str>) -> Vec<&'a str> {
+    fields.sort_unstable();
+    fields
+}
+
+#[test]
+fn json_keys_are_exactly_the_documented_ones() {
+    let _serial = serial();
+    let mut s = typed_snapshot();
+    s.counters.corruptions = 1; // a finding
+    let (_fake, reg) = register_fake("json-exact", Kind::Typed, s);
+    let user = Component::register("json-exact-user");
+    let json: Value = serde_json::from_str(&report().to_json()).unwrap();
+    assert_eq!(
+        keys(&json),
+        sorted(vec![
+            "schema",
+            "generated_at",
+            "process",
+            "totals",
+            "components",
+            "leaks",
+            "health",
+            "pressure"
+        ])
+    );
+    assert_eq!(
+        keys(&json["process"]),
+        sorted(vec!["pid", "rss_bytes", "limit_bytes"])
+    );
+    let classes = vec![
+        "live_bytes",
+        "cached_bytes",
+        "free_bytes",
+        "fresh_bytes",
+        "metadata_bytes",
+        "mapped_bytes",
+        "released_bytes",
+    ];
+    assert_eq!(keys(&json["totals"]), sorted(classes.clone()));
+    let mut row = vec![
+        "id",
+        "name",
+        "kind",
+        "type_name",
+        "object_size",
+        "live_objects",
+        "capacity",
+        "max_capacity",
+        "acquires",
+        "releases",
+        "cross_thread_releases",
+        "exhausted",
+        "corruptions",
+        "guard",
+        "growths",
+        "depot_exchanges",
+        "locality",
+        "nodes",
+    ];
+    row.extend(classes);
+    assert_eq!(keys(component(&json, reg.id())), sorted(row.clone()));
+    row.push("accounting_errors");
+    assert_eq!(keys(component(&json, user.id())), sorted(row));
+    assert_eq!(
+        keys(&component(&json, reg.id())["nodes"][0]),
+        sorted(vec![
+            "node",
+            "live_bytes",
+            "mapped_bytes",
+            "local_acquires",
+            "remote_acquires",
+            "cross_node_releases"
+        ])
+    );
+    assert_eq!(keys(&json["health"]), sorted(vec!["score", "findings"]));
+    let finding = json["health"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["component_id"] == reg.id().get())
+        .unwrap();
+    assert_eq!(
+        keys(finding),
+        sorted(vec![
+            "code",
+            "severity",
+            "component",
+            "component_id",
+            "message",
+            "recommendation"
+        ])
+    );
+    let leak = LeakReport {
+        component: "x".into(),
+        component_id: reg.id(),
+        growth_bytes_per_min: 1.0,
+        live_objects: 1,
+        window_secs: 1.0,
+        oldest_age_secs: Some(2.0),
+        sites: vec![SiteReport::of(&Site::new(
+            Location::caller(),
+            1,
+            Some(Duration::from_secs(2)),
+        ))],
+    };
+    let leak = serde_json::to_value(&leak).unwrap();
+    assert_eq!(
+        keys(&leak),
+        sorted(vec![
+            "component",
+            "component_id",
+            "growth_bytes_per_min",
+            "live_objects",
+            "window_secs",
+            "oldest_age_secs",
+            "sites"
+        ])
+    );
+    assert_eq!(
+        keys(&leak["sites"][0]),
+        sorted(vec!["location", "live", "oldest_age_secs"])
+    );
+    let location = leak["sites"][0]["location"].as_str().unwrap();
+    assert_eq!(location.split(':').count(), 3, "{location}");
+    assert!(location.starts_with(file!()), "{location}");
+}
+
 #[test]
 fn json_round_trips_through_serde() {
     let _serial = serial();
