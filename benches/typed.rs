@@ -66,7 +66,7 @@ fn main() {
             ),
             (
                 "typed-acquire",
-                Pair::of(Same, TypedAcquire::<AcquiredOrder>::NEW),
+                Pair::of(Same, TypedAcquire::<AcquiredOrder>::new()),
             ),
             ("floor", Pair::of(Same, Floor)),
             ("jemalloc", Pair::of(Same, JEMALLOC)),

@@ -76,11 +76,16 @@ derived!(
     capacity = 1_000_000, max_capacity = 2_097_152, name = "peers-preallocated-order"
 );
 
-/// `T::acquire_with(T(order))` on `T`'s derived pool, released by dropping the handle.
+/// `T::acquire_with(T(order))` on `T`'s derived pool (`WITH`), or `T::acquire()` (a
+/// `Default` value) and then the order written through the handle; released by dropping the
+/// handle.
 #[derive(Debug)]
-pub struct Typed<T>(PhantomData<fn() -> T>);
+pub struct Typed<T, const WITH: bool = true>(PhantomData<fn() -> T>);
 
-impl<T: Derived> Typed<T> {
+/// [`Typed`] through `T::acquire()`.
+pub type TypedAcquire<T> = Typed<T, false>;
+
+impl<T: Derived, const WITH: bool> Typed<T, WITH> {
     /// Creates the type's pool now, so that the first timed acquire does not.
     #[allow(clippy::new_without_default)] // Creating the pool is the point.
     pub fn new() -> Self {
@@ -89,39 +94,17 @@ impl<T: Derived> Typed<T> {
     }
 }
 
-impl<T: Derived> Contender for Typed<T> {
+impl<T: Derived, const WITH: bool> Contender for Typed<T, WITH> {
     type Item = Handle<T>;
 
     #[inline(always)]
     fn acquire(&self, make: impl FnOnce() -> Order) -> Handle<T> {
-        match T::acquire_with(T::wrap(make())) {
-            Ok(handle) => handle,
-            Err(err) => fatal(format_args!("tally-pool: acquire_with failed: {err}")),
+        if WITH {
+            return match T::acquire_with(T::wrap(make())) {
+                Ok(handle) => handle,
+                Err(err) => fatal(format_args!("tally-pool: acquire_with failed: {err}")),
+            };
         }
-    }
-
-    #[inline(always)]
-    fn release(&self, item: Handle<T>, check: impl FnOnce(&Order)) {
-        check(item.order());
-        drop(item);
-    }
-}
-
-/// `T::acquire()` (a `Default` value), then the order written through the handle; released
-/// by dropping the handle.
-#[derive(Debug)]
-pub struct TypedAcquire<T>(PhantomData<fn() -> T>);
-
-impl<T> TypedAcquire<T> {
-    /// The contender.
-    pub const NEW: Self = Self(PhantomData);
-}
-
-impl<T: Derived> Contender for TypedAcquire<T> {
-    type Item = Handle<T>;
-
-    #[inline(always)]
-    fn acquire(&self, make: impl FnOnce() -> Order) -> Handle<T> {
         let mut handle = match T::acquire() {
             Ok(handle) => handle,
             Err(err) => fatal(format_args!("tally-pool: acquire failed: {err}")),
@@ -137,8 +120,7 @@ impl<T: Derived> Contender for TypedAcquire<T> {
     }
 }
 
-runs!([T: Derived] Typed<T>, shared);
-runs!([T: Derived] TypedAcquire<T>, shared);
+runs!([T: Derived, const WITH: bool] Typed<T, WITH>, shared);
 
 /// A tally-pool `BlockPool` of 64-byte blocks: `allocate`, a write, and `free`.
 #[derive(Debug)]
