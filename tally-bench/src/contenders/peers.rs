@@ -68,11 +68,11 @@ impl opool::PoolAllocator<Order> for OrderAllocator {
     }
 }
 
-/// Implements [`Contender`] for `$ty`: `$acquire` returns the item holding `$order`;
-/// `$release` gives `$item` back after calling `check` on the order (`$order` again).
-macro_rules! contender {
-    ($ty:ty, $item:ty, |$me:ident, $order:ident| $acquire:expr,
-     |$it:ident, $check:ident| $release:expr) => {
+/// Implements [`Contender`] for each `$ty`: `$acquire` returns the item holding `$order`;
+/// `$release` gives `$it` back after calling `$check` on its order.
+macro_rules! contenders {
+    ($($ty:ty => $item:ty, |$me:ident, $order:ident| $acquire:expr,
+       |$it:ident, $check:ident| $release:expr;)*) => {$(
         impl Contender for $ty {
             type Item = $item;
 
@@ -88,119 +88,91 @@ macro_rules! contender {
                 $release
             }
         }
-    };
+    )*};
 }
 
-/// A guard that dereferences to the `Order` and gives it back on drop.
-macro_rules! guard {
-    ($ty:ty, $item:ty, |$pool:ident| $pull:expr) => {
-        contender!(
-            $ty,
-            $item,
-            |me, order| {
-                let $pool = &me.0;
+/// Implements [`Contender`] for pools whose guard dereferences to the `Order` and gives it
+/// back on drop: `$pull` takes a guard from `$pool`, the contender's pool.
+macro_rules! guards {
+    ($($ty:ty => $item:ty, |$pool:ident| $pull:expr;)*) => {$(
+        impl Contender for $ty {
+            type Item = $item;
+
+            #[inline(always)]
+            fn acquire(&self, make: impl FnOnce() -> Order) -> $item {
+                let ($pool, order) = (&self.0, make());
                 let mut guard = $pull;
                 *guard = order;
                 guard
-            },
-            |guard, check| {
-                let _ = me;
+            }
+
+            #[inline(always)]
+            fn release(&self, guard: $item, check: impl FnOnce(&Order)) {
                 check(&guard);
                 drop(guard);
             }
-        );
-    };
+        }
+    )*};
 }
 
-contender!(
-    ShardedPool,
-    usize,
-    |me, order| match me.0.create_with(|o| *o = order) {
-        Some(key) => key,
-        None => fatal(format_args!("sharded-slab Pool: full")),
-    },
-    |key, check| {
-        match me.0.get(key) {
-            Some(order) => check(&order),
-            None => fatal(format_args!("sharded-slab Pool: key {key} not found")),
-        }
-        if !me.0.clear(key) {
-            fatal(format_args!("sharded-slab Pool: clear({key}) failed"));
-        }
-    }
-);
-contender!(
-    ShardedSlab,
-    usize,
-    |me, order| match me.0.insert(order) {
-        Some(key) => key,
-        None => fatal(format_args!("sharded-slab Slab: full")),
-    },
-    |key, check| match me.0.take(key) {
-        Some(order) => check(&order),
-        None => fatal(format_args!("sharded-slab Slab: key {key} not found")),
-    }
-);
-guard!(
-    Linear,
-    lockfree_object_pool::LinearReusable<'static, Order>,
-    |pool| pool.pull()
-);
-guard!(
-    SpinLock,
-    lockfree_object_pool::SpinLockReusable<'static, Order>,
-    |pool| pool.pull()
-);
-guard!(ObjectPool, object_pool::Reusable<'static, Order>, |pool| {
-    pool.pull(Order::default)
-});
-guard!(
-    Opool,
-    opool::RefGuard<'static, OrderAllocator, Order>,
-    |pool| pool.get()
-);
-guard!(
-    NexusSync,
-    nexus_pool::sync::Pooled<Order>,
-    |pool| match pool.try_acquire() {
+guards! {
+    Linear => lockfree_object_pool::LinearReusable<'static, Order>, |pool| pool.pull();
+    SpinLock => lockfree_object_pool::SpinLockReusable<'static, Order>, |pool| pool.pull();
+    ObjectPool => object_pool::Reusable<'static, Order>, |pool| pool.pull(Order::default);
+    Opool => opool::RefGuard<'static, OrderAllocator, Order>, |pool| pool.get();
+    NexusSync => nexus_pool::sync::Pooled<Order>, |pool| match pool.try_acquire() {
         Some(guard) => guard,
         None => fatal(format_args!("nexus-pool sync: exhausted")),
-    }
-);
-guard!(NexusLocal, nexus_pool::local::Pooled<Order>, |pool| pool
-    .acquire());
-contender!(
-    Slab,
-    usize,
-    |me, order| me.0.borrow_mut().insert(order),
-    |key, check| {
-        match me.0.borrow_mut().try_remove(key) {
+    };
+    NexusLocal => nexus_pool::local::Pooled<Order>, |pool| pool.acquire();
+}
+
+contenders! {
+    ShardedPool => usize,
+        |me, order| match me.0.create_with(|o| *o = order) {
+            Some(key) => key,
+            None => fatal(format_args!("sharded-slab Pool: full")),
+        },
+        |key, check| {
+            match me.0.get(key) {
+                Some(order) => check(&order),
+                None => fatal(format_args!("sharded-slab Pool: key {key} not found")),
+            }
+            if !me.0.clear(key) {
+                fatal(format_args!("sharded-slab Pool: clear({key}) failed"));
+            }
+        };
+    ShardedSlab => usize,
+        |me, order| match me.0.insert(order) {
+            Some(key) => key,
+            None => fatal(format_args!("sharded-slab Slab: full")),
+        },
+        |key, check| match me.0.take(key) {
+            Some(order) => check(&order),
+            None => fatal(format_args!("sharded-slab Slab: key {key} not found")),
+        };
+    Slab => usize,
+        |me, order| me.0.borrow_mut().insert(order),
+        |key, check| match me.0.borrow_mut().try_remove(key) {
             Some(order) => check(&order),
             None => fatal(format_args!("slab: key {key} not found")),
-        }
-    }
-);
-contender!(
-    NexusBounded,
-    nexus_slab::Slot<Order>,
-    |me, order| match me.0.try_alloc(order) {
-        Ok(slot) => slot,
-        Err(_) => fatal(format_args!("nexus-slab: full")),
-    },
-    |slot, check| {
-        check(&slot);
-        me.0.free(slot);
-    }
-);
-contender!(
-    NexusUnbounded,
-    nexus_slab::Slot<Order>,
-    |me, order| me.0.alloc(order),
-    |slot, check| {
-        check(&slot);
-        me.0.free(slot);
-    }
-);
+        };
+    NexusBounded => nexus_slab::Slot<Order>,
+        |me, order| match me.0.try_alloc(order) {
+            Ok(slot) => slot,
+            Err(_) => fatal(format_args!("nexus-slab: full")),
+        },
+        |slot, check| {
+            check(&slot);
+            me.0.free(slot);
+        };
+    NexusUnbounded => nexus_slab::Slot<Order>,
+        |me, order| me.0.alloc(order),
+        |slot, check| {
+            check(&slot);
+            me.0.free(slot);
+        };
+}
 
 impl Remote for NexusSync {
     /// The guards return themselves; the releasing thread needs no access to the pool.
