@@ -162,18 +162,7 @@ fn churn<C: Contender, I: Inlining, S: Stamp>(c: &With<C, I, S>, n: u64) {
     }
 }
 
-/// W2: acquires [`BURST`] objects into `live`, then releases them all, in the same order.
-#[inline(always)]
-fn burst<C: Contender, I: Inlining, S: Stamp>(c: &With<C, I, S>, live: &mut Vec<C::Item>) {
-    live.clear();
-    for i in 0..BURST as u64 {
-        live.push(c.acquire(i));
-    }
-    for (i, item) in (0u64..).zip(live.drain(..)) {
-        c.release(item, i);
-    }
-}
-
+/// Hands `body` a runner that times `run(n)`.
 fn timed(body: Body<'_>, mut run: impl FnMut(u64)) {
     body(&mut |n| {
         let start = Instant::now();
@@ -187,10 +176,20 @@ pub fn churn_session<C: Contender, I: Inlining, S: Stamp>(c: &With<C, I, S>, bod
     timed(body, |n| churn(c, n));
 }
 
-/// Runs W2 under `body`.
+/// Runs W2 under `body`: acquires [`BURST`] objects, then releases them all, in the same
+/// order.
 pub fn burst_session<C: Contender, I: Inlining, S: Stamp>(c: &With<C, I, S>, body: Body<'_>) {
     let mut live = Vec::with_capacity(BURST);
-    timed(body, |n| (0..n).for_each(|_| burst(c, &mut live)));
+    timed(body, |n| {
+        for _ in 0..n {
+            for i in 0..BURST as u64 {
+                live.push(c.acquire(i));
+            }
+            for (i, item) in (0u64..).zip(live.drain(..)) {
+                c.release(item, i);
+            }
+        }
+    });
 }
 
 /// Runs W3 under `body`: this thread acquires `n` objects, pushing each onto the queue; the
@@ -287,12 +286,14 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Acquires objects `0..n`, into a vector of capacity `n`.
+fn acquire_all<C: Contender, I: Inlining, S: Stamp>(c: &With<C, I, S>, n: usize) -> Vec<C::Item> {
+    (0..n as u64).map(|i| c.acquire(i)).collect()
+}
+
 /// W5: acquires `n` objects and reads the resident size with all of them live.
 pub fn memory<C: Contender, I: Inlining, S: Stamp>(c: &With<C, I, S>, n: usize) -> Option<u64> {
-    let mut items = Vec::with_capacity(n);
-    for i in 0..n as u64 {
-        items.push(c.acquire(i));
-    }
+    let items = acquire_all(c, n);
     let resident = resident_bytes();
     black_box(&items);
     // The child exits next: releasing a million objects is not part of the measurement.
@@ -307,16 +308,15 @@ pub fn latency<C: Contender, I: Inlining, S: Stamp>(
     n: usize,
     warm: bool,
 ) -> Vec<u64> {
-    let mut items = Vec::with_capacity(n);
+    let mut items = if warm {
+        acquire_all(c, n)
+    } else {
+        Vec::with_capacity(n)
+    };
     // Touched now, so that recording a time never faults a page in.
     let mut ticks = vec![1u64; n];
-    if warm {
-        for i in 0..n as u64 {
-            items.push(c.acquire(i));
-        }
-        for (i, item) in (0u64..).zip(items.drain(..)) {
-            c.release(item, i);
-        }
+    for (i, item) in (0u64..).zip(items.drain(..)) {
+        c.release(item, i);
     }
     for (i, slot) in (0u64..).zip(ticks.iter_mut()) {
         let start = timer::now();
