@@ -9,7 +9,7 @@
 Options: --input PATH (default: $TALLY_PEERS_JSON, else peers.json in $CARGO_TARGET_DIR or
 target/), --output PATH (default BENCHMARKS.md), --svg PATH (default docs/peers.svg), --lock
 PATH (default Cargo.lock). typed.json and block.json are read beside peers.json. Standard
-library only. Prints the lines the README quotes. It computes nothing: medians, paired
+library only. It computes nothing: medians, paired
 ratios, rivals, W5 ratios, W6 summaries and every target's verdict come from the JSON, as
 the `tally-bench` crate computed them.
 """
@@ -45,11 +45,6 @@ def fmt_ns(x):
     if x >= 1_000:
         return f"{x / 1e3:.0f} µs" if x >= 10_000 else f"{x / 1e3:.1f} µs"
     return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
-
-
-def with_unit(x):
-    text = fmt_ns(x)
-    return text if text.endswith("s") or text == "–" else f"{text} ns"
 
 
 def fmt_ratio(x):
@@ -100,28 +95,6 @@ class Results:
         targets = self.data.get("targets", [])
         return [[v["target"], v["measured"], VERDICT[v["ok"]]] for v in targets
                 if v["table"] == table and v["inlining"] == inlining]
-
-
-def headline(res):
-    """Short ratio phrases for the README."""
-    out = []
-    for wid, w in res.workloads.items():
-        t, pool, alloc = res.median(wid, TALLY), w.get("best_pool"), w.get("best_allocator")
-        if t is None or pool is None:
-            continue
-        phrase = f"{wid} {w['name']}: {with_unit(t)}; {fmt_ratio(pool[1])} the time of the best thread-safe pool ({pool[0]})"
-        if alloc is not None:
-            phrase += f", {fmt_ratio(alloc[1])} that of the best allocator ({alloc[0]})"
-        out.append(phrase)
-    mem = res.memory(TALLY)
-    if mem is not None and mem.get("ratios"):
-        out.append(f"W5 memory: {mem['ratios'][1]:.3f}× the payload plus 8-byte handles")
-    lat = res.latency(TALLY, "growing")
-    if lat is not None and "na" not in lat:
-        runs = f", median of {lat['runs']} processes ({lat['p999_min']:.1f}–{lat['p999_max']:.1f})"
-        out.append(f"W6 one acquire while the pool grows: p99 {lat['p99']:.1f} ns, p99.9 {lat['p999']:.1f} ns"
-                   f"{runs if lat['runs'] > 1 else ''} (the timer's own {lat['timer_overhead_p50']:.0f} ns included)")
-    return out
 
 
 def svg_chart(res):
@@ -196,22 +169,15 @@ def svg_chart(res):
 def workload_section(res, wid):
     w, rounds = res.workloads[wid], res.params.get("rounds", "?")
     quiet = w.get("selection") == "quiet"
-    if quiet:
-        which = (f"Median and min–max over the rounds whose sample ran while other processes used under "
-                 f"{res.params.get('quiet_cpus', 0.5):g} CPU (*quiet*; how many of the {rounds} in brackets); "
-                 f"the last columns use every round.")
-    else:
-        which = (f"Median and min–max over all {rounds} rounds (too few samples ran while the machine was "
-                 f"quiet to keep only those).")
+    which = (f"the rounds whose sample ran while others used under {res.params.get('quiet_cpus'):g} CPU "
+             f"(*quiet*; how many of the {rounds} in brackets)" if quiet else f"all {rounds} rounds")
     lines = [f"## {wid} {w['name']} — {w['unit']}", "",
-             f"{which} *÷ tally-pool* is the paired ratio: the median over rounds of this peer's time over "
-             f"tally-pool's in the same round (above 1: tally-pool is faster).", ""]
+             f"Median and min–max over {which}. *÷ tally-pool*: the paired ratio of this peer's time to "
+             f"tally-pool's (above 1: tally-pool is faster).", ""]
     if wid == "W3":
-        lines += ["W3 has two regimes on this machine, and they hit every peer alike: producer and consumer "
-                  "either run in lock-step, each object a cache-line transfer between the cores (hundreds of ns "
-                  "for every peer, the slow rounds below), or in batches (tens of ns). Which one a sample falls "
-                  "in depends on timing and on other load, not on the peer, hence the wide min–max; the paired "
-                  "ratios compare peers within the same round and are the steadier measure.", ""]
+        lines += ["W3 has two regimes here, whatever the peer: producer and consumer in lock-step (hundreds "
+                  "of ns, an object a cache-line transfer) or in batches (tens of ns); hence the wide "
+                  "min–max. The paired ratios, within a round, are the steadier measure.", ""]
     rows = []
     for label in res.by_median(wid):
         c, plain = res.cell(wid, label), res.cell(wid, label, res.plain)
@@ -241,11 +207,9 @@ def plain_section(res):
         return ""
     return "\n".join([
         "## W1–W4 with plain `#[inline]` adapters", "",
-        "The tables above call every peer through an adapter forced inline (`#[inline(always)]`); their last "
-        "column is the same peer called through a plain `#[inline]` adapter, which the compiler inlines into "
-        "the workload's loop or not on its own, as it would a user's wrapper (the rounds interleave both; "
-        "*÷ forced* is the paired ratio of the plain adapter's time to the forced one's, above 1 when the "
-        "plain call is slower). The targets, with plain adapters:", "",
+        "The last column of the W1–W4 tables calls each peer through a plain `#[inline]` adapter, which "
+        "the compiler inlines or not on its own, as it would a user's wrapper; *÷ forced* is its paired "
+        "ratio to the forced adapter's time. The targets, with plain adapters:", "",
         md_table(["target", "measured", ""], res.verdicts("targets", "plain") + res.verdicts("design", "plain")),
         "",
     ])
@@ -272,11 +236,9 @@ def memory_section(res):
               "(growth − handle array) ÷ payload"]
     return "\n".join([
         f"## W5 memory — {n:,} live objects, resident bytes over payload bytes", "",
-        "Each peer in a fresh process: `/proc/self/statm` before the peer is built and after the last "
-        "acquire, with every object live. *Growth* is the difference; the *handle array* is the `Vec` of "
-        "what the user holds (a handle, guard, key or pointer per object), whose pages are part of the "
-        "growth. Guards marked † carry the `Order` itself, so for them the payload lives in the handle "
-        "array and the second ratio says little.", "",
+        "Each peer in a fresh process: *growth* of `/proc/self/statm` from before the peer is built to "
+        "after the last acquire; the *handle array* is the `Vec` of what the user holds. Guards marked † "
+        "carry the `Order` itself, so for them the second ratio says little.", "",
         md_table(header, rows, ["---", "---"] + ["---:"] * 5), "",
     ])
 
@@ -286,21 +248,16 @@ def latency_section(res):
     if not lat:
         return ""
     timer, runs = res.data.get("timer", {}), res.params.get("latency_runs", 1)
-    runs_sentence = (f". Each peer and mode ran in {runs} such processes, in rounds that visit every peer in "
-                     f"turn; every figure below is the median over them, and the p99.9 column adds their "
-                     f"range") if runs > 1 else ""
+    runs_sentence = f"; figures are medians over {runs} processes, p99.9 with their range" if runs > 1 else ""
     lines = [
         f"## W6 tail latency — {lat[0]['n']:,} single acquires, ns", "",
-        f"Each call is one acquire-and-write of an `Order`, timed alone with `{lat[0]['timer']}` (`lfence; "
-        f"rdtsc; lfence` on each side, converted with a calibration against `Instant`), all objects kept "
-        f"live, in a fresh process per peer and mode{runs_sentence}. **The times include the timer itself**: "
-        f"two back-to-back readings take {fmt_ns(timer.get('overhead_p50'))} ns (p50), so a call that took "
-        f"no time at all would read about that, and readings here come in steps of about "
-        f"{fmt_ns(timer.get('resolution'))} ns.", "",
-        "*With growth*: the peer starts from its smallest configuration (tally-pool `capacity = 1024`; slab "
-        "and `Vec`-backed pools empty; nexus-slab `unbounded::Slab` with its default chunks of 256) and "
-        "grows to hold every object. *Pre-allocated*: the peer's own pre-allocation for all of them where "
-        "it has one, then one untimed acquire-all/release-all pass.", "",
+        f"Each acquire-and-write timed alone with `{lat[0]['timer']}` (`lfence; rdtsc; lfence`, calibrated "
+        f"against `Instant`), all objects kept live, a fresh process per peer and mode{runs_sentence}. "
+        f"**The times include the timer**: two back-to-back readings take {fmt_ns(timer.get('overhead_p50'))} "
+        f"ns (p50), in steps of about {fmt_ns(timer.get('resolution'))} ns.", "",
+        "*With growth*: from the peer's smallest start (tally-pool `capacity = 1024`, nexus-slab "
+        "`unbounded::Slab`) until every object is held. *Pre-allocated*: the peer's own pre-allocation "
+        "where it has one, then one untimed acquire-all/release-all pass.", "",
     ]
     for mode, title in (("growing", "With growth"), ("pre-allocated", "Pre-allocated")):
         entries = sorted(((label, res.latency(label, mode)) for label in res.order),
@@ -340,7 +297,7 @@ def suite_section(suite, title, command):
 
 
 def report(res, versions, shown, suites):
-    d, m, params = res.data, res.data.get("machine", {}), res.params
+    d, m, p = res.data, res.data.get("machine", {}), res.params
     started = datetime.datetime.fromtimestamp(d["started_unix"], datetime.timezone.utc)
     minutes = (d["finished_unix"] - d["started_unix"]) / 60
     out = [
@@ -371,59 +328,45 @@ def report(res, versions, shown, suites):
         ["results", f"`{shown}`; criterion's own report in `target/criterion/`"],
     ]), ""]
     out += [
-        "The machine is shared with other builds: the load average above says how much. Other work hurts "
-        "the two-thread workloads (W3, W4) most: when another process holds one of the two CPUs, both "
-        "threads share the other, W3 slows down about tenfold for every peer and W4 measures no contention "
-        "at all. Each sample therefore records how much CPU other processes used while it ran, and the "
-        "tables use the quiet samples (see each table; the all-rounds numbers are shown beside them).", "",
+        "The machine is shared: when another process holds one of the two CPUs, W3 slows down about "
+        "tenfold for every peer and W4 measures no contention. Each sample records how much CPU other "
+        "processes used while it ran, and the tables use the quiet samples where there are enough.", "",
         "## Targets", "",
-        "Ratios from this one run. A ratio is tally-pool's time over the other's, taken round by round "
-        "(each round samples both within seconds of each other) and the median over the rounds: a paired "
-        "ratio, which other load on the machine moves much less than it moves either median. A target "
-        "missed is reported as missed; no workload is changed to meet one. The verdicts are the bench's "
-        "own (`tally_bench::targets`).", "",
+        "A ratio is tally-pool's time over the other's, taken round by round and the median over the "
+        "rounds (a paired ratio, which other load moves much less than either median). A target missed "
+        "is reported as missed. The verdicts are the bench's own (`tally_bench::targets`).", "",
         md_table(["target", "measured", ""], res.verdicts("targets", "forced")), "",
         "DESIGN.md's ratio table, from the same run:", "",
         md_table(["ratio", "measured", ""], res.verdicts("design", "forced")), "",
         "The same targets with plain `#[inline]` adapters are [below](#w1w4-with-plain-inline-adapters).", "",
         "![W1 churn and W3 pipeline, median ns per object for each peer](docs/peers.svg)", "",
         "## How it is measured", "",
-        "- **Object**: a 64-byte `Order` (eight 8-byte fields). Every workload writes all eight words after "
-        "the acquire and reads them back (volatile loads, checked) before the release.",
-        f"- **W1 churn**: one thread, acquire → write → read → release. **W2 burst**: "
-        f"{params.get('burst', 100000):,} live, then all released in order (time per object). **W3 pipeline**: "
-        f"this thread acquires, a second thread releases; the handles (or keys, or pointers) travel through a "
-        f"`crossbeam_queue::ArrayQueue` of {params.get('queue_capacity', 1024):,}. **W4 contended**: two "
-        f"threads churn on one shared pool; time per pair of operations (one on each thread).",
-        f"- **Numbers** (W1–W4): an interleaved pass of {params.get('rounds', '?')} rounds; each round takes "
-        f"one sample of every workload for every peer, in an order rotated each round, so drift and other "
-        f"load hit all peers alike. A sample warms up for {params.get('warm_up_ms', 0):g} ms (fresh helper "
-        f"thread included), then times about {params.get('sample_ms', 0):g} ms of work. Median and min–max "
-        f"over the rounds. Criterion also measures each cell first ({params.get('criterion_samples', '?')} "
-        f"samples); its median is shown as a cross-check.",
-        f"- **Set-up**: peers that can pre-allocate get {params.get('workload_capacity', 131072):,} values "
-        f"for W1–W4 (tally-pool: `#[pooled(capacity = 131_072)]`). Allocators are called through "
-        f"`GlobalAlloc::alloc`/`dealloc` with `Order`'s layout (the process's global allocator stays the "
-        f"system one, which `Box` uses).",
-        "- **Adapters**: every peer is called through an adapter forced inline (`#[inline(always)]`), and "
-        "through a plain `#[inline]` one (the last column of the W1–W4 tables); both run in the same rounds.",
-        "- **The floor** is a thread-local intrusive free list, not a pool: no synchronisation at all. In "
-        "W3 the releasing thread hands its free list over every 4,096 objects; in W4 each thread has its "
-        "own. It bounds what a per-object pool could cost, and its W3/W4 cells are not like-for-like.",
-        "- **Guards that carry the value** (object-pool, opool, lockfree-object-pool's "
-        "`SpinLockObjectPool`, nexus-pool's `sync` and `local`) move the 64-byte `Order` out of the pool "
-        "into the guard and back: their handles are 72–80 bytes, and in W3 that is what crosses the queue.",
-        "- **n/a** means the peer's API cannot express the workload (the reason is in the cell), "
-        "never that it was left out.", "",
+        "- **Object**: a 64-byte `Order`, all eight words written after the acquire and read back "
+        "(volatile loads, checked) before the release.",
+        f"- **W1 churn**: one thread, acquire → write → read → release. **W2 burst**: {p.get('burst', 0):,} "
+        f"live, then all released in order. **W3 pipeline**: a second thread releases; the handles travel "
+        f"through a `crossbeam_queue::ArrayQueue` of {p.get('queue_capacity', 0):,}. **W4 contended**: two "
+        f"threads churn on one pool; time per pair of operations.",
+        f"- **Numbers**: {p.get('rounds')} rounds, each one sample of every workload for every peer, in an "
+        f"order rotated each round; a sample warms up for {p.get('warm_up_ms', 0):g} ms, then times about "
+        f"{p.get('sample_ms', 0):g} ms of work. Criterion's median ({p.get('criterion_samples')} samples, "
+        f"taken first) is a cross-check.",
+        f"- **Set-up**: {p.get('workload_capacity', 0):,} values pre-allocated where a peer can (tally-pool: "
+        f"`#[pooled(capacity = 131_072)]`); allocators called through `GlobalAlloc::alloc`/`dealloc`.",
+        "- **Adapters**: forced inline (`#[inline(always)]`) and plain `#[inline]`, in the same rounds.",
+        "- **The floor** is a thread-local intrusive free list with no synchronisation: a bound, and "
+        "not like-for-like in W3/W4 (the releasing thread hands its list over every 4,096 objects).",
+        "- **Guards that carry the value** (object-pool, opool, lockfree-object-pool `SpinLock`, "
+        "nexus-pool) move the `Order` into a 72–80-byte handle, which is what crosses W3's queue.",
+        "- **n/a**: the peer's API cannot express the workload (the reason is in the cell).", "",
         "## Peers", "",
     ]
     rows = []
-    for label, p in res.peers.items():
-        krate = p.get("crate") or ""
-        version = ", ".join(versions.get(krate, [])) if krate else ""
-        hb = p.get("handle_bytes")
-        rows.append([bold_tally(label), p["kind"], f"{krate} {version}".strip() or "std", p["api"],
-                     "" if hb is None else hb])
+    for label, peer in res.peers.items():
+        krate = peer.get("crate") or ""
+        version = f"{krate} {', '.join(versions.get(krate, []))}".strip() if krate else "std"
+        hb = peer.get("handle_bytes")
+        rows.append([bold_tally(label), peer["kind"], version, peer["api"], "" if hb is None else hb])
     out += [md_table(["peer", "kind", "crate", "called as", "handle bytes"], rows), ""]
     out += [workload_section(res, wid) for wid in ("W1", "W2", "W3", "W4") if wid in res.workloads]
     out += [plain_section(res), memory_section(res), latency_section(res),
@@ -468,14 +411,7 @@ def main():
     args.output.write_text(report(res, versions, shown, suites))
     args.svg.parent.mkdir(parents=True, exist_ok=True)
     args.svg.write_text(svg_chart(res))
-    print(f"wrote {args.output} and {args.svg}\n\nREADME lines:\n")
-    print("Benchmarks against sharded-slab, lockfree-object-pool, object-pool, opool, nexus-pool, nexus-slab, "
-          "slab, mimalloc, jemalloc and the system allocator: [BENCHMARKS.md](BENCHMARKS.md) (2-core machine, "
-          "64-byte objects, one run).\n")
-    for line in headline(res):
-        print(f"- {line}")
-    print("\n![W1 churn and W3 pipeline per peer](docs/peers.svg)")
-
+    print(f"wrote {args.output} and {args.svg}")
 
 if __name__ == "__main__":
     main()
