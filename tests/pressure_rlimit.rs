@@ -101,7 +101,7 @@ fn child() {
             Ok(handle) => held.push(handle),
             Err(e) => break e,
         }
-        if held.len() % 1024 == 0 {
+        if held.len() & 1023 == 0 {
             // A mebibyte at a time, slow enough for the monitor's 2 ms ticks.
             std::thread::sleep(Duration::from_millis(1));
             let now = pressure::level();

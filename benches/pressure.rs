@@ -1,0 +1,300 @@
+//! Memory pressure: `cargo bench --bench pressure` (`-- --quick` for short runs) prints
+//! medians, ratios and whether each target is met.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tally_bench::stats::{median, quantile};
+use tally_bench::{timer, Mode};
+use tally_pool::pressure::{self, PressureConfig, PressureLevel, PressureMonitor};
+use tally_pool::{Handle, Pool, PoolConfig};
+
+/// 4 KiB, so acquires map often; 64 bytes, the size of W1 and W6.
+type Page = [[u64; 32]; 16];
+type Small = [u64; 8];
+
+const VERDICTS: [&str; 2] = ["target NOT met", "target met"];
+
+fn verdict(met: bool) -> &'static str {
+    VERDICTS.get(usize::from(met)).map_or("?", |v| v)
+}
+
+fn fatal(what: &str, e: impl std::fmt::Debug) -> ! {
+    eprintln!("pressure bench: {what}: {e:?}");
+    std::process::exit(1)
+}
+
+trait OrDie<T> {
+    fn or_die(self, what: &str) -> T;
+}
+
+impl<T, E: std::fmt::Debug> OrDie<T> for Result<T, E> {
+    fn or_die(self, what: &str) -> T {
+        self.unwrap_or_else(|e| fatal(what, e))
+    }
+}
+
+fn p99(v: &[f64]) -> f64 {
+    let mut sorted: Vec<u64> = v.iter().map(|&x| x as u64).collect();
+    sorted.sort_unstable();
+    quantile(&sorted, 0.99) as f64
+}
+
+fn pool<T: Default>(config: PoolConfig) -> &'static Pool<T> {
+    Pool::new(config).or_die("pool")
+}
+
+/// `rounds` mapping acquires (timed, with the level seen right after) that cross 60 % of a
+/// budget set just above what is mapped, against mapping acquires with no monitor.
+fn crossing(rounds: usize) {
+    let pool: &'static Pool<Page> = pool(
+        PoolConfig::new("bench-crossing")
+            .capacity(1)
+            .max_capacity(1 << 24),
+    );
+    let mut held: Vec<Handle<Page>> = Vec::with_capacity(rounds * 600);
+    let mapping_acquire = |held: &mut Vec<Handle<Page>>| loop {
+        let before = pressure::mapped_bytes();
+        let t = Instant::now();
+        let h = pool.acquire();
+        let level = pressure::level();
+        let ns = t.elapsed().as_nanos() as f64;
+        held.push(h.or_die("acquire"));
+        if pressure::mapped_bytes() > before {
+            return (ns, level);
+        }
+    };
+    let (mut plain, mut crossed) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        plain.push(mapping_acquire(&mut held).0);
+        let budget = (pressure::mapped_bytes() + 1) * 5 / 3 + 1;
+        let config = PressureConfig::default().budget(budget).grow_ahead(false);
+        let config = config.interval(Duration::from_secs(3600));
+        let monitor = PressureMonitor::start(config).or_die("start");
+        let (ns, level) = mapping_acquire(&mut held);
+        if level < PressureLevel::Moderate {
+            fatal("the crossing acquire did not raise the level", level);
+        }
+        crossed.push(ns);
+        drop(monitor);
+    }
+    let added = p99(&crossed) - p99(&plain);
+    println!(
+        "crossing: level raised inside the crossing acquire in {rounds} of {rounds} rounds; \
+         crossing acquire median {:.2} µs, p99 {:.2} µs; plain mapping acquire median {:.2} \
+         µs, p99 {:.2} µs (ratio of medians {:.2}); the check adds {:.2} µs at p99; \
+         < 10 µs: {} (whole acquire), {} (added)",
+        median(&crossed) / 1e3,
+        p99(&crossed) / 1e3,
+        median(&plain) / 1e3,
+        p99(&plain) / 1e3,
+        median(&crossed) / median(&plain),
+        added / 1e3,
+        verdict(p99(&crossed) < 10_000.0),
+        verdict(added < 10_000.0)
+    );
+}
+
+/// A writable copy of the v2 fixture tree in a temporary directory.
+fn fixture_copy() -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pressure/v2");
+    let to = std::env::temp_dir().join(format!("tally-pressure-bench-{}", std::process::id()));
+    let cp = Command::new("cp")
+        .arg("-r")
+        .arg(&from)
+        .arg(&to)
+        .status()
+        .or_die("cp");
+    cp.success().then_some(to).ok_or(cp).or_die("cp")
+}
+
+/// The v2 fixture's usage crossing 80 % (and back), `rounds` times.
+fn fixture(rounds: usize) {
+    let root = fixture_copy();
+    let current = root.join("sys/fs/cgroup/app.slice/memory.current");
+    let set = |share: f64| {
+        let bytes = (share * f64::from(1u32 << 30)) as u64 + (100 << 20);
+        let tmp = current.with_extension("tmp");
+        std::fs::write(&tmp, format!("{bytes}\n")).or_die("write");
+        std::fs::rename(&tmp, &current).or_die("rename");
+    };
+    set(0.30);
+    let interval = Duration::from_millis(10);
+    let config = PressureConfig::default()
+        .root(&root)
+        .interval(interval)
+        .horizon(Duration::ZERO);
+    let monitor = PressureMonitor::start(config.min_dwell(Duration::ZERO)).or_die("start");
+    let seen: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let hook = Arc::clone(&seen);
+    monitor.on_transition(move |t| {
+        if let (true, Ok(mut seen)) = (t.to >= PressureLevel::High, hook.lock()) {
+            *seen = Some(t.at);
+        }
+    });
+    let seen_at = || *seen.lock().unwrap_or_else(|p| p.into_inner());
+    let mut waits = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        std::thread::sleep(Duration::from_millis(7)); // a phase unrelated to the ticks
+        *seen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let written = Instant::now();
+        set(0.85);
+        while seen_at().is_none() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let at = seen_at().unwrap_or(written);
+        waits.push(at.saturating_duration_since(written).as_secs_f64() * 1e3);
+        set(0.30);
+        while monitor.level() != PressureLevel::Normal {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let worst = waits.iter().copied().fold(0.0, f64::max);
+    println!(
+        "fixture: cgroup v2 crossing to High: median {:.2} ms, worst {worst:.2} ms of {rounds} \
+         rounds (interval 10 ms); within two intervals: {}",
+        median(&waits),
+        verdict(worst <= 2.0 * interval.as_secs_f64() * 1e3)
+    );
+    drop(monitor);
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// CPU seconds of thread `tid` of this process (utime + stime).
+fn thread_cpu(tid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ
+}
+
+/// One tick with 100 pools registered, and the monitor's CPU at defaults, over `run`.
+fn ticks_and_cpu(run: Duration) {
+    for i in 0..100 {
+        let pool: &'static Pool<Small> = pool(PoolConfig::new(format!("bench-tick-{i}")));
+        drop(pool.acquire().or_die("acquire"));
+    }
+    let monitor = PressureMonitor::start(PressureConfig::default()).or_die("start");
+    std::thread::sleep(Duration::from_millis(50));
+    let tid = monitor.thread_id().ok_or("no thread id").or_die("monitor");
+    let (cpu0, busy0, wall0) = (thread_cpu(tid), monitor.busy_time(), Instant::now());
+    std::thread::sleep(run);
+    let (cpu1, busy1, wall) = (thread_cpu(tid), monitor.busy_time(), wall0.elapsed());
+    let ticks: Vec<f64> = monitor
+        .recent_ticks()
+        .iter()
+        .map(|d| d.as_nanos() as f64)
+        .collect();
+    println!(
+        "tick: one tick with 100 pools: median {:.1} µs, p99 {:.1} µs over {} ticks; < 50 µs: {}",
+        median(&ticks) / 1e3,
+        p99(&ticks) / 1e3,
+        ticks.len(),
+        verdict(median(&ticks) < 50_000.0)
+    );
+    let busy = (busy1 - busy0).as_secs_f64() / wall.as_secs_f64() * 100.0;
+    let cpu = (cpu1.unwrap_or(f64::NAN) - cpu0.unwrap_or(f64::NAN)) / wall.as_secs_f64() * 1e2;
+    println!(
+        "cpu: monitor thread at defaults over {:.1} s: {cpu:.2} % of a core by /proc \
+         (10 ms resolution), {busy:.2} % busy by its own clock; < 1 %: {}",
+        wall.as_secs_f64(),
+        verdict(cpu.max(busy) < 1.0)
+    );
+    drop(monitor);
+}
+
+/// ns per acquire + release of `n` on one pool, on this thread.
+fn w1(pool: &'static Pool<Small>, n: u64) -> f64 {
+    let t = Instant::now();
+    for i in 0..n {
+        black_box(&mut *pool.acquire().or_die("acquire"))[0] = i;
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// W1 with no monitor and with a monitor at High asking for memory every 10 ms (idle
+/// after 10 ms), in alternating rounds.
+fn w1_reclaiming(rounds: usize, n: u64) {
+    let pool: &'static Pool<Small> = pool(PoolConfig::new("bench-w1").capacity(4096));
+    w1(pool, n);
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        without.push(w1(pool, n));
+        let budget = pressure::mapped_bytes() * 100 / 85; // 85 %: High
+        let often = Duration::from_millis(10);
+        let config = PressureConfig::default()
+            .budget(budget)
+            .reclaim_every(often);
+        let monitor = PressureMonitor::start(config.idle_after(often)).or_die("start");
+        with.push(w1(pool, n));
+        if monitor.level() < PressureLevel::High {
+            fatal("the monitor is not at High", monitor.level());
+        }
+        drop(monitor);
+    }
+    let ratios: Vec<f64> = with.iter().zip(&without).map(|(a, b)| a / b).collect();
+    println!(
+        "W1 while reclaiming: {:.2} ns with the monitor at High, {:.2} ns without; \
+         median ratio {:.3}; at most 1.10: {}",
+        median(&with),
+        median(&without),
+        median(&ratios),
+        verdict(median(&ratios) <= 1.10)
+    );
+}
+
+/// p99.9 in ns of `n` single acquires on a fresh growing pool, all kept live.
+fn w6(name: &str, n: usize, ns_per_tick: f64) -> f64 {
+    let max = n.next_power_of_two() * 2;
+    let pool: &'static Pool<Small> = pool(PoolConfig::new(name).capacity(64).max_capacity(max));
+    let mut held = Vec::with_capacity(n);
+    let mut ticks = vec![1u64; n];
+    for slot in ticks.iter_mut() {
+        let start = timer::now();
+        let h = pool.acquire();
+        *slot = timer::now().wrapping_sub(start);
+        held.push(h.or_die("acquire"));
+    }
+    ticks.sort_unstable();
+    quantile(&ticks, 0.999) as f64 * ns_per_tick
+}
+
+fn w6_both(rounds: usize, n: usize) {
+    let ns_per_tick = timer::calibrate(Duration::from_millis(50));
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        without.push(w6(&format!("bench-w6-off-{round}"), n, ns_per_tick));
+        let monitor = PressureMonitor::start(PressureConfig::default()).or_die("start");
+        with.push(w6(&format!("bench-w6-on-{round}"), n, ns_per_tick));
+        drop(monitor);
+    }
+    println!(
+        "W6: p99.9 of one acquire while the pool grows ({n} acquires): {:.0} ns with the \
+         monitor, {:.0} ns without (ratio {:.2}); < 100 ns with it: {}",
+        median(&with),
+        median(&without),
+        median(&with) / median(&without),
+        verdict(median(&with) < 100.0)
+    );
+}
+
+fn main() {
+    let mode = Mode::detect();
+    if Mode::listing() {
+        return;
+    }
+    let (rounds, n, run) = match mode {
+        Mode::Full => (200, 2_000_000, Duration::from_secs(5)),
+        Mode::Quick => (40, 500_000, Duration::from_secs(2)),
+        Mode::Test => (3, 10_000, Duration::from_millis(100)),
+    };
+    println!("pressure benches ({} mode)", mode.name());
+    crossing(rounds);
+    fixture(rounds.min(40));
+    ticks_and_cpu(run);
+    w1_reclaiming(rounds.min(20), n as u64);
+    w6_both(rounds.min(10), n / 2);
+}
