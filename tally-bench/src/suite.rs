@@ -40,15 +40,16 @@ pub struct Suite {
 }
 
 /// Criterion's groups `<prefix>W1 churn` and so on: the contenders of `grids` (`pairs`, in
-/// the same order; `None` for one that could not be built) under both inlinings (`label`,
-/// `label (plain)`). Each cell gets the median ns per object over criterion's samples.
+/// the same order, or why one could not be built: its cells say so) under both inlinings
+/// (`label`, `label (plain)`). Each cell gets the median ns per object over criterion's
+/// samples.
 /// `flat_burst`: the same iteration count for every W2 sample, not criterion's linear ramp
 /// (one W2 iteration takes a slow peer a second).
 pub fn criterion_groups(
     mode: Mode,
     short: [Duration; 2],
     prefix: &str,
-    pairs: &[Option<&Pair>],
+    pairs: &[Result<&Pair, &'static str>],
     grids: &mut [Grid; 2],
     flat_burst: bool,
 ) {
@@ -69,7 +70,8 @@ pub fn criterion_groups(
                     _ => format!("{label} (plain)"),
                 };
                 let mut records: Vec<(u64, Duration)> = Vec::new();
-                if let Some(runs) = pair.and_then(|p| p.both().get(inlining).copied()) {
+                cell.na = pair.err();
+                if let Some(runs) = pair.ok().and_then(|p| p.both().get(inlining).copied()) {
                     let _ = runs.session(w, &mut |run| {
                         group.bench_function(&id, |b| {
                             b.iter_custom(|iters| {
@@ -99,7 +101,7 @@ pub fn criterion_groups(
 pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
     let mode = Mode::detect();
     let labels: Vec<&'static str> = entries.iter().map(|(label, _)| *label).collect();
-    let pairs: Vec<Option<&Pair>> = entries.iter().map(|(_, pair)| Some(pair)).collect();
+    let pairs: Vec<Result<&Pair, &str>> = entries.iter().map(|(_, pair)| Ok(pair)).collect();
     let mut grids = [0, 1].map(|_| Grid::new(labels.clone(), Workload::ALL.len(), false));
     let short = [Duration::from_millis(100), Duration::from_millis(300)];
     criterion_groups(mode, short, suite.group_prefix, &pairs, &mut grids, false);

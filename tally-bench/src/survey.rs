@@ -86,18 +86,10 @@ pub fn run(peers: &[Peer]) {
     };
     let built: Vec<Result<Pair, &str>> =
         peers.iter().map(|p| (p.build)(WORKLOAD_CAPACITY)).collect();
-    let pairs: Vec<Option<&Pair>> = built.iter().map(|b| b.as_ref().ok()).collect();
+    let pairs: Vec<Result<&Pair, &str>> =
+        built.iter().map(|b| b.as_ref().map_err(|e| *e)).collect();
     let labels: Vec<&'static str> = peers.iter().map(|p| p.label).collect();
-    // One grid per inlining; a peer that cannot be built has no cell anywhere.
-    let mut grids = [0, 1].map(|_| {
-        let mut grid = Grid::new(labels.clone(), Workload::ALL.len(), true);
-        for row in &mut grid.cells {
-            row.iter_mut()
-                .zip(&built)
-                .for_each(|(c, b)| c.na = b.as_ref().err().copied());
-        }
-        grid
-    });
+    let mut grids = [0, 1].map(|_| Grid::new(labels.clone(), Workload::ALL.len(), true));
     let short = [Duration::from_millis(50), Duration::from_millis(200)];
     criterion_groups(mode, short, "peers ", &pairs, &mut grids, true);
     if Mode::listing() {
@@ -113,7 +105,7 @@ pub fn run(peers: &[Peer]) {
                 };
                 for j in 0..pairs.len() {
                     let p = (j + round) % pairs.len();
-                    let runs = pairs.get(p).copied().flatten();
+                    let runs = pairs.get(p).and_then(|p| p.ok());
                     let runs = runs.and_then(|pair| pair.both().get(inlining).copied());
                     if let (Some(runs), Some(cell)) = (runs, row.get_mut(p)) {
                         sample(runs, w, mode, [warm_up, length], cell);
@@ -208,7 +200,7 @@ pub fn run(peers: &[Peer]) {
         },
         "peers": peers.iter().zip(&pairs).map(|(p, pair)| json!({
             "label": p.label, "kind": p.kind, "crate": p.krate, "api": p.api,
-            "handle_bytes": pair.map(|pair| pair.forced().handle_bytes()),
+            "handle_bytes": pair.ok().map(|pair| pair.forced().handle_bytes()),
         })).collect::<Vec<_>>(),
         "workloads": workloads.first(), "plain": workloads.get(1),
         "memory": memory, "latency": latency, "latency_summary": summaries, "targets": verdicts,
