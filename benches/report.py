@@ -174,10 +174,6 @@ def workload_section(res, wid):
     lines = [f"## {wid} {w['name']} — {w['unit']}", "",
              f"Median and min–max over {which}. *÷ tally-pool*: the paired ratio of this peer's time to "
              f"tally-pool's (above 1: tally-pool is faster).", ""]
-    if wid == "W3":
-        lines += ["W3 has two regimes here, whatever the peer: producer and consumer in lock-step (hundreds "
-                  "of ns, an object a cache-line transfer) or in batches (tens of ns); hence the wide "
-                  "min–max. The paired ratios, within a round, are the steadier measure.", ""]
     rows = []
     for label in res.by_median(wid):
         c, plain = res.cell(wid, label), res.cell(wid, label, res.plain)
@@ -236,9 +232,9 @@ def memory_section(res):
               "(growth − handle array) ÷ payload"]
     return "\n".join([
         f"## W5 memory — {n:,} live objects, resident bytes over payload bytes", "",
-        "Each peer in a fresh process: *growth* of `/proc/self/statm` from before the peer is built to "
-        "after the last acquire; the *handle array* is the `Vec` of what the user holds. Guards marked † "
-        "carry the `Order` itself, so for them the second ratio says little.", "",
+        "*Growth*: resident bytes from before the peer is built to after the last acquire, in a fresh "
+        "process; the *handle array* is the `Vec` of what the user holds (†: guards that carry the `Order`).",
+        "",
         md_table(header, rows, ["---", "---"] + ["---:"] * 5), "",
     ])
 
@@ -255,9 +251,8 @@ def latency_section(res):
         f"against `Instant`), all objects kept live, a fresh process per peer and mode{runs_sentence}. "
         f"**The times include the timer**: two back-to-back readings take {fmt_ns(timer.get('overhead_p50'))} "
         f"ns (p50), in steps of about {fmt_ns(timer.get('resolution'))} ns.", "",
-        "*With growth*: from the peer's smallest start (tally-pool `capacity = 1024`, nexus-slab "
-        "`unbounded::Slab`) until every object is held. *Pre-allocated*: the peer's own pre-allocation "
-        "where it has one, then one untimed acquire-all/release-all pass.", "",
+        "*With growth*: from the peer's smallest start; *pre-allocated*: after an untimed "
+        "acquire-all/release-all pass.", "",
     ]
     for mode, title in (("growing", "With growth"), ("pre-allocated", "Pre-allocated")):
         entries = sorted(((label, res.latency(label, mode)) for label in res.order),
@@ -341,24 +336,12 @@ def report(res, versions, shown, suites):
         "The same targets with plain `#[inline]` adapters are [below](#w1w4-with-plain-inline-adapters).", "",
         "![W1 churn and W3 pipeline, median ns per object for each peer](docs/peers.svg)", "",
         "## How it is measured", "",
-        "- **Object**: a 64-byte `Order`, all eight words written after the acquire and read back "
-        "(volatile loads, checked) before the release.",
-        f"- **W1 churn**: one thread, acquire → write → read → release. **W2 burst**: {p.get('burst', 0):,} "
-        f"live, then all released in order. **W3 pipeline**: a second thread releases; the handles travel "
-        f"through a `crossbeam_queue::ArrayQueue` of {p.get('queue_capacity', 0):,}. **W4 contended**: two "
-        f"threads churn on one pool; time per pair of operations.",
-        f"- **Numbers**: {p.get('rounds')} rounds, each one sample of every workload for every peer, in an "
-        f"order rotated each round; a sample warms up for {p.get('warm_up_ms', 0):g} ms, then times about "
-        f"{p.get('sample_ms', 0):g} ms of work. Criterion's median ({p.get('criterion_samples')} samples, "
-        f"taken first) is a cross-check.",
-        f"- **Set-up**: {p.get('workload_capacity', 0):,} values pre-allocated where a peer can (tally-pool: "
-        f"`#[pooled(capacity = 131_072)]`); allocators called through `GlobalAlloc::alloc`/`dealloc`.",
-        "- **Adapters**: forced inline (`#[inline(always)]`) and plain `#[inline]`, in the same rounds.",
-        "- **The floor** is a thread-local intrusive free list with no synchronisation: a bound, and "
-        "not like-for-like in W3/W4 (the releasing thread hands its list over every 4,096 objects).",
-        "- **Guards that carry the value** (object-pool, opool, lockfree-object-pool `SpinLock`, "
-        "nexus-pool) move the `Order` into a 72–80-byte handle, which is what crosses W3's queue.",
-        "- **n/a**: the peer's API cannot express the workload (the reason is in the cell).", "",
+        f"{p.get('rounds')} rounds, each one sample of every workload for every peer (about "
+        f"{p.get('sample_ms', 0):g} ms of work after {p.get('warm_up_ms', 0):g} ms of warm-up), in an order "
+        f"rotated each round; W2 holds {p.get('burst', 0):,} live, W3's queue {p.get('queue_capacity', 0):,}; "
+        f"{p.get('workload_capacity', 0):,} values pre-allocated where a peer can. The method, the "
+        "workloads and what each peer's figures mean: [docs/performance.md](docs/performance.md#how-the-"
+        "peers-are-measured).", "",
         "## Peers", "",
     ]
     rows = []
