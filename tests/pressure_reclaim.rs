@@ -1,0 +1,159 @@
+//! Reclamation under pressure, end to end: a pool grown to 256 MiB whose values were all
+//! released, then a budget that puts the process at High. Within a second the resident set
+//! (`/proc/self/statm`) must fall by at least 80 % of the bytes the components said they
+//! could give back, and the pool's reserve must stay. Also: a pool that is still busy is
+//! left alone at High, and the monitor grows a busy pool ahead of demand.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tally_pool::pressure::{self, PressureConfig, PressureLevel, PressureMonitor};
+use tally_pool::stats::Source;
+use tally_pool::{Handle, Pool, PoolConfig};
+
+/// A 4 KiB value with a `Default`.
+type Page = [[u64; 32]; 16];
+
+const MIB: u64 = 1 << 20;
+
+/// One monitor per process: the tests of this file take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Resident bytes of this process.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps and measures hundreds of mebibytes")]
+fn at_high_rss_falls_by_most_of_the_reclaimable_bytes_within_a_second() {
+    let _serial = serial();
+    let values = (256 * MIB / 4096) as usize;
+    let pool: &'static Pool<Page> = Pool::new(
+        PoolConfig::new("pressure-rss")
+            .capacity(256)
+            .max_capacity(2 * values),
+    )
+    .unwrap();
+    let mut held: Vec<Handle<Page>> = Vec::with_capacity(values);
+    for _ in 0..values {
+        held.push(pool.acquire().unwrap());
+    }
+    drop(held);
+    // Idle for longer than `idle_after`: no slow path since the last release.
+    let idle_after = Duration::from_millis(100);
+    std::thread::sleep(3 * idle_after);
+    let before = rss();
+    let budget = pressure::mapped_bytes() * 100 / 85; // 85 %: High
+    let started = Instant::now();
+    let config = PressureConfig::default()
+        .budget(budget)
+        .idle_after(idle_after);
+    let monitor = PressureMonitor::start(config).unwrap();
+    assert_eq!(monitor.level(), PressureLevel::High);
+    // The round of the first tick, at High.
+    let round = monitor.last_reclamation().unwrap();
+    assert_eq!(round.level, PressureLevel::High);
+    let reclaimable = round.reclaimable_bytes;
+    assert!(reclaimable >= 200 * MIB, "{round:?}");
+    let want = reclaimable * 8 / 10;
+    let deadline = started + Duration::from_secs(1);
+    let mut fell = before.saturating_sub(rss());
+    while fell < want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        fell = before.saturating_sub(rss());
+    }
+    let took = started.elapsed();
+    println!(
+        "rss {} MiB before; reclaimable {} MiB, reclaimed {} MiB in {:?} (first round); \
+         rss fell {} MiB ({:.0} % of reclaimable) after {took:?}",
+        before / MIB,
+        reclaimable / MIB,
+        round.reclaimed_bytes / MIB,
+        round.duration,
+        fell / MIB,
+        fell as f64 / reclaimable as f64 * 100.0
+    );
+    assert!(
+        fell >= want,
+        "rss fell {fell} bytes of {reclaimable} reclaimable"
+    );
+    // The reserve stays: a burst of `capacity` values after the quiet period maps nothing.
+    drop(monitor);
+    let mapped = pressure::mapped_bytes();
+    let again: Vec<Handle<Page>> = (0..256).map(|_| pool.acquire().unwrap()).collect();
+    assert_eq!(pressure::mapped_bytes(), mapped);
+    drop(again);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs the monitor thread")]
+fn a_busy_pool_is_left_alone_at_high() {
+    let _serial = serial();
+    let pool: &'static Pool<Page> = Pool::new(
+        PoolConfig::new("pressure-busy")
+            .capacity(256)
+            .max_capacity(1 << 16),
+    )
+    .unwrap();
+    let held: Vec<Handle<Page>> = (0..4096).map(|_| pool.acquire().unwrap()).collect();
+    drop(held);
+    // Just used (a slow path a moment ago), with an idle time of an hour.
+    let idle_after = Duration::from_secs(3600);
+    let budget = pressure::mapped_bytes() * 100 / 85;
+    let config = PressureConfig::default()
+        .budget(budget)
+        .idle_after(idle_after);
+    let monitor = PressureMonitor::start(config).unwrap();
+    assert_eq!(monitor.level(), PressureLevel::High);
+    let round = monitor.last_reclamation().unwrap();
+    assert_eq!(round.reclaimed_bytes, 0, "{round:?}");
+    drop(monitor);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs the monitor thread")]
+fn the_monitor_grows_a_busy_pool_ahead_of_demand() {
+    let _serial = serial();
+    let pool: &'static Pool<Page> = Pool::new(
+        PoolConfig::new("pressure-ahead")
+            .capacity(16)
+            .max_capacity(1 << 16),
+    )
+    .unwrap();
+    let source: &dyn Source = pool;
+    // The pool grows (slow paths now), then the monitor runs a few ticks.
+    let mut held: Vec<Handle<Page>> = (0..2048).map(|_| pool.acquire().unwrap()).collect();
+    let free_before = source.snapshot().free_bytes;
+    let monitor = PressureMonitor::start(PressureConfig::default()).unwrap();
+    let ticks = monitor.ticks();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor.ticks() < ticks + 3 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let snapshot = source.snapshot();
+    println!(
+        "free before {free_before} bytes, after {} bytes",
+        snapshot.free_bytes
+    );
+    assert!(
+        snapshot.free_bytes > free_before,
+        "blocks carved ahead and waiting in the depot: {snapshot:?}"
+    );
+    held.push(pool.acquire().unwrap());
+    drop(monitor);
+    drop(held);
+}
