@@ -280,13 +280,16 @@ def suite_section(suite, title, command):
              f"operations), commit `{suite['machine'].get('git') or '?'}`, load average before and after "
              f"{' / '.join(str(x) for x in suite.get('load_average', []))}. Ratios are of medians.{mode}", ""]
     for table in suite["tables"]:
-        columns = suite.get("columns") or sorted(table["workloads"][0]["medians"])
-        rows = [[w["id"]] + [fmt_ns(w["medians"].get(c)) for c in columns] for w in table["workloads"]]
+        columns, subject = suite["columns"], suite["subject"]
+        versus = [c for c in ("floor", "jemalloc") if c in columns]
+        rows = [[w["id"]] + [fmt_ns(w["medians"].get(c)) for c in columns]
+                + [fmt_ratio(w["ratios"].get(c)) for c in versus] for w in table["workloads"]]
         verdicts = [[v["target"], v["measured"], VERDICT[v["ok"]]] for w in table["workloads"]
                     for v in w["verdicts"]]
         lines += [f"### {table['inlining'].capitalize()} adapters: all targets "
                   f"{'met' if table['all_met'] else 'not met'}", "",
-                  md_table(["workload"] + columns, rows, ["---"] + ["---:"] * len(columns)), "",
+                  md_table(["workload"] + columns + [f"{subject} ÷ {c}" for c in versus], rows,
+                           ["---"] + ["---:"] * (len(columns) + len(versus))), "",
                   md_table(["target", "measured", ""], verdicts), ""]
     return "\n".join(lines)
 
@@ -360,7 +363,7 @@ def report(res, versions, shown, suites):
     out += [md_table(["crate", "version (Cargo.lock)"], rows), ""]
     if d.get("seconds_after"):
         out += ["Run time: " + ", ".join(f"{k} done after {v / 60:.1f} min" for k, v in d["seconds_after"]) + ".", ""]
-    return "\n".join(s for s in out if s is not None)
+    return "\n".join(out)
 
 
 def main():
@@ -395,6 +398,7 @@ def main():
     args.svg.parent.mkdir(parents=True, exist_ok=True)
     args.svg.write_text(svg_chart(res))
     print(f"wrote {args.output} and {args.svg}")
+
 
 if __name__ == "__main__":
     main()
