@@ -42,9 +42,12 @@ impl PoolShared {
     pub(super) fn reclaim_idle(&self, urgency: Urgency, idle_after: Duration) -> usize {
         let now = now_ms();
         let idle = self.is_idle(now, idle_after);
-        if urgency >= Urgency::Moderate {
-            self.caches
-                .request_flush_idle(now.saturating_sub(millis(idle_after)));
+        // Nothing has been idle for longer than the process has run.
+        if let (true, Some(since)) = (
+            urgency >= Urgency::Moderate,
+            now.checked_sub(millis(idle_after)),
+        ) {
+            self.caches.request_flush_idle(since);
         }
         if urgency >= Urgency::Critical || (urgency >= Urgency::High && idle) {
             self.release_free_chunks(true, self.reserve)
