@@ -52,9 +52,10 @@ use core::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
+use tally_pool::stats::{Source, Urgency};
 
 use common::block::free_owned;
 use common::live_set::LiveSet;
@@ -176,8 +177,8 @@ fn producer_consumer(pool: &BlockPool, ops: usize, sample: &LiveSet) -> Counts {
 /// Phase 2: both threads allocate, stamp, verify and free, `ops / 2` operations each.
 ///
 /// With `with_reclaimer`, a third thread runs meanwhile: it allocates a burst of blocks
-/// spanning several chunks, stamps and checks them, frees them all and calls `reclaim()`,
-/// again and again, so that chunks really are given back while the workers allocate and
+/// spanning several chunks, stamps and checks them, frees them all and calls `reclaim()`
+/// (or `reclaim_idle` at each urgency, or `grow_ahead`), again and again, so that chunks really are given back while the workers allocate and
 /// free. A reclaim must never give back memory a live block is in (the tags would show it)
 /// nor lose a block (the final reclaim would keep a chunk).
 fn churn(pool: &BlockPool, ops: usize, sample: &LiveSet, with_reclaimer: bool) -> Counts {
@@ -212,7 +213,19 @@ fn churn(pool: &BlockPool, ops: usize, sample: &LiveSet, with_reclaimer: bool) -
                         free_owned(pool, block).unwrap();
                         counts.frees += 1;
                     }
-                    let now = pool.reclaim();
+                    // Every urgency the pressure monitor asks for, and growth ahead of
+                    // demand, in turn; the last round is a full reclaim.
+                    let now = match rounds % 5 {
+                        _ if last => pool.reclaim(),
+                        0 => pool.reclaim(),
+                        1 => pool.reclaim_idle(Urgency::Moderate, Duration::ZERO),
+                        2 => pool.reclaim_idle(Urgency::High, Duration::ZERO),
+                        3 => pool.reclaim_idle(Urgency::Critical, Duration::ZERO),
+                        _ => {
+                            pool.grow_ahead();
+                            pool.reclaim_idle(Urgency::Low, Duration::ZERO)
+                        }
+                    };
                     released.fetch_add(now, Ordering::Relaxed);
                     if working.load(Ordering::Acquire) > 0 {
                         released_while_working += now;
