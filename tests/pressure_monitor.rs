@@ -134,6 +134,9 @@ fn a_panicking_hook_is_caught_counted_and_the_monitor_goes_on() {
     wait_for("more ticks", || monitor.ticks() > ticks + 2);
     set_v2_usage(&root, 0.10);
     wait_for("Normal", || monitor.level() == PressureLevel::Normal);
+    // The hooks run just after the level is published: the panicking one again, caught.
+    wait_for("a second caught panic", || monitor.hook_panics() >= 2);
+    wait_for("the way down", || seen.lock().unwrap().len() >= 2);
     assert!(
         monitor.hook_panics() >= 2,
         "the hook ran again and was caught again"

@@ -76,6 +76,11 @@
 //! | `system` | `MemTotal − MemAvailable` | `MemTotal` | only where no cgroup or rlimit limit applies |
 //! | `psi` | — | — | `some avg10` of `/proc/pressure/memory`: escalation only |
 //!
+//! The budget, cgroup and rlimit sources are read every tick. Two are read every tenth
+//! tick only, to keep a tick in the tens of microseconds: `system` while its utilisation is
+//! more than 10 points below the Moderate threshold (the kernel builds `/proc/meminfo`
+//! anew for each read, some 25 µs), and `psi`, whose `avg10` is a ten-second average.
+//!
 //! # Reclamation and growth
 //!
 //! All of it runs on the monitor thread, never on an acquiring one: on entering a level

@@ -54,6 +54,14 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The running monitor's shared state, for the report.
 static CURRENT: Mutex<Option<Weak<Shared>>> = Mutex::new(None);
 
+/// Every this many ticks the slow sources are read: `/proc/meminfo` (the kernel builds it
+/// for each read, some 25 µs) while the system's utilisation is [`FAR_BELOW`] or more
+/// below the Moderate threshold, and PSI, whose `avg10` is a ten-second average anyway.
+const SLOW_EVERY: u64 = 10;
+
+/// How far below the Moderate threshold the system source may be read less often.
+const FAR_BELOW: f64 = 0.10;
+
 /// Tick durations kept for [`PressureMonitor::recent_ticks`].
 const TICK_RING: usize = 256;
 
@@ -411,6 +419,8 @@ struct Ticker {
     grow_ahead: bool,
     /// When reclamation was last asked.
     last_reclaim: Option<Instant>,
+    /// Ticks read so far, for the sources read only every [`SLOW_EVERY`] ticks.
+    reads: u64,
 }
 
 impl Ticker {
@@ -426,6 +436,7 @@ impl Ticker {
             reclaim_every: config.reclaim_every,
             grow_ahead: config.grow_ahead,
             last_reclaim: None,
+            reads: 0,
         }
     }
 
@@ -438,15 +449,23 @@ impl Ticker {
         }
         self.readers.read_cgroup(v2, v1);
         self.readers.read_rlimit(rlimit);
+        let slow_due = self.reads % SLOW_EVERY == 0;
+        self.reads = self.reads.wrapping_add(1);
         if v2.utilisation().is_some()
             || v1.utilisation().is_some()
             || rlimit.utilisation().is_some()
         {
             system.skip(Skip::LimitApplies);
-        } else {
+        } else if slow_due
+            || system
+                .utilisation()
+                .is_none_or(|u| u >= self.rules.thresholds[0] - FAR_BELOW)
+        {
             self.readers.read_system(system);
         }
-        self.readers.read_psi(psi, self.psi_threshold);
+        if slow_due {
+            self.readers.read_psi(psi, self.psi_threshold);
+        }
     }
 
     /// One tick: read, decide, publish, run hooks, reclaim, grow ahead.
