@@ -43,10 +43,16 @@
 //!   fewer than one batch of the cache) and then takes them a batch at a time without
 //!   the lock. A flush gives an unused range back to its chunk. A new chunk is mapped when the current one runs
 //!   out, up to `max_capacity` blocks ([`PoolError::Exhausted`]). An OS refusal is
-//!   [`PoolError::OutOfMemory`].
+//!   [`PoolError::OutOfMemory`]. A pool configured [`OnCritical::Refuse`] maps no chunk
+//!   while memory pressure is `Critical` ([`PoolError::Pressure`]). While the pressure
+//!   monitor runs, it carves and faults in magazines of a growing pool ahead of demand
+//!   (`Source::grow_ahead`), so that refills find them in the depot.
 //! - **Any thread may free**, including one that never allocated from the pool; a thread
 //!   that exits hands its cached blocks back to the depot.
-//! - **Reclaim** gives chunks whose blocks are all free back to the OS.
+//! - **Reclaim** gives chunks whose blocks are all free back to the OS. Under memory
+//!   pressure (`Source::reclaim_idle`, by urgency) it keeps the pool's reserve
+//!   ([`BlockPoolConfig::reserve`], by default `capacity`) and reaches only idle pools and
+//!   caches below `Critical`; idleness is recorded on slow paths only.
 //!
 //! # Guards
 //!
@@ -132,7 +138,9 @@
 //!   sixteenth of `max_capacity` (at least 2), plus what is left of the fresh range it
 //!   carved last (see Growth). An allocation can therefore report [`PoolError::Exhausted`]
 //!   while idle threads hold free blocks. The error asks every thread to return its cache
-//!   and range on its next call, and threads return them when they exit.
+//!   and range on its next call, and threads return them when they exit. Memory pressure
+//!   asks an idle thread's cache the same way: its blocks come back when that thread next
+//!   calls the pool, or exits, never from under it.
 //! - Dropping the last `BlockPool` handle unmaps all its memory: blocks still allocated
 //!   must not be used afterwards.
 //!
@@ -160,6 +168,7 @@
 //! [`PoolError::Exhausted`]: crate::PoolError::Exhausted
 //! [`PoolError::OutOfMemory`]: crate::PoolError::OutOfMemory
 //! [`PoolError::Corruption`]: crate::PoolError::Corruption
+//! [`PoolError::Pressure`]: crate::PoolError::Pressure
 
 mod api;
 mod cache;
