@@ -259,7 +259,8 @@ fn leak_suspect(i: &RuleInput<'_>) -> Option<(String, String)> {
             )
         }
         None => format!(
-            "turn on `track_sites` for `{}` to see where the growing values are acquired",
+            "turn on `track_sites` for `{}` (`pool.track_sites(1024)`, or \
+             `#[pooled(track_sites = 1024)]`) to see where the growing values are acquired",
             i.name
         ),
     };
