@@ -25,7 +25,7 @@
 //!
 //! | level | entered at | left below | what the monitor asks ([`stats::Urgency`](crate::stats::Urgency)) |
 //! |---|---|---|---|
-//! | [`Normal`](PressureLevel::Normal) | — | — | `Low`, once per `idle_after`: idle pools give back chunks already wholly free beyond their reserve |
+//! | [`Normal`](PressureLevel::Normal) | — | — | `Low`, once per 10 s (or `idle_after` if longer): idle pools give back chunks already wholly free beyond their reserve |
 //! | [`Moderate`](PressureLevel::Moderate) | 60 % | 55 % | thread caches idle for `idle_after` (1 s) are flushed |
 //! | [`High`](PressureLevel::High) | 80 % | 75 % | pools idle for `idle_after` give back free chunks beyond their reserve; arenas trimmed |
 //! | [`Critical`](PressureLevel::Critical) | 90 % | 85 % | every pool gives back all free chunks beyond its reserve; pools configured to refuse stop growing |

@@ -62,6 +62,10 @@ const SLOW_EVERY: u64 = 10;
 /// How far below the Moderate threshold the system source may be read less often.
 const FAR_BELOW: f64 = 0.10;
 
+/// How often housekeeping (`Urgency::Low`) runs at Normal: a round asks every component,
+/// which costs some 100 µs a pool, so it stays rare where nothing presses.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
+
 /// Tick durations kept for [`PressureMonitor::recent_ticks`].
 const TICK_RING: usize = 256;
 
@@ -556,7 +560,7 @@ impl Ticker {
         changed: bool,
     ) {
         let period = if level == PressureLevel::Normal {
-            self.idle_after
+            HOUSEKEEPING_EVERY.max(self.idle_after)
         } else {
             self.reclaim_every
         };

@@ -3,7 +3,7 @@
 //!
 //! | level | request ([`Urgency`]) | who gives back |
 //! |---|---|---|
-//! | Normal | `Low`, once per `idle_after` | pools idle for `idle_after`: chunks already wholly free beyond their reserve |
+//! | Normal | `Low`, once per 10 s (or `idle_after` if longer) | pools idle for `idle_after`: chunks already wholly free beyond their reserve |
 //! | Moderate | `Moderate` | also thread caches idle for `idle_after` are flushed |
 //! | High | `High` | every pool idle for `idle_after` gives back free chunks beyond its reserve; arenas trimmed |
 //! | Critical | `Critical` | every pool, idle or not, gives back all free chunks beyond its reserve |
@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::stats::registry::{self, Member};
-use crate::stats::Urgency;
+use crate::stats::{Kind, Urgency};
 use crate::sys::budget::PressureLevel;
 
 /// What one round of reclamation asked and got.
@@ -63,6 +63,14 @@ pub(crate) fn reclaim(
     for member in members {
         let source = member.source.source();
         reclaimable = reclaimable.saturating_add(source.reclaimable(urgency, idle_after) as u64);
+        // A pool that could give nothing back even at Critical (which counts its cached
+        // blocks too, idle or not) is not asked: asking would flush its caches and walk
+        // its depot for nothing, some 100 µs a pool. Other components may reclaim without
+        // estimating, so they are always asked.
+        let pool = matches!(member.kind, Kind::Typed | Kind::Block);
+        if pool && source.reclaimable(Urgency::Critical, idle_after) == 0 {
+            continue;
+        }
         reclaimed = reclaimed.saturating_add(source.reclaim_idle(urgency, idle_after) as u64);
     }
     let at = Instant::now();
@@ -89,7 +97,66 @@ pub(crate) fn members() -> Vec<Member> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
+    use crate::stats::registry::Held;
+    use crate::stats::{ComponentId, ComponentSnapshot, Source};
+
+    /// Gives back `gives` bytes when asked, estimating `estimate`; counts the requests.
+    struct Counted {
+        estimate: usize,
+        gives: usize,
+        asked: AtomicUsize,
+    }
+
+    impl Source for Counted {
+        fn snapshot(&self) -> ComponentSnapshot {
+            ComponentSnapshot::default()
+        }
+        fn reclaim(&self, _: Urgency) -> usize {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            self.gives
+        }
+        fn reclaimable(&self, _: Urgency, _: Duration) -> usize {
+            self.estimate
+        }
+    }
+
+    fn member(kind: Kind, estimate: usize, gives: usize) -> (Arc<Counted>, Member) {
+        let source = Arc::new(Counted {
+            estimate,
+            gives,
+            asked: AtomicUsize::new(0),
+        });
+        let held: Arc<dyn Source> = Arc::clone(&source) as _;
+        let member = Member {
+            id: ComponentId::from_raw(1),
+            name: Arc::from("test"),
+            kind,
+            source: Held::Strong(held),
+        };
+        (source, member)
+    }
+
+    #[test]
+    fn pools_with_nothing_to_give_are_skipped_other_components_are_asked() {
+        let (empty_pool, a) = member(Kind::Typed, 0, 0);
+        let (full_pool, b) = member(Kind::Block, 4096, 4096);
+        let (user, c) = member(Kind::User, 0, 100);
+        let round = reclaim(&[a, b, c], PressureLevel::High, Duration::ZERO);
+        assert_eq!(empty_pool.asked.load(Ordering::Relaxed), 0);
+        assert_eq!(full_pool.asked.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            user.asked.load(Ordering::Relaxed),
+            1,
+            "no estimate, still asked"
+        );
+        assert_eq!(round.reclaimable_bytes, 4096);
+        assert_eq!(round.reclaimed_bytes, 4196);
+        assert_eq!(round.level, PressureLevel::High);
+    }
 
     #[test]
     fn each_level_asks_its_own_urgency() {
