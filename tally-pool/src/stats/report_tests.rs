@@ -172,7 +172,7 @@ fn keys(value: &Value) -> Vec<&str> {
     keys
 }
 
-fn sorted<'a>(mut fields: Vec<&'a str>) -> Vec<&'a str> {
+fn sorted(mut fields: Vec<&str>) -> Vec<&str> {
     fields.sort_unstable();
     fields
 }
