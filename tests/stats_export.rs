@@ -6,7 +6,10 @@
 //!   a pool this test created are there with its name as a label, escaped, and its
 //!   figures;
 //! - a component whose live bytes grow over the leak window raises a `warn` event when it
-//!   becomes a leak suspect, and an `info` event when its growth has stopped long enough.
+//!   becomes a leak suspect, and an `info` event when its growth has stopped long enough;
+//! - each corruption event a pool detects raises one `error` event, with the pool's name
+//!   and the kind of corruption as fields, wherever it is counted (a refused double free,
+//!   a refused hand-out of a block written after its release).
 #![cfg(all(feature = "metrics", feature = "tracing"))]
 #![allow(
     clippy::unwrap_used,
@@ -15,6 +18,7 @@
     clippy::indexing_slicing
 )]
 
+use core::alloc::Layout;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -22,8 +26,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusBuilder;
+use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
 use tally_pool::stats::{self, Component, LeakConfig};
-use tally_pool::{Pool, PoolConfig};
+use tally_pool::{CorruptionKind, Pool, PoolConfig, PoolError};
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{Event, Level, Metadata, Subscriber};
 
@@ -126,7 +131,7 @@ impl Subscriber for Events {
                 self.0.push_str(&format!("{}={:?} ", field.name(), value));
             }
         }
-        let mut text = Text(String::new());
+        let mut text = Text(format!("target={} ", event.metadata().target()));
         event.record(&mut text);
         self.0
             .lock()
@@ -171,4 +176,73 @@ fn a_leak_suspect_raises_a_warning_and_its_end_an_info_event() {
     }
     assert_eq!(events_for(Level::INFO), 1, "{:?}", seen.lock().unwrap());
     stats::configure_leaks(LeakConfig::default());
+}
+
+#[test]
+fn each_corruption_raises_one_error_event_with_pool_and_kind() {
+    let seen: Seen = Arc::default();
+    let _default = tracing_core::dispatcher::set_default(&tracing_core::Dispatch::new(Events(
+        Arc::clone(&seen),
+    )));
+    let errors = || -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(level, text)| *level == Level::ERROR && text.contains("export-guarded"))
+            .map(|(_, text)| text.clone())
+            .collect()
+    };
+    let pool = BlockPool::new(
+        BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+            .name("export-guarded")
+            .guard(GuardLevel::Full),
+    )
+    .unwrap();
+    assert!(errors().is_empty());
+
+    // A double free, refused.
+    let b = pool.allocate().unwrap();
+    // SAFETY: allocated just above, freed once.
+    unsafe { pool.free(b) }.unwrap();
+    // SAFETY: under a guard the contract allows freeing a free block, which is refused.
+    let again = unsafe { pool.free(b) };
+    assert!(matches!(
+        again,
+        Err(PoolError::Corruption {
+            kind: CorruptionKind::DoubleFree,
+            ..
+        })
+    ));
+    let events = errors();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].starts_with("target=tally_pool::block "),
+        "{events:?}"
+    );
+    assert!(events[0].contains("pool=\"export-guarded\""), "{events:?}");
+    assert!(events[0].contains("kind=DoubleFree "), "{events:?}");
+    assert!(events[0].contains("double free"), "{events:?}");
+
+    // A write into a free block, found when it is handed out again.
+    let b = pool.allocate().unwrap();
+    // SAFETY: allocated just above, freed once.
+    unsafe { pool.free(b) }.unwrap();
+    // SAFETY: a test of the guard: the block is free and still mapped; this write is the
+    // use after free that `Full` is there to catch.
+    unsafe { b.as_ptr().write_volatile(0x42) };
+    let refused = pool.allocate();
+    assert!(
+        matches!(
+            refused,
+            Err(PoolError::Corruption {
+                kind: CorruptionKind::UseAfterFree,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let events = errors();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[1].contains("kind=UseAfterFree "), "{events:?}");
+    assert_eq!(pool.stats().corruption_events, 2);
 }
