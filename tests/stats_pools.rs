@@ -663,6 +663,7 @@ fn the_json_row_has_every_field_of_the_schema() {
         );
     }
     assert!(!keys.iter().any(|k| k == "accounting_errors"), "{row}");
+    assert_eq!(keys.len(), 25, "the row has no other field: {row}");
     let node_keys = keys_at_depth(row, 3);
     for field in [
         "node",
