@@ -136,8 +136,9 @@ impl std::fmt::Debug for Shared {
 }
 
 impl PressureMonitor {
-    /// Checks `config`, sets the budget's thresholds and starts the monitor thread, which
-    /// reads every source once before this returns.
+    /// Checks `config`, sets the budget's thresholds, runs the first tick on the calling
+    /// thread (every source read, the level set, its reclamation asked for) and starts the
+    /// monitor thread.
     ///
     /// # Errors
     ///
