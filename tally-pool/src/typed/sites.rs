@@ -15,11 +15,15 @@
 //! - a direct pool serves most acquires from the thread's cache without looking at the
 //!   pool, and frees most values straight into it. Only an acquire that finds the cache
 //!   empty reaches the pool: it counts as the refill batch of acquires it stands for
-//!   (half the cache, [`BlockPool::cache_limit`] / 2), so a thread whose live values grow
+//!   (half the cache, `BlockPool::cache_limit` / 2), so a thread whose live values grow
 //!   is sampled at about one acquire in `n`, while one that acquires and releases in
-//!   turn is not sampled at all. A sampled value is placed in the pool's *twin*: a pool
-//!   of the same type that is not direct, mapped on the first sample and listed in the
-//!   statistics as `<name>/sampled`, so that its release reaches the table wherever it
+//!   turn is not sampled at all. When a sample is due, the acquire sampled is a random
+//!   one of the next batch: until it comes, the thread's acquires are served by the
+//!   pool's *twin* and leave its cache empty, so each of them reaches the pool (a program
+//!   whose acquires follow a fixed period would otherwise always be sampled at the call
+//!   that empties the cache). The twin is a pool of the same type that is not direct,
+//!   mapped on the first sample and listed in the statistics as `<name>/sampled`; a
+//!   sampled value lives there, so that its release reaches the table wherever it
 //!   happens. A direct pool samples at most one acquire per refill, so `n` below the
 //!   batch samples as often as the batch allows. After a sample the pool refills the
 //!   thread's cache as the acquire would have (one block taken and given back, which the
@@ -42,6 +46,7 @@ use super::config::PoolConfig;
 use super::error::AcquireError;
 use super::handle::Handle;
 use super::pool::Pool;
+use crate::block::facade::BlockPool;
 use crate::stats::Site;
 
 /// A `Pool<T>` of any `T`, named without its type (the table serves every `T`). Unwind
@@ -73,6 +78,8 @@ pub(super) struct SiteTable {
     /// Acquires counted so far (weighted, see the module docs).
     seen: AtomicU64,
     live: AtomicUsize,
+    /// Misses of a direct pool still to go before its sampled acquire (see `due`).
+    pending: AtomicU32,
     entries: Mutex<HashMap<usize, Entry>>,
     /// A direct pool's twin, a `Pool<T>` made on the first sample (`None`: it could not
     /// be made, and the pool samples nothing).
@@ -95,9 +102,41 @@ impl SiteTable {
             every: AtomicU32::new(0),
             seen: AtomicU64::new(0),
             live: AtomicUsize::new(0),
+            pending: AtomicU32::new(0),
             entries: Mutex::new(HashMap::new()),
             twin: OnceLock::new(),
         }
+    }
+
+    /// For an acquire of the direct pool `direct` that found the thread's cache empty:
+    /// `None` when it is not sampled (the pool serves it and refills the cache), else
+    /// whether it is the sampled one (`Some(true)`) or one on the way to it
+    /// (`Some(false)`). A sample is due when the counted acquires cross a multiple of
+    /// `every`, each miss counting the batch it stands for; the acquire sampled is then a
+    /// random one of the next batch (served by the twin until then), so that a program
+    /// whose acquires follow a fixed period is not always sampled at the same call.
+    fn due(&self, direct: &BlockPool) -> Option<bool> {
+        let batch = (direct.cache_limit() / 2).max(1) as u64;
+        if let Ok(left) = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1))
+        {
+            return Some(left == 1);
+        }
+        if !self.tick(batch) {
+            return None;
+        }
+        // splitmix64 of the count: a cheap, well-spread offset into the batch.
+        let mut x = self
+            .seen
+            .load(Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let offset = (x ^ (x >> 31)) % batch;
+        self.pending
+            .store(u32::try_from(offset).unwrap_or(0), Ordering::Relaxed);
+        Some(offset == 0)
     }
 
     /// Counts `weight` acquires; true when they cross a multiple of `every`.
@@ -270,12 +309,10 @@ impl<T: 'static> Pool<T> {
     }
 
     /// The sites for the pool's statistics snapshot: `None` unless the pool tracks sites
-    /// (or still holds sampled values); a twin reports none (its pool does).
+    /// (or still holds sampled values). A twin reports its pool's: it holds the sampled
+    /// values.
     pub(super) fn site_snapshot(&self) -> Option<Vec<Site>> {
         let table = self.sites.get()?;
-        if !table.is_main(self) {
-            return None;
-        }
         let on = table.every.load(Ordering::Relaxed) != 0;
         (on || table.live.load(Ordering::Relaxed) != 0).then(|| table.sites())
     }
@@ -299,37 +336,40 @@ impl<T: 'static> Pool<T> {
         value: T,
         location: &'static Location<'static>,
     ) -> Result<Handle<T>, AcquireError<T>> {
-        let weight = match &self.direct {
-            Some(direct) => (direct.cache_limit() / 2).max(1) as u64,
-            None => 1,
-        };
-        if !table.is_main(self) || !table.tick(weight) {
+        if !table.is_main(self) {
             return self.acquire_with_untracked(value);
         }
-        let value = if let Some(direct) = &self.direct {
-            match table.twin() {
-                Some(twin) => match twin.acquire_with_untracked(value) {
-                    Ok(handle) => {
-                        table.record(Handle::block_of(&handle).as_ptr() as usize, location);
-                        // Refill the thread's empty cache, as the acquire would have, so
-                        // that the next `weight` acquires find blocks at hand.
-                        if let Ok(block) = direct.allocate() {
-                            // SAFETY: allocated just above from this block pool, freed
-                            // once, untouched.
-                            let _ = unsafe { direct.free_unchecked(block) };
-                        }
-                        return Ok(handle);
-                    }
-                    Err(e) => e.value,
-                },
-                None => value,
+        let Some(direct) = &self.direct else {
+            if !table.tick(1) {
+                return self.acquire_with_untracked(value);
             }
-        } else {
             let handle = self.acquire_with_untracked(value)?;
             table.record(Handle::block_of(&handle).as_ptr() as usize, location);
             return Ok(handle);
         };
-        self.acquire_with_untracked(value)
+        let (Some(twin), Some(record)) = (table.twin(), table.due(direct)) else {
+            return self.acquire_with_untracked(value);
+        };
+        match twin.acquire_with_untracked(value) {
+            Ok(handle) if record => {
+                table.record(Handle::block_of(&handle).as_ptr() as usize, location);
+                // Refill the thread's empty cache, as the acquire would have, so that the
+                // next batch of acquires find blocks at hand.
+                if let Ok(block) = direct.allocate() {
+                    // SAFETY: allocated just above from this block pool, freed once,
+                    // untouched.
+                    let _ = unsafe { direct.free_unchecked(block) };
+                }
+                Ok(handle)
+            }
+            // On the way to the sampled acquire: served by the twin, so the thread's cache
+            // stays empty and the next acquire comes here too.
+            Ok(handle) => Ok(handle),
+            Err(e) => {
+                table.pending.store(0, Ordering::Relaxed);
+                self.acquire_with_untracked(e.value)
+            }
+        }
     }
 
     /// After an acquire of a recycling pool (never direct): counts it and records a
