@@ -6,7 +6,10 @@
 //! component for a [`ComponentSnapshot`] and returns a [`MemoryReport`]: print it for a
 //! table, or serialise it ([`MemoryReport::to_json`]) for machines. A background sampler
 //! ([`start_sampler`]) keeps a short history of live bytes per component, from which
-//! leak suspects are found ([`LeakConfig`] documents the rule).
+//! leak suspects are found ([`LeakConfig`] documents the rule). A pool that samples the
+//! call sites of its acquires ([`Pool::track_sites`](crate::Pool::track_sites),
+//! `#[pooled(track_sites = N)]`) lists, for each suspect, the lines holding the most live
+//! values and the age of the oldest.
 //!
 //! ```
 //! use std::time::Duration;
