@@ -20,6 +20,11 @@ pub(crate) const HISTORY_CAPACITY: usize = 512;
 /// rate (512 samples spaced `window / 480` cover 1.06 windows).
 const SPACING_DIVISOR: u32 = 480;
 
+/// Each component's leak verdict is brought up to date on every this many samples,
+/// staggered by component id, so that a sample judges about one component in this many
+/// and costs the same every time; a verdict lags its history by fewer samples than this.
+pub(crate) const JUDGE_EVERY: u64 = 8;
+
 /// Sets the leak detector's rule for the whole process; it applies from the next sample.
 ///
 /// ```
@@ -87,6 +92,8 @@ struct History {
     config: LeakConfig,
     /// The time of the newest recorded sample; older ones are ignored.
     last_at: Option<Duration>,
+    /// Samples recorded so far, which staggers the leak judgements (see [`JUDGE_EVERY`]).
+    recorded: u64,
     components: BTreeMap<ComponentId, ComponentHistory>,
 }
 
@@ -105,6 +112,7 @@ impl History {
         Self {
             config,
             last_at: None,
+            recorded: 0,
             components: BTreeMap::new(),
         }
     }
@@ -119,6 +127,7 @@ impl History {
             return changed; // a concurrent sample overtook this one
         }
         self.last_at = Some(at);
+        self.recorded = self.recorded.wrapping_add(1);
         let mut live: Vec<ComponentId> = observed.iter().map(|&(id, _)| id).collect();
         live.sort_unstable();
         self.components
@@ -129,7 +138,9 @@ impl History {
                 .components
                 .entry(id)
                 .or_insert_with(|| ComponentHistory {
-                    samples: VecDeque::with_capacity(HISTORY_CAPACITY),
+                    // Twice the ring: `make_contiguous` then moves the samples
+                    // once per `HISTORY_CAPACITY` samples, not on every one.
+                    samples: VecDeque::with_capacity(2 * HISTORY_CAPACITY),
                     fragmented_since: None,
                     conclusion: Conclusion {
                         leak: None,
@@ -148,8 +159,13 @@ impl History {
                 _ => None,
             };
             let was_suspect = component.conclusion.leak.is_some();
+            let judge = self.recorded.wrapping_add(id.get()) % JUDGE_EVERY == 0;
             component.conclusion = Conclusion {
-                leak: detect(component.samples.make_contiguous(), &self.config),
+                leak: if judge {
+                    detect(component.samples.make_contiguous(), &self.config)
+                } else {
+                    component.conclusion.leak
+                },
                 fragmented_for: component
                     .fragmented_since
                     .map_or(Duration::ZERO, |since| at.saturating_sub(since)),
@@ -266,6 +282,33 @@ mod tests {
             h.record(Duration::from_secs(secs), &[(id, &flat)]);
         }
         assert!(h.components[&id].conclusion.leak.is_none());
+    }
+
+    #[test]
+    fn verdicts_are_staggered_and_follow_within_eight_samples() {
+        let mut h = fresh(60);
+        let ids: Vec<ComponentId> = (1..=16).map(ComponentId::from_raw).collect();
+        let suspects = |h: &History| {
+            ids.iter()
+                .filter(|id| h.components[id].conclusion.leak.is_some())
+                .count()
+        };
+        let mut first = None;
+        for secs in 0..=200u64 {
+            let s = snapshot(10 * MIB + secs * 200 * 1024, 0);
+            let observed: Vec<_> = ids.iter().map(|&id| (id, &s)).collect();
+            h.record(Duration::from_secs(secs), &observed);
+            let n = suspects(&h);
+            if n > 0 && first.is_none() {
+                first = Some(secs);
+                // One sample judges two of the sixteen.
+                assert_eq!(n, 2);
+            }
+            if first.is_some_and(|f| secs >= f + JUDGE_EVERY - 1) {
+                assert_eq!(n, ids.len(), "at {secs} s");
+            }
+        }
+        assert!(first.is_some());
     }
 
     #[test]

@@ -24,6 +24,9 @@ use std::time::Duration;
 ///    positive too, so a component stops being a suspect within half a window of its
 ///    growth stopping.
 ///
+/// Each sample judges one component in eight (staggered), so a verdict follows its
+/// history within eight samples.
+///
 /// ```
 /// use std::time::Duration;
 /// use tally_pool::stats::{self, LeakConfig};
