@@ -30,6 +30,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tally_pool::block::{BlockPool, BlockPoolConfig};
+use tally_pool::stats::{Source, Urgency};
 use tally_pool::{GuardLevel, Handle, Pool, PoolConfig, PoolError, RawHandle};
 
 use common::block::{block, free_owned};
@@ -386,9 +387,24 @@ fn reclaim_racing_workers_redeems_and_cross_thread_frees_corrupts_nothing() {
 
         // The reclaimer.
         let reclaimer = s.spawn(move || {
+            let mut round = 0u64;
             while working.load(Ordering::Acquire) > 0 {
                 let start = Instant::now();
-                let bytes = plain.reclaim() + guarded.reclaim() + blocks.reclaim();
+                // The explicit reclaim, and in turn what the pressure monitor asks: each
+                // urgency through the typed pools' `Source` (passed on to their node
+                // pools, keeping their reserve), and growth ahead of demand.
+                let urgency =
+                    [Urgency::Moderate, Urgency::High, Urgency::Critical][(round % 3) as usize];
+                round += 1;
+                let bytes = if round & 1 == 0 {
+                    plain.reclaim() + guarded.reclaim() + blocks.reclaim()
+                } else {
+                    plain.grow_ahead();
+                    blocks.grow_ahead();
+                    Source::reclaim_idle(plain, urgency, Duration::ZERO)
+                        + Source::reclaim_idle(guarded, urgency, Duration::ZERO)
+                        + blocks.reclaim_idle(urgency, Duration::ZERO)
+                };
                 reclaim_nanos.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 reclaimed_while_running.fetch_add(bytes as u64, Ordering::Relaxed);
                 reclaims.fetch_add(1, Ordering::Relaxed);
