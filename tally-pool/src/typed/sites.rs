@@ -247,7 +247,8 @@ impl SiteTable {
 }
 
 impl<T: 'static> Pool<T> {
-    /// Remembers the call site of one acquire in `every` (`0` turns tracking off), for
+    /// Remembers the call site of one acquire in `every` (`0` turns tracking off; any
+    /// other value is used as it is, not rounded), for
     /// [`stats::report`](crate::stats::report), which lists for each leak suspect the
     /// sites that hold the most live values and the age of their oldest.
     ///
