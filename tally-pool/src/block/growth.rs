@@ -104,6 +104,7 @@ impl PoolShared {
         if chunk.reclaimed {
             // Reusing a reclaimed chunk faults its pages in again: growth, as mapping is.
             self.check_pressure()?;
+            chunk.region.reuse();
             chunk.reclaimed = false;
             self.counters
                 .active_chunks

@@ -4,6 +4,7 @@
 //! Every region the crate owns is created and destroyed here (see [`Region`]).
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// The size of an OS page assumed for prefaulting and advice. Linux on x86_64 and aarch64
 /// maps at least this granularity; a larger real page only makes the advice coarser.
@@ -31,10 +32,17 @@ enum Populate {
 /// registered as a root region from creation until drop (see [`lsan`]). Under miri, which
 /// maps no memory with more than the plain flags, it is instead one zeroed allocation of
 /// the system allocator with layout `layout`, of size `len` (see `miri_backend`).
+///
+/// The process-wide count of bytes mapped ([`budget`](super::budget)) holds `len` minus
+/// `released` for each region: the bytes [`Self::discard_from`] gave back leave the count
+/// until [`Self::reuse`] takes them again, so that memory pressure sees reclamation.
 #[derive(Debug)]
 pub(crate) struct Region {
     ptr: NonNull<u8>,
     len: usize,
+    /// Bytes at the end of the region given back to the OS and not taken again (at most
+    /// `len`).
+    released: AtomicUsize,
     #[cfg(miri)]
     layout: core::alloc::Layout,
 }
@@ -68,7 +76,11 @@ impl Region {
     fn adopt(ptr: NonNull<u8>, len: usize) -> Self {
         lsan::register(ptr, len);
         super::budget::on_map(len);
-        Self { ptr, len }
+        Self {
+            ptr,
+            len,
+            released: AtomicUsize::new(0),
+        }
     }
 
     /// Start of the region.
@@ -82,7 +94,8 @@ impl Region {
     }
 
     /// Tells the OS that the bytes from `offset` to the end are no longer needed: their
-    /// pages are given back and read as zero when next touched. The mapping stays valid.
+    /// pages are given back and read as zero when next touched. The mapping stays valid; the
+    /// bytes given back leave the process-wide mapped count until [`Self::reuse`].
     pub(crate) fn discard_from(&self, offset: usize) {
         let Some(offset) = round_to_page(offset) else {
             return;
@@ -111,8 +124,28 @@ impl Region {
                 )
             };
             // A refusal leaves the memory resident, which is only a missed saving.
-            let _ = rc;
+            if rc != 0 {
+                return;
+            }
         }
+        let released = self.len - offset;
+        let before = self.released.fetch_max(released, Ordering::Relaxed);
+        super::budget::on_unmap(released.saturating_sub(before));
+    }
+
+    /// Counts the bytes that [`Self::discard_from`] gave back as in use again, before the
+    /// caller touches them: the owner reuses the region. A budget crossed by them raises the
+    /// pressure level, as a new mapping would.
+    pub(crate) fn reuse(&self) {
+        let released = self.released.swap(0, Ordering::Relaxed);
+        if released != 0 {
+            super::budget::on_map(released);
+        }
+    }
+
+    /// The bytes this region counts in the process-wide mapped total now.
+    fn counted(&self) -> usize {
+        self.len - self.released.load(Ordering::Relaxed).min(self.len)
     }
 
     /// Faults in every page of the first `len` bytes, page 0 included, so that later
@@ -197,7 +230,7 @@ impl Drop for Region {
         // Region last).
         let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
         let _ = rc;
-        super::budget::on_unmap(self.len);
+        super::budget::on_unmap(self.counted());
     }
 }
 
@@ -301,6 +334,7 @@ mod miri_backend {
         Ok(Region {
             ptr,
             len: layout.size(),
+            released: core::sync::atomic::AtomicUsize::new(0),
             layout,
         })
     }
@@ -320,7 +354,7 @@ mod miri_backend {
             // SAFETY: Region invariant under miri: `ptr` came from `System.alloc_zeroed`
             // with `layout`, and nothing else frees it.
             unsafe { System.dealloc(self.ptr.as_ptr(), self.layout) };
-            super::super::budget::on_unmap(self.len);
+            super::super::budget::on_unmap(self.counted());
         }
     }
 }
@@ -482,6 +516,20 @@ mod tests {
             got == pages(n, 2, 4) || got == vec![false; n],
             "resident pages: {got:?}"
         );
+    }
+
+    #[test]
+    fn discarded_bytes_leave_the_mapped_count_until_reused() {
+        let r = map(4 * PAGE).unwrap();
+        assert_eq!(r.counted(), 4 * PAGE);
+        r.discard_from(PAGE);
+        assert_eq!(r.counted(), PAGE);
+        r.discard_from(2 * PAGE); // a smaller range again counts nothing twice
+        assert_eq!(r.counted(), PAGE);
+        r.reuse();
+        assert_eq!(r.counted(), 4 * PAGE);
+        r.reuse(); // nothing released: nothing counted twice
+        assert_eq!(r.counted(), 4 * PAGE);
     }
 
     #[test]
