@@ -80,7 +80,9 @@ impl<T: 'static> Handle<T> {
         unsafe { pool.lend(ptr) }
     }
 
-    /// The pool this value belongs to.
+    /// The pool this value belongs to: the pool it was acquired from, also for a sampled
+    /// value of a pool that tracks sites (which lives in that pool's twin, see
+    /// [`Pool::track_sites`]).
     pub fn pool(this: &Self) -> &'static Pool<T> {
         // SAFETY: handle invariant.
         unsafe { Pool::<T>::owning(this.ptr) }.canonical()
