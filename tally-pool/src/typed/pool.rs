@@ -227,7 +227,9 @@ impl<T: 'static> Pool<T> {
                 node.set_chunk_owner(pool as *const Self as usize, pool.direct.is_some());
                 node.reserve(capacity)?;
             }
-            pool.list();
+            if !indirect {
+                pool.list(); // a twin is reported as part of its pool
+            }
         }
         Ok(pool)
     }
@@ -353,12 +355,20 @@ impl<T: 'static> Pool<T> {
         own.saturating_add(self.twin_of().map_or(0, |twin| twin.leaked_raw()))
     }
 
-    /// The pool's counters, summed over its nodes.
+    /// The pool's counters, summed over its nodes, with the values that
+    /// [`track_sites`](Self::track_sites) placed in the pool's twin (but not the twin's
+    /// capacities).
     pub fn stats(&self) -> BlockPoolStats {
-        match &self.inner {
+        let mut stats = match &self.inner {
             Ok(inner) => inner.nodes.stats(),
             Err(_) => BlockPoolStats::default(),
+        };
+        if let Some(twin) = self.twin_of() {
+            let (capacity, max_capacity) = (stats.capacity, stats.max_capacity);
+            stats.add(&twin.stats());
+            (stats.capacity, stats.max_capacity) = (capacity, max_capacity);
         }
+        stats
     }
 
     /// Locality counters per node: acquires served locally and remotely, releases that

@@ -64,6 +64,20 @@ impl<T: 'static> Source for Pool<T> {
         } else {
             local as f64 / all as f64
         });
+        if let Some(twin) = self.twin_of() {
+            // The twin holds this pool's sampled values: its memory and counts are this
+            // pool's, its capacities are not.
+            let twin = twin.snapshot();
+            for from in &twin.nodes {
+                if let Some(into) = total.nodes.iter_mut().find(|n| n.node == from.node) {
+                    into.live_bytes = into.live_bytes.saturating_add(from.live_bytes);
+                    into.mapped_bytes = into.mapped_bytes.saturating_add(from.mapped_bytes);
+                }
+            }
+            let capacities = (total.counters.capacity, total.counters.max_capacity);
+            add(&mut total, twin);
+            (total.counters.capacity, total.counters.max_capacity) = capacities;
+        }
         total.sites = self.site_snapshot();
         total
     }

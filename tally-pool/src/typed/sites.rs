@@ -22,8 +22,8 @@
 //!   pool's *twin* and leave its cache empty, so each of them reaches the pool (a program
 //!   whose acquires follow a fixed period would otherwise always be sampled at the call
 //!   that empties the cache). The twin is a pool of the same type that is not direct,
-//!   mapped on the first sample and listed in the statistics as `<name>/sampled`; a
-//!   sampled value lives there, so that its release reaches the table wherever it
+//!   mapped on the first sample, whose memory and counts the pool's `stats()` and its
+//!   report row include (it is not a component of its own); a sampled value lives there, so that its release reaches the table wherever it
 //!   happens. A direct pool samples at most one acquire per refill, so `n` below the
 //!   batch samples as often as the batch allows. After a sample the pool refills the
 //!   thread's cache as the acquire would have (one block taken and given back, which the
@@ -208,8 +208,11 @@ impl SiteTable {
     fn twin<T: 'static>(&'static self) -> Option<&'static Pool<T>> {
         let twin = *self.twin.get_or_init(|| {
             let main: &'static Pool<T> = self.main()?;
+            // Sampled values are a share of the pool's: the pool's cap bounds them too, and
+            // sizes the twin's token table.
             let mut config = PoolConfig::new(format!("{}/sampled", main.name))
                 .capacity(0)
+                .max_capacity(main.stats().max_capacity.max(1))
                 .per_node(false)
                 .prefault(false);
             if let Some(topology) = main.topology() {
