@@ -8,12 +8,16 @@
 //! * The **execution** thread turns each token back into a handle with the checked, safe
 //!   `Order::redeem`, applies a risk limit and sends a `Handle<Fill>` to the main thread.
 //!
-//! It prints each stage's latency and the pools' statistics. The stages poll, yielding the core
-//! between polls, so that they share a small machine; on a real one, pin each to its own core.
+//! It prints each stage's latency and the memory report of every pool (`stats::report()`). The
+//! stages poll, yielding the core between polls, so that they share a small machine; on a real
+//! one, pin each to its own core.
 //!
 //! ```sh
 //! cargo run --release --example order_pipeline                  # 500,000 quotes at 200,000/s
 //! cargo run --release --example order_pipeline -- --messages 200000 --rate max    # unpaced
+//! cargo run --release --example order_pipeline -- --report memory.json  # the report as JSON too
+//! cargo run --release --example order_pipeline -- --leak-every 50 --leak-window 2 --messages 2000000
+//! cargo run --release --features metrics --example order_pipeline -- --prometheus 127.0.0.1:9100
 //! ```
 
 use std::error::Error;
@@ -23,9 +27,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use tally_pool::stats::{self, LeakConfig, SamplerGuard};
 use tally_pool::{Handle, PoolError, Pooled, RawHandle};
 
-const USAGE: &str = "usage: order_pipeline [--messages N] [--rate QUOTES_PER_SECOND | --rate max]";
+const USAGE: &str = "usage: order_pipeline [--messages N] [--rate N | --rate max] [--report FILE] \
+                     [--prometheus ADDR] [--leak-every N] [--leak-window SECS]";
 const INSTRUMENTS: usize = 16;
 /// Slots in each channel, and in the ring of order tokens.
 const SLOTS: usize = 1024;
@@ -72,7 +78,9 @@ struct Fill {
 }
 
 /// Moves `value` into its pool, waiting while the pool is at its cap: the threads downstream
-/// release values as they go, so exhaustion here is back-pressure, not a failure.
+/// release values as they go, so exhaustion here is back-pressure, not a failure. The pools
+/// record the caller's line as the acquire site (`track_sites`), as they do for `acquire_with`.
+#[track_caller]
 fn acquire_waiting<T: Pooled>(mut value: T) -> Result<Handle<T>, PoolError> {
     loop {
         match T::acquire_with(value) {
@@ -159,15 +167,15 @@ fn strategy(
             _ => continue, // the quote goes back to its pool here, from this thread
         };
         let (instrument, quote_ns, sent_ns) = (quote.instrument, quote.sent_ns, ns_since(start));
-        let order = Order {
+        let order = acquire_waiting(Order {
             instrument,
             qty,
             price,
             quote_ns,
             sent_ns,
-        };
+        })?;
         // The order stays in its pool, counted in `leaked_raw`, until the token is redeemed.
-        let token = u64::from(Handle::into_raw(acquire_waiting(order)?));
+        let token = u64::from(Handle::into_raw(order));
         orders += 1;
         let copies = if orders % REDELIVER_EVERY == 0 { 2 } else { 1 };
         for _ in 0..copies {
@@ -224,9 +232,10 @@ fn execution(
     Ok((rejected, redelivered))
 }
 
-/// Books the fills, each going back to its pool here; returns (fills, shares, net cash). Main
-/// wakes at most once a millisecond, for a batch: waking it for each fill would take a core.
-fn book(fills: Receiver<Handle<Fill>>) -> (u64, i64, i64) {
+/// Books the fills, each going back to its pool here, but one in `leak_every` (0: none), which
+/// it forgets on purpose; returns (fills, shares, net cash). Main wakes at most once a
+/// millisecond, for a batch: waking it for each fill would take a core.
+fn book(fills: Receiver<Handle<Fill>>, leak_every: u64) -> (u64, i64, i64) {
     let mut book = (0, 0, 0);
     while let Ok(first) = fills.recv() {
         for fill in std::iter::once(first).chain(fills.try_iter()) {
@@ -235,54 +244,91 @@ fn book(fills: Receiver<Handle<Fill>>) -> (u64, i64, i64) {
                 book.1 + fill.qty.abs(),
                 book.2 - fill.qty * fill.price,
             );
+            if leak_every != 0 && book.0 % leak_every == 0 {
+                std::mem::forget(fill); // a leak: the report names the line that acquired it
+            }
         }
         thread::sleep(Duration::from_millis(1));
     }
     book
 }
 
-fn parse_args() -> Result<(u64, Option<f64>), Box<dyn Error>> {
-    let (mut messages, mut rate) = (500_000, Some(200_000.0));
+/// What the command line asked for.
+#[derive(Default)]
+struct Options {
+    messages: u64,
+    rate: Option<f64>, // quotes a second; `None`: unpaced
+    report: Option<String>,
+    prometheus: Option<String>,
+    leak_every: u64, // 0: no leak
+    leak_window: u64,
+}
+
+fn parse_args() -> Result<Options, Box<dyn Error>> {
+    let (messages, rate, leak_window) = (500_000, Some(200_000.0), 2);
+    let mut o = Options {
+        messages,
+        rate,
+        leak_window,
+        ..Options::default()
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
         let number = || match value.replace('_', "").parse::<u64>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!(
-                "{flag} `{value}`: expected a positive number; {USAGE}"
-            )),
+            _ => Err(format!("{flag} `{value}`: not a positive number; {USAGE}")),
         };
         match flag.as_str() {
-            "--messages" => messages = number()?,
-            "--rate" if value == "max" => rate = None,
-            "--rate" => rate = Some(number()? as f64),
+            "--messages" => o.messages = number()?,
+            "--rate" if value == "max" => o.rate = None,
+            "--rate" => o.rate = Some(number()? as f64),
+            "--leak-every" => o.leak_every = number()?,
+            "--leak-window" => o.leak_window = number()?,
+            "--report" => o.report = Some(value),
+            "--prometheus" => o.prometheus = Some(value),
             _ => return Err(format!("unknown argument `{flag}`; {USAGE}").into()),
         }
     }
-    Ok((messages, rate))
+    Ok(o)
 }
 
-/// Prints `T`'s pool statistics; fails if a value or a token is still out.
-fn report_pool<T: Pooled>() -> Result<(), Box<dyn Error>> {
-    let (pool, stats) = (T::pool(), T::pool().stats());
-    let (name, live, tokens) = (pool.name(), stats.live_blocks, pool.leaked_raw());
-    let (acquired, elsewhere) = (stats.allocations, stats.cross_thread_frees);
-    println!("  {name:<6} {acquired:>7} acquired, {elsewhere:>7} released on another thread");
-    let locality = pool.locality() * 100.0;
-    print!("         live {live}, tokens out {tokens}, locality {locality:.0}%");
-    for n in pool.node_stats() {
-        let (node, local, remote) = (n.node, n.local_acquires, n.remote_acquires);
-        print!("; node {node}: {local} local, {remote} remote acquires");
+/// Starts what the flags ask of the statistics: call sites of fills, the leak detector, the
+/// sampler that feeds both, and a Prometheus endpoint that the sampler publishes to.
+fn observe(o: &Options) -> Result<Option<SamplerGuard>, Box<dyn Error>> {
+    let window = Duration::from_secs(o.leak_window);
+    if o.leak_every != 0 {
+        Fill::pool().track_sites(16); // remember where 1 fill in 16 was acquired
+                                      // Fills are small: a floor of 4 KiB of growth over the window, instead of 1 MiB.
+        stats::configure_leaks(LeakConfig::default().window(window).min_growth_bytes(4096));
     }
-    println!();
-    if live != 0 || tokens != 0 {
-        return Err(format!("pool `{name}` still has values out after the run").into());
+    if let Some(addr) = &o.prometheus {
+        #[cfg(feature = "metrics")]
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr.parse::<std::net::SocketAddr>()?)
+            .install()?;
+        #[cfg(not(feature = "metrics"))]
+        return Err(format!("--prometheus {addr} needs `--features metrics`").into());
+    }
+    let wanted = o.leak_every != 0 || o.prometheus.is_some();
+    Ok(wanted
+        .then(|| stats::start_sampler(window / 20))
+        .transpose()?)
+}
+
+/// Fails if a value or a token of `T`'s pool is still out, but the `forgotten` ones.
+fn check_pool<T: Pooled>(forgotten: u64) -> Result<(), Box<dyn Error>> {
+    let (pool, live) = (T::pool(), T::pool().stats().live_blocks as u64);
+    if live != forgotten || pool.leaked_raw() != 0 {
+        return Err(format!("pool `{}`: {live} values out after the run", pool.name()).into());
     }
     Ok(())
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let (messages, rate) = parse_args()?;
+    let o = parse_args()?;
+    let (messages, rate) = (o.messages, o.rate);
+    let sampler = observe(&o)?;
     let pace = rate.map_or("unpaced".into(), |r| format!("{r:.0} quotes/s"));
     println!("order_pipeline: {messages} quotes over {INSTRUMENTS} instruments, {pace}");
     let style = ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} quotes")?;
@@ -303,7 +349,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let executor = s.spawn(move || execution(start, token_rx, fill_tx, routed));
         let strategist = s.spawn(move || strategy(start, quote_rx, token_tx, to_strategy));
         let feeder = s.spawn(move || feed(start, (messages, rate), quote_tx, bar));
-        let book = book(fill_rx);
+        let book = book(fill_rx, o.leak_every);
         let panicked = |_| "a pipeline thread panicked";
         feeder.join().map_err(panicked)??;
         let orders = strategist.join().map_err(panicked)??;
@@ -324,8 +370,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         let max = h.max() as f64 / 1e3;
         println!("  {stage:<22}{p50:>8.1} {p99:>8.1} {p999:>8.1} {max:>8.1}");
     }
-    println!("pools:");
-    report_pool::<Quote>()?;
-    report_pool::<Order>()?;
-    report_pool::<Fill>()
+    drop(sampler); // stops the sampler; the report below reads the pools themselves
+    let report = stats::report(); // every pool: memory classes, counters, leaks, health
+    println!("{report}");
+    if let Some(path) = &o.report {
+        std::fs::write(path, report.to_json())?;
+    }
+    let forgotten = fills.checked_div(o.leak_every).unwrap_or(0);
+    check_pool::<Quote>(0)?;
+    check_pool::<Order>(0)?;
+    check_pool::<Fill>(forgotten)
 }
