@@ -135,3 +135,49 @@ fn a_refusing_typed_pool_returns_the_pressure_error() {
     held.push(pool.acquire().unwrap());
     assert_eq!(pool.stats().chunks, 2);
 }
+
+/// A derived type that refuses to grow under Critical pressure.
+#[derive(tally_pool::Pooled, Default)]
+#[pooled(capacity = 1, on_critical = "refuse", per_node = false)]
+struct Refusing {
+    _payload: [u64; 8],
+}
+
+/// A derived type that keeps 40,000 values (several chunks) through any pressure.
+#[derive(tally_pool::Pooled, Default)]
+#[pooled(capacity = 1, reserve = 40_000, per_node = false)]
+struct Kept {
+    _payload: [u64; 8],
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "starts the monitor thread")]
+fn the_derive_keys_on_critical_and_reserve_reach_the_pool() {
+    use tally_pool::stats::{Source as _, Urgency};
+    use tally_pool::Pooled as _;
+    let _serial = serial();
+
+    let held: Vec<_> = (0..100_000).map(|_| Kept::acquire().unwrap()).collect();
+    drop(held);
+    let grown = Kept::pool().stats();
+    Kept::pool().reclaim_idle(Urgency::Critical, Duration::ZERO);
+    let kept = Kept::pool().stats();
+    assert!(kept.chunks < grown.chunks, "{grown:?} -> {kept:?}");
+    assert!(kept.capacity >= 40_000, "{grown:?} -> {kept:?}");
+
+    let monitor = critical();
+    let mut held = Vec::new();
+    let refused = loop {
+        match Refusing::acquire() {
+            Ok(h) => held.push(h),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 1 << 20, "never refused");
+    };
+    assert!(
+        matches!(&refused, PoolError::Pressure { pool, .. } if pool == "Refusing"),
+        "{refused:?}"
+    );
+    assert_eq!(Refusing::pool().stats().chunks, 1);
+    drop(monitor);
+}

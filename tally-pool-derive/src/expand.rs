@@ -41,7 +41,16 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
         recycle,
         per_node,
         track_sites,
+        reserve,
+        on_critical,
     } = c;
+    let reserve = match reserve {
+        Some(r) => {
+            let r = Literal::u64_unsuffixed(*r);
+            quote!(#krate::__private::Some(#r))
+        }
+        None => quote!(#krate::__private::None),
+    };
     // Unsuffixed, so they are typed `usize` by the field they initialise.
     let (capacity, max_capacity) = (
         Literal::u64_unsuffixed(*capacity),
@@ -55,6 +64,8 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
             guard: #krate::__private::GuardLevel::#guard,
             per_node: #per_node,
             track_sites: #track_sites,
+            reserve: #reserve,
+            on_critical: #krate::__private::OnCritical::#on_critical,
         }
     };
     let pool = match recycle {

@@ -27,6 +27,8 @@ use proc_macro::TokenStream;
 /// | `recycle` | keep values on release, reset with `Recycle::recycle` (needs `Recycle + Send`) | off |
 /// | `per_node` | one pool per NUMA node (`true`) or one shared pool (`false`) | `true` |
 /// | `track_sites` | remember the call site of one acquire in N (`Pool::track_sites`); 0 is off | 0 |
+/// | `reserve` | values memory pressure never takes back (`PoolConfig::reserve`), at most `max_capacity` | `capacity` |
+/// | `on_critical` | `"grow"` or `"refuse"`: at Critical memory pressure, map as usual or fail growth with `PoolError::Pressure` | `"grow"` |
 /// | `crate` | path of the `tally_pool` crate | `::tally_pool` |
 #[proc_macro_derive(Pooled, attributes(pooled))]
 pub fn derive_pooled(input: TokenStream) -> TokenStream {

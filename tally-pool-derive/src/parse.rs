@@ -47,8 +47,12 @@ pub(crate) struct Options {
     pub(crate) max_capacity: Option<Spanned<u64>>,
     /// `track_sites = N`: remember the call site of one acquire in N.
     pub(crate) track_sites: Option<Spanned<u64>>,
+    /// `reserve = N`: values memory pressure never takes back.
+    pub(crate) reserve: Option<Spanned<u64>>,
     pub(crate) name: Option<LitStr>,
     pub(crate) guard: Option<LitStr>,
+    /// `on_critical = "grow" | "refuse"`.
+    pub(crate) on_critical: Option<LitStr>,
     /// The span of the `recycle` key.
     pub(crate) recycle: Option<Span>,
     /// `per_node = true | false`.
@@ -56,8 +60,8 @@ pub(crate) struct Options {
     pub(crate) krate: Option<Path>,
 }
 
-const KEYS: &str =
-    "`capacity`, `max_capacity`, `name`, `guard`, `recycle`, `per_node`, `track_sites`, `crate`";
+const KEYS: &str = "`capacity`, `max_capacity`, `name`, `guard`, `recycle`, `per_node`, \
+                    `track_sites`, `reserve`, `on_critical`, `crate`";
 
 /// Reads every `#[pooled(...)]` attribute of the type.
 ///
@@ -77,11 +81,12 @@ pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
                 errors.push(syn::Error::new(span, format!("duplicate `{key}` in #[pooled(...)]")));
             };
             match key.as_str() {
-                "capacity" | "max_capacity" | "track_sites" => {
+                "capacity" | "max_capacity" | "track_sites" | "reserve" => {
                     let value = integer(&meta.value()?.parse::<Expr>()?, &key, errors);
                     let slot = match key.as_str() {
                         "capacity" => &mut options.capacity,
                         "max_capacity" => &mut options.max_capacity,
+                        "reserve" => &mut options.reserve,
                         _ => &mut options.track_sites,
                     };
                     if slot.is_some() {
@@ -90,9 +95,13 @@ pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
                         *slot = Some(Spanned { value, span });
                     }
                 }
-                "name" | "guard" => {
+                "name" | "guard" | "on_critical" => {
                     let value = string(&meta.value()?.parse::<Expr>()?, &key, errors);
-                    let slot = if key == "name" { &mut options.name } else { &mut options.guard };
+                    let slot = match key.as_str() {
+                        "name" => &mut options.name,
+                        "guard" => &mut options.guard,
+                        _ => &mut options.on_critical,
+                    };
                     if slot.is_some() {
                         duplicate(errors);
                     } else if value.is_some() {

@@ -29,6 +29,10 @@ pub(crate) struct Checked {
     pub(crate) per_node: bool,
     /// Sample the call site of one acquire in this many (0: off).
     pub(crate) track_sites: u32,
+    /// Values memory pressure never takes back (`None`: the capacity).
+    pub(crate) reserve: Option<u64>,
+    /// The `OnCritical` variant.
+    pub(crate) on_critical: TokenStream,
 }
 
 /// Checks what the pool needs of the type and the options; reports every problem.
@@ -123,6 +127,30 @@ pub(crate) fn check(input: &DeriveInput, options: &Options, errors: &mut Errors)
         }),
         None => 0,
     };
+    if let Some(r) = &options.reserve {
+        if r.value > max_capacity {
+            errors.push(syn::Error::new(
+                r.span,
+                format!(
+                    "`reserve` ({}) exceeds `max_capacity` ({max_capacity}); a pool cannot keep more values than it may hold",
+                    r.value
+                ),
+            ));
+        }
+    }
+    let on_critical = match options.on_critical.as_ref().map(LitStr::value).as_deref() {
+        None | Some("grow") => quote!(Grow),
+        Some("refuse") => quote!(Refuse),
+        Some(other) => {
+            if let Some(lit) = &options.on_critical {
+                errors.spanned(
+                    lit,
+                    format!("unknown `on_critical` `{other}`; expected \"grow\" or \"refuse\""),
+                );
+            }
+            quote!(Grow)
+        }
+    };
     let name = options
         .name
         .clone()
@@ -135,5 +163,7 @@ pub(crate) fn check(input: &DeriveInput, options: &Options, errors: &mut Errors)
         recycle: options.recycle,
         per_node: options.per_node.unwrap_or(true),
         track_sites,
+        reserve: options.reserve.as_ref().map(|r| r.value),
+        on_critical,
     }
 }

@@ -33,7 +33,7 @@ pub use tally_pool_derive::Pooled;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::block::facade::CacheCell as TypeCache;
-    pub use crate::block::GuardLevel;
+    pub use crate::block::{GuardLevel, OnCritical};
     pub use crate::typed::static_pool::{recycling_static_pool, StaticConfig, StaticPool};
     pub use crate::typed::{Pool, Pooled};
     pub use core::option::Option::{self, None, Some};

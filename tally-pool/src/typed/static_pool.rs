@@ -7,6 +7,7 @@ use super::config::PoolConfig;
 use super::pool::Pool;
 use super::recycle::{recycle_value, Recycle, RecycleFn};
 use crate::block::facade::GuardLevel;
+use crate::block::OnCritical;
 
 /// A `static` home for a derived type's pool, created on first use.
 ///
@@ -38,6 +39,10 @@ pub struct StaticConfig {
     pub per_node: bool,
     /// `track_sites` (0: off).
     pub track_sites: u32,
+    /// `reserve` (`None`: the capacity).
+    pub reserve: Option<usize>,
+    /// `on_critical`.
+    pub on_critical: OnCritical,
 }
 
 impl<T: 'static> StaticPool<T> {
@@ -68,11 +73,15 @@ impl<T: 'static> StaticPool<T> {
     pub fn get(&'static self) -> &'static Pool<T> {
         self.cell.get_or_init(|| {
             let c = self.config;
-            let config = PoolConfig::new(c.name)
+            let mut config = PoolConfig::new(c.name)
                 .capacity(c.capacity)
                 .max_capacity(c.max_capacity)
                 .guard(c.guard)
-                .per_node(c.per_node);
+                .per_node(c.per_node)
+                .on_critical(c.on_critical);
+            if let Some(reserve) = c.reserve {
+                config = config.reserve(reserve);
+            }
             let pool = Pool::create_static(config, self.recycle);
             if c.track_sites > 0 {
                 pool.track_sites(c.track_sites);

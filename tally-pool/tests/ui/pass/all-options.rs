@@ -16,11 +16,11 @@ impl Recycle for Order {
 }
 
 #[derive(Pooled, Default)]
-#[pooled(guard = "full", max_capacity = 3)]
+#[pooled(guard = "full", max_capacity = 3, reserve = 2, on_critical = "refuse")]
 struct Pair(u32, u32);
 
 #[derive(Pooled, Default)]
-#[pooled(guard = "off", track_sites = 1_024)]
+#[pooled(guard = "off", track_sites = 1_024, on_critical = "grow")]
 struct Unit;
 
 #[derive(Pooled, Default, Debug, PartialEq)]

@@ -1,6 +1,6 @@
 // A derived type's settings carry no function pointer: a hand-written one would be called
 // on blocks of another type.
-use tally_pool::__private::{GuardLevel, StaticConfig};
+use tally_pool::__private::{GuardLevel, OnCritical, StaticConfig};
 
 unsafe fn reset(_: *mut u8) {}
 
@@ -12,6 +12,8 @@ fn main() {
         guard: GuardLevel::Off,
         per_node: false,
         track_sites: 0,
+        reserve: None,
+        on_critical: OnCritical::Grow,
         recycle: Some(reset),
     };
 }
