@@ -162,7 +162,11 @@ impl History {
             let judge = self.recorded.wrapping_add(id.get()) % JUDGE_EVERY == 0;
             component.conclusion = Conclusion {
                 leak: if judge {
-                    detect(component.samples.make_contiguous(), &self.config)
+                    detect(
+                        component.samples.make_contiguous(),
+                        &self.config,
+                        was_suspect,
+                    )
                 } else {
                     component.conclusion.leak
                 },

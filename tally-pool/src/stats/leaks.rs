@@ -20,6 +20,9 @@ use std::time::Duration;
 /// 3. **Large enough:** the growth over the window (slope × time covered) exceeds both
 ///    [`min_growth_ratio`](Self::min_growth_ratio) × the live bytes at the window's start
 ///    (default 10 %) and [`min_growth_bytes`](Self::min_growth_bytes) (default 1 MiB).
+///    Once a component is a suspect, only the byte floor applies: a steady leak adds to
+///    the live bytes the ratio is taken of, and would otherwise hide itself after about
+///    ten windows.
 /// 4. **Still growing:** the Theil–Sen slope over the most recent half of the window is
 ///    positive too, so a component stops being a suspect within half a window of its
 ///    growth stopping.
@@ -182,8 +185,13 @@ pub(crate) struct LeakVerdict {
 }
 
 /// Whether `history` (sorted by time, oldest first) makes its component a leak suspect
-/// under `config`, by the rule documented on [`LeakConfig`].
-pub(crate) fn detect(history: &[Sample], config: &LeakConfig) -> Option<LeakVerdict> {
+/// under `config`, by the rule documented on [`LeakConfig`]; `suspect` says whether it is
+/// one already (then the ratio floor no longer applies).
+pub(crate) fn detect(
+    history: &[Sample],
+    config: &LeakConfig,
+    suspect: bool,
+) -> Option<LeakVerdict> {
     let first = history.first()?;
     let last = history.last()?;
     let span = last.at.checked_sub(first.at)?;
@@ -201,7 +209,11 @@ pub(crate) fn detect(history: &[Sample], config: &LeakConfig) -> Option<LeakVerd
     let window_start = in_window.first()?;
     let covered = last.at.saturating_sub(window_start.at).as_secs_f64();
     let growth = slope * covered;
-    let ratio_floor = config.min_growth_ratio * window_start.live_bytes as f64;
+    let ratio_floor = if suspect {
+        0.0
+    } else {
+        config.min_growth_ratio * window_start.live_bytes as f64
+    };
     // Growth must exceed both floors; the cast of the byte floor to f64 is exact enough.
     if growth <= ratio_floor || growth <= config.min_growth_bytes as f64 {
         return None;
@@ -292,7 +304,7 @@ mod tests {
     fn steady_growth_is_a_suspect() {
         // 10 MiB, growing 100 KiB a second: 6 MiB a minute.
         let h = history(120, |t| 10 * MIB + t * 100 * 1024);
-        let verdict = detect(&h, &config()).unwrap();
+        let verdict = detect(&h, &config(), false).unwrap();
         assert!((verdict.growth_bytes_per_min - 6000.0 * 1024.0).abs() < 1.0);
         assert_eq!(verdict.window, Duration::from_secs(60));
     }
@@ -308,15 +320,15 @@ mod tests {
                 base
             }
         });
-        assert!(detect(&h, &config()).is_some());
+        assert!(detect(&h, &config(), false).is_some());
     }
 
     #[test]
     fn warm_up_needs_the_window_covered() {
         let h = history(59, |t| t * 10 * MIB);
-        assert!(detect(&h, &config()).is_none());
+        assert!(detect(&h, &config(), false).is_none());
         let h = history(60, |t| t * 10 * MIB);
-        assert!(detect(&h, &config()).is_some());
+        assert!(detect(&h, &config(), false).is_some());
     }
 
     #[test]
@@ -329,15 +341,15 @@ mod tests {
                 live_objects: 0,
             })
             .collect();
-        assert!(detect(&h, &config()).is_none());
-        assert!(detect(&h, &config().min_samples(3)).is_some());
+        assert!(detect(&h, &config(), false).is_none());
+        assert!(detect(&h, &config().min_samples(3), false).is_some());
     }
 
     #[test]
     fn one_burst_then_flat_is_not() {
         // 10 MiB, then +40 MiB at once, then flat for the rest of the window.
         let h = history(120, |t| if t < 70 { 10 * MIB } else { 50 * MIB });
-        assert!(detect(&h, &config()).is_none());
+        assert!(detect(&h, &config(), false).is_none());
     }
 
     #[test]
@@ -345,44 +357,59 @@ mod tests {
         // Pairs across a burst in the middle are half of all pairs, but the recent half
         // of the window is flat.
         let h = history(120, |t| if t < 90 { 10 * MIB } else { 50 * MIB });
-        assert!(detect(&h, &config()).is_none());
+        assert!(detect(&h, &config(), false).is_none());
     }
 
     #[test]
     fn growth_below_the_byte_floor_is_not() {
         // 1 KiB a second from zero: 60 KiB over the window, above any ratio, below 1 MiB.
         let h = history(120, |t| t * 1024);
-        assert!(detect(&h, &config()).is_none());
+        assert!(detect(&h, &config(), false).is_none());
         // Just above the floor: 1 MiB + 60 KiB over the window.
         let h = history(120, |t| t * (MIB / 60 + 1024));
-        assert!(detect(&h, &config()).is_some());
+        assert!(detect(&h, &config(), false).is_some());
     }
 
     #[test]
     fn growth_below_the_ratio_is_not() {
         // 1 GiB live, +60 MiB over the window: above 1 MiB, below 10 % (about 104 MiB).
         let h = history(120, |t| 1024 * MIB + t * MIB);
-        assert!(detect(&h, &config()).is_none());
+        assert!(detect(&h, &config(), false).is_none());
         // +120 MiB over the window is above 10 % of the window's start.
         let h = history(120, |t| 1024 * MIB + t * 2 * MIB);
-        assert!(detect(&h, &config()).is_some());
+        assert!(detect(&h, &config(), false).is_some());
+    }
+
+    #[test]
+    fn a_steady_leak_stays_a_suspect_however_much_it_has_accumulated() {
+        // 1 MiB a second for twenty minutes on a 1 MiB base: over the last minute the
+        // growth (60 MiB) is below 10 % of the 1,141 MiB at the window's start.
+        let h = history(1200, |t| MIB + t * MIB);
+        assert!(
+            detect(&h, &config(), false).is_none(),
+            "a newcomer to the rule"
+        );
+        assert!(detect(&h, &config(), true).is_some(), "a suspect stays one");
+        // It still stops being one when the growth stops.
+        let stopped = history(1200, |t| MIB + t.min(1140) * MIB);
+        assert!(detect(&stopped, &config(), true).is_none());
     }
 
     #[test]
     fn growth_that_stops_is_no_longer_a_suspect() {
         let growing = |t: u64| 10 * MIB + t.min(120) * 200 * 1024;
-        assert!(detect(&history(120, growing), &config()).is_some());
+        assert!(detect(&history(120, growing), &config(), false).is_some());
         // Flat since t = 120; within half a window it is cleared.
-        assert!(detect(&history(135, growing), &config()).is_some());
-        assert!(detect(&history(151, growing), &config()).is_none());
-        assert!(detect(&history(300, growing), &config()).is_none());
+        assert!(detect(&history(135, growing), &config(), false).is_some());
+        assert!(detect(&history(151, growing), &config(), false).is_none());
+        assert!(detect(&history(300, growing), &config(), false).is_none());
     }
 
     #[test]
     fn shrinking_and_flat_are_not() {
-        assert!(detect(&history(120, |_| 10 * MIB), &config()).is_none());
-        assert!(detect(&history(120, |t| 500 * MIB - t * MIB), &config()).is_none());
-        assert!(detect(&[], &config()).is_none());
+        assert!(detect(&history(120, |_| 10 * MIB), &config(), false).is_none());
+        assert!(detect(&history(120, |t| 500 * MIB - t * MIB), &config(), false).is_none());
+        assert!(detect(&[], &config(), false).is_none());
     }
 
     #[test]
@@ -396,7 +423,7 @@ mod tests {
             20
         ];
         assert_eq!(theil_sen(&h), None);
-        assert!(detect(&h, &config().window(Duration::from_secs(1))).is_none());
+        assert!(detect(&h, &config().window(Duration::from_secs(1)), false).is_none());
     }
 
     #[test]
