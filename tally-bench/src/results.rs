@@ -106,17 +106,26 @@ pub fn unix_now() -> u64 {
 }
 
 /// Writes `value` as JSON to `$env` if set, else to `file` in cargo's target directory
-/// (found above the running binary by its `CACHEDIR.TAG`), or stops the run.
+/// (`$CARGO_TARGET_DIR`, else the directory above the running binary that holds
+/// `CACHEDIR.TAG`, else `target`). When it cannot, prints the JSON, so that a long run is
+/// not lost, and stops the run.
 pub fn write(env: &str, file: &str, value: &Value) {
     let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
         let exe = std::env::current_exe().ok();
         let mut dirs = exe.iter().flat_map(|exe| exe.ancestors());
-        let target = dirs.find(|dir| dir.join("CACHEDIR.TAG").is_file());
-        target.unwrap_or(Path::new("target")).join(file)
+        let tagged = dirs.find(|dir| dir.join("CACHEDIR.TAG").is_file());
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+        let target = target.or(tagged.map(Path::to_path_buf));
+        target.unwrap_or_else(|| PathBuf::from("target")).join(file)
     });
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string());
-    match text.and_then(|text| std::fs::write(&path, text + "\n").map_err(|e| e.to_string())) {
+    let written = (text.as_ref().map_err(Clone::clone))
+        .and_then(|text| std::fs::write(&path, format!("{text}\n")).map_err(|e| e.to_string()));
+    match written {
         Ok(()) => println!("\nwrote {}", path.display()),
-        Err(err) => fatal(format_args!("cannot write {}: {err}", path.display())),
+        Err(err) => {
+            println!("{}", text.unwrap_or_default());
+            fatal(format_args!("cannot write {}: {err}", path.display()))
+        }
     }
 }
