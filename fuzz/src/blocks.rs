@@ -175,7 +175,7 @@ impl PoolModel {
         let (size, align) = LAYOUTS[usize::from(spec.layout) % LAYOUTS.len()];
         let guard =
             [GuardLevel::Off, GuardLevel::Canary, GuardLevel::Full][usize::from(spec.guard) % 3];
-        let max = if spec.cap % 4 == 0 {
+        let max = if spec.cap.is_multiple_of(4) {
             usize::MAX
         } else {
             usize::from(spec.cap) % 48 + 1
@@ -232,7 +232,7 @@ impl PoolModel {
 
     fn is_block_start(&self, addr: usize) -> bool {
         let offset = (addr & (CHUNK_SIZE - 1)).wrapping_sub(self.first_offset);
-        offset < self.span && offset % self.stride == 0
+        offset < self.span && offset.is_multiple_of(self.stride)
     }
 
     /// Every address the model knows of this pool.
@@ -276,7 +276,12 @@ impl PoolModel {
     }
 
     /// What an allocation returned.
-    fn allocated(&mut self, result: Result<usize, PoolError>, everyone: &BTreeSet<usize>) {
+    fn allocated(
+        &mut self,
+        result: Result<usize, PoolError>,
+        everyone: &BTreeSet<usize>,
+        on_main: bool,
+    ) {
         let name = self.name().to_owned();
         match result {
             Ok(addr) => {
@@ -318,10 +323,17 @@ impl PoolModel {
                 self.withdrawn.insert(address);
             }
             Err(PoolError::Exhausted { .. }) => {
-                let held = self.owned.len() + self.stuck.len() + self.withdrawn.len();
+                // On the run's own thread every free block is in its cache or the depot
+                // (helper threads have exited and flushed theirs), so only the cap refuses.
+                // A helper thread may be refused while the run's thread caches free blocks
+                // (the documented limit), so it only needs those counted too.
+                let mut held = self.owned.len() + self.stuck.len() + self.withdrawn.len();
+                if !on_main {
+                    held += self.free.len() + self.damaged.len() + self.uncertain.len();
+                }
                 assert!(
                     held >= self.max,
-                    "{name}: Exhausted with {held} blocks held or withdrawn (cap {})",
+                    "{name}: Exhausted with {held} blocks held or withdrawn (cap {}, on main: {on_main})",
                     self.max
                 );
             }
@@ -385,7 +397,7 @@ impl PoolModel {
         match *op {
             Op::Alloc { .. } => {
                 let r = self.pool.allocate().map(|p| p.as_ptr() as usize);
-                self.allocated(r, everyone);
+                self.allocated(r, everyone, true);
             }
             Op::AllocOnThread { n, .. } => {
                 let pool = self.pool.clone();
@@ -398,7 +410,7 @@ impl PoolModel {
                 match results {
                     Ok(results) => {
                         for r in results {
-                            self.allocated(r, everyone);
+                            self.allocated(r, everyone, false);
                         }
                     }
                     Err(_) => panic!("{}: allocate panicked on another thread", self.name()),
@@ -603,6 +615,10 @@ pub fn run(data: &[u8]) {
         return;
     };
     let count = u.int_in_range(1..=3usize).unwrap_or(1);
+    let trace = std::env::var_os("FUZZ_TRACE").is_some();
+    if trace {
+        eprintln!("pools: {:?}", &specs[..count]);
+    }
     let mut pools: Vec<PoolModel> = specs
         .iter()
         .take(count)
@@ -613,6 +629,9 @@ pub fn run(data: &[u8]) {
     while !u.is_empty() && steps < 400 {
         let Ok(op) = Op::arbitrary(&mut u) else { break };
         steps += 1;
+        if trace {
+            eprintln!("{op:?}");
+        }
         let i = usize::from(pool_of(&op)) % pools.len();
         let other = match op {
             Op::Foreign { other, .. } => usize::from(other) % pools.len(),

@@ -16,8 +16,11 @@ pub mod blocks;
 pub mod report;
 pub mod tokens;
 
+/// A target's checks, run on one input.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name, as the replay test and `.ci/fuzz.sh` know them.
-pub const TARGETS: [(&str, fn(&[u8])); 3] = [
+pub const TARGETS: [(&str, Target); 3] = [
     ("tokens", tokens::run),
     ("blocks", blocks::run),
     ("report", report::run),

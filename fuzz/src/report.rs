@@ -27,6 +27,12 @@ use tally_pool::stats::{
 /// Type names and guard strings a snapshot may carry (`&'static str` in the snapshot).
 const WORDS: [&str; 6] = ["", "Order", "a\"b\\c\nd", "zé\u{0}\u{7f}", "{}[],:", "full"];
 
+/// A site: which call site, live values, age (seconds, nanoseconds).
+type ArbSite = (u8, u64, Option<(u64, u32)>);
+
+/// A Prometheus sample: name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// An arbitrary snapshot.
 #[derive(Arbitrary, Debug, Clone)]
 pub struct Snap {
@@ -41,7 +47,7 @@ pub struct Snap {
     guard: Option<u8>,
     locality: Option<f64>,
     nodes: Vec<(u32, [u64; 5])>,
-    sites: Option<Vec<(u8, u64, Option<(u64, u32)>)>>,
+    sites: Option<Vec<ArbSite>>,
     accounting_errors: u64,
 }
 
@@ -76,17 +82,17 @@ impl Snap {
         s.metadata_bytes = metadata;
         s.released_bytes = released;
         let [acquires, releases, cross, exhausted, corruptions, growths, exchanges] = self.counters;
-        let mut c = Counters::default();
-        c.capacity = self.capacity;
-        c.max_capacity = self.max_capacity;
-        c.acquires = acquires;
-        c.releases = releases;
-        c.cross_thread_releases = cross;
-        c.exhausted = exhausted;
-        c.corruptions = corruptions;
-        c.growths = growths;
-        c.depot_exchanges = exchanges;
-        s.counters = c;
+        s.counters = Counters {
+            capacity: self.capacity,
+            max_capacity: self.max_capacity,
+            acquires,
+            releases,
+            cross_thread_releases: cross,
+            exhausted,
+            corruptions,
+            growths,
+            depot_exchanges: exchanges,
+        };
         s.last_corruption = self.last_corruption.clone();
         s.guard = self.guard.map(word);
         s.locality = self.locality;
@@ -409,7 +415,7 @@ impl Model {
 
 /// The samples of a Prometheus text exposition: name, labels (unescaped) and value;
 /// panics, naming the line, on anything that is not valid.
-fn parse_prometheus(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.is_empty() || line.starts_with('#') {

@@ -704,6 +704,9 @@ pub fn run(data: &[u8]) {
     let mut steps = 0;
     while !u.is_empty() && steps < 512 {
         let Ok(op) = Op::arbitrary(&mut u) else { break };
+        if std::env::var_os("FUZZ_TRACE").is_some() {
+            eprintln!("{op:?}");
+        }
         model.step(op);
         steps += 1;
     }
