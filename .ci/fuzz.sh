@@ -49,7 +49,7 @@ for t in "${TARGETS[@]}"; do
     log="$scratch/$t.log"
     echo "fuzz: $t for ${FUZZ_SECS}s"
     if "${FUZZ[@]}" run "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
-        -max_total_time="$FUZZ_SECS" -timeout=30 -rss_limit_mb=4096 \
+        -max_total_time="$FUZZ_SECS" -max_len=2048 -len_control=0 -timeout=30 -rss_limit_mb=4096 \
         -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1; then
         runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
         rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
