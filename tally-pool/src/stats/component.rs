@@ -54,6 +54,14 @@ impl UserCounts {
         u64::try_from(self.live.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
+    /// The cold half of an `add` that went past `i64::MAX` (and wrapped): the count
+    /// stays at the most it can hold.
+    #[cold]
+    #[inline(never)]
+    fn saturate(&self) {
+        self.live.store(i64::MAX, Ordering::Relaxed);
+    }
+
     /// The cold half of an over-large `sub`: back to zero (unless an `add` already brought
     /// the count back above it), and one more accounting error.
     #[cold]
@@ -104,7 +112,8 @@ impl Component {
         }
     }
 
-    /// Counts `bytes` more in use. One relaxed atomic add.
+    /// Counts `bytes` more in use. One relaxed atomic add; going past `i64::MAX` stays
+    /// there (a cold, out-of-line path).
     ///
     /// ```
     /// use tally_pool::stats::Component;
@@ -115,7 +124,11 @@ impl Component {
     /// ```
     #[inline]
     pub fn add(&self, bytes: usize) {
-        self.counts.live.fetch_add(signed(bytes), Ordering::Relaxed);
+        let bytes = signed(bytes);
+        let before = self.counts.live.fetch_add(bytes, Ordering::Relaxed);
+        if before.checked_add(bytes).is_none() {
+            self.counts.saturate();
+        }
     }
 
     /// Counts `bytes` fewer in use. One relaxed atomic subtract; going below zero leaves
@@ -247,6 +260,13 @@ mod tests {
         assert_eq!(c.live_bytes(), i64::MAX as u64);
         c.sub(usize::MAX);
         assert_eq!(c.live_bytes(), 0);
+        assert_eq!(c.accounting_errors(), 0);
+        // Past the largest count, adds stay there rather than wrap.
+        c.add(usize::MAX);
+        c.add(1);
+        assert_eq!(c.live_bytes(), i64::MAX as u64);
+        c.sub(1);
+        assert_eq!(c.live_bytes(), i64::MAX as u64 - 1);
         assert_eq!(c.accounting_errors(), 0);
     }
 
