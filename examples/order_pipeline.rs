@@ -318,7 +318,7 @@ fn observe(o: &Options) -> Result<Option<SamplerGuard>, Box<dyn Error>> {
 
 /// Fails if a value or a token of `T`'s pool is still out, but the `forgotten` ones.
 fn check_pool<T: Pooled>(forgotten: u64) -> Result<(), Box<dyn Error>> {
-    let (pool, live) = (T::pool(), T::pool().stats().live_blocks as u64);
+    let (pool, live) = (T::pool(), T::pool().stats().live_blocks);
     if live != forgotten || pool.leaked_raw() != 0 {
         return Err(format!("pool `{}`: {live} values out after the run", pool.name()).into());
     }
