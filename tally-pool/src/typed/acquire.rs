@@ -118,6 +118,33 @@ impl<T: 'static> Pool<T> {
         }
     }
 
+    /// `acquire_with_fn` for a derived type: as [`Pool::acquire_via_cell`], with `make`
+    /// instead of `T::default()`. On the fast path the block is taken first and the value
+    /// `make` returns is written straight into it; the block goes back if `make` panics.
+    #[inline(always)]
+    #[track_caller]
+    pub(super) fn acquire_with_fn_via_cell(
+        key: &'static LocalKey<CacheCell>,
+        pool: fn() -> &'static Self,
+        make: impl FnOnce() -> T,
+    ) -> Result<Handle<T>, PoolError> {
+        let block = match CacheCell::pop(key) {
+            CellPop::Block(block) => block,
+            CellPop::Miss => return pool().acquire_with_fn(make),
+            CellPop::Unbound => {
+                let p = pool();
+                let result = p.acquire_with_fn(make);
+                p.bind(key);
+                return result;
+            }
+        };
+        let guard = GiveBack { block, pool };
+        let value = make();
+        core::mem::forget(guard);
+        // SAFETY: as in `acquire_via_cell`.
+        Ok(unsafe { Self::fill(block, value) })
+    }
+
     /// Writes `value` into `block` and makes it a handle.
     ///
     /// # Safety
@@ -168,6 +195,34 @@ impl<T: 'static> Pool<T> {
     fn bind(&self, key: &'static LocalKey<CacheCell>) {
         if let Some(direct) = &self.direct {
             key.with(|cell| direct.bind_cell(cell));
+        }
+    }
+
+    /// Acquires the value `make` returns. A pool made with `Pool::new` runs `make` before
+    /// it takes a block, as [`Pool::acquire_with`] does; a derived type's
+    /// [`Pooled::acquire_with_fn`](super::Pooled::acquire_with_fn) builds the value in the
+    /// block.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::acquire`]; the value is dropped.
+    ///
+    /// ```
+    /// use tally_pool::{Pool, PoolConfig};
+    /// let pool = Pool::<[u64; 8]>::new(PoolConfig::new("doc-with-fn"))?;
+    /// let h = pool.acquire_with_fn(|| [7; 8])?;
+    /// assert_eq!(h[3], 7);
+    /// # Ok::<(), tally_pool::PoolError>(())
+    /// ```
+    #[inline(always)]
+    #[track_caller]
+    pub fn acquire_with_fn(
+        &'static self,
+        make: impl FnOnce() -> T,
+    ) -> Result<Handle<T>, PoolError> {
+        match self.acquire_with(make()) {
+            Ok(handle) => Ok(handle),
+            Err(e) => Err(e.error),
         }
     }
 

@@ -110,6 +110,38 @@ pub unsafe trait Pooled: Sized + 'static {
         }
     }
 
+    /// Acquires the value `make` returns, built straight into the block on the fast path
+    /// (the block goes back to the pool if `make` panics).
+    ///
+    /// Use it for large types: [`Pooled::acquire_with`] takes a value built beforehand,
+    /// which the compiler keeps on the stack and then copies into the block;
+    /// `acquire_with_fn` writes it once, in the block. For small types the two are the
+    /// same. On a thread's first acquire, or when its cache is empty, `make` runs before a
+    /// block is taken.
+    ///
+    /// ```
+    /// use tally_pool::Pooled;
+    ///
+    /// #[derive(Pooled, Default)]
+    /// struct Order { id: u64, legs: [u64; 8] }
+    ///
+    /// let order = Order::acquire_with_fn(|| Order { id: 7, legs: [1; 8] })?;
+    /// assert_eq!((order.id, order.legs[7]), (7, 1));
+    /// # Ok::<(), tally_pool::PoolError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// See [`Pool::acquire`]; the value is dropped.
+    #[inline(always)]
+    #[track_caller]
+    fn acquire_with_fn(make: impl FnOnce() -> Self) -> Result<Handle<Self>, PoolError> {
+        match Self::thread_cache() {
+            Some(key) => Pool::acquire_with_fn_via_cell(key, Self::pool, make),
+            None => Self::pool().acquire_with_fn(make),
+        }
+    }
+
     /// Turns a token back into a handle. Only `Send` types: a token may have crossed
     /// threads (see [`Handle::into_raw`]).
     ///
