@@ -78,3 +78,20 @@ fn a_runtime_pool_builds_then_moves() {
     drop(a);
     assert_eq!(pool.stats().live_blocks, 0);
 }
+
+#[test]
+fn a_closure_may_use_the_same_pool() {
+    // Bind the cache, so that the outer call takes the fast path and holds a popped block
+    // while the closure acquires and releases from the same cache.
+    drop(Fragile::acquire_with_fn(Fragile::default).unwrap());
+    let before = Fragile::pool().stats().live_blocks;
+    let outer = Fragile::acquire_with_fn(|| {
+        drop(Fragile::acquire_with_fn(Fragile::default).unwrap());
+        let _dropped_here = Fragile::acquire().unwrap();
+        Fragile::default()
+    })
+    .unwrap();
+    assert_eq!(Fragile::pool().stats().live_blocks, before + 1);
+    drop(outer);
+    assert_eq!(Fragile::pool().stats().live_blocks, before);
+}
