@@ -21,7 +21,7 @@ mod sync;
 mod sys;
 pub mod typed;
 
-pub use block::{GuardLevel, OnCritical};
+pub use block::{AuditError, GuardLevel, OnCritical, PlacementAudit};
 pub use error::{CorruptionKind, PoolError};
 pub use typed::{AcquireError, Handle, Pool, PoolConfig, Pooled, RawHandle, Recycle};
 

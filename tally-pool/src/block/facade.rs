@@ -17,6 +17,7 @@
 //! | [`BlockPool::free_unchecked`] | a free that skips the registry for a block known to be the pool's |
 //! | [`BlockPool::uid`], [`BlockPool::blocks_per_chunk`], [`BlockPool::block_at`], [`BlockPool::block_index`], [`chunk_id`], [`blocks_per_chunk`] | naming blocks by chunk and index, for tokens |
 //! | [`BlockPool::reserve`], [`BlockPool::cache_limit`] | growing ahead and sizing |
+//! | [`audit_routers`], [`PlacementAudit`], [`AuditError`] | where the kernel says the pages of several node pools are, sampled together ([`PerNodeBlockPool::audit_placement`]) |
 //! | [`BlockPool::source`] | a node pool's reclamation and growth ahead, which a layer above passes memory-pressure requests to |
 //! | [`BlockPool::new_unlisted`], [`BlockPool::component_snapshot`], [`PerNodeBlockPool::refusals`], [`PerNodeBlockPool::crossings`] | a layer above that lists itself in the statistics as one component, over node pools that are not listed |
 //!
@@ -35,6 +36,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 
 pub(crate) use super::api::BlockPool;
+pub(crate) use super::audit::{audit_routers, AuditError, PlacementAudit};
 pub use super::cache::CacheCell;
 pub(crate) use super::cache::CellPop;
 use super::cache::{self, ThreadCache};

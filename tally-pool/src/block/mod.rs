@@ -155,6 +155,7 @@
 //! | `shared` | the state a pool's handles and thread caches share; flush requests |
 //! | `guard`, `refill`, `growth`, `reclaim` | the slow paths: checks; trading with the depot and fresh ranges; mapping and carving chunks; giving chunks back |
 //! | `report` | a pool as a statistics component: its memory classes, counters and `reclaim` |
+//! | `audit` | [`PlacementAudit`]: where the kernel says a sample of a pool's pages are |
 //! | `cache/` | per-thread caches, the fast operations on them, the per-thread tables, a pool's roster of caches |
 //! | `depot` | the lock-free stacks of magazines |
 //! | `chunk/` | chunk geometry, header, registry, and a pool's list of chunks |
@@ -171,6 +172,7 @@
 //! [`PoolError::Pressure`]: crate::PoolError::Pressure
 
 mod api;
+mod audit;
 mod cache;
 mod chunk;
 mod config;
@@ -190,6 +192,7 @@ mod stats;
 mod loom_tests;
 
 pub use api::BlockPool;
+pub use audit::{AuditError, PlacementAudit};
 pub use chunk::CHUNK_SIZE;
 pub use config::{BlockPoolConfig, GuardLevel, OnCritical};
 pub use per_node::PerNodeBlockPool;

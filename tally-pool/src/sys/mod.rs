@@ -6,6 +6,7 @@
 //!   the thresholds of the own budget, which a crossing mapping checks synchronously.
 //! - [`limits`]: `getrlimit` and the calling thread's kernel id, for the pressure monitor.
 //! - [`numa`]: `mbind`, `get_mempolicy`, `sched_getcpu` and the thread affinity calls.
+//! - [`placement`]: `move_pages` with no target node: where pages really are.
 //!
 //! `clippy.toml` forbids the raw memory and NUMA calls everywhere else
 //! (`disallowed-methods`), and this module alone allows them, so every region the crate
@@ -19,6 +20,7 @@ pub(crate) mod budget;
 pub(crate) mod limits;
 mod mem;
 mod numa;
+pub(crate) mod placement;
 
 #[cfg(all(test, target_os = "linux", not(loom)))]
 pub(crate) use mem::resident_pages;

@@ -27,6 +27,7 @@
 //! | `token` | [`RawHandle`]: token layout, and the generation table that lends and redeems |
 //! | `recycle` | [`Recycle`], and the slots of recycling pools |
 //! | `sites` | call sites of sampled acquires ([`Pool::track_sites`]), and a direct pool's twin |
+//! | `audit` | [`Pool::audit_placement`]: where the kernel says the pool's pages are |
 //! | `static_pool` | the `static` pool of a derived type |
 //! | `error` | [`AcquireError`] |
 //!
@@ -34,6 +35,7 @@
 //! the derive implements, is defined here.
 
 mod acquire;
+mod audit;
 mod config;
 mod error;
 mod handle;
