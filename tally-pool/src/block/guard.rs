@@ -7,7 +7,6 @@
 //! that it says free (and, under `Full`, that the poison is intact) and flips it back.
 
 use core::ptr::NonNull;
-use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 
 use super::cache::ThreadCache;
 use super::chunk::geometry::POISON;
@@ -15,6 +14,33 @@ use super::chunk::registry;
 use super::config::GuardLevel;
 use super::shared::PoolShared;
 use crate::error::{CorruptionKind, PoolError};
+use crate::sync::{AtomicU64, Ordering};
+
+/// Under loom, the canaries: loom cannot see an atomic that lives in mapped memory, so each
+/// block's check word is a loom atomic in this table, keyed by the block's address, made on
+/// first use with the value fresh memory holds (0). Each model execution starts afresh.
+#[cfg(loom)]
+mod loom_canaries {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use crate::sync::AtomicU64;
+
+    loom::lazy_static! {
+        static ref WORDS: Mutex<HashMap<usize, &'static AtomicU64>> = Mutex::new(HashMap::new());
+    }
+
+    /// The check word of the block whose canary lies at `addr`.
+    pub(super) fn word(addr: usize) -> &'static AtomicU64 {
+        let mut words = match WORDS.lock() {
+            Ok(words) => words,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        words
+            .entry(addr)
+            .or_insert_with(|| Box::leak(Box::new(AtomicU64::new(0))))
+    }
+}
 
 impl PoolShared {
     /// The error for corruption of `kind` at `address`, counted, and (feature `tracing`)
@@ -22,7 +48,7 @@ impl PoolShared {
     pub(super) fn corruption(&self, kind: CorruptionKind, address: usize) -> PoolError {
         self.counters
             .corruption_events
-            .fetch_add(1, StdOrdering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
         let mut last = match self.counters.last_corruption.lock() {
             Ok(last) => last,
             Err(poisoned) => poisoned.into_inner(),
@@ -49,13 +75,20 @@ impl PoolShared {
         self.canary_secret ^ (addr as u64).rotate_left(29)
     }
 
-    fn canary(&self, addr: usize) -> Option<&StdAtomicU64> {
+    #[cfg(not(loom))]
+    fn canary(&self, addr: usize) -> Option<&AtomicU64> {
         let offset = self.geometry.canary_offset?;
         // Callers check first that `addr` starts a carved block of a live chunk of this pool.
         // SAFETY: so the canary word lies in the block's stride, 8-byte aligned (Geometry
         // invariant: block starts and `canary_offset` are multiples of 8), in a chunk that
         // stays mapped while the pool lives.
-        Some(unsafe { &*((addr + offset) as *const StdAtomicU64) })
+        Some(unsafe { &*((addr + offset) as *const AtomicU64) })
+    }
+
+    #[cfg(loom)]
+    fn canary(&self, addr: usize) -> Option<&AtomicU64> {
+        let offset = self.geometry.canary_offset?;
+        Some(loom_canaries::word(addr + offset))
     }
 
     /// The checks of a free under a guard: flips the canary from "allocated" to "free"
@@ -66,7 +99,7 @@ impl PoolShared {
             return Ok(());
         };
         let mark = self.alloc_mark(addr);
-        match canary.compare_exchange(mark, !mark, StdOrdering::AcqRel, StdOrdering::Acquire) {
+        match canary.compare_exchange(mark, !mark, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {}
             Err(seen) if seen == !mark => {
                 return Err(self.corruption(CorruptionKind::DoubleFree, addr))
@@ -84,7 +117,7 @@ impl PoolShared {
     /// Marks a fresh block as free for the guard.
     pub(super) fn guard_init(&self, addr: usize) {
         if let Some(canary) = self.canary(addr) {
-            canary.store(!self.alloc_mark(addr), StdOrdering::Relaxed);
+            canary.store(!self.alloc_mark(addr), Ordering::Relaxed);
             if self.guard == GuardLevel::Full {
                 // SAFETY: the block is being carved, or taken from the calling thread's
                 // fresh range: no one else holds it; its payload lies in a live chunk of
@@ -136,10 +169,10 @@ impl PoolShared {
             return true;
         };
         let mark = self.alloc_mark(addr);
-        if canary.load(StdOrdering::Acquire) != !mark || !self.poison_intact(addr) {
+        if canary.load(Ordering::Acquire) != !mark || !self.poison_intact(addr) {
             return false;
         }
-        canary.store(mark, StdOrdering::Release);
+        canary.store(mark, Ordering::Release);
         true
     }
 
@@ -159,9 +192,9 @@ impl PoolShared {
     #[cold]
     #[inline(never)]
     pub(super) fn guard_refusal(&self, addr: usize) -> PoolError {
-        self.counters.withdrawn.fetch_add(1, StdOrdering::Relaxed);
+        self.counters.withdrawn.fetch_add(1, Ordering::Relaxed);
         let kind = match self.canary(addr) {
-            Some(canary) if canary.load(StdOrdering::Acquire) != !self.alloc_mark(addr) => {
+            Some(canary) if canary.load(Ordering::Acquire) != !self.alloc_mark(addr) => {
                 CorruptionKind::CanaryOverwritten
             }
             Some(_) => CorruptionKind::UseAfterFree,

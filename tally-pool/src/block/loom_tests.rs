@@ -1,7 +1,8 @@
-//! loom models of the lock-free parts: the depot's stacks, cross-thread free, thread-exit
-//! flush, a fresh range returned while another thread carves, reclaim racing a free, a flush request racing the owner's reopening of its
-//! cache, a flush request for one idle cache racing its owner, and a statistics snapshot
-//! racing the owner's fast and slow paths. Run with
+//! loom models of the lock-free parts: the depot's stacks, cross-thread free, two racing
+//! frees of one block under a guard, thread-exit flush, a fresh range returned while
+//! another thread carves, reclaim racing a free, a flush request racing the owner's
+//! reopening of its cache, a flush request for one idle cache racing its owner, and a
+//! statistics snapshot racing the owner's fast and slow paths. Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p tally-pool --release --lib loom`.
 //!
 //! loom drops thread-locals outside its model of the thread, so the models end each
@@ -21,6 +22,7 @@ use super::api::BlockPool;
 use super::cache::{retire_current, with_cache};
 use super::config::{BlockPoolConfig, GuardLevel};
 use super::depot::Depot;
+use crate::error::{CorruptionKind, PoolError};
 
 fn pool(max: usize, guard: GuardLevel) -> BlockPool {
     BlockPool::new(
@@ -104,6 +106,56 @@ fn free_on_one_thread_races_allocate_on_another() {
         let again: HashSet<usize> = (0..3).map(|_| addr(pool.allocate().unwrap())).collect();
         assert_eq!(again.len(), 3);
     });
+}
+
+/// Two threads free one block at once, under `guard`: the canary's compare-and-swap lets
+/// exactly one free through and tells the other it is a double free, so the block goes
+/// back into circulation once.
+fn racing_frees_of_one_block_let_exactly_one_through(guard: GuardLevel) {
+    loom::model(move || {
+        let pool = pool(3, guard);
+        let block = addr(pool.allocate().unwrap());
+        let remote = pool.clone();
+        let t = thread::spawn(move || {
+            // SAFETY: the block is this pool's; whichever free comes second frees a block
+            // nobody holds while no thread allocates, which a guard refuses (`free`'s
+            // contract).
+            let freed = unsafe { remote.free(ptr(block)) };
+            retire_current(&remote.shared);
+            freed
+        });
+        // SAFETY: as above.
+        let mine = unsafe { pool.free(ptr(block)) };
+        let theirs = t.join().unwrap();
+        let results = [mine, theirs];
+        let through = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(through, 1, "both frees or none passed: {results:?}");
+        assert!(
+            results.iter().any(|r| matches!(
+                r,
+                Err(PoolError::Corruption {
+                    kind: CorruptionKind::DoubleFree,
+                    ..
+                })
+            )),
+            "{results:?}"
+        );
+        let s = pool.stats();
+        assert_eq!((s.frees, s.live_blocks), (1, 0), "{s:?}");
+        // The block circulates once: the cap's worth allocates again, all distinct.
+        let again: HashSet<usize> = (0..3).map(|_| addr(pool.allocate().unwrap())).collect();
+        assert_eq!(again.len(), 3);
+    });
+}
+
+#[test]
+fn racing_frees_of_one_block_under_canary() {
+    racing_frees_of_one_block_let_exactly_one_through(GuardLevel::Canary);
+}
+
+#[test]
+fn racing_frees_of_one_block_under_full() {
+    racing_frees_of_one_block_let_exactly_one_through(GuardLevel::Full);
 }
 
 #[test]
