@@ -33,10 +33,11 @@ use core::fmt;
 use core::hash::{Hash, Hasher};
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::block::facade::{self, BlockPool, CHUNK_SIZE, MAX_NODES};
 use crate::error::PoolError;
+use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+#[cfg(not(loom))]
 use crate::sys::{self, Region};
 
 pub(crate) const BLOCK_BITS: u32 = 25;
@@ -246,9 +247,14 @@ pub(crate) enum Refusal {
 /// Invariants: `gens` holds `chunk_bases.len() * blocks_per_chunk` `AtomicU32`s,
 /// zero-filled when mapped, for as long as `self` lives; `chunk_bases[i]` is 0 or the base
 /// of the chunk with id `i` of the node pool; `blocks_per_chunk` is the node pool's.
+/// Under loom, whose atomics cannot live in mapped memory, `gens` holds as many cells, each
+/// made a zero word on first use.
 pub(crate) struct TokenTable {
     blocks_per_chunk: usize,
+    #[cfg(not(loom))]
     gens: Region,
+    #[cfg(loom)]
+    gens: Box<[std::sync::OnceLock<AtomicU32>]>,
     chunk_bases: Box<[AtomicUsize]>,
 }
 
@@ -270,6 +276,7 @@ impl TokenTable {
         let blocks_per_chunk = pool.blocks_per_chunk();
         let max_chunks = max_capacity.div_ceil(blocks_per_chunk);
         let words = max_chunks * blocks_per_chunk;
+        #[cfg(not(loom))]
         let gens = sys::map(words * core::mem::size_of::<AtomicU32>()).map_err(|e| {
             PoolError::OutOfMemory {
                 pool: pool.name().to_string(),
@@ -277,6 +284,8 @@ impl TokenTable {
                 errno: e.errno,
             }
         })?;
+        #[cfg(loom)]
+        let gens = (0..words).map(|_| std::sync::OnceLock::new()).collect();
         Ok(Self {
             blocks_per_chunk,
             gens,
@@ -286,9 +295,23 @@ impl TokenTable {
 
     /// Bytes the table holds: its generation words (mapped) and its chunk bases.
     pub(crate) fn bytes(&self) -> usize {
-        self.gens.len() + core::mem::size_of_val::<[AtomicUsize]>(&self.chunk_bases)
+        #[cfg(not(loom))]
+        let gens = self.gens.len();
+        #[cfg(loom)]
+        let gens = core::mem::size_of_val(&*self.gens);
+        gens + core::mem::size_of_val::<[AtomicUsize]>(&self.chunk_bases)
     }
 
+    #[cfg(loom)]
+    fn gen_word(&self, block: usize) -> Option<&AtomicU32> {
+        let len = self.chunk_bases.len() * self.blocks_per_chunk;
+        self.gens
+            .get(block)
+            .filter(|_| block < len)
+            .map(|cell| cell.get_or_init(|| AtomicU32::new(0)))
+    }
+
+    #[cfg(not(loom))]
     fn gen_word(&self, block: usize) -> Option<&AtomicU32> {
         let len = self.chunk_bases.len() * self.blocks_per_chunk;
         (block < len).then(|| {
