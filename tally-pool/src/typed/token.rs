@@ -546,7 +546,7 @@ mod generation_tests {
         fn new(name: &str) -> Self {
             let pool =
                 BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>()).name(name)).unwrap();
-            let table = TokenTable::new(&pool, 1 << 20).unwrap();
+            let table = TokenTable::new(&pool, pool.blocks_per_chunk()).unwrap();
             let block = pool.allocate().unwrap();
             Self { pool, table, block }
         }
@@ -624,6 +624,51 @@ mod generation_tests {
     }
 
     #[test]
+    fn a_token_of_another_pool_with_the_same_tag_is_refused() {
+        // Pool ids come from a process-wide counter; the 6-bit tag of about one pool in 64
+        // equals `a`'s. Each pool below lends its first block, so its token has the very
+        // fields of `a`'s (chunk 0, block 0, generation 0, node 0) and the same tag: only
+        // the checksum, which covers the whole pool id, tells them apart.
+        let a = Lender::new("same-tag-a");
+        let a_token = a.lend();
+        let wanted = if cfg!(miri) { 1 } else { 3 };
+        let (mut same_tag, mut told_apart) = (0, 0);
+        for _ in 0..4096 {
+            let b = Lender::new("same-tag-b");
+            if pool_tag(b.uid()) != pool_tag(a.uid()) {
+                continue;
+            }
+            same_tag += 1;
+            let b_token = b.lend();
+            let (a_fields, b_fields) = (
+                unpack(b.uid(), a_token).map(|t| t.fields),
+                unpack(b.uid(), b_token).map(|t| t.fields),
+            );
+            assert!(a_fields.is_some(), "the tag does not refuse it");
+            assert_eq!(a_fields, b_fields);
+            // One pool in 64 of those issues the very same bits: no checksum of 6 bits can
+            // tell those apart.
+            if b_token != a_token {
+                told_apart += 1;
+                assert_eq!(b.redeem(a_token), Err(Refusal::NeverIssued));
+                assert_eq!(
+                    b.redeem(b_token),
+                    Ok(b.addr()),
+                    "b's own token still redeems"
+                );
+            }
+            if told_apart == wanted {
+                break;
+            }
+        }
+        assert!(
+            told_apart == wanted,
+            "of {same_tag} pools with a's tag, {told_apart} issued a token other than a's"
+        );
+        assert_eq!(a.redeem(a_token), Ok(a.addr()));
+    }
+
+    #[test]
     fn before_a_lap_a_later_epoch_was_never_issued() {
         let l = Lender::new("gen-ahead");
         let raw = l.lend();
@@ -632,5 +677,58 @@ mod generation_tests {
         let ahead = pack(l.uid(), f, 1);
         assert_eq!(l.redeem(ahead), Err(Refusal::NeverIssued));
         assert_eq!(l.redeem(raw), Ok(l.addr()));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use core::alloc::Layout;
+
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::*;
+    use crate::block::facade::BlockPoolConfig;
+
+    /// Two threads redeem one token at once: the generation word's compare-and-swap lets
+    /// exactly one of them have the block; the other is told the token is stale.
+    #[test]
+    fn racing_redeems_of_one_token_let_exactly_one_win() {
+        loom::model(|| {
+            let pool = BlockPool::new(
+                BlockPoolConfig::new(Layout::new::<u64>())
+                    .max_capacity(4)
+                    .prefault(false),
+            )
+            .unwrap();
+            let table = Arc::new(TokenTable::new(&pool, 4).unwrap());
+            let block = pool.allocate().unwrap();
+            let uid = pool.uid();
+            // SAFETY: `block` is a live block of `pool`, the node pool 0 of `table`, and
+            // nothing else owns it.
+            let bits = unsafe { table.lend(uid, 0, &pool, block) }.unwrap();
+            let token = unpack(uid, bits).unwrap();
+            let (remote_pool, remote_table) = (pool.clone(), table.clone());
+            let t = thread::spawn(move || remote_table.redeem(uid, &token, &remote_pool));
+            let mine = table.redeem(uid, &token, &pool);
+            let theirs = t.join().unwrap();
+            let at = block.as_ptr() as usize;
+            let won = [mine, theirs].iter().filter(|&&r| r == Ok(at)).count();
+            let stale = [mine, theirs]
+                .iter()
+                .filter(|&&r| r == Err(Refusal::Stale))
+                .count();
+            assert_eq!((won, stale), (1, 1), "{mine:?}, {theirs:?}");
+            // Lent again, the block redeems once more, under its next generation.
+            // SAFETY: as above: the one redeem that won gave the block back to this thread.
+            let again = unsafe { table.lend(uid, 0, &pool, block) }.unwrap();
+            assert_ne!(again, bits);
+            assert_eq!(
+                table.redeem(uid, &unpack(uid, again).unwrap(), &pool),
+                Ok(at)
+            );
+            // SAFETY: allocated above, freed once.
+            unsafe { pool.free(block) }.unwrap();
+        });
     }
 }
