@@ -193,3 +193,78 @@ impl PoolShared {
         freed
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use core::alloc::Layout;
+    use core::ptr::NonNull;
+
+    use crate::block::{BlockPool, BlockPoolConfig, GuardLevel};
+
+    type Payload = [u64; 4];
+
+    fn write(block: NonNull<u8>, value: Payload) {
+        // SAFETY: `block` is a live block of a pool of `Payload`s that the test holds.
+        unsafe { block.as_ptr().cast::<Payload>().write(value) }
+    }
+
+    fn read(block: NonNull<u8>) -> Payload {
+        // SAFETY: as in `write`, and written there.
+        unsafe { block.as_ptr().cast::<Payload>().read() }
+    }
+
+    fn free(pool: &BlockPool, block: NonNull<u8>) {
+        // SAFETY: every block the tests free was allocated from `pool` and is freed once.
+        unsafe { pool.free(block) }.unwrap();
+    }
+
+    /// One block stays live while `others` blocks of its chunk are allocated and freed: a
+    /// reclaim must keep the chunk, and the live block its contents and its owner.
+    fn one_live_block_keeps_its_chunk(guard: GuardLevel, others: usize) {
+        let pool = BlockPool::new(
+            BlockPoolConfig::new(Layout::new::<Payload>())
+                .name("reclaim-one-live")
+                .guard(guard)
+                .prefault(false),
+        )
+        .unwrap();
+        let live = pool.allocate().unwrap();
+        write(live, [1, 2, 3, 4]);
+        let rest: Vec<_> = (0..others).map(|_| pool.allocate().unwrap()).collect();
+        for b in rest {
+            free(&pool, b);
+        }
+        assert_eq!(pool.reclaim(), 0, "a chunk with a live block went back");
+        let s = pool.stats();
+        assert_eq!((s.chunks, s.live_blocks), (1, 1), "{s:?}");
+        assert_eq!(read(live), [1, 2, 3, 4], "the live block lost its contents");
+        // The chunk still hands out its other blocks, never the live one.
+        let again: Vec<_> = (0..others + 1).map(|_| pool.allocate().unwrap()).collect();
+        assert!(again.iter().all(|&b| b != live));
+        for (i, &b) in again.iter().enumerate() {
+            write(b, [i as u64; 4]);
+        }
+        assert_eq!(read(live), [1, 2, 3, 4]);
+        write(live, [5, 6, 7, 8]);
+        assert_eq!(read(live), [5, 6, 7, 8]);
+        for b in again {
+            free(&pool, b);
+        }
+        free(&pool, live);
+        assert!(pool.reclaim() > 0, "the chunk is free now");
+        assert_eq!(pool.stats().chunks, 0);
+    }
+
+    #[test]
+    fn reclaim_keeps_the_chunk_of_the_only_block_allocated() {
+        one_live_block_keeps_its_chunk(GuardLevel::Off, 0);
+        one_live_block_keeps_its_chunk(GuardLevel::Full, 0);
+    }
+
+    #[test]
+    fn reclaim_keeps_a_chunk_with_one_live_block_among_free_ones() {
+        one_live_block_keeps_its_chunk(GuardLevel::Off, 100);
+        one_live_block_keeps_its_chunk(GuardLevel::Canary, 100);
+        one_live_block_keeps_its_chunk(GuardLevel::Full, 100);
+    }
+}
