@@ -1,27 +1,14 @@
 //! Side-by-side benchmarks of tally-pool against the pools and allocators users would pick
-//! instead, on a 64-byte `Order`. `cargo bench --bench peers` runs it and writes
-//! `target/peers.json` (`TALLY_PEERS_JSON=path`: elsewhere); `python3 benches/report.py`
-//! turns that into `BENCHMARKS.md` and `docs/peers.svg`.
+//! instead, on a 64-byte `Order`: `tally_bench::survey` runs W1–W4 under both inlinings
+//! (criterion, then the interleaved pass whose medians are published), then W5 memory and W6
+//! tail latency with each peer in a fresh process, judges the targets and writes
+//! `target/peers.json` (`TALLY_PEERS_JSON=path`: elsewhere), which `python3 benches/report.py`
+//! turns into `BENCHMARKS.md` and `docs/peers.svg`.
 //!
-//! The peers are listed below, each called the way its documentation shows (the adapters
-//! are `tally_bench::contenders`'); where its API cannot express a workload (a
-//! single-threaded slab in W3/W4, a pool with one acquiring thread in W4, a fixed-capacity
-//! pool asked to grow) the cell is "n/a" with the reason. The floor is a thread-local
-//! intrusive free list: not a pool, no synchronisation at all.
-//!
-//! The workloads are `tally_bench::workload`'s: W1 churn, W2 burst (100,000 live), W3
-//! pipeline (a queue of 1,024 to a second thread), W4 contended (two threads), each under
-//! both inlinings, with word `k` of iteration `i`'s object holding `i + k`; then, each peer in
-//! a fresh process (this binary with `TALLY_PEERS_CHILD` set), W5 memory (1,000,000 live)
-//! and W6 tail latency (single acquires timed with `lfence; rdtsc`, while the peer grows
-//! from its smallest start, tally-pool's `capacity = 1024`, and pre-allocated; three
-//! processes per peer and setup in the full mode). `tally_bench::survey` runs it all
-//! (criterion, then the interleaved pass whose medians are published), judges the targets
-//! and writes the JSON.
-//!
-//! `TALLY_BENCH_QUICK=1` or `-- --quick`: short samples, 5 rounds, 200,000 objects in W5 and
-//! W6 (a CI smoke run of a few minutes; indicative only). Without `--bench` (`cargo test
-//! --benches`) or with `--test`: one tiny pass of everything, no file written.
+//! Each peer is called the way its documentation shows; where its API cannot express a
+//! workload, the cell is "n/a" with the reason. `TALLY_BENCH_QUICK=1` or `-- --quick`: 5
+//! rounds, 200,000 objects in W5 and W6 (indicative only); `--test` or no `--bench`: one tiny
+//! pass, no file written.
 
 use core::cell::RefCell;
 
@@ -29,7 +16,21 @@ use tally_bench::contenders::lockfree_object_pool::{LinearObjectPool, SpinLockOb
 use tally_bench::contenders::*;
 use tally_bench::survey::{self, Peer, WORKLOAD_CAPACITY};
 use tally_bench::targets::kind;
-use tally_bench::{Order, Pair, Spread};
+use tally_bench::{Contender, Forced, Order, Pair, Plain, Runs, Spread, With};
+
+/// A fresh order, for the pools that make their own.
+fn new() -> Order {
+    Order::default()
+}
+
+/// `contender`, built.
+fn ok<C: Contender>(contender: C) -> Result<Pair, &'static str>
+where
+    With<C, Forced, Spread>: Runs,
+    With<C, Plain, Spread>: Runs,
+{
+    Ok(Pair::of(Spread, contender))
+}
 
 /// Every peer, in the report's order; `build` gets how many values to pre-allocate (0: the
 /// peer's smallest start).
@@ -40,9 +41,9 @@ const PEERS: &[Peer] = &[
         krate: "tally-pool",
         api: "#[derive(Pooled)]: acquire_with, Handle released on drop",
         build: |capacity| match capacity {
-            WORKLOAD_CAPACITY => Ok(Pair::of(Spread, Typed::<PeersOrder>::new())),
-            0 => Ok(Pair::of(Spread, Typed::<GrowingOrder>::new())),
-            _ => Ok(Pair::of(Spread, Typed::<PreallocatedOrder>::new())),
+            WORKLOAD_CAPACITY => ok(Typed::<PeersOrder>::new()),
+            0 => ok(Typed::<GrowingOrder>::new()),
+            _ => ok(Typed::<PreallocatedOrder>::new()),
         },
     },
     Peer {
@@ -50,74 +51,63 @@ const PEERS: &[Peer] = &[
         kind: kind::FLOOR,
         krate: "",
         api: "thread-local intrusive free list (not a pool; no synchronisation)",
-        build: |_| Ok(Pair::of(Spread, Floor)),
+        build: |_| ok(Floor),
     },
     Peer {
         label: "Box (system)",
         kind: kind::ALLOCATOR,
         krate: "",
         api: "Box::new / drop with the system allocator (glibc malloc)",
-        build: |_| Ok(Pair::of(Spread, SystemBox)),
+        build: |_| ok(SystemBox),
     },
     Peer {
         label: "mimalloc",
         kind: kind::ALLOCATOR,
         krate: "mimalloc",
         api: "GlobalAlloc::alloc / dealloc on MiMalloc",
-        build: |_| Ok(Pair::of(Spread, MIMALLOC)),
+        build: |_| ok(MIMALLOC),
     },
     Peer {
         label: "jemalloc",
         kind: kind::ALLOCATOR,
         krate: "tikv-jemallocator",
         api: "GlobalAlloc::alloc / dealloc on Jemalloc",
-        build: |_| Ok(Pair::of(Spread, JEMALLOC)),
+        build: |_| ok(JEMALLOC),
     },
     Peer {
         label: "sharded-slab Pool",
         kind: kind::POOL,
         krate: "sharded-slab",
         api: "Pool::create_with -> key, get, clear",
-        build: |_| Ok(Pair::of(Spread, ShardedPool(sharded_slab::Pool::new()))),
+        build: |_| ok(ShardedPool(sharded_slab::Pool::new())),
     },
     Peer {
         label: "sharded-slab Slab",
         kind: kind::POOL,
         krate: "sharded-slab",
         api: "Slab::insert -> key, take",
-        build: |_| Ok(Pair::of(Spread, ShardedSlab(sharded_slab::Slab::new()))),
+        build: |_| ok(ShardedSlab(sharded_slab::Slab::new())),
     },
     Peer {
         label: "lockfree-object-pool Linear",
         kind: kind::POOL,
         krate: "lockfree-object-pool",
         api: "LinearObjectPool::pull, guard dropped",
-        build: |_| {
-            Ok(Pair::of(
-                Spread,
-                Linear(leak(LinearObjectPool::new(Order::default, reset))),
-            ))
-        },
+        build: |_| ok(Linear(leak(LinearObjectPool::new(new, reset)))),
     },
     Peer {
         label: "lockfree-object-pool SpinLock",
         kind: kind::POOL,
         krate: "lockfree-object-pool",
         api: "SpinLockObjectPool::pull, guard dropped",
-        build: |_| {
-            let pool = leak(SpinLockObjectPool::new(Order::default, reset));
-            Ok(Pair::of(Spread, SpinLock(pool)))
-        },
+        build: |_| ok(SpinLock(leak(SpinLockObjectPool::new(new, reset)))),
     },
     Peer {
         label: "object-pool",
         kind: kind::POOL,
         krate: "object-pool",
         api: "Pool::pull(Order::default), guard dropped (the guard holds the value)",
-        build: |capacity| {
-            let pool = object_pool::Pool::new(capacity, Order::default);
-            Ok(Pair::of(Spread, ObjectPool(leak(pool))))
-        },
+        build: |capacity| ok(ObjectPool(leak(object_pool::Pool::new(capacity, new)))),
     },
     Peer {
         label: "opool",
@@ -130,7 +120,7 @@ const PEERS: &[Peer] = &[
                 0 => opool::Pool::new(1024, OrderAllocator),
                 _ => opool::Pool::new_prefilled(capacity, OrderAllocator),
             };
-            Ok(Pair::of(Spread, Opool(leak(pool))))
+            ok(Opool(leak(pool)))
         },
     },
     Peer {
@@ -141,10 +131,7 @@ const PEERS: &[Peer] = &[
               guard holds the value)",
         build: |capacity| match capacity {
             0 => Err("fixed capacity: sync::Pool cannot grow"),
-            _ => {
-                let pool = nexus_pool::sync::Pool::new(capacity, Order::default, reset);
-                Ok(Pair::of(Spread, NexusSync(pool)))
-            }
+            _ => ok(NexusSync(nexus_pool::sync::Pool::new(capacity, new, reset))),
         },
     },
     Peer {
@@ -154,10 +141,10 @@ const PEERS: &[Peer] = &[
         api: "local::Pool::acquire, guard dropped (the guard holds the value)",
         build: |capacity| {
             let pool = match capacity {
-                0 => nexus_pool::local::Pool::new(Order::default, reset),
-                _ => nexus_pool::local::Pool::with_capacity(capacity, Order::default, reset),
+                0 => nexus_pool::local::Pool::new(new, reset),
+                _ => nexus_pool::local::Pool::with_capacity(capacity, new, reset),
             };
-            Ok(Pair::of(Spread, NexusLocal(pool)))
+            ok(NexusLocal(pool))
         },
     },
     Peer {
@@ -165,10 +152,7 @@ const PEERS: &[Peer] = &[
         kind: kind::LOCAL,
         krate: "slab",
         api: "Slab::insert -> key, try_remove (in a RefCell)",
-        build: |capacity| {
-            let slab = slab::Slab::with_capacity(capacity);
-            Ok(Pair::of(Spread, Slab(RefCell::new(slab))))
-        },
+        build: |capacity| ok(Slab(RefCell::new(slab::Slab::with_capacity(capacity)))),
     },
     Peer {
         label: "nexus-slab",
@@ -179,15 +163,13 @@ const PEERS: &[Peer] = &[
             // SAFETY: nexus-slab's contract: every slot is freed to this slab, on the thread
             // that made it (slots are `!Send`), and the slab is never shared: it is not
             // `Sync`, and the peer runs W1, W2, W5 and W6 only, on the thread that built it.
-            0 => Ok(Pair::of(
-                Spread,
-                NexusUnbounded(unsafe { nexus_slab::unbounded::Slab::with_chunk_capacity(256) }),
-            )),
+            0 => ok(NexusUnbounded(unsafe {
+                nexus_slab::unbounded::Slab::with_chunk_capacity(256)
+            })),
             // SAFETY: as above.
-            _ => Ok(Pair::of(
-                Spread,
-                NexusBounded(unsafe { nexus_slab::bounded::Slab::with_capacity(capacity) }),
-            )),
+            _ => ok(NexusBounded(unsafe {
+                nexus_slab::bounded::Slab::with_capacity(capacity)
+            })),
         },
     },
 ];

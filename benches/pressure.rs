@@ -9,34 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tally_bench::stats::{median, quantile};
-use tally_bench::{timer, Mode};
+use tally_bench::targets::verdict;
+use tally_bench::{fatal, timer, Mode, OrDie};
 use tally_pool::pressure::{self, PressureConfig, PressureLevel, PressureMonitor};
 use tally_pool::{Handle, Pool, PoolConfig};
 
 /// 4 KiB, so acquires map often; 64 bytes, the size of W1 and W6.
 type Page = [[u64; 32]; 16];
 type Small = [u64; 8];
-
-const VERDICTS: [&str; 2] = ["target NOT met", "target met"];
-
-fn verdict(met: bool) -> &'static str {
-    VERDICTS.get(usize::from(met)).map_or("?", |v| v)
-}
-
-fn fatal(what: &str, e: impl std::fmt::Debug) -> ! {
-    eprintln!("pressure bench: {what}: {e:?}");
-    std::process::exit(1)
-}
-
-trait OrDie<T> {
-    fn or_die(self, what: &str) -> T;
-}
-
-impl<T, E: std::fmt::Debug> OrDie<T> for Result<T, E> {
-    fn or_die(self, what: &str) -> T {
-        self.unwrap_or_else(|e| fatal(what, e))
-    }
-}
 
 fn p99(v: &[f64]) -> f64 {
     let mut sorted: Vec<u64> = v.iter().map(|&x| x as u64).collect();
@@ -92,7 +72,9 @@ fn crossing(rounds: usize) {
         watch.store((budget as f64 * 0.6) as u64, Ordering::Release);
         let (ns, level) = mapping_acquire(&mut held);
         if level < PressureLevel::Moderate {
-            fatal("the crossing acquire did not raise the level", level);
+            fatal(format_args!(
+                "the crossing acquire left the level {level:?}"
+            ));
         }
         crossed.push(ns);
         while watch.load(Ordering::Acquire) != u64::MAX {
@@ -103,17 +85,15 @@ fn crossing(rounds: usize) {
     watch.store(0, Ordering::Release);
     watcher.join().or_die("watcher");
     let gaps = gaps.lock().or_die("gaps").clone();
+    let (gap, gap99) = (median(&gaps) / 1e3, p99(&gaps) / 1e3);
+    let (crossed, plain) = (median(&crossed) / 1e3, median(&plain) / 1e3);
     println!(
         "crossing: level raised inside the crossing acquire in {rounds} of {rounds} rounds; \
-         crossing to raised level, seen from another thread: median {:.3} µs, p99 {:.3} µs; \
-         < 10 µs at p99: {}; the crossing acquire (it maps a chunk) median {:.1} µs against \
-         {:.1} µs with no budget (ratio {:.2})",
-        median(&gaps) / 1e3,
-        p99(&gaps) / 1e3,
-        verdict(p99(&gaps) < 10_000.0),
-        median(&crossed) / 1e3,
-        median(&plain) / 1e3,
-        median(&crossed) / median(&plain)
+         crossing to raised level, seen from another thread: median {gap:.3} µs, p99 {gap99:.3} \
+         µs; < 10 µs at p99: {}; the crossing acquire (it maps a chunk) median {crossed:.1} µs \
+         against {plain:.1} µs with no budget (ratio {:.2})",
+        verdict(gap99 < 10.0),
+        crossed / plain
     );
 }
 
@@ -121,12 +101,11 @@ fn crossing(rounds: usize) {
 fn fixture(rounds: usize) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pressure/v2");
     let root = std::env::temp_dir().join(format!("tally-pressure-bench-{}", std::process::id()));
-    let mut cp = Command::new("cp");
-    let cp = cp
-        .args(["-r".as_ref(), from.as_os_str(), root.as_os_str()])
-        .status()
-        .or_die("cp");
-    cp.success().then_some(()).ok_or(cp).or_die("cp");
+    let cp = Command::new("cp").arg("-r").arg(&from).arg(&root).status();
+    cp.ok()
+        .filter(|s| s.success())
+        .ok_or("failed")
+        .or_die("cp -r");
     let current = root.join("sys/fs/cgroup/app.slice/memory.current");
     let set = |share: f64| {
         let bytes = (share * f64::from(1u32 << 30)) as u64 + (100 << 20);
@@ -182,24 +161,21 @@ fn ticks_and_cpu(run: Duration) {
     let (cpu0, busy0, wall0) = (thread_cpu(tid), monitor.busy_time(), Instant::now());
     std::thread::sleep(run);
     let (cpu1, busy1, wall) = (thread_cpu(tid), monitor.busy_time(), wall0.elapsed());
-    let ticks: Vec<f64> = monitor
-        .recent_ticks()
-        .iter()
+    let ticks: Vec<f64> = (monitor.recent_ticks().iter())
         .map(|d| d.as_nanos() as f64)
         .collect();
+    let (median, p99, count) = (median(&ticks) / 1e3, p99(&ticks) / 1e3, ticks.len());
     println!(
-        "tick: one tick with 100 pools: median {:.1} µs, p99 {:.1} µs over {} ticks; < 50 µs: {}",
-        median(&ticks) / 1e3,
-        p99(&ticks) / 1e3,
-        ticks.len(),
-        verdict(median(&ticks) < 50_000.0)
+        "tick: one tick with 100 pools: median {median:.1} µs, p99 {p99:.1} µs over {count} \
+         ticks; < 50 µs: {}",
+        verdict(median < 50.0)
     );
     let busy = (busy1 - busy0).as_secs_f64() / wall.as_secs_f64() * 100.0;
     let cpu = (cpu1.unwrap_or(f64::NAN) - cpu0.unwrap_or(f64::NAN)) / wall.as_secs_f64() * 1e2;
+    let wall = wall.as_secs_f64();
     println!(
-        "cpu: monitor thread at defaults over {:.1} s: {cpu:.2} % of a core by /proc \
+        "cpu: monitor thread at defaults over {wall:.1} s: {cpu:.2} % of a core by /proc \
          (schedstat), {busy:.2} % inside ticks by its own clock; < 1 %: {}",
-        wall.as_secs_f64(),
         verdict(cpu < 1.0)
     );
     drop(monitor);
@@ -229,19 +205,18 @@ fn w1_reclaiming(rounds: usize, n: u64) {
             .reclaim_every(often);
         let monitor = PressureMonitor::start(config.idle_after(often)).or_die("start");
         with.push(w1(pool, n));
-        if monitor.level() < PressureLevel::High {
-            fatal("the monitor is not at High", monitor.level());
+        let level = monitor.level();
+        if level < PressureLevel::High {
+            fatal(format_args!("the monitor is not at High: {level:?}"));
         }
         drop(monitor);
     }
     let ratios: Vec<f64> = with.iter().zip(&without).map(|(a, b)| a / b).collect();
+    let (with, without, ratio) = (median(&with), median(&without), median(&ratios));
     println!(
-        "W1 while reclaiming: {:.2} ns with the monitor at High, {:.2} ns without; \
-         median ratio {:.3}; at most 1.10: {}",
-        median(&with),
-        median(&without),
-        median(&ratios),
-        verdict(median(&ratios) <= 1.10)
+        "W1 while reclaiming: {with:.2} ns with the monitor at High, {without:.2} ns without; \
+         median ratio {ratio:.3}; at most 1.10: {}",
+        verdict(ratio <= 1.10)
     );
 }
 
@@ -270,13 +245,12 @@ fn w6_both(rounds: usize, n: usize) {
         with.push(w6(&format!("bench-w6-on-{round}"), n, ns_per_tick));
         drop(monitor);
     }
+    let (with, without) = (median(&with), median(&without));
     println!(
-        "W6: p99.9 of one acquire while the pool grows ({n} acquires): {:.0} ns with the \
-         monitor, {:.0} ns without (ratio {:.2}); < 100 ns with it: {}",
-        median(&with),
-        median(&without),
-        median(&with) / median(&without),
-        verdict(median(&with) < 100.0)
+        "W6: p99.9 of one acquire while the pool grows ({n} acquires): {with:.0} ns with the \
+         monitor, {without:.0} ns without (ratio {:.2}); < 100 ns with it: {}",
+        with / without,
+        verdict(with < 100.0)
     );
 }
 

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use tally_bench::stats::median;
-use tally_bench::Mode;
+use tally_bench::targets::verdict;
+use tally_bench::{Mode, OrDie};
 use tally_pool::stats::{self, LeakConfig};
 use tally_pool::{Handle, Pool, PoolConfig, Pooled};
 
@@ -27,19 +28,6 @@ struct Plain([u64; 8]);
 #[pooled(per_node = false, track_sites = 1024)]
 #[allow(dead_code)] // written, never read: its 64 bytes are the point
 struct Tracked([u64; 8]);
-
-fn fatal(what: &str, e: impl std::fmt::Debug) -> ! {
-    eprintln!("stats bench: {what}: {e:?}");
-    std::process::exit(1)
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "target met"
-    } else {
-        "target NOT met"
-    }
-}
 
 /// The calling thread's CPU time in nanoseconds: what this thread spends, however many
 /// other processes share the cores.
@@ -70,7 +58,9 @@ fn median_us(rounds: usize, pause: Duration, mut f: impl FnMut()) -> f64 {
 fn w1<T: Pooled>(n: u64, make: fn(u64) -> T) -> f64 {
     let t = cpu_ns();
     for i in 0..n {
-        let h = T::acquire_with(make(i)).unwrap_or_else(|e| fatal("acquire", e.error));
+        let h = T::acquire_with(make(i))
+            .map_err(|e| e.error)
+            .or_die("acquire");
         black_box(&*h);
         drop(h);
     }
@@ -96,8 +86,9 @@ fn w3(n: u64) -> f64 {
             }
         });
         for i in 0..n {
-            let mut h =
-                Plain::acquire_with(Plain([i; 8])).unwrap_or_else(|e| fatal("acquire", e.error));
+            let mut h = Plain::acquire_with(Plain([i; 8]))
+                .map_err(|e| e.error)
+                .or_die("acquire");
             while let Err(back) = queue.push(h) {
                 h = back;
                 std::thread::yield_now();
@@ -126,8 +117,7 @@ fn paired(rounds: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64)
 
 /// A run with the sampler ticking every 10 ms.
 fn sampled(run: impl FnOnce() -> f64) -> f64 {
-    let _sampler = stats::start_sampler(Duration::from_millis(10))
-        .unwrap_or_else(|e| fatal("start_sampler", e));
+    let _sampler = stats::start_sampler(Duration::from_millis(10)).or_die("start_sampler");
     run()
 }
 
@@ -147,10 +137,7 @@ fn main() {
 
     // 100 typed pools with ten live values each, as a service with many types has.
     let pools: Vec<&'static Pool<[u64; 8]>> = (0..100)
-        .map(|i| {
-            Pool::new(PoolConfig::new(format!("bench-stats-{i}")).capacity(64))
-                .unwrap_or_else(|e| fatal("pool", e))
-        })
+        .map(|i| Pool::new(PoolConfig::new(format!("bench-stats-{i}")).capacity(64)).or_die("pool"))
         .collect();
     let _held: Vec<_> = pools
         .iter()

@@ -1,16 +1,13 @@
-//! How a contender is called. An adapter ([`Contender`]) is written once, its methods
-//! `#[inline(always)]`, and runs under two [`Inlining`]s, the same for every contender:
-//! [`Forced`] calls it from an `#[inline(always)]` function, so that it is always inlined
-//! into the workload's loop; [`Plain`] from an `#[inline]` one, which the compiler inlines or
-//! not on its own, as it would a user's wrapper. [`With`] is a contender under an inlining
-//! and a [`Stamp`]; [`Runs`] is its object-safe face, which a bench holds.
+//! How a contender is called. An adapter ([`Contender`]) is written once and runs under two
+//! [`Inlining`]s, the same for every contender: [`Forced`] calls it from `#[inline(always)]`
+//! functions, [`Plain`] from `#[inline]` ones, which the compiler inlines or not on its own, as
+//! it would a user's wrapper. [`With`] is a contender under an inlining and a [`Stamp`];
+//! [`Runs`] is its object-safe face, which a bench holds.
 
 use core::any::type_name;
 use core::marker::PhantomData;
 
 use crate::order::{Order, Stamp};
-#[cfg(doc)]
-use crate::order::{Same, Spread};
 use crate::workload::{Body, Workload};
 
 /// Something that hands out [`Order`]s and takes them back.
@@ -28,8 +25,7 @@ pub trait Contender: 'static {
 /// A contender whose objects can be released on another thread than the one that acquired
 /// them (W3), through a [`Remote::Releaser`] that the other thread may hold.
 pub trait Remote: Contender {
-    /// What the releasing thread needs: the contender itself, or nothing when items release
-    /// themselves on drop but the contender may not be shared.
+    /// What the releasing thread needs: the contender, or `()` when items release themselves.
     type Releaser: Sync + 'static;
     /// The releaser of this contender.
     fn releaser(&self) -> &Self::Releaser;
@@ -39,8 +35,8 @@ pub trait Remote: Contender {
     fn remote_exit(_releaser: &Self::Releaser) {}
 }
 
-/// How the workload's loop calls a contender. Every method is a plain call to the
-/// contender's (not a closure, which the compiler need not inline even when forced).
+/// How the workload's loop calls a contender: plain calls (a closure need not be inlined even
+/// when forced).
 pub trait Inlining: 'static {
     /// Calls [`Contender::acquire`].
     fn acquire<C: Contender>(c: &C, make: impl FnOnce() -> Order) -> C::Item;
@@ -128,8 +124,8 @@ impl<C: Remote, I: Inlining, S: Stamp> With<C, I, S> {
 pub trait Runs {
     /// Bytes of what the user holds per live object.
     fn handle_bytes(&self) -> usize;
-    /// Sets up workload `w` (scratch space, a helper thread) and calls `body` with a
-    /// runner, or says why the contender cannot run `w`.
+    /// Sets up `w` (scratch space, a helper thread) and calls `body` with a runner, or says
+    /// why the contender cannot run `w`.
     fn session(&self, w: Workload, body: Body<'_>) -> Result<(), &'static str>;
     /// W5 (see [`crate::workload::memory`]).
     fn memory(&self, n: usize) -> Option<u64>;
@@ -137,10 +133,9 @@ pub trait Runs {
     fn latency(&self, n: usize, warm: bool) -> Vec<u64>;
 }
 
-/// Implements [`Runs`] for a contender type under every inlining and stamp: `shared`
-/// contenders run all four workloads and release the same way on any thread (this also
-/// implements [`Remote`]); `remote` ones implement [`Remote`] themselves and run W1–W4, or
-/// W1–W3 when given the reason they cannot run W4; `local` ones W1–W2.
+/// Implements [`Runs`] for a contender under every inlining and stamp: `shared` ones release
+/// the same way on any thread (this implements [`Remote`]) and run W1–W4; `remote` ones
+/// implement [`Remote`] and run W1–W4, or W1–W3 given why not W4; `local` ones W1–W2.
 #[macro_export]
 macro_rules! runs {
     ([$($g:tt)*] $ty:ty, shared) => {
@@ -212,8 +207,7 @@ macro_rules! runs {
 pub struct Pair([Box<dyn Runs>; 2]);
 
 impl Pair {
-    /// Builds the pair for `contender` stamping with `S` ([`Same`] for the block and typed
-    /// benches, [`Spread`] for the peers); the contender lives for the rest of the process.
+    /// The pair of `contender` (leaked) stamping with `S`.
     pub fn of<S: Stamp, C: Contender>(_stamp: S, contender: C) -> Self
     where
         With<C, Forced, S>: Runs,

@@ -8,6 +8,7 @@
 // Contenders hold foreign pools and allocators, most without `Debug`.
 #![allow(missing_debug_implementations)]
 
+pub mod baseline;
 pub mod contender;
 pub mod order;
 pub mod results;
@@ -33,5 +34,5 @@ pub mod contenders {
 }
 
 pub use contender::{Contender, Forced, Inlining, Pair, Plain, Remote, Runs, With};
-pub use order::{fatal, Order, Same, Spread, Stamp};
+pub use order::{fatal, OrDie, Order, Same, Spread, Stamp};
 pub use workload::{Mode, Workload};

@@ -78,3 +78,15 @@ pub fn fatal(args: fmt::Arguments<'_>) -> ! {
     eprintln!("tally-bench: {args}");
     std::process::abort()
 }
+
+/// Unwraps a result or stops the process with [`fatal`], naming what failed.
+pub trait OrDie<T> {
+    /// The value, or a report of `what` failed and why.
+    fn or_die(self, what: &str) -> T;
+}
+
+impl<T, E: fmt::Debug> OrDie<T> for Result<T, E> {
+    fn or_die(self, what: &str) -> T {
+        self.unwrap_or_else(|e| fatal(format_args!("{what}: {e:?}")))
+    }
+}

@@ -97,6 +97,7 @@ pub fn machine() -> Value {
         "rustc": command_line("rustc", &["-V"]),
         "git": git,
         "tsc": crate::timer::use_tsc(),
+        "date": command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
     })
 }
 

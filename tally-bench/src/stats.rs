@@ -68,24 +68,24 @@ impl Samples {
     }
 }
 
+/// `a`'s sample over `b`'s, round by round, with whether both were quiet.
+fn rounds(a: &Samples, b: &Samples) -> Vec<(f64, bool)> {
+    let rounds = (a.ns.iter().zip(&a.foreign)).zip(b.ns.iter().zip(&b.foreign));
+    (rounds.filter(|&(_, (&y, _))| y != 0.0))
+        .map(|((&x, &p), (&y, &q))| (x / y, p < QUIET_CPUS && q < QUIET_CPUS))
+        .collect()
+}
+
 /// The paired ratio of `a` to `b`: the median over rounds of `a`'s sample over `b`'s sample
 /// from the same round, which other load moves much less than it moves either median. With
 /// `quiet`, only the rounds where both were quiet (all rounds if there are none).
 pub fn paired(a: &Samples, b: &Samples, quiet: bool) -> Option<f64> {
-    let rounds = (a.ns.iter().zip(&a.foreign)).zip(b.ns.iter().zip(&b.foreign));
-    let rounds: Vec<(f64, bool)> = (rounds.filter(|&(_, (&y, _))| y != 0.0))
-        .map(|((&x, &p), (&y, &q))| (x / y, p < QUIET_CPUS && q < QUIET_CPUS))
-        .collect();
-    let calm: Vec<f64> = rounds
-        .iter()
-        .filter(|&&(_, calm)| calm || !quiet)
-        .map(|r| r.0)
-        .collect();
-    let chosen = if calm.is_empty() {
-        rounds.iter().map(|r| r.0).collect()
-    } else {
-        calm
-    };
+    let rounds = rounds(a, b);
+    let calm = rounds.iter().filter(|&&(_, calm)| calm || !quiet);
+    let mut chosen: Vec<f64> = calm.map(|r| r.0).collect();
+    if chosen.is_empty() {
+        chosen = rounds.iter().map(|r| r.0).collect();
+    }
     (!chosen.is_empty()).then(|| median(&chosen))
 }
 
@@ -157,6 +157,12 @@ impl Grid {
     pub fn median(&self, w: Workload, label: &str) -> Option<f64> {
         let samples = self.ran(w, label)?.chosen(self.quiet(w));
         Some(median(&samples)).filter(|m| !m.is_nan())
+    }
+
+    /// `a`'s sample over `b`'s in `w`, round by round (all rounds).
+    pub fn round_ratios(&self, w: Workload, a: &str, b: &str) -> Option<Vec<f64>> {
+        let (a, b) = (&self.cell(w, a)?.samples, &self.cell(w, b)?.samples);
+        Some(rounds(a, b).into_iter().map(|r| r.0).collect())
     }
 
     /// `a`'s time over `b`'s in `w`: a paired ratio, or a ratio of medians.

@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use criterion::{SamplingMode, Throughput};
-use serde_json::json;
+use serde_json::{json, Value};
 
+use crate::baseline;
 use crate::contender::{Pair, INLININGS};
 use crate::results::{machine, write};
 use crate::stats::{self, Grid};
@@ -99,7 +100,7 @@ pub fn criterion_groups(
 
 /// Runs `suite` on `entries` (label and contender, in the order each round visits them).
 pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
-    let mode = Mode::detect();
+    let (mode, baseline) = (Mode::detect(), baseline::load(suite.name));
     let labels: Vec<&'static str> = entries.iter().map(|(label, _)| *label).collect();
     let pairs: Vec<Result<&Pair, &str>> = entries.iter().map(|(_, pair)| Ok(pair)).collect();
     let mut grids = [0, 1].map(|_| Grid::new(labels.clone(), Workload::ALL.len(), false));
@@ -189,15 +190,15 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
             });
             println!("{line}");
             own_lines.iter().for_each(|own| println!("{own}"));
-            let of = |f: &dyn Fn(&str) -> Option<f64>| -> serde_json::Map<_, _> {
-                let values = labels
-                    .iter()
-                    .filter_map(|l| Some(((*l).to_owned(), json!(f(l)?))));
+            let of = |f: &dyn Fn(&str) -> Option<Value>| -> serde_json::Map<_, _> {
+                let values = labels.iter().filter_map(|l| Some(((*l).to_owned(), f(l)?)));
                 values.collect()
             };
+            let s = suite.subject;
             json_rows.push(json!({
-                "id": w.id(), "medians": of(&|l| grid.median(w, l)),
-                "ratios": of(&|l| grid.ratio(w, suite.subject, l)), "verdicts": verdicts,
+                "id": w.id(), "medians": of(&|l| Some(json!(grid.median(w, l)?))),
+                "ratios": of(&|l| Some(json!(grid.ratio(w, s, l)?))), "verdicts": verdicts,
+                "rounds": of(&|l| Some(json!(grid.round_ratios(w, s, l).filter(|_| l != s)?))),
             }));
         }
         println!(
@@ -216,12 +217,15 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
              machine skews W3/W4 most."
         );
     }
+    let results = json!({
+        "suite": suite.name, "mode": mode.name(), "samples": RATIO_SAMPLES,
+        "machine": machine(), "load_average": [load_before, load_after],
+        "subject": suite.subject, "columns": suite.columns, "tables": json_tables,
+    });
+    if let Some((path, base)) = baseline {
+        baseline::report(&path, &base, &results);
+    }
     if mode != Mode::Test {
-        let results = json!({
-            "suite": suite.name, "mode": mode.name(), "samples": RATIO_SAMPLES,
-            "machine": machine(), "load_average": [load_before, load_after],
-            "subject": suite.subject, "columns": suite.columns, "tables": json_tables,
-        });
         let env = format!("TALLY_{}_JSON", suite.name.to_uppercase());
         write(&env, &format!("{}.json", suite.name), &results);
     }

@@ -79,6 +79,15 @@ pub const ISSUE: &[Target] = &[
     ("targets", Churn, Rule::Tail(100.0)),
 ];
 
+/// A verdict as the benches that judge their own targets print it.
+pub fn verdict(met: bool) -> &'static str {
+    if met {
+        "target met"
+    } else {
+        "target NOT met"
+    }
+}
+
 /// The allocators the issue asks tally-pool to be ahead of.
 const ALLOCATORS: &[&str] = &["mimalloc", "jemalloc"];
 

@@ -8,11 +8,8 @@
 //!   the objects travel through a `crossbeam_queue::ArrayQueue` of [`QUEUE_CAPACITY`].
 //! - **W4 contended**: two threads churn on one shared contender; the time reported is per
 //!   pair of operations (one on each thread).
-//! - **W5 memory** ([`memory`]): resident bytes (`/proc/self/statm`) with `n` objects live.
-//! - **W6 tail latency** ([`latency`]): `n` single acquires (acquire and write), each timed
-//!   alone with [`timer::now`], every object kept live.
-//!
-//! W5 and W6 each run in a fresh process (see [`crate::survey`]).
+//! - **W5 memory** ([`memory`]) and **W6 tail latency** ([`latency`]), each in a fresh
+//!   process (see [`crate::survey`]).
 
 use std::hint::{black_box, spin_loop};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,11 +90,7 @@ impl Workload {
     /// Whether `TALLY_BENCH_WORKLOADS` (prefixes such as `W1,W3`; all when unset) keeps it.
     pub fn selected(self) -> bool {
         let list = std::env::var("TALLY_BENCH_WORKLOADS").unwrap_or_default();
-        let mut prefixes = list
-            .split(',')
-            .map(str::trim)
-            .filter(|w| !w.is_empty())
-            .peekable();
+        let mut prefixes = (list.split(',').map(str::trim).filter(|w| !w.is_empty())).peekable();
         prefixes.peek().is_none() || prefixes.any(|w| self.title().starts_with(w))
     }
 }
@@ -278,8 +271,7 @@ fn with_helper(
     })
 }
 
-/// Resident bytes of this process, from `/proc/self/statm` (in pages of 4096 bytes, the
-/// base page on x86_64 and aarch64 Linux).
+/// Resident bytes of this process, from `/proc/self/statm` (pages of 4096 bytes).
 pub fn resident_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
@@ -330,13 +322,9 @@ pub fn latency<C: Contender, I: Inlining, S: Stamp>(
     ticks
 }
 
-/// Waits for the other thread: spins, then yields, then sleeps.
-///
-/// The sleep matters on a 2-core machine: if the scheduler puts both threads on one CPU, a
-/// waiter that only spins or yields (yield is weak under EEVDF) burns whole time slices
-/// and the pipeline crawls at one batch per slice. A waiter that sleeps lets its partner
-/// run, and is usually woken on the idle CPU. Threads on separate CPUs never wait long
-/// enough to reach the sleep (draining a full queue takes tens of microseconds).
+/// Waits for the other thread: spins, then yields, then sleeps. On one CPU, a waiter that
+/// only spins or yields (weak under EEVDF) burns whole time slices; one that sleeps lets its
+/// partner run. Threads on separate CPUs never wait long enough to sleep.
 #[inline]
 fn backoff(spins: &mut u32) {
     const SPIN: u32 = 64;

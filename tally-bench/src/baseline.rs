@@ -1,0 +1,244 @@
+//! Regression detection: a ratio bench's results kept as a baseline, and a later run compared
+//! with it ratio by ratio.
+//!
+//! A baseline is the JSON a ratio bench writes (`TALLY_TYPED_JSON=benches/baseline/typed.json`
+//! saves one); `TALLY_BENCH_BASELINE=<dir>` compares the run with `<dir>/<suite>.json`. Each
+//! ratio of the subject to a column, per inlining and workload, carries its per-round values:
+//! round `k`'s sample of the subject over the column's sample of the same round.
+//!
+//! The rule: the noise of a run is the interquartile range of a ratio's per-round values (of
+//! 11 rounds, the 3rd to the 9th smallest). A ratio has *moved* when the two runs' ranges do
+//! not overlap: *slower* when this run's lower quartile is above the baseline's upper one,
+//! *faster* when its upper quartile is below the baseline's lower one; otherwise it is
+//! *within noise*. Load on a shared machine widens the ranges rather than raising alarms, and
+//! a round or two hit by a preemption (which the min–max would let hide any change) does not
+//! move a quartile. A ratio that only one run has is *missing* from the other. The comparison
+//! is informational: it prints its verdicts and never fails the run.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::order::fatal;
+use crate::stats::{median, sorted};
+
+/// How a ratio of this run compares with the baseline's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// Above the baseline's noise: the subject lost ground.
+    Slower,
+    /// Below the baseline's noise: the subject gained.
+    Faster,
+    /// The ranges overlap.
+    Within,
+    /// Only the baseline has it.
+    NotInRun,
+    /// Only this run has it.
+    NotInBaseline,
+}
+
+impl Moved {
+    /// The verdict as the table prints it.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Slower => "SLOWER",
+            Self::Faster => "faster",
+            Self::Within => "within noise",
+            Self::NotInRun => "missing from this run",
+            Self::NotInBaseline => "missing from the baseline",
+        }
+    }
+}
+
+/// One ratio, `<inlining> <workload> <subject>/<column>`, with the per-round values of each run.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What the ratio is.
+    pub key: String,
+    /// The baseline's per-round values (empty: not in the baseline).
+    pub base: Vec<f64>,
+    /// This run's (empty: not in this run).
+    pub now: Vec<f64>,
+    /// The verdict.
+    pub moved: Moved,
+}
+
+/// The per-round ratios of a ratio bench's results, by key.
+fn ratios(results: &Value) -> Vec<(String, Vec<f64>)> {
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("?").to_owned();
+    let each = |v: &Value, key: &str| v.get(key).and_then(Value::as_array).cloned();
+    let subject = text(results, "subject");
+    let mut out = Vec::new();
+    for table in each(results, "tables").unwrap_or_default() {
+        for w in each(&table, "workloads").unwrap_or_default() {
+            let (inlining, id) = (text(&table, "inlining"), text(&w, "id"));
+            for (column, values) in w
+                .get("rounds")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                let values = values
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_f64);
+                out.push((
+                    format!("{inlining} {id} {subject}/{column}"),
+                    values.collect(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A run's noise: the lower and upper quartile of the per-round values.
+fn range(values: &[f64]) -> Option<(f64, f64)> {
+    let (v, quarter) = (sorted(values), values.len().saturating_sub(1) / 4);
+    Some((*v.get(quarter)?, *v.get(v.len() - 1 - quarter)?))
+}
+
+/// The rule of the module docs on one ratio's per-round values.
+pub fn moved(base: &[f64], now: &[f64]) -> Moved {
+    match (range(base), range(now)) {
+        (None, _) => Moved::NotInBaseline,
+        (_, None) => Moved::NotInRun,
+        (Some((_, base_hi)), Some((now_lo, _))) if now_lo > base_hi => Moved::Slower,
+        (Some((base_lo, _)), Some((_, now_hi))) if now_hi < base_lo => Moved::Faster,
+        _ => Moved::Within,
+    }
+}
+
+/// Compares the results `now` with `base`: `now`'s ratios in its order, then those only the
+/// baseline has.
+pub fn compare(base: &Value, now: &Value) -> Vec<Row> {
+    let (base, now) = (ratios(base), ratios(now));
+    let row = |key: &String, base: Vec<f64>, now: Vec<f64>| Row {
+        key: key.clone(),
+        moved: moved(&base, &now),
+        base,
+        now,
+    };
+    let find = |list: &[(String, Vec<f64>)], key: &String| {
+        (list.iter().find(|(k, _)| k == key)).map(|(_, values)| values.clone())
+    };
+    let mut rows: Vec<Row> = (now.iter())
+        .map(|(key, values)| row(key, find(&base, key).unwrap_or_default(), values.clone()))
+        .collect();
+    let gone = base.iter().filter(|(key, _)| find(&now, key).is_none());
+    rows.extend(gone.map(|(key, values)| row(key, values.clone(), Vec::new())));
+    rows
+}
+
+/// The baseline of suite `name` under `$TALLY_BENCH_BASELINE`, if that is set; stops the run
+/// if the file cannot be read, before anything is measured.
+pub fn load(name: &str) -> Option<(PathBuf, Value)> {
+    let path =
+        PathBuf::from(std::env::var_os("TALLY_BENCH_BASELINE")?).join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+    match text.and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string())) {
+        Ok(value) => Some((path, value)),
+        Err(err) => fatal(format_args!("baseline {}: {err}", path.display())),
+    }
+}
+
+/// Compares the results `now` with the baseline `base` read from `path` and prints the
+/// verdicts, one ratio a line.
+pub fn report(path: &std::path::Path, base: &Value, now: &Value) {
+    let (m, text) = (&base["machine"], |v: &Value| {
+        v.as_str().unwrap_or("?").to_owned()
+    });
+    println!(
+        "\nAgainst the baseline {} ({} mode, {}, commit {}, {} CPUs, load average {}); this run: \
+         {} mode",
+        path.display(),
+        text(&base["mode"]),
+        text(&m["date"]),
+        text(&m["git"]),
+        m["nproc"],
+        text(base.pointer("/load_average/0").unwrap_or(&Value::Null)),
+        text(&now["mode"]),
+    );
+    let cell = |v: &[f64]| {
+        range(v).map_or("–".to_owned(), |(lo, hi)| {
+            format!("{:.3} ({lo:.3}–{hi:.3})", median(v))
+        })
+    };
+    println!(
+        "{:<32} {:<24} {:<24} verdict",
+        "ratio", "baseline: median (IQR)", "now"
+    );
+    let rows = compare(base, now);
+    for r in &rows {
+        let (key, base, now) = (&r.key, cell(&r.base), cell(&r.now));
+        println!("{key:<32} {base:<24} {now:<24} {}", r.moved.text());
+    }
+    let count = |moved: &[Moved]| rows.iter().filter(|r| moved.contains(&r.moved)).count();
+    println!(
+        "Regression check (informational, never fails the run): {} slower, {} faster, {} \
+         within noise, {} missing. A ratio moved when the interquartile ranges of its per-round \
+         values in the two runs do not overlap.",
+        count(&[Moved::Slower]),
+        count(&[Moved::Faster]),
+        count(&[Moved::Within]),
+        count(&[Moved::NotInRun, Moved::NotInBaseline]),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::{compare, moved, Moved};
+
+    /// Results with one table (`forced`) whose W1 row has these per-round ratios.
+    fn results(rounds: Value) -> Value {
+        json!({ "subject": "typed", "mode": "quick", "tables": [
+            { "inlining": "forced", "workloads": [{ "id": "W1", "rounds": rounds }] },
+        ]})
+    }
+
+    #[test]
+    fn a_ratio_beyond_both_ranges_is_flagged() {
+        assert_eq!(moved(&[1.0, 1.1, 1.2], &[1.3, 1.4, 1.25]), Moved::Slower);
+        assert_eq!(moved(&[1.0, 1.1, 1.2], &[0.8, 0.9, 0.95]), Moved::Faster);
+    }
+
+    #[test]
+    fn outlying_rounds_do_not_hide_a_move() {
+        let base = [1.0, 1.01, 1.02, 1.0, 1.01, 1.02, 1.0, 1.01, 1.02, 1.01, 9.0];
+        let now = base.map(|r| if r < 2.0 { r * 1.1 } else { 0.2 });
+        assert_eq!(moved(&base, &now), Moved::Slower);
+    }
+
+    #[test]
+    fn a_ratio_within_noise_is_not_flagged() {
+        // The medians differ by 20 %, but the rounds overlap.
+        assert_eq!(moved(&[1.0, 1.1, 1.3], &[1.2, 1.3, 1.35]), Moved::Within);
+        assert_eq!(moved(&[1.0, 1.1, 1.2], &[1.0, 1.1, 1.2]), Moved::Within);
+    }
+
+    #[test]
+    fn compare_keys_ratios_and_reports_missing_entries() {
+        let base = results(json!({ "floor": [1.0, 1.1], "jemalloc": [0.5, 0.6] }));
+        let now = results(json!({ "floor": [1.5, 1.6], "system": [0.3, 0.4] }));
+        let rows = compare(&base, &now);
+        let verdicts: Vec<(&str, Moved)> = rows.iter().map(|r| (&*r.key, r.moved)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("forced W1 typed/floor", Moved::Slower),
+                ("forced W1 typed/system", Moved::NotInBaseline),
+                ("forced W1 typed/jemalloc", Moved::NotInRun),
+            ]
+        );
+        assert_eq!(rows.first().map(|r| r.base.clone()), Some(vec![1.0, 1.1]));
+    }
+
+    #[test]
+    fn a_run_compared_with_itself_has_no_change() {
+        let run = results(json!({ "floor": [1.0, 1.2, 1.1], "jemalloc": [0.5, 0.7] }));
+        assert!(compare(&run, &run).iter().all(|r| r.moved == Moved::Within));
+    }
+}
