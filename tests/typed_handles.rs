@@ -14,7 +14,8 @@
 //!   their pointers are aligned; oversized layouts are refused with `UnsupportedLayout`;
 //! - a dropping pool does not hand an old value back; a recycling pool does: a `Vec` keeps
 //!   its buffer, `recycle` runs exactly once per release (also on another thread) and
-//!   `Default` runs only for fresh blocks, under every guard level.
+//!   `Default` runs only for fresh blocks, under `Off` and `Canary`; `Full` refuses to
+//!   recycle (its poison would overwrite the kept values) and drops every value instead.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -759,12 +760,8 @@ fn recycle_counts<T>(
 {
     const CAP: usize = 4;
     let name = format!("handles-recycle-counts-{guard:?}");
-    let pool = match Pool::<T>::new_recycling(config(&name, CAP, CAP).guard(guard)) {
-        Ok(pool) => pool,
-        // A pool may refuse a guard it cannot honour, but only with `InvalidConfig`.
-        Err(PoolError::InvalidConfig { .. }) if guard == GuardLevel::Full => return,
-        Err(e) => panic!("{name}: {e:?}"),
-    };
+    let pool = Pool::<T>::new_recycling(config(&name, CAP, CAP).guard(guard))
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     let mut first: Vec<_> = (0..CAP).map(|_| pool.acquire().unwrap()).collect();
     assert_eq!(defaults(), CAP, "{name}: one default per fresh block");
     let serials: HashSet<usize> = first.iter().map(|h| h.serial).collect();
@@ -831,10 +828,50 @@ fn recycling_counts_guard_canary() {
 
 #[test]
 fn recycling_counts_guard_full() {
-    recycle_counts::<CountsFull>(
-        GuardLevel::Full,
-        CountsFull::defaults,
-        CountsFull::recycles,
-        CountsFull::drops,
+    // A recycling pool keeps its values in free blocks, which `Full` fills with poison:
+    // such a pool is refused, saying why, before it builds a value.
+    const CAP: usize = 4;
+    let name = "handles-recycle-counts-Full";
+    match Pool::<CountsFull>::new_recycling(config(name, CAP, CAP).guard(GuardLevel::Full)) {
+        Err(PoolError::InvalidConfig { pool, reason }) => {
+            assert_eq!(pool, name);
+            assert!(reason.contains("GuardLevel::Full"), "{reason}");
+        }
+        other => panic!("{name}: a recycling pool under `Full`: {other:?}"),
+    }
+    let counts = || {
+        (
+            CountsFull::defaults(),
+            CountsFull::recycles(),
+            CountsFull::drops(),
+        )
+    };
+    assert_eq!(
+        counts(),
+        (0, 0, 0),
+        "{name}: nothing built, recycled or dropped"
     );
+    // The same type in a pool that does not recycle: under `Full` every release drops its
+    // value and every acquire builds a fresh one, on the block the poison check passed.
+    let pool = Pool::<CountsFull>::new(config(name, CAP, CAP).guard(GuardLevel::Full)).unwrap();
+    for round in 1..=3 {
+        let mut hs: Vec<_> = (0..CAP).map(|_| pool.acquire().unwrap()).collect();
+        for h in &mut hs {
+            assert_eq!((h.recycled, h.tag), (0, 0), "{name}: a fresh value");
+            h.tag = round as u64;
+        }
+        // At the cap, `acquire` builds a value and drops it again.
+        assert!(pool.acquire().is_err(), "{name}: at the cap");
+        if round == 2 {
+            thread::spawn(move || drop(hs)).join().unwrap();
+        } else {
+            drop(hs);
+        }
+        assert_eq!(
+            counts(),
+            ((CAP + 1) * round, 0, (CAP + 1) * round),
+            "{name}: round {round}"
+        );
+    }
+    assert_eq!(live(pool), 0, "{name}");
 }
