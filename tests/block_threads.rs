@@ -30,7 +30,7 @@ use std::sync::mpsc::{channel, sync_channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use tally_pool::block::{BlockPool, GuardLevel};
+use tally_pool::block::{BlockPool, GuardLevel, CHUNK_SIZE};
 
 use common::block::{
     allocate_n, allocate_until_exhausted, assert_exhausted, config, free_all, pool_capped,
@@ -401,24 +401,51 @@ fn a_thread_local_destructor_may_use_the_pool_at_thread_exit() {
 #[test]
 fn a_cache_that_outlives_its_pool_is_not_reused() {
     // A long-lived thread uses a series of pools, each dropped before the next is made
-    // (so registry slots get reused): it must never get a block of a dropped pool.
-    let (pools_tx, pools_rx) = sync_channel::<Option<BlockPool>>(0);
+    // (so registry slots get reused): it must never get a block of a dropped pool. Each
+    // pool's own counters must see every allocation and free of both threads, and every
+    // block the worker gets lies in the chunk this thread got its blocks from, where the
+    // pool's next blocks would lie anyway (20 blocks fill no chunk).
+    const N: usize = 20;
+    let (pools_tx, pools_rx) = sync_channel::<Option<(BlockPool, usize)>>(0);
     let (ack_tx, ack_rx) = sync_channel::<()>(0);
     let worker = thread::spawn(move || {
-        while let Some(pool) = pools_rx.recv().unwrap() {
-            let addrs = allocate_n(&pool, 20);
+        while let Some((pool, chunk)) = pools_rx.recv().unwrap() {
+            let addrs = allocate_n(&pool, N);
+            for &a in &addrs {
+                assert_eq!(
+                    a & !(CHUNK_SIZE - 1),
+                    chunk,
+                    "{a:#x} is not in the pool's chunk"
+                );
+            }
+            let s = pool.stats();
+            let counts = (s.allocations, s.frees, s.live_blocks);
+            assert_eq!(counts, (2 * N as u64, N as u64, N as u64), "{s:?}");
             free_all(&pool, addrs);
+            let s = pool.stats();
+            let counts = (s.allocations, s.frees, s.live_blocks, s.corruption_events);
+            assert_eq!(counts, (2 * N as u64, 2 * N as u64, 0, 0), "{s:?}");
             drop(pool);
             ack_tx.send(()).unwrap();
         }
     });
-    for _ in 0..50 {
+    for round in 0..50 {
         let pool = BlockPool::new(config("short-lived").guard(GuardLevel::Canary)).unwrap();
         // Both threads use it, so both hold cached blocks of it when it is dropped.
-        let addrs = allocate_n(&pool, 20);
+        let addrs = allocate_n(&pool, N);
+        let chunks: HashSet<usize> = addrs.iter().map(|&a| a & !(CHUNK_SIZE - 1)).collect();
+        assert_eq!(chunks.len(), 1, "round {round}: {N} blocks in one chunk");
+        let s = pool.stats();
+        assert_eq!(
+            (s.allocations, s.live_blocks, s.chunks),
+            (N as u64, N as u64, 1)
+        );
         free_all(&pool, addrs);
-        pools_tx.send(Some(pool)).unwrap();
-        ack_rx.recv().unwrap();
+        let chunk = chunks.into_iter().next().unwrap();
+        pools_tx.send(Some((pool, chunk))).unwrap();
+        ack_rx
+            .recv()
+            .unwrap_or_else(|_| panic!("round {round}: the worker failed"));
     }
     pools_tx.send(None).unwrap();
     worker.join().unwrap();
