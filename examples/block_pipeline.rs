@@ -3,14 +3,18 @@
 //! A feed thread allocates 64-byte quote blocks from one `BlockPool`, fills them and sends
 //! them through a bounded queue; a strategy thread reads each quote, keeps a running
 //! mid-price, and frees the block on its own thread. At the end it prints the throughput
-//! and the pool's statistics, then reclaims the pool's memory.
+//! and the pool's statistics, then reclaims the pool's memory. It exits non-zero if either
+//! stage fails, the strategy thread's panic included (`--panic-at N` makes it panic at
+//! quote `N`, to check that).
 //!
 //! ```sh
 //! cargo run --release --example block_pipeline                   # 5,000,000 quotes
 //! cargo run --release --example block_pipeline -- --messages 1000
+//! cargo run --release --example block_pipeline -- --messages 1000 --panic-at 500  # exits 1
 //! ```
 
 use std::alloc::Layout;
+use std::fmt;
 use std::process::ExitCode;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -41,26 +45,63 @@ struct Block(NonNull<u8>);
 // to the receiving thread, and `Quote` is plain data.
 unsafe impl Send for Block {}
 
-fn parse_messages() -> Result<u64, String> {
+/// What to run.
+struct Args {
+    messages: u64,
+    /// The quote at which the strategy thread panics, if any.
+    panic_at: Option<u64>,
+}
+
+fn number(flag: &str, value: Option<String>) -> Result<u64, String> {
+    let v = value.ok_or(format!("{flag} needs a number"))?;
+    v.replace('_', "")
+        .parse()
+        .map_err(|e| format!("{flag} {v}: {e}"))
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let mut messages = 5_000_000;
+    let mut parsed = Args {
+        messages: 5_000_000,
+        panic_at: None,
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--messages" => {
-                let v = args.next().ok_or("--messages needs a number")?;
-                messages = v
-                    .replace('_', "")
-                    .parse()
-                    .map_err(|e| format!("--messages {v}: {e}"))?;
+            "--messages" => parsed.messages = number("--messages", args.next())?,
+            "--panic-at" => parsed.panic_at = Some(number("--panic-at", args.next())?),
+            "-h" | "--help" => {
+                return Err("usage: block_pipeline [--messages N] [--panic-at N]".into())
             }
-            "-h" | "--help" => return Err("usage: block_pipeline [--messages N]".into()),
             other => return Err(format!("unknown argument `{other}`; try --help")),
         }
     }
-    Ok(messages)
+    Ok(parsed)
 }
 
-fn run(messages: u64) -> Result<(), PoolError> {
+/// Why a run failed.
+#[derive(Debug)]
+enum Failure {
+    Pool(PoolError),
+    /// The strategy thread panicked; the panic message was printed when it did.
+    StrategyPanicked,
+}
+
+impl From<PoolError> for Failure {
+    fn from(e: PoolError) -> Self {
+        Self::Pool(e)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pool(e) => write!(f, "{e}"),
+            Self::StrategyPanicked => write!(f, "the strategy thread panicked"),
+        }
+    }
+}
+
+fn run(Args { messages, panic_at }: Args) -> Result<(), Failure> {
     let pool = BlockPool::new(
         BlockPoolConfig::new(Layout::new::<Quote>())
             .name("quotes")
@@ -83,6 +124,12 @@ fn run(messages: u64) -> Result<(), PoolError> {
                 // SAFETY: the feed wrote a whole `Quote` into this block before sending it,
                 // and the block is 64-byte aligned (the pool's layout is `Quote`'s).
                 let q = unsafe { ptr.cast::<Quote>().as_ptr().read() };
+                if panic_at == Some(q.seq) {
+                    #[allow(clippy::panic)] // the failure `--panic-at` asks for
+                    {
+                        panic!("asked to panic at quote {}", q.seq);
+                    }
+                }
                 mid_sum = mid_sum.wrapping_add((q.bid + q.ask) / 2);
                 seen += 1;
                 // SAFETY: the feed allocated this block and gave it up by sending it; this
@@ -93,7 +140,7 @@ fn run(messages: u64) -> Result<(), PoolError> {
         })
     };
 
-    for seq in 0..messages {
+    'feed: for seq in 0..messages {
         let ptr = pool.allocate()?;
         let quote = Quote {
             seq,
@@ -109,17 +156,17 @@ fn run(messages: u64) -> Result<(), PoolError> {
         unsafe { ptr.cast::<Quote>().as_ptr().write(quote) };
         let mut item = Block(ptr);
         while let Err(back) = queue.push(item) {
+            // The strategy stops early only if it fails: the queue would stay full.
+            if consumer.is_finished() {
+                // SAFETY: allocated above and never sent, so this thread still owns it.
+                unsafe { pool.free(back.0) }?;
+                break 'feed;
+            }
             item = back;
             std::thread::yield_now();
         }
     }
-    let (seen, mid_sum) = match consumer.join() {
-        Ok(result) => result?,
-        Err(_) => {
-            eprintln!("the strategy thread panicked");
-            return Ok(());
-        }
-    };
+    let (seen, mid_sum) = consumer.join().map_err(|_| Failure::StrategyPanicked)??;
     let elapsed = start.elapsed();
     let stats = pool.stats();
     println!("quotes         {seen}");
@@ -143,14 +190,14 @@ fn run(messages: u64) -> Result<(), PoolError> {
 }
 
 fn main() -> ExitCode {
-    let messages = match parse_messages() {
-        Ok(m) => m,
+    let args = match parse_args() {
+        Ok(args) => args,
         Err(msg) => {
             eprintln!("{msg}");
             return ExitCode::from(2);
         }
     };
-    match run(messages) {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
