@@ -43,6 +43,8 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
         track_sites,
         reserve,
         on_critical,
+        huge_pages,
+        lock,
     } = c;
     let reserve = match reserve {
         Some(r) => {
@@ -66,6 +68,8 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
             track_sites: #track_sites,
             reserve: #reserve,
             on_critical: #krate::__private::OnCritical::#on_critical,
+            huge_pages: #huge_pages,
+            lock: #lock,
         }
     };
     let pool = match recycle {

@@ -29,6 +29,8 @@ use proc_macro::TokenStream;
 /// | `track_sites` | remember the call site of one acquire in N (`Pool::track_sites`); 0 is off | 0 |
 /// | `reserve` | values memory pressure never takes back (`PoolConfig::reserve`), at most `max_capacity` | `capacity` |
 /// | `on_critical` | `"grow"` or `"refuse"`: at Critical memory pressure, map as usual or fail growth with `PoolError::Pressure` | `"grow"` |
+/// | `huge_pages` | back the pool with transparent huge pages (`PoolConfig::huge_pages`), falling back to normal pages | `false` |
+/// | `lock` | lock the pool's memory (`PoolConfig::lock`); creation fails with `PoolError::LockRefused` beyond `ulimit -l` | `false` |
 /// | `crate` | path of the `tally_pool` crate | `::tally_pool` |
 #[proc_macro_derive(Pooled, attributes(pooled))]
 pub fn derive_pooled(input: TokenStream) -> TokenStream {

@@ -57,11 +57,15 @@ pub(crate) struct Options {
     pub(crate) recycle: Option<Span>,
     /// `per_node = true | false`.
     pub(crate) per_node: Option<bool>,
+    /// `huge_pages = true | false`.
+    pub(crate) huge_pages: Option<bool>,
+    /// `lock = true | false`.
+    pub(crate) lock: Option<bool>,
     pub(crate) krate: Option<Path>,
 }
 
 const KEYS: &str = "`capacity`, `max_capacity`, `name`, `guard`, `recycle`, `per_node`, \
-                    `track_sites`, `reserve`, `on_critical`, `crate`";
+                    `track_sites`, `reserve`, `on_critical`, `huge_pages`, `lock`, `crate`";
 
 /// Reads every `#[pooled(...)]` attribute of the type.
 ///
@@ -125,18 +129,23 @@ pub(crate) fn options(attrs: &[Attribute], errors: &mut Errors) -> Options {
                         }
                     }
                 }
-                "per_node" => {
+                "per_node" | "huge_pages" | "lock" => {
                     let value = match meta.value()?.parse::<Expr>()? {
                         Expr::Lit(ExprLit { lit: Lit::Bool(b), .. }) => Some(b.value),
                         other => {
-                            errors.spanned(other, "`per_node` must be `true` or `false`");
+                            errors.spanned(other, format!("`{key}` must be `true` or `false`"));
                             None
                         }
                     };
-                    if options.per_node.is_some() {
+                    let slot = match key.as_str() {
+                        "per_node" => &mut options.per_node,
+                        "huge_pages" => &mut options.huge_pages,
+                        _ => &mut options.lock,
+                    };
+                    if slot.is_some() {
                         duplicate(errors);
                     } else {
-                        options.per_node = value;
+                        *slot = value;
                     }
                 }
                 "recycle" => {

@@ -33,6 +33,10 @@ pub(crate) struct Checked {
     pub(crate) reserve: Option<u64>,
     /// The `OnCritical` variant.
     pub(crate) on_critical: TokenStream,
+    /// Back the pool with transparent huge pages.
+    pub(crate) huge_pages: bool,
+    /// Lock the pool's memory.
+    pub(crate) lock: bool,
 }
 
 /// Checks what the pool needs of the type and the options; reports every problem.
@@ -165,5 +169,7 @@ pub(crate) fn check(input: &DeriveInput, options: &Options, errors: &mut Errors)
         track_sites,
         reserve: options.reserve.as_ref().map(|r| r.value),
         on_critical,
+        huge_pages: options.huge_pages.unwrap_or(false),
+        lock: options.lock.unwrap_or(false),
     }
 }

@@ -76,6 +76,21 @@ pub enum PoolError {
         /// The OS error number.
         errno: i32,
     },
+    /// The operating system refused to lock a chunk of a pool configured with `lock` in
+    /// memory (`mlock`): the locked-memory limit (`RLIMIT_MEMLOCK`, `ulimit -l`) is reached
+    /// or the process may not lock memory. The refused chunk was unmapped.
+    #[error("pool `{pool}`: the OS refused to lock {bytes} bytes in memory (errno {errno}); raise the locked-memory limit (`ulimit -l`, RLIMIT_MEMLOCK, now {}) or turn `lock` off", limit_text(*limit))]
+    LockRefused {
+        /// The pool's name.
+        pool: String,
+        /// How many bytes were to be locked.
+        bytes: usize,
+        /// The OS error number.
+        errno: i32,
+        /// The soft `RLIMIT_MEMLOCK` in bytes when the OS refused; `None` if unlimited or
+        /// unknown.
+        limit: Option<u64>,
+    },
     /// A free or a reuse found a broken invariant. The block concerned is not put back into
     /// circulation and the event is counted in the pool's statistics.
     #[error("pool `{pool}`: corruption at {address:#x}: {kind}")]
@@ -130,4 +145,12 @@ pub enum PoolError {
         /// The limit.
         max: usize,
     },
+}
+
+/// A locked-memory limit as [`PoolError::LockRefused`] shows it.
+fn limit_text(limit: Option<u64>) -> String {
+    match limit {
+        Some(bytes) => format!("{bytes} bytes"),
+        None => "unlimited or unknown".into(),
+    }
 }

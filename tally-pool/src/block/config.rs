@@ -124,6 +124,18 @@ pub struct BlockPoolConfig {
     /// What the pool does when it needs a new chunk under critical memory pressure.
     /// Default [`OnCritical::Grow`].
     pub on_critical: OnCritical,
+    /// Back the pool's memory with transparent huge pages: chunks are mapped two at a time,
+    /// as one 2 MiB-aligned 2 MiB range advised `MADV_HUGEPAGE`, so that one huge page (one
+    /// TLB entry) covers both. Where the system has transparent huge pages off, or refuses
+    /// the advice, the pool works with normal pages and its statistics say so
+    /// ([`HugePages`](super::HugePages)). See the [module docs](super#huge-pages-and-locked-memory).
+    /// Default false.
+    pub huge_pages: bool,
+    /// Lock the pool's memory (`mlock`): each chunk is faulted in whole and locked as it is
+    /// mapped, never swapped out, so that no access to it takes a fault. Mapping a chunk
+    /// the OS refuses to lock fails with [`PoolError::LockRefused`](crate::PoolError::LockRefused)
+    /// (the locked-memory limit, `ulimit -l`). Default false.
+    pub lock: bool,
 }
 
 impl BlockPoolConfig {
@@ -140,6 +152,8 @@ impl BlockPoolConfig {
             topology: None,
             reserve: None,
             on_critical: OnCritical::Grow,
+            huge_pages: false,
+            lock: false,
         }
     }
 
@@ -217,6 +231,43 @@ impl BlockPoolConfig {
     /// Sets [`Self::on_critical`].
     pub fn on_critical(mut self, on_critical: OnCritical) -> Self {
         self.on_critical = on_critical;
+        self
+    }
+
+    /// Sets [`Self::huge_pages`].
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    /// use tally_pool::block::{BlockPool, BlockPoolConfig, HugePages};
+    ///
+    /// let pool = BlockPool::new(BlockPoolConfig::new(Layout::new::<[u8; 64]>()).huge_pages(true))?;
+    /// let block = pool.allocate()?;
+    /// // Active, or Unavailable with the reason where the system has no huge pages.
+    /// assert_ne!(pool.stats().huge_pages, HugePages::Off);
+    /// // SAFETY: allocated above, freed once.
+    /// unsafe { pool.free(block) }?;
+    /// # Ok::<(), tally_pool::PoolError>(())
+    /// ```
+    pub fn huge_pages(mut self, huge_pages: bool) -> Self {
+        self.huge_pages = huge_pages;
+        self
+    }
+
+    /// Sets [`Self::lock`].
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    /// use tally_pool::block::{BlockPool, BlockPoolConfig};
+    /// use tally_pool::PoolError;
+    ///
+    /// match BlockPool::new(BlockPoolConfig::new(Layout::new::<u64>()).capacity(1).lock(true)) {
+    ///     Ok(pool) => assert!(pool.stats().locked_bytes > 0),
+    ///     // The locked-memory limit (`ulimit -l`) is too low for one chunk.
+    ///     Err(e) => assert!(matches!(e, PoolError::LockRefused { .. })),
+    /// }
+    /// ```
+    pub fn lock(mut self, lock: bool) -> Self {
+        self.lock = lock;
         self
     }
 }

@@ -11,6 +11,7 @@
 //! [`carve_range`]: PoolShared::carve_range
 
 use std::sync::atomic::Ordering as StdOrdering;
+use std::sync::Arc;
 
 use super::cache::CachedBlocks;
 use super::chunk::header::ChunkHeader;
@@ -19,6 +20,7 @@ use super::chunk::registry;
 use super::chunk::CHUNK_SIZE;
 use super::depot::MAGAZINE_SIZE;
 use super::shared::{now_ms, PoolShared};
+use super::stats::{ADVICE_REFUSED, THP_NEVER};
 use crate::error::{CorruptionKind, PoolError};
 use crate::stats::Urgency;
 use crate::sync::lock;
@@ -38,19 +40,25 @@ impl PoolShared {
         let mut growth = lock(&self.growth);
         let have = growth.active() * geometry.blocks_per_chunk;
         let mut remaining = capacity.saturating_sub(have);
-        while remaining > 0 {
+        let first_new = growth.chunks.len();
+        while growth.active() * geometry.blocks_per_chunk < capacity {
             self.map_chunk(&mut growth)?;
-            let here = remaining.min(geometry.blocks_per_chunk);
-            if self.prefault {
-                if let Some(chunk) = growth.chunks.last_mut() {
-                    // The chunk `map_chunk` just added: nothing in it is carved, so faulting
-                    // from 0 (header page included) touches nothing another thread holds.
-                    let end = geometry.first_offset + here * geometry.stride;
-                    chunk.region.prefault(end);
+        }
+        if self.prefault {
+            for chunk in growth.chunks.iter_mut().skip(first_new) {
+                let here = remaining.min(geometry.blocks_per_chunk);
+                if here == 0 {
+                    break;
+                }
+                // A chunk `map_chunk` just added: nothing in it is carved, so faulting from
+                // 0 (header page included) touches nothing another thread holds.
+                let end = geometry.first_offset + here * geometry.stride;
+                if end > chunk.faulted {
+                    chunk.prefault(end);
                     chunk.faulted = end;
                 }
+                remaining -= here;
             }
-            remaining -= here;
         }
         Ok(())
     }
@@ -92,9 +100,10 @@ impl PoolShared {
             Some(i) => i,
             None => {
                 self.check_pressure()?;
+                let first_new = growth.chunks.len();
                 self.map_chunk(growth)?;
                 self.counters.expansions.fetch_add(1, StdOrdering::Relaxed);
-                growth.chunks.len() - 1
+                first_new
             }
         };
         growth.cursor = index;
@@ -104,7 +113,17 @@ impl PoolShared {
         if chunk.reclaimed {
             // Reusing a reclaimed chunk faults its pages in again: growth, as mapping is.
             self.check_pressure()?;
-            chunk.region.reuse();
+            chunk.reuse();
+            if growth.lock {
+                if let Err(errno) = chunk.lock() {
+                    // Given back again, as it was: the refused chunk stays reclaimed.
+                    chunk.give_back();
+                    return Err(self.lock_refused(errno, CHUNK_SIZE));
+                }
+                self.counters
+                    .locked_bytes
+                    .fetch_add(CHUNK_SIZE, StdOrdering::Relaxed);
+            }
             chunk.reclaimed = false;
             self.counters
                 .active_chunks
@@ -124,7 +143,7 @@ impl PoolShared {
                         <= chunk.faulted
             );
             let to = end.max(chunk.faulted + PREFAULT_STEP).min(CHUNK_SIZE);
-            chunk.region.prefault_range(chunk.faulted, to);
+            chunk.prefault_range(chunk.faulted, to);
             chunk.faulted = to;
         }
         let first = self.geometry.block_addr(chunk.base(), chunk.carved);
@@ -208,47 +227,111 @@ impl PoolShared {
         made * self.geometry.stride
     }
 
-    /// Maps, labels and registers one chunk.
+    /// Maps, labels and registers one chunk, or in a huge-page pool two (a pair sharing one
+    /// 2 MiB-aligned mapping advised for huge pages); locks them in a locking pool. On
+    /// failure nothing stays mapped or registered.
     fn map_chunk(&self, growth: &mut ChunkList) -> Result<(), PoolError> {
+        let span = if growth.huge_pages {
+            2 * CHUNK_SIZE
+        } else {
+            CHUNK_SIZE
+        };
         let oom = |errno| PoolError::OutOfMemory {
             pool: self.name.clone(),
-            bytes: CHUNK_SIZE,
+            bytes: span,
             errno,
         };
-        let region = sys::map_aligned(CHUNK_SIZE, CHUNK_SIZE).map_err(|e| oom(e.errno))?;
-        // Bind before the first touch (the header write below), or the pages land
-        // wherever the writing thread runs.
+        let region = sys::map_aligned(span, span).map_err(|e| oom(e.errno))?;
+        // Bind before the first touch (the lock or the header write below), or the pages
+        // land wherever the writing thread runs.
         if let Some(topology) = &self.topology {
-            if topology.bind(region.ptr(), CHUNK_SIZE, self.node).is_err() {
+            if topology.bind(region.ptr(), span, self.node).is_err() {
                 self.counters
                     .bind_failures
                     .fetch_add(1, StdOrdering::Relaxed);
             }
         }
-        let chunk_id = u32::try_from(growth.chunks.len()).map_err(|_| oom(libc::ENOMEM))?;
+        if growth.huge_pages {
+            // Advise before the first touch too: the first fault then takes a huge page.
+            self.counters.record_huge_pages(advise_huge_pages(&region));
+        }
+        let region = Arc::new(region);
+        let first_id = growth.chunks.len();
+        let mut chunks: Vec<Chunk> = (0..span / CHUNK_SIZE)
+            .map(|i| Chunk::at(Arc::clone(&region), i * CHUNK_SIZE))
+            .collect();
+        drop(region);
+        if growth.lock {
+            for chunk in &mut chunks {
+                // A refusal drops `chunks` and with them the mapping: nothing is leaked,
+                // and the chunks locked before it are unlocked as they are unmapped.
+                chunk
+                    .lock()
+                    .map_err(|errno| self.lock_refused(errno, span))?;
+            }
+        }
         let owner = self.owner.load(StdOrdering::Relaxed);
         let cache_index =
             u32::try_from(self.cache_index.load(StdOrdering::Relaxed)).unwrap_or(u32::MAX);
-        let header = ChunkHeader::new(
-            self.uid,
-            self.node,
-            self.geometry.block_shape(),
-            chunk_id,
-            owner,
-            cache_index,
-        );
-        // SAFETY: the region is fresh, writable, CHUNK_SIZE-aligned and larger than a
-        // header, and nobody else knows it yet.
-        unsafe { region.ptr().as_ptr().cast::<ChunkHeader>().write(header) };
-        let base = region.ptr().as_ptr() as usize;
-        if !registry::register(base, self.slot) {
-            return Err(oom(libc::ENOMEM));
+        for (i, chunk) in chunks.iter().enumerate() {
+            let chunk_id = u32::try_from(first_id + i).map_err(|_| oom(libc::ENOMEM))?;
+            let header = ChunkHeader::new(
+                self.uid,
+                self.node,
+                self.geometry.block_shape(),
+                chunk_id,
+                owner,
+                cache_index,
+            );
+            // SAFETY: the chunk is fresh, writable, CHUNK_SIZE-aligned and larger than a
+            // header (Chunk invariant), and nobody else knows it yet.
+            unsafe { chunk.ptr().cast::<ChunkHeader>().write(header) };
         }
-        growth.chunks.push(Chunk::new(region));
+        for (i, chunk) in chunks.iter().enumerate() {
+            if !registry::register(chunk.base(), self.slot) {
+                for registered in chunks.iter().take(i) {
+                    registry::unregister(registered.base());
+                }
+                return Err(oom(libc::ENOMEM));
+            }
+        }
+        let added = chunks.len();
+        if growth.lock {
+            self.counters
+                .locked_bytes
+                .fetch_add(span, StdOrdering::Relaxed);
+        }
+        growth.chunks.extend(chunks);
         self.counters
             .active_chunks
-            .fetch_add(1, StdOrdering::Relaxed);
+            .fetch_add(added, StdOrdering::Relaxed);
         Ok(())
+    }
+
+    /// [`PoolError::LockRefused`] for `bytes` the OS refused to lock with `errno`.
+    fn lock_refused(&self, errno: i32, bytes: usize) -> PoolError {
+        PoolError::LockRefused {
+            pool: self.name.clone(),
+            bytes,
+            errno,
+            limit: sys::memlock_limit(),
+        }
+    }
+
+    /// Gives `chunk`'s pages back to the OS (see `Chunk::give_back`) if it can be, for
+    /// reclaim; whether it was. The caller holds the growth lock and knows every block
+    /// of the chunk to be out of circulation.
+    pub(super) fn give_back(&self, chunk: &mut Chunk) -> bool {
+        if !chunk.can_give_back() {
+            return false;
+        }
+        if chunk.locked {
+            self.counters
+                .locked_bytes
+                .fetch_sub(CHUNK_SIZE, StdOrdering::Relaxed);
+        }
+        chunk.give_back();
+        true
     }
 
     /// Gives the fresh range back to its chunk if it is the last thing carved there, so
@@ -285,13 +368,21 @@ impl PoolShared {
         for chunk in &growth.chunks {
             // SAFETY: every chunk starts with a header written at mapping time and stays
             // mapped while it is in `chunks`.
-            let header = unsafe { chunk.region.ptr().as_ptr().cast::<ChunkHeader>().read() };
+            let header = unsafe { chunk.ptr().cast::<ChunkHeader>().read() };
             if !header.is_valid() || header.pool_uid != self.uid {
                 return Err(self.corruption(CorruptionKind::ForeignPointer, chunk.base()));
             }
         }
         Ok(())
     }
+}
+
+/// Advises `region` for huge pages: `Ok`, or why the pool will use normal pages.
+fn advise_huge_pages(region: &sys::Region) -> Result<(), &'static str> {
+    if sys::thp_mode() == sys::ThpMode::Never {
+        return Err(THP_NEVER);
+    }
+    region.advise_huge_pages().map_err(|_| ADVICE_REFUSED)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -404,5 +495,67 @@ mod tests {
     fn a_pool_that_does_not_prefault_faults_nothing_ahead() {
         let p = pool(false);
         assert_eq!(faulted_after(&p, 1000, 32), 0);
+    }
+
+    #[test]
+    fn a_huge_page_pool_maps_aligned_pairs_and_gives_back_only_the_second() {
+        let p = PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+                .capacity(1)
+                .huge_pages(true),
+        )
+        .unwrap();
+        {
+            let growth = lock(&p.growth);
+            assert_eq!(growth.chunks.len(), 2, "one pair");
+            let (first, second) = (&growth.chunks[0], &growth.chunks[1]);
+            assert_eq!(first.base() % (2 * CHUNK_SIZE), 0);
+            assert_eq!(second.base(), first.base() + CHUNK_SIZE);
+            assert!(!first.can_give_back() && second.can_give_back());
+            assert_eq!(registry::tag(second.base()), p.registry_tag);
+        }
+        assert_eq!(p.counters.active_chunks.load(StdOrdering::Relaxed), 2);
+        assert!(p.counters.huge_pages() != super::super::HugePages::Off);
+        assert!(p.counters.huge_pages() != super::super::HugePages::Requested);
+        assert!(p.verify().is_ok());
+        // Both chunks are free: only the second goes back, header page kept.
+        assert_eq!(p.reclaim(), CHUNK_SIZE - crate::sys::PAGE);
+        let growth = lock(&p.growth);
+        assert!(!growth.chunks[0].reclaimed && growth.chunks[1].reclaimed);
+        drop(growth);
+        assert!(p.verify().is_ok());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "miri has no mlock")]
+    fn a_locking_pool_counts_locked_bytes_and_unlocks_what_it_gives_back() {
+        let made = PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<u64>())
+                .capacity(1)
+                .lock(true),
+        );
+        let p = match made {
+            Ok(p) => p,
+            // A locked-memory limit below one chunk: refused with the limit named.
+            Err(e) => {
+                assert!(matches!(e, PoolError::LockRefused { .. }), "{e}");
+                assert!(e.to_string().contains("ulimit -l"), "{e}");
+                return;
+            }
+        };
+        let locked = || p.counters.locked_bytes.load(StdOrdering::Relaxed);
+        assert_eq!(locked(), CHUNK_SIZE);
+        assert!(lock(&p.growth)
+            .chunks
+            .iter()
+            .all(|c| c.locked && c.faulted == CHUNK_SIZE));
+        assert_eq!(p.reclaim(), CHUNK_SIZE - crate::sys::PAGE);
+        assert_eq!(locked(), 0);
+        // Reused: locked again.
+        let mut growth = lock(&p.growth);
+        p.carve(&mut growth, 1, |_, _| {}).unwrap();
+        assert!(growth.chunks[0].locked && !growth.chunks[0].reclaimed);
+        drop(growth);
+        assert_eq!(locked(), CHUNK_SIZE);
     }
 }

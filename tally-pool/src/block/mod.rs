@@ -197,4 +197,4 @@ pub use chunk::CHUNK_SIZE;
 pub use config::{BlockPoolConfig, GuardLevel, OnCritical};
 pub use per_node::PerNodeBlockPool;
 pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
-pub use stats::BlockPoolStats;
+pub use stats::{BlockPoolStats, HugePages};

@@ -131,11 +131,9 @@ impl PoolShared {
             .zip(gone.iter_mut())
             .rev()
         {
-            if spare > 0 && !chunk.reclaimed && free == chunk.carved {
+            // Keep the page that holds the header; give back the rest.
+            if spare > 0 && !chunk.reclaimed && free == chunk.carved && self.give_back(chunk) {
                 spare -= 1;
-                // Keep the page that holds the header; give back the rest.
-                chunk.region.discard_from(PAGE);
-                chunk.faulted = chunk.faulted.min(PAGE);
                 released += chunk.carved;
                 chunk.carved = 0;
                 chunk.reclaimed = true;

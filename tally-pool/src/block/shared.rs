@@ -129,6 +129,8 @@ impl PoolShared {
             topology,
             reserve,
             on_critical,
+            huge_pages,
+            lock: lock_pages,
         } = config;
         let invalid = |reason: String| PoolError::InvalidConfig {
             pool: name.clone(),
@@ -181,7 +183,7 @@ impl PoolShared {
             on_critical,
             last_slow: StdAtomicU64::new(now_ms()),
             depot: Depot::new(),
-            growth: Mutex::new(ChunkList::new()),
+            growth: Mutex::new(ChunkList::new().with_pages(huge_pages, lock_pages)),
             caches: CacheRoster::new(),
             counters: PoolCounters::default(),
             owner: AtomicUsize::new(0),
@@ -191,6 +193,9 @@ impl PoolShared {
             this: Weak::clone(this),
             registration: OnceLock::new(),
         });
+        if huge_pages {
+            pool.counters.request_huge_pages();
+        }
         pool.reserve(capacity)?;
         Ok(pool)
     }

@@ -10,7 +10,9 @@
 //! A snapshot sums the totals and every live cache's counts (`cache::roster` reads them
 //! together) and adds the pool counters ([`BlockPoolStats::from_parts`]).
 
-use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize, Ordering as StdOrdering};
+use std::sync::atomic::{
+    AtomicU64 as StdAtomicU64, AtomicU8, AtomicUsize, Ordering as StdOrdering,
+};
 use std::sync::Mutex;
 
 use super::chunk::CHUNK_SIZE;
@@ -61,6 +63,129 @@ pub struct BlockPoolStats {
     pub blocks_grown_ahead: u64,
     /// Allocations refused with [`PoolError::Pressure`](crate::PoolError::Pressure).
     pub pressure_refusals: u64,
+    /// Whether the pool asked for transparent huge pages, and whether it got them.
+    pub huge_pages: HugePages,
+    /// Bytes of chunks locked in memory (a pool configured with
+    /// [`lock`](super::BlockPoolConfig::lock)): every active chunk, whole.
+    pub locked_bytes: usize,
+}
+
+/// Whether a pool's chunks are backed by transparent huge pages
+/// ([`BlockPoolConfig::huge_pages`](super::BlockPoolConfig::huge_pages)).
+///
+/// A huge-page pool maps its 1 MiB chunks two at a time, as one 2 MiB range aligned to
+/// 2 MiB, and advises the range `MADV_HUGEPAGE`: one huge page then holds both chunks, and
+/// a random access among a million live blocks misses the TLB far less often. What the OS
+/// does with the advice:
+///
+/// - with `/sys/kernel/mm/transparent_hugepage/enabled` at `always` or `madvise`, it
+///   backs the range with a huge page when one is free (else with normal pages, which
+///   `khugepaged` may collapse later): [`Active`](Self::Active);
+/// - at `never`, or when it refuses the advice (a kernel without transparent huge pages),
+///   the pool works with normal pages: [`Unavailable`](Self::Unavailable), with the reason.
+///
+/// Reclaim gives a chunk back with `MADV_DONTNEED` of all but its header page, which
+/// splits the huge page that held it into normal pages; only the second chunk of each pair
+/// is given back, since the first cannot be without the second. `MAP_HUGETLB` (reserved
+/// huge pages) is not used: it needs pages the administrator set aside, fails where none
+/// are, and cannot give back part of a page, so it would change every path that maps,
+/// prefaults or reclaims a chunk for a gain transparent huge pages already give.
+///
+/// ```
+/// use tally_pool::block::HugePages;
+/// assert_eq!(HugePages::default(), HugePages::Off);
+/// assert!(HugePages::Unavailable("transparent huge pages are disabled").requested());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum HugePages {
+    /// Not asked for.
+    #[default]
+    Off,
+    /// Asked for; no chunk mapped yet.
+    Requested,
+    /// Every chunk mapped so far was advised, and the system allows huge pages.
+    Active,
+    /// Asked for, but the pool uses normal pages, for the reason given.
+    Unavailable(&'static str),
+}
+
+impl HugePages {
+    /// Whether huge pages were asked for.
+    pub fn requested(self) -> bool {
+        self != HugePages::Off
+    }
+
+    /// The state as a short word for reports: `"off"`, `"requested"`, `"active"` or
+    /// `"unavailable"`.
+    ///
+    /// ```
+    /// use tally_pool::block::HugePages;
+    /// assert_eq!(HugePages::Active.name(), "active");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            HugePages::Off => "off",
+            HugePages::Requested => "requested",
+            HugePages::Active => "active",
+            HugePages::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The state of a pool made of parts in states `self` and `other`: unavailable if
+    /// either is, else active if either is.
+    fn combine(self, other: Self) -> Self {
+        match (self, other) {
+            (HugePages::Unavailable(r), _) | (_, HugePages::Unavailable(r)) => {
+                HugePages::Unavailable(r)
+            }
+            (HugePages::Active, _) | (_, HugePages::Active) => HugePages::Active,
+            (HugePages::Requested, _) | (_, HugePages::Requested) => HugePages::Requested,
+            (HugePages::Off, HugePages::Off) => HugePages::Off,
+        }
+    }
+}
+
+/// Why a huge-page pool uses normal pages, as [`HugePages::Unavailable`] says.
+pub(crate) const THP_NEVER: &str =
+    "transparent huge pages are disabled (/sys/kernel/mm/transparent_hugepage/enabled is never)";
+/// See [`THP_NEVER`].
+pub(crate) const ADVICE_REFUSED: &str =
+    "the OS refused madvise(MADV_HUGEPAGE) (a kernel without transparent huge pages)";
+
+/// [`HugePages`] as [`PoolCounters::huge_pages`] holds it.
+const HUGE_OFF: u8 = 0;
+const HUGE_REQUESTED: u8 = 1;
+const HUGE_ACTIVE: u8 = 2;
+const HUGE_NEVER: u8 = 3;
+const HUGE_REFUSED: u8 = 4;
+
+impl PoolCounters {
+    /// Records that the pool asks for huge pages.
+    pub(crate) fn request_huge_pages(&self) {
+        self.huge_pages.store(HUGE_REQUESTED, StdOrdering::Relaxed);
+    }
+
+    /// Records what became of the huge-page advice of a pair just mapped: `Ok` or the
+    /// reason it has no effect. Once unavailable, the pool says so for good.
+    pub(crate) fn record_huge_pages(&self, outcome: Result<(), &'static str>) {
+        let code = match outcome {
+            Ok(()) => HUGE_ACTIVE,
+            Err(reason) if reason == THP_NEVER => HUGE_NEVER,
+            Err(_) => HUGE_REFUSED,
+        };
+        self.huge_pages.fetch_max(code, StdOrdering::Relaxed);
+    }
+
+    pub(crate) fn huge_pages(&self) -> HugePages {
+        match self.huge_pages.load(StdOrdering::Relaxed) {
+            HUGE_OFF => HugePages::Off,
+            HUGE_REQUESTED => HugePages::Requested,
+            HUGE_ACTIVE => HugePages::Active,
+            HUGE_NEVER => HugePages::Unavailable(THP_NEVER),
+            _ => HugePages::Unavailable(ADVICE_REFUSED),
+        }
+    }
 }
 
 impl BlockPoolStats {
@@ -82,6 +207,8 @@ impl BlockPoolStats {
         self.expansions_ahead += other.expansions_ahead;
         self.blocks_grown_ahead += other.blocks_grown_ahead;
         self.pressure_refusals += other.pressure_refusals;
+        self.huge_pages = self.huge_pages.combine(other.huge_pages);
+        self.locked_bytes += other.locked_bytes;
     }
 }
 
@@ -113,6 +240,8 @@ impl BlockPoolStats {
             expansions_ahead: counters.expansions_ahead.load(StdOrdering::Relaxed),
             blocks_grown_ahead: counters.blocks_grown_ahead.load(StdOrdering::Relaxed),
             pressure_refusals: counters.pressure_refusals.load(StdOrdering::Relaxed),
+            huge_pages: counters.huge_pages(),
+            locked_bytes: counters.locked_bytes.load(StdOrdering::Relaxed),
         }
     }
 }
@@ -255,6 +384,11 @@ pub(crate) struct PoolCounters {
     pub(crate) blocks_grown_ahead: StdAtomicU64,
     /// Allocations refused under critical pressure (`PoolError::Pressure`).
     pub(crate) pressure_refusals: StdAtomicU64,
+    /// [`HugePages`], encoded: 0 off, 1 requested, 2 active, 3 and 4 unavailable (the
+    /// system's mode is `never`, the advice was refused). Only ever raised.
+    pub(crate) huge_pages: AtomicU8,
+    /// Bytes of chunks locked in memory.
+    pub(crate) locked_bytes: AtomicUsize,
     /// The kind and address of the last corruption detected, for the report.
     pub(crate) last_corruption: Mutex<Option<(CorruptionKind, usize)>>,
 }

@@ -5,6 +5,7 @@
 //! - [`budget`]: the process-wide count of bytes mapped, the current pressure level and
 //!   the thresholds of the own budget, which a crossing mapping checks synchronously.
 //! - [`limits`]: `getrlimit` and the calling thread's kernel id, for the pressure monitor.
+//! - `pages`: transparent huge pages and locking in memory (`MADV_HUGEPAGE`, `mlock`).
 //! - [`numa`]: `mbind`, `get_mempolicy`, `sched_getcpu` and the thread affinity calls.
 //! - [`placement`]: `move_pages` with no target node: where pages really are.
 //!
@@ -20,6 +21,7 @@ pub(crate) mod budget;
 pub(crate) mod limits;
 mod mem;
 mod numa;
+mod pages;
 pub(crate) mod placement;
 
 #[cfg(all(test, target_os = "linux", not(loom)))]
@@ -28,3 +30,4 @@ pub(crate) use mem::{map, map_aligned, Region, PAGE};
 pub(crate) use numa::{
     bind_to_node, current_cpu, node_of_page, set_thread_affinity, thread_affinity, SysFailed,
 };
+pub(crate) use pages::{memlock_limit, thp_mode, ThpMode};

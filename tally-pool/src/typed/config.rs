@@ -46,6 +46,20 @@ pub struct PoolConfig {
     /// grow anyway ([`OnCritical::Grow`], the default) or fail fast with
     /// [`PoolError::Pressure`] ([`OnCritical::Refuse`]).
     pub on_critical: OnCritical,
+    /// Back the pool's memory with transparent huge pages (chunks mapped in 2 MiB pairs
+    /// advised `MADV_HUGEPAGE`), for types read at random among many live values, where
+    /// TLB misses dominate. Where the system has them off, the pool works with normal
+    /// pages and [`BlockPoolStats::huge_pages`](crate::block::BlockPoolStats::huge_pages)
+    /// says why ([`HugePages`](crate::block::HugePages) explains the fallback and what
+    /// reclaim does to a huge page). Default false.
+    pub huge_pages: bool,
+    /// Lock the pool's memory (`mlock`): every chunk is faulted in whole and locked as it
+    /// is mapped, so that no acquire, release or access takes a page fault and nothing is
+    /// swapped out. A chunk the OS refuses to lock (the locked-memory limit, `ulimit -l`)
+    /// fails creation or growth with [`PoolError::LockRefused`], with nothing left mapped.
+    /// Reclaim unlocks the chunks it gives back, and reuse locks them again. The pool's
+    /// bookkeeping (raw-handle generations, depot magazines) is not locked. Default false.
+    pub lock: bool,
 }
 
 /// Default `capacity` of a typed pool.
@@ -68,6 +82,8 @@ impl PoolConfig {
             topology: None,
             reserve: None,
             on_critical: OnCritical::Grow,
+            huge_pages: false,
+            lock: false,
         }
     }
 
@@ -141,6 +157,41 @@ impl PoolConfig {
     /// ```
     pub fn on_critical(mut self, on_critical: OnCritical) -> Self {
         self.on_critical = on_critical;
+        self
+    }
+}
+
+impl PoolConfig {
+    /// Sets [`Self::huge_pages`].
+    ///
+    /// ```
+    /// use tally_pool::block::HugePages;
+    /// use tally_pool::{Pool, PoolConfig};
+    ///
+    /// let pool = Pool::<[u64; 8]>::new(PoolConfig::new("doc-huge").huge_pages(true))?;
+    /// let stats = pool.stats();
+    /// // `Active`, or `Unavailable` with the reason where the system has none.
+    /// assert!(matches!(stats.huge_pages, HugePages::Active | HugePages::Unavailable(_)));
+    /// # Ok::<(), tally_pool::PoolError>(())
+    /// ```
+    pub fn huge_pages(mut self, huge_pages: bool) -> Self {
+        self.huge_pages = huge_pages;
+        self
+    }
+
+    /// Sets [`Self::lock`].
+    ///
+    /// ```
+    /// use tally_pool::{Pool, PoolConfig, PoolError};
+    ///
+    /// match Pool::<u64>::new(PoolConfig::new("doc-lock").per_node(false).lock(true)) {
+    ///     Ok(pool) => assert!(pool.stats().locked_bytes > 0),
+    ///     // Below one chunk of locked-memory limit (`ulimit -l`).
+    ///     Err(e) => assert!(matches!(e, PoolError::LockRefused { .. })),
+    /// }
+    /// ```
+    pub fn lock(mut self, lock: bool) -> Self {
+        self.lock = lock;
         self
     }
 }

@@ -175,6 +175,8 @@ impl<T: 'static> Pool<T> {
             topology,
             reserve,
             on_critical,
+            huge_pages,
+            lock,
         } = config.checked(layout, recycle.is_some(), clamp)?;
         let topology = topology.unwrap_or_else(|| Topology::system().clone());
         let node_ids: Vec<u32> = if per_node {
@@ -190,7 +192,9 @@ impl<T: 'static> Pool<T> {
                 .guard(guard)
                 .prefault(prefault)
                 .reserve(reserve.unwrap_or(capacity))
-                .on_critical(on_critical),
+                .on_critical(on_critical)
+                .huge_pages(huge_pages)
+                .lock(lock),
             &topology,
             &node_ids,
         )?;

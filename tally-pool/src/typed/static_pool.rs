@@ -43,6 +43,10 @@ pub struct StaticConfig {
     pub reserve: Option<usize>,
     /// `on_critical`.
     pub on_critical: OnCritical,
+    /// `huge_pages`.
+    pub huge_pages: bool,
+    /// `lock`.
+    pub lock: bool,
 }
 
 impl<T: 'static> StaticPool<T> {
@@ -78,7 +82,9 @@ impl<T: 'static> StaticPool<T> {
                 .max_capacity(c.max_capacity)
                 .guard(c.guard)
                 .per_node(c.per_node)
-                .on_critical(c.on_critical);
+                .on_critical(c.on_critical)
+                .huge_pages(c.huge_pages)
+                .lock(c.lock);
             if let Some(reserve) = c.reserve {
                 config = config.reserve(reserve);
             }

@@ -1,47 +1,117 @@
 //! The chunks one pool mapped, and how many blocks of each are in circulation: what the
 //! pool's growth lock protects.
 
-use crate::sys::Region;
+use std::sync::Arc;
+
+use super::CHUNK_SIZE;
+use crate::sys::{Region, PAGE};
 
 /// One chunk of a pool.
 ///
-/// Invariant: `region` is `CHUNK_SIZE` bytes aligned to `CHUNK_SIZE`, starts with a valid
-/// `ChunkHeader` of this pool, and is registered to the pool's slot. Blocks `0..carved`
-/// have been handed to circulation (a cache, including its fresh range, the depot or a
-/// user); the rest are untouched by anyone but the pool's growth path. A reclaimed chunk
-/// has `carved == 0`.
+/// Invariant: `region` holds the chunk at `offset`: `region.ptr() + offset` is
+/// `CHUNK_SIZE`-aligned and `offset + CHUNK_SIZE <= region.len()`; `offset` is 0, or
+/// `CHUNK_SIZE` for the second chunk of a huge-page pair, whose region (2 MiB, aligned to
+/// 2 MiB) the two chunks share. The chunk starts with a valid `ChunkHeader` of this pool
+/// and is registered to the pool's slot. Blocks `0..carved` have been handed to
+/// circulation (a cache, including its fresh range, the depot or a user); the rest are
+/// untouched by anyone but the pool's growth path. A reclaimed chunk has `carved == 0`.
 #[derive(Debug)]
 pub(crate) struct Chunk {
-    pub(crate) region: Region,
+    region: Arc<Region>,
+    offset: usize,
     pub(crate) carved: usize,
     pub(crate) reclaimed: bool,
     /// Bytes from the chunk's start whose pages were faulted in ahead of use: carving
     /// keeps them ahead of the carved blocks (see `growth::PREFAULT_STEP`).
     ///
     /// Invariant: every page holding a byte of `0..faulted` was faulted in: whatever set
-    /// `faulted` faulted in up to it rounded up to a page (`reserve`, `carve_range`), and
-    /// reclaim lowers it to at most `PAGE`, keeping page 0, the header's. In a
-    /// pre-faulting pool, the carved blocks (if any) end at or before `faulted`. So the
-    /// pages from `faulted` rounded up on hold no block in circulation, and the page that
-    /// holds an unaligned `faulted` (and may hold some) is faulted in already: carving
-    /// faults in from `faulted`, which `Region::prefault_range` rounds up to a page.
+    /// `faulted` faulted in up to it rounded up to a page (`reserve`, `carve_range`, or
+    /// locking the whole chunk), and reclaim lowers it to at most `PAGE`, keeping page 0,
+    /// the header's. In a pre-faulting pool, the carved blocks (if any) end at or before
+    /// `faulted`. So the pages from `faulted` rounded up on hold no block in circulation,
+    /// and the page that holds an unaligned `faulted` (and may hold some) is faulted in
+    /// already: carving faults in from `faulted`, which `Region::prefault_range` rounds
+    /// up to a page.
     pub(crate) faulted: usize,
+    /// Whether the chunk's pages are locked in memory (`mlock`), all of them.
+    pub(crate) locked: bool,
 }
 
 impl Chunk {
-    /// A chunk just mapped: nothing carved, nothing faulted in.
-    pub(crate) fn new(region: Region) -> Self {
+    /// The chunk at `offset` of `region`, just mapped (see the type's invariant): nothing
+    /// carved, nothing faulted in.
+    pub(crate) fn at(region: Arc<Region>, offset: usize) -> Self {
         Self {
             region,
+            offset,
             carved: 0,
             reclaimed: false,
             faulted: 0,
+            locked: false,
         }
     }
 
     /// The chunk's address.
     pub(crate) fn base(&self) -> usize {
-        self.region.ptr().as_ptr() as usize
+        self.ptr() as usize
+    }
+
+    /// The chunk's first byte, where its header sits.
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.region.ptr().as_ptr().wrapping_add(self.offset)
+    }
+
+    /// Faults in the pages of the chunk's first `len` bytes, page 0 included
+    /// (`Region::prefault`, with its contract).
+    pub(crate) fn prefault(&self, len: usize) {
+        let len = len.min(CHUNK_SIZE);
+        if self.offset == 0 {
+            self.region.prefault(len);
+        } else {
+            self.region.prefault_range(self.offset, self.offset + len);
+        }
+    }
+
+    /// `Region::prefault_range` over the chunk's bytes `from..to`, with its contract.
+    pub(crate) fn prefault_range(&self, from: usize, to: usize) {
+        let to = to.min(CHUNK_SIZE);
+        if from < to {
+            self.region
+                .prefault_range(self.offset + from, self.offset + to);
+        }
+    }
+
+    /// Locks the whole chunk in memory, faulting it in; the `errno` of a refusal, with
+    /// nothing locked.
+    pub(crate) fn lock(&mut self) -> Result<(), i32> {
+        self.region.lock(self.offset, self.offset + CHUNK_SIZE)?;
+        self.locked = true;
+        self.faulted = CHUNK_SIZE;
+        Ok(())
+    }
+
+    /// Whether reclaim can give the chunk's pages back: `Region::discard_from` gives back
+    /// only the end of a mapping, so the first chunk of a huge-page pair stays resident.
+    pub(crate) fn can_give_back(&self) -> bool {
+        self.offset + CHUNK_SIZE == self.region.len()
+    }
+
+    /// Gives the chunk's pages back to the OS but the header's, unlocking them first (the
+    /// OS refuses to discard locked pages). Only for a chunk that [`Self::can_give_back`]
+    /// and whose blocks are all out of circulation.
+    pub(crate) fn give_back(&mut self) {
+        if self.locked {
+            self.region.unlock(self.offset, self.offset + CHUNK_SIZE);
+            self.locked = false;
+        }
+        self.region.discard_from(self.offset + PAGE);
+        self.faulted = self.faulted.min(PAGE);
+    }
+
+    /// `Region::reuse`: the bytes given back count as in use again, before they are
+    /// touched.
+    pub(crate) fn reuse(&self) {
+        self.region.reuse();
     }
 }
 
@@ -55,6 +125,10 @@ pub(crate) struct ChunkList {
     pub(crate) carved_total: usize,
     /// A chunk likely to have uncarved blocks.
     pub(crate) cursor: usize,
+    /// Whether chunks are mapped in 2 MiB pairs advised for huge pages.
+    pub(crate) huge_pages: bool,
+    /// Whether chunks are locked in memory as they are mapped.
+    pub(crate) lock: bool,
 }
 
 impl ChunkList {
@@ -63,7 +137,17 @@ impl ChunkList {
             chunks: Vec::new(),
             carved_total: 0,
             cursor: 0,
+            huge_pages: false,
+            lock: false,
         }
+    }
+
+    /// The list of a pool that maps its chunks in huge-page pairs (`huge_pages`) and
+    /// locks them (`lock`).
+    pub(crate) fn with_pages(mut self, huge_pages: bool, lock: bool) -> Self {
+        self.huge_pages = huge_pages;
+        self.lock = lock;
+        self
     }
 
     /// The number of chunks in use (not reclaimed).

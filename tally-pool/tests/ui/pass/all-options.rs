@@ -21,6 +21,7 @@ struct Pair(u32, u32);
 
 #[derive(Pooled, Default)]
 #[pooled(guard = "off", track_sites = 1_024, on_critical = "grow")]
+#[pooled(huge_pages = true, lock = false)]
 struct Unit;
 
 #[derive(Pooled, Default, Debug, PartialEq)]

@@ -15,5 +15,7 @@ fn main() {
         reserve: None,
         on_critical: OnCritical::Grow,
         recycle: Some(reset),
+        huge_pages: false,
+        lock: false,
     };
 }

@@ -11,6 +11,8 @@ static POOL: StaticPool<u8> = StaticPool::new_recycling(StaticConfig {
     track_sites: 0,
     reserve: None,
     on_critical: OnCritical::Grow,
+    huge_pages: false,
+    lock: false,
 });
 
 fn main() {

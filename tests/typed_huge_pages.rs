@@ -1,0 +1,234 @@
+//! Huge pages and locked memory (`PoolConfig::huge_pages`, `PoolConfig::lock`): what the
+//! OS was asked for, read back from `/proc/self/smaps` (the `hg` and `lo` flags of the
+//! mapping that holds a value), what the pool's statistics say, and a refused lock.
+//!
+//! The refusal runs in a child: the test binary re-executes itself (selected by an
+//! environment variable) with the locked-memory limit lowered to zero, and without
+//! `CAP_IPC_LOCK`, which would let it lock past the limit. There, creating a locking pool
+//! and growing one must fail with `PoolError::LockRefused` naming `ulimit -l`, never
+//! panic, and leave the refused chunk unmapped. Run with `--nocapture` to see the child's transcript.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::process::Command;
+
+use core::alloc::Layout;
+
+use tally_pool::block::{BlockPool, BlockPoolConfig, HugePages, CHUNK_SIZE};
+use tally_pool::{Pool, PoolConfig, PoolError};
+
+/// Set in the child's environment.
+const CHILD: &str = "TALLY_LOCK_REFUSED_CHILD";
+
+/// The refusal test's name, for the child's filter.
+const NAME: &str = "a_refused_lock_is_an_error_naming_the_limit_and_leaves_nothing_mapped";
+
+/// `VmFlags` of the mapping of this process that holds `addr`.
+fn vm_flags(addr: usize) -> Vec<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.split_whitespace().map(str::to_owned).collect();
+            }
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+/// The system's transparent-huge-page mode, the word in brackets.
+fn thp_mode() -> Option<String> {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let word = text.split_whitespace().find(|w| w.starts_with('['))?;
+    Some(word.trim_matches(|c| c == '[' || c == ']').to_owned())
+}
+
+#[test]
+fn a_huge_page_pool_advises_its_chunks_or_says_why_not() {
+    let pool: &'static Pool<[u64; 8]> = Pool::new(
+        PoolConfig::new("huge-pages-advised")
+            .per_node(false)
+            .capacity(20_000)
+            .huge_pages(true),
+    )
+    .unwrap();
+    let value = pool.acquire().unwrap();
+    let addr = &*value as *const [u64; 8] as usize;
+    let stats = pool.stats();
+    println!("mode {:?}, stats {:?}", thp_mode(), stats.huge_pages);
+    match thp_mode().as_deref() {
+        Some("never") => assert!(matches!(stats.huge_pages, HugePages::Unavailable(_))),
+        Some(_) => {
+            assert_eq!(stats.huge_pages, HugePages::Active);
+            assert!(vm_flags(addr).iter().any(|f| f == "hg"), "advised");
+        }
+        None => assert!(stats.huge_pages.requested()),
+    }
+    // Chunks come in pairs of one 2 MiB-aligned mapping.
+    assert_eq!(stats.chunks % 2, 0);
+    assert_eq!(stats.bytes_mapped, stats.chunks * CHUNK_SIZE);
+    assert_eq!(stats.locked_bytes, 0);
+    drop(value);
+
+    let plain: &'static Pool<[u64; 8]> =
+        Pool::new(PoolConfig::new("huge-pages-not-asked").per_node(false)).unwrap();
+    let value = plain.acquire().unwrap();
+    assert_eq!(plain.stats().huge_pages, HugePages::Off);
+    assert!(!vm_flags(&*value as *const [u64; 8] as usize)
+        .iter()
+        .any(|f| f == "hg"));
+}
+
+#[test]
+fn a_locked_pool_locks_every_chunk_it_maps() {
+    let made = Pool::<[u64; 8]>::new(
+        PoolConfig::new("locked")
+            .per_node(false)
+            .capacity(100)
+            .max_capacity(40_000)
+            .lock(true),
+    );
+    let pool = match made {
+        Ok(pool) => pool,
+        Err(e) => {
+            // A limit below one chunk (some containers): the refusal names it.
+            assert!(matches!(e, PoolError::LockRefused { .. }), "{e}");
+            assert!(e.to_string().contains("ulimit -l"), "{e}");
+            return;
+        }
+    };
+    let held: Vec<_> = (0..30_000).map(|_| pool.acquire()).collect();
+    let stats = pool.stats();
+    assert!(stats.chunks >= 2, "grew: {stats:?}");
+    assert_eq!(stats.locked_bytes, stats.chunks * CHUNK_SIZE);
+    for value in held.iter().step_by(5_000) {
+        match value {
+            Ok(v) => assert!(vm_flags(&**v as *const [u64; 8] as usize)
+                .iter()
+                .any(|f| f == "lo")),
+            // Growth past the locked-memory limit is refused, never a panic.
+            Err(e) => assert!(matches!(e, PoolError::LockRefused { .. }), "{e}"),
+        }
+    }
+}
+
+/// Lowers the locked-memory limit to zero and gives up `CAP_IPC_LOCK`, so that every
+/// `mlock` of this process fails.
+#[allow(clippy::disallowed_methods)] // `syscall` for capget and capset, not for memory
+fn forbid_locking() {
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `setrlimit` reads one `rlimit` through a pointer to a live local; lowering
+    // both limits needs no privilege.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) }, 0);
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_IPC_LOCK: u32 = 14;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: `capget` writes two `Data` (version 3) through a pointer to a live array of
+    // two, and may write `header.version`.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    data[0].effective &= !(1 << CAP_IPC_LOCK);
+    data[0].permitted &= !(1 << CAP_IPC_LOCK);
+    // SAFETY: `capset` reads the header and two `Data`; dropping a capability of this
+    // process needs no privilege.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    assert_eq!(rc, 0);
+}
+
+/// The child: locking is refused at creation and at growth.
+fn child() {
+    forbid_locking();
+    println!("child: locking forbidden");
+    let err = Pool::<[u64; 8]>::new(PoolConfig::new("lock-refused").per_node(false).lock(true))
+        .expect_err("a refused lock is an error");
+    println!("child: creation: {err}");
+    assert!(
+        matches!(&err, PoolError::LockRefused { bytes, limit, .. } if *bytes == CHUNK_SIZE && *limit == Some(0)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("ulimit -l"), "{err}");
+    // A block pool that fails to lock its first chunk is dropped whole: nothing stays
+    // mapped.
+    let before = tally_pool::pressure::mapped_bytes();
+    let config = BlockPoolConfig::new(Layout::new::<u64>())
+        .capacity(1)
+        .lock(true);
+    let err = BlockPool::new(config).expect_err("refused");
+    println!("child: block pool: {err}");
+    assert!(matches!(err, PoolError::LockRefused { .. }), "{err:?}");
+    assert_eq!(
+        tally_pool::pressure::mapped_bytes(),
+        before,
+        "nothing left mapped"
+    );
+    // A pool that maps nothing up front: its first acquire grows, and is refused.
+    let pool = Pool::<[u64; 8]>::new(
+        PoolConfig::new("lock-refused-growth")
+            .per_node(false)
+            .capacity(0)
+            .lock(true),
+    )
+    .unwrap();
+    let mapped = tally_pool::pressure::mapped_bytes();
+    let err = pool.acquire().expect_err("growth is refused");
+    println!("child: growth: {err}");
+    assert!(matches!(err, PoolError::LockRefused { .. }), "{err:?}");
+    assert_eq!(pool.stats().chunks, 0);
+    assert_eq!(pool.stats().locked_bytes, 0);
+    assert_eq!(
+        tally_pool::pressure::mapped_bytes(),
+        mapped,
+        "the refused chunk is unmapped"
+    );
+    println!("child: ok");
+}
+
+#[test]
+fn a_refused_lock_is_an_error_naming_the_limit_and_leaves_nothing_mapped() {
+    if std::env::var_os(CHILD).is_some() {
+        child();
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(out.status.success(), "the child failed: {:?}", out.status);
+    assert!(stdout.contains("child: ok"), "the child did not finish");
+}
