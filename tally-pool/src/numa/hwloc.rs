@@ -163,12 +163,13 @@ pub(super) fn pin_thread(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::numa::skip::skip;
 
     #[test]
     fn hwloc_and_sysfs_describe_this_machine_alike() {
-        let Ok(sysfs) = Topology::sysfs() else {
-            eprintln!("skipped: no sysfs node tree here");
-            return;
+        let sysfs = match Topology::sysfs() {
+            Ok(sysfs) => sysfs,
+            Err(e) => return skip(format_args!("no sysfs node tree here: {e}")),
         };
         let hwloc = Topology::from_hwloc().unwrap();
         assert_eq!(hwloc.source(), TopologySource::Hwloc);

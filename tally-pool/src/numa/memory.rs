@@ -138,10 +138,11 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::numa::skip::skip;
 
     /// Maps a chunk, binds it to the first node of `topology`, prefaults it and checks that
-    /// every page reports that node. Returns false (after a note) where the OS forbids
-    /// memory policies.
+    /// every page reports that node. Returns false (after a note, or a panic under
+    /// `CI=true`) where the OS forbids memory policies.
     fn bind_and_check(topology: &Topology) -> bool {
         let len = 64 * sys::PAGE;
         let region = sys::map(len).unwrap();
@@ -149,7 +150,7 @@ mod tests {
         match topology.bind(region.ptr(), len, node) {
             Ok(()) => {}
             Err(e) if e.is_unavailable() => {
-                eprintln!("skipped: memory binding is unavailable here: {e}");
+                skip(format_args!("memory binding is unavailable here: {e}"));
                 return false;
             }
             Err(e) => panic!("binding a fresh chunk to node {node} failed: {e}"),
@@ -184,7 +185,7 @@ mod tests {
             Ok(topology) => {
                 bind_and_check(&topology);
             }
-            Err(e) => eprintln!("skipped: no sysfs node tree here: {e}"),
+            Err(e) => skip(format_args!("no sysfs node tree here: {e}")),
         }
     }
 
@@ -209,8 +210,9 @@ mod tests {
 
     #[test]
     fn an_unmapped_range_is_an_error_not_a_crash() {
-        let Ok(topology) = Topology::sysfs() else {
-            return;
+        let topology = match Topology::sysfs() {
+            Ok(topology) => topology,
+            Err(e) => return skip(format_args!("no sysfs node tree here: {e}")),
         };
         // Not a page this test maps and unmaps: another test's mapping could take it in
         // between. Nothing is mapped at 2^47: mmap hands out addresses below it unless asked
@@ -218,7 +220,7 @@ mod tests {
         let addr = NonNull::new((1usize << 47) as *mut u8).unwrap();
         let node = topology.nodes()[0].id();
         match topology.bind(addr, sys::PAGE, node) {
-            Err(e) if e.is_unavailable() => eprintln!("skipped: {e}"),
+            Err(e) if e.is_unavailable() => skip(e),
             Err(BindError::Os { call: "mbind", .. }) => {}
             other => panic!("binding an unmapped range: {other:?}"),
         }
@@ -238,8 +240,7 @@ mod tests {
         match topology.bind(region.ptr(), len, node) {
             Ok(()) => {}
             Err(e) if e.is_unavailable() => {
-                eprintln!("skipped: memory binding is unavailable here: {e}");
-                return;
+                return skip(format_args!("memory binding is unavailable here: {e}"));
             }
             Err(e) => panic!("{e}"),
         }

@@ -45,6 +45,8 @@ mod node;
 mod pin;
 mod placement;
 mod records;
+#[cfg(test)]
+mod skip;
 mod sysfs;
 mod topology;
 

@@ -104,6 +104,7 @@ pub fn thread_affinity() -> Result<Vec<usize>, PinError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::numa::skip::skip;
 
     /// On a one-node machine pinning to node 0 allows every CPU, which would pass even if
     /// nothing happened; so first narrow the thread to one CPU, then check that pinning
@@ -111,19 +112,18 @@ mod tests {
     #[test]
     fn pinning_to_a_node_sets_the_threads_affinity_to_its_cpus() {
         std::thread::spawn(|| {
-            let Ok(topology) = Topology::sysfs() else {
-                eprintln!("skipped: no sysfs node tree here");
-                return;
+            let topology = match Topology::sysfs() {
+                Ok(topology) => topology,
+                Err(e) => return skip(format_args!("no sysfs node tree here: {e}")),
             };
             let node = &topology.nodes()[0];
             let Some(&last) = node.cpus().last() else {
-                return;
+                return skip(format_args!("node {} has no CPUs", node.id()));
             };
             match sys::set_thread_affinity(&[last]) {
                 Ok(()) => {}
                 Err(e) if matches!(e.errno, libc::EPERM | libc::ENOSYS) => {
-                    eprintln!("skipped: sched_setaffinity unavailable: {e:?}");
-                    return;
+                    return skip(format_args!("sched_setaffinity unavailable: {e:?}"));
                 }
                 Err(e) => panic!("{e:?}"),
             }
@@ -150,9 +150,8 @@ mod tests {
             let topology = Topology::from_hwloc().unwrap();
             let node = &topology.nodes()[0];
             let last = *node.cpus().last().unwrap();
-            if sys::set_thread_affinity(&[last]).is_err() {
-                eprintln!("skipped: sched_setaffinity unavailable");
-                return;
+            if let Err(e) = sys::set_thread_affinity(&[last]) {
+                return skip(format_args!("sched_setaffinity unavailable: {e:?}"));
             }
             pin_current_thread(&topology, node.id()).unwrap();
             let allowed = thread_affinity().unwrap();
