@@ -77,6 +77,19 @@ fn a_huge_page_pool_advises_its_chunks_or_says_why_not() {
         }
         None => assert!(stats.huge_pages.requested()),
     }
+    // The statistics report says the same.
+    let report = tally_pool::stats::report();
+    let row = report
+        .components
+        .iter()
+        .find(|c| c.name == "huge-pages-advised")
+        .unwrap();
+    let text = row.huge_pages.as_deref().unwrap();
+    match stats.huge_pages {
+        HugePages::Active => assert_eq!(text, "active"),
+        _ => assert!(text.starts_with("unavailable: "), "{text}"),
+    }
+    assert_eq!(row.locked_bytes, 0);
     // Chunks come in pairs of one 2 MiB-aligned mapping.
     assert_eq!(stats.chunks % 2, 0);
     assert_eq!(stats.bytes_mapped, stats.chunks * CHUNK_SIZE);
@@ -114,6 +127,14 @@ fn a_locked_pool_locks_every_chunk_it_maps() {
     let stats = pool.stats();
     assert!(stats.chunks >= 2, "grew: {stats:?}");
     assert_eq!(stats.locked_bytes, stats.chunks * CHUNK_SIZE);
+    let report = tally_pool::stats::report();
+    let row = report
+        .components
+        .iter()
+        .find(|c| c.name == "locked")
+        .unwrap();
+    assert_eq!(row.locked_bytes, stats.locked_bytes as u64);
+    assert_eq!(row.huge_pages.as_deref(), Some("off"));
     for value in held.iter().step_by(5_000) {
         match value {
             Ok(v) => assert!(vm_flags(&**v as *const [u64; 8] as usize)

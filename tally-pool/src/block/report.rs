@@ -149,6 +149,8 @@ impl PoolShared {
             },
             last_corruption: self.last_corruption(),
             guard: Some(self.guard.name()),
+            huge_pages: Some(c.huge_pages().report_text()),
+            locked_bytes: c.locked_bytes.load(StdOrdering::Relaxed) as u64,
             ..ComponentSnapshot::default()
         }
     }

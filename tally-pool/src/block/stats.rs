@@ -19,6 +19,23 @@ use super::chunk::CHUNK_SIZE;
 use crate::error::CorruptionKind;
 use crate::sync::{AtomicU64, Ordering};
 
+/// The reason of [`THP_NEVER`], as a literal for `concat!`.
+macro_rules! thp_never {
+    () => {
+        "transparent huge pages are disabled (/sys/kernel/mm/transparent_hugepage/enabled is never)"
+    };
+}
+/// The reason of [`ADVICE_REFUSED`], as a literal for `concat!`.
+macro_rules! advice_refused {
+    () => {
+        "the OS refused madvise(MADV_HUGEPAGE) (a kernel without transparent huge pages)"
+    };
+}
+/// Why a huge-page pool uses normal pages, as [`HugePages::Unavailable`] says.
+pub(crate) const THP_NEVER: &str = thp_never!();
+/// See [`THP_NEVER`].
+pub(crate) const ADVICE_REFUSED: &str = advice_refused!();
+
 /// A point-in-time view of a pool's counters.
 ///
 /// Counters are kept per thread and summed when read. Each thread's counts are read as
@@ -132,6 +149,16 @@ impl HugePages {
         }
     }
 
+    /// The state as the statistics report shows it: [`Self::name`], with the reason for
+    /// `"unavailable: <reason>"`.
+    pub(crate) fn report_text(self) -> &'static str {
+        match self {
+            HugePages::Unavailable(THP_NEVER) => concat!("unavailable: ", thp_never!()),
+            HugePages::Unavailable(ADVICE_REFUSED) => concat!("unavailable: ", advice_refused!()),
+            other => other.name(),
+        }
+    }
+
     /// The state of a pool made of parts in states `self` and `other`: unavailable if
     /// either is, else active if either is.
     fn combine(self, other: Self) -> Self {
@@ -145,13 +172,6 @@ impl HugePages {
         }
     }
 }
-
-/// Why a huge-page pool uses normal pages, as [`HugePages::Unavailable`] says.
-pub(crate) const THP_NEVER: &str =
-    "transparent huge pages are disabled (/sys/kernel/mm/transparent_hugepage/enabled is never)";
-/// See [`THP_NEVER`].
-pub(crate) const ADVICE_REFUSED: &str =
-    "the OS refused madvise(MADV_HUGEPAGE) (a kernel without transparent huge pages)";
 
 /// [`HugePages`] as [`PoolCounters::huge_pages`] holds it.
 const HUGE_OFF: u8 = 0;

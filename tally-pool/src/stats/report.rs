@@ -194,6 +194,13 @@ pub struct ComponentReport {
     /// components.
     #[serde(default)]
     pub guard: Option<String>,
+    /// Transparent huge pages of a pool: `"off"`, `"requested"`, `"active"` or
+    /// `"unavailable: <reason>"`; `None` for other components.
+    #[serde(default)]
+    pub huge_pages: Option<String>,
+    /// Bytes a pool keeps locked in memory (`lock`).
+    #[serde(default)]
+    pub locked_bytes: u64,
     /// The share of acquires served node-locally, in `0..=1`.
     pub locality: Option<f64>,
     /// Per-node figures.
@@ -216,6 +223,8 @@ impl ComponentReport {
             memory: MemoryClasses::of(s),
             counters: s.counters,
             guard: s.guard.map(str::to_owned),
+            huge_pages: s.huge_pages.map(str::to_owned),
+            locked_bytes: s.locked_bytes,
             locality: s
                 .locality
                 .filter(|l| l.is_finite())

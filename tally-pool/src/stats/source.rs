@@ -378,6 +378,11 @@ pub struct ComponentSnapshot {
     /// The guard level in force, as `GuardLevel`'s lowercase name: `"off"`, `"canary"`
     /// or `"full"`.
     pub guard: Option<&'static str>,
+    /// Transparent huge pages, for pools: `"off"`, `"requested"` (no chunk yet),
+    /// `"active"`, or `"unavailable: <reason>"` (the pool uses normal pages).
+    pub huge_pages: Option<&'static str>,
+    /// Bytes locked in memory (`mlock`), for pools configured to lock.
+    pub locked_bytes: u64,
     /// The share of acquires served node-locally, in `0..=1`, for NUMA-aware pools.
     pub locality: Option<f64>,
     /// Per-node figures, for pools with one pool per node.

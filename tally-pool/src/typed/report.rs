@@ -138,4 +138,6 @@ fn add(total: &mut ComponentSnapshot, node: ComponentSnapshot) {
         total.last_corruption = node.last_corruption;
     }
     total.guard = total.guard.or(node.guard);
+    total.huge_pages = total.huge_pages.or(node.huge_pages);
+    total.locked_bytes = total.locked_bytes.saturating_add(node.locked_bytes);
 }
