@@ -1,15 +1,9 @@
 //! The order pipeline of `examples/order_pipeline.rs`, unpaced (feed -> strategy -> execution
-//! -> main, bounded channels), run on pooled handles and on `Box` in alternating rounds:
-//!
-//! - **pooled**: derived pools; `Handle<Quote>`/`Handle<Fill>` move between threads, orders
-//!   cross the ring as `u64` tokens (`Handle::into_raw`) and come back with `Order::redeem`.
-//! - **Box**: the same structs on the global allocator; orders cross as `Box::into_raw`
-//!   addresses and are rebuilt with `Box::from_raw` (so no token is redelivered, unlike the
-//!   example's: a second `from_raw` would free twice).
-//!
-//! Both make the same decisions (checked). Prints the median messages/s of each and the median
-//! of the per-round ratios pooled/Box. `TALLY_BENCH_QUICK=1` or `-- --quick`: fewer, shorter
-//! rounds; `--test` or no `--bench` (`cargo test --benches`): one tiny round.
+//! -> main, bounded channels), on derived pools (handles between threads, orders as `u64`
+//! tokens redeemed with `Order::redeem`) and on `Box` (orders as `Box::into_raw` addresses, so
+//! never redelivered), in alternating rounds that must make the same decisions. Prints the
+//! median messages/s of each and the median of the per-round ratios pooled/Box.
+//! `TALLY_BENCH_QUICK=1` or `-- --quick`: fewer, shorter rounds; `--test`: one tiny round.
 
 use std::ops::DerefMut;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
@@ -55,15 +49,12 @@ struct Fill {
     price: i64,
 }
 
-/// Where the pipeline's values live: the derived pools or `Box`.
+/// Where the pipeline's values live (`Own<T>`): the derived pools or `Box`.
 trait Alloc {
-    /// What owns a `T`: `Handle<T>` or `Box<T>`.
     type Own<T: Pooled + Send>: DerefMut<Target = T> + Send;
     fn new<T: Pooled + Send>(value: T) -> Self::Own<T>;
     /// Moves `o` out of reach of the type system, as a `u64` token.
     fn lend(o: Order) -> u64;
-    /// Takes back the order behind a token.
-    ///
     /// # Safety
     ///
     /// `token` came from [`Alloc::lend`] of the same implementation and is redeemed once.
@@ -161,12 +152,12 @@ fn strategy<A: Alloc>(quotes: &Receiver<A::Own<Quote>>, tokens: &SyncSender<u64>
         };
         let instrument = quote.instrument;
         orders += 1;
-        let token = A::lend(Order {
+        let order = Order {
             instrument,
             qty,
             price,
-        });
-        if tokens.send(token).is_err() {
+        };
+        if tokens.send(A::lend(order)).is_err() {
             break; // execution panicked: the run aborts when it is joined
         }
     }
@@ -260,21 +251,21 @@ fn main() {
     }
 
     let quiet = pooled.quiet_count() >= QUIET_SAMPLES && boxed.quiet_count() >= QUIET_SAMPLES;
-    // Median messages/s, and the slowest and fastest round's.
-    let rate = |s: &Samples| {
-        let ns = s.chosen(quiet);
-        let at = |ns: Option<&f64>| 1e9 / ns.copied().unwrap_or(f64::NAN);
-        (1e9 / median(&ns), at(ns.last()), at(ns.first()))
-    };
-    let which = if quiet { "quiet" } else { "all" };
-    let (orders, (fills, _, _)) = decisions;
+    let (which, mode, (orders, (fills, _, _))) =
+        (if quiet { "quiet" } else { "all" }, mode.name(), decisions);
     println!(
-        "\nOrder pipeline ({} mode, {rounds} interleaved rounds of {messages} quotes, {orders} \
-         orders, {fills} fills, unpaced): median of {which} samples",
-        mode.name()
+        "\nOrder pipeline ({mode} mode, {rounds} interleaved rounds of {messages} quotes, {orders} \
+         orders, {fills} fills, unpaced): median of {which} samples"
     );
     for (label, samples) in [("pooled", &pooled), ("Box", &boxed)] {
-        let (median, slowest, fastest) = rate(samples);
+        // Median messages/s, and the slowest and fastest round's.
+        let ns = samples.chosen(quiet);
+        let [median, slowest, fastest] = [
+            median(&ns),
+            *ns.last().unwrap_or(&f64::NAN),
+            *ns.first().unwrap_or(&f64::NAN),
+        ]
+        .map(|ns| 1e9 / ns);
         println!("{label:<7}{median:>10.0} messages/s (rounds {slowest:.0} to {fastest:.0})");
     }
     // Box's ns per message over pooled's: pooled's throughput over Box's, per round.

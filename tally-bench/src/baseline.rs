@@ -31,37 +31,13 @@ pub enum Moved {
     Faster,
     /// The ranges overlap.
     Within,
-    /// Only the baseline has it.
-    NotInRun,
-    /// Only this run has it.
-    NotInBaseline,
+    /// Only one of the runs has it.
+    Missing,
 }
 
-impl Moved {
-    /// The verdict as the table prints it.
-    pub fn text(self) -> &'static str {
-        match self {
-            Self::Slower => "SLOWER",
-            Self::Faster => "faster",
-            Self::Within => "within noise",
-            Self::NotInRun => "missing from this run",
-            Self::NotInBaseline => "missing from the baseline",
-        }
-    }
-}
-
-/// One ratio, `<inlining> <workload> <subject>/<column>`, with the per-round values of each run.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// What the ratio is.
-    pub key: String,
-    /// The baseline's per-round values (empty: not in the baseline).
-    pub base: Vec<f64>,
-    /// This run's (empty: not in this run).
-    pub now: Vec<f64>,
-    /// The verdict.
-    pub moved: Moved,
-}
+/// One ratio, `<inlining> <workload> <subject>/<column>`: the verdict, and the per-round
+/// values of the baseline and of this run (empty where a run does not have it).
+pub type Row = (String, Moved, Vec<f64>, Vec<f64>);
 
 /// The per-round ratios of a ratio bench's results, by key.
 fn ratios(results: &Value) -> Vec<(String, Vec<f64>)> {
@@ -102,11 +78,10 @@ fn range(values: &[f64]) -> Option<(f64, f64)> {
 /// The rule of the module docs on one ratio's per-round values.
 pub fn moved(base: &[f64], now: &[f64]) -> Moved {
     match (range(base), range(now)) {
-        (None, _) => Moved::NotInBaseline,
-        (_, None) => Moved::NotInRun,
         (Some((_, base_hi)), Some((now_lo, _))) if now_lo > base_hi => Moved::Slower,
         (Some((base_lo, _)), Some((_, now_hi))) if now_hi < base_lo => Moved::Faster,
-        _ => Moved::Within,
+        (Some(_), Some(_)) => Moved::Within,
+        _ => Moved::Missing,
     }
 }
 
@@ -114,21 +89,17 @@ pub fn moved(base: &[f64], now: &[f64]) -> Moved {
 /// baseline has.
 pub fn compare(base: &Value, now: &Value) -> Vec<Row> {
     let (base, now) = (ratios(base), ratios(now));
-    let row = |key: &String, base: Vec<f64>, now: Vec<f64>| Row {
-        key: key.clone(),
-        moved: moved(&base, &now),
-        base,
-        now,
-    };
     let find = |list: &[(String, Vec<f64>)], key: &String| {
-        (list.iter().find(|(k, _)| k == key)).map(|(_, values)| values.clone())
+        (list.iter().find(|(k, _)| k == key)).map_or(Vec::new(), |(_, values)| values.clone())
     };
-    let mut rows: Vec<Row> = (now.iter())
-        .map(|(key, values)| row(key, find(&base, key).unwrap_or_default(), values.clone()))
-        .collect();
-    let gone = base.iter().filter(|(key, _)| find(&now, key).is_none());
-    rows.extend(gone.map(|(key, values)| row(key, values.clone(), Vec::new())));
-    rows
+    let gone = base
+        .iter()
+        .filter(|(key, _)| !now.iter().any(|(k, _)| k == key));
+    let pairs = (now.iter()).map(|(key, values)| (key, find(&base, key), values.clone()));
+    let pairs = pairs.chain(gone.map(|(key, values)| (key, values.clone(), Vec::new())));
+    pairs
+        .map(|(key, b, n)| (key.clone(), moved(&b, &n), b, n))
+        .collect()
 }
 
 /// The baseline of suite `name` under `$TALLY_BENCH_BASELINE`, if that is set; stops the run
@@ -146,19 +117,19 @@ pub fn load(name: &str) -> Option<(PathBuf, Value)> {
 /// Compares the results `now` with the baseline `base` read from `path` and prints the
 /// verdicts, one ratio a line.
 pub fn report(path: &std::path::Path, base: &Value, now: &Value) {
-    let (m, text) = (&base["machine"], |v: &Value| {
-        v.as_str().unwrap_or("?").to_owned()
-    });
+    let text = |v: &Value, at: &str| {
+        v.pointer(at).map_or("?".into(), |v| {
+            v.as_str().map_or(v.to_string(), str::to_owned)
+        })
+    };
+    let (date, git) = (text(base, "/machine/date"), text(base, "/machine/git"));
+    let (cpus, load) = (text(base, "/machine/nproc"), text(base, "/load_average/0"));
     println!(
-        "\nAgainst the baseline {} ({} mode, {}, commit {}, {} CPUs, load average {}); this run: \
-         {} mode",
+        "\nAgainst the baseline {} ({} mode, {date}, commit {git}, {cpus} CPUs, load average \
+         {load}); this run: {} mode",
         path.display(),
-        text(&base["mode"]),
-        text(&m["date"]),
-        text(&m["git"]),
-        m["nproc"],
-        text(base.pointer("/load_average/0").unwrap_or(&Value::Null)),
-        text(&now["mode"]),
+        text(base, "/mode"),
+        text(now, "/mode"),
     );
     let cell = |v: &[f64]| {
         range(v).map_or("–".to_owned(), |(lo, hi)| {
@@ -170,19 +141,19 @@ pub fn report(path: &std::path::Path, base: &Value, now: &Value) {
         "ratio", "baseline: median (IQR)", "now"
     );
     let rows = compare(base, now);
-    for r in &rows {
-        let (key, base, now) = (&r.key, cell(&r.base), cell(&r.now));
-        println!("{key:<32} {base:<24} {now:<24} {}", r.moved.text());
+    for (key, moved, base, now) in &rows {
+        let (base, now) = (cell(base), cell(now));
+        println!("{key:<32} {base:<24} {now:<24} {moved:?}");
     }
-    let count = |moved: &[Moved]| rows.iter().filter(|r| moved.contains(&r.moved)).count();
+    let count = |moved: Moved| rows.iter().filter(|r| r.1 == moved).count();
     println!(
         "Regression check (informational, never fails the run): {} slower, {} faster, {} \
          within noise, {} missing. A ratio moved when the interquartile ranges of its per-round \
          values in the two runs do not overlap.",
-        count(&[Moved::Slower]),
-        count(&[Moved::Faster]),
-        count(&[Moved::Within]),
-        count(&[Moved::NotInRun, Moved::NotInBaseline]),
+        count(Moved::Slower),
+        count(Moved::Faster),
+        count(Moved::Within),
+        count(Moved::Missing),
     );
 }
 
@@ -224,21 +195,22 @@ mod tests {
         let base = results(json!({ "floor": [1.0, 1.1], "jemalloc": [0.5, 0.6] }));
         let now = results(json!({ "floor": [1.5, 1.6], "system": [0.3, 0.4] }));
         let rows = compare(&base, &now);
-        let verdicts: Vec<(&str, Moved)> = rows.iter().map(|r| (&*r.key, r.moved)).collect();
+        let verdicts: Vec<(&str, Moved)> = rows.iter().map(|r| (&*r.0, r.1)).collect();
         assert_eq!(
             verdicts,
             [
                 ("forced W1 typed/floor", Moved::Slower),
-                ("forced W1 typed/system", Moved::NotInBaseline),
-                ("forced W1 typed/jemalloc", Moved::NotInRun),
+                ("forced W1 typed/system", Moved::Missing),
+                ("forced W1 typed/jemalloc", Moved::Missing),
             ]
         );
-        assert_eq!(rows.first().map(|r| r.base.clone()), Some(vec![1.0, 1.1]));
+        assert_eq!(rows.first().map(|r| r.2.clone()), Some(vec![1.0, 1.1]));
+        assert_eq!(rows.last().map(|r| r.3.is_empty()), Some(true));
     }
 
     #[test]
     fn a_run_compared_with_itself_has_no_change() {
         let run = results(json!({ "floor": [1.0, 1.2, 1.1], "jemalloc": [0.5, 0.7] }));
-        assert!(compare(&run, &run).iter().all(|r| r.moved == Moved::Within));
+        assert!(compare(&run, &run).iter().all(|r| r.1 == Moved::Within));
     }
 }
