@@ -18,10 +18,14 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use tally_pool::numa::{BindError, Binding, Topology};
+
+use common::skip::skip;
 
 const PAGE: usize = 4096;
 const CHUNK: usize = 1 << 20;
@@ -136,7 +140,7 @@ fn this_machine_reports_the_node_of_a_written_heap_page() {
     let p = NonNull::new(buffer.as_mut_ptr()).unwrap();
     match t.node_of_memory(p) {
         Ok(node) => assert!(t.node(node).is_some(), "node {node} not in {t:?}"),
-        Err(e) if e.is_unavailable() => println!("skipped: get_mempolicy unavailable: {e}"),
+        Err(e) if e.is_unavailable() => skip(format_args!("get_mempolicy unavailable: {e}")),
         Err(e) => panic!("get_mempolicy failed: {e}"),
     }
 }

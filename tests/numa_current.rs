@@ -16,6 +16,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 
@@ -24,6 +26,8 @@ use tally_pool::numa::{
     set_thread_node, thread_affinity, thread_node_override, with_node_override, Node, PinError,
     Topology, REFRESH_INTERVAL,
 };
+
+use common::skip::skip;
 
 #[test]
 fn this_thread_is_on_a_node_of_this_machine() {
@@ -39,6 +43,11 @@ fn this_thread_is_on_a_node_of_this_machine() {
     if let Some(cpu) = current_cpu() {
         if Topology::system_fallback_reason().is_none() {
             assert!(t.node_of_cpu(cpu).is_some(), "cpu {cpu}");
+        } else {
+            skip(format_args!(
+                "one-node fallback: {:?}",
+                Topology::system_fallback_reason()
+            ));
         }
     }
 }
@@ -195,8 +204,7 @@ fn pinning_this_thread_to_node_zero_of_this_machine_works() {
         match pin_current_thread(t, node.id()) {
             Ok(()) => {}
             Err(e) if e.is_unavailable() => {
-                println!("skipped: thread pinning unavailable here: {e}");
-                return;
+                return skip(format_args!("thread pinning unavailable here: {e}"));
             }
             Err(e) => panic!("pinning to node {}: {e}", node.id()),
         }
@@ -213,6 +221,11 @@ fn pinning_this_thread_to_node_zero_of_this_machine_works() {
             );
             let cpu = current_cpu().unwrap();
             assert!(node.cpus().contains(&cpu), "running on cpu {cpu}");
+        } else {
+            skip(format_args!(
+                "one-node fallback: {:?}",
+                Topology::system_fallback_reason()
+            ));
         }
     })
     .join()

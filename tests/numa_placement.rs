@@ -15,11 +15,15 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use tally_pool::numa::{
     current_node, thread_affinity, Node, Placement, PlacementStrategy, Topology, WorkerStart,
 };
+
+use common::skip::skip;
 
 #[test]
 fn spread_and_pack_on_two_nodes() {
@@ -172,7 +176,7 @@ fn workers_on_this_machine_are_really_pinned() {
         match &s.pinned {
             Ok(()) => {}
             Err(e) if e.is_unavailable() => {
-                println!("skipped: pinning unavailable here: {e}");
+                skip(format_args!("pinning unavailable here: {e}"));
                 continue;
             }
             Err(e) => panic!("worker {}: {e}", s.worker),
@@ -181,6 +185,11 @@ fn workers_on_this_machine_are_really_pinned() {
             let cpus = t.node(s.node).unwrap().cpus();
             let affinity = affinity.as_ref().unwrap();
             assert!(affinity.iter().all(|c| cpus.contains(c)), "{affinity:?}");
+        } else {
+            skip(format_args!(
+                "one-node fallback: {:?}",
+                Topology::system_fallback_reason()
+            ));
         }
     }
     assert!(t.pinnings().is_empty());
