@@ -32,6 +32,7 @@ use core::alloc::Layout;
 use std::collections::HashSet;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
 use tally_pool::PoolError;
 
@@ -263,7 +264,17 @@ fn run(guard: GuardLevel, cap: usize, prealloc: bool, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    // A failing case's seed goes to `tests/block_model.proptest-regressions`, committed,
+    // and every later run tries the seeds there first. (The default would look for the
+    // file in the same place, found only after failing to find a `lib.rs` beside the
+    // tests: this says so.)
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn pool_matches_model(

@@ -30,6 +30,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use tally_pool::{GuardLevel, Handle, Pool, PoolError, RawHandle, Recycle};
 
 use common::guards::any_guard;
@@ -789,9 +790,13 @@ fn run_model(max: usize, guard: GuardLevel, ops: &[Op]) {
 }
 
 proptest! {
+    // A failing case's seed goes to `tests/typed_raw.proptest-regressions`, committed, and
+    // every later run tries the seeds there first.
     #![proptest_config(ProptestConfig {
         cases: if cfg!(miri) { 2 } else { 48 },
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions"
+        ))),
         ..ProptestConfig::default()
     })]
 
