@@ -23,6 +23,8 @@ pub mod typed;
 
 pub use block::{AuditError, GuardLevel, OnCritical, PlacementAudit};
 pub use error::{CorruptionKind, PoolError};
+#[cfg(tally_fault_injection)]
+pub use sys::fault;
 pub use typed::{AcquireError, Handle, Pool, PoolConfig, Pooled, RawHandle, Recycle};
 
 /// The derive macro: `#[derive(Pooled)]` with `#[pooled(...)]` options.

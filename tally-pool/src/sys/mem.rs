@@ -4,7 +4,9 @@
 //! Every region the crate owns is created and destroyed here (see [`Region`]).
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::fault::refused;
 
 /// The size of an OS page assumed for prefaulting and advice. Linux on x86_64 and aarch64
 /// maps at least this granularity; a larger real page only makes the advice coarser.
@@ -53,6 +55,27 @@ unsafe impl Send for Region {}
 // SAFETY: `Region` exposes only its address and length through `&self`.
 unsafe impl Sync for Region {}
 
+/// Ranges whose `munmap` the OS refused, and their bytes (see [`Region`]'s drop): leaked
+/// address space, counted here because nothing else can see it.
+static UNMAP_REFUSED: AtomicU64 = AtomicU64::new(0);
+static UNMAP_REFUSED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts `len` bytes whose `munmap` the OS refused.
+#[cfg(not(miri))]
+fn count_unmap_refusal(len: usize) {
+    UNMAP_REFUSED.fetch_add(1, Ordering::Relaxed);
+    UNMAP_REFUSED_BYTES.fetch_add(len, Ordering::Relaxed);
+}
+
+/// Ranges whose `munmap` the OS refused since the process started, and their bytes.
+#[cfg_attr(not(tally_fault_injection), allow(dead_code))]
+pub(crate) fn unmap_refusals() -> (u64, usize) {
+    (
+        UNMAP_REFUSED.load(Ordering::Relaxed),
+        UNMAP_REFUSED_BYTES.load(Ordering::Relaxed),
+    )
+}
+
 /// The OS refused a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MapFailed {
@@ -96,12 +119,16 @@ impl Region {
     /// Tells the OS that the bytes from `offset` to the end are no longer needed: their
     /// pages are given back and read as zero when next touched. The mapping stays valid; the
     /// bytes given back leave the process-wide mapped count until [`Self::reuse`].
-    pub(crate) fn discard_from(&self, offset: usize) {
+    ///
+    /// Returns whether the bytes from `offset` (rounded up to a page) are given back now,
+    /// which they are when there are none. `false` when the OS refused: the bytes stay
+    /// resident and counted, and their values are unspecified (the caller gave them up).
+    pub(crate) fn discard_from(&self, offset: usize) -> bool {
         let Some(offset) = round_to_page(offset) else {
-            return;
+            return true;
         };
         if offset >= self.len {
-            return;
+            return true;
         }
         #[cfg(miri)]
         {
@@ -113,24 +140,29 @@ impl Region {
         }
         #[cfg(not(miri))]
         {
-            // SAFETY: `offset < len`, so the range lies inside this mapping (Region
-            // invariant); MADV_DONTNEED on private anonymous memory only replaces pages with
-            // zero pages.
-            let rc = unsafe {
-                libc::madvise(
-                    self.ptr.as_ptr().wrapping_add(offset).cast(),
-                    self.len - offset,
-                    libc::MADV_DONTNEED,
-                )
+            let rc = if refused!(Madvise) {
+                -1
+            } else {
+                // SAFETY: `offset < len`, so the range lies inside this mapping (Region
+                // invariant); MADV_DONTNEED on private anonymous memory only replaces pages
+                // with zero pages.
+                unsafe {
+                    libc::madvise(
+                        self.ptr.as_ptr().wrapping_add(offset).cast(),
+                        self.len - offset,
+                        libc::MADV_DONTNEED,
+                    )
+                }
             };
-            // A refusal leaves the memory resident, which is only a missed saving.
+            // A refusal leaves the memory resident and counted: nothing was given back.
             if rc != 0 {
-                return;
+                return false;
             }
         }
         let released = self.len - offset;
         let before = self.released.fetch_max(released, Ordering::Relaxed);
         super::budget::on_unmap(released.saturating_sub(before));
+        true
     }
 
     /// Counts the bytes that [`Self::discard_from`] gave back as in use again, before the
@@ -199,10 +231,14 @@ impl Region {
             let start = self.ptr.as_ptr().wrapping_add(from);
             // One call that faults every page in (Linux 5.14+), much cheaper than a fault
             // per page; older kernels refuse it and the loop below does the same work.
-            // SAFETY: `from < to <= len`, both page-aligned, so `start..start + (to - from)`
-            // lies inside this mapping (Region invariant); MADV_POPULATE_WRITE only
-            // allocates pages as a write would, and changes no byte.
-            let rc = unsafe { libc::madvise(start.cast(), to - from, MADV_POPULATE_WRITE) };
+            let rc = if refused!(Madvise) {
+                -1
+            } else {
+                // SAFETY: `from < to <= len`, both page-aligned, so `start..start + (to -
+                // from)` lies inside this mapping (Region invariant); MADV_POPULATE_WRITE
+                // only allocates pages as a write would, and changes no byte.
+                unsafe { libc::madvise(start.cast(), to - from, MADV_POPULATE_WRITE) }
+            };
             if rc == 0 || how == Populate::AdviceOnly {
                 return;
             }
@@ -221,16 +257,33 @@ impl Region {
     }
 }
 
+/// Unmapping: if the OS refuses (it documents EINVAL and ENOMEM; neither can happen for a
+/// whole mapping we own, but fault injection makes it happen), the mapping is leaked: it
+/// stays mapped, nothing uses or unmaps it again, and nothing else can be mapped at its
+/// addresses, so no memory gets two owners. Its pages are then given back with
+/// `MADV_DONTNEED` where the OS allows (which leaves only address space behind, and takes
+/// the bytes out of the mapped count as a discard does); bytes that could not be given back
+/// stay in the mapped count, since they are still mapped. The refusal is counted
+/// ([`unmap_refusals`]).
 #[cfg(not(miri))]
 impl Drop for Region {
     fn drop(&mut self) {
         lsan::unregister(self.ptr, self.len);
-        // SAFETY: the Region invariant says this is one whole mapping that we own and that
-        // nothing else unmaps; after this no pointer into it is used (owners drop the
-        // Region last).
-        let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-        let _ = rc;
-        super::budget::on_unmap(self.counted());
+        let rc = if refused!(Munmap) {
+            -1
+        } else {
+            // SAFETY: the Region invariant says this is one whole mapping that we own and
+            // that nothing else unmaps; after this no pointer into it is used (owners drop
+            // the Region last).
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) }
+        };
+        if rc == 0 {
+            super::budget::on_unmap(self.counted());
+        } else {
+            count_unmap_refusal(self.len);
+            // Whether or not this gives the pages back, the count stays exact (see above).
+            let _ = self.discard_from(0);
+        }
     }
 }
 
@@ -247,17 +300,21 @@ pub(crate) fn map(len: usize) -> Result<Region, MapFailed> {
 /// caller.
 #[cfg(not(miri))]
 fn map_pages(len: usize) -> Result<NonNull<u8>, MapFailed> {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choice aliases no
-    // existing memory.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
+    let p = if refused!(Mmap) {
+        libc::MAP_FAILED
+    } else {
+        // SAFETY: an anonymous private mapping at an address of the kernel's choice aliases
+        // no existing memory.
+        unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        }
     };
     if p == libc::MAP_FAILED {
         return Err(MapFailed { errno: errno() });
@@ -284,15 +341,31 @@ pub(crate) fn map_aligned(len: usize, align: usize) -> Result<Region, MapFailed>
     let aligned = (start + align - 1) & !(align - 1);
     let head = aligned - start;
     let tail = over - head - len;
+    // An end the OS refuses to unmap is leaked address space (never touched, so it holds
+    // no memory and was never in the mapped count): counted, and left alone.
     if head > 0 {
-        // SAFETY: `base..base + head` is the first part of the mapping made just above,
-        // which nothing else knows about.
-        unsafe { libc::munmap(base.cast(), head) };
+        let rc = if refused!(Munmap) {
+            -1
+        } else {
+            // SAFETY: `base..base + head` is the first part of the mapping made just above,
+            // which nothing else knows about.
+            unsafe { libc::munmap(base.cast(), head) }
+        };
+        if rc != 0 {
+            count_unmap_refusal(head);
+        }
     }
     if tail > 0 {
-        // SAFETY: the tail `aligned + len..base + over` is the last part of the same
-        // mapping; `head + len + tail == over`.
-        unsafe { libc::munmap(base.wrapping_add(head + len).cast(), tail) };
+        let rc = if refused!(Munmap) {
+            -1
+        } else {
+            // SAFETY: the tail `aligned + len..base + over` is the last part of the same
+            // mapping; `head + len + tail == over`.
+            unsafe { libc::munmap(base.wrapping_add(head + len).cast(), tail) }
+        };
+        if rc != 0 {
+            count_unmap_refusal(tail);
+        }
     }
     let ptr = NonNull::new(base.wrapping_add(head)).ok_or(MapFailed {
         errno: libc::ENOMEM,
@@ -439,7 +512,7 @@ mod tests {
         };
         r.prefault(r.len());
         assert_eq!(byte(123), 7);
-        r.discard_from(PAGE);
+        assert!(r.discard_from(PAGE));
         assert_eq!(byte(PAGE + 1), 0, "discarded");
         assert_eq!(byte(123), 7, "the first page is kept");
     }
@@ -522,9 +595,9 @@ mod tests {
     fn discarded_bytes_leave_the_mapped_count_until_reused() {
         let r = map(4 * PAGE).unwrap();
         assert_eq!(r.counted(), 4 * PAGE);
-        r.discard_from(PAGE);
+        assert!(r.discard_from(PAGE));
         assert_eq!(r.counted(), PAGE);
-        r.discard_from(2 * PAGE); // a smaller range again counts nothing twice
+        assert!(r.discard_from(2 * PAGE)); // a smaller range again counts nothing twice
         assert_eq!(r.counted(), PAGE);
         r.reuse();
         assert_eq!(r.counted(), 4 * PAGE);

@@ -8,6 +8,8 @@
 //! - `pages`: transparent huge pages and locking in memory (`MADV_HUGEPAGE`, `mlock`).
 //! - [`numa`]: `mbind`, `get_mempolicy`, `sched_getcpu` and the thread affinity calls.
 //! - [`placement`]: `move_pages` with no target node: where pages really are.
+//! - `fault`: under `--cfg tally_fault_injection` only, makes `mmap`, `mbind`, `madvise`
+//!   and `munmap` refuse when a test asks; otherwise its hooks are the literal `false`.
 //!
 //! `clippy.toml` forbids the raw memory and NUMA calls everywhere else
 //! (`disallowed-methods`), and this module alone allows them, so every region the crate
@@ -18,6 +20,10 @@
 #![allow(clippy::disallowed_methods)]
 
 pub(crate) mod budget;
+#[cfg(tally_fault_injection)]
+pub mod fault;
+#[cfg(not(tally_fault_injection))]
+mod fault;
 pub(crate) mod limits;
 mod mem;
 mod numa;

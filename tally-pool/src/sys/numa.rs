@@ -8,6 +8,8 @@
 use core::ptr::NonNull;
 
 #[cfg(all(target_os = "linux", not(miri)))]
+use super::fault::refused;
+#[cfg(all(target_os = "linux", not(miri)))]
 use super::mem::errno;
 
 /// `mbind` mode: allocate the range's pages only from the nodes in the mask.
@@ -68,20 +70,24 @@ pub(crate) fn bind_to_node(addr: NonNull<u8>, len: usize, node: u32) -> Result<(
     let mask = mask_of([node as usize]);
     // The kernel reads `maxnode - 1` bits (a historical off-by-one every caller follows).
     let maxnode = mask.len() * MASK_WORD_BITS + 1;
-    // `mbind(2)` reads `maxnode - 1` bits from `mask`, which holds that many, and otherwise
-    // changes only the policy of the pages in the range: their contents and validity are
-    // untouched, and an unmapped range is refused with EFAULT/ENOMEM.
-    // SAFETY: as above; every argument is passed as a full word, as `syscall` expects.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mbind,
-            addr.as_ptr() as libc::c_ulong,
-            len as libc::c_ulong,
-            MPOL_BIND,
-            mask.as_ptr(),
-            maxnode as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
+    let rc = if refused!(Mbind) {
+        -1
+    } else {
+        // `mbind(2)` reads `maxnode - 1` bits from `mask`, which holds that many, and
+        // otherwise changes only the policy of the pages in the range: their contents and
+        // validity are untouched, and an unmapped range is refused with EFAULT/ENOMEM.
+        // SAFETY: as above; every argument is passed as a full word, as `syscall` expects.
+        unsafe {
+            libc::syscall(
+                libc::SYS_mbind,
+                addr.as_ptr() as libc::c_ulong,
+                len as libc::c_ulong,
+                MPOL_BIND,
+                mask.as_ptr(),
+                maxnode as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        }
     };
     if rc == 0 {
         Ok(())
