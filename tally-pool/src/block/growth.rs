@@ -319,8 +319,8 @@ impl PoolShared {
     }
 
     /// Gives `chunk`'s pages back to the OS (see `Chunk::give_back`) if it can be, for
-    /// reclaim; whether it was. The caller holds the growth lock and knows every block
-    /// of the chunk to be out of circulation.
+    /// reclaim; whether it was (not if the OS refused). The caller holds the growth lock
+    /// and knows every block of the chunk to be out of circulation.
     pub(super) fn give_back(&self, chunk: &mut Chunk) -> bool {
         if !chunk.can_give_back() {
             return false;
@@ -330,8 +330,7 @@ impl PoolShared {
                 .locked_bytes
                 .fetch_sub(CHUNK_SIZE, StdOrdering::Relaxed);
         }
-        chunk.give_back();
-        true
+        chunk.give_back()
     }
 
     /// Gives the fresh range back to its chunk if it is the last thing carved there, so

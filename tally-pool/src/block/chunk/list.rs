@@ -98,14 +98,18 @@ impl Chunk {
 
     /// Gives the chunk's pages back to the OS but the header's, unlocking them first (the
     /// OS refuses to discard locked pages). Only for a chunk that [`Self::can_give_back`]
-    /// and whose blocks are all out of circulation.
-    pub(crate) fn give_back(&mut self) {
+    /// and whose blocks are all out of circulation. `false` if the OS refused: nothing was
+    /// given back, and the chunk (unlocked) stays as it was.
+    pub(crate) fn give_back(&mut self) -> bool {
         if self.locked {
             self.region.unlock(self.offset, self.offset + CHUNK_SIZE);
             self.locked = false;
         }
-        self.region.discard_from(self.offset + PAGE);
+        if !self.region.discard_from(self.offset + PAGE) {
+            return false;
+        }
         self.faulted = self.faulted.min(PAGE);
+        true
     }
 
     /// `Region::reuse`: the bytes given back count as in use again, before they are
