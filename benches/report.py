@@ -2,15 +2,13 @@
 """Turns the results of the benches into BENCHMARKS.md and docs/peers.svg.
 
     cargo bench --bench peers        # writes target/peers.json (about 20 minutes)
-    cargo bench --bench typed        # optional: target/typed.json, the typed layer's table
-    cargo bench --bench block        # optional: target/block.json, the untyped pool's table
+    cargo bench --bench typed        # optional: target/typed.json, read beside peers.json
+    cargo bench --bench block        # optional: target/block.json, likewise
     python3 benches/report.py        # writes BENCHMARKS.md and docs/peers.svg
 
-Options: --input PATH (default: $TALLY_PEERS_JSON, else peers.json in $CARGO_TARGET_DIR or
-target/), --output PATH (default BENCHMARKS.md), --svg PATH (default docs/peers.svg), --lock
-PATH (default Cargo.lock). typed.json and block.json are read beside peers.json. Standard
-library only. It computes nothing: medians, paired
-ratios, rivals, W5 ratios, W6 summaries and every target's verdict come from the JSON, as
+Options: --input (default $TALLY_PEERS_JSON, else peers.json in $CARGO_TARGET_DIR or target/),
+--output (BENCHMARKS.md), --svg (docs/peers.svg), --lock (Cargo.lock). Standard library
+only. It computes nothing: every figure and verdict comes from the JSON, as
 the `tally-bench` crate computed them.
 """
 

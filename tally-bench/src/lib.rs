@@ -2,8 +2,9 @@
 //! short list of what it runs. Contenders ([`contenders`], called through [`contender`]'s
 //! adapters under both inlinings), workloads W1–W6 ([`workload`]), the [`timer`],
 //! statistics ([`stats`]), the targets, judged in one place ([`targets`]), the block and
-//! typed ratio tables ([`suite`]), the peers comparison ([`survey`]) and its serde_json
-//! output ([`results`]), which `benches/report.py` turns into `BENCHMARKS.md`.
+//! typed ratio tables ([`suite`]) and their comparison with a saved run ([`baseline`]), the
+//! peers comparison ([`survey`]) and its serde_json output ([`results`]), which
+//! `benches/report.py` turns into `BENCHMARKS.md`.
 
 // Contenders hold foreign pools and allocators, most without `Debug`.
 #![allow(missing_debug_implementations)]

@@ -2,11 +2,10 @@
 //! in fresh processes, the targets judged, and everything written as JSON for
 //! `benches/report.py`.
 //!
-//! The interleaved pass runs rounds that visit every workload and, under each inlining,
-//! every peer (in an order rotated each round), one sample each: a warm-up that doubles its
-//! runs, then a run sized to last about as long as the mode asks. Each sample also records
-//! how much CPU other processes used meanwhile; a workload's table uses only the quiet
-//! samples if every peer has at least [`QUIET_SAMPLES`] of them, else all of them.
+//! The interleaved pass's rounds visit every workload and, under each inlining, every peer (in
+//! an order rotated each round), one sample each (see [`sample`]), recording how much CPU
+//! other processes used meanwhile; a workload's table uses only the quiet samples if every
+//! peer has at least [`QUIET_SAMPLES`] of them.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -10,13 +10,11 @@ use crate::contender::{Contender, Remote};
 use crate::order::{fatal, Order};
 
 /// The floor: each thread has its own intrusive stack of cache-line-aligned blocks carved
-/// from leaked slabs, linked through their first word. A thread that frees blocks other
-/// threads allocated (the W3 consumer) hands its whole stack to a global stash every 4,096
-/// frees, from which a thread with an empty stack refills (a new slab when the stash is
-/// empty); in W4 each thread uses its own stack. Its W3/W4 numbers are not like-for-like:
-/// no per-block synchronisation at all. (In W3 it is not even a lower bound in practice:
-/// the producer pops blocks whose links the consumer just wrote, a cross-core miss per
-/// block on a dependent chain, which allocators avoid by not writing into freed blocks.)
+/// from leaked slabs, linked through their first word. A thread that frees blocks others
+/// allocated (the W3 consumer) hands its whole stack to a global stash every 4,096 frees,
+/// from which a thread with an empty stack refills (else a new slab). No per-block
+/// synchronisation at all: its W3/W4 numbers are not like-for-like (in W3 the producer pops
+/// blocks whose links the consumer just wrote, a cross-core miss per block).
 #[derive(Debug)]
 pub struct Floor;
 
@@ -26,8 +24,8 @@ struct FreeNode {
     next: *mut FreeNode,
 }
 
-/// A block of a floor slab: cache-line aligned, as the other contenders' 64-byte blocks
-/// are (except glibc's), so that blocks do not straddle lines or share them across threads.
+/// A block of a floor slab: cache-line aligned, as the other contenders' blocks are (but
+/// glibc's).
 #[repr(C, align(64))]
 struct FloorSlot(MaybeUninit<Order>);
 
