@@ -217,23 +217,38 @@ impl<T: 'static> Pool<T> {
             recycle,
             leaked_raw: AtomicU64::new(0),
         };
-        let pool: &'static Self = Box::leak(Box::new(Self {
+        let raw = Box::into_raw(Box::new(Self {
             direct,
             name,
             inner: Ok(inner),
             sites: OnceLock::new(),
             _marker: PhantomData,
         }));
+        // SAFETY: `raw` comes from `Box::into_raw` just above, and is freed only below, when
+        // creation fails, after the last use of this reference.
+        let pool: &'static Self = unsafe { &*raw };
+        let mut refused = None;
         if let Ok(inner) = &pool.inner {
             for node in inner.nodes.pools() {
                 // Chunks mapped from here on name this pool in their header, which is how
                 // a handle finds its pool; a direct pool's handles free through it.
                 node.set_chunk_owner(pool as *const Self as usize, pool.direct.is_some());
-                node.reserve(capacity)?;
+                if let Err(e) = node.reserve(capacity) {
+                    refused = Some(e);
+                    break;
+                }
             }
-            if !indirect {
-                pool.list(); // a twin is reported as part of its pool
-            }
+        }
+        if let Some(e) = refused {
+            // Nothing but the pool's own node pools knows it yet (no handle, no cache, not
+            // listed): it is freed with every chunk and token table it mapped, not leaked.
+            // SAFETY: `raw` came from `Box::into_raw` above and is freed once; `pool` and
+            // the borrows through it are not used after this.
+            drop(unsafe { Box::from_raw(raw) });
+            return Err(e);
+        }
+        if !indirect {
+            pool.list(); // a twin is reported as part of its pool
         }
         Ok(pool)
     }
