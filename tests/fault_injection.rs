@@ -351,6 +351,7 @@ fn typed_pool_new_refused_at_each_mmap_is_out_of_memory() {
     let _serial = serial();
     let mut failures = 0;
     for n in 1.. {
+        let before = mapped();
         let rule = fault::refuse(Call::Mmap, When::Nth(n));
         let made = Pool::<Order>::new(PoolConfig::new("typed-new").capacity(10_000));
         let calls = rule.calls();
@@ -358,6 +359,7 @@ fn typed_pool_new_refused_at_each_mmap_is_out_of_memory() {
         match made {
             Err(e) => {
                 assert!(matches!(e, PoolError::OutOfMemory { .. }), "{e:?}");
+                assert_eq!(mapped(), before, "a refused creation leaves nothing mapped");
                 failures += 1;
             }
             Ok(pool) => {
