@@ -416,6 +416,44 @@ fn typed_acquire_warm_and_reclaim_under_refusal() {
     let h = pool.acquire().unwrap();
     assert_eq!(pool.stats().live_blocks, 1);
     drop(h);
+    // Growth ahead of demand (the pressure monitor's, on a busy pool) while the OS refuses
+    // chunks and depot segments: nothing is handed out or lost.
+    let held: Vec<Handle<Order>> = (0..5000).map(|_| pool.acquire().unwrap()).collect();
+    drop(held);
+    {
+        let _rule = fault::refuse(Call::Mmap, When::Always);
+        let _ = Source::grow_ahead(pool);
+    }
+    let s = pool.stats();
+    assert_eq!(s.live_blocks, 0, "{s:?}");
+    assert_eq!(s.allocations - s.frees, 0, "{s:?}");
+}
+
+#[test]
+fn a_chunk_mapped_while_munmap_is_refused_works_and_its_trimmed_ends_are_counted() {
+    let _serial = serial();
+    settle();
+    let base = mapped();
+    let (ranges, _) = fault::unmap_refusals();
+    let pool = BlockPool::new(config("trim")).unwrap();
+    let b = {
+        let rule = fault::refuse(Call::Munmap, When::Always);
+        let b = pool.allocate().unwrap();
+        assert!(
+            rule.refused() > 0,
+            "mapping an aligned chunk trims its ends"
+        );
+        b
+    };
+    // The head and the tail of the over-sized mapping stay behind, counted, never used.
+    assert!(fault::unmap_refusals().0 > ranges);
+    assert_eq!(pool.stats().chunks, 1);
+    // SAFETY: allocated above, freed once.
+    unsafe { pool.free(b) }.unwrap();
+    assert_counts(&pool, 0);
+    drop(pool);
+    // The ends were never counted as mapped (never touched): the count is back.
+    assert_eq!(mapped(), base);
 }
 
 /// 20,000 handles dropped while the depot cannot map a segment for their magazines.
