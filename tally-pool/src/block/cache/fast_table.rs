@@ -22,21 +22,67 @@ pub(crate) fn fast_index(slot: u32) -> usize {
 }
 
 /// Addresses of the caches of the first pool slots, plus one entry that stays null for
-/// every other slot.
+/// every other slot; and a copy of the entry that the last free through a chunk header
+/// used.
 ///
-/// Invariant (kept by `table::CacheTable`, the only writer): for every slot below
-/// [`FAST_SLOTS`], the entry is null or the address of the cache that the thread's cache
-/// table holds for that slot, so it stays valid as long as the table's entry does; the
-/// entry at `FAST_SLOTS` is always null.
-type FastTable = [Cell<*const ThreadCache>; FAST_SLOTS + 1];
+/// Invariants (kept by `table::CacheTable`, the only writer of the entries, through
+/// [`set_entry`], [`clear`] and `clear_entry`, which keep the copy in step):
+/// - for every slot below [`FAST_SLOTS`], the entry is null or the address of the cache
+///   that the thread's cache table holds for that slot, so it stays valid as long as the
+///   table's entry does; the entry at `FAST_SLOTS` is always null;
+/// - `recent` is null, or equal to the entry at `recent_index` (at most `FAST_SLOTS`).
+struct FastTable {
+    entries: [Cell<*const ThreadCache>; FAST_SLOTS + 1],
+    recent_index: Cell<usize>,
+    recent: Cell<*const ThreadCache>,
+}
+
+impl FastTable {
+    const fn new() -> Self {
+        Self {
+            entries: [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1],
+            recent_index: Cell::new(0),
+            recent: Cell::new(core::ptr::null()),
+        }
+    }
+
+    /// The entry at `index` (null beyond the table), through the copy of the last one used.
+    ///
+    /// A free that hits the copy takes the cache's address from this thread-local, not
+    /// from a load whose address waits for the header's index: the index only feeds a
+    /// compare, which the branch predictor settles ahead, so the push does not wait for
+    /// the header to arrive.
+    #[inline(always)]
+    fn recent_entry(&self, index: usize) -> *const ThreadCache {
+        if self.recent_index.get() == index {
+            return self.recent.get();
+        }
+        let cache = self.entries.get(index).map_or(core::ptr::null(), Cell::get);
+        if index <= FAST_SLOTS {
+            self.recent_index.set(index);
+            self.recent.set(cache);
+        }
+        cache
+    }
+
+    /// Sets the entry at `index` (at most `FAST_SLOTS`) and keeps the copy in step.
+    fn set(&self, index: usize, cache: *const ThreadCache) {
+        if let Some(f) = self.entries.get(index) {
+            f.set(cache);
+            if self.recent_index.get() == index {
+                self.recent.set(cache);
+            }
+        }
+    }
+}
 
 #[cfg(not(loom))]
 thread_local! {
-    static FAST: FastTable = const { [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1] };
+    static FAST: FastTable = const { FastTable::new() };
 }
 #[cfg(loom)]
 thread_local! {
-    static FAST: FastTable = [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1];
+    static FAST: FastTable = FastTable::new();
 }
 
 /// The calling thread's fast-table entry at `index`, at most [`FAST_SLOTS`] (the caller
@@ -45,7 +91,7 @@ thread_local! {
 fn entry(index: usize) -> *const ThreadCache {
     FAST.with(|fast| {
         // SAFETY: `index <= FAST_SLOTS` (caller) and the table has `FAST_SLOTS + 1` entries.
-        unsafe { fast.get_unchecked(index) }.get()
+        unsafe { fast.entries.get_unchecked(index) }.get()
     })
 }
 
@@ -82,31 +128,30 @@ pub(crate) fn lookup<P>(anchor: &P, index: usize) -> Option<&ThreadCache> {
 /// keeps alive until it changes this entry again (the table invariant).
 pub(crate) unsafe fn set_entry(slot: usize, cache: *const ThreadCache) {
     let _ = FAST.try_with(|table| {
-        if let Some(f) = table.get(slot).filter(|_| slot < FAST_SLOTS) {
-            f.set(cache);
+        if slot < FAST_SLOTS {
+            table.set(slot, cache);
         }
     });
 }
 
 /// Nulls every entry of the calling thread's fast table: its cache table is going away.
 pub(crate) fn clear() {
-    let _ = FAST.try_with(|fast| fast.iter().for_each(|f| f.set(core::ptr::null())));
+    let _ = FAST.try_with(|fast| {
+        fast.entries.iter().for_each(|f| f.set(core::ptr::null()));
+        fast.recent.set(core::ptr::null());
+    });
 }
 
 /// Nulls the calling thread's entry at `index`: its cache table is letting that cache go.
 #[cfg(all(test, loom))]
 pub(crate) fn clear_entry(index: usize) {
-    let _ = FAST.try_with(|fast| {
-        if let Some(f) = fast.get(index) {
-            f.set(core::ptr::null());
-        }
-    });
+    let _ = FAST.try_with(|fast| fast.set(index, core::ptr::null()));
 }
 
 /// Pushes `ptr` onto the calling thread's cache of the pool that owns its chunk, found
-/// through the cache index in the chunk's header: two loads (header, fast table), where a
-/// layer above that kept the pool's address would need more, each waiting for the one
-/// before. False when the pool's owner does not allow frees through the header (see
+/// through the cache index in the chunk's header. The header's index is compared with the
+/// entry used last (see `FastTable::recent_entry`), so a thread that frees into one pool
+/// in a row finds its cache without waiting for the header. False when the pool's owner does not allow frees through the header (see
 /// `BlockPool::set_chunk_owner`), the pool is guarded, or the cache cannot take it: the
 /// caller frees the usual way.
 ///
@@ -119,7 +164,7 @@ pub(crate) unsafe fn push_via_header(ptr: *mut u8) -> bool {
     // SAFETY: `ptr` lies in a chunk of a live pool (caller), which stays mapped while the
     // pool lives, until this returns.
     let index = unsafe { ChunkHeader::of(ptr as usize) }.cache_index as usize;
-    let cache = FAST.with(|fast| fast.get(index).map_or(core::ptr::null(), Cell::get));
+    let cache = FAST.with(|fast| fast.recent_entry(index));
     if cache.is_null() {
         return false;
     }
@@ -134,4 +179,41 @@ pub(crate) unsafe fn push_via_header(ptr: *mut u8) -> bool {
     // open, it is the cache of `ptr`'s pool, and `ptr` a block the caller owns and gives
     // back (a closed cache refuses every push).
     unsafe { cache.push(ptr) }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn recent(index: usize) -> *const ThreadCache {
+        FAST.with(|fast| fast.recent_entry(index))
+    }
+
+    /// The copy that frees through a header use follows every change of its entry, so a
+    /// free never reaches a cache the table has let go.
+    #[test]
+    fn the_copy_of_the_last_entry_follows_the_table() {
+        std::thread::spawn(|| {
+            let a = core::ptr::NonNull::<ThreadCache>::dangling()
+                .as_ptr()
+                .cast_const();
+            let b = a.wrapping_byte_add(64);
+            // SAFETY: the entries are only compared, never dereferenced, in this test.
+            unsafe { set_entry(3, a) };
+            assert_eq!(recent(3), a);
+            // SAFETY: as above.
+            unsafe { set_entry(3, b) };
+            assert_eq!(recent(3), b, "a changed entry must change its copy");
+            assert!(recent(5).is_null());
+            assert_eq!(recent(3), b);
+            clear();
+            assert!(recent(3).is_null(), "a cleared table must clear the copy");
+            // SAFETY: as above.
+            unsafe { set_entry(FAST_SLOTS, a) };
+            assert!(recent(FAST_SLOTS).is_null(), "the last entry stays null");
+            assert!(recent(FAST_SLOTS + 7).is_null());
+        })
+        .join()
+        .unwrap();
+    }
 }
