@@ -125,7 +125,7 @@ impl BlockPool {
     }
 
     /// `allocate` for a guarded pool, or when the unguarded fast path found no open cache.
-    #[inline(always)]
+    #[inline(never)]
     fn allocate_guarded(&self) -> Result<NonNull<u8>, PoolError> {
         let pool = &*self.shared;
         if pool.guard != GuardLevel::Off {
@@ -252,7 +252,7 @@ impl BlockPool {
 
     /// `free` through the registry: for a guarded pool, a block outside the remembered
     /// chunk, or a full or closed cache.
-    #[inline(always)]
+    #[inline(never)]
     fn free_checked(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         let pool = &*self.shared;
         let addr = block.as_ptr() as usize;

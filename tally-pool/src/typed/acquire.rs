@@ -28,12 +28,29 @@ impl<T: 'static> Pool<T> {
     where
         T: Default,
     {
+        if self.direct.is_some() {
+            // Build the value before taking a block, so a panicking `default` loses nothing.
+            return match self.acquire_with(T::default()) {
+                Ok(handle) => Ok(handle),
+                Err(e) => Err(e.error),
+            };
+        }
+        self.acquire_indirect()
+    }
+
+    /// `acquire` for a pool that is not direct: a recycling or guarded pool, a pool with
+    /// several node pools, or one whose creation failed.
+    #[inline(never)]
+    #[track_caller]
+    fn acquire_indirect(&'static self) -> Result<Handle<T>, PoolError>
+    where
+        T: Default,
+    {
         let recycling = match &self.inner {
             Ok(inner) => inner.recycle.is_some(),
             Err(e) => return Err(e.clone()),
         };
         if !recycling {
-            // Build the value before taking a block, so a panicking `default` loses nothing.
             return match self.acquire_with(T::default()) {
                 Ok(handle) => Ok(handle),
                 Err(e) => Err(e.error),
@@ -84,8 +101,7 @@ impl<T: 'static> Pool<T> {
     {
         let block = match CacheCell::pop(key) {
             CellPop::Block(block) => block,
-            CellPop::Miss => return pool().acquire(),
-            CellPop::Unbound => return Self::acquire_and_bind(key, pool),
+            miss => return Self::acquire_and_bind(key, pool, miss),
         };
         // The block goes back if `default` panics; built after the pop, the value can be
         // written straight into the block.
@@ -108,13 +124,7 @@ impl<T: 'static> Pool<T> {
         match CacheCell::pop(key) {
             // SAFETY: as in `acquire_via_cell`.
             CellPop::Block(block) => Ok(unsafe { Self::fill(block, value) }),
-            CellPop::Miss => pool().acquire_with(value),
-            CellPop::Unbound => {
-                let p = pool();
-                let result = p.acquire_with(value);
-                p.bind(key);
-                result
-            }
+            miss => Self::acquire_with_and_bind(key, pool, miss, value),
         }
     }
 
@@ -130,13 +140,7 @@ impl<T: 'static> Pool<T> {
     ) -> Result<Handle<T>, PoolError> {
         let block = match CacheCell::pop(key) {
             CellPop::Block(block) => block,
-            CellPop::Miss => return pool().acquire_with_fn(make),
-            CellPop::Unbound => {
-                let p = pool();
-                let result = p.acquire_with_fn(make);
-                p.bind(key);
-                return result;
-            }
+            miss => return Self::acquire_with_fn_and_bind(key, pool, miss, make),
         };
         let guard = GiveBack { block, pool };
         let value = make();
@@ -159,18 +163,60 @@ impl<T: 'static> Pool<T> {
         unsafe { Handle::from_block(ptr) }
     }
 
+    /// `acquire_via_cell` past the cell (`miss` says why): the pool's own path, then, if the
+    /// cell was not bound, binding it (which does nothing if the pool is not direct).
+    #[cold]
     #[inline(never)]
     #[track_caller]
     fn acquire_and_bind(
         key: &'static LocalKey<CacheCell>,
         pool: fn() -> &'static Self,
+        miss: CellPop,
     ) -> Result<Handle<T>, PoolError>
     where
         T: Default,
     {
         let p = pool();
         let result = p.acquire();
-        p.bind(key);
+        if matches!(miss, CellPop::Unbound) {
+            p.bind(key);
+        }
+        result
+    }
+
+    /// `acquire_with_via_cell` past the cell; see [`Self::acquire_and_bind`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn acquire_with_and_bind(
+        key: &'static LocalKey<CacheCell>,
+        pool: fn() -> &'static Self,
+        miss: CellPop,
+        value: T,
+    ) -> Result<Handle<T>, AcquireError<T>> {
+        let p = pool();
+        let result = p.acquire_with(value);
+        if matches!(miss, CellPop::Unbound) {
+            p.bind(key);
+        }
+        result
+    }
+
+    /// `acquire_with_fn_via_cell` past the cell; see [`Self::acquire_and_bind`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn acquire_with_fn_and_bind(
+        key: &'static LocalKey<CacheCell>,
+        pool: fn() -> &'static Self,
+        miss: CellPop,
+        make: impl FnOnce() -> T,
+    ) -> Result<Handle<T>, PoolError> {
+        let p = pool();
+        let result = p.acquire_with_fn(make);
+        if matches!(miss, CellPop::Unbound) {
+            p.bind(key);
+        }
         result
     }
 
@@ -243,6 +289,14 @@ impl<T: 'static> Pool<T> {
                 return Ok(unsafe { Handle::from_block(ptr) });
             }
         }
+        self.acquire_with_slow(value)
+    }
+
+    /// `acquire_with` past the thread's cache.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn acquire_with_slow(&'static self, value: T) -> Result<Handle<T>, AcquireError<T>> {
         if let Some(table) = self.sites.get() {
             return self.acquire_with_tracked(table, value, Location::caller());
         }

@@ -106,10 +106,9 @@ impl<T: 'static> Drop for Handle<T> {
                 return;
             }
         }
-        // SAFETY: handle invariant.
-        let pool = unsafe { Pool::<T>::owning(self.ptr) };
-        // SAFETY: the value is live and this handle, its only owner, is going away.
-        unsafe { pool.release(self.ptr) };
+        // SAFETY: handle invariant: a live value of a typed pool, which this handle alone
+        // owns and gives back now.
+        unsafe { Pool::<T>::release_owned(self.ptr) };
     }
 }
 

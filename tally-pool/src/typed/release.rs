@@ -25,6 +25,20 @@ impl<T: 'static> Pool<T> {
         unsafe { &*(owner as *const Self) }
     }
 
+    /// A dropped handle's release past the header's fast path: finds the owning pool and
+    /// releases there, out of line so that the handle's drop stays small.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a live value handed out by a `Pool<T>` that no handle owns any more.
+    #[inline(never)]
+    pub(super) unsafe fn release_owned(ptr: NonNull<T>) {
+        // SAFETY: the caller's contract.
+        let pool = unsafe { Self::owning(ptr) };
+        // SAFETY: the caller's contract: a live value of `pool` that nothing owns any more.
+        unsafe { pool.release(ptr) };
+    }
+
     /// Drops (or recycles) the value at `ptr` and returns its block.
     ///
     /// # Safety

@@ -1,0 +1,81 @@
+//! One function per fast path, each as small as a user's wrapper can be, with a plain
+//! `#[inline(never)]` boundary so that it keeps its own symbol. `check.sh` reads their sizes
+//! from the symbol table: what the compiler inlines into a caller of `acquire`,
+//! `acquire_with`, `acquire_with_fn`, a handle's drop and the block pool's `allocate` and
+//! `free`.
+
+use std::hint::black_box;
+use std::ptr::NonNull;
+
+use tally_pool::block::{BlockPool, BlockPoolConfig, GuardLevel};
+use tally_pool::{Handle, PoolError, Pooled};
+
+/// A 64-byte value, as in the benchmarks' W1.
+#[derive(Pooled, Default, Clone, Copy)]
+#[pooled(capacity = 1024)]
+pub struct Order {
+    fields: [u64; 8],
+}
+
+#[no_mangle]
+#[inline(never)]
+pub fn hot_acquire() -> Result<Handle<Order>, PoolError> {
+    Order::acquire()
+}
+
+#[no_mangle]
+#[inline(never)]
+pub fn hot_acquire_with(i: u64) -> Option<Handle<Order>> {
+    Order::acquire_with(Order { fields: [i; 8] }).ok()
+}
+
+#[no_mangle]
+#[inline(never)]
+pub fn hot_acquire_with_fn(i: u64) -> Result<Handle<Order>, PoolError> {
+    Order::acquire_with_fn(|| Order { fields: [i; 8] })
+}
+
+#[no_mangle]
+#[inline(never)]
+pub fn hot_release(h: Handle<Order>) {
+    drop(h);
+}
+
+#[no_mangle]
+#[inline(never)]
+pub fn hot_allocate(pool: &BlockPool) -> Result<NonNull<u8>, PoolError> {
+    pool.allocate()
+}
+
+/// # Safety
+///
+/// `block` came from `pool` and is freed once.
+#[no_mangle]
+#[inline(never)]
+pub unsafe fn hot_free(pool: &BlockPool, block: NonNull<u8>) -> Result<(), PoolError> {
+    // SAFETY: the caller's contract.
+    unsafe { pool.free(block) }
+}
+
+fn main() -> Result<(), PoolError> {
+    let config = BlockPoolConfig::new(std::alloc::Layout::new::<[u64; 8]>())
+        .name("hot-path")
+        .guard(GuardLevel::Off);
+    let pool = BlockPool::new(config)?;
+    for i in 0..1000 {
+        let a = hot_acquire()?;
+        let b = hot_acquire_with(i).ok_or(PoolError::InvalidHandle {
+            pool: "hot-path".into(),
+        })?;
+        let c = hot_acquire_with_fn(i)?;
+        black_box((&a.fields, &b.fields, &c.fields));
+        hot_release(a);
+        hot_release(b);
+        hot_release(c);
+        let block = hot_allocate(&pool)?;
+        // SAFETY: allocated just above from `pool`, freed once.
+        unsafe { hot_free(&pool, block)? };
+    }
+    println!("hot paths ran");
+    Ok(())
+}
