@@ -128,13 +128,15 @@ pub struct BlockPoolConfig {
     /// as one 2 MiB-aligned 2 MiB range advised `MADV_HUGEPAGE`, so that one huge page (one
     /// TLB entry) covers both. Where the system has transparent huge pages off, or refuses
     /// the advice, the pool works with normal pages and its statistics say so
-    /// ([`HugePages`](super::HugePages)). See the [module docs](super#huge-pages-and-locked-memory).
-    /// Default false.
+    /// ([`HugePages`](super::HugePages), which also says what reclaim does to a huge
+    /// page). Default false.
     pub huge_pages: bool,
     /// Lock the pool's memory (`mlock`): each chunk is faulted in whole and locked as it is
     /// mapped, never swapped out, so that no access to it takes a fault. Mapping a chunk
     /// the OS refuses to lock fails with [`PoolError::LockRefused`](crate::PoolError::LockRefused)
-    /// (the locked-memory limit, `ulimit -l`). Default false.
+    /// (the locked-memory limit, `ulimit -l`), and the refused chunk is unmapped. Reclaim
+    /// unlocks the chunks it gives back (the OS refuses to discard locked pages); reusing
+    /// one locks it again, with the same error if the OS refuses. Default false.
     pub lock: bool,
 }
 
