@@ -1,12 +1,11 @@
-//! Statistics, one run (`cargo bench --bench stats`; `-- --quick` for short runs;
-//! `cargo test --benches` runs one tiny pass). Prints medians, ratios and verdicts:
-//!
+//! Statistics (`cargo bench --bench stats`; `-- --quick` for short runs; `cargo test
+//! --benches` runs one tiny pass), printed as medians, ratios and verdicts:
 //! `stats::report()` with 100 typed pools (< 1 ms); one `stats::sample()` with them, its
-//! history covering the leak window so that it also judges it (< 200 µs); typed W1 and
-//! W3 (a producer acquiring, a consumer releasing through a queue) with the sampler every
-//! 10 ms, 100 times its usual rate, against none (within 2 %); W1 on a pool sampling one
-//! acquire in 1,024 against one that tracks nothing (within 5 %). Rounds alternate; W1
-//! and the statistics calls are timed in thread CPU time, W3 in wall time.
+//! history covering the leak window so that it also judges it (< 200 µs); typed W1 and W3 (a
+//! producer acquiring, a consumer releasing through a queue) with the sampler every 10 ms,
+//! 100 times its usual rate, against none (within 2 %); W1 on a pool sampling one acquire in
+//! 1,024 against one that tracks nothing (within 5 %). Rounds alternate; W1 and the
+//! statistics calls are timed in thread CPU time, W3 in wall time.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -43,15 +42,13 @@ fn cpu_ns() -> f64 {
 
 /// The median of `rounds` CPU timings of `f`, each after `pause`, in microseconds.
 fn median_us(rounds: usize, pause: Duration, mut f: impl FnMut()) -> f64 {
-    let times: Vec<f64> = (0..rounds)
-        .map(|_| {
-            std::thread::sleep(pause);
-            let t = cpu_ns();
-            f();
-            (cpu_ns() - t) / 1000.0
-        })
-        .collect();
-    median(&times)
+    let mut time = || {
+        std::thread::sleep(pause);
+        let t = cpu_ns();
+        f();
+        (cpu_ns() - t) / 1000.0
+    };
+    median(&(0..rounds).map(|_| time()).collect::<Vec<_>>())
 }
 
 /// W1: `n` acquires of `make(i)`, each released at once; CPU nanoseconds per pair.
@@ -136,21 +133,19 @@ fn main() {
     let _ = (Plain::pool(), Tracked::pool());
 
     // 100 typed pools with ten live values each, as a service with many types has.
+    let config = |i| PoolConfig::new(format!("bench-stats-{i}")).capacity(64);
     let pools: Vec<&'static Pool<[u64; 8]>> = (0..100)
-        .map(|i| Pool::new(PoolConfig::new(format!("bench-stats-{i}")).capacity(64)).or_die("pool"))
+        .map(|i| Pool::new(config(i)).or_die("pool"))
         .collect();
-    let _held: Vec<_> = pools
+    let held = pools
         .iter()
-        .flat_map(|p| (0..10u64).map(|i| p.acquire_with([i; 8]).ok()))
-        .collect();
+        .flat_map(|p| (0..10u64).map(|i| p.acquire_with([i; 8]).ok()));
+    let _held: Vec<_> = held.collect();
     let report = median_us(rounds * 10, Duration::ZERO, || {
         drop(black_box(stats::report()))
     });
-    println!(
-        "report() with 100 pools: median {report:.1} µs \
-         (target < 1000 µs: {})",
-        verdict(report < 1000.0)
-    );
+    let met = verdict(report < 1000.0);
+    println!("report() with 100 pools: median {report:.1} µs (target < 1000 µs: {met})");
     let warming = median_us(rounds * 10, Duration::ZERO, stats::sample);
     // Then with a history that covers the leak window, each step 3 ms after the last so
     // that it adds a sample (they are spaced window / 480) and judges the window.

@@ -34,39 +34,29 @@ pub fn latency_summary(lines: &[Value], peer: &str, mode: &str) -> Option<Value>
         return Some(json!({ "peer": peer, "mode": mode, "na": failed["na"] }));
     }
     let of = |key: &str| -> Vec<f64> { runs.iter().filter_map(|r| r[key].as_f64()).collect() };
-    let mut summary = serde_json::Map::new();
-    summary.insert("peer".into(), json!(peer));
-    summary.insert("mode".into(), json!(mode));
-    summary.insert("runs".into(), json!(runs.len()));
-    for key in [
-        "mean",
-        "p50",
-        "p99",
-        "p999",
-        "p9999",
-        "max",
-        "timer_overhead_p50",
-    ] {
-        summary.insert(key.to_owned(), json!(median(&of(key))));
-    }
     let p999 = of("p999");
-    summary.insert(
-        "p999_min".into(),
-        json!(p999.iter().copied().reduce(f64::min)),
-    );
-    summary.insert("p999_max".into(), json!(p999.into_iter().reduce(f64::max)));
-    Some(Value::Object(summary))
+    let mut summary = json!({
+        "peer": peer, "mode": mode, "runs": runs.len(),
+        "p999_min": p999.iter().copied().reduce(f64::min),
+        "p999_max": p999.iter().copied().reduce(f64::max),
+    });
+    let keys = "mean p50 p99 p999 p9999 max timer_overhead_p50".split(' ');
+    let medians = keys.map(|key| (key.to_owned(), json!(median(&of(key)))));
+    if let Value::Object(map) = &mut summary {
+        map.extend(medians);
+    }
+    Some(summary)
 }
 
 /// The first line of a command's output, if it runs.
 fn command_line(program: &str, args: &[&str]) -> Option<String> {
     let mut command = Command::new(program);
-    let output = (command
+    let output = command
         .args(args)
         .stdin(Stdio::null())
-        .stderr(Stdio::null()))
-    .output()
-    .ok()?;
+        .stderr(Stdio::null())
+        .output();
+    let output = output.ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     (output.status.success()).then(|| text.lines().next().unwrap_or("").trim().to_owned())
 }
@@ -74,11 +64,7 @@ fn command_line(program: &str, args: &[&str]) -> Option<String> {
 /// The machine and the build the numbers come from.
 pub fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|s| s.trim().to_owned())
-    };
+    let read = |path: &str| Some(std::fs::read_to_string(path).ok()?.trim().to_owned());
     let git =
         command_line("git", &["rev-parse", "--short", "HEAD"]).map(|head| {
             match command_line("git", &["status", "--porcelain", "--untracked-files=no"]) {

@@ -6,21 +6,15 @@ use std::sync::atomic::{compiler_fence, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Whether [`now`] reads the TSC (an invariant one), else `Instant`. (`#[inline]`: [`now`]
-/// runs in the caller's crate.)
+/// Whether [`now`] reads the TSC (an invariant one), else `Instant` (inline, as [`now`] is).
 #[inline]
 pub fn use_tsc() -> bool {
     static TSC: OnceLock<bool> = OnceLock::new();
     *TSC.get_or_init(|| {
-        cfg!(target_arch = "x86_64")
-            && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
-                info.lines()
-                    .find(|line| line.starts_with("flags"))
-                    .is_some_and(|flags| {
-                        let has = |f: &str| flags.split_whitespace().any(|w| w == f);
-                        has("constant_tsc") && has("nonstop_tsc")
-                    })
-            })
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags = info.lines().find(|line| line.starts_with("flags"));
+        let has = |f: &str| flags.is_some_and(|flags| flags.split_whitespace().any(|w| w == f));
+        cfg!(target_arch = "x86_64") && has("constant_tsc") && has("nonstop_tsc")
     })
 }
 
@@ -96,17 +90,12 @@ const USER_HZ: f64 = 100.0;
 /// Busy ticks of the whole machine and ticks used by this process (all its threads).
 pub fn cpu_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
+    let fields = stat.lines().next()?.split_whitespace().skip(1);
+    let cpu: Vec<u64> = fields.map(|f| f.parse().unwrap_or(0)).collect();
     // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
     let busy = [0, 1, 2, 5, 6, 7]
+        .map(|k| cpu.get(k).copied().unwrap_or(0))
         .iter()
-        .map(|&k| cpu.get(k).copied().unwrap_or(0))
         .sum();
     let own = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name: state is field 3, utime 14 and stime 15.
