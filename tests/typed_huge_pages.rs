@@ -6,7 +6,7 @@
 //! environment variable) with the locked-memory limit lowered to zero, and without
 //! `CAP_IPC_LOCK`, which would let it lock past the limit. There, creating a locking pool
 //! and growing one must fail with `PoolError::LockRefused` naming `ulimit -l`, never
-//! panic, and leave the refused chunk unmapped. Run with `--nocapture` to see the child's transcript.
+//! panic, and leave nothing mapped. Run with `--nocapture` to see the child's transcript.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -192,6 +192,7 @@ fn forbid_locking() {
 fn child() {
     forbid_locking();
     println!("child: locking forbidden");
+    let before = tally_pool::pressure::mapped_bytes();
     let err = Pool::<[u64; 8]>::new(PoolConfig::new("lock-refused").per_node(false).lock(true))
         .expect_err("a refused lock is an error");
     println!("child: creation: {err}");
@@ -200,6 +201,11 @@ fn child() {
         "{err:?}"
     );
     assert!(err.to_string().contains("ulimit -l"), "{err}");
+    assert_eq!(
+        tally_pool::pressure::mapped_bytes(),
+        before,
+        "nothing left mapped"
+    );
     // A block pool that fails to lock its first chunk is dropped whole: nothing stays
     // mapped.
     let before = tally_pool::pressure::mapped_bytes();
