@@ -72,11 +72,8 @@ fn main() {
     set_thread_node(previous);
     let uncached = ns_per_call(calls, || current_cpu().unwrap_or(0));
     let source = format!("{:?}", system.source()).to_lowercase();
-    let quick = if mode == Mode::Full {
-        ""
-    } else {
-        "; QUICK MODE, indicative only"
-    };
+    let quick = (mode != Mode::Full).then_some("; QUICK MODE, indicative only");
+    let quick = quick.unwrap_or_default();
     let nodes = system.node_count();
     let refresh = format!("refresh every {REFRESH_INTERVAL} calls");
     println!("\ncurrent_node cost ({nodes} node(s) here, {source}; {refresh}{quick})");

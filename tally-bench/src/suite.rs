@@ -118,11 +118,7 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
             Workload::Burst => 10,
             Workload::Pipeline => 200_000,
         };
-        let iterations = if mode == Mode::Full {
-            full
-        } else {
-            (full / 10).max(1)
-        };
+        let iterations = (full / if mode == Mode::Full { 1 } else { 10 }).max(1);
         for _ in 0..RATIO_SAMPLES {
             for (inlining, grid) in grids.iter_mut().enumerate() {
                 let row = grid.cells.get_mut(w as usize).into_iter().flatten();
@@ -151,11 +147,8 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
             memory: None,
             tail: None,
         };
-        let quick = if mode == Mode::Full {
-            ""
-        } else {
-            "; QUICK MODE, indicative only"
-        };
+        let quick = (mode != Mode::Full).then_some("; QUICK MODE, indicative only");
+        let quick = quick.unwrap_or_default();
         println!(
             "\n{} median of {RATIO_SAMPLES} samples, ns per object (W4: per pair of operations, \
              one on each thread), {inlining} adapters{quick}",

@@ -69,10 +69,10 @@ impl opool::PoolAllocator<Order> for OrderAllocator {
 }
 
 /// Implements [`Contender`] for each `$ty`: `$acquire` returns the item holding `$order`;
-/// `$release` gives `$it` back after calling `$check` on its order.
+/// `$release` gives `$it` back after calling `$check` on its order; then [`runs!`] with `$runs`.
 macro_rules! contenders {
     ($($ty:ty => $item:ty, |$me:ident, $order:ident| $acquire:expr,
-       |$it:ident, $check:ident| $release:expr;)*) => {$(
+       |$it:ident, $check:ident| $release:expr, $($runs:tt),+;)*) => {$(
         impl Contender for $ty {
             type Item = $item;
 
@@ -88,13 +88,15 @@ macro_rules! contenders {
                 $release
             }
         }
+
+        runs!([] $ty, $($runs),+);
     )*};
 }
 
 /// Implements [`Contender`] for pools whose guard dereferences to the `Order` and gives it
-/// back on drop: `$pull` takes a guard from `$pool`, the contender's pool.
+/// back on drop: `$pull` takes a guard from `$pool`, the contender's pool; then [`runs!`].
 macro_rules! guards {
-    ($($ty:ty => $item:ty, |$pool:ident| $pull:expr;)*) => {$(
+    ($($ty:ty => $item:ty, |$pool:ident| $pull:expr, $($runs:tt),+;)*) => {$(
         impl Contender for $ty {
             type Item = $item;
 
@@ -112,19 +114,25 @@ macro_rules! guards {
                 drop(guard);
             }
         }
+
+        runs!([] $ty, $($runs),+);
     )*};
 }
 
 guards! {
-    Linear => lockfree_object_pool::LinearReusable<'static, Order>, |pool| pool.pull();
-    SpinLock => lockfree_object_pool::SpinLockReusable<'static, Order>, |pool| pool.pull();
-    ObjectPool => object_pool::Reusable<'static, Order>, |pool| pool.pull(Order::default);
-    Opool => opool::RefGuard<'static, OrderAllocator, Order>, |pool| pool.get();
+    Linear => lockfree_object_pool::LinearReusable<'static, Order>, |pool| pool.pull(), shared;
+    SpinLock => lockfree_object_pool::SpinLockReusable<'static, Order>, |pool| pool.pull(),
+        shared;
+    ObjectPool => object_pool::Reusable<'static, Order>, |pool| pool.pull(Order::default),
+        shared;
+    Opool => opool::RefGuard<'static, OrderAllocator, Order>, |pool| pool.get(), shared;
     NexusSync => nexus_pool::sync::Pooled<Order>, |pool| match pool.try_acquire() {
         Some(guard) => guard,
         None => fatal(format_args!("nexus-pool sync: exhausted")),
-    };
-    NexusLocal => nexus_pool::local::Pooled<Order>, |pool| pool.acquire();
+    }, remote, "one acquiring thread: sync::Pool is Send but not Sync, so two threads cannot \
+        acquire from one pool";
+    NexusLocal => nexus_pool::local::Pooled<Order>, |pool| pool.acquire(), local,
+        "single-threaded: local::Pool and its guards are neither Send nor Sync";
 }
 
 contenders! {
@@ -141,7 +149,7 @@ contenders! {
             if !me.0.clear(key) {
                 fatal(format_args!("sharded-slab Pool: clear({key}) failed"));
             }
-        };
+        }, shared;
     ShardedSlab => usize,
         |me, order| match me.0.insert(order) {
             Some(key) => key,
@@ -150,13 +158,13 @@ contenders! {
         |key, check| match me.0.take(key) {
             Some(order) => check(&order),
             None => fatal(format_args!("sharded-slab Slab: key {key} not found")),
-        };
+        }, shared;
     Slab => usize,
         |me, order| me.0.borrow_mut().insert(order),
         |key, check| match me.0.borrow_mut().try_remove(key) {
             Some(order) => check(&order),
             None => fatal(format_args!("slab: key {key} not found")),
-        };
+        }, local, "single-threaded: Slab needs &mut to insert and remove (not Sync)";
     NexusBounded => nexus_slab::Slot<Order>,
         |me, order| match me.0.try_alloc(order) {
             Ok(slot) => slot,
@@ -165,13 +173,13 @@ contenders! {
         |slot, check| {
             check(&slot);
             me.0.free(slot);
-        };
+        }, local, "single-threaded: the slab is not Sync and its Slot handles are not Send";
     NexusUnbounded => nexus_slab::Slot<Order>,
         |me, order| me.0.alloc(order),
         |slot, check| {
             check(&slot);
             me.0.free(slot);
-        };
+        }, local, "single-threaded: the slab is not Sync and its Slot handles are not Send";
 }
 
 impl Remote for NexusSync {
@@ -188,19 +196,3 @@ impl Remote for NexusSync {
         drop(guard);
     }
 }
-
-runs!([] ShardedPool, shared);
-runs!([] ShardedSlab, shared);
-runs!([] Linear, shared);
-runs!([] SpinLock, shared);
-runs!([] ObjectPool, shared);
-runs!([] Opool, shared);
-runs!([] NexusSync, remote, "one acquiring thread: sync::Pool is Send but not Sync, so two \
-    threads cannot acquire from one pool");
-runs!([] NexusLocal, local, "single-threaded: local::Pool and its guards are neither Send nor \
-    Sync");
-runs!([] Slab, local, "single-threaded: Slab needs &mut to insert and remove (not Sync)");
-runs!([] NexusBounded, local, "single-threaded: the slab is not Sync and its Slot handles are \
-    not Send");
-runs!([] NexusUnbounded, local, "single-threaded: the slab is not Sync and its Slot handles are \
-    not Send");
