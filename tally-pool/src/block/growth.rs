@@ -20,7 +20,7 @@ use super::chunk::registry;
 use super::chunk::CHUNK_SIZE;
 use super::depot::MAGAZINE_SIZE;
 use super::shared::{now_ms, PoolShared};
-use super::stats::{ADVICE_REFUSED, THP_NEVER};
+use super::stats::{ADVICE_REFUSED, ONE_CHUNK, THP_NEVER};
 use crate::error::{CorruptionKind, PoolError};
 use crate::stats::Urgency;
 use crate::sync::lock;
@@ -231,11 +231,17 @@ impl PoolShared {
     /// 2 MiB-aligned mapping advised for huge pages); locks them in a locking pool. On
     /// failure nothing stays mapped or registered.
     fn map_chunk(&self, growth: &mut ChunkList) -> Result<(), PoolError> {
-        let span = if growth.huge_pages {
-            2 * CHUNK_SIZE
-        } else {
-            CHUNK_SIZE
-        };
+        // A pair only while both chunks stay within the chunks the cap needs: chunk ids
+        // past them would number blocks past what the cap promises (raw handles number
+        // blocks by chunk id). The last chunk of an odd count is mapped alone.
+        let max_chunks = self
+            .max_capacity
+            .div_ceil(self.geometry.blocks_per_chunk.max(1));
+        let pair = growth.huge_pages && growth.chunks.len() + 2 <= max_chunks;
+        if growth.huge_pages && !pair && growth.chunks.is_empty() {
+            self.counters.record_huge_pages(Err(ONE_CHUNK));
+        }
+        let span = if pair { 2 * CHUNK_SIZE } else { CHUNK_SIZE };
         let oom = |errno| PoolError::OutOfMemory {
             pool: self.name.clone(),
             bytes: span,
@@ -251,7 +257,7 @@ impl PoolShared {
                     .fetch_add(1, StdOrdering::Relaxed);
             }
         }
-        if growth.huge_pages {
+        if pair {
             // Advise before the first touch too: the first fault then takes a huge page.
             self.counters.record_huge_pages(advise_huge_pages(&region));
         }
@@ -556,5 +562,43 @@ mod tests {
         assert!(growth.chunks[0].locked && !growth.chunks[0].reclaimed);
         drop(growth);
         assert_eq!(locked(), CHUNK_SIZE);
+    }
+
+    #[test]
+    fn pairs_stay_within_the_chunks_the_cap_needs() {
+        let bpc = pool(false).geometry.blocks_per_chunk;
+        let p = PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+                .capacity(3 * bpc)
+                .max_capacity(3 * bpc)
+                .huge_pages(true),
+        )
+        .unwrap();
+        let growth = lock(&p.growth);
+        assert_eq!(growth.chunks.len(), 3, "a pair, then one alone");
+        assert_eq!(growth.chunks[2].base() % CHUNK_SIZE, 0);
+        assert!(growth.chunks[2].can_give_back());
+        drop(growth);
+        assert!(matches!(
+            p.counters.huge_pages(),
+            super::super::HugePages::Active | super::super::HugePages::Unavailable(_)
+        ));
+        let one = PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+                .capacity(1)
+                .max_capacity(bpc)
+                .huge_pages(true),
+        )
+        .unwrap();
+        assert_eq!(lock(&one.growth).chunks.len(), 1);
+        assert_eq!(
+            one.counters.huge_pages(),
+            super::super::HugePages::Unavailable(ONE_CHUNK)
+        );
+        assert!(one
+            .counters
+            .huge_pages()
+            .report_text()
+            .starts_with("unavailable: the pool's cap"));
     }
 }

@@ -35,6 +35,14 @@ macro_rules! advice_refused {
 pub(crate) const THP_NEVER: &str = thp_never!();
 /// See [`THP_NEVER`].
 pub(crate) const ADVICE_REFUSED: &str = advice_refused!();
+/// The reason of [`ONE_CHUNK`], as a literal for `concat!`.
+macro_rules! one_chunk {
+    () => {
+        "the pool's cap fits in one chunk, and a huge page needs two"
+    };
+}
+/// See [`THP_NEVER`].
+pub(crate) const ONE_CHUNK: &str = one_chunk!();
 
 /// A point-in-time view of a pool's counters.
 ///
@@ -101,6 +109,11 @@ pub struct BlockPoolStats {
 /// - at `never`, or when it refuses the advice (a kernel without transparent huge pages),
 ///   the pool works with normal pages: [`Unavailable`](Self::Unavailable), with the reason.
 ///
+/// Pairs stay within the chunks `max_capacity` needs: when it needs an odd number, the
+/// last chunk is mapped alone, in normal pages, and a pool whose cap fits in one chunk
+/// gets no huge page at all (`Unavailable`). The pages of a pair count as mapped from the
+/// start, both chunks' blocks as fresh.
+///
 /// Reclaim gives a chunk back with `MADV_DONTNEED` of all but its header page, which
 /// splits the huge page that held it into normal pages; only the second chunk of each pair
 /// is given back, since the first cannot be without the second. `MAP_HUGETLB` (reserved
@@ -121,7 +134,7 @@ pub enum HugePages {
     Off,
     /// Asked for; no chunk mapped yet.
     Requested,
-    /// Every chunk mapped so far was advised, and the system allows huge pages.
+    /// The chunk pairs mapped so far were advised, and the system allows huge pages.
     Active,
     /// Asked for, but the pool uses normal pages, for the reason given.
     Unavailable(&'static str),
@@ -155,6 +168,7 @@ impl HugePages {
         match self {
             HugePages::Unavailable(THP_NEVER) => concat!("unavailable: ", thp_never!()),
             HugePages::Unavailable(ADVICE_REFUSED) => concat!("unavailable: ", advice_refused!()),
+            HugePages::Unavailable(ONE_CHUNK) => concat!("unavailable: ", one_chunk!()),
             other => other.name(),
         }
     }
@@ -179,6 +193,7 @@ const HUGE_REQUESTED: u8 = 1;
 const HUGE_ACTIVE: u8 = 2;
 const HUGE_NEVER: u8 = 3;
 const HUGE_REFUSED: u8 = 4;
+const HUGE_ONE_CHUNK: u8 = 5;
 
 impl PoolCounters {
     /// Records that the pool asks for huge pages.
@@ -192,6 +207,7 @@ impl PoolCounters {
         let code = match outcome {
             Ok(()) => HUGE_ACTIVE,
             Err(reason) if reason == THP_NEVER => HUGE_NEVER,
+            Err(reason) if reason == ONE_CHUNK => HUGE_ONE_CHUNK,
             Err(_) => HUGE_REFUSED,
         };
         self.huge_pages.fetch_max(code, StdOrdering::Relaxed);
@@ -203,7 +219,8 @@ impl PoolCounters {
             HUGE_REQUESTED => HugePages::Requested,
             HUGE_ACTIVE => HugePages::Active,
             HUGE_NEVER => HugePages::Unavailable(THP_NEVER),
-            _ => HugePages::Unavailable(ADVICE_REFUSED),
+            HUGE_REFUSED => HugePages::Unavailable(ADVICE_REFUSED),
+            _ => HugePages::Unavailable(ONE_CHUNK),
         }
     }
 }
