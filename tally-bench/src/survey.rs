@@ -3,7 +3,7 @@
 //! `benches/report.py`.
 //!
 //! The interleaved pass's rounds visit every workload and, under each inlining, every peer (in
-//! an order rotated each round), one sample each (see [`sample`]), recording how much CPU
+//! an order rotated each round), one sample each (see `sample`), recording how much CPU
 //! other processes used meanwhile; a workload's table uses only the quiet samples if every
 //! peer has at least [`QUIET_SAMPLES`] of them.
 
