@@ -11,7 +11,7 @@
 //!
 //! ```sh
 //! bash .ci/numa-vm                                  # in the VM
-//! cargo run --release --example numa_vm             # on this machine
+//! cargo run --release -p tally-pool --example numa_vm           # on this machine
 //! ```
 
 use core::ptr::NonNull;
