@@ -8,9 +8,10 @@
 //! refusing. A stress run refuses 1 % of the calls on four threads and checks that
 //! allocations − frees = live at the end, with every block freed once.
 //!
-//! Known gap, kept as an ignored test (`typed_handles_dropped_while_mmap_is_refused_all_come_back`):
-//! a typed handle dropped while the OS refuses the depot a new magazine segment loses its
-//! block (counted as live for good); the test beside it checks what holds meanwhile.
+//! A free (or a handle's drop) while the OS refuses the depot a new magazine segment puts
+//! its block onto the pool's overflow list (`block/overflow.rs`): it comes back, and the
+//! pool hands it out again without growing. Only an unguarded recycling pool, whose free
+//! blocks hold values and so can carry no link, still withdraws such a block.
 //!
 //! The process-wide mapped count (`pressure::mapped_bytes`) is compared before and after,
 //! so the tests of this file take turns (`serial`). The chunk registry maps a leaf the
@@ -26,6 +27,7 @@
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,7 +36,7 @@ use tally_pool::fault::{self, Call, When};
 use tally_pool::numa::{with_node_override, Topology, TopologySource};
 use tally_pool::pressure;
 use tally_pool::stats::{Source, Urgency};
-use tally_pool::{Handle, Pool, PoolConfig, PoolError};
+use tally_pool::{Handle, Pool, PoolConfig, PoolError, Recycle};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -185,21 +187,49 @@ fn allocate_past_the_chunks_is_out_of_memory_while_refused_and_grows_after() {
     assert_eq!(mapped(), base);
 }
 
-#[test]
-fn frees_the_depot_cannot_take_stay_the_callers_and_go_back_later() {
-    let _serial = serial();
+/// Frees 20,000 blocks of a pool of `guard` while the OS refuses every `mmap` (so the depot
+/// gets no new magazine segment), then allocates them again still refused: every free
+/// succeeds, nothing is lost, and the pool hands the same blocks out again without
+/// growing. Then all back, reclaimed, unmapped.
+fn frees_while_the_depot_cannot_map(name: &str, guard: GuardLevel) {
     settle();
     let base = mapped();
-    let pool = BlockPool::new(config("free")).unwrap();
+    let pool = BlockPool::new(config(name).guard(guard)).unwrap();
     // Enough blocks that their magazines need several new depot segments.
     let mut held: Vec<_> = (0..20_000).map(|_| pool.allocate().unwrap()).collect();
-    let refused = {
-        let _rule = fault::refuse(Call::Mmap, When::Always);
-        free_all(&pool, &mut held)
-    };
-    assert!(refused > 0, "no free needed a new depot segment");
-    assert_counts(&pool, held.len());
-    assert_eq!(free_all(&pool, &mut held), 0);
+    let carved: Vec<usize> = held.iter().map(|b| b.as_ptr() as usize).collect();
+    let chunks = pool.stats().chunks;
+    {
+        let rule = fault::refuse(Call::Mmap, When::Always);
+        assert_eq!(
+            free_all(&pool, &mut held),
+            0,
+            "{guard:?}: a free was refused"
+        );
+        assert!(rule.refused() > 0, "no free needed a new depot segment");
+        assert_counts(&pool, 0);
+        let s = pool.stats();
+        assert_eq!(s.frees, 20_000, "{s:?}");
+        // Counted free (the overflow list's blocks with the depot's), none live.
+        let freed = Source::snapshot(&pool);
+        assert_eq!(freed.live_bytes, 0, "{freed:?}");
+        assert!(freed.free_bytes >= 19_000 * 256, "{freed:?}");
+        // Still refused: the blocks come back from the overflow list and the depot, each
+        // once, and nothing new is carved.
+        held = (0..20_000).map(|_| pool.allocate().unwrap()).collect();
+        assert_counts(&pool, held.len());
+        let again: std::collections::HashSet<usize> =
+            held.iter().map(|b| b.as_ptr() as usize).collect();
+        assert_eq!(again.len(), 20_000, "each block once");
+        assert_eq!(pool.stats().chunks, chunks, "no growth was needed");
+        let reused = Source::snapshot(&pool);
+        assert_eq!(reused.fresh_bytes, freed.fresh_bytes, "{reused:?}");
+        let first: std::collections::HashSet<usize> = carved.iter().copied().collect();
+        assert!(again.intersection(&first).count() >= 19_900);
+        assert_eq!(free_all(&pool, &mut held), 0);
+    }
+    let s = pool.stats();
+    assert_eq!(s.corruption_events, 0, "{guard:?}: {s:?}");
     assert_counts(&pool, 0);
     assert!(pool.reclaim() > 0);
     assert_eq!(pool.stats().chunks, 0);
@@ -211,33 +241,43 @@ fn frees_the_depot_cannot_take_stay_the_callers_and_go_back_later() {
 }
 
 #[test]
-fn a_guarded_free_the_depot_cannot_take_withdraws_the_block_as_documented() {
+fn frees_the_depot_cannot_take_all_come_back() {
     let _serial = serial();
-    let pool = BlockPool::new(config("free-canary").guard(GuardLevel::Canary)).unwrap();
+    frees_while_the_depot_cannot_map("free", GuardLevel::Off);
+}
+
+#[test]
+fn guarded_frees_the_depot_cannot_take_all_come_back() {
+    let _serial = serial();
+    frees_while_the_depot_cannot_map("free-canary", GuardLevel::Canary);
+    frees_while_the_depot_cannot_map("free-full", GuardLevel::Full);
+}
+
+#[test]
+fn a_second_free_of_a_block_the_depot_could_not_take_is_refused() {
+    let _serial = serial();
+    let pool = BlockPool::new(config("free-twice").guard(GuardLevel::Canary)).unwrap();
     let mut held: Vec<_> = (0..20_000).map(|_| pool.allocate().unwrap()).collect();
-    let mut withdrawn = Vec::new();
-    {
-        let _rule = fault::refuse(Call::Mmap, When::Always);
-        for b in held.drain(..) {
-            // SAFETY: allocated above, freed once.
-            if let Err(e) = unsafe { pool.free(b) } {
-                assert!(matches!(e, PoolError::OutOfMemory { .. }), "{e:?}");
-                withdrawn.push(b);
-            }
-        }
-    }
-    assert!(!withdrawn.is_empty());
-    // `BlockPool::free`: the block stays counted as live, and its check word says "free",
-    // so a second free is refused rather than putting it into circulation twice.
-    assert_counts(&pool, withdrawn.len());
-    // SAFETY: a block of this guarded pool that nobody holds, while no other thread
-    // allocates from it: refused, per `BlockPool::free`'s contract.
-    let again = unsafe { pool.free(withdrawn[0]) };
+    let rule = fault::refuse(Call::Mmap, When::Always);
+    let last = *held.last().unwrap();
+    assert_eq!(free_all(&pool, &mut held), 0);
+    assert!(rule.refused() > 0);
+    // SAFETY: a block of this guarded pool that nobody holds (on the overflow list or in
+    // the depot), while no other thread allocates from it: refused, per `BlockPool::free`'s
+    // contract.
+    let again = unsafe { pool.free(last) };
     assert!(
         matches!(again, Err(PoolError::Corruption { .. })),
         "{again:?}"
     );
-    assert_counts(&pool, withdrawn.len());
+    drop(rule);
+    assert_counts(&pool, 0);
+    // Every block is handed out once more, and nothing more.
+    let all: Vec<_> = (0..20_000).map(|_| pool.allocate().unwrap()).collect();
+    let distinct: std::collections::HashSet<usize> =
+        all.iter().map(|b| b.as_ptr() as usize).collect();
+    assert_eq!(distinct.len(), 20_000);
+    assert_eq!(pool.stats().corruption_events, 1);
 }
 
 /// A pool of four full chunks whose blocks are all free again.
@@ -467,31 +507,113 @@ fn drop_handles_while_mmap_is_refused(name: &str) -> &'static Pool<Order> {
     pool
 }
 
+/// Values of `Kept` dropped so far.
+static KEPT_DROPS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Default)]
+struct Kept {
+    fills: Vec<u64>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        KEPT_DROPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Recycle for Kept {
+    fn recycle(&mut self) {
+        self.fills.clear();
+    }
+}
+
 #[test]
-fn typed_handles_dropped_while_the_depot_cannot_map_keep_the_counts_consistent() {
+fn recycled_handles_dropped_while_the_depot_cannot_map_keep_the_counts_consistent() {
     let _serial = serial();
-    let pool = drop_handles_while_mmap_is_refused("typed-drop");
-    // No panic, no abort; a block whose release the depot could not take is withdrawn
-    // (`ReturnBlock`): it stays counted as live and is never handed out again.
+    // An unguarded recycling pool keeps values in its free blocks, so they can carry no
+    // overflow link: a block whose release the depot could not take is withdrawn
+    // (`ReturnBlock`), its value dropped; it stays counted as live and is never handed out
+    // again. No panic, no abort, no value leaked, and no value handed out damaged.
+    let pool = Pool::<Kept>::new_recycling(PoolConfig::new("typed-drop-kept").capacity(0)).unwrap();
+    let held: Vec<Handle<Kept>> = (0..20_000)
+        .map(|i| {
+            let mut h = pool.acquire().unwrap();
+            h.fills.push(i);
+            h
+        })
+        .collect();
+    let drops = KEPT_DROPS.load(Ordering::Relaxed);
+    {
+        let _rule = fault::refuse(Call::Mmap, When::Always);
+        drop(held);
+    }
     let s = pool.stats();
     assert_eq!(s.allocations, 20_000, "{s:?}");
     assert_eq!(s.allocations - s.frees, s.live_blocks, "{s:?}");
-    // The pool serves again once the OS says yes, from blocks that were given back.
-    let again: Vec<Handle<Order>> = (0..1000).map(|_| pool.acquire().unwrap()).collect();
+    assert!(s.live_blocks > 0, "no release needed a new depot segment");
+    // The values of the withdrawn blocks were dropped; the others wait, recycled.
+    assert_eq!(
+        (KEPT_DROPS.load(Ordering::Relaxed) - drops) as u64,
+        s.live_blocks,
+        "{s:?}"
+    );
+    // The pool serves again once the OS says yes, from blocks that were given back, each
+    // with its recycled value intact (empty, its capacity kept).
+    let again: Vec<Handle<Kept>> = (0..1000).map(|_| pool.acquire().unwrap()).collect();
+    assert!(again.iter().all(|h| h.fills.is_empty()));
     assert_eq!(pool.stats().live_blocks, s.live_blocks + 1000);
     drop(again);
     assert_eq!(pool.stats().live_blocks, s.live_blocks);
 }
 
 #[test]
-#[ignore = "fails: a handle dropped while the OS refuses the depot a magazine segment loses \
-            its block (block/refill.rs `spill` errs, typed/release.rs `ReturnBlock` withdraws it)"]
 fn typed_handles_dropped_while_mmap_is_refused_all_come_back() {
     let _serial = serial();
     let pool = drop_handles_while_mmap_is_refused("typed-drop-all");
     let s = pool.stats();
+    assert_eq!(s.allocations, 20_000, "{s:?}");
     assert_eq!(s.live_blocks, 0, "{s:?}");
     assert_eq!(s.allocations - s.frees, 0, "{s:?}");
+    // The pool hands them all out again, while the OS still refuses (no growth needed),
+    // each block once.
+    let _rule = fault::refuse(Call::Mmap, When::Always);
+    let again: Vec<Handle<Order>> = (0..20_000).map(|_| pool.acquire().unwrap()).collect();
+    let distinct: std::collections::HashSet<usize> = again
+        .iter()
+        .map(|h| &**h as *const Order as usize)
+        .collect();
+    assert_eq!(distinct.len(), 20_000);
+    assert_eq!(pool.stats().chunks, s.chunks, "no growth was needed");
+    drop(again);
+    let s = pool.stats();
+    assert_eq!((s.live_blocks, s.allocations - s.frees), (0, 0), "{s:?}");
+}
+
+#[test]
+fn guarded_typed_handles_dropped_while_mmap_is_refused_all_come_back() {
+    let _serial = serial();
+    for guard in [GuardLevel::Canary, GuardLevel::Full] {
+        let pool = Pool::<Order>::new(
+            PoolConfig::new("typed-drop-guarded")
+                .capacity(0)
+                .guard(guard),
+        )
+        .unwrap();
+        let held: Vec<Handle<Order>> = (0..20_000).map(|_| pool.acquire().unwrap()).collect();
+        {
+            let _rule = fault::refuse(Call::Mmap, When::Always);
+            drop(held);
+            let again: Vec<Handle<Order>> = (0..20_000).map(|_| pool.acquire().unwrap()).collect();
+            drop(again);
+        }
+        let s = pool.stats();
+        assert_eq!(
+            (s.live_blocks, s.allocations - s.frees),
+            (0, 0),
+            "{guard:?}: {s:?}"
+        );
+        assert_eq!(s.corruption_events, 0, "{guard:?}: {s:?}");
+    }
 }
 
 #[test]

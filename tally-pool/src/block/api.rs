@@ -223,10 +223,13 @@ impl BlockPool {
     /// word overwritten by a write past the block's end. The error is counted; the block
     /// is left as it was, not put back, and the pool stays usable.
     ///
-    /// [`PoolError::OutOfMemory`] if the OS refuses the pages the depot needs to take a
-    /// magazine of blocks back. The block is not put back: it stays counted as live and
-    /// stays yours, and is handed out again only if a later `free` of it succeeds (under
-    /// `Canary` and `Full` none will, as its check word already says "free").
+    /// A `free` never fails for want of memory: when the OS refuses the pages the depot
+    /// needs for a magazine, the blocks it would have held wait on an overflow list linked
+    /// through the free blocks themselves (in the check word under a guard, in the first 8
+    /// bytes of the block without one), which allocations empty before they carve or grow.
+    /// Only a pool that a layer above keeps values in (an unguarded recycling typed pool)
+    /// still reports [`PoolError::OutOfMemory`] there; a `BlockPool` made by `new` never
+    /// does.
     ///
     /// [`CorruptionKind::ForeignPointer`]: crate::CorruptionKind::ForeignPointer
     /// [`CorruptionKind::InteriorPointer`]: crate::CorruptionKind::InteriorPointer

@@ -121,6 +121,15 @@ impl BlockPool {
         self.shared.set_chunk_owner(owner, free_via_header);
     }
 
+    /// Tells the pool that a layer above keeps values in its free blocks (a recycling
+    /// pool), so that it writes nothing into their payload (see `block/overflow.rs`).
+    /// Call it before the first free.
+    pub(crate) fn keep_free_contents(&self) {
+        self.shared
+            .keeps_contents
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Maps chunks until `capacity` blocks fit, pre-faulting them if the pool does.
     ///
     /// # Errors

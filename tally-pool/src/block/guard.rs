@@ -71,12 +71,12 @@ impl PoolShared {
         }
     }
 
-    fn alloc_mark(&self, addr: usize) -> u64 {
+    pub(super) fn alloc_mark(&self, addr: usize) -> u64 {
         self.canary_secret ^ (addr as u64).rotate_left(29)
     }
 
     #[cfg(not(loom))]
-    fn canary(&self, addr: usize) -> Option<&AtomicU64> {
+    pub(super) fn canary(&self, addr: usize) -> Option<&AtomicU64> {
         let offset = self.geometry.canary_offset?;
         // Callers check first that `addr` starts a carved block of a live chunk of this pool.
         // SAFETY: so the canary word lies in the block's stride, 8-byte aligned (Geometry
@@ -86,7 +86,7 @@ impl PoolShared {
     }
 
     #[cfg(loom)]
-    fn canary(&self, addr: usize) -> Option<&AtomicU64> {
+    pub(super) fn canary(&self, addr: usize) -> Option<&AtomicU64> {
         let offset = self.geometry.canary_offset?;
         Some(loom_canaries::word(addr + offset))
     }

@@ -107,7 +107,7 @@
 //! |---|---|
 //! | `live_bytes` | blocks handed out and not freed |
 //! | `cached_bytes` | free blocks in thread caches, including each thread's fresh range (blocks carved for it and not handed out yet) |
-//! | `free_bytes` | free blocks in the depot's magazines |
+//! | `free_bytes` | free blocks in the depot's magazines and on its overflow list (blocks a free could not put into a magazine because the OS refused the memory for one) |
 //! | `fresh_bytes` | blocks of the pool's chunks not carved yet |
 //! | `metadata_bytes` | everything else the pool holds: each chunk's header and tail, the part of every block slot beyond its usable size (alignment padding and, under a guard, the 8-byte check word), the header page a reclaimed chunk keeps, the depot's magazine segments, blocks a guard withdrew as damaged; for a typed pool also its token tables (generation words and chunk bases) |
 //!
@@ -119,7 +119,8 @@
 //!
 //! A carved block is live, cached, free or withdrawn: live is what the counts of the
 //! others leave (`carved − cached − depot − withdrawn`), so a block that no cache or depot
-//! holds (handed out, or lost when the OS refused a magazine at thread exit) is live. A
+//! holds (handed out, or in a pool that keeps values in its free blocks, lost when the OS
+//! refused a magazine) is live. A
 //! reclaimed chunk gives `CHUNK_SIZE − 4096` bytes back to the OS (`released_bytes`, which
 //! only grows) and keeps its header page, counted as metadata until the chunk is reused.
 //! The process-wide chunk registry belongs to no pool and is in no component.
@@ -158,6 +159,7 @@
 //! | `audit` | [`PlacementAudit`]: where the kernel says a sample of a pool's pages are |
 //! | `cache/` | per-thread caches, the fast operations on them, the per-thread tables, a pool's roster of caches |
 //! | `depot` | the lock-free stacks of magazines |
+//! | `overflow` | free blocks a spill could not put into a magazine (the OS refused it memory), on a list through the blocks |
 //! | `chunk/` | chunk geometry, header, registry, and a pool's list of chunks |
 //! | `size_class` | [`SizeClass`]: layouts rounded up to block sizes |
 //!
@@ -180,6 +182,7 @@ mod depot;
 pub(crate) mod facade;
 mod growth;
 mod guard;
+mod overflow;
 mod per_node;
 mod reclaim;
 mod refill;

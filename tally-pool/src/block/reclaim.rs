@@ -2,8 +2,10 @@
 //! reserve, as much as an [`Urgency`] asks.
 //!
 //! A full reclaim first asks every thread to flush its cache (the epoch), then, under the
-//! growth lock, takes every magazine out of the depot: nobody can carve meanwhile, so a
-//! chunk whose carved blocks are all in those magazines has no block anywhere else. Such a
+//! growth lock, takes every magazine out of the depot and every block off the overflow list
+//! (see `overflow`): nobody can carve meanwhile, so a chunk whose carved blocks are all in
+//! those has no block anywhere else. The overflow blocks of chunks that stay go back onto
+//! the list. Such a
 //! chunk keeps its address range, its registration and its header page, and is reused
 //! before a new one is mapped; the rest of its pages go back to the OS (`MADV_DONTNEED`, so
 //! they leave the resident set at once). Under memory pressure, enough chunks to hold the
@@ -118,6 +120,14 @@ impl PoolShared {
                 })
             };
         }
+        // And the overflow list, whose blocks are free too (see `overflow`).
+        let listed = self.overflow_take_all();
+        for &p in &listed {
+            let base = p as usize & !(CHUNK_SIZE - 1);
+            if let Some(n) = index.get(&base).and_then(|&i| free_in.get_mut(i)) {
+                *n += 1;
+            }
+        }
         let mut freed = 0usize;
         let mut gone: Vec<bool> = vec![false; growth.chunks.len()];
         let mut released = 0usize;
@@ -164,6 +174,15 @@ impl PoolShared {
         }
         // The blocks of reclaimed chunks leave the depot; the rest go back in below.
         self.depot.count_out(popped - keep.len());
+        let stay: Vec<*mut u8> = listed
+            .into_iter()
+            .filter(|&p| {
+                let base = p as usize & !(CHUNK_SIZE - 1);
+                index.get(&base).and_then(|&i| gone.get(i)).copied() != Some(true)
+            })
+            .collect();
+        // They were on the list, so they can carry a link: this cannot refuse.
+        let _ = self.overflow_push(&stay);
         let mut rest = keep.as_slice();
         for &m in &mags {
             let n = rest.len().min(MAGAZINE_SIZE);

@@ -157,7 +157,9 @@ impl PoolShared {
         }
     }
 
-    /// Moves up to `n` blocks from the top of the cache into a magazine in the depot.
+    /// Moves up to `n` blocks from the top of the cache into a magazine in the depot, or
+    /// onto the overflow list if the OS refuses the depot the memory for a magazine. Errs
+    /// only for a pool whose free blocks can carry no link (see `overflow`).
     fn spill(
         &self,
         cache: &ThreadCache,
@@ -165,14 +167,22 @@ impl PoolShared {
         n: usize,
     ) -> Result<(), PoolError> {
         let n = n.min(blocks.len).min(MAGAZINE_SIZE);
-        let Some(mag) = self.depot.new_magazine() else {
-            return Err(PoolError::OutOfMemory {
-                pool: self.name.clone(),
-                bytes: 0,
-                errno: libc::ENOMEM,
-            });
-        };
         let from = blocks.len - n;
+        let Some(mag) = self.depot.new_magazine() else {
+            let placed = blocks
+                .ptrs
+                .get(from..from + n)
+                .is_some_and(|spilled| self.overflow_push(spilled));
+            if !placed {
+                return Err(PoolError::OutOfMemory {
+                    pool: self.name.clone(),
+                    bytes: 0,
+                    errno: libc::ENOMEM,
+                });
+            }
+            blocks.len = from;
+            return Ok(());
+        };
         // SAFETY: `new_magazine` hands out a magazine nobody else owns.
         let filled = unsafe {
             self.depot.with_blocks(mag, |m| {
@@ -197,11 +207,15 @@ impl PoolShared {
         Ok(())
     }
 
-    /// Fills an empty cache from the depot, else from the thread's fresh range, carving a
-    /// new range under the growth lock when that is empty too.
+    /// Fills an empty cache from the depot, else from the overflow list, else from the
+    /// thread's fresh range, carving a new range under the growth lock when that is empty
+    /// too.
     fn refill(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
         if self.take_magazine(blocks) {
             cache.counters.depot_exchanges.bump();
+            return Ok(());
+        }
+        if self.take_overflow(blocks) {
             return Ok(());
         }
         if blocks.fresh_left == 0 {
@@ -209,6 +223,9 @@ impl PoolShared {
             // Another thread may have returned blocks while this one waited for the lock.
             if self.take_magazine(blocks) {
                 cache.counters.depot_exchanges.bump();
+                return Ok(());
+            }
+            if self.take_overflow(blocks) {
                 return Ok(());
             }
             let (first, got) = self.carve_range(&mut growth, self.fresh_batch)?;
@@ -242,6 +259,19 @@ impl PoolShared {
         blocks.len += n;
         blocks.fresh_next = addr;
         blocks.fresh_left -= n;
+    }
+
+    /// Moves up to a batch of blocks from the overflow list into the cache. False when
+    /// the list is empty (one load).
+    fn take_overflow(&self, blocks: &mut CachedBlocks) -> bool {
+        let start = blocks.len;
+        let end = (start + self.batch).min(self.cache_limit);
+        let Some(dst) = blocks.ptrs.get_mut(start..end) else {
+            return false;
+        };
+        let n = self.overflow_take(dst);
+        blocks.len += n;
+        n > 0
     }
 
     /// Pops a full magazine into the (empty) cache. False when the depot has none.
@@ -279,9 +309,10 @@ impl PoolShared {
     /// its counters.
     pub(super) fn retire_cache(&self, cache: &Arc<ThreadCache>) {
         // Called from the owning thread's table destructor: the cache is this thread's.
-        // Blocks that cannot be spilled (magazine indices or memory for them ran out) are
-        // lost to the pool, not handed out twice: cached blocks, and the fresh range if
-        // other blocks were carved after it in its chunk.
+        // Blocks the depot cannot take for want of a magazine go onto the overflow list.
+        // Only in a pool whose free blocks can carry no link (see `overflow`) are blocks
+        // that cannot be spilled lost to the pool, not handed out twice: cached blocks, and
+        // the fresh range if other blocks were carved after it in its chunk.
         // SAFETY: the caller is the cache's owner (see above), whose table no longer lends
         // the cache to any fast path; `flush` reaches nothing of the table.
         let _ = unsafe { cache.in_section(|cache, blocks| self.flush(cache, blocks)) };
@@ -295,7 +326,7 @@ impl PoolShared {
     pub(super) fn allocate_uncached(&self) -> Result<NonNull<u8>, PoolError> {
         self.touch(clock());
         let mut one = CachedBlocks::new(0);
-        if !self.take_magazine(&mut one) {
+        if !self.take_magazine(&mut one) && !self.take_overflow(&mut one) {
             let mut growth = lock(&self.growth);
             if !self.take_magazine(&mut one) {
                 let got = self.carve(&mut growth, 1, |_, p| {

@@ -13,7 +13,9 @@
 
 use core::alloc::Layout;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize, Ordering as StdOrdering};
+use std::sync::atomic::{
+    AtomicBool as StdAtomicBool, AtomicU64 as StdAtomicU64, AtomicUsize, Ordering as StdOrdering,
+};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use super::chunk::list::ChunkList;
 use super::chunk::registry::{self, MAX_POOLS};
 use super::config::{BlockPoolConfig, GuardLevel, OnCritical};
 use super::depot::Depot;
+use super::overflow::Overflow;
 use super::stats::PoolCounters;
 use crate::error::PoolError;
 use crate::numa::Topology;
@@ -94,6 +97,11 @@ pub(super) struct PoolShared {
     /// idle time is idle. Never written by the fast paths, nor by growth ahead of demand.
     pub(super) last_slow: StdAtomicU64,
     pub(super) depot: Depot,
+    /// Free blocks a spill could not put into a magazine (see `overflow`).
+    pub(super) overflow: Overflow,
+    /// Whether a layer above keeps values in this pool's free blocks (a recycling typed
+    /// pool): then no link may be written into their payload (see `overflow`).
+    pub(super) keeps_contents: StdAtomicBool,
     /// The growth lock.
     pub(super) growth: Mutex<ChunkList>,
     pub(super) caches: CacheRoster,
@@ -183,6 +191,8 @@ impl PoolShared {
             on_critical,
             last_slow: StdAtomicU64::new(now_ms()),
             depot: Depot::new(),
+            overflow: Overflow::new(),
+            keeps_contents: StdAtomicBool::new(false),
             growth: Mutex::new(ChunkList::new().with_pages(huge_pages, lock_pages)),
             caches: CacheRoster::new(),
             counters: PoolCounters::default(),

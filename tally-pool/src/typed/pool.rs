@@ -233,6 +233,9 @@ impl<T: 'static> Pool<T> {
                 // Chunks mapped from here on name this pool in their header, which is how
                 // a handle finds its pool; a direct pool's handles free through it.
                 node.set_chunk_owner(pool as *const Self as usize, pool.direct.is_some());
+                if inner.recycle.is_some() {
+                    node.keep_free_contents();
+                }
                 if let Err(e) = node.reserve(capacity) {
                     refused = Some(e);
                     break;

@@ -7,6 +7,7 @@ use core::ptr::NonNull;
 use super::pool::Pool;
 use super::recycle::RecycleSlot;
 use crate::block::facade::{self, BlockPool};
+use crate::error::PoolError;
 
 impl<T: 'static> Pool<T> {
     /// The pool that owns the block `ptr` points into.
@@ -133,8 +134,22 @@ impl<T> Drop for ReturnBlock<'_, T> {
             unsafe { (*slot).full = self.full };
         }
         // SAFETY: the block was allocated from this block pool and is released exactly
-        // once, here. An error (a guard's finding) is counted in the pool's stats; the
-        // block is then withdrawn, which is all a destructor can do.
-        let _ = unsafe { self.block_pool.free_unchecked(self.block.cast()) };
+        // once, here. A guard's finding is counted in the pool's stats; the block is then
+        // withdrawn, which is all a destructor can do.
+        let freed = unsafe { self.block_pool.free_unchecked(self.block.cast()) };
+        // A refusal of the depot's memory reaches only a pool whose free blocks can carry
+        // no overflow link (`block/overflow.rs`): an unguarded recycling pool. The block
+        // stays out of circulation, and ours (`free_unchecked`); its recycled value is
+        // dropped so that what it owns is not leaked with it.
+        if let Err(PoolError::OutOfMemory { .. }) = freed {
+            if self.recycling && self.full {
+                let slot = self.block.cast::<RecycleSlot<T>>().as_ptr();
+                // SAFETY: in a recycling pool every block is a `RecycleSlot<T>`; `full` says
+                // it holds a valid value (`recycle` returned), which nothing else owns: the
+                // free failed, so the block is still this guard's alone, and nothing will
+                // read it again.
+                unsafe { (*slot).value.assume_init_drop() };
+            }
+        }
     }
 }
