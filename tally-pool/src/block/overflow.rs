@@ -307,11 +307,8 @@ mod tests {
         assert!(g.overflow_push(&blocks));
         assert_eq!(g.overflow_take_all().len(), 2);
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { blocks[0].cast::<u64>().read() },
-            0x5EED,
-            "payload kept"
-        );
+        let kept = unsafe { blocks[0].cast::<u64>().read() };
+        assert_eq!(kept, 0x5EED, "payload kept");
     }
 
     #[test]

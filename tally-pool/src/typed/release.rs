@@ -143,12 +143,11 @@ impl<T> Drop for ReturnBlock<'_, T> {
         // dropped so that what it owns is not leaked with it.
         if let Err(PoolError::OutOfMemory { .. }) = freed {
             if self.recycling && self.full {
-                let slot = self.block.cast::<RecycleSlot<T>>().as_ptr();
-                // SAFETY: in a recycling pool every block is a `RecycleSlot<T>`; `full` says
-                // it holds a valid value (`recycle` returned), which nothing else owns: the
-                // free failed, so the block is still this guard's alone, and nothing will
-                // read it again.
-                unsafe { (*slot).value.assume_init_drop() };
+                // SAFETY: `full` says the block holds a valid value (`recycle` returned), at
+                // its start (a `RecycleSlot<T>` is `repr(C)` with the value first), which
+                // nothing else owns: the free failed, so the block is still this guard's
+                // alone, and nothing reads it again.
+                unsafe { core::ptr::drop_in_place(self.block.as_ptr()) };
             }
         }
     }
