@@ -20,8 +20,10 @@ impl<T: 'static> Pool<T> {
     ///
     /// # Errors
     ///
-    /// [`PoolError::Exhausted`] at `max_capacity`, [`PoolError::OutOfMemory`], or the error
-    /// that prevented the pool's creation.
+    /// [`PoolError::Exhausted`] at `max_capacity`, [`PoolError::OutOfMemory`],
+    /// [`PoolError::Pressure`] when a pool configured to refuse growth under critical
+    /// pressure needs a chunk, [`PoolError::LockRefused`] when a `lock` pool's new or reused
+    /// chunk cannot be locked, or the error that prevented the pool's creation.
     #[inline(always)]
     #[track_caller]
     pub fn acquire(&'static self) -> Result<Handle<T>, PoolError>
