@@ -498,6 +498,45 @@ mod tests {
     }
 
     #[test]
+    fn tags_and_checksums_spread_over_all_their_values() {
+        // 4096 inputs over 64 values: 64 each on average. A tag or checksum that ignores
+        // part of its input, or a mixer that loses bits, crowds some values out.
+        let spread = |values: &mut dyn Iterator<Item = u64>| {
+            let mut counts = [0u32; 64];
+            for v in values {
+                counts[v as usize] += 1;
+            }
+            let (min, max) = (counts.iter().min(), counts.iter().max());
+            assert!(min >= Some(&32) && max <= Some(&96), "{counts:?}");
+        };
+        spread(&mut (1..=4096u64).map(pool_tag));
+        spread(&mut (0..4096u64).map(|low| checksum(7, low << 8, 0)));
+        spread(&mut (1..=4096u64).map(|uid| checksum(uid, 12345, 0)));
+    }
+
+    #[test]
+    fn a_raw_handle_is_its_bits() {
+        use std::collections::hash_map::DefaultHasher;
+
+        let bits = 0x0123_4567_89ab_cdef_u64;
+        let raw = RawHandle::<u8>::from(bits);
+        let copy = raw;
+        assert_eq!(raw.to_bits(), bits);
+        assert_eq!(u64::from(raw), bits);
+        assert!(raw == copy);
+        assert!(raw != RawHandle::from(bits ^ 1));
+        let hash = |r: RawHandle<u8>| {
+            let mut h = DefaultHasher::new();
+            r.hash(&mut h);
+            h.finish()
+        };
+        let mut plain = DefaultHasher::new();
+        bits.hash(&mut plain);
+        assert_eq!(hash(raw), plain.finish());
+        assert_eq!(format!("{raw:?}"), "RawHandle<u8>(0x0123456789abcdef)");
+    }
+
+    #[test]
     fn another_pools_token_is_told_apart() {
         let f = Fields {
             block: 3,
@@ -597,6 +636,27 @@ mod generation_tests {
         assert_ne!(first, now);
         assert!(stale(l.redeem(first)) && stale(l.redeem(last)));
         assert_eq!(l.redeem(now), Ok(l.addr()));
+    }
+
+    #[test]
+    fn the_top_generation_of_the_first_epoch_belongs_to_it() {
+        // Generations use all 24 bits below the epoch: the last one of epoch 0 is still
+        // epoch 0, and its redeem starts epoch 1 at generation 0.
+        let l = Lender::new("gen-top");
+        let first = l.lend();
+        let word = l.word_of(first);
+        assert_eq!(l.redeem(first), Ok(l.addr()));
+        word.store(GEN_MASK << 1, Ordering::Relaxed);
+        assert_eq!(epoch_of(word.load(Ordering::Relaxed)), 0);
+        let top = l.lend();
+        assert_eq!(unpack(l.uid(), top).unwrap().epoch(l.uid()), 0);
+        assert_eq!(l.redeem(top), Ok(l.addr()));
+        assert_eq!(word.load(Ordering::Relaxed), 1 << EPOCH_SHIFT);
+        assert_eq!(epoch_of(word.load(Ordering::Relaxed)), 1);
+        let next = l.lend();
+        let fields = unpack(l.uid(), next).unwrap().fields;
+        assert_eq!((fields.generation, fields.block), (0, 0));
+        assert_eq!(l.redeem(next), Ok(l.addr()));
     }
 
     #[test]
