@@ -215,6 +215,7 @@ impl PoolShared {
 mod tests {
     use core::alloc::Layout;
     use core::ptr::NonNull;
+    use std::collections::HashSet;
 
     use crate::block::{BlockPool, BlockPoolConfig, GuardLevel};
 
@@ -270,6 +271,69 @@ mod tests {
         free(&pool, live);
         assert!(pool.reclaim() > 0, "the chunk is free now");
         assert_eq!(pool.stats().chunks, 0);
+    }
+
+    type Page = [u64; 512];
+
+    fn page_pool(chunks: usize) -> (BlockPool, usize) {
+        let probe = BlockPool::new(BlockPoolConfig::new(Layout::new::<Page>())).unwrap();
+        let per_chunk = probe.blocks_per_chunk();
+        let pool = BlockPool::new(
+            BlockPoolConfig::new(Layout::new::<Page>())
+                .name("reclaim-pages")
+                .max_capacity(chunks * per_chunk)
+                .prefault(false),
+        )
+        .unwrap();
+        (pool, per_chunk)
+    }
+
+    fn allocate_distinct(pool: &BlockPool, n: usize) -> Vec<NonNull<u8>> {
+        let blocks: Vec<_> = (0..n).map(|_| pool.allocate().unwrap()).collect();
+        let distinct: HashSet<_> = blocks.iter().collect();
+        assert_eq!(distinct.len(), n, "a block was handed out twice");
+        blocks
+    }
+
+    #[test]
+    fn the_caps_worth_allocates_again_after_a_reclaim() {
+        let (pool, cap) = page_pool(1);
+        for round in 0..2 {
+            let blocks = allocate_distinct(&pool, cap);
+            assert!(pool.allocate().is_err(), "round {round}: at the cap");
+            for b in blocks {
+                free(&pool, b);
+            }
+            assert!(pool.reclaim() > 0, "round {round}");
+            assert_eq!(pool.stats().chunks, 0, "round {round}");
+        }
+    }
+
+    #[test]
+    fn blocks_of_a_reclaimed_chunk_leave_circulation() {
+        // Two chunks; one block of the first stays live, so only the second goes back. Its
+        // blocks must leave the depot: they come back only when it is carved again, once.
+        let (pool, per_chunk) = page_pool(2);
+        let mut blocks = allocate_distinct(&pool, 2 * per_chunk);
+        let live = blocks.remove(0);
+        for b in blocks {
+            free(&pool, b);
+        }
+        assert!(pool.reclaim() > 0);
+        assert_eq!(pool.stats().chunks, 1);
+        // What stays free is the first chunk's other blocks, counted once.
+        let s = pool.component_snapshot();
+        let size = s.object_size.unwrap();
+        assert_eq!(s.live_objects, 1, "{s:?}");
+        let idle = s.free_bytes + s.cached_bytes + s.fresh_bytes;
+        assert_eq!(idle, (per_chunk as u64 - 1) * size, "{s:?}");
+        let again = allocate_distinct(&pool, 2 * per_chunk - 1);
+        assert!(!again.contains(&live));
+        assert!(pool.allocate().is_err(), "the cap is reached");
+        for b in again {
+            free(&pool, b);
+        }
+        free(&pool, live);
     }
 
     #[test]
