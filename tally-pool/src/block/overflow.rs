@@ -11,7 +11,7 @@
 //! Why a list through the blocks rather than magazine memory reserved at growth: the
 //! depot may need up to one magazine per free block (a thread exiting, or freeing without
 //! a cache, spills one block per magazine), so a reservation that never fails costs a
-//! magazine slot (264 bytes) per block; the list costs nothing until the OS refuses.
+//! magazine (272 bytes) per block; the list costs nothing until the OS refuses.
 //!
 //! Where a block's link lives:
 //!
