@@ -218,3 +218,154 @@ impl PoolShared {
         Ok(())
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use core::alloc::Layout;
+    use core::ptr::NonNull;
+
+    use super::super::api::BlockPool;
+    use super::super::chunk::geometry::POISON;
+    use super::super::config::{BlockPoolConfig, GuardLevel};
+    use crate::error::{CorruptionKind, PoolError};
+    use crate::sync::Ordering;
+
+    type Payload = [u64; 4];
+
+    fn pool(guard: GuardLevel) -> BlockPool {
+        BlockPool::new(
+            BlockPoolConfig::new(Layout::new::<Payload>())
+                .name("guard-unit")
+                .guard(guard)
+                .prefault(false),
+        )
+        .unwrap()
+    }
+
+    fn kind<T>(result: Result<T, PoolError>) -> Option<CorruptionKind> {
+        match result {
+            Err(PoolError::Corruption { kind, .. }) => Some(kind),
+            _ => None,
+        }
+    }
+
+    /// Frees `block` and says how the pool took it.
+    fn free(pool: &BlockPool, block: NonNull<u8>) -> Result<(), PoolError> {
+        // SAFETY: the tests free blocks they own, blocks nobody holds while no other thread
+        // allocates (under a guard only), and pointers that start no block of the pool.
+        unsafe { pool.free(block) }
+    }
+
+    /// Sets the check word of `block` as a stray write would.
+    fn scribble(pool: &BlockPool, block: NonNull<u8>, value: u64) {
+        let canary = pool.shared.canary(block.as_ptr() as usize).unwrap();
+        canary.store(value, Ordering::Relaxed);
+    }
+
+    fn canary(pool: &BlockPool, block: NonNull<u8>) -> u64 {
+        let canary = pool.shared.canary(block.as_ptr() as usize).unwrap();
+        canary.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_second_free_is_a_double_free_and_a_damaged_canary_an_overwrite() {
+        for guard in [GuardLevel::Canary, GuardLevel::Full] {
+            let pool = pool(guard);
+            let (a, b) = (pool.allocate().unwrap(), pool.allocate().unwrap());
+            free(&pool, a).unwrap();
+            assert_eq!(kind(free(&pool, a)), Some(CorruptionKind::DoubleFree));
+            scribble(&pool, b, 0x4141_4141_4141_4141);
+            let refused = kind(free(&pool, b));
+            assert_eq!(
+                refused,
+                Some(CorruptionKind::CanaryOverwritten),
+                "{guard:?}"
+            );
+            assert_eq!(pool.stats().corruption_events, 2, "{guard:?}");
+        }
+    }
+
+    #[test]
+    fn a_canary_copied_from_another_block_is_refused() {
+        // The mark depends on the block's address: a stray copy of a neighbour, canary and
+        // all, does not pass for the block's own.
+        let pool = pool(GuardLevel::Canary);
+        let blocks: Vec<_> = (0..1025).map(|_| pool.allocate().unwrap()).collect();
+        let first = blocks[0];
+        for i in (0..11).map(|k| 1usize << k) {
+            let other = blocks[i];
+            let own = canary(&pool, other);
+            scribble(&pool, other, canary(&pool, first));
+            let refused = kind(free(&pool, other));
+            assert_eq!(
+                refused,
+                Some(CorruptionKind::CanaryOverwritten),
+                "block {i}"
+            );
+            scribble(&pool, other, own);
+        }
+        for b in blocks {
+            free(&pool, b).unwrap();
+        }
+    }
+
+    #[test]
+    fn only_full_poisons_a_freed_block_and_hands_it_out_again() {
+        for guard in [GuardLevel::Canary, GuardLevel::Full] {
+            let pool = pool(guard);
+            let a = pool.allocate().unwrap();
+            // SAFETY: `a` is a live block of a pool of `Payload`s that this test holds.
+            unsafe { a.cast::<Payload>().as_ptr().write([7; 4]) };
+            free(&pool, a).unwrap();
+            // SAFETY: the freed block stays mapped while the pool lives, and this thread,
+            // the pool's only user, only reads it.
+            let after = unsafe { a.cast::<Payload>().as_ptr().read() };
+            let poisoned = u64::from_ne_bytes([POISON; 8]);
+            let expected = if guard == GuardLevel::Full {
+                [poisoned; 4]
+            } else {
+                [7; 4]
+            };
+            assert_eq!(after, expected, "{guard:?}");
+            let again = pool.allocate().unwrap();
+            assert_eq!(again, a, "{guard:?}: the freed block comes back first");
+            free(&pool, again).unwrap();
+        }
+    }
+
+    #[test]
+    fn damage_to_a_free_block_is_told_apart_when_it_would_be_handed_out() {
+        let pool = pool(GuardLevel::Full);
+        let a = pool.allocate().unwrap();
+        free(&pool, a).unwrap();
+        // SAFETY: a use after free on purpose: the block stays mapped while the pool lives.
+        unsafe { a.as_ptr().write(0) };
+        assert_eq!(kind(pool.allocate()), Some(CorruptionKind::UseAfterFree));
+        let b = pool.allocate().unwrap();
+        free(&pool, b).unwrap();
+        scribble(&pool, b, 1);
+        assert_eq!(
+            kind(pool.allocate()),
+            Some(CorruptionKind::CanaryOverwritten)
+        );
+        let s = pool.stats();
+        assert_eq!((s.corruption_events, s.live_blocks), (2, 0), "{s:?}");
+    }
+
+    #[test]
+    fn foreign_and_interior_pointers_are_refused() {
+        for guard in [GuardLevel::Off, GuardLevel::Canary, GuardLevel::Full] {
+            let pool = pool(guard);
+            let a = pool.allocate().unwrap();
+            let mut local = 0u64;
+            let foreign = NonNull::from(&mut local).cast::<u8>();
+            let refused = kind(free(&pool, foreign));
+            assert_eq!(refused, Some(CorruptionKind::ForeignPointer), "{guard:?}");
+            let inside = NonNull::new(a.as_ptr().wrapping_add(8)).unwrap();
+            let refused = kind(free(&pool, inside));
+            assert_eq!(refused, Some(CorruptionKind::InteriorPointer), "{guard:?}");
+            free(&pool, a).unwrap();
+            assert_eq!(pool.stats().live_blocks, 0, "{guard:?}");
+        }
+    }
+}
