@@ -17,12 +17,13 @@ impl<T: 'static> Pool<T> {
     /// `ptr` must be a live value handed out by a `Pool<T>` (a handle's pointer).
     #[inline(always)]
     pub(super) unsafe fn owning(ptr: NonNull<T>) -> &'static Self {
-        // SAFETY: a live value sits in a block its pool handed out; the pool's node pools
-        // are never dropped (pools are leaked).
+        // SAFETY: a live value sits in a block its pool handed out; a pool that has handed
+        // out a value is never dropped (only a pool whose creation failed is freed, before
+        // it handed out anything), so neither are its node pools.
         let owner = unsafe { facade::chunk_owner(ptr.cast()) };
         // SAFETY: every chunk of a typed pool's node pools was mapped after `create` set
         // their owner word to the address of the `Pool<T>` it had leaked, which lives
-        // forever.
+        // forever once its creation succeeded (and a value exists only then).
         unsafe { &*(owner as *const Self) }
     }
 
