@@ -1,12 +1,14 @@
 //! Huge pages and locked memory (`PoolConfig::huge_pages`, `PoolConfig::lock`): what the
-//! OS was asked for, read back from `/proc/self/smaps` (the `hg` and `lo` flags of the
-//! mapping that holds a value), what the pool's statistics say, and a refused lock.
+//! OS was asked for and what it did, read back from `/proc/self/smaps` (the `hg` and `lo`
+//! flags of the mapping that holds a value, its `AnonHugePages`), what the pool's
+//! statistics say, and a refused lock.
 //!
-//! The refusal runs in a child: the test binary re-executes itself (selected by an
-//! environment variable) with the locked-memory limit lowered to zero, and without
+//! The refusals run in children: the test binary re-executes itself (selected by an
+//! environment variable) with the locked-memory limit lowered, and without
 //! `CAP_IPC_LOCK`, which would let it lock past the limit. There, creating a locking pool
 //! and growing one must fail with `PoolError::LockRefused` naming `ulimit -l`, never
-//! panic, and leave nothing mapped. Run with `--nocapture` to see the child's transcript.
+//! panic, and leave nothing mapped; so must the reuse of a reclaimed chunk, which stays
+//! reclaimed. Run with `--nocapture` to see the children's transcripts.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,6 +20,9 @@ use std::process::Command;
 
 use core::alloc::Layout;
 
+mod common;
+use common::skip::skip;
+
 use tally_pool::block::{BlockPool, BlockPoolConfig, HugePages, CHUNK_SIZE};
 use tally_pool::{Pool, PoolConfig, PoolError};
 
@@ -26,6 +31,43 @@ const CHILD: &str = "TALLY_LOCK_REFUSED_CHILD";
 
 /// The refusal test's name, for the child's filter.
 const NAME: &str = "a_refused_lock_is_an_error_naming_the_limit_and_leaves_nothing_mapped";
+
+/// Set in the environment of the child that reuses a reclaimed chunk.
+const REUSE_CHILD: &str = "TALLY_LOCK_REFUSED_ON_REUSE_CHILD";
+
+/// That test's name, for the child's filter.
+const REUSE_NAME: &str = "a_reclaimed_chunk_whose_lock_is_refused_on_reuse_stays_reclaimed";
+
+/// The huge pages (`AnonHugePages`, in KiB) of the mappings of this process that overlap
+/// the 2 MiB range aligned to 2 MiB that holds `addr`.
+fn huge_kib_around(addr: usize) -> u64 {
+    const HUGE: usize = 2 << 20;
+    let (from, to) = (addr & !(HUGE - 1), (addr & !(HUGE - 1)) + HUGE);
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = lo < to && from < hi;
+                continue;
+            }
+        }
+        if inside {
+            if let Some(rest) = line.strip_prefix("AnonHugePages:") {
+                kib += rest
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+    }
+    kib
+}
 
 /// `VmFlags` of the mapping of this process that holds `addr`.
 fn vm_flags(addr: usize) -> Vec<String> {
@@ -74,6 +116,8 @@ fn a_huge_page_pool_advises_its_chunks_or_says_why_not() {
         Some(_) => {
             assert_eq!(stats.huge_pages, HugePages::Active);
             assert!(vm_flags(addr).iter().any(|f| f == "hg"), "advised");
+            // And taken: the pair's pages were faulted in after the advice.
+            assert!(huge_kib_around(addr) > 0, "no huge page holds {addr:#x}");
         }
         None => assert!(stats.huge_pages.requested()),
     }
@@ -120,6 +164,7 @@ fn a_locked_pool_locks_every_chunk_it_maps() {
             // A limit below one chunk (some containers): the refusal names it.
             assert!(matches!(e, PoolError::LockRefused { .. }), "{e}");
             assert!(e.to_string().contains("ulimit -l"), "{e}");
+            skip(format_args!("the OS refuses to lock one chunk: {e}"));
             return;
         }
     };
@@ -146,17 +191,58 @@ fn a_locked_pool_locks_every_chunk_it_maps() {
     }
 }
 
+#[test]
+fn a_locked_huge_page_pool_gets_huge_pages() {
+    let made = Pool::<[u64; 8]>::new(
+        PoolConfig::new("huge-pages-locked")
+            .per_node(false)
+            .capacity(20_000)
+            .huge_pages(true)
+            .lock(true),
+    );
+    let pool = match made {
+        Ok(pool) => pool,
+        Err(e) => {
+            assert!(matches!(e, PoolError::LockRefused { .. }), "{e}");
+            skip(format_args!("the OS refuses to lock one pair: {e}"));
+            return;
+        }
+    };
+    let value = pool.acquire().unwrap();
+    let addr = &*value as *const [u64; 8] as usize;
+    let stats = pool.stats();
+    let huge = huge_kib_around(addr);
+    println!(
+        "mode {:?}, stats {:?}, AnonHugePages {huge} kB",
+        thp_mode(),
+        stats.huge_pages
+    );
+    // Both chunks of the pair locked, counted whole.
+    assert_eq!(stats.chunks, 2);
+    assert_eq!(stats.locked_bytes, 2 * CHUNK_SIZE);
+    let flags = vm_flags(addr);
+    assert!(flags.iter().any(|f| f == "lo"), "{flags:?}");
+    match thp_mode().as_deref() {
+        Some("always" | "madvise") => {
+            assert_eq!(stats.huge_pages, HugePages::Active);
+            // Locking faults the pair in: in a huge page, as the stats say.
+            assert!(huge > 0, "a locked pair got no huge page");
+        }
+        mode => println!("skipped: transparent huge pages are {mode:?}, not on"),
+    }
+}
+
 /// Lowers the locked-memory limit to zero and gives up `CAP_IPC_LOCK`, so that every
 /// `mlock` of this process fails.
-#[allow(clippy::disallowed_methods)] // `syscall` for capget and capset, not for memory
 fn forbid_locking() {
-    let limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `setrlimit` reads one `rlimit` through a pointer to a live local; lowering
-    // both limits needs no privilege.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) }, 0);
+    forbid_locking_beyond(0, 0);
+}
+
+/// Lowers the locked-memory limit to `soft` bytes (hard limit `hard`) and gives up
+/// `CAP_IPC_LOCK`, so that every `mlock` beyond it fails.
+#[allow(clippy::disallowed_methods)] // `syscall` for capget and capset, not for memory
+fn forbid_locking_beyond(soft: u64, hard: u64) {
+    set_memlock_limit(soft, hard);
     #[repr(C)]
     struct Header {
         version: u32,
@@ -186,6 +272,46 @@ fn forbid_locking() {
     // process needs no privilege.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
     assert_eq!(rc, 0);
+}
+
+/// Sets the locked-memory limit: `soft` bytes, `hard` at most.
+fn set_memlock_limit(soft: u64, hard: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `setrlimit` reads one `rlimit` through a pointer to a live local; lowering
+    // the hard limit, or moving the soft one below it, needs no privilege.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) }, 0);
+}
+
+/// The current locked-memory limit: soft and hard.
+fn memlock_limit() -> (u64, u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` through a pointer to a live local.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) },
+        0
+    );
+    (limit.rlim_cur, limit.rlim_max)
+}
+
+/// Runs the test `name` alone in a child of this binary with `env` set; it must pass and
+/// print `child: ok`.
+fn run_child(name: &str, env: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(out.status.success(), "the child failed: {:?}", out.status);
+    assert!(stdout.contains("child: ok"), "the child did not finish");
 }
 
 /// The child: locking is refused at creation and at growth.
@@ -248,14 +374,96 @@ fn a_refused_lock_is_an_error_naming_the_limit_and_leaves_nothing_mapped() {
         child();
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}\n{stderr}");
-    assert!(out.status.success(), "the child failed: {:?}", out.status);
-    assert!(stdout.contains("child: ok"), "the child did not finish");
+    run_child(NAME, CHILD);
+}
+
+/// The reuse child: one chunk locked and one reclaimed, with a limit that holds only the
+/// first. Reusing the second is refused, and it stays reclaimed, unlocked and unmapped
+/// but for its header page; once the limit allows it, reuse locks it.
+fn reuse_child() {
+    let (soft, hard) = memlock_limit();
+    if soft != libc::RLIM_INFINITY && soft < 2 * CHUNK_SIZE as u64 {
+        println!("child: skipped: a locked-memory limit of {soft} bytes holds no two chunks");
+        println!("child: ok");
+        return;
+    }
+    let pool = BlockPool::new(
+        BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+            .capacity(0)
+            .prefault(false)
+            .lock(true),
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    while pool.stats().chunks < 2 {
+        held.push(pool.allocate().unwrap());
+    }
+    let bound = held.len();
+    // The first block stays live, and with it the first chunk; the second goes back.
+    let (live, rest) = held.split_first().unwrap();
+    for &b in rest {
+        // SAFETY: allocated above, freed once.
+        unsafe { pool.free(b) }.unwrap();
+    }
+    assert!(pool.reclaim() > 0);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.chunks, stats.locked_bytes),
+        (1, CHUNK_SIZE),
+        "{stats:?}"
+    );
+    // One chunk is locked: the limit holds it and no more.
+    forbid_locking_beyond(CHUNK_SIZE as u64, hard);
+    println!("child: locking limited to one chunk");
+    let mapped = tally_pool::pressure::mapped_bytes();
+    let mut more = Vec::new();
+    let err = loop {
+        match pool.allocate() {
+            Ok(b) => more.push(b),
+            Err(e) => break e,
+        }
+        assert!(
+            more.len() <= bound,
+            "the reclaimed chunk was reused unlocked"
+        );
+    };
+    println!("child: reuse: {err}");
+    assert!(
+        matches!(&err, PoolError::LockRefused { bytes, .. } if *bytes == CHUNK_SIZE),
+        "{err:?}"
+    );
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.chunks, stats.locked_bytes),
+        (1, CHUNK_SIZE),
+        "{stats:?}"
+    );
+    assert_eq!(
+        tally_pool::pressure::mapped_bytes(),
+        mapped,
+        "the refused chunk counts as given back"
+    );
+    // The limit raised again: reuse locks it.
+    set_memlock_limit(hard, hard);
+    more.push(pool.allocate().unwrap());
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.chunks, stats.locked_bytes),
+        (2, 2 * CHUNK_SIZE),
+        "{stats:?}"
+    );
+    for b in more.into_iter().chain([*live]) {
+        // SAFETY: allocated above, freed once.
+        unsafe { pool.free(b) }.unwrap();
+    }
+    println!("child: ok");
+}
+
+#[test]
+fn a_reclaimed_chunk_whose_lock_is_refused_on_reuse_stays_reclaimed() {
+    if std::env::var_os(REUSE_CHILD).is_some() {
+        reuse_child();
+        return;
+    }
+    run_child(REUSE_NAME, REUSE_CHILD);
 }

@@ -268,13 +268,10 @@ impl PoolShared {
             .collect();
         drop(region);
         if growth.lock {
-            for chunk in &mut chunks {
-                // A refusal drops `chunks` and with them the mapping: nothing is leaked,
-                // and the chunks locked before it are unlocked as they are unmapped.
-                chunk
-                    .lock()
-                    .map_err(|errno| self.lock_refused(errno, span))?;
-            }
+            // The whole span in one call: locking a pair chunk by chunk splits its 2 MiB
+            // range, and it gets no huge page. A refusal drops `chunks` and with them the
+            // mapping: nothing is leaked or left locked.
+            Chunk::lock_all(&mut chunks).map_err(|errno| self.lock_refused(errno, span))?;
         }
         let owner = self.owner.load(StdOrdering::Relaxed);
         let cache_index =

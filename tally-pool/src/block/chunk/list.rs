@@ -90,6 +90,45 @@ impl Chunk {
         Ok(())
     }
 
+    /// Locks the chunks of one mapping, consecutive in it, in one call (see
+    /// [`Self::lock`]): a huge-page pair locked chunk by chunk would have its 2 MiB range
+    /// split in two, and the first lock would fault its pages in at 4 KiB. The `errno` of
+    /// a refusal, with nothing locked. Chunks of different mappings are locked one by one.
+    pub(crate) fn lock_all(chunks: &mut [Chunk]) -> Result<(), i32> {
+        let (Some(first), Some(last)) = (chunks.first(), chunks.last()) else {
+            return Ok(());
+        };
+        let one_region = chunks.iter().all(|c| Arc::ptr_eq(&c.region, &first.region));
+        if !one_region {
+            for i in 0..chunks.len() {
+                let Some(chunk) = chunks.get_mut(i) else {
+                    break;
+                };
+                if let Err(errno) = chunk.lock() {
+                    for locked in chunks.iter_mut().take(i) {
+                        locked.unlock();
+                    }
+                    return Err(errno);
+                }
+            }
+            return Ok(());
+        }
+        first.region.lock(first.offset, last.offset + CHUNK_SIZE)?;
+        for chunk in chunks.iter_mut() {
+            chunk.locked = true;
+            chunk.faulted = CHUNK_SIZE;
+        }
+        Ok(())
+    }
+
+    /// Unlocks the whole chunk, if it is locked.
+    fn unlock(&mut self) {
+        if self.locked {
+            self.region.unlock(self.offset, self.offset + CHUNK_SIZE);
+            self.locked = false;
+        }
+    }
+
     /// Whether reclaim can give the chunk's pages back: `Region::discard_from` gives back
     /// only the end of a mapping, so the first chunk of a huge-page pair stays resident.
     pub(crate) fn can_give_back(&self) -> bool {
