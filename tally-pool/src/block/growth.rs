@@ -328,12 +328,17 @@ impl PoolShared {
         if !chunk.can_give_back() {
             return false;
         }
-        if chunk.locked {
+        let was_locked = chunk.locked;
+        let given = chunk.give_back();
+        // A refused discard locks the chunk again (`Chunk::give_back`); should that lock be
+        // refused too, the chunk stays active unlocked and `locked_bytes` no longer counts
+        // it.
+        if was_locked && !chunk.locked {
             self.counters
                 .locked_bytes
                 .fetch_sub(CHUNK_SIZE, StdOrdering::Relaxed);
         }
-        chunk.give_back()
+        given
     }
 
     /// Gives the fresh range back to its chunk if it is the last thing carved there, so

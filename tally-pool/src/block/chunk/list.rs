@@ -138,13 +138,16 @@ impl Chunk {
     /// Gives the chunk's pages back to the OS but the header's, unlocking them first (the
     /// OS refuses to discard locked pages). Only for a chunk that [`Self::can_give_back`]
     /// and whose blocks are all out of circulation. `false` if the OS refused: nothing was
-    /// given back, and the chunk (unlocked) stays as it was.
+    /// given back, and a chunk that was locked is locked again; if that lock is refused
+    /// too, the chunk stays unlocked and `locked` says so.
     pub(crate) fn give_back(&mut self) -> bool {
-        if self.locked {
-            self.region.unlock(self.offset, self.offset + CHUNK_SIZE);
-            self.locked = false;
-        }
+        let was_locked = self.locked;
+        self.unlock();
         if !self.region.discard_from(self.offset + PAGE) {
+            if was_locked {
+                // Nothing was given back: the pages are all still there to lock.
+                let _ = self.lock();
+            }
             return false;
         }
         self.faulted = self.faulted.min(PAGE);
