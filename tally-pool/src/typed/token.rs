@@ -570,6 +570,7 @@ mod tests {
 #[cfg(all(test, not(loom)))]
 mod generation_tests {
     use core::alloc::Layout;
+    use std::collections::HashSet;
 
     use super::*;
     use crate::block::facade::BlockPoolConfig;
@@ -657,6 +658,85 @@ mod generation_tests {
         let fields = unpack(l.uid(), next).unwrap().fields;
         assert_eq!((fields.generation, fields.block), (0, 0));
         assert_eq!(l.redeem(next), Ok(l.addr()));
+        // Within epoch 1 a redeem keeps the epoch and moves the generation on.
+        assert_eq!(word.load(Ordering::Relaxed), 1 << EPOCH_SHIFT | 1 << 1);
+    }
+
+    #[test]
+    fn refusals_tell_stale_tokens_from_never_issued_ones() {
+        let l = Lender::new("gen-refusals");
+        let mut issued = Vec::new();
+        for _ in 0..5 {
+            let t = l.lend();
+            assert_eq!(l.redeem(t), Ok(l.addr()));
+            issued.push(t);
+        }
+        // The block is at generation 5, not out. Forged tokens of the same block and
+        // epoch: generations below 5 were issued (stale), 5 and above were not.
+        let f = unpack(l.uid(), issued[0]).unwrap().fields;
+        let forged = |generation| pack(l.uid(), Fields { generation, ..f }, 0);
+        for generation in 0..5 {
+            assert_eq!(forged(generation), issued[generation as usize]);
+            assert_eq!(l.redeem(forged(generation)), Err(Refusal::Stale));
+        }
+        for generation in [5, 6, 1000, GEN_MASK] {
+            let refused = l.redeem(forged(generation));
+            assert_eq!(
+                refused,
+                Err(Refusal::NeverIssued),
+                "generation {generation}"
+            );
+        }
+    }
+
+    /// A pool of 4 KiB blocks (a few hundred a chunk) with a table for two chunks.
+    fn two_chunk_table() -> (BlockPool, TokenTable) {
+        let layout = Layout::new::<[u64; 512]>();
+        let pool = BlockPool::new(BlockPoolConfig::new(layout).name("gen-two-chunks")).unwrap();
+        let table = TokenTable::new(&pool, 2 * pool.blocks_per_chunk()).unwrap();
+        (pool, table)
+    }
+
+    #[test]
+    fn tokens_of_blocks_in_two_chunks_redeem_to_their_own_blocks() {
+        let (pool, table) = two_chunk_table();
+        let uid = pool.uid();
+        let per_chunk = pool.blocks_per_chunk();
+        let blocks: Vec<_> = (0..per_chunk + 3)
+            .map(|_| pool.allocate().unwrap())
+            .collect();
+        // SAFETY: each block is a live block of `pool`, node pool 0 of `table`, lent once.
+        let tokens: Vec<u64> = blocks
+            .iter()
+            .map(|&b| unsafe { table.lend(uid, 0, &pool, b) }.unwrap())
+            .collect();
+        let numbers: HashSet<u32> = tokens
+            .iter()
+            .map(|&t| unpack(uid, t).unwrap().fields.block)
+            .collect();
+        assert_eq!(numbers.len(), blocks.len(), "one block number each");
+        for (&t, &b) in tokens.iter().zip(&blocks).rev() {
+            let token = unpack(uid, t).unwrap();
+            assert_eq!(table.redeem(uid, &token, &pool), Ok(b.as_ptr() as usize));
+        }
+    }
+
+    #[test]
+    fn the_table_has_a_word_for_each_block_of_its_chunks_and_counts_its_bytes() {
+        let (pool, table) = two_chunk_table();
+        let words = 2 * pool.blocks_per_chunk();
+        assert!(table.gen_word(0).is_some());
+        assert!(table.gen_word(words - 1).is_some());
+        assert!(table.gen_word(words).is_none());
+        // The words are mapped, so whole pages; the chunk bases are a word each.
+        let mapped = (words * core::mem::size_of::<AtomicU32>()).div_ceil(crate::sys::PAGE);
+        let bases = 2 * core::mem::size_of::<usize>();
+        assert_eq!(table.bytes(), mapped * crate::sys::PAGE + bases);
+        assert_eq!(
+            format!("{table:?}"),
+            "TokenTable { chunks: 2, .. }",
+            "the table shows its size, not its words"
+        );
     }
 
     #[test]
