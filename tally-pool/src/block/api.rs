@@ -312,7 +312,10 @@ impl BlockPool {
     /// The calling thread's cached blocks are returned first. Other threads are asked to
     /// return theirs on their next call; blocks an idle thread still holds keep their
     /// chunk alive until then (or until the thread exits). A reclaimed chunk keeps its
-    /// address range and header page and is reused before a new chunk is mapped.
+    /// address range and header page and is reused before a new chunk is mapped. In a
+    /// pool with [`huge_pages`](super::BlockPoolConfig::huge_pages) only the second chunk
+    /// of each 2 MiB pair can be given back: the first stays, free or not (see
+    /// [`HugePages`](super::HugePages)).
     ///
     /// An explicit call gives back every free chunk, the reserve
     /// ([`BlockPoolConfig::reserve`](super::BlockPoolConfig::reserve)) included; the

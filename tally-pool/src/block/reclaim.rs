@@ -62,8 +62,9 @@ impl PoolShared {
 
     /// The bytes [`Self::reclaim_idle`] could give back at `urgency`: the free blocks
     /// beyond the reserve (cached, in the depot, carved or not) of a pool the urgency
-    /// reaches, in whole chunks less their header pages. An estimate: free blocks may be
-    /// spread over chunks that also hold live ones.
+    /// reaches, in whole chunks less their header pages, and no more chunks than can be
+    /// given back at all (the first chunk of a huge-page pair cannot). An estimate: free
+    /// blocks may be spread over chunks that also hold live ones.
     pub(super) fn reclaimable(&self, urgency: Urgency, idle_after: Duration) -> usize {
         let reaches = urgency >= Urgency::Critical
             || (urgency >= Urgency::High && self.is_idle(now_ms(), idle_after));
@@ -71,11 +72,19 @@ impl PoolShared {
             return 0;
         }
         let bpc = self.geometry.blocks_per_chunk.max(1);
-        let active = self.counters.active_chunks.load(StdOrdering::Relaxed);
         let live = self.memory(&self.caches.counts()).live;
         let live = usize::try_from(live).unwrap_or(usize::MAX);
         let needed = live.max(self.reserve).div_ceil(bpc);
-        active.saturating_sub(needed) * (CHUNK_SIZE - PAGE)
+        let (active, givable) = {
+            let growth = lock(&self.growth);
+            let givable = growth
+                .chunks
+                .iter()
+                .filter(|c| !c.reclaimed && c.can_give_back())
+                .count();
+            (growth.active(), givable)
+        };
+        active.saturating_sub(needed).min(givable) * (CHUNK_SIZE - PAGE)
     }
 
     /// Gives every chunk whose carved blocks are all in the depot back to the OS, keeping
@@ -347,5 +356,26 @@ mod tests {
         one_live_block_keeps_its_chunk(GuardLevel::Off, 100);
         one_live_block_keeps_its_chunk(GuardLevel::Canary, 100);
         one_live_block_keeps_its_chunk(GuardLevel::Full, 100);
+    }
+
+    #[test]
+    fn a_huge_page_pool_says_it_can_give_back_only_what_reclaim_gives_back() {
+        use std::time::Duration;
+
+        use crate::stats::Urgency;
+        // One pair, both chunks free, no reserve: only the second can go back.
+        let pool = BlockPool::new(
+            BlockPoolConfig::new(Layout::new::<Payload>())
+                .capacity(1)
+                .reserve(0)
+                .huge_pages(true),
+        )
+        .unwrap();
+        assert_eq!(pool.stats().chunks, 2);
+        let idle = Duration::ZERO;
+        let said = pool.source().reclaimable(Urgency::Critical, idle);
+        assert_eq!(said, super::CHUNK_SIZE - super::PAGE);
+        assert_eq!(pool.source().reclaim_idle(Urgency::Critical, idle), said);
+        assert_eq!(pool.source().reclaimable(Urgency::Critical, idle), 0);
     }
 }

@@ -116,7 +116,11 @@ pub struct BlockPoolStats {
 ///
 /// Reclaim gives a chunk back with `MADV_DONTNEED` of all but its header page, which
 /// splits the huge page that held it into normal pages; only the second chunk of each pair
-/// is given back, since the first cannot be without the second. `MAP_HUGETLB` (reserved
+/// is given back, since the first cannot be without the second. A huge-page pool so gives
+/// back at most half of its paired chunks, by
+/// [`BlockPool::reclaim`](super::BlockPool::reclaim) or under memory pressure, and counts
+/// no more than that in what it could give back
+/// ([`Source::reclaimable`](crate::stats::Source::reclaimable)). `MAP_HUGETLB` (reserved
 /// huge pages) is not used: it needs pages the administrator set aside, fails where none
 /// are, and cannot give back part of a page, so it would change every path that maps,
 /// prefaults or reclaims a chunk for a gain transparent huge pages already give.
