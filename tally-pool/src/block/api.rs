@@ -48,6 +48,9 @@ impl BlockPool {
     /// [`PoolError::InvalidConfig`] if `capacity > max_capacity` or `max_capacity == 0`;
     /// [`PoolError::UnsupportedLayout`] for blocks over 256 KiB or aligned above 4096;
     /// [`PoolError::OutOfMemory`] if the OS refuses the initial memory;
+    /// [`PoolError::LockRefused`] if the pool locks its memory
+    /// ([`BlockPoolConfig::lock`](super::BlockPoolConfig::lock)) and the OS refuses to lock
+    /// the initial chunks (nothing stays mapped);
     /// [`PoolError::TooManyPools`] when 65536 pools are alive.
     pub fn new(config: BlockPoolConfig) -> Result<Self, PoolError> {
         let pool = Self::new_unlisted(config)?;
@@ -80,7 +83,8 @@ impl BlockPool {
     /// # Errors
     ///
     /// [`PoolError::Exhausted`] at the cap, [`PoolError::OutOfMemory`] if the OS refuses a
-    /// new chunk, [`PoolError::Corruption`] if the guard finds the block damaged (it is
+    /// new chunk, [`PoolError::LockRefused`] if the pool locks its memory and the OS
+    /// refuses to lock a new or reused chunk, [`PoolError::Corruption`] if the guard finds the block damaged (it is
     /// withdrawn; the next call proceeds with another block).
     #[inline(always)]
     pub fn allocate(&self) -> Result<NonNull<u8>, PoolError> {

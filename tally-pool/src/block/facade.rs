@@ -134,7 +134,8 @@ impl BlockPool {
     ///
     /// # Errors
     ///
-    /// [`PoolError::OutOfMemory`] if the OS refuses a chunk.
+    /// [`PoolError::OutOfMemory`] if the OS refuses a chunk, [`PoolError::LockRefused`] if
+    /// the pool locks its memory and the OS refuses to lock one.
     pub(crate) fn reserve(&self, capacity: usize) -> Result<(), PoolError> {
         self.shared.reserve(capacity)
     }

@@ -91,7 +91,9 @@ pub struct BlockPoolStats {
     /// Whether the pool asked for transparent huge pages, and whether it got them.
     pub huge_pages: HugePages,
     /// Bytes of chunks locked in memory (a pool configured with
-    /// [`lock`](super::BlockPoolConfig::lock)): every active chunk, whole.
+    /// [`lock`](super::BlockPoolConfig::lock)): every active chunk, whole, but one the OS
+    /// refused to give back in a reclaim and then refused to lock again, which stays in use
+    /// unlocked.
     pub locked_bytes: usize,
 }
 

@@ -56,8 +56,10 @@ pub struct PoolConfig {
     /// Lock the pool's memory (`mlock`): every chunk is faulted in whole and locked as it
     /// is mapped, so that no acquire, release or access takes a page fault and nothing is
     /// swapped out. A chunk the OS refuses to lock (the locked-memory limit, `ulimit -l`)
-    /// fails creation or growth with [`PoolError::LockRefused`], with nothing left mapped.
-    /// Reclaim unlocks the chunks it gives back, and reuse locks them again. The pool's
+    /// fails creation or growth with [`PoolError::LockRefused`]: a chunk being mapped is
+    /// unmapped again, while a reclaimed chunk being reused stays mapped, reclaimed, with
+    /// only its header page resident. Reclaim unlocks the chunks it gives back, and reuse
+    /// locks them again. The pool's
     /// bookkeeping (raw-handle generations, depot magazines) is not locked. Default false.
     pub lock: bool,
 }

@@ -127,7 +127,9 @@ impl<T: 'static> Pool<T> {
     /// # Errors
     ///
     /// [`PoolError::InvalidConfig`] for `capacity > max_capacity` or a `max_capacity` above
-    /// [`MAX_CAPACITY`](super::MAX_CAPACITY); [`PoolError::OutOfMemory`] if the initial memory is refused.
+    /// [`MAX_CAPACITY`](super::MAX_CAPACITY); [`PoolError::OutOfMemory`] if the initial memory is refused;
+    /// [`PoolError::LockRefused`] if the pool locks its memory
+    /// ([`PoolConfig::lock`]) and the OS refuses to lock it.
     pub fn new(config: PoolConfig) -> Result<&'static Self, PoolError> {
         Self::create(config, None, false, false)
     }
