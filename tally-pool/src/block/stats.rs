@@ -179,6 +179,25 @@ impl HugePages {
         }
     }
 
+    /// The state of a pool made of parts whose report rows say `a` and `b`
+    /// ([`Self::report_text`]), as its own row says it: unavailable if either is, else
+    /// active if either is (see [`Self::combine`]). A text of no state leaves `a`.
+    pub(crate) fn combine_report_texts(a: &'static str, b: &'static str) -> &'static str {
+        const ALL: [HugePages; 6] = [
+            HugePages::Off,
+            HugePages::Requested,
+            HugePages::Active,
+            HugePages::Unavailable(THP_NEVER),
+            HugePages::Unavailable(ADVICE_REFUSED),
+            HugePages::Unavailable(ONE_CHUNK),
+        ];
+        let parse = |text: &str| ALL.into_iter().find(|s| s.report_text() == text);
+        match (parse(a), parse(b)) {
+            (Some(a), Some(b)) => a.combine(b).report_text(),
+            _ => a,
+        }
+    }
+
     /// The state of a pool made of parts in states `self` and `other`: unavailable if
     /// either is, else active if either is.
     fn combine(self, other: Self) -> Self {
@@ -427,11 +446,29 @@ pub(crate) struct PoolCounters {
     pub(crate) blocks_grown_ahead: StdAtomicU64,
     /// Allocations refused under critical pressure (`PoolError::Pressure`).
     pub(crate) pressure_refusals: StdAtomicU64,
-    /// [`HugePages`], encoded: 0 off, 1 requested, 2 active, 3 and 4 unavailable (the
-    /// system's mode is `never`, the advice was refused). Only ever raised.
+    /// [`HugePages`], encoded: 0 off, 1 requested, 2 active, 3, 4 and 5 unavailable (the
+    /// system's mode is `never`, the advice was refused, the cap fits in one chunk). Only
+    /// ever raised.
     pub(crate) huge_pages: AtomicU8,
     /// Bytes of chunks locked in memory.
     pub(crate) locked_bytes: AtomicUsize,
     /// The kind and address of the last corruption detected, for the report.
     pub(crate) last_corruption: Mutex<Option<(CorruptionKind, usize)>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_row_of_a_pool_of_parts_says_what_its_stats_say() {
+        let active = HugePages::Active.report_text();
+        let never = HugePages::Unavailable(THP_NEVER).report_text();
+        let requested = HugePages::Requested.report_text();
+        // Unavailable wins whichever part comes first, as in `combine`.
+        assert_eq!(HugePages::combine_report_texts(active, never), never);
+        assert_eq!(HugePages::combine_report_texts(never, active), never);
+        assert_eq!(HugePages::combine_report_texts(requested, active), active);
+        assert_eq!(HugePages::combine_report_texts("off", "off"), "off");
+    }
 }

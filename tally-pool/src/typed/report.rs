@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::pool::Pool;
+use crate::block::HugePages;
 use crate::stats::{self, ComponentSnapshot, Counters, Kind, NodeSnapshot, Source, Urgency};
 
 impl<T: 'static> Pool<T> {
@@ -138,6 +139,10 @@ fn add(total: &mut ComponentSnapshot, node: ComponentSnapshot) {
         total.last_corruption = node.last_corruption;
     }
     total.guard = total.guard.or(node.guard);
-    total.huge_pages = total.huge_pages.or(node.huge_pages);
+    // Combined as `stats()` combines the node pools' states, then shown.
+    total.huge_pages = match (total.huge_pages, node.huge_pages) {
+        (Some(a), Some(b)) => Some(HugePages::combine_report_texts(a, b)),
+        (a, b) => a.or(b),
+    };
     total.locked_bytes = total.locked_bytes.saturating_add(node.locked_bytes);
 }
