@@ -23,12 +23,14 @@ pub(crate) enum ThpMode {
 /// Where the system says which transparent-huge-page mode is in force.
 const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
 
-/// The transparent-huge-page mode in force now.
+/// The transparent-huge-page mode in force when it was first asked for: read once per
+/// process, since growth asks under a pool's growth lock for every pair it maps.
 pub(crate) fn thp_mode() -> ThpMode {
-    match std::fs::read_to_string(THP_ENABLED) {
+    static MODE: std::sync::OnceLock<ThpMode> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| match std::fs::read_to_string(THP_ENABLED) {
         Ok(text) => parse_thp_mode(&text),
         Err(_) => ThpMode::Unknown,
-    }
+    })
 }
 
 /// The bracketed word of the sysfs file's `text` (`always [madvise] never`).
