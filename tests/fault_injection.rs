@@ -655,7 +655,10 @@ fn a_refused_mbind_is_counted_and_the_chunk_used_unbound() {
         TopologySource::Sysfs | TopologySource::Hwloc
     ) {
         // Synthetic and single-node topologies make no mbind call (tested above).
-        skip(format_args!("no real NUMA topology here: {:?}", topology.source()));
+        skip(format_args!(
+            "no real NUMA topology here: {:?}",
+            topology.source()
+        ));
         return;
     }
     let two_chunks = 2 * per_chunk();
