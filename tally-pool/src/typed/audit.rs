@@ -110,12 +110,17 @@ mod tests {
 
     #[test]
     fn a_pool_that_failed_to_be_made_says_why() {
-        let failed = PoolError::InvalidConfig {
-            pool: "audit".into(),
-            reason: "test".into(),
-        };
-        let e = AuditError::Pool(failed.clone());
+        // A static pool whose creation failed: the pool exists and holds the error.
+        let config = PoolConfig::new("audit-failed").capacity(10).max_capacity(5);
+        let pool = Pool::<u64>::create_static(config, None);
+        let failed = pool.inner().err().unwrap();
+        assert!(
+            matches!(failed, PoolError::InvalidConfig { .. }),
+            "{failed}"
+        );
+        let e = pool.audit_placement(16).unwrap_err();
+        assert_eq!(e, AuditError::Pool(failed.clone()));
         assert!(!e.is_unavailable());
-        assert!(e.to_string().contains(&failed.to_string()));
+        assert!(e.to_string().contains(&failed.to_string()), "{e}");
     }
 }
