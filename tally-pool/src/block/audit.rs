@@ -115,21 +115,31 @@ impl PlacementAudit {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
-    /// The OS does not allow this process to ask (EPERM), as in some containers.
-    #[error("move_pages is not permitted here (EPERM); the pages' nodes cannot be read")]
+    /// The OS does not allow this process to ask (EPERM), as in some containers (Docker's
+    /// default seccomp profile refuses `move_pages`).
+    #[error(
+        "move_pages is not permitted here (EPERM), as under Docker's default seccomp \
+         profile; grant CAP_SYS_NICE or allow move_pages to read the pages' nodes"
+    )]
     NotPermitted,
     /// The OS has no NUMA support (ENOSYS: not Linux, a kernel built without NUMA, or a
     /// sandbox that filters the call).
-    #[error("move_pages is not available here (ENOSYS); the pages' nodes cannot be read")]
+    #[error(
+        "move_pages is not available here (ENOSYS); run on a kernel built with NUMA \
+         support, outside a sandbox that filters the call, to read the pages' nodes"
+    )]
     Unsupported,
     /// The OS refused the call for another reason.
-    #[error("move_pages failed: {}", std::io::Error::from_raw_os_error(*errno))]
+    #[error(
+        "move_pages failed: {}; the pages' nodes could not be read this time, audit again",
+        std::io::Error::from_raw_os_error(*errno)
+    )]
     Os {
         /// Its `errno`.
         errno: i32,
     },
     /// The pool has no pages to audit: its creation failed with this error.
-    #[error("the pool could not be created: {0}")]
+    #[error("the pool could not be created, so it has no pages to audit; fix this first: {0}")]
     Pool(PoolError),
 }
 
@@ -427,6 +437,15 @@ mod tests {
         });
         assert_eq!(e, AuditError::NotPermitted);
         assert!(e.is_unavailable());
+        // Each message says what to do.
+        assert!(
+            e.to_string()
+                .contains("grant CAP_SYS_NICE or allow move_pages"),
+            "{e}"
+        );
+        assert!(AuditError::Unsupported
+            .to_string()
+            .contains("run on a kernel"));
         let e = AuditError::from_sys(sys::SysFailed {
             call: "move_pages",
             errno: libc::EINVAL,
@@ -439,5 +458,6 @@ mod tests {
         );
         assert!(!e.is_unavailable());
         assert!(e.to_string().contains("move_pages failed"));
+        assert!(e.to_string().contains("audit again"), "{e}");
     }
 }
