@@ -292,10 +292,8 @@ fn memlock_limit() -> (u64, u64) {
         rlim_max: 0,
     };
     // SAFETY: `getrlimit` writes one `rlimit` through a pointer to a live local.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    assert_eq!(rc, 0);
     (limit.rlim_cur, limit.rlim_max)
 }
 
