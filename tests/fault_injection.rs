@@ -392,6 +392,7 @@ struct Order {
 #[test]
 fn typed_pool_new_refused_at_each_mmap_is_out_of_memory() {
     let _serial = serial();
+    settle();
     let mut failures = 0;
     for n in 1.. {
         let before = mapped();
