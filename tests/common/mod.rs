@@ -13,6 +13,7 @@ pub(crate) mod guards;
 pub(crate) mod live_set;
 pub(crate) mod rng;
 pub(crate) mod skip;
+pub(crate) mod smaps;
 pub(crate) mod stamp;
 pub(crate) mod stats;
 pub(crate) mod threads;
