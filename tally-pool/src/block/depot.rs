@@ -389,6 +389,33 @@ mod tests {
     }
 
     #[test]
+    fn mapped_bytes_are_the_segments_mapped_so_far() {
+        let depot = Depot::new();
+        assert_eq!(
+            depot.mapped_bytes(),
+            0,
+            "no segment before the first magazine"
+        );
+        let first = FIRST_SEGMENT * core::mem::size_of::<Magazine>();
+        let page = 4096;
+        for _ in 0..FIRST_SEGMENT {
+            depot.new_magazine().unwrap();
+        }
+        let one = depot.mapped_bytes();
+        assert!(
+            one >= first && one < first + page,
+            "{one} bytes for {first}"
+        );
+        depot.new_magazine().unwrap();
+        let two = depot.mapped_bytes() - one;
+        assert!(
+            two >= 2 * first && two < 2 * first + page,
+            "{two} for {}",
+            2 * first
+        );
+    }
+
+    #[test]
     fn magazines_round_trip_through_the_stacks() {
         let depot = Depot::new();
         let a = depot.new_magazine().unwrap();
