@@ -7,8 +7,9 @@
 //! soundly make for an arbitrary address, and on Linux hwloc binds an area with the same
 //! `mbind(MPOL_BIND)` call.
 
-use hwlocality::cpu::binding::CpuBindingFlags;
+use hwlocality::cpu::binding::{CpuBindingError, CpuBindingFlags};
 use hwlocality::cpu::cpuset::CpuSet;
+use hwlocality::errors::{HybridError, RawHwlocError};
 use hwlocality::object::attributes::ObjectAttributes;
 use hwlocality::object::types::ObjectType;
 use hwlocality::object::TopologyObject;
@@ -154,10 +155,23 @@ pub(super) fn pin_thread(
         .collect();
     hwloc
         .bind_cpu(&set, CpuBindingFlags::THREAD)
-        .map_err(|e| PinError::Hwloc {
+        .map_err(|e| pin_error(e, node))
+}
+
+/// hwloc's refusal as a [`PinError`]: EPERM and ENOSYS (which hwloc reports as a bad
+/// object) say that this machine or sandbox cannot pin threads, as they do without hwloc.
+fn pin_error(e: HybridError<CpuBindingError>, node: u32) -> PinError {
+    const CALL: &str = "hwloc_set_cpubind";
+    match e {
+        HybridError::Hwloc(RawHwlocError {
+            errno: Some(errno), ..
+        }) if errno.0 == libc::EPERM => PinError::NotPermitted { call: CALL },
+        HybridError::Rust(CpuBindingError::BadObject(_)) => PinError::Unsupported { call: CALL },
+        e => PinError::Hwloc {
             node,
             message: e.to_string(),
-        })
+        },
+    }
 }
 
 #[cfg(test)]
