@@ -129,6 +129,10 @@ fn a_huge_page_pool_advises_its_chunks_or_says_why_not() {
 }
 
 #[test]
+#[cfg_attr(
+    tally_sanitized,
+    ignore = "the sanitizers' runtimes turn mlock into a no-op that succeeds"
+)]
 fn a_locked_pool_locks_every_chunk_it_maps() {
     let made = Pool::<[u64; 8]>::new(
         PoolConfig::new("locked")
@@ -171,6 +175,10 @@ fn a_locked_pool_locks_every_chunk_it_maps() {
 }
 
 #[test]
+#[cfg_attr(
+    tally_sanitized,
+    ignore = "the sanitizers' runtimes turn mlock into a no-op that succeeds"
+)]
 fn a_locked_huge_page_pool_gets_huge_pages() {
     let made = Pool::<[u64; 8]>::new(
         PoolConfig::new("huge-pages-locked")
@@ -346,6 +354,10 @@ fn child() {
 }
 
 #[test]
+#[cfg_attr(
+    tally_sanitized,
+    ignore = "the sanitizers' runtimes turn mlock into a no-op that succeeds"
+)]
 fn a_refused_lock_is_an_error_naming_the_limit_and_leaves_nothing_mapped() {
     if std::env::var_os(CHILD).is_some() {
         child();
@@ -437,6 +449,10 @@ fn reuse_child() {
 }
 
 #[test]
+#[cfg_attr(
+    tally_sanitized,
+    ignore = "the sanitizers' runtimes turn mlock into a no-op that succeeds"
+)]
 fn a_reclaimed_chunk_whose_lock_is_refused_on_reuse_stays_reclaimed() {
     if std::env::var_os(REUSE_CHILD).is_some() {
         reuse_child();
