@@ -111,8 +111,11 @@ mod tests {
     #[test]
     fn a_pool_that_failed_to_be_made_says_why() {
         // A static pool whose creation failed: the pool exists and holds the error.
+        // Kept in a static, as a derived type keeps its pool, so that the pool a failed
+        // creation leaks stays reachable (LeakSanitizer).
+        static FAILED: std::sync::OnceLock<&'static Pool<u64>> = std::sync::OnceLock::new();
         let config = PoolConfig::new("audit-failed").capacity(10).max_capacity(5);
-        let pool = Pool::<u64>::create_static(config, None);
+        let pool = *FAILED.get_or_init(|| Pool::<u64>::create_static(config, None));
         let failed = pool.inner().err().unwrap();
         assert!(
             matches!(failed, PoolError::InvalidConfig { .. }),
