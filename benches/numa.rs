@@ -37,7 +37,7 @@ fn main() {
     let system = Topology::system();
     let four = match Topology::synthetic(4, 2) {
         Ok(t) => t,
-        Err(e) => tally_bench::fatal(format_args!("benches/numa.rs: {e}")),
+        Err(e) => tally_bench::fatal!("benches/numa.rs: {e}"),
     };
     let (mut criterion, _) =
         mode.criterion([Duration::from_millis(100), Duration::from_millis(300)]);

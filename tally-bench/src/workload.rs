@@ -119,9 +119,32 @@ impl Mode {
         }
     }
 
+    /// [`Mode::detect`], or `None` for criterion's `--list`: the bench then measures nothing.
+    pub fn start() -> Option<Self> {
+        (!Self::listing()).then(Self::detect)
+    }
+
     /// `full`, `quick` or `test`.
     pub fn name(self) -> String {
         format!("{self:?}").to_lowercase()
+    }
+
+    /// The value for this mode, of `[full, quick, test]`.
+    pub fn pick<T>(self, [full, quick, test]: [T; 3]) -> T {
+        match self {
+            Self::Full => full,
+            Self::Quick => quick,
+            Self::Test => test,
+        }
+    }
+
+    /// What a table's heading adds outside the full mode.
+    pub fn caveat(self) -> &'static str {
+        self.pick([
+            "",
+            "; QUICK MODE, indicative only",
+            "; QUICK MODE, indicative only",
+        ])
     }
 
     /// Whether criterion's `--list` was asked for: the benches then measure nothing more.
