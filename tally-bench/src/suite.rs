@@ -4,6 +4,11 @@
 //! contender, interleaved across contenders (round-robin, so that drift and other load hit
 //! all alike), under both inlinings in the same rounds; the median ns per object of each is
 //! published, and the targets are judged on ratios of those medians.
+//!
+//! `TALLY_BENCH_QUICK=1` (or `--test`, `cargo test --benches`): a quick run;
+//! `TALLY_BENCH_WORKLOADS=W1,W3` limits the ratio pass; a criterion filter that matches nothing
+//! (`-- none`) skips criterion's groups; `TALLY_BENCH_BASELINE=benches/baseline` compares the
+//! ratios with a baseline ([`crate::baseline`]).
 
 use std::time::Duration;
 
@@ -166,12 +171,11 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
             memory: None,
             tail: None,
         };
-        let quick = (mode != Mode::Full).then_some("; QUICK MODE, indicative only");
-        let quick = quick.unwrap_or_default();
         println!(
             "\n{} median of {RATIO_SAMPLES} samples, ns per object (W4: per pair of operations, \
-             one on each thread), {inlining} adapters{quick}",
+             one on each thread), {inlining} adapters{}",
             suite.title,
+            mode.caveat(),
         );
         let (mut all_met, mut json_rows) = (true, Vec::new());
         for &w in &selected {

@@ -214,7 +214,7 @@ pub fn pipeline_session<C: Remote, I: Inlining, S: Stamp>(c: &With<C, I, S>, bod
 where
     C::Item: Send,
 {
-    let (queue, releaser) = (&ArrayQueue::<C::Item>::new(QUEUE_CAPACITY), c.releaser());
+    let (queue, releaser) = (&ArrayQueue::<C::Item>::new(QUEUE_CAPACITY), c.0.releaser());
     let produce = |n| {
         for i in 0..n {
             let (mut item, mut spins) = (c.acquire(i), 0u32);
@@ -244,7 +244,7 @@ pub fn contended_session<C: Contender + Sync, I: Inlining, S: Stamp>(
     c: &With<C, I, S>,
     body: Body<'_>,
 ) {
-    with_helper(|| c.thread_exit(), |n| churn(c, n), body, |n| churn(c, n));
+    with_helper(|| c.0.thread_exit(), |n| churn(c, n), body, |n| churn(c, n));
 }
 
 /// Times, under `body`, `main(n)` on this thread while a helper thread runs `work(n)`;
