@@ -140,11 +140,8 @@ impl Mode {
 
     /// What a table's heading adds outside the full mode.
     pub fn caveat(self) -> &'static str {
-        self.pick([
-            "",
-            "; QUICK MODE, indicative only",
-            "; QUICK MODE, indicative only",
-        ])
+        let quick = "; QUICK MODE, indicative only";
+        self.pick(["", quick, quick])
     }
 
     /// Whether criterion's `--list` was asked for: the benches then measure nothing more.
