@@ -35,12 +35,14 @@ pub trait Remote: Contender {
     fn remote_exit(_releaser: &Self::Releaser) {}
 }
 
-/// How the workload's loop calls a contender's methods, which it forwards to: plain calls,
-/// not through a closure (a closure need not be inlined even when forced).
-#[allow(missing_docs)]
+/// How the workload's loop calls a contender: plain calls (a closure need not be inlined even
+/// when forced).
 pub trait Inlining: 'static {
+    /// Calls [`Contender::acquire`].
     fn acquire<C: Contender>(c: &C, make: impl FnOnce() -> Order) -> C::Item;
+    /// Calls [`Contender::release`].
     fn release<C: Contender>(c: &C, item: C::Item, check: impl FnOnce(&Order));
+    /// Calls [`Remote::release_remote`].
     fn release_remote<C: Remote>(r: &C::Releaser, item: C::Item, check: impl FnOnce(&Order));
 }
 
