@@ -1,15 +1,9 @@
-//! `tally_pool::block::BlockPool` on 64-byte blocks against the system allocator, mimalloc,
-//! jemalloc and the floor (a per-thread intrusive free list, not a thread-safe pool: its W3/W4
-//! numbers are not like-for-like), under criterion and then in ratio tables judged against
-//! `DESIGN.md`'s ratios (`tally_bench::suite`), written to `target/block.json`.
-//!
-//! **tally**: a `BlockPool` (`GuardLevel::Off`, 200,000 blocks pre-faulted): `allocate`, a
-//! write, `free`; **tally-canary** the same with `GuardLevel::Canary`. The allocators are
-//! called through `GlobalAlloc` with the block's layout. `TALLY_BENCH_QUICK=1` (or `--test`,
-//! `cargo test --benches`): a quick run; `TALLY_BENCH_WORKLOADS=W1,W3` limits the ratio pass;
-//! a criterion filter that matches nothing (`-- none`) skips criterion's groups;
-//! `TALLY_BENCH_BASELINE=benches/baseline` compares the ratios with a baseline
-//! (`tally_bench::baseline`).
+//! `tally_pool::block::BlockPool` on 64-byte blocks (**tally**: `GuardLevel::Off`, 200,000
+//! blocks pre-faulted, `allocate`, a write, `free`; **tally-canary**: `GuardLevel::Canary`)
+//! against jemalloc, mimalloc and the system allocator (through `GlobalAlloc`) and the floor,
+//! under criterion and then in ratio tables judged against `DESIGN.md`'s ratios
+//! (`tally_bench::suite`, which also lists the environment variables), written to
+//! `target/block.json`.
 
 use tally_bench::contenders::*;
 use tally_bench::suite::{self, Suite};

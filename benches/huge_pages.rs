@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use tally_bench::stats::median;
+use tally_bench::stats::alternate;
 use tally_bench::{Mode, OrDie};
 use tally_pool::{Handle, Pool, PoolConfig};
 
@@ -35,19 +35,10 @@ fn next(x: &mut u64) -> u64 {
 /// `n` live values of a new pool (`huge` pages or not), linked into one random cycle
 /// through their first word; returns them with the address of one.
 fn fill(huge: bool, n: usize) -> (Vec<Handle<Value>>, u64) {
-    let name = if huge {
-        "w7-huge-pages"
-    } else {
-        "w7-normal-pages"
-    };
-    let pool: &'static Pool<Value> = Pool::new(
-        PoolConfig::new(name)
-            .per_node(false)
-            .capacity(n)
-            .max_capacity(n.next_power_of_two())
-            .huge_pages(huge),
-    )
-    .or_die("pool");
+    let name = format!("w7-{}-pages", if huge { "huge" } else { "normal" });
+    let config = PoolConfig::new(&name).per_node(false).capacity(n);
+    let config = config.max_capacity(n.next_power_of_two()).huge_pages(huge);
+    let pool: &'static Pool<Value> = Pool::new(config).or_die("pool");
     let mut values: Vec<Handle<Value>> = (0..n).map(|_| pool.acquire().or_die("acquire")).collect();
     // A random order of the values (Fisher-Yates), each linked to the next, the last to
     // the first.
@@ -61,11 +52,8 @@ fn fill(huge: bool, n: usize) -> (Vec<Handle<Value>>, u64) {
             *word = to;
         }
     }
-    println!(
-        "{name}: {:?}, {} chunks",
-        pool.stats().huge_pages,
-        pool.stats().chunks
-    );
+    let stats = pool.stats();
+    println!("{name}: {:?}, {} chunks", stats.huge_pages, stats.chunks);
     let start = addrs.first().copied().unwrap_or(0);
     (values, start)
 }
@@ -84,15 +72,12 @@ fn chase(start: u64, steps: u64) -> f64 {
 }
 
 fn main() {
-    let mode = Mode::detect();
-    if Mode::listing() {
-        return;
-    }
-    let (rounds, n, steps) = match mode {
-        Mode::Full => (21, 1_000_000, 4_000_000),
-        Mode::Quick => (7, 1_000_000, 1_000_000),
-        Mode::Test => (3, 10_000, 10_000),
-    };
+    let Some(mode) = Mode::start() else { return };
+    let (rounds, n, steps) = mode.pick([
+        (21, 1_000_000, 4_000_000),
+        (7, 1_000_000, 1_000_000),
+        (3, 10_000, 10_000),
+    ]);
     let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .unwrap_or_else(|_| "unknown".into());
     println!(
@@ -111,20 +96,13 @@ fn main() {
         (n * 64) >> 20
     );
     let _ = (chase(normal_start, steps / 4), chase(huge_start, steps / 4)); // warm-up
-    let (mut normal, mut huge) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        if round % 2 == 0 {
-            normal.push(chase(normal_start, steps));
-            huge.push(chase(huge_start, steps));
-        } else {
-            huge.push(chase(huge_start, steps));
-            normal.push(chase(normal_start, steps));
-        }
-    }
-    let (normal, huge) = (median(&normal), median(&huge));
+    let [normal, huge, ratio] = alternate(
+        rounds,
+        || chase(normal_start, steps),
+        || chase(huge_start, steps),
+    );
     println!(
         "W7 random read: {normal:.2} ns with normal pages, {huge:.2} ns with huge pages: \
-         ratio huge/normal {:.3}",
-        huge / normal
+         ratio huge/normal {ratio:.3}"
     );
 }

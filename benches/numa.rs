@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tally_bench::stats::median;
-use tally_bench::Mode;
+use tally_bench::{Mode, OrDie};
 use tally_pool::numa::{
     current_cpu, current_node, current_node_index, set_thread_node, Topology, REFRESH_INTERVAL,
 };
@@ -35,12 +35,9 @@ fn ns_per_call(calls: u32, mut f: impl FnMut() -> usize) -> f64 {
 fn main() {
     let mode = Mode::detect();
     let system = Topology::system();
-    let four = match Topology::synthetic(4, 2) {
-        Ok(t) => t,
-        Err(e) => tally_bench::fatal(format_args!("benches/numa.rs: {e}")),
-    };
-    let (mut criterion, _) =
-        mode.criterion([Duration::from_millis(100), Duration::from_millis(300)]);
+    let four = Topology::synthetic(4, 2).or_die("Topology::synthetic");
+    let short = [Duration::from_millis(100), Duration::from_millis(300)];
+    let (mut criterion, _) = mode.criterion(short);
     let mut group = criterion.benchmark_group("current_node");
     group.bench_function("cached, system", |b| {
         b.iter(|| current_node(black_box(system)))
@@ -60,11 +57,7 @@ fn main() {
         return;
     }
 
-    let calls = if mode == Mode::Full {
-        1_000_000
-    } else {
-        100_000
-    };
+    let calls = mode.pick([1_000_000, 100_000, 100_000]);
     let cached = ns_per_call(calls, || current_node(system) as usize);
     let index = ns_per_call(calls, || current_node_index(&four));
     let previous = set_thread_node(Some(2));
@@ -72,11 +65,12 @@ fn main() {
     set_thread_node(previous);
     let uncached = ns_per_call(calls, || current_cpu().unwrap_or(0));
     let source = format!("{:?}", system.source()).to_lowercase();
-    let quick = (mode != Mode::Full).then_some("; QUICK MODE, indicative only");
-    let quick = quick.unwrap_or_default();
     let nodes = system.node_count();
     let refresh = format!("refresh every {REFRESH_INTERVAL} calls");
-    println!("\ncurrent_node cost ({nodes} node(s) here, {source}; {refresh}{quick})");
+    println!(
+        "\ncurrent_node cost ({nodes} node(s) here, {source}; {refresh}{})",
+        mode.caveat()
+    );
     for (what, ns) in [
         ("current_node(system), cached", cached),
         ("current_node_index, 4 nodes", index),

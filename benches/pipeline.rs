@@ -72,7 +72,7 @@ impl Alloc for Pool {
             match T::acquire_with(value) {
                 Ok(handle) => return handle,
                 Err(e) if matches!(e.error, PoolError::Exhausted { .. }) => value = e.value,
-                Err(e) => fatal(format_args!("pipeline: acquire failed: {}", e.error)),
+                Err(e) => fatal!("pipeline: acquire failed: {}", e.error),
             }
             thread::yield_now();
         }
@@ -82,7 +82,7 @@ impl Alloc for Pool {
     }
     unsafe fn redeem(token: u64) -> Handle<Order> {
         Order::redeem(RawHandle::from(token))
-            .unwrap_or_else(|e| fatal(format_args!("pipeline: redeem failed: {e}")))
+            .unwrap_or_else(|e| fatal!("pipeline: redeem failed: {e}"))
     }
 }
 
@@ -206,7 +206,7 @@ fn run<A: Alloc>(messages: u64) -> (Duration, Decisions, f64) {
         }
         let joined = (feeder.join(), strategist.join(), executor.join());
         let (Ok(()), Ok(orders), Ok(())) = joined else {
-            fatal(format_args!("pipeline: a stage panicked"))
+            fatal!("pipeline: a stage panicked")
         };
         (orders, book)
     });
@@ -215,20 +215,13 @@ fn run<A: Alloc>(messages: u64) -> (Duration, Decisions, f64) {
 }
 
 fn main() {
-    let mode = Mode::detect();
-    if Mode::listing() {
-        return;
-    }
-    let (messages, rounds) = match mode {
-        Mode::Full => (1_000_000_u64, 7),
-        Mode::Quick => (50_000, 5),
-        Mode::Test => (5_000, 1),
-    };
+    let Some(mode) = Mode::start() else { return };
+    let (messages, rounds) = mode.pick([(1_000_000_u64, 7), (50_000, 5), (5_000, 1)]);
     let load_before = load_average();
     // Warm-up: maps the pools' capacity, warms the allocator, and checks both agree.
     let decisions = run::<Pool>(messages).1;
     if run::<Box<()>>(messages).1 != decisions {
-        fatal(format_args!("pipeline: Box and pooled decided apart"));
+        fatal!("pipeline: Box and pooled decided apart");
     }
     let (mut pooled, mut boxed) = (Samples::default(), Samples::default());
     for round in 0..rounds {
@@ -238,7 +231,7 @@ fn main() {
                 false => run::<Box<()>>(messages),
             };
             if seen != decisions {
-                fatal(format_args!("pipeline: a run decided differently"));
+                fatal!("pipeline: a run decided differently");
             }
             let cell = if pooled_turn { &mut pooled } else { &mut boxed };
             let ns = wall.as_secs_f64() * 1e9 / messages as f64;
@@ -247,7 +240,7 @@ fn main() {
     }
     let live = Quote::pool().stats().live_blocks + Fill::pool().stats().live_blocks;
     if live + Order::pool().stats().live_blocks + Order::pool().leaked_raw() != 0 {
-        fatal(format_args!("pipeline: values left out of their pools"));
+        fatal!("pipeline: values left out of their pools");
     }
 
     let quiet = pooled.quiet_count() >= QUIET_SAMPLES && boxed.quiet_count() >= QUIET_SAMPLES;

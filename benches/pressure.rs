@@ -72,9 +72,7 @@ fn crossing(rounds: usize) {
         watch.store((budget as f64 * 0.6) as u64, Ordering::Release);
         let (ns, level) = mapping_acquire(&mut held);
         if level < PressureLevel::Moderate {
-            fatal(format_args!(
-                "the crossing acquire left the level {level:?}"
-            ));
+            fatal!("the crossing acquire left the level {level:?}");
         }
         crossed.push(ns);
         while watch.load(Ordering::Acquire) != u64::MAX {
@@ -207,7 +205,7 @@ fn w1_reclaiming(rounds: usize, n: u64) {
         with.push(w1(pool, n));
         let level = monitor.level();
         if level < PressureLevel::High {
-            fatal(format_args!("the monitor is not at High: {level:?}"));
+            fatal!("the monitor is not at High: {level:?}");
         }
         drop(monitor);
     }
@@ -255,15 +253,12 @@ fn w6_both(rounds: usize, n: usize) {
 }
 
 fn main() {
-    let mode = Mode::detect();
-    if Mode::listing() {
-        return;
-    }
-    let (rounds, n, run) = match mode {
-        Mode::Full => (200, 2_000_000, Duration::from_secs(5)),
-        Mode::Quick => (40, 500_000, Duration::from_secs(2)),
-        Mode::Test => (3, 10_000, Duration::from_millis(100)),
-    };
+    let Some(mode) = Mode::start() else { return };
+    let (rounds, n, run) = mode.pick([
+        (200, 2_000_000, Duration::from_secs(5)),
+        (40, 500_000, Duration::from_secs(2)),
+        (3, 10_000, Duration::from_millis(100)),
+    ]);
     println!("pressure benches ({} mode)", mode.name());
     crossing(rounds);
     fixture(rounds.min(40));

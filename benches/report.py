@@ -24,11 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The crates whose versions the report names, in this order.
-VERSIONED = [
-    "tally-pool", "sharded-slab", "lockfree-object-pool", "object-pool", "opool", "slab",
-    "nexus-pool", "nexus-slab", "mimalloc", "libmimalloc-sys", "tikv-jemallocator",
-    "tikv-jemalloc-sys", "criterion", "crossbeam-queue",
-]
+VERSIONED = ("tally-pool sharded-slab lockfree-object-pool object-pool opool slab nexus-pool nexus-slab "
+             "mimalloc libmimalloc-sys tikv-jemallocator tikv-jemalloc-sys criterion crossbeam-queue").split()
 TALLY = "tally-pool"
 KIND_COLOURS = {"tally": "#d6336c", "floor": "#adb5bd", "allocator": "#4c6ef5",
                 "thread-safe pool": "#f08c00", "single-thread pool": "#37b24d"}
@@ -38,10 +35,8 @@ VERDICT = {True: "**MET**", False: "**MISSED**", None: "no target"}
 def fmt_ns(x):
     if x is None or math.isnan(x):
         return "–"
-    if x >= 1_000_000:
-        return f"{x / 1e6:.1f} ms"
     if x >= 1_000:
-        return f"{x / 1e3:.0f} µs" if x >= 10_000 else f"{x / 1e3:.1f} µs"
+        return f"{x / 1e6:.1f} ms" if x >= 1e6 else f"{x / 1e3:.0f} µs" if x >= 1e4 else f"{x / 1e3:.1f} µs"
     return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
 
 
@@ -54,8 +49,17 @@ def md_table(header, rows, align=None):
     return "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in lines)
 
 
+def verdict_table(verdicts, first="target"):
+    return md_table([first, "measured", ""], [[v["target"], v["measured"], VERDICT[v["ok"]]] for v in verdicts])
+
+
 def bold_tally(label):
     return f"**{label}**" if label == TALLY else label
+
+
+def na_row(label, found, blanks):
+    """The row of a peer without figures: n/a, `blanks` empty cells, then why."""
+    return [bold_tally(label), "n/a"] + [""] * blanks + [found.get("na", "") if found else "not run"]
 
 
 class Results:
@@ -90,9 +94,7 @@ class Results:
         return next((s for s in summaries if s["peer"] == label and s["mode"] == mode), None)
 
     def verdicts(self, table, inlining):
-        targets = self.data.get("targets", [])
-        return [[v["target"], v["measured"], VERDICT[v["ok"]]] for v in targets
-                if v["table"] == table and v["inlining"] == inlining]
+        return [v for v in self.data.get("targets", []) if v["table"] == table and v["inlining"] == inlining]
 
 
 def svg_chart(res):
@@ -142,17 +144,15 @@ def svg_chart(res):
             if c is None or "na" in c:
                 out.append(text(bar_x + 4, y + 15, "n/a", ' fill="#868e96"'))
                 continue
-            bw, ym = max(1.0, c["median"] * scale), y + row_h / 2
+            bw, ym, off_axis = max(1.0, c["median"] * scale), y + row_h / 2, c["max"] > axis_max
             x_lo, x_hi = (bar_x + min(v, axis_max) * scale for v in (c["min"], c["max"]))
             colour = KIND_COLOURS.get(res.kind(label), "#868e96")
             out += [f'<rect x="{bar_x}" y="{y + 4}" width="{bw:.1f}" height="{row_h - 8}" fill="{colour}"/>',
-                    line(x_lo, ym, x_hi, ym), line(x_lo, ym - 4, x_lo, ym + 4)]
-            if c["max"] > axis_max:  # the whisker runs off the axis: an arrow head
-                out.append(f'<path d="M{x_hi - 5:.1f},{ym - 4} L{x_hi:.1f},{ym} L{x_hi - 5:.1f},{ym + 4}" '
-                           f'fill="none" stroke="#212529"/>')
-            else:
-                out.append(line(x_hi, ym - 4, x_hi, ym + 4))
-            text_x = bar_x + bw + 6 if c["max"] > axis_max else max(bar_x + bw + 6, x_hi + 6)
+                    line(x_lo, ym, x_hi, ym), line(x_lo, ym - 4, x_lo, ym + 4),
+                    # A whisker that runs off the axis ends in an arrow head.
+                    f'<path d="M{x_hi - 5:.1f},{ym - 4} L{x_hi:.1f},{ym} L{x_hi - 5:.1f},{ym + 4}" fill="none" '
+                    f'stroke="#212529"/>' if off_axis else line(x_hi, ym - 4, x_hi, ym + 4)]
+            text_x = bar_x + bw + 6 if off_axis else max(bar_x + bw + 6, x_hi + 6)
             attrs = weight + ' paint-order="stroke" stroke="#ffffff" stroke-width="3"'
             out.append(text(f"{text_x:.1f}", y + 15, fmt_ns(c["median"]), attrs))
     lx = 20
@@ -169,9 +169,6 @@ def workload_section(res, wid):
     quiet = w.get("selection") == "quiet"
     which = (f"the rounds whose sample ran while others used under {res.params.get('quiet_cpus'):g} CPU "
              f"(*quiet*; how many of the {rounds} in brackets)" if quiet else f"all {rounds} rounds")
-    lines = [f"## {wid} {w['name']} — {w['unit']}", "",
-             f"Median and min–max over {which}. *÷ tally-pool*: the paired ratio of this peer's time to "
-             f"tally-pool's (above 1: tally-pool is faster).", ""]
     rows = []
     for label in res.by_median(wid):
         c, plain = res.cell(wid, label), res.cell(wid, label, res.plain)
@@ -189,23 +186,24 @@ def workload_section(res, wid):
         ])
     header = ["peer", "kind", "median", "min–max", "÷ tally-pool", "all rounds: median (min–max)",
               "criterion median", "plain `#[inline]`: median (÷ forced)"]
-    lines += [md_table(header, rows, ["---"] * 2 + ["---:"] * 6), ""]
     bits = [f"tally-pool ÷ best {what} ({w[key][0]}): **{fmt_ratio(w[key][1])}**"
             for key, what in (("best_pool", "thread-safe pool"), ("best_any", "of all")) if w.get(key)]
-    return "\n".join(lines + (["; ".join(bits) + ". Below 1 means tally-pool is faster.", ""] if bits else []))
+    return "\n".join([
+        f"## {wid} {w['name']} — {w['unit']}", "",
+        f"Median and min–max over {which}. *÷ tally-pool*: the paired ratio of this peer's time to "
+        f"tally-pool's (above 1: tally-pool is faster).", "",
+        md_table(header, rows, ["---"] * 2 + ["---:"] * 6), "",
+    ] + (["; ".join(bits) + ". Below 1 means tally-pool is faster.", ""] if bits else []))
 
 
 def plain_section(res):
     """The targets with plain `#[inline]` adapters (each peer's figures are in the W1–W4 tables)."""
-    if not res.plain:
-        return ""
-    return "\n".join([
+    return "" if not res.plain else "\n".join([
         "## W1–W4 with plain `#[inline]` adapters", "",
         "The last column of the W1–W4 tables calls each peer through a plain `#[inline]` adapter, which "
         "the compiler inlines or not on its own, as it would a user's wrapper; *÷ forced* is its paired "
         "ratio to the forced adapter's time. The targets, with plain adapters:", "",
-        md_table(["target", "measured", ""], res.verdicts("targets", "plain") + res.verdicts("design", "plain")),
-        "",
+        verdict_table(res.verdicts("targets", "plain") + res.verdicts("design", "plain")), "",
     ])
 
 
@@ -217,15 +215,11 @@ def memory_section(res):
     ratios = {p: (res.memory(p) or {}).get("ratios") for p in res.order}
     rows = []
     for label in sorted(res.order, key=lambda p: (ratios[p] is None, (ratios[p] or (0, 0))[0])):
-        r = res.memory(label)
-        if r is None or not ratios[label]:
-            rows.append([bold_tally(label), "n/a", "", "", "", "", r.get("na", "") if r else "not run"])
-            continue
-        inline = "†" if r["handle_bytes"] >= 64 else ""
-        rows.append([bold_tally(label), r["setup"], f"{r['handle_bytes']}{inline}",
-                     f"{(r['resident_after'] - r['resident_before']) / 1e6:.1f} MB",
-                     f"{r['handle_array_bytes'] / 1e6:.1f} MB",
-                     f"**{ratios[label][0]:.3f}×**", f"{ratios[label][1]:.3f}×"])
+        r, ratio = res.memory(label), ratios[label]
+        rows.append(na_row(label, r, 4) if r is None or not ratio else [
+            bold_tally(label), r["setup"], f"{r['handle_bytes']}{'†' if r['handle_bytes'] >= 64 else ''}",
+            f"{(r['resident_after'] - r['resident_before']) / 1e6:.1f} MB", f"{r['handle_array_bytes'] / 1e6:.1f} MB",
+            f"**{ratio[0]:.3f}×**", f"{ratio[1]:.3f}×"])
     header = ["peer", "setup", "handle bytes", "growth", "handle array", "growth ÷ payload",
               "(growth − handle array) ÷ payload"]
     return "\n".join([
@@ -255,14 +249,10 @@ def latency_section(res):
     for mode, title in (("growing", "With growth"), ("pre-allocated", "Pre-allocated")):
         entries = sorted(((label, res.latency(label, mode)) for label in res.order),
                          key=lambda e: (e[1] is None or "na" in e[1], (e[1] or {}).get("p999", 0)))
-        rows = []
-        for label, r in entries:
-            if r is None or "na" in r:
-                rows.append([bold_tally(label), "n/a", "", "", "", "", "", r["na"] if r else "not run"])
-                continue
-            spread = f" ({fmt_ns(r['p999_min'])}–{fmt_ns(r['p999_max'])})" if r["runs"] > 1 else ""
-            rows.append([bold_tally(label), fmt_ns(r["p50"]), fmt_ns(r["p99"]), f"**{fmt_ns(r['p999'])}**{spread}",
-                         fmt_ns(r["p9999"]), fmt_ns(r["max"]), fmt_ns(r["mean"]), ""])
+        rows = [na_row(label, r, 5) if r is None or "na" in r else [
+            bold_tally(label), fmt_ns(r["p50"]), fmt_ns(r["p99"]),
+            f"**{fmt_ns(r['p999'])}**" + (f" ({fmt_ns(r['p999_min'])}–{fmt_ns(r['p999_max'])})" if r["runs"] > 1 else ""),
+            fmt_ns(r["p9999"]), fmt_ns(r["max"]), fmt_ns(r["mean"]), ""] for label, r in entries]
         header = ["peer", "p50", "p99", "p99.9", "p99.99", "max", "mean", "note"]
         lines += [f"### {title}", "", md_table(header, rows, ["---"] + ["---:"] * 6 + ["---"]), ""]
     return "\n".join(lines)
@@ -277,18 +267,16 @@ def suite_section(suite, title, command):
              f"Median ns per object of {suite['samples']} samples per contender, interleaved (W4: per pair of "
              f"operations), commit `{suite['machine'].get('git') or '?'}`, load average before and after "
              f"{' / '.join(str(x) for x in suite.get('load_average', []))}. Ratios are of medians.{mode}", ""]
+    columns, subject = suite["columns"], suite["subject"]
+    versus = [c for c in ("floor", "jemalloc") if c in columns]
     for table in suite["tables"]:
-        columns, subject = suite["columns"], suite["subject"]
-        versus = [c for c in ("floor", "jemalloc") if c in columns]
         rows = [[w["id"]] + [fmt_ns(w["medians"].get(c)) for c in columns]
                 + [fmt_ratio(w["ratios"].get(c)) for c in versus] for w in table["workloads"]]
-        verdicts = [[v["target"], v["measured"], VERDICT[v["ok"]]] for w in table["workloads"]
-                    for v in w["verdicts"]]
         lines += [f"### {table['inlining'].capitalize()} adapters: all targets "
                   f"{'met' if table['all_met'] else 'not met'}", "",
                   md_table(["workload"] + columns + [f"{subject} ÷ {c}" for c in versus], rows,
                            ["---"] + ["---:"] * (len(columns) + len(versus))), "",
-                  md_table(["target", "measured", ""], verdicts), ""]
+                  verdict_table([v for w in table["workloads"] for v in w["verdicts"]]), ""]
     return "\n".join(lines)
 
 
@@ -331,9 +319,9 @@ def report(res, versions, shown, suites):
         "A ratio is tally-pool's time over the other's, taken round by round and the median over the "
         "rounds (a paired ratio, which other load moves much less than either median). A target missed "
         "is reported as missed. The verdicts are the bench's own (`tally_bench::targets`).", "",
-        md_table(["target", "measured", ""], res.verdicts("targets", "forced")), "",
+        verdict_table(res.verdicts("targets", "forced")), "",
         "DESIGN.md's ratio table, from the same run:", "",
-        md_table(["ratio", "measured", ""], res.verdicts("design", "forced")), "",
+        verdict_table(res.verdicts("design", "forced"), "ratio"), "",
         "The same targets with plain `#[inline]` adapters are [below](#w1w4-with-plain-inline-adapters).", "",
         "![W1 churn and W3 pipeline, median ns per object for each peer](docs/peers.svg)", "",
         "## How it is measured", "",
@@ -347,9 +335,8 @@ def report(res, versions, shown, suites):
     ]
     rows = []
     for label, peer in res.peers.items():
-        krate = peer.get("crate") or ""
+        krate, hb = peer.get("crate") or "", peer.get("handle_bytes")
         version = f"{krate} {', '.join(versions.get(krate, []))}".strip() if krate else "std"
-        hb = peer.get("handle_bytes")
         rows.append([bold_tally(label), peer["kind"], version, peer["api"], "" if hb is None else hb])
     out += [md_table(["peer", "kind", "crate", "called as", "handle bytes"], rows), ""]
     out += [workload_section(res, wid) for wid in ("W1", "W2", "W3", "W4") if wid in res.workloads]
@@ -383,15 +370,15 @@ def main():
         path = Path(args.input).parent / f"{name}.json"
         suites[name] = json.loads(path.read_text()) if path.is_file() else None
     versions = {}
-    if args.lock.is_file():
-        for name, version in re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"', args.lock.read_text()):
-            versions.setdefault(name, set()).add(version)
+    lock = args.lock.read_text() if args.lock.is_file() else ""
+    for name, version in re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"', lock):
+        versions.setdefault(name, set()).add(version)
     versions = {k: sorted(v) for k, v in versions.items()}
-    res = Results(data)
     try:
         shown = Path(args.input).resolve().relative_to(ROOT)
     except ValueError:
         shown = args.input
+    res = Results(data)
     args.output.write_text(report(res, versions, shown, suites))
     args.svg.parent.mkdir(parents=True, exist_ok=True)
     args.svg.write_text(svg_chart(res))

@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use tally_bench::stats::median;
+use tally_bench::stats::{alternate, median};
 use tally_bench::targets::verdict;
 use tally_bench::{Mode, OrDie};
 use tally_pool::stats::{self, LeakConfig};
@@ -95,23 +95,6 @@ fn w3(n: u64) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
-/// Medians of `rounds` alternating runs of `a` and `b` (in that order, then swapped, so
-/// that neither always runs first), and `b / a`.
-fn paired(rounds: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> [f64; 3] {
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        if round % 2 == 0 {
-            xs.push(a());
-            ys.push(b());
-        } else {
-            ys.push(b());
-            xs.push(a());
-        }
-    }
-    let (x, y) = (median(&xs), median(&ys));
-    [x, y, y / x]
-}
-
 /// A run with the sampler ticking every 10 ms.
 fn sampled(run: impl FnOnce() -> f64) -> f64 {
     let _sampler = stats::start_sampler(Duration::from_millis(10)).or_die("start_sampler");
@@ -119,15 +102,8 @@ fn sampled(run: impl FnOnce() -> f64) -> f64 {
 }
 
 fn main() {
-    let mode = Mode::detect();
-    if Mode::listing() {
-        return;
-    }
-    let (rounds, n) = match mode {
-        Mode::Full => (31, 4_000_000),
-        Mode::Quick => (11, 1_000_000),
-        Mode::Test => (3, 10_000),
-    };
+    let Some(mode) = Mode::start() else { return };
+    let (rounds, n) = mode.pick([(31, 4_000_000), (11, 1_000_000), (3, 10_000)]);
     println!("stats benches ({} mode)", mode.name());
     // The measured pools first: pools past the 64th slot take no fast path.
     let _ = (Plain::pool(), Tracked::pool());
@@ -160,8 +136,8 @@ fn main() {
 
     let make = |i: u64| Plain([i; 8]);
     let _ = (w1(n / 10, make), w3(n / 10)); // warms the pools and caches
-    let one = paired(rounds, || w1(n, make), || sampled(|| w1(n, make)));
-    let three = paired(rounds, || w3(n / 4), || sampled(|| w3(n / 4)));
+    let one = alternate(rounds, || w1(n, make), || sampled(|| w1(n, make)));
+    let three = alternate(rounds, || w3(n / 4), || sampled(|| w3(n / 4)));
     for (w, [off, on, ratio]) in [("W1 (CPU)", one), ("W3 (wall)", three)] {
         println!(
             "typed {w}: {off:.2} ns without the sampler, {on:.2} ns with it every 10 ms: \
@@ -172,7 +148,7 @@ fn main() {
 
     let tracked = |i: u64| Tracked([i; 8]);
     let _ = w1(n / 10, tracked);
-    let [off, on, ratio] = paired(rounds, || w1(n, make), || w1(n, tracked));
+    let [off, on, ratio] = alternate(rounds, || w1(n, make), || w1(n, tracked));
     println!(
         "typed W1: {off:.2} ns with track_sites off, {on:.2} ns with 1 in {}: ratio {ratio:.3} \
          (target <= 1.05: {})",

@@ -1,15 +1,7 @@
 //! The typed layer, `Handle<Order>` of a 64-byte `#[derive(Pooled)]` order, against the
 //! allocators, the floor and the untyped `BlockPool` it is built on, judged against
-//! `tally_bench::targets::TYPED`; run as `benches/block.rs` is (groups `Order W1 churn` and so
-//! on, tables in `target/typed.json`). Contenders:
-//!
-//! - **typed**: `acquire_with(order)`, released by dropping the handle, one pool per NUMA node
-//!   (the derive's default); **typed-shared**: the same with `per_node = false`, which the
-//!   per-node fast path must stay within 5 % of on W1; **typed-acquire**: `acquire()`, then
-//!   the order written through the handle (a pool of its own: no two contenders share one).
-//! - **untyped**: a `BlockPool` (`GuardLevel::Off`): `allocate`, a write, `free`; the typed
-//!   layer's overhead is `typed - untyped`.
-//! - **floor**, **jemalloc**, **mimalloc**, **system**: as in `benches/block.rs`.
+//! `tally_bench::targets::TYPED`; run as `benches/block.rs` is. The contenders are described
+//! in the note the bench prints (`SUITE.note`).
 
 use tally_bench::contenders::*;
 use tally_bench::suite::{self, Suite};

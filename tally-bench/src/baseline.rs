@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::order::fatal;
+use crate::fatal;
 use crate::stats::{median, sorted};
 
 /// How a ratio of this run compares with the baseline's.
@@ -117,7 +117,7 @@ pub fn load(name: &str) -> Option<(PathBuf, Value)> {
     let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
     match text.and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string())) {
         Ok(value) => Some((path, value)),
-        Err(err) => fatal(format_args!("baseline {}: {err}", path.display())),
+        Err(err) => fatal!("baseline {}: {err}", path.display()),
     }
 }
 

@@ -1,8 +1,8 @@
 //! How a contender is called. An adapter ([`Contender`]) is written once and runs under two
-//! [`Inlining`]s, the same for every contender: [`Forced`] calls it from `#[inline(always)]`
-//! functions, [`Plain`] from `#[inline]` ones, which the compiler inlines or not on its own, as
-//! it would a user's wrapper. [`With`] is a contender under an inlining and a [`Stamp`];
-//! [`Runs`] is its object-safe face, which a bench holds.
+//! [`Inlining`]s: [`Forced`] calls it from `#[inline(always)]` functions, [`Plain`] from
+//! `#[inline]` ones, which the compiler inlines or not on its own, as it would a user's
+//! wrapper. [`With`] is a contender under an inlining and a [`Stamp`]; a bench holds its
+//! object-safe face, [`Runs`].
 
 use core::any::type_name;
 use core::marker::PhantomData;
@@ -86,7 +86,7 @@ inlining!(
 pub const INLININGS: [&str; 2] = ["forced", "plain"];
 
 /// Contender `C` under inlining `I`, stamping its orders with `S`.
-pub struct With<C: 'static, I, S>(&'static C, PhantomData<fn() -> (I, S)>);
+pub struct With<C: 'static, I, S>(pub(crate) &'static C, PhantomData<fn() -> (I, S)>);
 
 impl<C: Contender, I: Inlining, S: Stamp> With<C, I, S> {
     /// Acquires the object of iteration `i`.
@@ -101,21 +101,12 @@ impl<C: Contender, I: Inlining, S: Stamp> With<C, I, S> {
         I::release(self.0, item, |order| order.check::<S>(i, type_name::<C>))
     }
 
-    /// See [`Contender::thread_exit`].
-    pub fn thread_exit(&self) {
-        self.0.thread_exit();
-    }
-}
-
-impl<C: Remote, I: Inlining, S: Stamp> With<C, I, S> {
-    /// See [`Remote::releaser`].
-    pub fn releaser(&self) -> &'static C::Releaser {
-        self.0.releaser()
-    }
-
     /// Checks and releases the object of iteration `i` on the releasing thread.
     #[inline(always)]
-    pub fn release_remote(r: &C::Releaser, item: C::Item, i: u64) {
+    pub fn release_remote(r: &C::Releaser, item: C::Item, i: u64)
+    where
+        C: Remote,
+    {
         I::release_remote::<C>(r, item, |order| order.check::<S>(i, type_name::<C>))
     }
 }

@@ -64,9 +64,7 @@ impl Order {
 #[cold]
 #[inline(never)]
 fn mismatch(order: &Order, i: u64, who: &str) -> ! {
-    fatal(format_args!(
-        "{who}: object holds {order:?}, expected the stamp of {i} (handed out twice?)"
-    ))
+    crate::fatal!("{who}: object holds {order:?}, expected the stamp of {i} (handed out twice?)")
 }
 
 /// Reports a failure that makes the numbers meaningless and stops the process. Aborting
@@ -79,6 +77,14 @@ pub fn fatal(args: fmt::Arguments<'_>) -> ! {
     std::process::abort()
 }
 
+/// [`fatal`] with `format!`'s arguments.
+#[macro_export]
+macro_rules! fatal {
+    ($($arg:tt)*) => {
+        $crate::order::fatal(format_args!($($arg)*))
+    };
+}
+
 /// Unwraps a result or stops the process with [`fatal`], naming what failed.
 pub trait OrDie<T> {
     /// The value, or a report of `what` failed and why.
@@ -87,6 +93,6 @@ pub trait OrDie<T> {
 
 impl<T, E: fmt::Debug> OrDie<T> for Result<T, E> {
     fn or_die(self, what: &str) -> T {
-        self.unwrap_or_else(|e| fatal(format_args!("{what}: {e:?}")))
+        self.unwrap_or_else(|e| fatal!("{what}: {e:?}"))
     }
 }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::order::fatal;
+use crate::fatal;
 use crate::stats::median;
 
 /// A W5 child's growth ÷ payload and (growth − handle array) ÷ payload.
@@ -112,7 +112,7 @@ pub fn write(env: &str, file: &str, value: &Value) {
         Ok(()) => println!("\nwrote {}", path.display()),
         Err(err) => {
             println!("{}", text.unwrap_or_default());
-            fatal(format_args!("cannot write {}: {err}", path.display()))
+            fatal!("cannot write {}: {err}", path.display())
         }
     }
 }

@@ -27,6 +27,27 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted.get(rank - 1).copied().unwrap_or(0)
 }
 
+/// The medians of `rounds` runs of `a` and of `b`, alternating which runs first so that
+/// neither always does, and `b`'s median over `a`'s.
+pub fn alternate(
+    rounds: usize,
+    mut a: impl FnMut() -> f64,
+    mut b: impl FnMut() -> f64,
+) -> [f64; 3] {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            xs.push(a());
+            ys.push(b());
+        } else {
+            ys.push(b());
+            xs.push(a());
+        }
+    }
+    let (x, y) = (median(&xs), median(&ys));
+    [x, y, y / x]
+}
+
 /// A sample is quiet when other processes used less than this many CPUs during it.
 pub const QUIET_CPUS: f64 = 0.5;
 

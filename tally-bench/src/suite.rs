@@ -4,6 +4,11 @@
 //! contender, interleaved across contenders (round-robin, so that drift and other load hit
 //! all alike), under both inlinings in the same rounds; the median ns per object of each is
 //! published, and the targets are judged on ratios of those medians.
+//!
+//! `TALLY_BENCH_QUICK=1` (or `--test`, `cargo test --benches`): a quick run;
+//! `TALLY_BENCH_WORKLOADS=W1,W3` limits the ratio pass; a criterion filter that matches nothing
+//! (`-- none`) skips criterion's groups; `TALLY_BENCH_BASELINE=benches/baseline` compares the
+//! ratios with a baseline ([`crate::baseline`]).
 
 use std::time::Duration;
 
@@ -11,9 +16,9 @@ use criterion::{SamplingMode, Throughput};
 use serde_json::{json, Value};
 
 use crate::baseline;
-use crate::contender::{Pair, INLININGS};
+use crate::contender::{Pair, Runs, INLININGS};
 use crate::results::{machine, write};
-use crate::stats::{self, Grid};
+use crate::stats::{self, Cell, Grid};
 use crate::targets::{judge, Figures, Rule, Target};
 use crate::timer::load_average;
 use crate::workload::{Mode, Workload};
@@ -98,6 +103,31 @@ pub fn criterion_groups(
     criterion.final_summary();
 }
 
+/// Calls `f` with each built contender of `pairs` under each inlining and its cell of `w`,
+/// from contender `first` on (the order each round of a pass visits them in).
+pub fn each_cell(
+    grids: &mut [Grid; 2],
+    pairs: &[Result<&Pair, &'static str>],
+    w: Workload,
+    first: usize,
+    mut f: impl FnMut(&dyn Runs, &mut Cell),
+) {
+    for (inlining, grid) in grids.iter_mut().enumerate() {
+        let Some(row) = grid.cells.get_mut(w as usize) else {
+            continue;
+        };
+        for j in 0..pairs.len() {
+            let p = (j + first) % pairs.len();
+            let runs = pairs
+                .get(p)
+                .and_then(|p| p.ok()?.both().get(inlining).copied());
+            if let (Some(runs), Some(cell)) = (runs, row.get_mut(p)) {
+                f(runs, cell);
+            }
+        }
+    }
+}
+
 /// Runs `suite` on `entries` (label and contender, in the order each round visits them).
 pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
     let (mode, baseline) = (Mode::detect(), baseline::load(suite.name));
@@ -120,21 +150,15 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
         };
         let iterations = (full / if mode == Mode::Full { 1 } else { 10 }).max(1);
         for _ in 0..RATIO_SAMPLES {
-            for (inlining, grid) in grids.iter_mut().enumerate() {
-                let row = grid.cells.get_mut(w as usize).into_iter().flatten();
-                for ((_, pair), cell) in entries.iter().zip(row) {
-                    let Some(runs) = pair.both().get(inlining).copied() else {
-                        continue;
-                    };
-                    let _ = runs.session(w, &mut |run| {
-                        // Warm the caches (and a new helper thread) before the timed run.
-                        run((iterations / 4).max(1));
-                        let objects = iterations * w.objects_per_iteration();
-                        let ns = run(iterations).as_secs_f64() * 1e9 / objects as f64;
-                        cell.samples.push(ns, objects, f64::NAN);
-                    });
-                }
-            }
+            each_cell(&mut grids, &pairs, w, 0, |runs, cell| {
+                let _ = runs.session(w, &mut |run| {
+                    // Warm the caches (and a new helper thread) before the timed run.
+                    run((iterations / 4).max(1));
+                    let objects = iterations * w.objects_per_iteration();
+                    let ns = run(iterations).as_secs_f64() * 1e9 / objects as f64;
+                    cell.samples.push(ns, objects, f64::NAN);
+                });
+            });
         }
     }
 
@@ -147,12 +171,11 @@ pub fn run(suite: &Suite, entries: &[(&'static str, Pair)]) {
             memory: None,
             tail: None,
         };
-        let quick = (mode != Mode::Full).then_some("; QUICK MODE, indicative only");
-        let quick = quick.unwrap_or_default();
         println!(
             "\n{} median of {RATIO_SAMPLES} samples, ns per object (W4: per pair of operations, \
-             one on each thread), {inlining} adapters{quick}",
+             one on each thread), {inlining} adapters{}",
             suite.title,
+            mode.caveat(),
         );
         let (mut all_met, mut json_rows) = (true, Vec::new());
         for &w in &selected {

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::contender::{Pair, Runs, INLININGS};
-use crate::order::{fatal, ORDER_BYTES};
+use crate::fatal;
+use crate::order::ORDER_BYTES;
 use crate::results::{latency_summary, machine, memory_ratios, unix_now, write};
 use crate::stats::{median, paired, quantile, sorted, Cell, Grid, QUIET_CPUS, QUIET_SAMPLES};
-use crate::suite::criterion_groups;
+use crate::suite::{criterion_groups, each_cell};
 use crate::targets::{judge, kind, rival, Figures, Rule, Verdict, DESIGN, ISSUE};
 use crate::timer::{self, load_average};
 use crate::workload::{resident_bytes, Mode, Workload, BURST, QUEUE_CAPACITY};
@@ -97,20 +98,10 @@ pub fn run(peers: &[Peer]) {
     phase("criterion");
 
     for round in 0..rounds {
-        for (k, w) in Workload::ALL.into_iter().enumerate() {
-            for (inlining, grid) in grids.iter_mut().enumerate() {
-                let Some(row) = grid.cells.get_mut(k) else {
-                    continue;
-                };
-                for j in 0..pairs.len() {
-                    let p = (j + round) % pairs.len();
-                    let runs = pairs.get(p).and_then(|p| p.ok());
-                    let runs = runs.and_then(|pair| pair.both().get(inlining).copied());
-                    if let (Some(runs), Some(cell)) = (runs, row.get_mut(p)) {
-                        sample(runs, w, mode, [warm_up, length], cell);
-                    }
-                }
-            }
+        for w in Workload::ALL {
+            each_cell(&mut grids, &pairs, w, round, |runs, cell| {
+                sample(runs, w, mode, [warm_up, length], cell)
+            });
         }
         eprintln!("interleaved pass: round {} of {rounds} done", round + 1);
     }
@@ -297,7 +288,7 @@ fn child(peers: &[Peer], task: &str) {
     let arg = |k: usize| words.get(k).copied().unwrap_or("");
     let n: usize = words.last().and_then(|w| w.parse().ok()).unwrap_or(MILLION);
     let Some(peer) = arg(1).parse().ok().and_then(|k: usize| peers.get(k)) else {
-        fatal(format_args!("bad {CHILD_ENV} task {task:?}"))
+        fatal!("bad {CHILD_ENV} task {task:?}")
     };
     let line = match arg(0) {
         "memory" => match resident_bytes() {
@@ -307,7 +298,7 @@ fn child(peers: &[Peer], task: &str) {
                     .iter()
                     .filter_map(|&(name, capacity)| Some(((peer.build)(capacity).ok()?, name)));
                 let Some((pair, setup)) = built.into_iter().next() else {
-                    fatal(format_args!("{}: cannot be built", peer.label))
+                    fatal!("{}: cannot be built", peer.label)
                 };
                 let after = pair.forced().memory(n).unwrap_or(0);
                 let handle_bytes = pair.forced().handle_bytes();
@@ -321,7 +312,7 @@ fn child(peers: &[Peer], task: &str) {
         },
         "latency" => {
             let Some(&(setup, capacity)) = SETUPS.iter().find(|(name, _)| *name == arg(2)) else {
-                fatal(format_args!("bad {CHILD_ENV} task {task:?}"))
+                fatal!("bad {CHILD_ENV} task {task:?}")
             };
             let ns_per_tick = timer::calibrate(Duration::from_millis(50));
             match (peer.build)(capacity) {
@@ -345,7 +336,7 @@ fn child(peers: &[Peer], task: &str) {
                 }
             }
         }
-        _ => fatal(format_args!("bad {CHILD_ENV} task {task:?}")),
+        _ => fatal!("bad {CHILD_ENV} task {task:?}"),
     };
     println!("{line}");
 }

@@ -1,9 +1,7 @@
-//! Every target the benches judge, and the one function that judges them.
-//!
-//! `DESIGN.md`'s ratios ([`DESIGN`]) are judged by the block bench (on medians) and by the
-//! peers bench (on paired ratios); the typed bench has its own ([`TYPED`]); the issue's
-//! targets ([`ISSUE`]) are the peers bench's. `benches/report.py` prints the verdicts the
-//! peers bench wrote and judges nothing itself.
+//! Every target the ratio benches judge, and the one function that judges them: `DESIGN.md`'s
+//! ratios ([`DESIGN`]) by the block bench (on medians) and the peers bench (on paired ratios),
+//! [`TYPED`] by the typed bench, [`ISSUE`] by the peers bench. `benches/report.py` prints the
+//! verdicts from the JSON and judges nothing itself.
 
 use serde::Serialize;
 use serde_json::Value;

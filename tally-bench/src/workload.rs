@@ -119,9 +119,29 @@ impl Mode {
         }
     }
 
+    /// [`Mode::detect`], or `None` for criterion's `--list`: the bench then measures nothing.
+    pub fn start() -> Option<Self> {
+        (!Self::listing()).then(Self::detect)
+    }
+
     /// `full`, `quick` or `test`.
     pub fn name(self) -> String {
         format!("{self:?}").to_lowercase()
+    }
+
+    /// The value for this mode, of `[full, quick, test]`.
+    pub fn pick<T>(self, [full, quick, test]: [T; 3]) -> T {
+        match self {
+            Self::Full => full,
+            Self::Quick => quick,
+            Self::Test => test,
+        }
+    }
+
+    /// What a table's heading adds outside the full mode.
+    pub fn caveat(self) -> &'static str {
+        let quick = "; QUICK MODE, indicative only";
+        self.pick(["", quick, quick])
     }
 
     /// Whether criterion's `--list` was asked for: the benches then measure nothing more.
@@ -191,7 +211,7 @@ pub fn pipeline_session<C: Remote, I: Inlining, S: Stamp>(c: &With<C, I, S>, bod
 where
     C::Item: Send,
 {
-    let (queue, releaser) = (&ArrayQueue::<C::Item>::new(QUEUE_CAPACITY), c.releaser());
+    let (queue, releaser) = (&ArrayQueue::<C::Item>::new(QUEUE_CAPACITY), c.0.releaser());
     let produce = |n| {
         for i in 0..n {
             let (mut item, mut spins) = (c.acquire(i), 0u32);
@@ -221,7 +241,7 @@ pub fn contended_session<C: Contender + Sync, I: Inlining, S: Stamp>(
     c: &With<C, I, S>,
     body: Body<'_>,
 ) {
-    with_helper(|| c.thread_exit(), |n| churn(c, n), body, |n| churn(c, n));
+    with_helper(|| c.0.thread_exit(), |n| churn(c, n), body, |n| churn(c, n));
 }
 
 /// Times, under `body`, `main(n)` on this thread while a helper thread runs `work(n)`;

@@ -7,7 +7,8 @@ use std::sync::{Mutex, PoisonError};
 
 use super::global::Block;
 use crate::contender::{Contender, Remote};
-use crate::order::{fatal, Order};
+use crate::fatal;
+use crate::order::Order;
 
 /// The floor: each thread has its own intrusive stack of cache-line-aligned blocks carved
 /// from leaked slabs, linked through their first word. A thread that frees blocks others
@@ -71,7 +72,7 @@ impl Floor {
         }
         let slab = Box::leak(Box::<[FloorSlot]>::new_uninit_slice(FLOOR_BATCH));
         let Some((first, rest)) = slab.split_first_mut() else {
-            fatal(format_args!("floor: empty slab"))
+            fatal!("floor: empty slab")
         };
         let mut next: *mut FreeNode = null_mut();
         for block in rest.iter_mut().rev() {

@@ -5,7 +5,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 
 use crate::contender::Contender;
-use crate::order::{fatal, Order};
+use crate::fatal;
+use crate::order::Order;
 use crate::runs;
 
 /// A block handed out as a raw pointer (the floor, the allocators, tally-pool's blocks).
@@ -61,7 +62,7 @@ impl<A: GlobalAlloc + 'static> Contender for Global<A> {
         // SAFETY: `LAYOUT` has a non-zero size.
         let ptr = unsafe { self.0.alloc(LAYOUT) };
         let Some(ptr) = NonNull::new(ptr.cast::<Order>()) else {
-            fatal(format_args!("{}: out of memory", self.1))
+            fatal!("{}: out of memory", self.1)
         };
         // SAFETY: a fresh allocation of `LAYOUT`: 64 bytes, aligned for `Order`, ours.
         unsafe { Block::fill(ptr, make()) }

@@ -4,7 +4,8 @@
 use core::cell::RefCell;
 
 use crate::contender::{Contender, Remote};
-use crate::order::{fatal, Order};
+use crate::fatal;
+use crate::order::Order;
 use crate::runs;
 
 pub use {lockfree_object_pool, nexus_pool, nexus_slab, object_pool, opool, sharded_slab, slab};
@@ -128,7 +129,7 @@ guards! {
     Opool => opool::RefGuard<'static, OrderAllocator, Order>, |pool| pool.get(), shared;
     NexusSync => nexus_pool::sync::Pooled<Order>, |pool| match pool.try_acquire() {
         Some(guard) => guard,
-        None => fatal(format_args!("nexus-pool sync: exhausted")),
+        None => fatal!("nexus-pool sync: exhausted"),
     }, remote, "one acquiring thread: sync::Pool is Send but not Sync, so two threads cannot \
         acquire from one pool";
     NexusLocal => nexus_pool::local::Pooled<Order>, |pool| pool.acquire(), local,
@@ -139,36 +140,36 @@ contenders! {
     ShardedPool => usize,
         |me, order| match me.0.create_with(|o| *o = order) {
             Some(key) => key,
-            None => fatal(format_args!("sharded-slab Pool: full")),
+            None => fatal!("sharded-slab Pool: full"),
         },
         |key, check| {
             match me.0.get(key) {
                 Some(order) => check(&order),
-                None => fatal(format_args!("sharded-slab Pool: key {key} not found")),
+                None => fatal!("sharded-slab Pool: key {key} not found"),
             }
             if !me.0.clear(key) {
-                fatal(format_args!("sharded-slab Pool: clear({key}) failed"));
+                fatal!("sharded-slab Pool: clear({key}) failed");
             }
         }, shared;
     ShardedSlab => usize,
         |me, order| match me.0.insert(order) {
             Some(key) => key,
-            None => fatal(format_args!("sharded-slab Slab: full")),
+            None => fatal!("sharded-slab Slab: full"),
         },
         |key, check| match me.0.take(key) {
             Some(order) => check(&order),
-            None => fatal(format_args!("sharded-slab Slab: key {key} not found")),
+            None => fatal!("sharded-slab Slab: key {key} not found"),
         }, shared;
     Slab => usize,
         |me, order| me.0.borrow_mut().insert(order),
         |key, check| match me.0.borrow_mut().try_remove(key) {
             Some(order) => check(&order),
-            None => fatal(format_args!("slab: key {key} not found")),
+            None => fatal!("slab: key {key} not found"),
         }, local, "single-threaded: Slab needs &mut to insert and remove (not Sync)";
     NexusBounded => nexus_slab::Slot<Order>,
         |me, order| match me.0.try_alloc(order) {
             Ok(slot) => slot,
-            Err(_) => fatal(format_args!("nexus-slab: full")),
+            Err(_) => fatal!("nexus-slab: full"),
         },
         |slot, check| {
             check(&slot);

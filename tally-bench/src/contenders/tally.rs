@@ -8,7 +8,8 @@ use tally_pool::{Handle, Pooled};
 
 use super::global::{Block, LAYOUT};
 use crate::contender::Contender;
-use crate::order::{fatal, Order};
+use crate::fatal;
+use crate::order::Order;
 use crate::runs;
 
 /// An [`Order`] in a `#[derive(Pooled)]` type: one type per pool configuration, and no two
@@ -101,12 +102,12 @@ impl<T: Derived, const WITH: bool> Contender for Typed<T, WITH> {
         if WITH {
             return match T::acquire_with(T::wrap(make())) {
                 Ok(handle) => handle,
-                Err(err) => fatal(format_args!("tally-pool: acquire_with failed: {err}")),
+                Err(err) => fatal!("tally-pool: acquire_with failed: {err}"),
             };
         }
         let mut handle = match T::acquire() {
             Ok(handle) => handle,
-            Err(err) => fatal(format_args!("tally-pool: acquire failed: {err}")),
+            Err(err) => fatal!("tally-pool: acquire failed: {err}"),
         };
         *handle.order_mut() = make();
         handle
@@ -131,7 +132,7 @@ impl TallyBlock {
         let config = BlockPoolConfig::new(LAYOUT).name(label).capacity(200_000);
         match BlockPool::new(config.guard(guard).prefault(true)) {
             Ok(pool) => Self(pool, label),
-            Err(err) => fatal(format_args!("{label}: BlockPool::new failed: {err}")),
+            Err(err) => fatal!("{label}: BlockPool::new failed: {err}"),
         }
     }
 }
@@ -143,7 +144,7 @@ impl Contender for TallyBlock {
     fn acquire(&self, make: impl FnOnce() -> Order) -> Block {
         let ptr = match self.0.allocate() {
             Ok(block) => block.cast::<Order>(),
-            Err(err) => fatal(format_args!("{}: allocate failed: {err}", self.1)),
+            Err(err) => fatal!("{}: allocate failed: {err}", self.1),
         };
         // SAFETY: a fresh block of a pool of `Order`'s layout, ours until freed.
         unsafe { Block::fill(ptr, make()) }
@@ -156,7 +157,7 @@ impl Contender for TallyBlock {
         // `Block` is the only way to its block, given up here: the owner frees it once.
         let freed = unsafe { self.0.free(item.0.cast()) };
         if let Err(err) = freed {
-            fatal(format_args!("{}: free failed: {err}", self.1));
+            fatal!("{}: free failed: {err}", self.1);
         }
     }
 }
