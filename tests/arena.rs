@@ -125,7 +125,7 @@ fn each_thread_is_a_component_of_the_report_while_it_lives() {
     }
     let after = stats::report();
     for (tid, kept) in seen {
-        let name = format!("scratch arena (thread {tid})");
+        let name = format!("scratch (thread {tid})");
         let row = report.components.iter().find(|c| c.name == name);
         let row = row.unwrap_or_else(|| panic!("no component named {name:?}"));
         assert_eq!(row.kind, Kind::Arena);

@@ -182,12 +182,12 @@ impl Local {
 fn component_name() -> String {
     #[cfg(not(miri))]
     {
-        format!("scratch arena (thread {})", crate::sys::limits::thread_id())
+        format!("scratch (thread {})", crate::sys::limits::thread_id())
     }
     #[cfg(miri)]
     {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        format!("scratch arena {}", NEXT.fetch_add(1, Ordering::Relaxed))
+        format!("scratch (arena {})", NEXT.fetch_add(1, Ordering::Relaxed))
     }
 }
 

@@ -75,7 +75,7 @@
 //!
 //! Each thread that has called [`scratch`] appears in [`stats::report`](crate::stats::report)
 //! as a component of kind [`Kind::Arena`](crate::stats::Kind::Arena), named
-//! `scratch arena (thread <tid>)`, until the thread exits:
+//! `scratch (thread <tid>)` (the kernel thread id), until the thread exits:
 //!
 //! | field | meaning |
 //! |---|---|

@@ -273,7 +273,7 @@ fn the_report_shows_each_threads_arena() {
         (id, inside, lent, row(&stats::report()), retained_bytes())
     });
     assert_eq!(inside.kind, Kind::Arena);
-    assert!(inside.name.starts_with("scratch arena"), "{}", inside.name);
+    assert!(inside.name.starts_with("scratch ("), "{}", inside.name);
     assert_eq!(inside.live_objects, 1);
     assert_eq!(inside.memory.live_bytes, lent as u64);
     assert_eq!(inside.memory.free_bytes, 0);
