@@ -28,7 +28,9 @@ std::thread_local! {
 /// Invariants: only the owning thread reaches it (a thread-local, never shared); `idle` is
 /// sorted by footprint, smallest first, and holds at most [`MAX_IDLE_ARENAS`] arenas, each
 /// reset (no live allocation); `retained` is the sum of their footprints. No user code runs
-/// while `idle` is borrowed.
+/// while `idle` is borrowed, only the global allocator freeing arenas: a call that finds it
+/// borrowed all the same (from a global allocator that uses scratch arenas) lends a new
+/// arena, or frees the one it takes back: never a panic.
 struct Local {
     idle: RefCell<Vec<Idle>>,
     retained: Cell<usize>,
@@ -66,17 +68,21 @@ impl Local {
     }
 
     /// The thread's counters, registering them with the statistics on the first call.
-    fn counters(&self) -> &ArenaCounters {
-        let registered = self.registered.get_or_init(|| {
+    fn counters(&self) -> Option<&ArenaCounters> {
+        if self.registered.get().is_none() {
             let counters = Arc::new(ArenaCounters::default());
             let weak: std::sync::Weak<dyn stats::Source> = Arc::downgrade(&counters) as _;
             let registration = stats::register(component_name(), Kind::Arena, weak);
-            Registered {
+            // Set, not `get_or_init`, which panics on re-entry: a call made while this
+            // one registered would have set it first, and this registration leaves again.
+            let _ = self.registered.set(Registered {
                 counters,
                 _registration: registration,
-            }
-        });
-        &registered.counters
+            });
+        }
+        self.registered
+            .get()
+            .map(|registered| &*registered.counters)
     }
 
     /// Frees the idle arenas if a trim was requested since the last look; says whether one
@@ -121,7 +127,9 @@ impl Local {
         };
         let retained = self.retained.get().saturating_sub(lent_footprint);
         self.retained.set(retained);
-        counters.lent(lent_footprint, retained);
+        if let Some(counters) = counters {
+            counters.lent(lent_footprint, retained);
+        }
         Lent {
             bump,
             lent_footprint,
@@ -143,8 +151,7 @@ impl Local {
         self.honour_trim();
         let trimmed = self.seen_epoch.get() != lent_epoch;
         let limit = retain_limit();
-        let mut freed = 0;
-        let mut evicted = Vec::new();
+        let mut freed = 0_usize;
         if trimmed || returned > limit {
             freed = returned;
             drop(bump);
@@ -161,8 +168,7 @@ impl Local {
             while (retained > limit || idle.len() > MAX_IDLE_ARENAS) && !idle.is_empty() {
                 let smallest = idle.remove(0);
                 retained = retained.saturating_sub(smallest.footprint);
-                freed += smallest.footprint;
-                evicted.push(smallest.bump);
+                freed = freed.saturating_add(smallest.footprint);
             }
             self.retained.set(retained);
         } else {
@@ -173,8 +179,6 @@ impl Local {
             let counters = &registered.counters;
             counters.taken_back(lent_footprint, returned, self.retained.get(), freed);
         }
-        // The freed arenas go back to the global allocator here, with nothing borrowed.
-        drop(evicted);
     }
 }
 
