@@ -67,8 +67,8 @@
 //! [`trim`] asks every thread to free what it keeps. A thread frees its idle arenas when it
 //! calls `trim` itself and otherwise at its next [`scratch`] call, before lending an arena; an
 //! arena lent at the time of the request is freed when its closure returns. No thread ever
-//! touches another thread's arena. The pressure monitor calls [`trim`] when the level is
-//! High or Critical. An idle thread that never calls [`scratch`] again keeps its arenas
+//! touches another thread's arena. The pressure monitor calls [`trim`] in each of its
+//! reclamation rounds at High or Critical. An idle thread that never calls [`scratch`] again keeps its arenas
 //! until it exits.
 //!
 //! # Statistics
@@ -86,9 +86,9 @@
 //! | `acquires`, `releases` | [`scratch`] calls begun and ended |
 //! | `growths` | calls whose arena ended with more chunk bytes than it was lent with |
 //!
-//! Arena memory comes from the global allocator: the pressure monitor's own budget
-//! ([`pressure::mapped_bytes`](crate::pressure::mapped_bytes)) counts it only when the
-//! global allocator is tally-pool's.
+//! Arena memory comes from the global allocator, so it is not among the bytes the library
+//! maps itself ([`pressure::mapped_bytes`](crate::pressure::mapped_bytes)), which the
+//! pressure monitor's own budget counts.
 //!
 //! # Thread exit
 //!
