@@ -12,6 +12,7 @@
 
 extern crate self as tally_pool;
 
+pub mod arena;
 pub mod block;
 mod error;
 pub mod numa;

@@ -58,6 +58,10 @@ pub(crate) fn reclaim(
 ) -> Reclamation {
     let start = Instant::now();
     let urgency = urgency_for(level);
+    if level >= PressureLevel::High {
+        // Each thread frees its idle scratch arenas itself, at its next call.
+        crate::arena::trim();
+    }
     let mut reclaimable = 0u64;
     let mut reclaimed = 0u64;
     for member in members {
