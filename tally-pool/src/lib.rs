@@ -12,6 +12,8 @@
 
 extern crate self as tally_pool;
 
+/// `TallyAlloc`, the NUMA-aware global allocator over per-node size-class heaps.
+pub mod alloc;
 pub mod block;
 mod error;
 pub mod numa;
