@@ -12,7 +12,7 @@
 
 extern crate self as tally_pool;
 
-/// `TallyAlloc`, the NUMA-aware global allocator over per-node size-class heaps.
+// `TallyAlloc`, the NUMA-aware global allocator (its docs are in the module).
 pub mod alloc;
 pub mod block;
 mod error;

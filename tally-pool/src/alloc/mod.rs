@@ -15,7 +15,7 @@
 //! # How it works
 //!
 //! - **Layouts up to 32 KiB, aligned to at most 4 KiB**, are rounded up to their
-//!   [`SizeClass`](crate::block::SizeClass) and served from a heap per node and class. A
+//!   [`SizeClass`] and served from a heap per node and class. A
 //!   heap carves blocks from 1 MiB chunks, mapped when first needed, bound to the node
 //!   (`mbind`) before their first touch, each starting with a header that names its heap.
 //! - **Each thread caches** up to two batches of free blocks per class (a batch is 64 KiB
