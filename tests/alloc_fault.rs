@@ -144,23 +144,32 @@ mod checks {
                 })
             })
             .collect();
-        let rules: Vec<_> = (0..40)
-            .map(|i| {
-                fault::refuse_everywhere(
-                    Call::Mmap,
-                    When::Chance {
-                        per_million: 500_000,
-                        seed: i,
-                    },
-                )
-            })
-            .collect();
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Forty rules that never refuse grow the process's rule list several times while
+        // the workers' `mmap`s read it; then one that refuses half of the calls.
+        let mut rules: Vec<_> = Vec::with_capacity(41);
+        for _ in 0..40 {
+            rules.push(fault::refuse_everywhere(Call::Mmap, When::Nth(u64::MAX)));
+        }
+        let chance = fault::refuse_everywhere(
+            Call::Mmap,
+            When::Chance {
+                per_million: 500_000,
+                seed: 7,
+            },
+        );
+        while chance.calls() < 200 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(chance.refused() > 0);
+        drop(chance);
         drop(rules);
         stop.store(true, Ordering::Relaxed);
+        let (mut nulls, mut blocks) = (0, 0);
         for w in workers {
-            let (nulls, blocks) = w.join().unwrap();
-            assert!(nulls + blocks > 0);
+            let (n, b) = w.join().unwrap();
+            nulls += n;
+            blocks += b;
         }
+        assert!(nulls > 0 && blocks > 0, "{nulls} nulls, {blocks} blocks");
     }
 }
