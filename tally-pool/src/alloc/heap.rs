@@ -31,6 +31,9 @@ struct ChunkHeader {
     node: u32,
     /// The size class of its blocks.
     class: u32,
+    /// The heap's chunk mapped before this one (null for its first): every chunk stays
+    /// reachable from its heap.
+    prev: *mut ChunkHeader,
 }
 
 /// The index of the heap that owns the block at `block`.
@@ -115,6 +118,8 @@ struct HeapState {
     /// The uncarved part of the newest chunk: `bump..end`, each a block's start.
     bump: usize,
     end: usize,
+    /// The newest chunk, whose header links to the older ones.
+    newest: *mut ChunkHeader,
 }
 
 /// Running counts of one heap, read by the statistics without the lock. Allocations,
@@ -175,6 +180,7 @@ impl ClassHeap {
                 free_count: 0,
                 bump: 0,
                 end: 0,
+                newest: ptr::null_mut(),
             }),
             counts: HeapCounts::new(),
         }
@@ -201,9 +207,10 @@ impl ClassHeap {
                 return Taken::Free(detach(s, want));
             }
             if s.bump >= s.end {
-                let Some((bump, end)) = self.map_chunk(class, node) else {
+                let Some((chunk, bump, end)) = self.map_chunk(class, node, s.newest) else {
                     return Taken::Free(Chain::EMPTY);
                 };
+                s.newest = chunk;
                 s.bump = bump;
                 s.end = end;
             }
@@ -244,8 +251,14 @@ impl ClassHeap {
         self.counts.free.fetch_add(chain.count, Ordering::Relaxed);
     }
 
-    /// Maps, binds and labels a chunk for this heap: its carvable range. Under the lock.
-    fn map_chunk(&self, class: SizeClass, node: usize) -> Option<(usize, usize)> {
+    /// Maps, binds and labels a chunk for this heap, linked to `prev`: its header and its
+    /// carvable range. Under the lock.
+    fn map_chunk(
+        &self,
+        class: SizeClass,
+        node: usize,
+        prev: *mut ChunkHeader,
+    ) -> Option<(*mut ChunkHeader, usize, usize)> {
         let region = sys::map_aligned(CHUNK, CHUNK).ok()?;
         // The chunk stays mapped for the life of the process.
         let (base, _) = region.into_raw();
@@ -256,15 +269,17 @@ impl ClassHeap {
             magic: MAGIC,
             node: node as u32,
             class: class.index() as u32,
+            prev,
         };
         // SAFETY: `base` is the start of a fresh, writable, `CHUNK`-aligned mapping of
         // `CHUNK` bytes that only this heap knows of; the header fits in its first page.
         unsafe { base.as_ptr().cast::<ChunkHeader>().write(header) };
         self.counts.chunks.fetch_add(1, Ordering::Relaxed);
         let first = first_block(class);
+        let header = base.as_ptr().cast::<ChunkHeader>();
         let base = base.as_ptr() as usize;
         let blocks = (CHUNK - first) / class.size();
-        Some((base + first, base + first + blocks * class.size()))
+        Some((header, base + first, base + first + blocks * class.size()))
     }
 
     fn lock_for_fork(&self) {
