@@ -8,7 +8,7 @@
 //!
 //! Prints the median time per allocation+free over the runs and each contender's ratio to
 //! TallyAlloc (below 1: faster than TallyAlloc). `TALLY_BENCH_QUICK=1` or `--test`: one
-//! short run. The bench's own bookkeeping uses the system allocator, the default.
+//! short run; `TALLY_BENCH_ONLY=tally` runs one contender (for a profiler). The bench's own bookkeeping uses the system allocator, the default.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -130,13 +130,17 @@ fn main() {
         ("glibc-simple", glibc_simple, rounds),
         ("xmalloc-test", xmalloc, blocks),
     ];
+    let only = std::env::var("TALLY_BENCH_ONLY").ok();
+    let runs_it = |label: &str| only.as_deref().is_none_or(|o| o == label);
     println!("TallyAlloc vs allocators: median ns per allocation+free over {runs} runs");
     for (name, run, n) in workloads {
         let mut times = vec![Vec::new(); CONTENDERS.len()];
         // Interleaved: every run measures every contender once, in turn.
         for _ in 0..runs {
-            for (i, (_, a)) in CONTENDERS.iter().enumerate() {
-                times[i].push(run(*a, n));
+            for (i, (label, a)) in CONTENDERS.iter().enumerate() {
+                if runs_it(label) {
+                    times[i].push(run(*a, n));
+                }
             }
         }
         let medians: Vec<f64> = times.iter().map(|t| median(t)).collect();

@@ -96,11 +96,36 @@ impl Drop for ThreadCache {
     }
 }
 
-/// Most blocks a class's list keeps, and the batch it trades with the heap: 64 KiB worth,
-/// 2 to 64 blocks.
+/// The batch a class's list trades with the heap: 64 KiB worth, 2 to 64 blocks. A list
+/// keeps up to two batches.
+#[inline]
 fn batch(class: SizeClass) -> usize {
-    (64 * 1024 / class.size()).clamp(2, 64)
+    BATCH.get(class.index()).map_or(2, |&b| usize::from(b))
 }
+
+/// [`batch`] by class index.
+// Evaluated at compile time, where an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing)]
+static BATCH: [u8; CLASS_COUNT] = {
+    let mut batches = [0; CLASS_COUNT];
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        let size = match SizeClass::from_index(i) {
+            Some(class) => class.size(),
+            None => 8,
+        };
+        let b = 64 * 1024 / size;
+        batches[i] = if b < 2 {
+            2
+        } else if b > 64 {
+            64
+        } else {
+            b as u8
+        };
+        i += 1;
+    }
+    batches
+};
 
 /// The calling thread's node as a heap index (node 0 where the OS cannot tell).
 pub(super) fn current_node() -> usize {
