@@ -1,5 +1,6 @@
-//! The shared heaps: one per node and size class, each a list of free blocks and the
-//! uncarved rest of its newest chunk, under a spin lock.
+//! The shared heaps: one per node and size class, each holding free blocks (up to 16
+//! chains as caches gave them back, so that a refill takes one without walking it, and a
+//! list of the rest) and the uncarved rest of its newest chunk, under a spin lock.
 //!
 //! A heap's chunk is 1 MiB, aligned to its size, bound to the heap's node before its first
 //! touch, and starts with a [`ChunkHeader`] that names the heap; blocks follow. A free
@@ -449,6 +450,25 @@ mod tests {
             assert_eq!(first % class.align(), 0);
             assert!((CHUNK - first) / class.size() >= 1);
         }
+    }
+
+    #[test]
+    fn a_long_chain_is_split_and_its_rest_stays() {
+        let (node, index) = (MAX_NODES - 2, 5);
+        let class = SizeClass::from_index(index).unwrap();
+        let h = heap(node, index).unwrap();
+        let chain = h.take(class, node, 5);
+        assert_eq!(chain.count, 5);
+        // SAFETY: the chain's blocks are this heap's, free and ours.
+        unsafe { h.give(chain) };
+        let one = h.take(class, node, 1);
+        assert_eq!((one.count, one.head), (1, chain.head));
+        let rest = h.take(class, node, 4);
+        assert_eq!((rest.count, rest.tail), (4, chain.tail));
+        // SAFETY: as above, each given back once.
+        unsafe { h.give(one) };
+        // SAFETY: as above.
+        unsafe { h.give(rest) };
     }
 
     #[test]
