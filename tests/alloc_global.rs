@@ -116,24 +116,61 @@ thread_local! {
     static LATE: RefCell<Option<AllocatesOnDrop>> = const { RefCell::new(None) };
 }
 
+/// A thread's body: `EARLY` is touched before its first allocation, `LATE` after.
+fn early_and_late() -> usize {
+    EARLY.with(|e| *e.borrow_mut() = Some(AllocatesOnDrop(500)));
+    let keep: Vec<u64> = (0..1000).collect();
+    LATE.with(|l| *l.borrow_mut() = Some(AllocatesOnDrop(300)));
+    keep.len()
+}
+
+extern "C" fn early_and_late_raw(_: *mut libc::c_void) -> *mut libc::c_void {
+    early_and_late();
+    std::ptr::null_mut()
+}
+
 #[test]
 fn thread_local_destructors_that_allocate() {
     let before = DROPS.load(Ordering::Relaxed);
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            std::thread::spawn(|| {
-                EARLY.with(|e| *e.borrow_mut() = Some(AllocatesOnDrop(500)));
-                let keep: Vec<u64> = (0..1000).collect();
-                LATE.with(|l| *l.borrow_mut() = Some(AllocatesOnDrop(300)));
-                keep.len()
-            })
-        })
-        .collect();
+    let uncached = GLOBAL.stats().uncached_allocations;
+    // std threads: the test harness's spawn hooks allocate before the body runs, so both
+    // destructors run while the thread's cache exists.
+    let threads: Vec<_> = (0..8).map(|_| std::thread::spawn(early_and_late)).collect();
     for t in threads {
         assert_eq!(t.join().unwrap(), 1000);
     }
-    assert_eq!(DROPS.load(Ordering::Relaxed) - before, 16);
-    assert_eq!(GLOBAL.stats().reentries, 0);
+    // Bare pthreads run no hooks: `EARLY`'s destructor is registered before the cache's,
+    // so it runs after the cache is gone, and allocates from the heaps directly.
+    let raw: Vec<libc::pthread_t> = (0..8)
+        .map(|_| {
+            // SAFETY: a zeroed `pthread_t` is a valid value to be overwritten.
+            let mut t: libc::pthread_t = unsafe { std::mem::zeroed() };
+            // SAFETY: default attributes; the body is an `extern "C"` fn that ignores its
+            // argument and returns null.
+            let rc = unsafe {
+                libc::pthread_create(
+                    &mut t,
+                    std::ptr::null(),
+                    early_and_late_raw,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(rc, 0);
+            t
+        })
+        .collect();
+    for t in raw {
+        // SAFETY: a thread created above, joined once.
+        assert_eq!(unsafe { libc::pthread_join(t, std::ptr::null_mut()) }, 0);
+    }
+    assert_eq!(DROPS.load(Ordering::Relaxed) - before, 32);
+    let s = GLOBAL.stats();
+    assert_eq!(s.reentries, 0);
+    assert!(
+        s.uncached_allocations - uncached >= 8 * 500,
+        "{} allocations without a cache",
+        s.uncached_allocations - uncached
+    );
 }
 
 #[test]

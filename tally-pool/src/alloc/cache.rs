@@ -32,6 +32,15 @@ const NODE_REFRESH: u32 = 64;
 /// Calls that found the cache busy: re-entry into the allocator from within it.
 static REENTRIES: AtomicU64 = AtomicU64::new(0);
 
+/// Allocations made without a cache: the thread's cache was gone (a thread-local
+/// destructor allocating after it) or busy.
+static UNCACHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many allocations were made without the thread's cache.
+pub(super) fn uncached_allocations() -> u64 {
+    UNCACHED.load(Ordering::Relaxed)
+}
+
 /// How many allocator calls found the thread's cache busy (re-entered the allocator from
 /// within it). The allocator's paths never do that; this stays 0.
 pub(super) fn reentries() -> u64 {
@@ -350,6 +359,7 @@ pub(super) fn flush_mine() {
 #[cold]
 #[inline(never)]
 fn allocate_uncached(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
+    UNCACHED.fetch_add(1, Ordering::Relaxed);
     let node = current_node();
     let heap = heap::heap(node, index)?;
     let chain = heap.take(class, node, 1);

@@ -84,6 +84,9 @@ pub struct AllocStats {
     /// Calls that re-entered the allocator from within it and so bypassed the thread's
     /// cache. Its paths allocate nothing, so this stays 0.
     pub reentries: u64,
+    /// Allocations of a size class made without a thread cache: from thread-local
+    /// destructors that ran after the allocator's (and re-entries, if any).
+    pub uncached_allocations: u64,
 }
 
 impl AllocStats {
@@ -157,6 +160,7 @@ pub(super) fn collect() -> AllocStats {
             unbound: l.unbound.load(Ordering::Relaxed),
         },
         reentries: cache::reentries(),
+        uncached_allocations: cache::uncached_allocations(),
     }
 }
 
