@@ -8,7 +8,8 @@
 //!
 //! Prints the median time per allocation+free over the runs and each contender's ratio to
 //! TallyAlloc (below 1: faster than TallyAlloc). `TALLY_BENCH_QUICK=1` or `--test`: one
-//! short run; `TALLY_BENCH_ONLY=tally` runs one contender (for a profiler). The bench's own bookkeeping uses the system allocator, the default.
+//! short run; `TALLY_BENCH_ONLY=tally` runs one contender and `TALLY_BENCH_WORKLOADS=glibc-simple`
+//! the named workloads (for a profiler). The bench's own bookkeeping uses the system allocator, the default.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -133,7 +134,14 @@ fn main() {
     let only = std::env::var("TALLY_BENCH_ONLY").ok();
     let runs_it = |label: &str| only.as_deref().is_none_or(|o| o == label);
     println!("TallyAlloc vs allocators: median ns per allocation+free over {runs} runs");
+    let chosen = std::env::var("TALLY_BENCH_WORKLOADS").ok();
     for (name, run, n) in workloads {
+        if chosen
+            .as_deref()
+            .is_some_and(|c| !c.split(',').any(|w| w == name))
+        {
+            continue;
+        }
         let mut times = vec![Vec::new(); CONTENDERS.len()];
         // Interleaved: every run measures every contender once, in turn.
         for _ in 0..runs {

@@ -196,7 +196,7 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
 #[inline(always)]
 pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
     // SAFETY: the block is a live block of a size class (contract).
-    let home = unsafe { heap::home_of(block) };
+    let home = unsafe { heap::home_of(block, index) };
     let done = with_state(|state| {
         if state.node != home {
             if state.node != NO_NODE {

@@ -37,23 +37,32 @@ struct ChunkHeader {
     prev: *mut ChunkHeader,
 }
 
-/// The index of the heap that owns the block at `block`.
+/// Where a chunk of class `index` keeps its header: 64 bytes further for each class, so
+/// that the headers a free reads do not all fall into the same cache set (chunks are
+/// 1 MiB-aligned, and a header at offset 0 in each would).
+#[inline(always)]
+pub(super) const fn header_offset(index: usize) -> usize {
+    (index % 64) * 64
+}
+
+/// The index of the heap that owns the block at `block`, of class `index`.
 ///
 /// # Safety
 ///
-/// `block` is a block of a size class handed out by this allocator and not freed: it lies
+/// `block` is a block of class `index` handed out by this allocator and not freed: it lies
 /// inside a chunk whose header was written before the block was handed out.
 #[inline(always)]
-pub(super) unsafe fn home_of(block: NonNull<u8>) -> usize {
+pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> usize {
     let base = block
         .as_ptr()
         .wrapping_sub(block.as_ptr() as usize & (CHUNK - 1));
     let node = base
-        .wrapping_add(core::mem::offset_of!(ChunkHeader, node))
+        .wrapping_add(header_offset(index) + core::mem::offset_of!(ChunkHeader, node))
         .cast::<u32>();
     // SAFETY: the chunk starts at the block's address rounded down to `CHUNK` (chunks are
-    // `CHUNK`-aligned and blocks never cross their end); its header was written before the
-    // block was handed out and is never written again, so this read races with nothing.
+    // `CHUNK`-aligned and blocks never cross their end), and its header sits at its class's
+    // offset; it was written before the block was handed out and is never written again,
+    // so this read races with nothing.
     unsafe { node.read() as usize }
 }
 
@@ -300,12 +309,17 @@ impl ClassHeap {
             class: class.index() as u32,
             prev,
         };
+        let at = base
+            .as_ptr()
+            .wrapping_add(header_offset(class.index()))
+            .cast::<ChunkHeader>();
         // SAFETY: `base` is the start of a fresh, writable, `CHUNK`-aligned mapping of
-        // `CHUNK` bytes that only this heap knows of; the header fits in its first page.
-        unsafe { base.as_ptr().cast::<ChunkHeader>().write(header) };
+        // `CHUNK` bytes that only this heap knows of; the header, at a multiple of 64 bytes
+        // below 4096, fits in its first page before the first block.
+        unsafe { at.write(header) };
         self.counts.chunks.fetch_add(1, Ordering::Relaxed);
         let first = first_block(class);
-        let header = base.as_ptr().cast::<ChunkHeader>();
+        let header = at;
         let base = base.as_ptr() as usize;
         let blocks = (CHUNK - first) / class.size();
         Some((header, base + first, base + first + blocks * class.size()))
@@ -385,9 +399,16 @@ fn link_fresh(start: usize, n: usize, size: usize) -> Chain {
     }
 }
 
-/// The offset of a chunk's first block of `class`: past the header, aligned to the class.
+/// The offset of a chunk's first block of `class`: past the header page, at a colour of
+/// the class (one of 32 steps of 8 KiB, plus the header's 64-byte step), aligned to the
+/// class. Blocks are reused from the front of a chunk, so without colours the blocks in
+/// use of every class would sit at the same offsets of their 1 MiB-aligned chunks and
+/// compete for the same cache sets. The bytes skipped are address space only: they are
+/// never touched.
 pub(super) fn first_block(class: SizeClass) -> usize {
-    core::mem::size_of::<ChunkHeader>().next_multiple_of(class.align().max(64))
+    let index = class.index();
+    let colour = 4096 + (index * 7 % 32) * 8192 + header_offset(index);
+    colour.next_multiple_of(class.align().max(64))
 }
 
 /// Every heap: `HEAPS[node][class]`.
@@ -446,7 +467,7 @@ mod tests {
         for i in 0..CLASS_COUNT {
             let class = SizeClass::from_index(i).unwrap();
             let first = first_block(class);
-            assert!(first >= core::mem::size_of::<ChunkHeader>());
+            assert!(first >= header_offset(i) + core::mem::size_of::<ChunkHeader>());
             assert_eq!(first % class.align(), 0);
             assert!((CHUNK - first) / class.size() >= 1);
         }
@@ -481,7 +502,7 @@ mod tests {
         assert_eq!(chain.count, 5);
         assert_eq!(
             // SAFETY: the chain's blocks are this heap's, free and ours.
-            unsafe { home_of(NonNull::new(chain.head.cast()).unwrap()) },
+            unsafe { home_of(NonNull::new(chain.head.cast()).unwrap(), index) },
             node
         );
         let free_before = h.counts.free.load(Ordering::Relaxed);

@@ -123,6 +123,37 @@ impl TallyAlloc {
     }
 }
 
+/// The class of sizes up to 1024 bytes by `(size + 7) / 8`, for alignments up to 8 (which
+/// every class has): what [`SizeClass::for_layout`] says, without its arithmetic.
+// Evaluated at compile time, where an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing)]
+static SMALL: [u8; 129] = {
+    let mut table = [0u8; 129];
+    let (mut k, mut index) = (0, 0);
+    while k < 129 {
+        while let Some(class) = SizeClass::from_index(index) {
+            if class.size() >= k * 8 {
+                break;
+            }
+            index += 1;
+        }
+        table[k] = index as u8;
+        k += 1;
+    }
+    table
+};
+
+/// The class of `layout`, or `None` for a large one: [`SizeClass::for_layout`], through
+/// [`SMALL`] for small layouts.
+#[inline(always)]
+fn class_of(layout: Layout) -> Option<SizeClass> {
+    if layout.size() <= 1024 && layout.align() <= 8 {
+        let index = SMALL.get((layout.size() + 7) >> 3)?;
+        return SizeClass::from_index(usize::from(*index));
+    }
+    SizeClass::for_layout(layout)
+}
+
 /// A block of `class`, or null.
 #[inline(always)]
 fn allocate_block(class: SizeClass) -> *mut u8 {
@@ -137,7 +168,7 @@ fn allocate_block(class: SizeClass) -> *mut u8 {
 unsafe impl GlobalAlloc for TallyAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match SizeClass::for_layout(layout) {
+        match class_of(layout) {
             Some(class) => allocate_block(class),
             None => large::allocate(layout).map_or(ptr::null_mut(), NonNull::as_ptr),
         }
@@ -148,7 +179,7 @@ unsafe impl GlobalAlloc for TallyAlloc {
         let Some(block) = NonNull::new(ptr) else {
             return;
         };
-        match SizeClass::for_layout(layout) {
+        match class_of(layout) {
             // SAFETY: `ptr` came from `alloc` with `layout` (the caller's contract), so
             // from this class, and is not used again.
             Some(class) => unsafe { cache::free(block, class.index()) },
@@ -159,7 +190,7 @@ unsafe impl GlobalAlloc for TallyAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match SizeClass::for_layout(layout) {
+        match class_of(layout) {
             Some(class) => {
                 let p = allocate_block(class);
                 if !p.is_null() {
@@ -180,10 +211,7 @@ unsafe impl GlobalAlloc for TallyAlloc {
         let Some(old) = NonNull::new(ptr) else {
             return ptr::null_mut();
         };
-        match (
-            SizeClass::for_layout(layout),
-            SizeClass::for_layout(new_layout),
-        ) {
+        match (class_of(layout), class_of(new_layout)) {
             (Some(a), Some(b)) if a == b => return ptr,
             (None, None) => {
                 // SAFETY: `ptr` is the mapping `large::allocate` made for `layout` (the
@@ -213,6 +241,16 @@ mod tests {
 
     fn layout(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).unwrap()
+    }
+
+    #[test]
+    fn the_small_table_agrees_with_the_size_classes() {
+        for size in 0..=2048 {
+            for align in [1, 2, 4, 8, 16] {
+                let l = layout(size, align);
+                assert_eq!(class_of(l), SizeClass::for_layout(l), "{l:?}");
+            }
+        }
     }
 
     #[test]

@@ -91,8 +91,10 @@ impl SizeClass {
             // Doubling `d` covers (128 << d, 128 << (d + 1)].
             let d = (usize::BITS - 1 - ((size - 1) >> 7).leading_zeros()) as usize;
             let base = 128usize << d;
-            let step = base / PER_DOUBLING;
-            LINEAR + d * PER_DOUBLING + (size - base).div_ceil(step) - 1
+            // The step, `base / PER_DOUBLING`, is `1 << (d + 4)`: a shift, not a division
+            // (this runs on every allocation and free of the global allocator).
+            let shift = d + 4;
+            LINEAR + d * PER_DOUBLING + ((size - base + (1 << shift) - 1) >> shift) - 1
         };
         // The common case, the first candidate fits (its size always does): no search.
         let candidate = Self::from_index(first)?;
