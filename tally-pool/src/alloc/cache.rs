@@ -394,3 +394,39 @@ unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, remote: b
         heap.counts.remote_frees.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_of_another_node_goes_home() {
+        // A heap no thread of this machine allocates from: its blocks are "remote" to
+        // every thread here.
+        let (node, index) = (heap::MAX_NODES - 3, 7);
+        let class = SizeClass::from_index(index).unwrap();
+        let home = heap::heap(node, index).unwrap();
+        // This thread's cache learns its node (the real one, below `node`).
+        let mine = allocate(class, index).unwrap();
+        let chain = home.take(class, node, 1);
+        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let counts = &home.counts;
+        let (frees, remote, in_heap) = (
+            counts.frees.load(Ordering::Relaxed),
+            counts.remote_frees.load(Ordering::Relaxed),
+            counts.free.load(Ordering::Relaxed),
+        );
+        // SAFETY: a block of `node`'s heap of this class, ours, freed once.
+        unsafe { free(block, index) };
+        assert_eq!(counts.frees.load(Ordering::Relaxed), frees + 1);
+        assert_eq!(counts.remote_frees.load(Ordering::Relaxed), remote + 1);
+        assert_eq!(
+            counts.free.load(Ordering::Relaxed),
+            in_heap + 1,
+            "back in its heap"
+        );
+        // SAFETY: allocated above on this thread, freed once.
+        unsafe { free(mine, index) };
+        assert_eq!(reentries(), 0);
+    }
+}
