@@ -12,6 +12,8 @@
 
 extern crate self as tally_pool;
 
+// `TallyAlloc`, the NUMA-aware global allocator (its docs are in the module).
+pub mod alloc;
 pub mod arena;
 pub mod block;
 mod error;

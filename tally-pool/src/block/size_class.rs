@@ -35,17 +35,24 @@ pub struct SizeClass(u8);
 
 impl SizeClass {
     /// The class of index `index` (`0..CLASS_COUNT`), smallest first.
-    pub fn from_index(index: usize) -> Option<Self> {
-        (index < CLASS_COUNT).then_some(Self(index as u8))
+    #[inline]
+    pub const fn from_index(index: usize) -> Option<Self> {
+        if index < CLASS_COUNT {
+            Some(Self(index as u8))
+        } else {
+            None
+        }
     }
 
     /// This class's index.
-    pub fn index(self) -> usize {
-        usize::from(self.0)
+    #[inline]
+    pub const fn index(self) -> usize {
+        self.0 as usize
     }
 
     /// The block size of this class.
-    pub fn size(self) -> usize {
+    #[inline]
+    pub const fn size(self) -> usize {
         let i = self.index();
         if i < LINEAR {
             return 8 * (i + 1);
@@ -58,11 +65,13 @@ impl SizeClass {
 
     /// The alignment every block of this class has: the largest power of two dividing the
     /// size, at most 4096.
+    #[inline]
     pub fn align(self) -> usize {
         (1usize << self.size().trailing_zeros()).min(4096)
     }
 
     /// The layout of this class's blocks.
+    #[inline]
     pub fn layout(self) -> Layout {
         // The size is a non-zero multiple of the alignment, which is a power of two.
         Layout::from_size_align(self.size(), self.align()).unwrap_or(Layout::new::<u64>())
@@ -70,6 +79,7 @@ impl SizeClass {
 
     /// The smallest class whose blocks can hold `layout`, or `None` above
     /// [`MAX_CLASS_SIZE`] (or for an alignment no class has).
+    #[inline]
     pub fn for_layout(layout: Layout) -> Option<Self> {
         let size = layout.size().max(1);
         if size > MAX_CLASS_SIZE {
@@ -81,9 +91,16 @@ impl SizeClass {
             // Doubling `d` covers (128 << d, 128 << (d + 1)].
             let d = (usize::BITS - 1 - ((size - 1) >> 7).leading_zeros()) as usize;
             let base = 128usize << d;
-            let step = base / PER_DOUBLING;
-            LINEAR + d * PER_DOUBLING + (size - base).div_ceil(step) - 1
+            // The step, `base / PER_DOUBLING`, is `1 << (d + 4)`: a shift, not a division
+            // (this runs on every allocation and free of the global allocator).
+            let shift = d + 4;
+            LINEAR + d * PER_DOUBLING + ((size - base + (1 << shift) - 1) >> shift) - 1
         };
+        // The common case, the first candidate fits (its size always does): no search.
+        let candidate = Self::from_index(first)?;
+        if candidate.align() >= layout.align() {
+            return Some(candidate);
+        }
         (first..CLASS_COUNT)
             .filter_map(Self::from_index)
             .find(|c| c.size() >= layout.size() && c.align() >= layout.align())

@@ -17,12 +17,13 @@
 //!
 //! | call | where | what a refusal does |
 //! |---|---|---|
-//! | `mmap` | `map`, `map_aligned` | `MapFailed` (ENOMEM): a pool reports `OutOfMemory`, the depot or a token table maps nothing |
+//! | `mmap` | `map`, `map_aligned`, `Region::remap` (`mremap`) | `MapFailed` (ENOMEM): a pool reports `OutOfMemory`, the depot or a token table maps nothing, the global allocator returns null |
 //! | `mbind` | `bind_to_node` | `SysFailed` (ENOMEM): the pool counts a bind failure and goes on |
 //! | `madvise` | `Region::discard_from` (`MADV_DONTNEED`), `Region::populate` (`MADV_POPULATE_WRITE`) | nothing is given back, and nothing is counted as given back; prefaulting falls back to touching the pages, or faults nothing in ahead |
 //! | `munmap` | `Region`'s drop, the trimmed ends of `map_aligned` | the range stays mapped and is leaked, never used or unmapped again: counted by [`unmap_refusals`]; its pages go back by `MADV_DONTNEED` where that is allowed |
 //!
-//! `sys` makes no `mremap` call, so there is nothing of that name to refuse.
+//! `mremap` (the global allocator's large `realloc`) is refused as a `mmap`: both ask the
+//! OS for memory.
 //!
 //! Rules decide from a count of the calls they have seen, never from time, so a failing
 //! run repeats: [`When::Chance`] draws from a seeded, stateless generator (SplitMix64 of
@@ -333,9 +334,27 @@ mod imp {
     /// ```
     pub fn refuse_everywhere(call: Call, when: When) -> Injection {
         let rule = new_rule(call, when);
-        let mut rules = process_rules();
-        rules.push(Arc::clone(&rule));
-        PROCESS_RULE_COUNT.store(rules.len(), Ordering::Relaxed);
+        // Nothing is allocated while the lock is held: the global allocator may be this
+        // crate's, whose `mmap` asks `refused`, which takes the same lock. A list that is
+        // full is replaced by a larger one allocated outside the lock.
+        loop {
+            let mut rules = process_rules();
+            if rules.len() < rules.capacity() {
+                rules.push(Arc::clone(&rule));
+                PROCESS_RULE_COUNT.store(rules.len(), Ordering::Relaxed);
+                break;
+            }
+            let want = rules.len() * 2 + 4;
+            drop(rules);
+            let mut larger = Vec::with_capacity(want);
+            let mut rules = process_rules();
+            if rules.len() <= larger.capacity() {
+                larger.extend(rules.drain(..));
+                core::mem::swap(&mut *rules, &mut larger);
+            }
+            drop(rules);
+            // `larger` (now the old, empty list) is freed here, outside the lock.
+        }
         Injection {
             rule,
             scope: Scope::Process,

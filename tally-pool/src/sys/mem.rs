@@ -175,6 +175,89 @@ impl Region {
         }
     }
 
+    /// Gives up ownership without unmapping: the mapping stays, still counted as mapped
+    /// and (under LeakSanitizer) registered, and the caller owns `ptr..ptr + len` from now
+    /// on, to keep for the life of the process or to hand back to [`Self::from_raw`].
+    pub(crate) fn into_raw(self) -> (NonNull<u8>, usize) {
+        let this = core::mem::ManuallyDrop::new(self);
+        (this.ptr, this.len)
+    }
+
+    /// The owner of a mapping that [`Self::into_raw`] gave up.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` and `len` are what `into_raw` returned for a region made by [`map`] (then
+    /// `align` is [`PAGE`]) or by [`map_aligned`] with `align`; this is the only call that
+    /// takes that mapping back, and the caller uses no pointer into it once the region
+    /// drops.
+    pub(crate) unsafe fn from_raw(ptr: NonNull<u8>, len: usize, align: usize) -> Self {
+        let _ = align;
+        Self {
+            ptr,
+            len,
+            released: AtomicUsize::new(0),
+            #[cfg(miri)]
+            layout: core::alloc::Layout::from_size_align(len, align.max(PAGE))
+                .unwrap_or(core::alloc::Layout::new::<u8>()),
+        }
+    }
+
+    /// Grows or shrinks the region to `new_len` bytes (rounded up to a page), moving it if
+    /// it must (`mremap` with `MREMAP_MAYMOVE`): the first `min(len, new_len)` bytes keep
+    /// their values, new bytes read as zero, and the pages keep their NUMA policy. On
+    /// failure the region comes back unchanged with the refusal. Fault injection refuses
+    /// it as a `mmap`.
+    #[cfg(not(miri))]
+    pub(crate) fn remap(self, new_len: usize) -> Result<Region, (Region, MapFailed)> {
+        let Some(new_len) = round_to_page(new_len.max(1)) else {
+            let failed = MapFailed {
+                errno: libc::ENOMEM,
+            };
+            return Err((self, failed));
+        };
+        if new_len == self.len {
+            return Ok(self);
+        }
+        let p = if refused!(Mmap) {
+            libc::MAP_FAILED
+        } else {
+            // SAFETY: `ptr..ptr + len` is one whole mapping that we own (Region invariant);
+            // on success the kernel moves it to the returned address and the old range is
+            // no longer ours, which `self` being consumed below reflects.
+            unsafe {
+                libc::mremap(
+                    self.ptr.as_ptr().cast(),
+                    self.len,
+                    new_len,
+                    libc::MREMAP_MAYMOVE,
+                )
+            }
+        };
+        let Some(ptr) = NonNull::new(p.cast::<u8>()).filter(|_| p != libc::MAP_FAILED) else {
+            let failed = MapFailed { errno: errno() };
+            return Err((self, failed));
+        };
+        let (old, old_len, counted) = (self.ptr, self.len, self.counted());
+        core::mem::forget(self);
+        lsan::unregister(old, old_len);
+        super::budget::on_unmap(counted);
+        Ok(Region::adopt(ptr, new_len))
+    }
+
+    /// [`Self::remap`] under miri: a new allocation, the bytes copied, the old one freed.
+    #[cfg(miri)]
+    pub(crate) fn remap(self, new_len: usize) -> Result<Region, (Region, MapFailed)> {
+        let new = match map_aligned(new_len, self.layout.align()) {
+            Ok(new) => new,
+            Err(failed) => return Err((self, failed)),
+        };
+        let keep = self.len.min(new.len);
+        // SAFETY: both allocations are live, distinct and at least `keep` bytes long.
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr.as_ptr(), new.ptr.as_ptr(), keep) };
+        Ok(new)
+    }
+
     /// The bytes this region counts in the process-wide mapped total now.
     fn counted(&self) -> usize {
         self.len - self.released.load(Ordering::Relaxed).min(self.len)

@@ -8,6 +8,7 @@
 //! - `pages`: transparent huge pages and locking in memory (`MADV_HUGEPAGE`, `mlock`).
 //! - [`numa`]: `mbind`, `get_mempolicy`, `sched_getcpu` and the thread affinity calls.
 //! - [`placement`]: `move_pages` with no target node: where pages really are.
+//! - `fork`: `pthread_atfork`, for the global allocator's locks.
 //! - `fault`: under `--cfg tally_fault_injection` only, makes `mmap`, `mbind`, `madvise`
 //!   and `munmap` refuse when a test asks; otherwise its hooks are the literal `false`.
 //!
@@ -24,16 +25,19 @@ pub(crate) mod budget;
 pub mod fault;
 #[cfg(not(tally_fault_injection))]
 mod fault;
+mod fork;
 pub(crate) mod limits;
 mod mem;
 mod numa;
 mod pages;
 pub(crate) mod placement;
 
+pub(crate) use fork::at_fork;
 #[cfg(all(test, target_os = "linux", not(loom)))]
 pub(crate) use mem::resident_pages;
 pub(crate) use mem::{map, map_aligned, Region, PAGE};
 pub(crate) use numa::{
-    bind_to_node, current_cpu, node_of_page, set_thread_affinity, thread_affinity, SysFailed,
+    bind_to_node, current_cpu, current_node, node_of_page, set_thread_affinity, thread_affinity,
+    SysFailed,
 };
 pub(crate) use pages::{memlock_limit, thp_mode, ThpMode};

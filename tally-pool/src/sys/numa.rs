@@ -66,8 +66,23 @@ fn mask_of(bits: impl IntoIterator<Item = usize>) -> Vec<libc::c_ulong> {
 /// Pages already faulted in stay where they are (no `MPOL_MF_MOVE`): call this before the
 /// range is first touched. `addr` must be page-aligned; the kernel rounds `len` up.
 #[cfg(all(target_os = "linux", not(miri)))]
+///
+/// For a node below 1024 the mask lives on the stack, so that the global allocator can bind
+/// its chunks without allocating.
 pub(crate) fn bind_to_node(addr: NonNull<u8>, len: usize, node: u32) -> Result<(), SysFailed> {
-    let mask = mask_of([node as usize]);
+    let node = node as usize;
+    let mut small: [libc::c_ulong; MIN_MASK_WORDS] = [0; MIN_MASK_WORDS];
+    let large;
+    let mask: &[libc::c_ulong] = match small.get_mut(node / MASK_WORD_BITS) {
+        Some(word) => {
+            *word = 1 << (node % MASK_WORD_BITS);
+            &small
+        }
+        None => {
+            large = mask_of([node]);
+            &large
+        }
+    };
     // The kernel reads `maxnode - 1` bits (a historical off-by-one every caller follows).
     let maxnode = mask.len() * MASK_WORD_BITS + 1;
     let rc = if refused!(Mbind) {
@@ -164,6 +179,32 @@ pub(crate) fn current_cpu() -> Option<usize> {
 /// Not Linux (or under miri): the CPU is unknown.
 #[cfg(not(all(target_os = "linux", not(miri))))]
 pub(crate) fn current_cpu() -> Option<usize> {
+    None
+}
+
+/// The NUMA node of the CPU the calling thread runs on right now (`getcpu(2)`), or `None`
+/// where the OS cannot tell. Allocates nothing.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn current_node() -> Option<u32> {
+    let mut cpu: libc::c_uint = 0;
+    let mut node: libc::c_uint = 0;
+    let (cpu_out, node_out): (*mut libc::c_uint, *mut libc::c_uint) = (&mut cpu, &mut node);
+    // SAFETY: `getcpu(2)` writes one `unsigned int` through each of the first two pointers,
+    // which point at live locals of that type, and ignores the third (null) argument.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_getcpu,
+            cpu_out,
+            node_out,
+            core::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    (rc == 0).then_some(node)
+}
+
+/// Not Linux (or under miri): the node is unknown.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(crate) fn current_node() -> Option<u32> {
     None
 }
 

@@ -1,0 +1,432 @@
+//! Thread caches: per thread and size class, a list of free blocks of the thread's node.
+//!
+//! Allocation pops, a free of a block of the thread's node pushes: no atomic, no lock. An
+//! empty list takes a batch from the node's heap, a list over its limit gives a batch
+//! back; a block of another node goes straight home to its heap. Every block in a cache
+//! belongs to the cache's node: when a refill finds the thread on another node, the cache
+//! first gives everything back. At thread exit the cache's destructor gives everything
+//! back and publishes its counts.
+//!
+//! The cache is a `const`-initialised `thread_local!`, so it never allocates; its
+//! destructor is registered by the C library (`__cxa_thread_atexit_impl`), which allocates
+//! with its own `malloc`, never through the global allocator. A call after the thread's
+//! locals are gone (from another thread-local destructor) finds no cache and works on the
+//! heaps directly. So does a call while the cache is busy (re-entry from within the
+//! allocator, which nothing on its paths does; such calls are counted in
+//! [`reentries`]).
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::heap::{self, Chain, FreeBlock};
+use crate::block::{SizeClass, CLASS_COUNT};
+use crate::sys;
+
+/// Node index of a cache that has not learned its node yet.
+const NO_NODE: usize = usize::MAX;
+
+/// Refills between two reads of the thread's node.
+const NODE_REFRESH: u32 = 64;
+
+/// Calls that found the cache busy: re-entry into the allocator from within it.
+static REENTRIES: AtomicU64 = AtomicU64::new(0);
+
+/// Allocations made without a cache: the thread's cache was gone (a thread-local
+/// destructor allocating after it) or busy.
+static UNCACHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many allocations were made without the thread's cache.
+pub(super) fn uncached_allocations() -> u64 {
+    UNCACHED.load(Ordering::Relaxed)
+}
+
+/// How many allocator calls found the thread's cache busy (re-entered the allocator from
+/// within it). The allocator's paths never do that; this stays 0.
+pub(super) fn reentries() -> u64 {
+    REENTRIES.load(Ordering::Relaxed)
+}
+
+/// One class's list and its unpublished counts.
+#[derive(Clone, Copy)]
+struct ClassCache {
+    head: *mut FreeBlock,
+    count: usize,
+    /// `count` as the heap's `cached` last saw it.
+    published: usize,
+    allocations: u64,
+    frees: u64,
+}
+
+impl ClassCache {
+    const EMPTY: ClassCache = ClassCache {
+        head: ptr::null_mut(),
+        count: 0,
+        published: 0,
+        allocations: 0,
+        frees: 0,
+    };
+}
+
+/// A thread's caches.
+///
+/// Invariant: every block on a class's list is a free block of that class of the heap of
+/// `node`, owned by this cache alone; `count` is the list's length.
+struct CacheState {
+    node: usize,
+    busy: bool,
+    refills: u32,
+    classes: [ClassCache; CLASS_COUNT],
+}
+
+/// The thread-local owner of a [`CacheState`].
+pub(super) struct ThreadCache(UnsafeCell<CacheState>);
+
+impl ThreadCache {
+    const fn new() -> Self {
+        Self(UnsafeCell::new(CacheState {
+            node: NO_NODE,
+            busy: false,
+            refills: 0,
+            classes: [ClassCache::EMPTY; CLASS_COUNT],
+        }))
+    }
+}
+
+std::thread_local! {
+    static CACHE: ThreadCache = const { ThreadCache::new() };
+}
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        let state = self.0.get_mut();
+        state.busy = true;
+        flush_all(state);
+    }
+}
+
+/// The batch a class's list trades with the heap: 64 KiB worth, 2 to 64 blocks. A list
+/// keeps up to two batches.
+#[inline]
+fn batch(class: SizeClass) -> usize {
+    BATCH.get(class.index()).map_or(2, |&b| usize::from(b))
+}
+
+/// [`batch`] by class index.
+// Evaluated at compile time, where an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing)]
+static BATCH: [u8; CLASS_COUNT] = {
+    let mut batches = [0; CLASS_COUNT];
+    let mut i = 0;
+    while i < CLASS_COUNT {
+        let size = match SizeClass::from_index(i) {
+            Some(class) => class.size(),
+            None => 8,
+        };
+        let b = 64 * 1024 / size;
+        batches[i] = if b < 2 {
+            2
+        } else if b > 64 {
+            64
+        } else {
+            b as u8
+        };
+        i += 1;
+    }
+    batches
+};
+
+/// The calling thread's node as a heap index (node 0 where the OS cannot tell).
+pub(super) fn current_node() -> usize {
+    heap::index_of_node(sys::current_node().unwrap_or(0))
+}
+
+/// Runs `f` on the thread's cache state if it exists and is not busy, marking it busy.
+#[inline(always)]
+fn with_state<R>(f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
+    CACHE
+        .try_with(|cache| {
+            let state = cache.0.get();
+            // SAFETY: only this thread reaches its cache, and every path that holds a
+            // reference to the state has set `busy` first and clears it before returning,
+            // so while `busy` is false no reference exists.
+            if unsafe { (*state).busy } {
+                REENTRIES.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            // SAFETY: as above: not busy, so this is the only reference until it ends.
+            let state = unsafe { &mut *state };
+            state.busy = true;
+            let r = f(state);
+            state.busy = false;
+            Some(r)
+        })
+        .ok()
+        .flatten()
+}
+
+/// A block of `class` (index `index`), or `None` if the OS refused memory.
+#[inline(always)]
+pub(super) fn allocate(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
+    match with_state(|state| {
+        let c = state.classes.get_mut(index)?;
+        match NonNull::new(c.head) {
+            Some(block) => {
+                // SAFETY: the head is a free block this cache owns (invariant); its link
+                // is the rest of the list.
+                c.head = unsafe { (*c.head).next };
+                c.count -= 1;
+                c.allocations += 1;
+                Some(block.cast())
+            }
+            None => refill(state, class, index),
+        }
+    }) {
+        Some(result) => result,
+        None => allocate_uncached(class, index),
+    }
+}
+
+/// Frees a block of `class` (index `index`).
+///
+/// # Safety
+///
+/// `block` was handed out by [`allocate`] (on any thread) for this class and is not used
+/// after this call.
+#[inline(always)]
+pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
+    // SAFETY: the block is a live block of a size class (contract).
+    let home = unsafe { heap::home_of(block, index) };
+    let done = with_state(|state| {
+        if state.node != home {
+            if state.node != NO_NODE {
+                return false;
+            }
+            state.node = current_node();
+            if state.node != home {
+                return false;
+            }
+        }
+        let Some(c) = state.classes.get_mut(index) else {
+            return false;
+        };
+        let b = block.as_ptr().cast::<FreeBlock>();
+        // SAFETY: the caller gave the block up (contract): it is free, of this class and of
+        // this cache's node, so it may join the list (invariant), its first word the link.
+        unsafe { b.write(FreeBlock { next: c.head }) };
+        c.head = b;
+        c.count += 1;
+        c.frees += 1;
+        if let Some(class) = SizeClass::from_index(index) {
+            if c.count > 2 * batch(class) {
+                spill(state, index, batch(class));
+            }
+        }
+        true
+    });
+    if done != Some(true) {
+        // SAFETY: the block is free and ours to give (contract).
+        unsafe { free_uncached(block, home, index, done.is_some()) };
+    }
+}
+
+/// `allocate` on an empty list: publishes, takes a batch from the node's heap.
+#[cold]
+#[inline(never)]
+fn refill(state: &mut CacheState, class: SizeClass, index: usize) -> Option<NonNull<u8>> {
+    state.refills = state.refills.wrapping_add(1);
+    if state.node == NO_NODE || state.refills % NODE_REFRESH == 0 {
+        let now = current_node();
+        if now != state.node {
+            flush_all(state);
+            state.node = now;
+        }
+    }
+    let node = state.node;
+    let heap = heap::heap(node, index)?;
+    publish(state, index);
+    let chain = heap.take(class, node, batch(class));
+    let head = NonNull::new(chain.head)?;
+    // SAFETY: the tail is a free block of the chain, now this cache's; the list it ends is
+    // terminated by a null link.
+    unsafe { (*chain.tail).next = ptr::null_mut() };
+    let c = state.classes.get_mut(index)?;
+    c.head = if chain.count > 1 {
+        // SAFETY: the chain's blocks are free blocks of this heap, now this cache's; the
+        // head's link is the rest of the chain.
+        unsafe { (*chain.head).next }
+    } else {
+        ptr::null_mut()
+    };
+    c.count = chain.count - 1;
+    c.allocations += 1;
+    Some(head.cast())
+}
+
+/// Gives `n` blocks of class `index` back to the node's heap.
+#[cold]
+#[inline(never)]
+fn spill(state: &mut CacheState, index: usize, n: usize) {
+    let node = state.node;
+    let Some(c) = state.classes.get_mut(index) else {
+        return;
+    };
+    let chain = detach(c, n);
+    if let Some(heap) = heap::heap(node, index) {
+        // SAFETY: the chain's blocks were this cache's, free blocks of this node's heap of
+        // this class (invariant), and are given up here.
+        unsafe { heap.give(chain) };
+    }
+    publish(state, index);
+}
+
+/// Detaches up to `n` blocks from the top of a list.
+fn detach(c: &mut ClassCache, n: usize) -> Chain {
+    if c.count == 0 || n == 0 {
+        return Chain::EMPTY;
+    }
+    let head = c.head;
+    let mut tail = head;
+    let mut count = 1;
+    while count < n.min(c.count) {
+        // SAFETY: `tail` is one of the list's `count` blocks and not its last.
+        tail = unsafe { (*tail).next };
+        count += 1;
+    }
+    // SAFETY: as above; the link after the last detached block is the rest of the list.
+    c.head = unsafe { (*tail).next };
+    c.count -= count;
+    if c.count == 0 {
+        c.head = ptr::null_mut();
+    }
+    Chain { head, tail, count }
+}
+
+/// Publishes class `index`'s counts to the heap of the cache's node.
+fn publish(state: &mut CacheState, index: usize) {
+    let Some(heap) = heap::heap(state.node, index) else {
+        return;
+    };
+    let Some(c) = state.classes.get_mut(index) else {
+        return;
+    };
+    let counts = &heap.counts;
+    if c.allocations != 0 {
+        counts
+            .allocations
+            .fetch_add(c.allocations, Ordering::Relaxed);
+        c.allocations = 0;
+    }
+    if c.frees != 0 {
+        counts.frees.fetch_add(c.frees, Ordering::Relaxed);
+        c.frees = 0;
+    }
+    if c.count != c.published {
+        // A signed delta in two's complement: the sum over all caches stays exact.
+        let delta = c.count.wrapping_sub(c.published);
+        counts.cached.fetch_add(delta, Ordering::Relaxed);
+        c.published = c.count;
+    }
+}
+
+/// Gives every block back and publishes every count.
+fn flush_all(state: &mut CacheState) {
+    if state.node == NO_NODE {
+        return;
+    }
+    for index in 0..CLASS_COUNT {
+        spill(state, index, usize::MAX);
+    }
+}
+
+/// Publishes the calling thread's counts (for statistics), if it has a cache.
+pub(super) fn publish_mine() {
+    let _ = with_state(|state| {
+        if state.node != NO_NODE {
+            for index in 0..CLASS_COUNT {
+                publish(state, index);
+            }
+        }
+    });
+}
+
+/// Gives the calling thread's cached blocks back to their heaps.
+pub(super) fn flush_mine() {
+    let _ = with_state(flush_all);
+}
+
+/// `allocate` without a cache: one block from the heap of the thread's node.
+#[cold]
+#[inline(never)]
+fn allocate_uncached(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
+    UNCACHED.fetch_add(1, Ordering::Relaxed);
+    let node = current_node();
+    let heap = heap::heap(node, index)?;
+    let chain = heap.take(class, node, 1);
+    let block = NonNull::new(chain.head)?;
+    heap.counts.allocations.fetch_add(1, Ordering::Relaxed);
+    Some(block.cast())
+}
+
+/// `free` without the cache: the block goes to its home heap. `remote` says whether a
+/// cache of another node saw it (a cross-node free) rather than none.
+///
+/// # Safety
+///
+/// As [`free`]'s; `home` is the block's home heap index.
+#[cold]
+#[inline(never)]
+unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, remote: bool) {
+    let Some(heap) = heap::heap(home, index) else {
+        return;
+    };
+    let b = block.as_ptr().cast::<FreeBlock>();
+    let chain = Chain {
+        head: b,
+        tail: b,
+        count: 1,
+    };
+    // SAFETY: the block is a free block of its home heap of this class, given up by the
+    // caller (contract).
+    unsafe { heap.give(chain) };
+    heap.counts.frees.fetch_add(1, Ordering::Relaxed);
+    if remote {
+        heap.counts.remote_frees.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_of_another_node_goes_home() {
+        // A heap no thread of this machine allocates from: its blocks are "remote" to
+        // every thread here.
+        let (node, index) = (heap::MAX_NODES - 3, 7);
+        let class = SizeClass::from_index(index).unwrap();
+        let home = heap::heap(node, index).unwrap();
+        // This thread's cache learns its node (the real one, below `node`).
+        let mine = allocate(class, index).unwrap();
+        let chain = home.take(class, node, 1);
+        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let counts = &home.counts;
+        let (frees, remote, in_heap) = (
+            counts.frees.load(Ordering::Relaxed),
+            counts.remote_frees.load(Ordering::Relaxed),
+            counts.free.load(Ordering::Relaxed),
+        );
+        // SAFETY: a block of `node`'s heap of this class, ours, freed once.
+        unsafe { free(block, index) };
+        assert_eq!(counts.frees.load(Ordering::Relaxed), frees + 1);
+        assert_eq!(counts.remote_frees.load(Ordering::Relaxed), remote + 1);
+        assert_eq!(
+            counts.free.load(Ordering::Relaxed),
+            in_heap + 1,
+            "back in its heap"
+        );
+        // SAFETY: allocated above on this thread, freed once.
+        unsafe { free(mine, index) };
+        assert_eq!(reentries(), 0);
+    }
+}

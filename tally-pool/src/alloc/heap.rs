@@ -1,0 +1,521 @@
+//! The shared heaps: one per node and size class, each holding free blocks (up to 16
+//! chains as caches gave them back, so that a refill takes one without walking it, and a
+//! list of the rest) and the uncarved rest of its newest chunk, under a spin lock.
+//!
+//! A heap's chunk is 1 MiB, aligned to its size, bound to the heap's node before its first
+//! touch, and starts with a [`ChunkHeader`] that names the heap; blocks follow. A free
+//! block holds the address of the next free block in its first word. Heaps are
+//! process-wide statics, all zero at start: a heap maps its first chunk when first asked.
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::block::{SizeClass, CLASS_COUNT};
+use crate::sys;
+
+/// Bytes of one chunk, and its alignment.
+pub(super) const CHUNK: usize = 1 << 20;
+
+/// Nodes with a heap of their own; a node beyond shares the heap of `node % MAX_NODES`.
+pub(super) const MAX_NODES: usize = 16;
+
+/// Marks a chunk header as one of this allocator's.
+const MAGIC: u64 = 0x7461_6c6c_7941_6c63;
+
+/// The first bytes of a chunk. Written once, after binding and before any block of the
+/// chunk is handed out; read-only afterwards.
+#[repr(C)]
+struct ChunkHeader {
+    magic: u64,
+    /// The index of the heap the chunk belongs to (`< MAX_NODES`).
+    node: u32,
+    /// The size class of its blocks.
+    class: u32,
+    /// The heap's chunk mapped before this one (null for its first): every chunk stays
+    /// reachable from its heap.
+    prev: *mut ChunkHeader,
+}
+
+/// Where a chunk of class `index` keeps its header: 64 bytes further for each class, so
+/// that the headers a free reads do not all fall into the same cache set (chunks are
+/// 1 MiB-aligned, and a header at offset 0 in each would).
+#[inline(always)]
+pub(super) const fn header_offset(index: usize) -> usize {
+    (index % 64) * 64
+}
+
+/// The index of the heap that owns the block at `block`, of class `index`.
+///
+/// # Safety
+///
+/// `block` is a block of class `index` handed out by this allocator and not freed: it lies
+/// inside a chunk whose header was written before the block was handed out.
+#[inline(always)]
+pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> usize {
+    let base = block
+        .as_ptr()
+        .wrapping_sub(block.as_ptr() as usize & (CHUNK - 1));
+    let node = base
+        .wrapping_add(header_offset(index) + core::mem::offset_of!(ChunkHeader, node))
+        .cast::<u32>();
+    // SAFETY: the chunk starts at the block's address rounded down to `CHUNK` (chunks are
+    // `CHUNK`-aligned and blocks never cross their end), and its header sits at its class's
+    // offset; it was written before the block was handed out and is never written again,
+    // so this read races with nothing.
+    unsafe { node.read() as usize }
+}
+
+/// A free block: its first word links to the next.
+#[repr(C)]
+pub(super) struct FreeBlock {
+    pub(super) next: *mut FreeBlock,
+}
+
+/// A chain of free blocks: `head` links through `count - 1` blocks to `tail`, whose link
+/// is unspecified. Empty when `count == 0` (then both are null).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Chain {
+    pub(super) head: *mut FreeBlock,
+    pub(super) tail: *mut FreeBlock,
+    pub(super) count: usize,
+}
+
+impl Chain {
+    pub(super) const EMPTY: Chain = Chain {
+        head: ptr::null_mut(),
+        tail: ptr::null_mut(),
+        count: 0,
+    };
+}
+
+/// A lock of a few instructions' hold time: an atomic flag, spinning briefly and then
+/// yielding. No allocation, no destructor, and the fork handlers can take and release
+/// every one of them.
+struct SpinLock(AtomicBool);
+
+impl SpinLock {
+    const fn new() -> Self {
+        Self(AtomicBool::new(false))
+    }
+
+    fn lock(&self) {
+        let mut spins = 0u32;
+        while self
+            .0
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins < 64 {
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn unlock(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Whole chains a heap keeps as they were given, so that a cache takes one back without
+/// walking its blocks.
+const CHAINS: usize = 16;
+
+/// What the lock guards.
+struct HeapState {
+    /// Chains given back whole: the first `chain_count` entries.
+    chains: [Chain; CHAINS],
+    chain_count: usize,
+    /// Other free blocks, linked through their first word; `free_count` of them.
+    free: *mut FreeBlock,
+    free_count: usize,
+    /// The uncarved part of the newest chunk: `bump..end`, each a block's start.
+    bump: usize,
+    end: usize,
+    /// The newest chunk, whose header links to the older ones.
+    newest: *mut ChunkHeader,
+}
+
+/// Running counts of one heap, read by the statistics without the lock. Allocations,
+/// frees and cached blocks of thread caches reach them when a cache trades with the heap,
+/// when its thread exits, and when the thread asks for statistics.
+#[derive(Debug)]
+pub(super) struct HeapCounts {
+    pub(super) chunks: AtomicUsize,
+    /// Chunks the OS refused to bind to the node.
+    pub(super) unbound_chunks: AtomicUsize,
+    pub(super) carved: AtomicUsize,
+    pub(super) free: AtomicUsize,
+    /// Blocks in thread caches (a sum of signed deltas, wrapping).
+    pub(super) cached: AtomicUsize,
+    pub(super) allocations: AtomicU64,
+    pub(super) frees: AtomicU64,
+    /// Frees by a thread of another node, which sent the block home.
+    pub(super) remote_frees: AtomicU64,
+}
+
+impl HeapCounts {
+    const fn new() -> Self {
+        Self {
+            chunks: AtomicUsize::new(0),
+            unbound_chunks: AtomicUsize::new(0),
+            carved: AtomicUsize::new(0),
+            free: AtomicUsize::new(0),
+            cached: AtomicUsize::new(0),
+            allocations: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            remote_frees: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The heap of one size class on one node.
+///
+/// Invariant: `state` is read or written only while `lock` is held; every block of its
+/// first `chain_count` chains, on its free list and in `bump..end` is a free block of this
+/// heap's class in one of its chunks, owned by nobody else.
+#[repr(align(128))]
+pub(super) struct ClassHeap {
+    lock: SpinLock,
+    state: UnsafeCell<HeapState>,
+    pub(super) counts: HeapCounts,
+}
+
+// SAFETY: `state` is only reached under `lock` (invariant), and its pointers are to free
+// blocks no thread owns; the rest is atomics.
+unsafe impl Sync for ClassHeap {}
+
+impl ClassHeap {
+    const fn new() -> Self {
+        Self {
+            lock: SpinLock::new(),
+            state: UnsafeCell::new(HeapState {
+                chains: [Chain::EMPTY; CHAINS],
+                chain_count: 0,
+                free: ptr::null_mut(),
+                free_count: 0,
+                bump: 0,
+                end: 0,
+                newest: ptr::null_mut(),
+            }),
+            counts: HeapCounts::new(),
+        }
+    }
+
+    /// Runs `f` on the state under the lock.
+    fn with<R>(&self, f: impl FnOnce(&mut HeapState) -> R) -> R {
+        self.lock.lock();
+        // SAFETY: the lock is held, so this is the only reference to the state (invariant)
+        // until it is released below.
+        let r = f(unsafe { &mut *self.state.get() });
+        self.lock.unlock();
+        r
+    }
+
+    /// Takes up to `want` (at least 1) free blocks of `class` as a chain, mapping a chunk
+    /// bound to `node` (this heap's node index) if the heap has none left. Empty only if
+    /// the OS refused the chunk.
+    pub(super) fn take(&self, class: SizeClass, node: usize, want: usize) -> Chain {
+        register_fork_handlers();
+        let size = class.size();
+        let taken = self.with(|s| {
+            if let Some(i) = s.chain_count.checked_sub(1) {
+                if let Some(slot) = s.chains.get_mut(i) {
+                    // A chain up to twice the request goes whole; a longer one is split,
+                    // its rest staying in the slot.
+                    if slot.count <= 2 * want {
+                        s.chain_count = i;
+                        return Taken::Free(*slot);
+                    }
+                    let (first, rest) = split(*slot, want);
+                    *slot = rest;
+                    return Taken::Free(first);
+                }
+            }
+            if s.free_count > 0 {
+                return Taken::Free(detach(s, want));
+            }
+            if s.bump >= s.end {
+                let Some((chunk, bump, end)) = self.map_chunk(class, node, s.newest) else {
+                    return Taken::Free(Chain::EMPTY);
+                };
+                s.newest = chunk;
+                s.bump = bump;
+                s.end = end;
+            }
+            let n = ((s.end - s.bump) / size).min(want);
+            let start = s.bump;
+            s.bump += n * size;
+            Taken::Fresh(start, n)
+        });
+        match taken {
+            Taken::Free(chain) => {
+                self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
+                chain
+            }
+            Taken::Fresh(start, n) => {
+                self.counts.carved.fetch_add(n, Ordering::Relaxed);
+                link_fresh(start, n, size)
+            }
+        }
+    }
+
+    /// Puts a chain of this heap's free blocks back (nothing for an empty one).
+    ///
+    /// # Safety
+    ///
+    /// Every block of `chain` is a block of this heap, free, owned by the caller, and not
+    /// used by it afterwards.
+    pub(super) unsafe fn give(&self, chain: Chain) {
+        if chain.count == 0 {
+            return;
+        }
+        self.with(|s| {
+            let slot = s.chains.get_mut(s.chain_count).filter(|_| chain.count > 1);
+            if let Some(slot) = slot {
+                *slot = chain;
+                s.chain_count += 1;
+                return;
+            }
+            // SAFETY: `tail` is a free block the caller owns (contract); writing its link
+            // hands the chain to the heap.
+            unsafe { (*chain.tail).next = s.free };
+            s.free = chain.head;
+            s.free_count += chain.count;
+        });
+        self.counts.free.fetch_add(chain.count, Ordering::Relaxed);
+    }
+
+    /// Maps, binds and labels a chunk for this heap, linked to `prev`: its header and its
+    /// carvable range. Under the lock.
+    fn map_chunk(
+        &self,
+        class: SizeClass,
+        node: usize,
+        prev: *mut ChunkHeader,
+    ) -> Option<(*mut ChunkHeader, usize, usize)> {
+        let region = sys::map_aligned(CHUNK, CHUNK).ok()?;
+        // The chunk stays mapped for the life of the process.
+        let (base, _) = region.into_raw();
+        if sys::bind_to_node(base, CHUNK, node as u32).is_err() {
+            self.counts.unbound_chunks.fetch_add(1, Ordering::Relaxed);
+        }
+        let header = ChunkHeader {
+            magic: MAGIC,
+            node: node as u32,
+            class: class.index() as u32,
+            prev,
+        };
+        let at = base
+            .as_ptr()
+            .wrapping_add(header_offset(class.index()))
+            .cast::<ChunkHeader>();
+        // SAFETY: `base` is the start of a fresh, writable, `CHUNK`-aligned mapping of
+        // `CHUNK` bytes that only this heap knows of; the header, at a multiple of 64 bytes
+        // below 4096, fits in its first page before the first block.
+        unsafe { at.write(header) };
+        self.counts.chunks.fetch_add(1, Ordering::Relaxed);
+        let first = first_block(class);
+        let header = at;
+        let base = base.as_ptr() as usize;
+        let blocks = (CHUNK - first) / class.size();
+        Some((header, base + first, base + first + blocks * class.size()))
+    }
+
+    fn lock_for_fork(&self) {
+        self.lock.lock();
+    }
+
+    fn unlock_after_fork(&self) {
+        self.lock.unlock();
+    }
+}
+
+/// Where taken blocks came from.
+enum Taken {
+    Free(Chain),
+    /// `n` consecutive blocks from this address, not linked yet.
+    Fresh(usize, usize),
+}
+
+/// Detaches up to `want` (at least 1) blocks from a non-empty free list.
+fn detach(s: &mut HeapState, want: usize) -> Chain {
+    let head = s.free;
+    let mut tail = head;
+    let mut count = 1;
+    while count < want.min(s.free_count) {
+        // SAFETY: `tail` is one of the `free_count` blocks of the list (heap invariant),
+        // and `count < free_count`, so its link is another block of the list.
+        tail = unsafe { (*tail).next };
+        count += 1;
+    }
+    // SAFETY: as above; the link after the last detached block is the rest of the list.
+    s.free = unsafe { (*tail).next };
+    s.free_count -= count;
+    Chain { head, tail, count }
+}
+
+/// The first `n` blocks of `chain` (`0 < n < chain.count`) and the rest.
+fn split(chain: Chain, n: usize) -> (Chain, Chain) {
+    let mut tail = chain.head;
+    for _ in 1..n {
+        // SAFETY: `tail` is one of the chain's first `n - 1` blocks, all linked to the next
+        // (`n < count`), free blocks the heap owns.
+        tail = unsafe { (*tail).next };
+    }
+    // SAFETY: as above; `tail` is not the chain's last block, so its link is the next one.
+    let rest_head = unsafe { (*tail).next };
+    let first = Chain {
+        head: chain.head,
+        tail,
+        count: n,
+    };
+    let rest = Chain {
+        head: rest_head,
+        tail: chain.tail,
+        count: chain.count - n,
+    };
+    (first, rest)
+}
+
+/// Links `n` (at least 1) fresh consecutive blocks of `size` bytes from `start`.
+fn link_fresh(start: usize, n: usize, size: usize) -> Chain {
+    if n == 0 {
+        return Chain::EMPTY;
+    }
+    let at = |i: usize| (start + i * size) as *mut FreeBlock;
+    for i in 0..n - 1 {
+        // SAFETY: block `i` was just carved for the caller alone and is writable; its first
+        // word becomes its link.
+        unsafe { at(i).write(FreeBlock { next: at(i + 1) }) };
+    }
+    Chain {
+        head: at(0),
+        tail: at(n - 1),
+        count: n,
+    }
+}
+
+/// The offset of a chunk's first block of `class`: past the header page, at a colour of
+/// the class (one of 32 steps of 8 KiB, plus the header's 64-byte step), aligned to the
+/// class. Blocks are reused from the front of a chunk, so without colours the blocks in
+/// use of every class would sit at the same offsets of their 1 MiB-aligned chunks and
+/// compete for the same cache sets. The bytes skipped are address space only: they are
+/// never touched.
+pub(super) fn first_block(class: SizeClass) -> usize {
+    let index = class.index();
+    let colour = 4096 + (index * 7 % 32) * 8192 + header_offset(index);
+    colour.next_multiple_of(class.align().max(64))
+}
+
+/// Every heap: `HEAPS[node][class]`.
+static HEAPS: [[ClassHeap; CLASS_COUNT]; MAX_NODES] =
+    [const { [const { ClassHeap::new() }; CLASS_COUNT] }; MAX_NODES];
+
+/// The heap of class `index` on node `node` (both in range: `node < MAX_NODES` and
+/// `index < CLASS_COUNT`, as their callers derive them).
+#[inline(always)]
+pub(super) fn heap(node: usize, index: usize) -> Option<&'static ClassHeap> {
+    HEAPS.get(node)?.get(index)
+}
+
+/// Every heap, node by node.
+pub(super) fn all() -> impl Iterator<Item = (usize, usize, &'static ClassHeap)> {
+    HEAPS
+        .iter()
+        .enumerate()
+        .flat_map(|(n, row)| row.iter().enumerate().map(move |(c, h)| (n, c, h)))
+}
+
+/// The heap index of a real node.
+pub(super) fn index_of_node(node: u32) -> usize {
+    node as usize % MAX_NODES
+}
+
+/// Registers the fork handlers once: before `fork` the forking thread takes every heap's
+/// lock, so that no other thread is inside a heap; after it both processes release them.
+/// A child thus finds every heap consistent. The caches of the parent's other threads do
+/// not exist in the child: their blocks stay out of circulation there, counted as cached.
+fn register_fork_handlers() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        let _ = sys::at_fork(lock_all, unlock_all, unlock_all);
+    });
+}
+
+unsafe extern "C" fn lock_all() {
+    for (_, _, heap) in all() {
+        heap.lock_for_fork();
+    }
+}
+
+unsafe extern "C" fn unlock_all() {
+    for (_, _, heap) in all() {
+        heap.unlock_after_fork();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_block_is_aligned_and_leaves_room_for_the_header() {
+        for i in 0..CLASS_COUNT {
+            let class = SizeClass::from_index(i).unwrap();
+            let first = first_block(class);
+            assert!(first >= header_offset(i) + core::mem::size_of::<ChunkHeader>());
+            assert_eq!(first % class.align(), 0);
+            assert!((CHUNK - first) / class.size() >= 1);
+        }
+    }
+
+    #[test]
+    fn a_long_chain_is_split_and_its_rest_stays() {
+        let (node, index) = (MAX_NODES - 2, 5);
+        let class = SizeClass::from_index(index).unwrap();
+        let h = heap(node, index).unwrap();
+        let chain = h.take(class, node, 5);
+        assert_eq!(chain.count, 5);
+        // SAFETY: the chain's blocks are this heap's, free and ours.
+        unsafe { h.give(chain) };
+        let one = h.take(class, node, 1);
+        assert_eq!((one.count, one.head), (1, chain.head));
+        let rest = h.take(class, node, 4);
+        assert_eq!((rest.count, rest.tail), (4, chain.tail));
+        // SAFETY: as above, each given back once.
+        unsafe { h.give(one) };
+        // SAFETY: as above.
+        unsafe { h.give(rest) };
+    }
+
+    #[test]
+    fn take_and_give_round_trip_and_count() {
+        // A node index no other test uses.
+        let (node, index) = (MAX_NODES - 1, 3);
+        let class = SizeClass::from_index(index).unwrap();
+        let h = heap(node, index).unwrap();
+        let chain = h.take(class, node, 5);
+        assert_eq!(chain.count, 5);
+        assert_eq!(
+            // SAFETY: the chain's blocks are this heap's, free and ours.
+            unsafe { home_of(NonNull::new(chain.head.cast()).unwrap(), index) },
+            node
+        );
+        let free_before = h.counts.free.load(Ordering::Relaxed);
+        // SAFETY: as above; not used afterwards.
+        unsafe { h.give(chain) };
+        assert_eq!(h.counts.free.load(Ordering::Relaxed), free_before + 5);
+        let again = h.take(class, node, 3);
+        assert_eq!(
+            again.head, chain.head,
+            "the list hands back the last given first"
+        );
+        // SAFETY: as above.
+        unsafe { h.give(again) };
+        assert!(h.counts.chunks.load(Ordering::Relaxed) >= 1);
+    }
+}

@@ -1,0 +1,351 @@
+//! [`TallyAlloc`]: a NUMA-aware global allocator over per-node size-class heaps.
+//!
+//! ```
+//! use tally_pool::alloc::TallyAlloc;
+//!
+//! #[global_allocator]
+//! static GLOBAL: TallyAlloc = TallyAlloc::new();
+//!
+//! let v: Vec<u64> = (0..1000).collect();
+//! assert_eq!(v.iter().sum::<u64>(), 499_500);
+//! let s = GLOBAL.stats(); // per size class and node: live, mapped, allocations, frees, locality
+//! assert!(s.live_bytes() >= 8000);
+//! ```
+//!
+//! # How it works
+//!
+//! - **Layouts up to 32 KiB, aligned to at most 4 KiB**, are rounded up to their
+//!   [`SizeClass`] and served from a heap per node and class. A
+//!   heap carves blocks from 1 MiB chunks, mapped when first needed, bound to the node
+//!   (`mbind`) before their first touch, each starting with a header that names its heap.
+//! - **Each thread caches** up to two batches of free blocks per class (a batch is 64 KiB
+//!   worth, 2 to 64 blocks): allocation pops and a free of a block of the thread's node
+//!   pushes, with no atomic instruction and no lock. A cache trades a batch with its node's
+//!   heap when it runs empty or over its limit.
+//! - **Frees go home**: a block freed by a thread of another node goes straight to its own
+//!   node's heap, counted as a remote free; [`ClassStats::locality`] is the share of frees
+//!   that were local.
+//! - **Larger layouts** get a mapping of their own, bound to the calling thread's node;
+//!   `realloc` between large sizes moves pages with `mremap` rather than copying.
+//! - `realloc` within a class returns the same pointer; across classes it copies once.
+//! - `alloc_zeroed` of a large layout takes the fresh mapping's zero pages as they are; a
+//!   block, which may have been used before, is zeroed by hand.
+//! - **Thread exit** gives the thread's cached blocks back to their heaps and publishes its
+//!   counts, so nothing is stranded.
+//! - **Failure** is a null pointer: the OS refusing a chunk or a mapping is the only
+//!   failure, and nothing on any path panics.
+//!
+//! # What it never does
+//!
+//! No path of the allocator allocates: the heaps are statics, the thread cache is a
+//! `const`-initialised thread-local of plain pointers and counts, the chunk headers live in
+//! the chunks, large mappings keep no record beside them (the caller's layout says what to
+//! unmap), binding builds its node mask on the stack, and the only lock is a spin flag in
+//! each heap. It does not use the block pools' `BlockPool` (whose creation, thread
+//! registration and errors allocate), only their size classes and the `sys` layer.
+//!
+//! - **From a thread-local destructor**, once the thread's cache is gone, calls work on the
+//!   heaps directly. A call that re-entered the allocator while the thread's cache is in
+//!   use would do the same; nothing does, and [`AllocStats::reentries`] counts it if it
+//!   ever happened.
+//! - **Across `fork`**: `pthread_atfork` handlers take every heap's lock before the fork
+//!   and release them after it in both processes, so a child never finds a heap locked by
+//!   a thread that does not exist there. The other threads' cached blocks stay out of
+//!   circulation in the child.
+//!
+//! # Statistics
+//!
+//! [`TallyAlloc::stats`] gives, per class and node, live, cached, free and mapped figures,
+//! allocations, frees, remote frees and locality; its first call lists the allocator in the
+//! [statistics registry](crate::stats) as one component of kind `allocator` (registering
+//! allocates, so it is not done on an allocation path).
+//!
+//! # Limits
+//!
+//! - Chunks are never given back to the OS; free blocks are reused by any thread of their
+//!   node.
+//! - Nodes from 16 on share heaps (`node % 16`), whose chunks are bound to the node of that
+//!   index.
+//! - Large mappings are counted for the process as a whole, not per node.
+//! - A thread that stops allocating keeps up to two batches per class until it exits.
+
+mod cache;
+mod heap;
+mod large;
+mod stats;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
+
+use crate::block::SizeClass;
+
+pub use stats::{AllocStats, ClassStats, LargeStats};
+
+/// A NUMA-aware global allocator: size-class heaps per node with thread caches, and
+/// mappings of their own for large layouts. See the [module docs](self).
+///
+/// All values share one process-wide state: `TallyAlloc` is a handle to it.
+///
+/// ```
+/// use core::alloc::{GlobalAlloc, Layout};
+/// use tally_pool::alloc::TallyAlloc;
+///
+/// let a = TallyAlloc::new();
+/// let layout = Layout::from_size_align(100, 8).unwrap();
+/// // SAFETY: the layout has a non-zero size.
+/// let p = unsafe { a.alloc(layout) };
+/// assert!(!p.is_null());
+/// // SAFETY: same pointer, same layout; 104 bytes is 100's class, so it stays put.
+/// let q = unsafe { a.realloc(p, layout, 104) };
+/// assert_eq!(p, q);
+/// // SAFETY: allocated above with this layout's alignment and size 104.
+/// unsafe { a.dealloc(q, Layout::from_size_align(104, 8).unwrap()) };
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TallyAlloc {
+    _private: (),
+}
+
+impl TallyAlloc {
+    /// The allocator, for `#[global_allocator]`.
+    pub const fn new() -> Self {
+        Self { _private: () }
+    }
+
+    /// Gives the calling thread's cached free blocks back to their heaps now, rather than
+    /// at its exit (for a thread that is done allocating for a while).
+    ///
+    /// ```
+    /// tally_pool::alloc::TallyAlloc::new().flush_thread_cache();
+    /// ```
+    pub fn flush_thread_cache(&self) {
+        cache::flush_mine();
+    }
+}
+
+/// The class of sizes up to 1024 bytes by `(size + 7) / 8`, for alignments up to 8 (which
+/// every class has): what [`SizeClass::for_layout`] says, without its arithmetic.
+// Evaluated at compile time, where an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing)]
+static SMALL: [u8; 129] = {
+    let mut table = [0u8; 129];
+    let (mut k, mut index) = (0, 0);
+    while k < 129 {
+        while let Some(class) = SizeClass::from_index(index) {
+            if class.size() >= k * 8 {
+                break;
+            }
+            index += 1;
+        }
+        table[k] = index as u8;
+        k += 1;
+    }
+    table
+};
+
+/// The class of `layout`, or `None` for a large one: [`SizeClass::for_layout`], through
+/// [`SMALL`] for small layouts.
+#[inline(always)]
+fn class_of(layout: Layout) -> Option<SizeClass> {
+    if layout.size() <= 1024 && layout.align() <= 8 {
+        let index = SMALL.get((layout.size() + 7) >> 3)?;
+        return SizeClass::from_index(usize::from(*index));
+    }
+    SizeClass::for_layout(layout)
+}
+
+/// A block of `class`, or null.
+#[inline(always)]
+fn allocate_block(class: SizeClass) -> *mut u8 {
+    cache::allocate(class, class.index()).map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+// SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
+// `layout.align()` (a class whose size and alignment cover the layout, or a mapping of
+// the size rounded up to a page and aligned to at least the layout's alignment) that no
+// other allocation overlaps until it is freed; `dealloc` and `realloc` derive the same
+// class or mapping from the same layout; nothing unwinds.
+unsafe impl GlobalAlloc for TallyAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match class_of(layout) {
+            Some(class) => allocate_block(class),
+            None => large::allocate(layout).map_or(ptr::null_mut(), NonNull::as_ptr),
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let Some(block) = NonNull::new(ptr) else {
+            return;
+        };
+        match class_of(layout) {
+            // SAFETY: `ptr` came from `alloc` with `layout` (the caller's contract), so
+            // from this class, and is not used again.
+            Some(class) => unsafe { cache::free(block, class.index()) },
+            // SAFETY: as above, from the mapping `large::allocate` made for `layout`.
+            None => unsafe { large::free(block, layout) },
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match class_of(layout) {
+            Some(class) => {
+                let p = allocate_block(class);
+                if !p.is_null() {
+                    // SAFETY: a fresh block of at least `layout.size()` writable bytes.
+                    unsafe { p.write_bytes(0, layout.size()) };
+                }
+                p
+            }
+            // A fresh mapping reads as zero.
+            None => large::allocate(layout).map_or(ptr::null_mut(), NonNull::as_ptr),
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        let Some(old) = NonNull::new(ptr) else {
+            return ptr::null_mut();
+        };
+        match (class_of(layout), class_of(new_layout)) {
+            (Some(a), Some(b)) if a == b => return ptr,
+            (None, None) => {
+                // SAFETY: `ptr` is the mapping `large::allocate` made for `layout` (the
+                // caller's contract); on success it is not used again.
+                if let Some(p) = unsafe { large::reallocate(old, layout, new_size) } {
+                    return p.as_ptr();
+                }
+            }
+            _ => {}
+        }
+        // SAFETY: `new_layout` has the caller's alignment and a size the caller vouches
+        // for (`realloc`'s contract).
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both are live, distinct allocations of at least the copied length.
+            unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            // SAFETY: `ptr` came from this allocator with `layout`, and is not used again.
+            unsafe { self.dealloc(ptr, layout) };
+        }
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    #[test]
+    fn the_small_table_agrees_with_the_size_classes() {
+        for size in 0..=2048 {
+            for align in [1, 2, 4, 8, 16] {
+                let l = layout(size, align);
+                assert_eq!(class_of(l), SizeClass::for_layout(l), "{l:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_are_aligned_distinct_and_reused() {
+        let a = TallyAlloc::new();
+        for align in [1, 8, 64, 4096] {
+            for size in [1, 8, 24, 100, 4096, 32 * 1024] {
+                let l = layout(size, align);
+                // SAFETY: non-zero size.
+                let ptrs: Vec<*mut u8> = (0..10).map(|_| unsafe { a.alloc(l) }).collect();
+                for (i, &p) in ptrs.iter().enumerate() {
+                    assert!(!p.is_null());
+                    assert_eq!(p as usize % align, 0, "{l:?}");
+                    // SAFETY: `size` writable bytes, ours.
+                    unsafe { p.write_bytes(i as u8, size) };
+                }
+                for (i, &p) in ptrs.iter().enumerate() {
+                    let last = p.wrapping_add(size - 1);
+                    // SAFETY: as above; nothing else wrote them.
+                    assert_eq!(unsafe { last.read() }, i as u8);
+                }
+                for p in ptrs {
+                    // SAFETY: allocated above with `l`, freed once.
+                    unsafe { a.dealloc(p, l) };
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zeroed_blocks_are_zero_after_reuse() {
+        let a = TallyAlloc::new();
+        let l = layout(200, 8);
+        // SAFETY: non-zero size.
+        let p = unsafe { a.alloc(l) };
+        // SAFETY: 200 writable bytes, ours.
+        unsafe { p.write_bytes(0xAB, 200) };
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { a.dealloc(p, l) };
+        // SAFETY: non-zero size.
+        let z = unsafe { a.alloc_zeroed(l) };
+        // SAFETY: 200 initialised bytes, ours.
+        assert!(unsafe { core::slice::from_raw_parts(z, 200) }
+            .iter()
+            .all(|&b| b == 0));
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(z, l) };
+    }
+
+    #[test]
+    fn realloc_keeps_the_class_and_copies_across() {
+        let a = TallyAlloc::new();
+        let l = layout(20, 8);
+        // SAFETY: non-zero size.
+        let p = unsafe { a.alloc(l) };
+        // SAFETY: 20 writable bytes.
+        unsafe { p.write_bytes(9, 20) };
+        // SAFETY: `p` with `l`; 24 is 20's class.
+        let same = unsafe { a.realloc(p, l, 24) };
+        assert_eq!(same, p);
+        // SAFETY: `same` with size 24.
+        let grown = unsafe { a.realloc(same, layout(24, 8), 50_000) };
+        assert!(!grown.is_null());
+        // SAFETY: the first 20 bytes were copied.
+        assert!(unsafe { core::slice::from_raw_parts(grown, 20) }
+            .iter()
+            .all(|&b| b == 9));
+        // SAFETY: `grown` with size 50,000.
+        let shrunk = unsafe { a.realloc(grown, layout(50_000, 8), 10) };
+        // SAFETY: the first 10 bytes were copied back.
+        assert!(unsafe { core::slice::from_raw_parts(shrunk, 10) }
+            .iter()
+            .all(|&b| b == 9));
+        // SAFETY: `shrunk` with size 10.
+        unsafe { a.dealloc(shrunk, layout(10, 8)) };
+    }
+
+    #[test]
+    fn another_threads_frees_and_exit_return_every_block() {
+        let a = TallyAlloc::new();
+        let l = layout(48, 16);
+        let ptrs: Vec<usize> = std::thread::spawn(move || {
+            // SAFETY: non-zero size.
+            (0..300).map(|_| unsafe { a.alloc(l) } as usize).collect()
+        })
+        .join()
+        .unwrap();
+        for p in ptrs {
+            // SAFETY: allocated on the other thread with `l`, freed once here.
+            unsafe { a.dealloc(p as *mut u8, l) };
+        }
+        a.flush_thread_cache();
+        let s = a.stats();
+        assert_eq!(s.reentries, 0);
+        let class = s.classes.iter().find(|c| c.block_size == 48).unwrap();
+        assert!(class.allocations >= 300 && class.frees >= 300);
+    }
+}
