@@ -9,6 +9,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};

@@ -12,6 +12,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::sync::mpsc;

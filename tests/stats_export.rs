@@ -18,6 +18,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use core::alloc::Layout;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::panic::Location;
 use std::sync::mpsc;
 use std::thread;

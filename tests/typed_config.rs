@@ -6,6 +6,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use tally_pool::typed::MAX_CAPACITY;
 use tally_pool::{Pool, PoolConfig, PoolError, Pooled};
 

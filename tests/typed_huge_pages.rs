@@ -303,7 +303,7 @@ fn run_child(name: &str, env: &str) {
 fn child() {
     forbid_locking();
     println!("child: locking forbidden");
-    let before = tally_pool::pressure::mapped_bytes();
+    let before = common::global::pool_mapped_bytes();
     let err = Pool::<[u64; 8]>::new(PoolConfig::new("lock-refused").per_node(false).lock(true))
         .expect_err("a refused lock is an error");
     println!("child: creation: {err}");
@@ -313,13 +313,13 @@ fn child() {
     );
     assert!(err.to_string().contains("ulimit -l"), "{err}");
     assert_eq!(
-        tally_pool::pressure::mapped_bytes(),
+        common::global::pool_mapped_bytes(),
         before,
         "nothing left mapped"
     );
     // A block pool that fails to lock its first chunk is dropped whole: nothing stays
     // mapped.
-    let before = tally_pool::pressure::mapped_bytes();
+    let before = common::global::pool_mapped_bytes();
     let config = BlockPoolConfig::new(Layout::new::<u64>())
         .capacity(1)
         .lock(true);
@@ -327,7 +327,7 @@ fn child() {
     println!("child: block pool: {err}");
     assert!(matches!(err, PoolError::LockRefused { .. }), "{err:?}");
     assert_eq!(
-        tally_pool::pressure::mapped_bytes(),
+        common::global::pool_mapped_bytes(),
         before,
         "nothing left mapped"
     );
@@ -339,14 +339,14 @@ fn child() {
             .lock(true),
     )
     .unwrap();
-    let mapped = tally_pool::pressure::mapped_bytes();
+    let mapped = common::global::pool_mapped_bytes();
     let err = pool.acquire().expect_err("growth is refused");
     println!("child: growth: {err}");
     assert!(matches!(err, PoolError::LockRefused { .. }), "{err:?}");
     assert_eq!(pool.stats().chunks, 0);
     assert_eq!(pool.stats().locked_bytes, 0);
     assert_eq!(
-        tally_pool::pressure::mapped_bytes(),
+        common::global::pool_mapped_bytes(),
         mapped,
         "the refused chunk is unmapped"
     );
@@ -404,7 +404,7 @@ fn reuse_child() {
     // One chunk is locked: the limit holds it and no more.
     forbid_locking_beyond(CHUNK_SIZE as u64, hard);
     println!("child: locking limited to one chunk");
-    let mapped = tally_pool::pressure::mapped_bytes();
+    let mapped = common::global::pool_mapped_bytes();
     let mut more = Vec::new();
     let err = loop {
         match pool.allocate() {
@@ -428,7 +428,7 @@ fn reuse_child() {
         "{stats:?}"
     );
     assert_eq!(
-        tally_pool::pressure::mapped_bytes(),
+        common::global::pool_mapped_bytes(),
         mapped,
         "the refused chunk counts as given back"
     );

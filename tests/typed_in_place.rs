@@ -7,6 +7,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use tally_pool::{Pool, PoolConfig, PoolError, Pooled};

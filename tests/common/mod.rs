@@ -9,6 +9,7 @@
 pub(crate) mod block;
 pub(crate) mod drops;
 pub(crate) mod errors;
+pub(crate) mod global;
 pub(crate) mod guards;
 pub(crate) mod live_set;
 pub(crate) mod rng;
