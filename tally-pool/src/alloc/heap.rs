@@ -226,17 +226,22 @@ impl ClassHeap {
                 if let Some(slot) = s.chains.get_mut(i) {
                     // A chain up to twice the request goes whole; a longer one is split,
                     // its rest staying in the slot.
-                    if slot.count <= 2 * want {
+                    let chain = if slot.count <= 2 * want {
                         s.chain_count = i;
-                        return Taken::Free(*slot);
-                    }
-                    let (first, rest) = split(*slot, want);
-                    *slot = rest;
-                    return Taken::Free(first);
+                        *slot
+                    } else {
+                        let (first, rest) = split(*slot, want);
+                        *slot = rest;
+                        first
+                    };
+                    self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
+                    return Taken::Free(chain);
                 }
             }
             if s.free_count > 0 {
-                return Taken::Free(detach(s, want));
+                let chain = detach(s, want);
+                self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
+                return Taken::Free(chain);
             }
             if s.bump >= s.end {
                 let Some((chunk, bump, end)) = self.map_chunk(class, node, s.newest) else {
@@ -252,10 +257,7 @@ impl ClassHeap {
             Taken::Fresh(start, n)
         });
         match taken {
-            Taken::Free(chain) => {
-                self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
-                chain
-            }
+            Taken::Free(chain) => chain,
             Taken::Fresh(start, n) => {
                 self.counts.carved.fetch_add(n, Ordering::Relaxed);
                 link_fresh(start, n, size)
@@ -274,6 +276,9 @@ impl ClassHeap {
             return;
         }
         self.with(|s| {
+            // Counted under the lock, as `take` counts, so that the count never runs below
+            // zero between a give and a take of the same blocks.
+            self.counts.free.fetch_add(chain.count, Ordering::Relaxed);
             let slot = s.chains.get_mut(s.chain_count).filter(|_| chain.count > 1);
             if let Some(slot) = slot {
                 *slot = chain;
@@ -286,7 +291,6 @@ impl ClassHeap {
             s.free = chain.head;
             s.free_count += chain.count;
         });
-        self.counts.free.fetch_add(chain.count, Ordering::Relaxed);
     }
 
     /// Maps, binds and labels a chunk for this heap, linked to `prev`: its header and its
@@ -490,6 +494,47 @@ mod tests {
         unsafe { h.give(one) };
         // SAFETY: as above.
         unsafe { h.give(rest) };
+    }
+
+    #[test]
+    fn the_free_count_never_runs_below_zero() {
+        // A node index no other test uses; two threads trade the same blocks while a third
+        // watches the count, which must never wrap.
+        let (node, index) = (MAX_NODES - 3, 2);
+        let class = SizeClass::from_index(index).unwrap();
+        let h = heap(node, index).unwrap();
+        let rounds = if cfg!(miri) { 50 } else { 20_000 };
+        let stop = AtomicBool::new(false);
+        let worst = std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut worst = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    worst = worst.max(h.counts.free.load(Ordering::Relaxed));
+                }
+                worst
+            });
+            let traders: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..rounds {
+                            let chain = h.take(class, node, 4);
+                            // SAFETY: the chain's blocks are this heap's, free and ours.
+                            unsafe { h.give(chain) };
+                        }
+                    })
+                })
+                .collect();
+            for t in traders {
+                t.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+            watcher.join().unwrap()
+        });
+        let carved = h.counts.carved.load(Ordering::Relaxed);
+        assert!(
+            worst <= carved,
+            "free count {worst} above the {carved} carved"
+        );
     }
 
     #[test]
