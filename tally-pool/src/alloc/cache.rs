@@ -15,7 +15,7 @@
 //! allocator, which nothing on its paths does; such calls are counted in
 //! [`reentries`]).
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -74,22 +74,30 @@ impl ClassCache {
 /// `node`, owned by this cache alone; `count` is the list's length.
 struct CacheState {
     node: usize,
-    busy: bool,
     refills: u32,
     classes: [ClassCache; CLASS_COUNT],
 }
 
 /// The thread-local owner of a [`CacheState`].
-pub(super) struct ThreadCache(UnsafeCell<CacheState>);
+///
+/// Invariant: a reference to `state` exists only while `busy` is true, set by the code
+/// that made it; `busy` lives outside the state, so checking it never touches the state
+/// an outer call may hold.
+pub(super) struct ThreadCache {
+    busy: Cell<bool>,
+    state: UnsafeCell<CacheState>,
+}
 
 impl ThreadCache {
     const fn new() -> Self {
-        Self(UnsafeCell::new(CacheState {
-            node: NO_NODE,
-            busy: false,
-            refills: 0,
-            classes: [ClassCache::EMPTY; CLASS_COUNT],
-        }))
+        Self {
+            busy: Cell::new(false),
+            state: UnsafeCell::new(CacheState {
+                node: NO_NODE,
+                refills: 0,
+                classes: [ClassCache::EMPTY; CLASS_COUNT],
+            }),
+        }
     }
 }
 
@@ -99,9 +107,8 @@ std::thread_local! {
 
 impl Drop for ThreadCache {
     fn drop(&mut self) {
-        let state = self.0.get_mut();
-        state.busy = true;
-        flush_all(state);
+        self.busy.set(true);
+        flush_all(self.state.get_mut());
     }
 }
 
@@ -146,23 +153,28 @@ pub(super) fn current_node() -> usize {
 fn with_state<R>(f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
     CACHE
         .try_with(|cache| {
-            let state = cache.0.get();
-            // SAFETY: only this thread reaches its cache, and every path that holds a
-            // reference to the state has set `busy` first and clears it before returning,
-            // so while `busy` is false no reference exists.
-            if unsafe { (*state).busy } {
+            let r = enter(cache, f);
+            if r.is_none() {
                 REENTRIES.fetch_add(1, Ordering::Relaxed);
-                return None;
             }
-            // SAFETY: as above: not busy, so this is the only reference until it ends.
-            let state = unsafe { &mut *state };
-            state.busy = true;
-            let r = f(state);
-            state.busy = false;
-            Some(r)
+            r
         })
         .ok()
         .flatten()
+}
+
+/// Runs `f` on `cache`'s state unless it is busy (`None` then), marking it busy meanwhile.
+#[inline(always)]
+fn enter<R>(cache: &ThreadCache, f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
+    if cache.busy.replace(true) {
+        return None;
+    }
+    // SAFETY: `busy` was false, so no reference to the state exists (invariant; the cache
+    // is not `Sync`, so only this thread reaches it); this one lives until `f` returns,
+    // and `busy` stays true until then.
+    let r = f(unsafe { &mut *cache.state.get() });
+    cache.busy.set(false);
+    Some(r)
 }
 
 /// A block of `class` (index `index`), or `None` if the OS refused memory.
@@ -398,6 +410,20 @@ unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, remote: b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_within_a_call_is_refused_and_the_outer_one_goes_on() {
+        // As a signal handler that allocates would: the outer call holds the state.
+        let cache = ThreadCache::new();
+        let outer = enter(&cache, |state| {
+            state.refills = 7;
+            let inner = enter(&cache, |state| state.refills = 9);
+            state.refills += 1;
+            inner
+        });
+        assert_eq!(outer, Some(None), "the inner call found the cache busy");
+        assert_eq!(enter(&cache, |state| state.refills), Some(8));
+    }
 
     #[test]
     fn a_block_of_another_node_goes_home() {
