@@ -100,17 +100,22 @@ impl SpinLock {
     }
 
     fn lock(&self) {
+        // Counts up to 64 spins and then yields at every turn: no overflow however long
+        // the holder stalls.
         let mut spins = 0u32;
         while self
             .0
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            spins += 1;
-            if spins < 64 {
-                core::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+            // Wait on plain loads, which leave the cache line shared, until it looks free.
+            while self.0.load(Ordering::Relaxed) {
+                if spins < 64 {
+                    spins += 1;
+                    core::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
         }
     }
@@ -132,9 +137,10 @@ struct HeapState {
     /// Other free blocks, linked through their first word; `free_count` of them.
     free: *mut FreeBlock,
     free_count: usize,
-    /// The uncarved part of the newest chunk: `bump..end`, each a block's start.
-    bump: usize,
-    end: usize,
+    /// The uncarved part of the newest chunk: `left` bytes from `bump`, a whole number of
+    /// blocks.
+    bump: *mut u8,
+    left: usize,
     /// The newest chunk, whose header links to the older ones.
     newest: *mut ChunkHeader,
 }
@@ -175,7 +181,7 @@ impl HeapCounts {
 /// The heap of one size class on one node.
 ///
 /// Invariant: `state` is read or written only while `lock` is held; every block of its
-/// first `chain_count` chains, on its free list and in `bump..end` is a free block of this
+/// first `chain_count` chains, on its free list and in the uncarved range is a free block of this
 /// heap's class in one of its chunks, owned by nobody else.
 #[repr(align(128))]
 pub(super) struct ClassHeap {
@@ -197,8 +203,8 @@ impl ClassHeap {
                 chain_count: 0,
                 free: ptr::null_mut(),
                 free_count: 0,
-                bump: 0,
-                end: 0,
+                bump: ptr::null_mut(),
+                left: 0,
                 newest: ptr::null_mut(),
             }),
             counts: HeapCounts::new(),
@@ -217,52 +223,62 @@ impl ClassHeap {
 
     /// Takes up to `want` (at least 1) free blocks of `class` as a chain, mapping a chunk
     /// bound to `node` (this heap's node index) if the heap has none left. Empty only if
-    /// the OS refused the chunk.
+    /// the OS refused the chunk. The chunk is mapped and bound without the lock: a thread
+    /// that finds the heap refilled meanwhile unmaps its own and takes again.
     pub(super) fn take(&self, class: SizeClass, node: usize, want: usize) -> Chain {
         register_fork_handlers();
         let size = class.size();
-        let taken = self.with(|s| {
-            if let Some(i) = s.chain_count.checked_sub(1) {
-                if let Some(slot) = s.chains.get_mut(i) {
-                    // A chain up to twice the request goes whole; a longer one is split,
-                    // its rest staying in the slot.
-                    let chain = if slot.count <= 2 * want {
-                        s.chain_count = i;
-                        *slot
-                    } else {
-                        let (first, rest) = split(*slot, want);
-                        *slot = rest;
-                        first
-                    };
-                    self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
-                    return Taken::Free(chain);
+        loop {
+            if let Some(chain) = self.with(|s| self.take_locked(s, size, want)) {
+                return chain;
+            }
+            let Some((region, bound)) = map_chunk(node) else {
+                return Chain::EMPTY;
+            };
+            let spare = self.with(|s| {
+                if s.left >= size {
+                    return Some(region);
                 }
-            }
-            if s.free_count > 0 {
-                let chain = detach(s, want);
-                self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
-                return Taken::Free(chain);
-            }
-            if s.bump >= s.end {
-                let Some((chunk, bump, end)) = self.map_chunk(class, node, s.newest) else {
-                    return Taken::Free(Chain::EMPTY);
+                self.install(s, region, bound, class, node);
+                None
+            });
+            // Unmapped, if at all, after the lock is released.
+            drop(spare);
+        }
+    }
+
+    /// `take` under the lock: a chain, or `None` if the heap has no block left.
+    fn take_locked(&self, s: &mut HeapState, size: usize, want: usize) -> Option<Chain> {
+        if let Some(i) = s.chain_count.checked_sub(1) {
+            if let Some(slot) = s.chains.get_mut(i) {
+                // A chain up to twice the request goes whole; a longer one is split, its
+                // rest staying in the slot.
+                let chain = if slot.count <= 2 * want {
+                    s.chain_count = i;
+                    *slot
+                } else {
+                    let (first, rest) = split(*slot, want);
+                    *slot = rest;
+                    first
                 };
-                s.newest = chunk;
-                s.bump = bump;
-                s.end = end;
-            }
-            let n = ((s.end - s.bump) / size).min(want);
-            let start = s.bump;
-            s.bump += n * size;
-            Taken::Fresh(start, n)
-        });
-        match taken {
-            Taken::Free(chain) => chain,
-            Taken::Fresh(start, n) => {
-                self.counts.carved.fetch_add(n, Ordering::Relaxed);
-                link_fresh(start, n, size)
+                self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
+                return Some(chain);
             }
         }
+        if s.free_count > 0 {
+            let chain = detach(s, want);
+            self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
+            return Some(chain);
+        }
+        let n = (s.left / size).min(want);
+        if n == 0 {
+            return None;
+        }
+        let start = s.bump;
+        s.bump = s.bump.wrapping_add(n * size);
+        s.left -= n * size;
+        self.counts.carved.fetch_add(n, Ordering::Relaxed);
+        Some(link_fresh(start, n, size))
     }
 
     /// Puts a chain of this heap's free blocks back (nothing for an empty one).
@@ -293,25 +309,26 @@ impl ClassHeap {
         });
     }
 
-    /// Maps, binds and labels a chunk for this heap, linked to `prev`: its header and its
+    /// Labels a chunk mapped for this heap, links it to the newest and makes it the
     /// carvable range. Under the lock.
-    fn map_chunk(
+    fn install(
         &self,
+        s: &mut HeapState,
+        region: sys::Region,
+        bound: bool,
         class: SizeClass,
         node: usize,
-        prev: *mut ChunkHeader,
-    ) -> Option<(*mut ChunkHeader, usize, usize)> {
-        let region = sys::map_aligned(CHUNK, CHUNK).ok()?;
+    ) {
         // The chunk stays mapped for the life of the process.
         let (base, _) = region.into_raw();
-        if sys::bind_to_node(base, CHUNK, node as u32).is_err() {
+        if !bound {
             self.counts.unbound_chunks.fetch_add(1, Ordering::Relaxed);
         }
         let header = ChunkHeader {
             magic: MAGIC,
             node: node as u32,
             class: class.index() as u32,
-            prev,
+            prev: s.newest,
         };
         let at = base
             .as_ptr()
@@ -323,10 +340,9 @@ impl ClassHeap {
         unsafe { at.write(header) };
         self.counts.chunks.fetch_add(1, Ordering::Relaxed);
         let first = first_block(class);
-        let header = at;
-        let base = base.as_ptr() as usize;
-        let blocks = (CHUNK - first) / class.size();
-        Some((header, base + first, base + first + blocks * class.size()))
+        s.newest = at;
+        s.bump = base.as_ptr().wrapping_add(first);
+        s.left = (CHUNK - first) / class.size() * class.size();
     }
 
     fn lock_for_fork(&self) {
@@ -338,11 +354,12 @@ impl ClassHeap {
     }
 }
 
-/// Where taken blocks came from.
-enum Taken {
-    Free(Chain),
-    /// `n` consecutive blocks from this address, not linked yet.
-    Fresh(usize, usize),
+/// Maps a chunk and binds it to `node`, without any lock: the chunk and whether the OS
+/// bound it, or `None` if the OS refused memory.
+fn map_chunk(node: usize) -> Option<(sys::Region, bool)> {
+    let region = sys::map_aligned(CHUNK, CHUNK).ok()?;
+    let bound = sys::bind_to_node(region.ptr(), CHUNK, node as u32).is_ok();
+    Some((region, bound))
 }
 
 /// Detaches up to `want` (at least 1) blocks from a non-empty free list.
@@ -386,11 +403,11 @@ fn split(chain: Chain, n: usize) -> (Chain, Chain) {
 }
 
 /// Links `n` (at least 1) fresh consecutive blocks of `size` bytes from `start`.
-fn link_fresh(start: usize, n: usize, size: usize) -> Chain {
+fn link_fresh(start: *mut u8, n: usize, size: usize) -> Chain {
     if n == 0 {
         return Chain::EMPTY;
     }
-    let at = |i: usize| (start + i * size) as *mut FreeBlock;
+    let at = |i: usize| start.wrapping_add(i * size).cast::<FreeBlock>();
     for i in 0..n - 1 {
         // SAFETY: block `i` was just carved for the caller alone and is writable; its first
         // word becomes its link.
