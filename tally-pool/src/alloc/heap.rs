@@ -460,11 +460,25 @@ pub(super) fn index_of_node(node: u32) -> usize {
 /// lock, so that no other thread is inside a heap; after it both processes release them.
 /// A child thus finds every heap consistent. The caches of the parent's other threads do
 /// not exist in the child: their blocks stay out of circulation there, counted as cached.
+///
+/// The first caller registers; every other caller goes on at once, never waiting for it
+/// (a wait could outlast a `fork` and hang the child). A fork in the moment before the
+/// first registration returns runs no handler, and its child may find a heap locked by a
+/// thread of the parent: the window is the first `take` of the process. `fork` runs prepare handlers in the reverse order of
+/// their registration and the others in order: a prepare handler registered before this
+/// allocator's first `take` runs while every heap is locked, so it must not allocate
+/// through the allocator.
 fn register_fork_handlers() {
-    static DONE: std::sync::Once = std::sync::Once::new();
-    DONE.call_once(|| {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if REGISTERED.load(Ordering::Relaxed) {
+        return;
+    }
+    if REGISTERED
+        .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+    {
         let _ = sys::at_fork(lock_all, unlock_all, unlock_all);
-    });
+    }
 }
 
 unsafe extern "C" fn lock_all() {

@@ -41,7 +41,8 @@
 //! `const`-initialised thread-local of plain pointers and counts, the chunk headers live in
 //! the chunks, large mappings keep no record beside them (the caller's layout says what to
 //! unmap), binding builds its node mask on the stack, and the only lock is a spin flag in
-//! each heap. It does not use the block pools' `BlockPool` (whose creation, thread
+//! each heap, never held across a system call. Nothing waits for anything else: the fork
+//! handlers are registered by the first thread to take from a heap while the others go on. It does not use the block pools' `BlockPool` (whose creation, thread
 //! registration and errors allocate), only their size classes and the `sys` layer.
 //!
 //! - **From a thread-local destructor**, once the thread's cache is gone, calls work on the
