@@ -17,7 +17,8 @@
 //! - **Layouts up to 32 KiB, aligned to at most 4 KiB**, are rounded up to their
 //!   [`SizeClass`] and served from a heap per node and class. A
 //!   heap carves blocks from 1 MiB chunks, mapped when first needed, bound to the node
-//!   (`mbind`) before their first touch, each starting with a header that names its heap.
+//!   before their first touch (`mbind` with `MPOL_PREFERRED`: a full node spills to others
+//!   rather than failing a page fault), each starting with a header that names its heap.
 //! - **Each thread caches** up to two batches of free blocks per class (a batch is 64 KiB
 //!   worth, 2 to 64 blocks): allocation pops and a free of a block of the thread's node
 //!   pushes, with no atomic instruction and no lock. A cache trades a batch with its node's
