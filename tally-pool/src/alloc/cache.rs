@@ -36,6 +36,15 @@ static REENTRIES: AtomicU64 = AtomicU64::new(0);
 /// destructor allocating after it) or busy.
 static UNCACHED: AtomicU64 = AtomicU64::new(0);
 
+/// Frees whose chunk header did not match the freed layout's class, dropped.
+static MISMATCHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many frees were dropped because the block's chunk header did not name the freed
+/// layout's class.
+pub(super) fn mismatched_frees() -> u64 {
+    MISMATCHED.load(Ordering::Relaxed)
+}
+
 /// How many allocations were made without the thread's cache.
 pub(super) fn uncached_allocations() -> u64 {
     UNCACHED.load(Ordering::Relaxed)
@@ -203,12 +212,17 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
 ///
 /// # Safety
 ///
-/// `block` was handed out by [`allocate`] (on any thread) for this class and is not used
-/// after this call.
+/// `block` was handed out by [`allocate`] (on any thread) for a size class and is not used
+/// after this call. A block of another class than `index` is dropped (and counted).
 #[inline(always)]
 pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
-    // SAFETY: the block is a live block of a size class (contract).
-    let home = unsafe { heap::home_of(block, index) };
+    // SAFETY: the block was handed out by this allocator for a size class (contract).
+    let Some(home) = (unsafe { heap::home_of(block, index) }) else {
+        // Freed with another class's layout: putting it on this class's lists would hand
+        // out a block too small. Dropped, and counted.
+        MISMATCHED.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     let done = with_state(|state| {
         if state.node != home {
             if state.node != NO_NODE {

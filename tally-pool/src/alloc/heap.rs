@@ -45,25 +45,38 @@ pub(super) const fn header_offset(index: usize) -> usize {
     (index % 64) * 64
 }
 
-/// The index of the heap that owns the block at `block`, of class `index`.
+/// The index of the heap that owns the block at `block`, of class `index`, or `None` if
+/// the chunk's header at that class's place does not name this allocator and this class
+/// (a pointer freed with another layout's class, or not from a chunk of this allocator).
 ///
 /// # Safety
 ///
-/// `block` is a block of class `index` handed out by this allocator and not freed: it lies
-/// inside a chunk whose header was written before the block was handed out.
+/// `block` lies inside a `CHUNK`-aligned chunk of this allocator whose headers were
+/// written before the block was handed out (the case for every block of a size class it
+/// handed out, whatever layout it is freed with); a pointer from elsewhere may read
+/// memory it does not own.
 #[inline(always)]
-pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> usize {
+pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> Option<usize> {
     let base = block
         .as_ptr()
         .wrapping_sub(block.as_ptr() as usize & (CHUNK - 1));
-    let node = base
-        .wrapping_add(header_offset(index) + core::mem::offset_of!(ChunkHeader, node))
-        .cast::<u32>();
+    let header = base
+        .wrapping_add(header_offset(index))
+        .cast::<ChunkHeader>();
     // SAFETY: the chunk starts at the block's address rounded down to `CHUNK` (chunks are
-    // `CHUNK`-aligned and blocks never cross their end), and its header sits at its class's
-    // offset; it was written before the block was handed out and is never written again,
-    // so this read races with nothing.
-    unsafe { node.read() as usize }
+    // `CHUNK`-aligned and blocks never cross their end), and its first page holds only
+    // headers: one written at its class's offset before any block was handed out and
+    // never written again, zeros at every other class's offset. So these reads race with
+    // nothing, whichever class `index` names.
+    let magic = unsafe { core::ptr::addr_of!((*header).magic).read() };
+    // SAFETY: as above.
+    let class = unsafe { core::ptr::addr_of!((*header).class).read() };
+    if magic != MAGIC || class as usize != index {
+        return None;
+    }
+    // SAFETY: as above.
+    let node = unsafe { core::ptr::addr_of!((*header).node).read() };
+    Some(node as usize)
 }
 
 /// A free block: its first word links to the next.
@@ -598,7 +611,13 @@ mod tests {
         assert_eq!(
             // SAFETY: the chain's blocks are this heap's, free and ours.
             unsafe { home_of(NonNull::new(chain.head.cast()).unwrap(), index) },
-            node
+            Some(node)
+        );
+        assert_eq!(
+            // SAFETY: as above; another class's header place in the same chunk is zero.
+            unsafe { home_of(NonNull::new(chain.head.cast()).unwrap(), index + 1) },
+            None,
+            "a free with another class's layout is refused"
         );
         let free_before = h.counts.free.load(Ordering::Relaxed);
         // SAFETY: as above; not used afterwards.

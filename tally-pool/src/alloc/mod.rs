@@ -70,6 +70,10 @@
 //!   index.
 //! - Large mappings are counted for the process as a whole, not per node.
 //! - A thread that stops allocating keeps up to two batches per class until it exits.
+//! - A free with the wrong layout is caught only among size classes: the chunk header
+//!   names the block's class, and a block freed as another class is dropped and counted
+//!   ([`AllocStats::mismatched_frees`]). A large free trusts its layout to say what to
+//!   unmap, and a pointer the allocator never handed out is not detected.
 
 mod cache;
 mod heap;
@@ -328,6 +332,27 @@ mod tests {
             .all(|&b| b == 9));
         // SAFETY: `shrunk` with size 10.
         unsafe { a.dealloc(shrunk, layout(10, 8)) };
+    }
+
+    #[test]
+    fn a_free_with_another_class_s_layout_is_dropped_and_counted() {
+        let a = TallyAlloc::new();
+        let (big, small) = (layout(64, 8), layout(16, 8));
+        // SAFETY: non-zero size.
+        let p = unsafe { a.alloc(big) };
+        assert!(!p.is_null());
+        let before = a.stats().mismatched_frees;
+        // SAFETY: a block of this allocator; the layout is wrong on purpose, which the
+        // allocator detects from the chunk header.
+        unsafe { a.dealloc(p, small) };
+        assert_eq!(a.stats().mismatched_frees, before + 1);
+        // SAFETY: non-zero size.
+        let q: Vec<*mut u8> = (0..256).map(|_| unsafe { a.alloc(small) }).collect();
+        assert!(!q.contains(&p), "the block never joins the 16-byte class");
+        for q in q {
+            // SAFETY: allocated above with `small`, freed once.
+            unsafe { a.dealloc(q, small) };
+        }
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct AllocStats {
     /// Allocations of a size class made without a thread cache: from thread-local
     /// destructors that ran after the allocator's (and re-entries, if any).
     pub uncached_allocations: u64,
+    /// Frees of a size-class block with a layout of another class (or of a pointer this
+    /// allocator did not hand out from a chunk): dropped rather than put on the wrong
+    /// class's list, so that block is never reused. Large frees trust the layout.
+    pub mismatched_frees: u64,
 }
 
 impl AllocStats {
@@ -167,6 +171,7 @@ pub(super) fn collect() -> AllocStats {
         },
         reentries: cache::reentries(),
         uncached_allocations: cache::uncached_allocations(),
+        mismatched_frees: cache::mismatched_frees(),
     }
 }
 
