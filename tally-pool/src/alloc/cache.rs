@@ -394,15 +394,17 @@ fn allocate_uncached(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
     Some(block.cast())
 }
 
-/// `free` without the cache: the block goes to its home heap. `remote` says whether a
-/// cache of another node saw it (a cross-node free) rather than none.
+/// `free` without the cache: the block goes to its home heap. `refused` says whether a
+/// cache of another node saw it (a cross-node free); without one (the thread's cache gone
+/// or busy), the thread's node decides whether the free is remote.
 ///
 /// # Safety
 ///
 /// As [`free`]'s; `home` is the block's home heap index.
 #[cold]
 #[inline(never)]
-unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, remote: bool) {
+unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, refused: bool) {
+    let remote = refused || current_node() != home;
     let Some(heap) = heap::heap(home, index) else {
         return;
     };
@@ -424,6 +426,21 @@ unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, remote: b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cross_node_free_without_a_cache_counts_as_remote() {
+        // A heap no thread of this machine allocates from, as in the test below.
+        let (node, index) = (heap::MAX_NODES - 4, 11);
+        let class = SizeClass::from_index(index).unwrap();
+        let home = heap::heap(node, index).unwrap();
+        let chain = home.take(class, node, 1);
+        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let remote = home.counts.remote_frees.load(Ordering::Relaxed);
+        // SAFETY: a block of `node`'s heap of this class, ours, freed once, as a thread
+        // whose cache is gone would.
+        unsafe { free_uncached(block, node, index, false) };
+        assert_eq!(home.counts.remote_frees.load(Ordering::Relaxed), remote + 1);
+    }
 
     #[test]
     fn a_call_within_a_call_is_refused_and_the_outer_one_goes_on() {
