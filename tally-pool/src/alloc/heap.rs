@@ -60,22 +60,32 @@ pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> Option<usize> 
     let base = block
         .as_ptr()
         .wrapping_sub(block.as_ptr() as usize & (CHUNK - 1));
-    let header = base
-        .wrapping_add(header_offset(index))
-        .cast::<ChunkHeader>();
+    let field = |offset: usize| base.wrapping_add(header_offset(index) + offset);
     // SAFETY: the chunk starts at the block's address rounded down to `CHUNK` (chunks are
     // `CHUNK`-aligned and blocks never cross their end), and its first page holds only
     // headers: one written at its class's offset before any block was handed out and
     // never written again, zeros at every other class's offset. So these reads race with
     // nothing, whichever class `index` names.
-    let magic = unsafe { core::ptr::addr_of!((*header).magic).read() };
+    let magic = unsafe {
+        field(core::mem::offset_of!(ChunkHeader, magic))
+            .cast::<u64>()
+            .read()
+    };
     // SAFETY: as above.
-    let class = unsafe { core::ptr::addr_of!((*header).class).read() };
+    let class = unsafe {
+        field(core::mem::offset_of!(ChunkHeader, class))
+            .cast::<u32>()
+            .read()
+    };
     if magic != MAGIC || class as usize != index {
         return None;
     }
     // SAFETY: as above.
-    let node = unsafe { core::ptr::addr_of!((*header).node).read() };
+    let node = unsafe {
+        field(core::mem::offset_of!(ChunkHeader, node))
+            .cast::<u32>()
+            .read()
+    };
     Some(node as usize)
 }
 
