@@ -255,43 +255,71 @@ fn realloc_up_and_down_across_classes() {
 
 #[test]
 fn a_forked_child_allocates() {
+    use std::time::{Duration, Instant};
     let stop = Arc::new(AtomicBool::new(false));
+    // Churners trade with the heaps at every round (a flush gives their caches back), so
+    // that a fork often finds one of them inside a heap: without the fork handlers, the
+    // child would find that heap locked forever.
     let churners: Vec<_> = (0..2)
         .map(|_| {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let v: Vec<String> = (0..64).map(|i| i.to_string()).collect();
+                    let v: Vec<String> = (0..4).map(|i| i.to_string()).collect();
                     std::hint::black_box(v);
+                    GLOBAL.flush_thread_cache();
                 }
             })
         })
         .collect();
-    for _ in 0..20 {
+    let mut failure = None;
+    for round in 0..200 {
         // SAFETY: the child only allocates, computes and `_exit`s.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
-            let v: Vec<String> = (0..10_000).map(|i| format!("{i}")).collect();
+            // Through the heaps the churners use: the cache starts empty.
+            GLOBAL.flush_thread_cache();
+            let v: Vec<String> = (0..1_000).map(|i| format!("{i}")).collect();
             let m: HashMap<usize, &str> = v.iter().enumerate().map(|(i, s)| (i, &**s)).collect();
-            let big = vec![3u8; 10 << 20];
-            let ok = m[&9999] == "9999" && big[(10 << 20) - 1] == 3;
+            let big = vec![3u8; 1 << 20];
+            let ok = m[&999] == "999" && big[(1 << 20) - 1] == 3;
             // SAFETY: ends the child at once, running nothing of the parent's.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
+        // A child that has not exited within the deadline is stuck: killed, and the test
+        // fails rather than hangs.
+        let deadline = Instant::now() + Duration::from_secs(20);
         let mut status = 0;
-        // SAFETY: waits for our own child, writing its status into a live local.
-        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(waited, pid);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "child failed"
-        );
+        let waited = loop {
+            // SAFETY: polls our own child, writing its status into a live local.
+            let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if waited != 0 {
+                break waited;
+            }
+            if Instant::now() > deadline {
+                // SAFETY: signals our own child, which has not been reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // SAFETY: reaps it, writing its status into a live local.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                break 0;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if waited != pid {
+            failure = Some(format!("child {round} stuck, killed"));
+            break;
+        }
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failure = Some(format!("child {round} failed"));
+            break;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for c in churners {
         c.join().unwrap();
     }
+    assert_eq!(failure, None);
 }
 
 #[cfg(feature = "rayon")]

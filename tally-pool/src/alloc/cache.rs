@@ -15,7 +15,7 @@
 //! allocator, which nothing on its paths does; such calls are counted in
 //! [`reentries`]).
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,6 +35,15 @@ static REENTRIES: AtomicU64 = AtomicU64::new(0);
 /// Allocations made without a cache: the thread's cache was gone (a thread-local
 /// destructor allocating after it) or busy.
 static UNCACHED: AtomicU64 = AtomicU64::new(0);
+
+/// Frees whose chunk header did not match the freed layout's class, dropped.
+static MISMATCHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many frees were dropped because the block's chunk header did not name the freed
+/// layout's class.
+pub(super) fn mismatched_frees() -> u64 {
+    MISMATCHED.load(Ordering::Relaxed)
+}
 
 /// How many allocations were made without the thread's cache.
 pub(super) fn uncached_allocations() -> u64 {
@@ -74,22 +83,30 @@ impl ClassCache {
 /// `node`, owned by this cache alone; `count` is the list's length.
 struct CacheState {
     node: usize,
-    busy: bool,
     refills: u32,
     classes: [ClassCache; CLASS_COUNT],
 }
 
 /// The thread-local owner of a [`CacheState`].
-pub(super) struct ThreadCache(UnsafeCell<CacheState>);
+///
+/// Invariant: a reference to `state` exists only while `busy` is true, set by the code
+/// that made it; `busy` lives outside the state, so checking it never touches the state
+/// an outer call may hold.
+pub(super) struct ThreadCache {
+    busy: Cell<bool>,
+    state: UnsafeCell<CacheState>,
+}
 
 impl ThreadCache {
     const fn new() -> Self {
-        Self(UnsafeCell::new(CacheState {
-            node: NO_NODE,
-            busy: false,
-            refills: 0,
-            classes: [ClassCache::EMPTY; CLASS_COUNT],
-        }))
+        Self {
+            busy: Cell::new(false),
+            state: UnsafeCell::new(CacheState {
+                node: NO_NODE,
+                refills: 0,
+                classes: [ClassCache::EMPTY; CLASS_COUNT],
+            }),
+        }
     }
 }
 
@@ -99,9 +116,8 @@ std::thread_local! {
 
 impl Drop for ThreadCache {
     fn drop(&mut self) {
-        let state = self.0.get_mut();
-        state.busy = true;
-        flush_all(state);
+        self.busy.set(true);
+        flush_all(self.state.get_mut());
     }
 }
 
@@ -146,23 +162,28 @@ pub(super) fn current_node() -> usize {
 fn with_state<R>(f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
     CACHE
         .try_with(|cache| {
-            let state = cache.0.get();
-            // SAFETY: only this thread reaches its cache, and every path that holds a
-            // reference to the state has set `busy` first and clears it before returning,
-            // so while `busy` is false no reference exists.
-            if unsafe { (*state).busy } {
+            let r = enter(cache, f);
+            if r.is_none() {
                 REENTRIES.fetch_add(1, Ordering::Relaxed);
-                return None;
             }
-            // SAFETY: as above: not busy, so this is the only reference until it ends.
-            let state = unsafe { &mut *state };
-            state.busy = true;
-            let r = f(state);
-            state.busy = false;
-            Some(r)
+            r
         })
         .ok()
         .flatten()
+}
+
+/// Runs `f` on `cache`'s state unless it is busy (`None` then), marking it busy meanwhile.
+#[inline(always)]
+fn enter<R>(cache: &ThreadCache, f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
+    if cache.busy.replace(true) {
+        return None;
+    }
+    // SAFETY: `busy` was false, so no reference to the state exists (invariant; the cache
+    // is not `Sync`, so only this thread reaches it); this one lives until `f` returns,
+    // and `busy` stays true until then.
+    let r = f(unsafe { &mut *cache.state.get() });
+    cache.busy.set(false);
+    Some(r)
 }
 
 /// A block of `class` (index `index`), or `None` if the OS refused memory.
@@ -191,12 +212,17 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
 ///
 /// # Safety
 ///
-/// `block` was handed out by [`allocate`] (on any thread) for this class and is not used
-/// after this call.
+/// `block` was handed out by [`allocate`] (on any thread) for a size class and is not used
+/// after this call. A block of another class than `index` is dropped (and counted).
 #[inline(always)]
 pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
-    // SAFETY: the block is a live block of a size class (contract).
-    let home = unsafe { heap::home_of(block, index) };
+    // SAFETY: the block was handed out by this allocator for a size class (contract).
+    let Some(home) = (unsafe { heap::home_of(block, index) }) else {
+        // Freed with another class's layout: putting it on this class's lists would hand
+        // out a block too small. Dropped, and counted.
+        MISMATCHED.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     let done = with_state(|state| {
         if state.node != home {
             if state.node != NO_NODE {
@@ -368,15 +394,17 @@ fn allocate_uncached(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
     Some(block.cast())
 }
 
-/// `free` without the cache: the block goes to its home heap. `remote` says whether a
-/// cache of another node saw it (a cross-node free) rather than none.
+/// `free` without the cache: the block goes to its home heap. `refused` says whether a
+/// cache of another node saw it (a cross-node free); without one (the thread's cache gone
+/// or busy), the thread's node decides whether the free is remote.
 ///
 /// # Safety
 ///
 /// As [`free`]'s; `home` is the block's home heap index.
 #[cold]
 #[inline(never)]
-unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, remote: bool) {
+unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, refused: bool) {
+    let remote = refused || current_node() != home;
     let Some(heap) = heap::heap(home, index) else {
         return;
     };
@@ -398,6 +426,35 @@ unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, remote: b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cross_node_free_without_a_cache_counts_as_remote() {
+        // A heap no thread of this machine allocates from, as in the test below.
+        let (node, index) = (heap::MAX_NODES - 4, 11);
+        let class = SizeClass::from_index(index).unwrap();
+        let home = heap::heap(node, index).unwrap();
+        let chain = home.take(class, node, 1);
+        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let remote = home.counts.remote_frees.load(Ordering::Relaxed);
+        // SAFETY: a block of `node`'s heap of this class, ours, freed once, as a thread
+        // whose cache is gone would.
+        unsafe { free_uncached(block, node, index, false) };
+        assert_eq!(home.counts.remote_frees.load(Ordering::Relaxed), remote + 1);
+    }
+
+    #[test]
+    fn a_call_within_a_call_is_refused_and_the_outer_one_goes_on() {
+        // As a signal handler that allocates would: the outer call holds the state.
+        let cache = ThreadCache::new();
+        let outer = enter(&cache, |state| {
+            state.refills = 7;
+            let inner = enter(&cache, |state| state.refills = 9);
+            state.refills += 1;
+            inner
+        });
+        assert_eq!(outer, Some(None), "the inner call found the cache busy");
+        assert_eq!(enter(&cache, |state| state.refills), Some(8));
+    }
 
     #[test]
     fn a_block_of_another_node_goes_home() {

@@ -45,25 +45,48 @@ pub(super) const fn header_offset(index: usize) -> usize {
     (index % 64) * 64
 }
 
-/// The index of the heap that owns the block at `block`, of class `index`.
+/// The index of the heap that owns the block at `block`, of class `index`, or `None` if
+/// the chunk's header at that class's place does not name this allocator and this class
+/// (a pointer freed with another layout's class, or not from a chunk of this allocator).
 ///
 /// # Safety
 ///
-/// `block` is a block of class `index` handed out by this allocator and not freed: it lies
-/// inside a chunk whose header was written before the block was handed out.
+/// `block` lies inside a `CHUNK`-aligned chunk of this allocator whose headers were
+/// written before the block was handed out (the case for every block of a size class it
+/// handed out, whatever layout it is freed with); a pointer from elsewhere may read
+/// memory it does not own.
 #[inline(always)]
-pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> usize {
+pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> Option<usize> {
     let base = block
         .as_ptr()
         .wrapping_sub(block.as_ptr() as usize & (CHUNK - 1));
-    let node = base
-        .wrapping_add(header_offset(index) + core::mem::offset_of!(ChunkHeader, node))
-        .cast::<u32>();
+    let field = |offset: usize| base.wrapping_add(header_offset(index) + offset);
     // SAFETY: the chunk starts at the block's address rounded down to `CHUNK` (chunks are
-    // `CHUNK`-aligned and blocks never cross their end), and its header sits at its class's
-    // offset; it was written before the block was handed out and is never written again,
-    // so this read races with nothing.
-    unsafe { node.read() as usize }
+    // `CHUNK`-aligned and blocks never cross their end), and its first page holds only
+    // headers: one written at its class's offset before any block was handed out and
+    // never written again, zeros at every other class's offset. So these reads race with
+    // nothing, whichever class `index` names.
+    let magic = unsafe {
+        field(core::mem::offset_of!(ChunkHeader, magic))
+            .cast::<u64>()
+            .read()
+    };
+    // SAFETY: as above.
+    let class = unsafe {
+        field(core::mem::offset_of!(ChunkHeader, class))
+            .cast::<u32>()
+            .read()
+    };
+    if magic != MAGIC || class as usize != index {
+        return None;
+    }
+    // SAFETY: as above.
+    let node = unsafe {
+        field(core::mem::offset_of!(ChunkHeader, node))
+            .cast::<u32>()
+            .read()
+    };
+    Some(node as usize)
 }
 
 /// A free block: its first word links to the next.
@@ -100,17 +123,22 @@ impl SpinLock {
     }
 
     fn lock(&self) {
+        // Counts up to 64 spins and then yields at every turn: no overflow however long
+        // the holder stalls.
         let mut spins = 0u32;
         while self
             .0
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            spins += 1;
-            if spins < 64 {
-                core::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+            // Wait on plain loads, which leave the cache line shared, until it looks free.
+            while self.0.load(Ordering::Relaxed) {
+                if spins < 64 {
+                    spins += 1;
+                    core::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
         }
     }
@@ -132,9 +160,10 @@ struct HeapState {
     /// Other free blocks, linked through their first word; `free_count` of them.
     free: *mut FreeBlock,
     free_count: usize,
-    /// The uncarved part of the newest chunk: `bump..end`, each a block's start.
-    bump: usize,
-    end: usize,
+    /// The uncarved part of the newest chunk: `left` bytes from `bump`, a whole number of
+    /// blocks.
+    bump: *mut u8,
+    left: usize,
     /// The newest chunk, whose header links to the older ones.
     newest: *mut ChunkHeader,
 }
@@ -175,7 +204,7 @@ impl HeapCounts {
 /// The heap of one size class on one node.
 ///
 /// Invariant: `state` is read or written only while `lock` is held; every block of its
-/// first `chain_count` chains, on its free list and in `bump..end` is a free block of this
+/// first `chain_count` chains, on its free list and in the uncarved range is a free block of this
 /// heap's class in one of its chunks, owned by nobody else.
 #[repr(align(128))]
 pub(super) struct ClassHeap {
@@ -197,8 +226,8 @@ impl ClassHeap {
                 chain_count: 0,
                 free: ptr::null_mut(),
                 free_count: 0,
-                bump: 0,
-                end: 0,
+                bump: ptr::null_mut(),
+                left: 0,
                 newest: ptr::null_mut(),
             }),
             counts: HeapCounts::new(),
@@ -217,50 +246,62 @@ impl ClassHeap {
 
     /// Takes up to `want` (at least 1) free blocks of `class` as a chain, mapping a chunk
     /// bound to `node` (this heap's node index) if the heap has none left. Empty only if
-    /// the OS refused the chunk.
+    /// the OS refused the chunk. The chunk is mapped and bound without the lock: a thread
+    /// that finds the heap refilled meanwhile unmaps its own and takes again.
     pub(super) fn take(&self, class: SizeClass, node: usize, want: usize) -> Chain {
         register_fork_handlers();
         let size = class.size();
-        let taken = self.with(|s| {
-            if let Some(i) = s.chain_count.checked_sub(1) {
-                if let Some(slot) = s.chains.get_mut(i) {
-                    // A chain up to twice the request goes whole; a longer one is split,
-                    // its rest staying in the slot.
-                    if slot.count <= 2 * want {
-                        s.chain_count = i;
-                        return Taken::Free(*slot);
-                    }
+        loop {
+            if let Some(chain) = self.with(|s| self.take_locked(s, size, want)) {
+                return chain;
+            }
+            let Some((region, bound)) = map_chunk(node) else {
+                return Chain::EMPTY;
+            };
+            let spare = self.with(|s| {
+                if s.left >= size {
+                    return Some(region);
+                }
+                self.install(s, region, bound, class, node);
+                None
+            });
+            // Unmapped, if at all, after the lock is released.
+            drop(spare);
+        }
+    }
+
+    /// `take` under the lock: a chain, or `None` if the heap has no block left.
+    fn take_locked(&self, s: &mut HeapState, size: usize, want: usize) -> Option<Chain> {
+        if let Some(i) = s.chain_count.checked_sub(1) {
+            if let Some(slot) = s.chains.get_mut(i) {
+                // A chain up to twice the request goes whole; a longer one is split, its
+                // rest staying in the slot.
+                let chain = if slot.count <= 2 * want {
+                    s.chain_count = i;
+                    *slot
+                } else {
                     let (first, rest) = split(*slot, want);
                     *slot = rest;
-                    return Taken::Free(first);
-                }
-            }
-            if s.free_count > 0 {
-                return Taken::Free(detach(s, want));
-            }
-            if s.bump >= s.end {
-                let Some((chunk, bump, end)) = self.map_chunk(class, node, s.newest) else {
-                    return Taken::Free(Chain::EMPTY);
+                    first
                 };
-                s.newest = chunk;
-                s.bump = bump;
-                s.end = end;
-            }
-            let n = ((s.end - s.bump) / size).min(want);
-            let start = s.bump;
-            s.bump += n * size;
-            Taken::Fresh(start, n)
-        });
-        match taken {
-            Taken::Free(chain) => {
                 self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
-                chain
-            }
-            Taken::Fresh(start, n) => {
-                self.counts.carved.fetch_add(n, Ordering::Relaxed);
-                link_fresh(start, n, size)
+                return Some(chain);
             }
         }
+        if s.free_count > 0 {
+            let chain = detach(s, want);
+            self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
+            return Some(chain);
+        }
+        let n = (s.left / size).min(want);
+        if n == 0 {
+            return None;
+        }
+        let start = s.bump;
+        s.bump = s.bump.wrapping_add(n * size);
+        s.left -= n * size;
+        self.counts.carved.fetch_add(n, Ordering::Relaxed);
+        Some(link_fresh(start, n, size))
     }
 
     /// Puts a chain of this heap's free blocks back (nothing for an empty one).
@@ -274,6 +315,9 @@ impl ClassHeap {
             return;
         }
         self.with(|s| {
+            // Counted under the lock, as `take` counts, so that the count never runs below
+            // zero between a give and a take of the same blocks.
+            self.counts.free.fetch_add(chain.count, Ordering::Relaxed);
             let slot = s.chains.get_mut(s.chain_count).filter(|_| chain.count > 1);
             if let Some(slot) = slot {
                 *slot = chain;
@@ -286,28 +330,28 @@ impl ClassHeap {
             s.free = chain.head;
             s.free_count += chain.count;
         });
-        self.counts.free.fetch_add(chain.count, Ordering::Relaxed);
     }
 
-    /// Maps, binds and labels a chunk for this heap, linked to `prev`: its header and its
+    /// Labels a chunk mapped for this heap, links it to the newest and makes it the
     /// carvable range. Under the lock.
-    fn map_chunk(
+    fn install(
         &self,
+        s: &mut HeapState,
+        region: sys::Region,
+        bound: bool,
         class: SizeClass,
         node: usize,
-        prev: *mut ChunkHeader,
-    ) -> Option<(*mut ChunkHeader, usize, usize)> {
-        let region = sys::map_aligned(CHUNK, CHUNK).ok()?;
+    ) {
         // The chunk stays mapped for the life of the process.
         let (base, _) = region.into_raw();
-        if sys::bind_to_node(base, CHUNK, node as u32).is_err() {
+        if !bound {
             self.counts.unbound_chunks.fetch_add(1, Ordering::Relaxed);
         }
         let header = ChunkHeader {
             magic: MAGIC,
             node: node as u32,
             class: class.index() as u32,
-            prev,
+            prev: s.newest,
         };
         let at = base
             .as_ptr()
@@ -319,10 +363,9 @@ impl ClassHeap {
         unsafe { at.write(header) };
         self.counts.chunks.fetch_add(1, Ordering::Relaxed);
         let first = first_block(class);
-        let header = at;
-        let base = base.as_ptr() as usize;
-        let blocks = (CHUNK - first) / class.size();
-        Some((header, base + first, base + first + blocks * class.size()))
+        s.newest = at;
+        s.bump = base.as_ptr().wrapping_add(first);
+        s.left = (CHUNK - first) / class.size() * class.size();
     }
 
     fn lock_for_fork(&self) {
@@ -334,11 +377,12 @@ impl ClassHeap {
     }
 }
 
-/// Where taken blocks came from.
-enum Taken {
-    Free(Chain),
-    /// `n` consecutive blocks from this address, not linked yet.
-    Fresh(usize, usize),
+/// Maps a chunk and binds it to `node`, without any lock: the chunk and whether the OS
+/// bound it, or `None` if the OS refused memory.
+fn map_chunk(node: usize) -> Option<(sys::Region, bool)> {
+    let region = sys::map_aligned(CHUNK, CHUNK).ok()?;
+    let bound = sys::prefer_node(region.ptr(), CHUNK, node as u32).is_ok();
+    Some((region, bound))
 }
 
 /// Detaches up to `want` (at least 1) blocks from a non-empty free list.
@@ -382,11 +426,11 @@ fn split(chain: Chain, n: usize) -> (Chain, Chain) {
 }
 
 /// Links `n` (at least 1) fresh consecutive blocks of `size` bytes from `start`.
-fn link_fresh(start: usize, n: usize, size: usize) -> Chain {
+fn link_fresh(start: *mut u8, n: usize, size: usize) -> Chain {
     if n == 0 {
         return Chain::EMPTY;
     }
-    let at = |i: usize| (start + i * size) as *mut FreeBlock;
+    let at = |i: usize| start.wrapping_add(i * size).cast::<FreeBlock>();
     for i in 0..n - 1 {
         // SAFETY: block `i` was just carved for the caller alone and is writable; its first
         // word becomes its link.
@@ -439,11 +483,25 @@ pub(super) fn index_of_node(node: u32) -> usize {
 /// lock, so that no other thread is inside a heap; after it both processes release them.
 /// A child thus finds every heap consistent. The caches of the parent's other threads do
 /// not exist in the child: their blocks stay out of circulation there, counted as cached.
+///
+/// The first caller registers; every other caller goes on at once, never waiting for it
+/// (a wait could outlast a `fork` and hang the child). A fork in the moment before the
+/// first registration returns runs no handler, and its child may find a heap locked by a
+/// thread of the parent: the window is the first `take` of the process. `fork` runs prepare handlers in the reverse order of
+/// their registration and the others in order: a prepare handler registered before this
+/// allocator's first `take` runs while every heap is locked, so it must not allocate
+/// through the allocator.
 fn register_fork_handlers() {
-    static DONE: std::sync::Once = std::sync::Once::new();
-    DONE.call_once(|| {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if REGISTERED.load(Ordering::Relaxed) {
+        return;
+    }
+    if REGISTERED
+        .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+    {
         let _ = sys::at_fork(lock_all, unlock_all, unlock_all);
-    });
+    }
 }
 
 unsafe extern "C" fn lock_all() {
@@ -493,6 +551,66 @@ mod tests {
     }
 
     #[test]
+    fn the_free_count_never_runs_below_zero() {
+        // A node index no other test uses; two threads trade the same blocks while a third
+        // watches the count, which must never wrap.
+        let (node, index) = (MAX_NODES - 3, 2);
+        let class = SizeClass::from_index(index).unwrap();
+        let h = heap(node, index).unwrap();
+        let rounds = if cfg!(miri) { 50 } else { 20_000 };
+        let stop = AtomicBool::new(false);
+        let worst = std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut worst = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    worst = worst.max(h.counts.free.load(Ordering::Relaxed));
+                }
+                worst
+            });
+            let traders: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..rounds {
+                            let chain = h.take(class, node, 4);
+                            // SAFETY: the chain's blocks are this heap's, free and ours.
+                            unsafe { h.give(chain) };
+                        }
+                    })
+                })
+                .collect();
+            for t in traders {
+                t.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+            watcher.join().unwrap()
+        });
+        let carved = h.counts.carved.load(Ordering::Relaxed);
+        assert!(
+            worst <= carved,
+            "free count {worst} above the {carved} carved"
+        );
+    }
+
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn chunks_prefer_their_node_rather_than_bind_to_it() {
+        let (node, index) = (0, 9);
+        let class = SizeClass::from_index(index).unwrap();
+        let h = heap(node, index).unwrap();
+        let chain = h.take(class, node, 1);
+        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let policy = sys::policy_of(block);
+        let unbound = h.counts.unbound_chunks.load(Ordering::Relaxed);
+        // SAFETY: the chain's blocks are this heap's, free and ours.
+        unsafe { h.give(chain) };
+        if unbound > 0 {
+            eprintln!("mbind refused here: no policy to check");
+            return;
+        }
+        assert_eq!(policy.unwrap(), sys::PREFERRED);
+    }
+
+    #[test]
     fn take_and_give_round_trip_and_count() {
         // A node index no other test uses.
         let (node, index) = (MAX_NODES - 1, 3);
@@ -503,7 +621,13 @@ mod tests {
         assert_eq!(
             // SAFETY: the chain's blocks are this heap's, free and ours.
             unsafe { home_of(NonNull::new(chain.head.cast()).unwrap(), index) },
-            node
+            Some(node)
+        );
+        assert_eq!(
+            // SAFETY: as above; another class's header place in the same chunk is zero.
+            unsafe { home_of(NonNull::new(chain.head.cast()).unwrap(), index + 1) },
+            None,
+            "a free with another class's layout is refused"
         );
         let free_before = h.counts.free.load(Ordering::Relaxed);
         // SAFETY: as above; not used afterwards.

@@ -56,7 +56,7 @@ pub(super) fn allocate(layout: Layout) -> Option<NonNull<u8>> {
     .ok()?;
     let counts = &LARGE;
     let node = sys::current_node().unwrap_or(0);
-    if sys::bind_to_node(region.ptr(), region.len(), node).is_err() {
+    if sys::prefer_node(region.ptr(), region.len(), node).is_err() {
         counts.unbound.fetch_add(1, Ordering::Relaxed);
     }
     counts.mapped.fetch_add(region.len(), Ordering::Relaxed);

@@ -17,7 +17,8 @@
 //! - **Layouts up to 32 KiB, aligned to at most 4 KiB**, are rounded up to their
 //!   [`SizeClass`] and served from a heap per node and class. A
 //!   heap carves blocks from 1 MiB chunks, mapped when first needed, bound to the node
-//!   (`mbind`) before their first touch, each starting with a header that names its heap.
+//!   before their first touch (`mbind` with `MPOL_PREFERRED`: a full node spills to others
+//!   rather than failing a page fault), each starting with a header that names its heap.
 //! - **Each thread caches** up to two batches of free blocks per class (a batch is 64 KiB
 //!   worth, 2 to 64 blocks): allocation pops and a free of a block of the thread's node
 //!   pushes, with no atomic instruction and no lock. A cache trades a batch with its node's
@@ -41,7 +42,8 @@
 //! `const`-initialised thread-local of plain pointers and counts, the chunk headers live in
 //! the chunks, large mappings keep no record beside them (the caller's layout says what to
 //! unmap), binding builds its node mask on the stack, and the only lock is a spin flag in
-//! each heap. It does not use the block pools' `BlockPool` (whose creation, thread
+//! each heap, never held across a system call. Nothing waits for anything else: the fork
+//! handlers are registered by the first thread to take from a heap while the others go on. It does not use the block pools' `BlockPool` (whose creation, thread
 //! registration and errors allocate), only their size classes and the `sys` layer.
 //!
 //! - **From a thread-local destructor**, once the thread's cache is gone, calls work on the
@@ -68,6 +70,10 @@
 //!   index.
 //! - Large mappings are counted for the process as a whole, not per node.
 //! - A thread that stops allocating keeps up to two batches per class until it exits.
+//! - A free with the wrong layout is caught only among size classes: the chunk header
+//!   names the block's class, and a block freed as another class is dropped and counted
+//!   ([`AllocStats::mismatched_frees`]). A large free trusts its layout to say what to
+//!   unmap, and a pointer the allocator never handed out is not detected.
 
 mod cache;
 mod heap;
@@ -329,9 +335,43 @@ mod tests {
     }
 
     #[test]
+    fn a_free_with_another_class_s_layout_is_dropped_and_counted() {
+        let a = TallyAlloc::new();
+        let (big, small) = (layout(64, 8), layout(16, 8));
+        // SAFETY: non-zero size.
+        let p = unsafe { a.alloc(big) };
+        assert!(!p.is_null());
+        let before = a.stats().mismatched_frees;
+        // SAFETY: a block of this allocator; the layout is wrong on purpose, which the
+        // allocator detects from the chunk header.
+        unsafe { a.dealloc(p, small) };
+        assert_eq!(a.stats().mismatched_frees, before + 1);
+        // SAFETY: non-zero size.
+        let q: Vec<*mut u8> = (0..256).map(|_| unsafe { a.alloc(small) }).collect();
+        assert!(!q.contains(&p), "the block never joins the 16-byte class");
+        for q in q {
+            // SAFETY: allocated above with `small`, freed once.
+            unsafe { a.dealloc(q, small) };
+        }
+    }
+
+    #[test]
     fn another_threads_frees_and_exit_return_every_block() {
         let a = TallyAlloc::new();
+        // A class no other test here allocates from.
         let l = layout(48, 16);
+        let counts = |a: &TallyAlloc| {
+            let s = a.stats();
+            let mine = s.classes.iter().filter(|c| c.block_size == 48);
+            mine.fold((0, 0, 0), |(live, allocations, frees), c| {
+                (
+                    live + c.live_blocks,
+                    allocations + c.allocations,
+                    frees + c.frees,
+                )
+            })
+        };
+        let before = counts(&a);
         let ptrs: Vec<usize> = std::thread::spawn(move || {
             // SAFETY: non-zero size.
             (0..300).map(|_| unsafe { a.alloc(l) } as usize).collect()
@@ -343,9 +383,10 @@ mod tests {
             unsafe { a.dealloc(p as *mut u8, l) };
         }
         a.flush_thread_cache();
-        let s = a.stats();
-        assert_eq!(s.reentries, 0);
-        let class = s.classes.iter().find(|c| c.block_size == 48).unwrap();
-        assert!(class.allocations >= 300 && class.frees >= 300);
+        assert_eq!(a.stats().reentries, 0);
+        let after = counts(&a);
+        assert_eq!(after.0, before.0, "every block is back: live as before");
+        assert_eq!(after.1 - before.1, 300, "allocations counted once each");
+        assert_eq!(after.2 - before.2, 300, "frees counted once each");
     }
 }

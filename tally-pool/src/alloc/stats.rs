@@ -87,6 +87,10 @@ pub struct AllocStats {
     /// Allocations of a size class made without a thread cache: from thread-local
     /// destructors that ran after the allocator's (and re-entries, if any).
     pub uncached_allocations: u64,
+    /// Frees of a size-class block with a layout of another class (or of a pointer this
+    /// allocator did not hand out from a chunk): dropped rather than put on the wrong
+    /// class's list, so that block is never reused. Large frees trust the layout.
+    pub mismatched_frees: u64,
 }
 
 impl AllocStats {
@@ -98,21 +102,27 @@ impl AllocStats {
     /// assert!(s.live_bytes() <= s.mapped_bytes());
     /// ```
     pub fn live_bytes(&self) -> u64 {
-        self.classes.iter().map(|c| c.live_bytes).sum::<u64>() + self.large.live_bytes
+        sat_sum(self.classes.iter().map(|c| c.live_bytes)).saturating_add(self.large.live_bytes)
     }
 
     /// Bytes mapped: chunks and large mappings.
     pub fn mapped_bytes(&self) -> u64 {
-        self.classes.iter().map(|c| c.mapped_bytes).sum::<u64>() + self.large.mapped_bytes
+        sat_sum(self.classes.iter().map(|c| c.mapped_bytes)).saturating_add(self.large.mapped_bytes)
     }
 
     /// The share of frees of blocks made by threads of the block's node, in `0..=1`;
     /// `None` before the first free.
     pub fn locality(&self) -> Option<f64> {
-        let frees = self.classes.iter().map(|c| c.frees).sum();
-        let remote = self.classes.iter().map(|c| c.remote_frees).sum();
+        let frees = sat_sum(self.classes.iter().map(|c| c.frees));
+        let remote = sat_sum(self.classes.iter().map(|c| c.remote_frees));
         locality(frees, remote)
     }
+}
+
+/// The sum of `parts`, stopping at `u64::MAX`: counts read without a lock never panic or
+/// wrap a snapshot.
+fn sat_sum(parts: impl Iterator<Item = u64>) -> u64 {
+    parts.fold(0, u64::saturating_add)
 }
 
 fn locality(frees: u64, remote: u64) -> Option<f64> {
@@ -138,11 +148,11 @@ pub(super) fn collect() -> AllocStats {
             node: node as u32,
             block_size: size,
             live_blocks: live,
-            live_bytes: live * size as u64,
+            live_bytes: live.saturating_mul(size as u64),
             // A sum of signed deltas: negative only while counts are in flight.
             cached_blocks: (c.cached.load(Ordering::Relaxed) as i64).max(0) as u64,
             free_blocks: c.free.load(Ordering::Relaxed) as u64,
-            mapped_bytes: (chunks * CHUNK) as u64,
+            mapped_bytes: (chunks as u64).saturating_mul(CHUNK as u64),
             allocations,
             frees,
             remote_frees: c.remote_frees.load(Ordering::Relaxed),
@@ -161,6 +171,7 @@ pub(super) fn collect() -> AllocStats {
         },
         reentries: cache::reentries(),
         uncached_allocations: cache::uncached_allocations(),
+        mismatched_frees: cache::mismatched_frees(),
     }
 }
 
@@ -173,17 +184,27 @@ impl Source for AllocatorSource {
         let s = collect();
         let size = |c: &ClassStats| c.block_size as u64;
         let live = s.live_bytes();
-        let cached: u64 = s.classes.iter().map(|c| c.cached_blocks * size(c)).sum();
-        let free: u64 = s.classes.iter().map(|c| c.free_blocks * size(c)).sum();
-        let fresh: u64 = s
-            .classes
-            .iter()
-            .map(|c| {
-                let per_chunk = blocks_per_chunk(c.block_size);
-                let carved = c.live_blocks + c.cached_blocks + c.free_blocks;
-                (c.mapped_bytes / CHUNK as u64 * per_chunk).saturating_sub(carved) * size(c)
-            })
-            .sum();
+        let cached = sat_sum(
+            s.classes
+                .iter()
+                .map(|c| c.cached_blocks.saturating_mul(size(c))),
+        );
+        let free = sat_sum(
+            s.classes
+                .iter()
+                .map(|c| c.free_blocks.saturating_mul(size(c))),
+        );
+        let fresh = sat_sum(s.classes.iter().map(|c| {
+            let per_chunk = blocks_per_chunk(c.block_size);
+            let carved = c
+                .live_blocks
+                .saturating_add(c.cached_blocks)
+                .saturating_add(c.free_blocks);
+            (c.mapped_bytes / CHUNK as u64)
+                .saturating_mul(per_chunk)
+                .saturating_sub(carved)
+                .saturating_mul(size(c))
+        }));
         let mapped = s.mapped_bytes();
         // Clamped so that the five classes add up to what is mapped.
         let (live, cached, free, fresh) = clamp_parts(mapped, [live, cached, free, fresh]);
@@ -193,24 +214,28 @@ impl Source for AllocatorSource {
                 nodes.push(NodeSnapshot::new(c.node));
             }
             if let Some(n) = nodes.last_mut() {
-                n.live_bytes += c.live_bytes;
-                n.mapped_bytes += c.mapped_bytes;
-                n.local_acquires += c.allocations;
-                n.cross_node_releases += c.remote_frees;
+                n.live_bytes = n.live_bytes.saturating_add(c.live_bytes);
+                n.mapped_bytes = n.mapped_bytes.saturating_add(c.mapped_bytes);
+                n.local_acquires = n.local_acquires.saturating_add(c.allocations);
+                n.cross_node_releases = n.cross_node_releases.saturating_add(c.remote_frees);
             }
         }
         ComponentSnapshot {
-            live_objects: s.classes.iter().map(|c| c.live_blocks).sum::<u64>()
-                + s.large.allocations.saturating_sub(s.large.frees),
+            live_objects: sat_sum(s.classes.iter().map(|c| c.live_blocks))
+                .saturating_add(s.large.allocations.saturating_sub(s.large.frees)),
             live_bytes: live,
             cached_bytes: cached,
             free_bytes: free,
             fresh_bytes: fresh,
-            metadata_bytes: mapped - live - cached - free - fresh,
+            metadata_bytes: mapped
+                .saturating_sub(live)
+                .saturating_sub(cached)
+                .saturating_sub(free)
+                .saturating_sub(fresh),
             counters: Counters {
-                acquires: s.classes.iter().map(|c| c.allocations).sum::<u64>()
-                    + s.large.allocations,
-                releases: s.classes.iter().map(|c| c.frees).sum::<u64>() + s.large.frees,
+                acquires: sat_sum(s.classes.iter().map(|c| c.allocations))
+                    .saturating_add(s.large.allocations),
+                releases: sat_sum(s.classes.iter().map(|c| c.frees)).saturating_add(s.large.frees),
                 ..Counters::default()
             },
             locality: s.locality(),

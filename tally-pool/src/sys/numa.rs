@@ -12,10 +12,15 @@ use super::fault::refused;
 #[cfg(all(target_os = "linux", not(miri)))]
 use super::mem::errno;
 
-/// `mbind` mode: allocate the range's pages only from the nodes in the mask.
+/// `mbind` mode: allocate the range's pages from the mask's node while it has free pages,
+/// from other nodes after.
 ///
 /// From `<linux/mempolicy.h>` (`enum { MPOL_DEFAULT, MPOL_PREFERRED, MPOL_BIND, ... }`);
 /// the `libc` crate does not define the NUMA policy constants.
+#[cfg(all(target_os = "linux", not(miri)))]
+const MPOL_PREFERRED: libc::c_ulong = 1;
+
+/// `mbind` mode: allocate the range's pages only from the nodes in the mask.
 #[cfg(all(target_os = "linux", not(miri)))]
 const MPOL_BIND: libc::c_ulong = 2;
 
@@ -61,28 +66,23 @@ fn mask_of(bits: impl IntoIterator<Item = usize>) -> Vec<libc::c_ulong> {
     mask
 }
 
-/// Sets the memory policy of `addr..addr + len` to "only from `node`" (`MPOL_BIND`).
-///
-/// Pages already faulted in stay where they are (no `MPOL_MF_MOVE`): call this before the
-/// range is first touched. `addr` must be page-aligned; the kernel rounds `len` up.
+/// A mask with only `node`'s bit, on the stack; `None` for a node of 1024 or more.
 #[cfg(all(target_os = "linux", not(miri)))]
-///
-/// For a node below 1024 the mask lives on the stack, so that the global allocator can bind
-/// its chunks without allocating.
-pub(crate) fn bind_to_node(addr: NonNull<u8>, len: usize, node: u32) -> Result<(), SysFailed> {
+fn stack_mask(node: u32) -> Option<[libc::c_ulong; MIN_MASK_WORDS]> {
     let node = node as usize;
-    let mut small: [libc::c_ulong; MIN_MASK_WORDS] = [0; MIN_MASK_WORDS];
-    let large;
-    let mask: &[libc::c_ulong] = match small.get_mut(node / MASK_WORD_BITS) {
-        Some(word) => {
-            *word = 1 << (node % MASK_WORD_BITS);
-            &small
-        }
-        None => {
-            large = mask_of([node]);
-            &large
-        }
-    };
+    let mut mask: [libc::c_ulong; MIN_MASK_WORDS] = [0; MIN_MASK_WORDS];
+    *mask.get_mut(node / MASK_WORD_BITS)? = 1 << (node % MASK_WORD_BITS);
+    Some(mask)
+}
+
+/// `mbind(addr, len, mode, mask)` with no flags.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn mbind(
+    addr: NonNull<u8>,
+    len: usize,
+    mode: libc::c_ulong,
+    mask: &[libc::c_ulong],
+) -> Result<(), SysFailed> {
     // The kernel reads `maxnode - 1` bits (a historical off-by-one every caller follows).
     let maxnode = mask.len() * MASK_WORD_BITS + 1;
     let rc = if refused!(Mbind) {
@@ -97,7 +97,7 @@ pub(crate) fn bind_to_node(addr: NonNull<u8>, len: usize, node: u32) -> Result<(
                 libc::SYS_mbind,
                 addr.as_ptr() as libc::c_ulong,
                 len as libc::c_ulong,
-                MPOL_BIND,
+                mode,
                 mask.as_ptr(),
                 maxnode as libc::c_ulong,
                 0 as libc::c_ulong,
@@ -113,6 +113,74 @@ pub(crate) fn bind_to_node(addr: NonNull<u8>, len: usize, node: u32) -> Result<(
         })
     }
 }
+
+/// Sets the memory policy of `addr..addr + len` to "only from `node`" (`MPOL_BIND`): a
+/// fault the node cannot serve fails (the OOM killer, not a null pointer), so this is for
+/// pools that ask for it.
+///
+/// Pages already faulted in stay where they are (no `MPOL_MF_MOVE`): call this before the
+/// range is first touched. `addr` must be page-aligned; the kernel rounds `len` up. For a
+/// node of 1024 or more the mask is allocated.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn bind_to_node(addr: NonNull<u8>, len: usize, node: u32) -> Result<(), SysFailed> {
+    match stack_mask(node) {
+        Some(mask) => mbind(addr, len, MPOL_BIND, &mask),
+        None => mbind(addr, len, MPOL_BIND, &mask_of([node as usize])),
+    }
+}
+
+/// Sets the memory policy of `addr..addr + len` to "from `node` while it has free pages"
+/// (`MPOL_PREFERRED`): a full node spills to others rather than failing the fault. The
+/// global allocator's policy.
+///
+/// As [`bind_to_node`] otherwise, but it never allocates: a node of 1024 or more is
+/// refused (`EINVAL`).
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn prefer_node(addr: NonNull<u8>, len: usize, node: u32) -> Result<(), SysFailed> {
+    let mask = stack_mask(node).ok_or(SysFailed {
+        call: "mbind",
+        errno: libc::EINVAL,
+    })?;
+    mbind(addr, len, MPOL_PREFERRED, &mask)
+}
+
+/// Not Linux (or under miri): there is no `mbind`.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(crate) fn prefer_node(_addr: NonNull<u8>, _len: usize, _node: u32) -> Result<(), SysFailed> {
+    Err(SysFailed {
+        call: "mbind",
+        errno: libc::ENOSYS,
+    })
+}
+
+/// The `mbind` mode of the page at `addr` (`get_mempolicy(MPOL_F_ADDR)`).
+#[cfg(all(test, target_os = "linux", not(miri)))]
+pub(crate) fn policy_of(addr: NonNull<u8>) -> Result<libc::c_ulong, SysFailed> {
+    let mut mode: libc::c_int = -1;
+    let out: *mut libc::c_int = &mut mode;
+    // SAFETY: as in `node_of_page`: one `int` is written through `out`, nothing else.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_mempolicy,
+            out,
+            core::ptr::null_mut::<libc::c_ulong>(),
+            0 as libc::c_ulong,
+            addr.as_ptr() as libc::c_ulong,
+            MPOL_F_ADDR,
+        )
+    };
+    if rc != 0 {
+        return Err(SysFailed {
+            call: "get_mempolicy",
+            errno: errno(),
+        });
+    }
+    Ok(mode as libc::c_ulong)
+}
+
+/// `MPOL_PREFERRED`, for tests.
+#[cfg(all(test, target_os = "linux", not(miri)))]
+pub(crate) const PREFERRED: libc::c_ulong = MPOL_PREFERRED;
 
 /// Not Linux (or under miri): there is no `mbind`.
 #[cfg(not(all(target_os = "linux", not(miri))))]
