@@ -2,31 +2,42 @@
 //! A batch (64 fills in a `Vec`, a `String` line per fill, a report `String` joining them) is
 //! built through `arena::scratch` and through the global allocator, in alternating rounds;
 //! printed: median ns per batch, median of the rounds' scratch/global ratios. The run starts
-//! itself again with `TALLY_ARENA_BENCH_ALLOC=mimalloc` (one global allocator a process).
+//! itself again with `TALLY_ARENA_BENCH_ALLOC=mimalloc` and `=tally` (`TallyAlloc`): one
+//! global allocator a process.
 
 use std::{alloc::GlobalAlloc, alloc::Layout, alloc::System, ffi::CStr, fmt::Write};
 
 use mimalloc::MiMalloc;
 use tally_bench::{fatal, stats::median, Mode, OrDie};
+use tally_pool::alloc::TallyAlloc;
 use tally_pool::arena::bumpalo::collections::Vec as BumpVec;
 use tally_pool::arena::{self, bumpalo::collections::String as BumpString};
 
 const VAR: &str = "TALLY_ARENA_BENCH_ALLOC";
 const FILLS: u64 = 64;
 
-/// mimalloc if `VAR` says so at the process's first allocation, else the system allocator,
-/// for good: every block goes back to the allocator that made it.
+/// The allocator `VAR` names at the process's first allocation (mimalloc, tally), else the
+/// system allocator, for good: every block goes back to the allocator that made it.
 fn chosen() -> (&'static dyn GlobalAlloc, &'static str) {
-    static MIMALLOC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let mimalloc = *MIMALLOC.get_or_init(|| {
+    static CHOICE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    let choice = *CHOICE.get_or_init(|| {
         // SAFETY: `VAR`, NUL-terminated; `getenv` neither allocates nor keeps the pointer.
         let value = unsafe { libc::getenv(c"TALLY_ARENA_BENCH_ALLOC".as_ptr()) };
+        if value.is_null() {
+            return 0;
+        }
         // SAFETY: a non-null `getenv` result is a NUL-terminated string.
-        !value.is_null() && unsafe { CStr::from_ptr(value) } == c"mimalloc"
+        match unsafe { CStr::from_ptr(value) }.to_bytes() {
+            b"mimalloc" => 1,
+            b"tally" => 2,
+            _ => 0,
+        }
     });
-    match mimalloc {
-        true => (&MiMalloc, "mimalloc"),
-        false => (&System, "system"),
+    static TALLY: TallyAlloc = TallyAlloc::new();
+    match choice {
+        1 => (&MiMalloc, "mimalloc"),
+        2 => (&TALLY, "tally"),
+        _ => (&System, "system"),
     }
 }
 
@@ -98,10 +109,12 @@ fn main() {
          {ratio:.3} (medians of {rounds} rounds of {n} batches of {FILLS} fills)"
     );
     if name == "system" {
-        let mut child = std::process::Command::new(std::env::current_exe().or_die("exe"));
-        child.args(std::env::args().skip(1)).env(VAR, "mimalloc");
-        if !child.status().or_die("the mimalloc run").success() {
-            fatal(format_args!("the mimalloc run failed"));
+        for other in ["mimalloc", "tally"] {
+            let mut child = std::process::Command::new(std::env::current_exe().or_die("exe"));
+            child.args(std::env::args().skip(1)).env(VAR, other);
+            if !child.status().or_die("a child run").success() {
+                fatal(format_args!("the {other} run failed"));
+            }
         }
     }
 }
