@@ -156,26 +156,7 @@ pub(crate) fn prefer_node(_addr: NonNull<u8>, _len: usize, _node: u32) -> Result
 /// The `mbind` mode of the page at `addr` (`get_mempolicy(MPOL_F_ADDR)`).
 #[cfg(all(test, target_os = "linux", not(miri)))]
 pub(crate) fn policy_of(addr: NonNull<u8>) -> Result<libc::c_ulong, SysFailed> {
-    let mut mode: libc::c_int = -1;
-    let out: *mut libc::c_int = &mut mode;
-    // SAFETY: as in `node_of_page`: one `int` is written through `out`, nothing else.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_get_mempolicy,
-            out,
-            core::ptr::null_mut::<libc::c_ulong>(),
-            0 as libc::c_ulong,
-            addr.as_ptr() as libc::c_ulong,
-            MPOL_F_ADDR,
-        )
-    };
-    if rc != 0 {
-        return Err(SysFailed {
-            call: "get_mempolicy",
-            errno: errno(),
-        });
-    }
-    Ok(mode as libc::c_ulong)
+    page_mempolicy(addr, MPOL_F_ADDR).map(|mode| mode as libc::c_ulong)
 }
 
 /// `MPOL_PREFERRED`, for tests.
@@ -199,9 +180,20 @@ pub(crate) fn bind_to_node(_addr: NonNull<u8>, _len: usize, _node: u32) -> Resul
 /// first.
 #[cfg(all(target_os = "linux", not(miri)))]
 pub(crate) fn node_of_page(addr: NonNull<u8>) -> Result<u32, SysFailed> {
-    let mut node: libc::c_int = -1;
-    let out: *mut libc::c_int = &mut node;
-    // SAFETY: `get_mempolicy(2)` writes one `int` through `out`, which points to `node`;
+    let node = page_mempolicy(addr, MPOL_F_NODE | MPOL_F_ADDR)?;
+    u32::try_from(node).map_err(|_| SysFailed {
+        call: "get_mempolicy",
+        errno: libc::EINVAL,
+    })
+}
+
+/// `get_mempolicy(2)` of the page at `addr` with `flags` (which include `MPOL_F_ADDR`): the
+/// one `int` it reports (the page's node with `MPOL_F_NODE`, else its policy's mode).
+#[cfg(all(target_os = "linux", not(miri)))]
+fn page_mempolicy(addr: NonNull<u8>, flags: libc::c_ulong) -> Result<libc::c_int, SysFailed> {
+    let mut value: libc::c_int = -1;
+    let out: *mut libc::c_int = &mut value;
+    // SAFETY: `get_mempolicy(2)` writes one `int` through `out`, which points to `value`;
     // with a null mask and `maxnode == 0` it writes nothing else, and it only reads the
     // page table entry for `addr` (an unmapped address is refused with EFAULT).
     let rc = unsafe {
@@ -211,7 +203,7 @@ pub(crate) fn node_of_page(addr: NonNull<u8>) -> Result<u32, SysFailed> {
             core::ptr::null_mut::<libc::c_ulong>(),
             0 as libc::c_ulong,
             addr.as_ptr() as libc::c_ulong,
-            MPOL_F_NODE | MPOL_F_ADDR,
+            flags,
         )
     };
     if rc != 0 {
@@ -220,10 +212,7 @@ pub(crate) fn node_of_page(addr: NonNull<u8>) -> Result<u32, SysFailed> {
             errno: errno(),
         });
     }
-    u32::try_from(node).map_err(|_| SysFailed {
-        call: "get_mempolicy",
-        errno: libc::EINVAL,
-    })
+    Ok(value)
 }
 
 /// Not Linux (or under miri): there is no `get_mempolicy`.
