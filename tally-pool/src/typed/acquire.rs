@@ -126,7 +126,10 @@ impl<T: 'static> Pool<T> {
         match CacheCell::pop(key) {
             // SAFETY: as in `acquire_via_cell`.
             CellPop::Block(block) => Ok(unsafe { Self::fill(block, value) }),
-            miss => Self::acquire_with_and_bind(key, pool, miss, value),
+            miss => {
+                let moved = MaybeUninit::new(value);
+                Self::acquire_with_and_bind(key, pool, miss, moved)
+            }
         }
     }
 
@@ -194,8 +197,10 @@ impl<T: 'static> Pool<T> {
         key: &'static LocalKey<CacheCell>,
         pool: fn() -> &'static Self,
         miss: CellPop,
-        value: T,
+        value: MaybeUninit<T>,
     ) -> Result<Handle<T>, AcquireError<T>> {
+        // SAFETY: initialised by the caller.
+        let value = unsafe { value.assume_init() };
         let p = pool();
         let result = p.acquire_with(value);
         if matches!(miss, CellPop::Unbound) {
@@ -291,14 +296,19 @@ impl<T: 'static> Pool<T> {
                 return Ok(unsafe { Handle::from_block(ptr) });
             }
         }
-        self.acquire_with_slow(value)
+        self.acquire_with_slow(MaybeUninit::new(value))
     }
 
     /// `acquire_with` past the thread's cache.
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn acquire_with_slow(&'static self, value: T) -> Result<Handle<T>, AcquireError<T>> {
+    fn acquire_with_slow(
+        &'static self,
+        value: MaybeUninit<T>,
+    ) -> Result<Handle<T>, AcquireError<T>> {
+        // SAFETY: initialised by the caller.
+        let value = unsafe { value.assume_init() };
         if let Some(table) = self.sites.get() {
             return self.acquire_with_tracked(table, value, Location::caller());
         }
