@@ -1,84 +1,71 @@
-//! `TallyAlloc` against mimalloc, jemalloc and the system allocator on mimalloc-bench's
-//! workloads and two real programs, each as the process's global allocator:
+//! `TallyAlloc` against mimalloc, jemalloc and the system allocator as global allocator, on
+//! mimalloc-bench's workloads and two real programs: `cargo bench --bench alloc`.
 //!
-//! - **glibc-simple**: one thread allocates 1,000 blocks of random sizes (8 to 512 bytes),
-//!   frees them in random order, 2,000 rounds (ns per allocation+free).
-//! - **xmalloc-test**: a producer thread allocates 2,000,000 blocks of random sizes (8 to 256
-//!   bytes) and hands them through a queue to a consumer thread that frees them (ns a block).
-//! - **cache-scratch**: passive false sharing. The main thread allocates one 8-byte block for
-//!   each of two threads; each frees its block, then 1,000 times allocates an 8-byte block,
-//!   writes its bytes 2,000 times over and frees it. An allocator that hands a thread the
-//!   block the other thread's neighbour came from makes the two share a cache line (ms).
-//! - **larson**: a server. Two threads each own 5,000 slots of blocks of 16 to 1,000 bytes
-//!   and 10,000 times free a random slot and allocate a new block into it; then each slot
-//!   array goes to a fresh thread, which frees blocks it did not allocate, 200 rounds (ns an
-//!   operation, wall time over both threads' operations).
-//! - **json**: serde_json parses a generated 10 MB document of orders (strings, numbers,
-//!   nested arrays and objects) into a `Value` and writes it out again (ms).
-//! - **btreemap**: builds a 1,000,000-entry `BTreeMap<u64, String>` and drops it (ms).
+//! - **glibc-simple**: one thread allocates 1,000 blocks of 8 to 512 bytes and frees them in
+//!   random order, 10,000 rounds (ns an allocation+free).
+//! - **xmalloc-test**: a producer allocates 1,000,000 blocks of 8 to 256 bytes and hands them
+//!   through a queue to a consumer that frees them (ns a block).
+//! - **cache-scratch**: passive false sharing. The main thread allocates an 8-byte block for
+//!   each of two threads; each frees it, then 1,000 times allocates an 8-byte block, writes it
+//!   20,000 times over and frees it; handed back the freed blocks, they share a line (ms).
+//! - **larson**: a server. Two threads each own 5,000 slots of 16 to 1,000-byte blocks and
+//!   10,000 times free a random slot and fill it again; then the slots go to a fresh thread,
+//!   which frees blocks it did not allocate; 500 rounds (ns an operation, over both threads).
+//! - **json**: serde_json parses a generated 10 MB document of orders into a `Value` and
+//!   writes it out again (ms). **btreemap**: 1,000,000 inserts into a `BTreeMap<u64, String>`,
+//!   then its drop (ms).
 //!
-//! Every (workload, contender) cell runs in a process of its own, because allocators keep
-//! memory: the bench starts itself again with `TALLY_ALLOC_BENCH_CELL=<workload>/<contender>`,
-//! and that process's global allocator sends every call to the contender, chosen at its first
-//! allocation (the parent, without the variable, uses the system allocator). The child runs
-//! the workload once and prints its time and its peak RSS (`VmHWM`). The runs (5) are the
-//! outer loop: each run starts every cell once, in reverse order on odd runs; the table gives
-//! the medians over the runs, time with its ratio to TallyAlloc's (above 1: TallyAlloc is
-//! faster) and peak RSS with its ratio to jemalloc's, then the issue's targets, met or missed.
-//!
-//! `TALLY_BENCH_QUICK=1` or `--test` (`cargo test --benches`): tiny sizes (a 200 KB document,
-//! 20,000 entries), one run. `TALLY_BENCH_ONLY=tally` runs one contender and
-//! `TALLY_BENCH_WORKLOADS=larson,json` the named workloads; for a profiler, run one cell
-//! directly: `TALLY_ALLOC_BENCH_CELL=larson/tally <bench binary> --bench`.
+//! Allocators keep memory, so each (workload, contender) cell runs in a process of its own:
+//! the bench starts itself with `TALLY_ALLOC_BENCH_CELL=<workload>/<contender>`, whose global
+//! allocator is that contender from the first block on (the parent's: the system allocator),
+//! runs the workload once and prints its time and peak RSS (`VmHWM`). The 7 runs are the outer
+//! loop, each starting every cell once, in reverse order every other run. The table gives the
+//! medians: time and its ratio to TallyAlloc's (above 1: TallyAlloc is faster), peak RSS and
+//! its ratio to jemalloc's; then the issue's targets, met or missed. `TALLY_BENCH_QUICK=1` or
+//! `--test` (`cargo test --benches`): tiny sizes, one run. `TALLY_BENCH_ONLY=tally,jemalloc`
+//! and `TALLY_BENCH_WORKLOADS=larson,json` choose cells; `TALLY_ALLOC_BENCH_CELL=larson/tally
+//! <bench binary> --bench` runs one alone (for a profiler).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
+use std::env;
 use std::ffi::CStr;
-use std::fmt::Write as _;
-use std::hint::black_box;
+use std::hint::{black_box, spin_loop};
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
+use std::thread::scope;
 use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 use mimalloc::MiMalloc;
-use tally_bench::stats::median;
-use tally_bench::Mode;
+use tally_bench::{fatal, stats::median, Mode};
 use tally_pool::alloc::TallyAlloc;
 use tikv_jemallocator::Jemalloc;
 
 const CELL: &str = "TALLY_ALLOC_BENCH_CELL";
 const CONTENDERS: [&str; 4] = ["tally", "mimalloc", "jemalloc", "system"];
-const TALLY_I: usize = 0;
-const JEMALLOC_I: usize = 2;
-const SYSTEM_I: usize = 3;
+const TALLY: usize = 0;
+const JEMALLOC: usize = 2;
 
-static TALLY: TallyAlloc = TallyAlloc::new();
-/// The index in `CONTENDERS` of the process's allocator, `UNREAD` before its first allocation.
-static SELECTED: AtomicU8 = AtomicU8::new(UNREAD);
-const UNREAD: u8 = u8::MAX;
+static TALLY_ALLOC: TallyAlloc = TallyAlloc::new();
+/// The index in `CONTENDERS` of the process's allocator; `u8::MAX` before its first block.
+static SELECTED: AtomicU8 = AtomicU8::new(u8::MAX);
 
-/// The contender named after the `/` of `CELL`, or the system allocator; read once, before
-/// the first block, so every block goes back to the allocator that made it.
+/// The contender named after the `/` of `CELL`, else the system allocator; read once, before
+/// the first block, so that every block goes back to the allocator that made it.
 fn selected() -> u8 {
     let s = SELECTED.load(Relaxed);
-    if s != UNREAD {
+    if s != u8::MAX {
         return s;
     }
     // SAFETY: a NUL-terminated name; `getenv` neither allocates nor keeps the pointer.
     let value = unsafe { libc::getenv(c"TALLY_ALLOC_BENCH_CELL".as_ptr()) };
-    let s = if value.is_null() {
-        SYSTEM_I as u8
-    } else {
-        // SAFETY: a non-null `getenv` result is a NUL-terminated string.
-        let cell = unsafe { CStr::from_ptr(value) }.to_bytes();
-        let name = cell.rsplit(|&b| b == b'/').next().unwrap_or_default();
-        let found = CONTENDERS.iter().position(|c| c.as_bytes() == name);
-        found.unwrap_or(SYSTEM_I) as u8
-    };
-    SELECTED.store(s, Relaxed);
-    s
+    // SAFETY: a non-null `getenv` result is a NUL-terminated string.
+    let cell = (!value.is_null()).then(|| unsafe { CStr::from_ptr(value) }.to_bytes());
+    let name = cell.and_then(|c| c.rsplit(|&b| b == b'/').next());
+    let s = CONTENDERS.iter().position(|c| Some(c.as_bytes()) == name);
+    SELECTED.store(s.unwrap_or(3) as u8, Relaxed);
+    s.unwrap_or(3) as u8
 }
 
 /// Calls `$method` on the selected allocator with the caller's arguments.
@@ -86,7 +73,7 @@ macro_rules! dispatch {
     ($method:ident($($arg:expr),*)) => {
         match selected() {
             // SAFETY: the caller's contract, passed on; a pointer came from this allocator.
-            0 => unsafe { TALLY.$method($($arg),*) },
+            0 => unsafe { TALLY_ALLOC.$method($($arg),*) },
             // SAFETY: as above.
             1 => unsafe { MiMalloc.$method($($arg),*) },
             // SAFETY: as above.
@@ -128,43 +115,37 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-
-    /// Uniform in `min..=max`.
     fn size(&mut self, min: u64, max: u64) -> usize {
         (min + self.next() % (max - min + 1)) as usize
     }
 }
 
-fn layout(size: usize) -> Layout {
-    Layout::from_size_align(size, 8).unwrap()
-}
-
-/// A block of `size` bytes from the global allocator, its first byte written.
-fn block(size: usize) -> *mut u8 {
+/// A block of `size` bytes from the global allocator, its first byte written; an address,
+/// so that it can go to another thread.
+fn block(size: usize) -> usize {
     // SAFETY: `size` is not zero (every caller's minimum is 8).
-    let p = unsafe { GLOBAL.alloc(layout(size)) };
+    let p = unsafe { GLOBAL.alloc(Layout::from_size_align(size, 8).unwrap()) };
     assert!(!p.is_null(), "out of memory");
     // SAFETY: the first byte of the block, ours.
     unsafe { p.write(1) };
-    p
+    p as usize
 }
 
 /// Frees a block of [`block`]`(size)`.
-fn free(p: *mut u8, size: usize) {
+fn free(p: usize, size: usize) {
     // SAFETY: every caller passes a live block of `block(size)` and forgets it.
-    unsafe { GLOBAL.dealloc(p, layout(size)) }
+    unsafe { GLOBAL.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) }
 }
 
-/// What a workload returns: wall time in ns and operations (1: time the whole run, in ms).
-type Timed = (f64, u64);
-
-fn since(start: Instant, ops: usize) -> Timed {
-    (start.elapsed().as_nanos() as f64, ops as u64)
+/// ns since `start` over `per`: the operations, or `MS` for the time in ms.
+fn since(start: Instant, per: usize) -> f64 {
+    start.elapsed().as_nanos() as f64 / per as f64
 }
+const MS: usize = 1_000_000;
 
-fn glibc_simple(rounds: usize) -> Timed {
+fn glibc_simple(rounds: usize) -> f64 {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut live: Vec<(*mut u8, usize)> = Vec::with_capacity(1000);
+    let mut live = Vec::with_capacity(1000);
     let start = Instant::now();
     for _ in 0..rounds {
         for _ in 0..1000 {
@@ -179,174 +160,126 @@ fn glibc_simple(rounds: usize) -> Timed {
     since(start, rounds * 1000)
 }
 
-fn xmalloc(blocks: usize) -> Timed {
-    let queue = Arc::new(ArrayQueue::<(usize, usize)>::new(4096));
-    let start = Instant::now();
-    let consumer = {
-        let queue = Arc::clone(&queue);
-        std::thread::spawn(move || {
-            let mut freed = 0;
-            while freed < blocks {
-                match queue.pop() {
-                    Some((p, size)) => {
-                        free(p as *mut u8, size);
-                        freed += 1;
-                    }
-                    None => std::hint::spin_loop(),
-                }
-            }
-        })
-    };
+fn xmalloc(blocks: usize) -> f64 {
+    let queue = ArrayQueue::<(usize, usize)>::new(4096);
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
-    for _ in 0..blocks {
-        let size = rng.size(8, 256);
-        let mut item = (block(size) as usize, size);
-        while let Err(back) = queue.push(item) {
-            item = back;
-            std::hint::spin_loop();
+    let start = Instant::now();
+    scope(|s| {
+        s.spawn(|| {
+            for _ in 0..blocks {
+                let (p, size) = loop {
+                    match queue.pop() {
+                        Some(item) => break item,
+                        None => spin_loop(),
+                    }
+                };
+                free(p, size);
+            }
+        });
+        for _ in 0..blocks {
+            let size = rng.size(8, 256);
+            let mut item = (block(size), size);
+            while let Err(back) = queue.push(item) {
+                item = back;
+                spin_loop();
+            }
         }
-    }
-    consumer.join().unwrap();
+    });
     since(start, blocks)
 }
 
-fn cache_scratch(writes: usize) -> Timed {
+fn cache_scratch(writes: usize) -> f64 {
     const SIZE: usize = 8;
-    let given: Vec<usize> = (0..2).map(|_| block(SIZE) as usize).collect();
+    let given: Vec<usize> = (0..2).map(|_| block(SIZE)).collect();
     let start = Instant::now();
-    let threads: Vec<_> = (given.into_iter())
-        .map(|p| {
-            std::thread::spawn(move || {
-                free(p as *mut u8, SIZE);
+    scope(|s| {
+        for p in given {
+            s.spawn(move || {
+                free(p, SIZE);
                 for _ in 0..1000 {
-                    let a = block(SIZE);
-                    for j in 0..writes {
-                        for k in 0..SIZE {
-                            // SAFETY: byte `k` of the `SIZE`-byte block, ours.
-                            unsafe { a.wrapping_add(k).write_volatile((j + k) as u8) };
-                        }
+                    let a = block(SIZE) as *mut u8;
+                    for (j, k) in (0..writes).flat_map(|j| (0..SIZE).map(move |k| (j, k))) {
+                        // SAFETY: byte `k` of the `SIZE`-byte block, ours.
+                        unsafe { a.wrapping_add(k).write_volatile((j + k) as u8) };
                     }
-                    free(a, SIZE);
+                    free(a as usize, SIZE);
                 }
-            })
-        })
-        .collect();
-    threads.into_iter().for_each(|t| t.join().unwrap());
-    since(start, 1)
+            });
+        }
+    });
+    since(start, MS)
 }
 
-/// A larson thread's state: its slots (block address, size) and its random numbers.
+/// A larson thread's state: its slots (block, size) and its random numbers.
 struct Slots(Vec<(usize, usize)>, Rng);
 
 impl Slots {
     const OPS: usize = 10_000;
 
-    fn churn(mut self) -> Self {
+    fn churn(&mut self) {
         for _ in 0..Self::OPS {
             let i = (self.1.next() % self.0.len() as u64) as usize;
-            let (p, size) = self.0[i];
-            free(p as *mut u8, size);
+            free(self.0[i].0, self.0[i].1);
             let size = self.1.size(16, 1000);
-            self.0[i] = (block(size) as usize, size);
+            self.0[i] = (block(size), size);
         }
-        self
     }
 }
 
-fn larson(rounds: usize) -> Timed {
-    let heaps: Vec<Slots> = (0..2u64)
-        .map(|t| {
-            let mut rng = Rng(0x4141 + t);
-            let slots = (0..5000).map(|_| rng.size(16, 1000));
-            Slots(slots.map(|s| (block(s) as usize, s)).collect(), rng)
-        })
-        .collect();
+fn larson(rounds: usize) -> f64 {
+    let heaps = (0..2).map(|t| {
+        let mut rng = Rng(0x4141 + t);
+        let sizes: Vec<usize> = (0..5000).map(|_| rng.size(16, 1000)).collect();
+        Slots(sizes.into_iter().map(|s| (block(s), s)).collect(), rng)
+    });
+    let mut heaps: Vec<Slots> = heaps.collect();
     let start = Instant::now();
-    let chains: Vec<_> = (heaps.into_iter())
-        .map(|mut heap| {
-            std::thread::spawn(move || {
+    // Each of two chains hands its slots to a fresh thread a round.
+    scope(|s| {
+        for heap in &mut heaps {
+            s.spawn(move || {
                 for _ in 0..rounds {
-                    heap = std::thread::spawn(move || heap.churn()).join().unwrap();
+                    scope(|fresh| fresh.spawn(|| heap.churn()).join().unwrap());
                 }
-                heap
-            })
-        })
-        .collect();
-    let heaps: Vec<Slots> = chains.into_iter().map(|c| c.join().unwrap()).collect();
-    let timed = since(start, 2 * rounds * Slots::OPS);
+            });
+        }
+    });
+    let time = since(start, 2 * rounds * Slots::OPS);
     for (p, size) in heaps.into_iter().flat_map(|h| h.0) {
-        free(p as *mut u8, size);
+        free(p, size);
     }
-    timed
+    time
 }
 
-/// A JSON document of orders of about `bytes` bytes, the same for every contender.
+/// A JSON array of about `bytes` bytes of orders, the same for every contender.
 fn document(bytes: usize) -> String {
-    let mut rng = Rng(0x5EED);
-    let mut doc = String::with_capacity(bytes + 1024);
-    doc.push_str(r#"{"orders":["#);
-    for id in 0.. {
-        if doc.len() >= bytes {
-            break;
+    let (mut rng, mut doc) = (Rng(0x5EED), String::from("["));
+    while doc.len() < bytes {
+        let [id, who, cents, zip] = [(); 4].map(|()| rng.next() % 100_000);
+        let status = ["new", "paid", "shipped"][(id % 3) as usize];
+        doc += &format!(r#"{{"id":{id},"customer":"c-{who:05}","status":"{status}","#);
+        doc += &format!(r#""total":{cents}.25,"zip":"{zip:05}","items":["#);
+        for i in 0..1 + zip % 6 {
+            let (sku, n) = (rng.next() as u32, rng.next() % 7);
+            doc += &format!(r#"{{"sku":"S{sku:08X}","qty":{i},"tags":["t{n}",{n}.5]}},"#);
         }
-        let status = ["new", "paid", "shipped", "cancelled"][(rng.next() % 4) as usize];
-        let (customer, cents) = (rng.next() % 1_000_000, rng.next() % 1_000_000);
-        if id > 0 {
-            doc.push(',');
-        }
-        write!(
-            doc,
-            r#"{{"id":{id},"customer":"customer-{customer:06}","status":"{status}","#
-        )
-        .unwrap();
-        write!(
-            doc,
-            r#""total":{}.{:02},"items":["#,
-            cents / 100,
-            cents % 100
-        )
-        .unwrap();
-        for i in 0..1 + rng.next() % 6 {
-            let (sku, qty, price) = (rng.next() as u32, 1 + rng.next() % 20, rng.next() % 10_000);
-            let sep = if i > 0 { "," } else { "" };
-            write!(
-                doc,
-                r#"{sep}{{"sku":"SKU-{sku:08X}","qty":{qty},"price":{price}.5,"#
-            )
-            .unwrap();
-            write!(
-                doc,
-                r#""tags":["t{}","t{}"],"dims":[{qty},{i},{}]}}"#,
-                sku % 50,
-                qty,
-                sku % 7
-            )
-            .unwrap();
-        }
-        let zip = rng.next() % 100_000;
-        write!(
-            doc,
-            r#"],"address":{{"city":"City {}","zip":"{zip:05}"}}}}"#,
-            zip % 300
-        )
-        .unwrap();
+        doc.pop();
+        doc.push_str("]},");
     }
-    doc.push_str("]}");
-    doc
+    doc.pop();
+    doc + "]"
 }
 
-fn json(bytes: usize) -> Timed {
+fn json(bytes: usize) -> f64 {
     let doc = document(bytes);
     let start = Instant::now();
     let value: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let out = serde_json::to_string(&value).unwrap();
-    drop(value);
-    black_box(out.len());
-    drop(out);
-    since(start, 1)
+    drop(black_box((value, out)));
+    since(start, MS)
 }
 
-fn btreemap(entries: usize) -> Timed {
+fn btreemap(entries: usize) -> f64 {
     let mut rng = Rng(0xB7EE);
     let start = Instant::now();
     let mut map = BTreeMap::new();
@@ -354,161 +287,114 @@ fn btreemap(entries: usize) -> Timed {
         let key = rng.next();
         map.insert(key, format!("order-{key:016x}"));
     }
-    black_box(map.len());
-    drop(map);
-    since(start, 1)
+    drop(black_box(map));
+    since(start, MS)
 }
 
-type Workload = (&'static str, fn(usize) -> Timed, [usize; 2]);
-
-/// Name, workload and its size in the full and the quick mode.
+/// Name, workload, the unit of its result, and its size in the full and the quick mode.
+type Workload = (&'static str, fn(usize) -> f64, &'static str, [usize; 2]);
 const WORKLOADS: [Workload; 6] = [
-    ("glibc-simple", glibc_simple, [2000, 10]),
-    ("xmalloc-test", xmalloc, [2_000_000, 20_000]),
-    ("cache-scratch", cache_scratch, [2000, 20]),
-    ("larson", larson, [200, 2]),
-    ("json", json, [10 << 20, 200 << 10]),
-    ("btreemap", btreemap, [1_000_000, 20_000]),
+    ("glibc-simple", glibc_simple, "ns", [10_000, 10]),
+    ("xmalloc-test", xmalloc, "ns", [1_000_000, 20_000]),
+    ("cache-scratch", cache_scratch, "ms", [20_000, 20]),
+    ("larson", larson, "ns", [500, 2]),
+    ("json", json, "ms", [10 << 20, 200 << 10]),
+    ("btreemap", btreemap, "ms", [1_000_000, 20_000]),
 ];
 
-/// The child: one run of the cell's workload; prints `cell <time> <ns|ms> <VmHWM KiB>`.
+/// The child: one run of the cell's workload; prints `cell <time> <VmHWM in KiB>`.
 fn child(cell: &str, quick: bool) {
-    let name = cell.split('/').next().unwrap_or_default();
-    let (_, run, sizes) = WORKLOADS
-        .iter()
-        .find(|w| w.0 == name)
-        .expect("a workload's name");
-    let (ns, ops) = run(sizes[usize::from(quick)]);
-    let (time, unit) = if ops == 1 {
-        (ns / 1e6, "ms")
-    } else {
-        (ns / ops as f64, "ns")
-    };
+    let name = cell.split('/').next();
+    let (_, run, _, sizes) = WORKLOADS.iter().find(|w| Some(w.0) == name).unwrap();
+    let time = run(sizes[usize::from(quick)]);
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .expect("VmHWM");
-    let kib: u64 = hwm.trim().trim_end_matches("kB").trim().parse().unwrap();
-    println!("cell {time} {unit} {kib}");
+    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+    let hwm = hwm.unwrap();
+    println!("cell {time} {}", hwm.trim().trim_end_matches(" kB"));
 }
 
-/// Starts the cell's child: its time, the time's unit and its peak RSS in MiB.
-fn measure(workload: &str, contender: &str) -> (f64, &'static str, f64) {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(std::env::args().skip(1))
-        .env(CELL, format!("{workload}/{contender}"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{workload}/{contender}: {}",
-        out.status
-    );
+/// Runs the cell's child: its time and its peak RSS in MiB.
+fn measure(workload: &str, contender: &str) -> (f64, f64) {
+    let mut child = std::process::Command::new(env::current_exe().unwrap());
+    let cell = format!("{workload}/{contender}");
+    child.args(env::args().skip(1)).env(CELL, cell);
+    let out = child.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("cell "))
-        .expect("a result");
-    let f: Vec<&str> = line.split(' ').collect();
-    let unit = if f[1] == "ms" { "ms" } else { "ns" };
-    (
-        f[0].parse().unwrap(),
-        unit,
-        f[2].parse::<f64>().unwrap() / 1024.0,
-    )
+    let Some(line) = text.lines().find_map(|l| l.strip_prefix("cell ")) else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        fatal!("{workload}/{contender}: {}: {err}", out.status)
+    };
+    let f: Vec<f64> = line.split(' ').map(|v| v.parse().unwrap()).collect();
+    (f[0], f[1] / 1024.0)
+}
+
+/// The indices of the `names` the comma-separated list in `var` names; all if it is not set.
+fn listed(var: &str, names: &[&str]) -> Vec<usize> {
+    let list = env::var(var);
+    let named = |n: &str| list.as_ref().map_or(true, |l| l.split(',').any(|x| x == n));
+    (0..names.len()).filter(|&i| named(names[i])).collect()
+}
+
+/// The medians of a workload's (time, MiB) by contender, NaN where a cell did not run.
+fn medians(cells: &[Vec<(f64, f64)>; 4]) -> [(f64, f64); 4] {
+    let of =
+        |s: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| median(&s.iter().map(f).collect::<Vec<_>>());
+    cells.each_ref().map(|s| (of(s, |s| s.0), of(s, |s| s.1)))
 }
 
 fn main() {
     let Some(mode) = Mode::start() else { return };
-    if let Ok(cell) = std::env::var(CELL) {
+    if let Ok(cell) = env::var(CELL) {
         return child(&cell, mode != Mode::Full);
     }
-    let runs = mode.pick([5, 1, 1]);
-    let only = std::env::var("TALLY_BENCH_ONLY").ok();
-    let chosen = std::env::var("TALLY_BENCH_WORKLOADS").ok();
-    let picked = |w: &str| {
-        chosen
-            .as_deref()
-            .is_none_or(|c| c.split(',').any(|n| n == w))
-    };
-    let mut cells = Vec::new();
-    for (w, workload) in WORKLOADS.iter().enumerate().filter(|(_, w)| picked(w.0)) {
-        for (c, name) in CONTENDERS.iter().enumerate() {
-            if only.as_deref().is_none_or(|o| o == *name) {
-                cells.push((w, workload.0, c, *name));
-            }
-        }
-    }
+    let runs = mode.pick([7, 1, 1]);
+    let shown = listed("TALLY_BENCH_WORKLOADS", &WORKLOADS.map(|w| w.0));
+    let ran = listed("TALLY_BENCH_ONLY", &CONTENDERS);
+    let cells = shown.iter().flat_map(|&w| ran.iter().map(move |&c| (w, c)));
+    let mut cells: Vec<(usize, usize)> = cells.collect();
     let mut samples = vec![[(); 4].map(|()| Vec::new()); WORKLOADS.len()];
-    let mut units = ["ns"; WORKLOADS.len()];
     for run in 0..runs {
-        for &(w, workload, c, contender) in &cells {
-            let (time, unit, mib) = measure(workload, contender);
-            samples[w][c].push((time, mib));
-            units[w] = unit;
+        for &(w, c) in &cells {
+            samples[w][c].push(measure(WORKLOADS[w].0, CONTENDERS[c]));
         }
         cells.reverse();
         eprintln!("alloc: run {} of {runs} done", run + 1);
     }
-    // The medians of time and MiB by workload and contender, NaN where a cell did not run.
-    let of =
-        |s: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| median(&s.iter().map(f).collect::<Vec<_>>());
-    let med: Vec<[(f64, f64); 4]> = (samples.iter())
-        .map(|row| row.each_ref().map(|s| (of(s, |s| s.0), of(s, |s| s.1))))
-        .collect();
-    println!(
-        "alloc: median time (ratio to tally) and peak RSS (ratio to jemalloc) of {runs} runs, \
-         one process a cell{}",
-        mode.caveat()
-    );
-    print!("{:<13}", "");
-    CONTENDERS.iter().for_each(|c| print!(" | {c:<30}"));
-    println!();
-    let shown = || (med.iter().enumerate()).filter(|(w, _)| picked(WORKLOADS[*w].0));
-    for (w, row) in shown() {
+    let med: Vec<[(f64, f64); 4]> = samples.iter().map(medians).collect();
+    let caveat = mode.caveat();
+    println!("alloc: medians of {runs} runs: time (x tally's), peak RSS (x jemalloc's){caveat}");
+    let head: String = CONTENDERS.iter().map(|c| format!(" | {c:<36}")).collect();
+    println!("{:<13}{head}", "");
+    for &w in &shown {
+        let (row, unit) = (&med[w], WORKLOADS[w].2);
         print!("{:<13}", WORKLOADS[w].0);
         for &(t, m) in row {
-            let (tr, mr) = (t / row[TALLY_I].0, m / row[JEMALLOC_I].1);
-            print!(
-                " | {t:>8.1} {} {tr:>5.2}x {m:>6.1} MiB {mr:>5.2}x",
-                units[w]
-            );
+            let (tr, mr) = (t / row[TALLY].0, m / row[JEMALLOC].1);
+            print!(" | {t:>8.1} {unit} {tr:>5.2}x {m:>6.1} MiB {mr:>5.2}x");
         }
         println!();
     }
-    println!("targets (tally):");
+    println!("targets (tally; ahead: their time over tally's):");
     let met = |ok: bool| if ok { "met" } else { "missed" };
-    for (w, row) in shown() {
-        let (name, t) = (WORKLOADS[w].0, row[TALLY_I].0);
-        let ran = |c: usize| !row[c].0.is_nan();
-        if w < 2 && ran(TALLY_I) && ran(1) && ran(JEMALLOC_I) {
-            let (mi, je) = (row[1].0 / t, row[JEMALLOC_I].0 / t);
-            let ok = mi > 1.0 && je > 1.0;
-            println!(
-                "  {name}: ahead of mimalloc and jemalloc (their time / tally's: {mi:.2}x, \
-                 {je:.2}x): {}",
-                met(ok)
-            );
+    for &w in &shown {
+        let (row, name) = (&med[w], WORKLOADS[w].0);
+        let [t, mi, je, _] = row.map(|r| r.0);
+        if w < 2 && !(t + mi + je).is_nan() {
+            let (ok, mi, je) = (met(t < mi && t < je), mi / t, je / t);
+            println!("  {name}: ahead of mimalloc ({mi:.2}x), jemalloc ({je:.2}x): {ok}");
         }
-        let best = (1..4)
-            .filter(|&c| ran(c))
-            .min_by(|&a, &b| row[a].0.total_cmp(&row[b].0));
-        if let (true, true, Some(best)) = (w >= 2, ran(TALLY_I), best) {
-            let ratio = t / row[best].0;
-            let rival = CONTENDERS[best];
-            println!(
-                "  {name}: within 1.1x of the best ({rival}): {ratio:.2}x: {}",
-                met(ratio <= 1.1)
-            );
+        // The fastest other contender that ran (NaN sorts last).
+        let fastest = |&a: &usize, &b: &usize| row[a].0.total_cmp(&row[b].0);
+        let best = (1..4).min_by(fastest).unwrap_or(1);
+        let (r, rival) = (t / row[best].0, CONTENDERS[best]);
+        if w >= 2 && !r.is_nan() {
+            let ok = met(r <= 1.1);
+            println!("  {name}: within 1.1x of the best ({rival}): {r:.2}x: {ok}");
         }
-        if name == "larson" && ran(TALLY_I) && ran(JEMALLOC_I) {
-            let ratio = row[TALLY_I].1 / row[JEMALLOC_I].1;
-            println!(
-                "  larson: peak RSS at most 1.2x jemalloc's: {ratio:.2}x: {}",
-                met(ratio <= 1.2)
-            );
+        let rss = row[TALLY].1 / row[JEMALLOC].1;
+        if name == "larson" && !rss.is_nan() {
+            let ok = met(rss <= 1.2);
+            println!("  larson: peak RSS at most 1.2x jemalloc's: {rss:.2}x: {ok}");
         }
     }
 }
