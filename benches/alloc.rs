@@ -361,16 +361,16 @@ fn main() {
         eprintln!("alloc: run {} of {runs} done", run + 1);
     }
     let med: Vec<[(f64, f64); 4]> = samples.iter().map(medians).collect();
-    let caveat = mode.caveat();
-    println!("alloc: medians of {runs} runs: time (x tally's), peak RSS (x jemalloc's){caveat}");
-    let head: String = CONTENDERS.iter().map(|c| format!(" | {c:<36}")).collect();
-    println!("{:<13}{head}", "");
+    let head = format!("alloc: medians of {runs} runs: time (x tally's), peak RSS (x jemalloc's)");
+    let columns: String = CONTENDERS.iter().map(|c| format!(" | {c:<36}")).collect();
+    println!("{head}{}\n{:<13}{columns}", mode.caveat(), "");
     for &w in &shown {
         let (row, unit) = (&med[w], WORKLOADS[w].2);
         print!("{:<13}", WORKLOADS[w].0);
         for &(t, m) in row {
             let (tr, mr) = (t / row[TALLY].0, m / row[JEMALLOC].1);
-            print!(" | {t:>8.1} {unit} {tr:>5.2}x {m:>6.1} MiB {mr:>5.2}x");
+            let cell = format!("{t:>8.1} {unit} {tr:>5.2}x {m:>6.1} MiB {mr:>5.2}x");
+            print!(" | {:<36}", if t.is_nan() { "-" } else { &cell });
         }
         println!();
     }
