@@ -115,11 +115,13 @@ pub unsafe trait Pooled: Sized + 'static {
     /// Acquires the value `make` returns, built straight into the block on the fast path
     /// (the block goes back to the pool if `make` panics).
     ///
-    /// Use it for large types: [`Pooled::acquire_with`] takes a value built beforehand,
-    /// which the compiler keeps on the stack and then copies into the block;
-    /// `acquire_with_fn` writes it once, in the block. For small types the two are the
-    /// same. On a thread's first acquire, or when its cache is empty, `make` runs before a
-    /// block is taken.
+    /// [`Pooled::acquire_with`] takes a value built beforehand: where the compiler sees it
+    /// built (a struct literal in the call, say) it writes the fields straight into the
+    /// block, but a value it keeps in memory (returned by a function it does not inline,
+    /// or too large for registers) is copied into the block once. `acquire_with_fn` takes
+    /// the block first and has `make` build the value in it, so use it for large types and
+    /// for values made by a function. On a thread's first acquire, or when its cache is
+    /// empty, `make` runs before a block is taken.
     ///
     /// ```
     /// use tally_pool::Pooled;
