@@ -1,8 +1,11 @@
-//! Thread caches: per thread and size class, a list of free blocks of the thread's node.
+//! Thread caches: per thread and size class, a stack of the addresses of free blocks of
+//! the thread's node, room for two batches.
 //!
-//! Allocation pops, a free of a block of the thread's node pushes: no atomic, no lock. An
-//! empty list takes a batch from the node's heap, a list over its limit gives a batch
-//! back; a block of another node goes straight home to its heap. Every block in a cache
+//! Allocation pops, a free of a block of the thread's node pushes: no atomic, no lock, and
+//! the block itself is neither read nor written, so a block freed by another thread than
+//! the one that used it stays in that thread's processor cache. An empty stack takes a
+//! batch from the node's heap, a full one gives its oldest batch back (both copies of
+//! addresses); a block of another node goes straight home to its heap. Every block in a cache
 //! belongs to the cache's node: when a refill finds the thread on another node, the cache
 //! first gives everything back. At thread exit the cache's destructor gives everything
 //! back and publishes its counts.
@@ -19,7 +22,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::heap::{self, Chain, FreeBlock};
+use super::heap;
 use crate::block::{SizeClass, CLASS_COUNT};
 use crate::sys;
 
@@ -56,35 +59,64 @@ pub(super) fn reentries() -> u64 {
     REENTRIES.load(Ordering::Relaxed)
 }
 
-/// One class's list and its unpublished counts.
+/// Blocks a class's cache trades with its heap at a time: 32 KiB worth, 2 to 32.
+const fn batch_of(index: usize) -> usize {
+    let size = match SizeClass::from_index(index) {
+        Some(class) => class.size(),
+        None => 8,
+    };
+    let b = 32 * 1024 / size;
+    if b < 2 {
+        2
+    } else if b > 32 {
+        32
+    } else {
+        b
+    }
+}
+
+/// Room for two batches of every class, one class after another: every class's slots.
+const SLOTS: usize = {
+    let (mut total, mut i) = (0, 0);
+    while i < CLASS_COUNT {
+        total += 2 * batch_of(i);
+        i += 1;
+    }
+    total
+};
+
+/// One class's part of the thread's slots and its unpublished counts.
+///
+/// Invariant: `base <= top <= limit`, `limit - base` is two batches of the class and
+/// `limit <= SLOTS`; slots `base..top` hold the cached blocks, most recently freed last.
 #[derive(Clone, Copy)]
 struct ClassCache {
-    head: *mut FreeBlock,
-    count: usize,
-    /// `count` as the heap's `cached` last saw it.
-    published: usize,
+    base: u32,
+    top: u32,
+    limit: u32,
+    /// `top - base` as the heap's `cached` last saw it.
+    published: u32,
     allocations: u64,
     frees: u64,
 }
 
 impl ClassCache {
-    const EMPTY: ClassCache = ClassCache {
-        head: ptr::null_mut(),
-        count: 0,
-        published: 0,
-        allocations: 0,
-        frees: 0,
-    };
+    /// How many blocks the cache holds.
+    #[inline(always)]
+    fn count(&self) -> usize {
+        (self.top - self.base) as usize
+    }
 }
 
 /// A thread's caches.
 ///
-/// Invariant: every block on a class's list is a free block of that class of the heap of
-/// `node`, owned by this cache alone; `count` is the list's length.
+/// Invariant: every address in a class's slots `base..top` is a free block of that class
+/// of the heap of `node`, owned by this cache alone, and no address is in two slots.
 struct CacheState {
     node: usize,
     refills: u32,
     classes: [ClassCache; CLASS_COUNT],
+    slots: [*mut u8; SLOTS],
 }
 
 /// The thread-local owner of a [`CacheState`].
@@ -99,12 +131,31 @@ pub(super) struct ThreadCache {
 
 impl ThreadCache {
     const fn new() -> Self {
+        let mut classes = [ClassCache {
+            base: 0,
+            top: 0,
+            limit: 0,
+            published: 0,
+            allocations: 0,
+            frees: 0,
+        }; CLASS_COUNT];
+        let (mut base, mut i) = (0, 0);
+        while i < CLASS_COUNT {
+            let limit = base + 2 * batch_of(i);
+            // `SLOTS` is far below `u32::MAX`.
+            classes[i].base = base as u32;
+            classes[i].top = base as u32;
+            classes[i].limit = limit as u32;
+            base = limit;
+            i += 1;
+        }
         Self {
             busy: Cell::new(false),
             state: UnsafeCell::new(CacheState {
                 node: NO_NODE,
                 refills: 0,
-                classes: [ClassCache::EMPTY; CLASS_COUNT],
+                classes,
+                slots: [ptr::null_mut(); SLOTS],
             }),
         }
     }
@@ -120,37 +171,6 @@ impl Drop for ThreadCache {
         flush_all(self.state.get_mut());
     }
 }
-
-/// The batch a class's list trades with the heap: 64 KiB worth, 2 to 64 blocks. A list
-/// keeps up to two batches.
-#[inline]
-fn batch(class: SizeClass) -> usize {
-    BATCH.get(class.index()).map_or(2, |&b| usize::from(b))
-}
-
-/// [`batch`] by class index.
-// Evaluated at compile time, where an index out of bounds fails the build.
-#[allow(clippy::indexing_slicing)]
-static BATCH: [u8; CLASS_COUNT] = {
-    let mut batches = [0; CLASS_COUNT];
-    let mut i = 0;
-    while i < CLASS_COUNT {
-        let size = match SizeClass::from_index(i) {
-            Some(class) => class.size(),
-            None => 8,
-        };
-        let b = 64 * 1024 / size;
-        batches[i] = if b < 2 {
-            2
-        } else if b > 64 {
-            64
-        } else {
-            b as u8
-        };
-        i += 1;
-    }
-    batches
-};
 
 /// The calling thread's node as a heap index (node 0 where the OS cannot tell).
 pub(super) fn current_node() -> usize {
@@ -191,17 +211,13 @@ fn enter<R>(cache: &ThreadCache, f: impl FnOnce(&mut CacheState) -> R) -> Option
 pub(super) fn allocate(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
     match with_state(|state| {
         let c = state.classes.get_mut(index)?;
-        match NonNull::new(c.head) {
-            Some(block) => {
-                // SAFETY: the head is a free block this cache owns (invariant); its link
-                // is the rest of the list.
-                c.head = unsafe { (*c.head).next };
-                c.count -= 1;
-                c.allocations += 1;
-                Some(block.cast())
-            }
-            None => refill(state, class, index),
+        if c.top > c.base {
+            c.top -= 1;
+            c.allocations += 1;
+            // Slot `top` held a cached block (invariant); it leaves the cache.
+            return NonNull::new(*state.slots.get(c.top as usize)?);
         }
+        refill(state, class, index)
     }) {
         Some(result) => result,
         None => allocate_uncached(class, index),
@@ -233,21 +249,28 @@ pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
                 return false;
             }
         }
+        let full = match state.classes.get(index) {
+            Some(c) => c.top == c.limit,
+            None => return false,
+        };
+        if full {
+            spill(state, index);
+        }
         let Some(c) = state.classes.get_mut(index) else {
             return false;
         };
-        let b = block.as_ptr().cast::<FreeBlock>();
-        // SAFETY: the caller gave the block up (contract): it is free, of this class and of
-        // this cache's node, so it may join the list (invariant), its first word the link.
-        unsafe { b.write(FreeBlock { next: c.head }) };
-        c.head = b;
-        c.count += 1;
+        let Some(slot) = state
+            .slots
+            .get_mut(c.top as usize)
+            .filter(|_| c.top < c.limit)
+        else {
+            return false;
+        };
+        // The caller gave the block up (contract): it is free, of this class and of this
+        // cache's node, so it may join the cache (invariant). Nothing reads or writes it.
+        *slot = block.as_ptr();
+        c.top += 1;
         c.frees += 1;
-        if let Some(class) = SizeClass::from_index(index) {
-            if c.count > 2 * batch(class) {
-                spill(state, index, batch(class));
-            }
-        }
         true
     });
     if done != Some(true) {
@@ -256,7 +279,7 @@ pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
     }
 }
 
-/// `allocate` on an empty list: publishes, takes a batch from the node's heap.
+/// `allocate` on an empty cache: publishes, takes a batch from the node's heap.
 #[cold]
 #[inline(never)]
 fn refill(state: &mut CacheState, class: SizeClass, index: usize) -> Option<NonNull<u8>> {
@@ -271,61 +294,60 @@ fn refill(state: &mut CacheState, class: SizeClass, index: usize) -> Option<NonN
     let node = state.node;
     let heap = heap::heap(node, index)?;
     publish(state, index);
-    let chain = heap.take(class, node, batch(class));
-    let head = NonNull::new(chain.head)?;
-    // SAFETY: the tail is a free block of the chain, now this cache's; the list it ends is
-    // terminated by a null link.
-    unsafe { (*chain.tail).next = ptr::null_mut() };
     let c = state.classes.get_mut(index)?;
-    c.head = if chain.count > 1 {
-        // SAFETY: the chain's blocks are free blocks of this heap, now this cache's; the
-        // head's link is the rest of the chain.
-        unsafe { (*chain.head).next }
-    } else {
-        ptr::null_mut()
-    };
-    c.count = chain.count - 1;
+    let (base, top) = (c.base as usize, c.top as usize);
+    let out = state.slots.get_mut(top..base + batch_of(index))?;
+    let n = heap.take(class, node, out);
+    if n == 0 {
+        return None;
+    }
+    // `n` blocks now fill slots `top..top + n` (`n` is at most a batch: within `limit`);
+    // the last of them leaves the cache at once.
+    c.top = (top + n - 1) as u32;
     c.allocations += 1;
-    Some(head.cast())
+    NonNull::new(*state.slots.get(c.top as usize)?)
 }
 
-/// Gives `n` blocks of class `index` back to the node's heap.
+/// Gives the oldest batch of class `index` back to the node's heap (everything if the
+/// cache holds less), keeping the most recently freed blocks.
 #[cold]
 #[inline(never)]
-fn spill(state: &mut CacheState, index: usize, n: usize) {
+fn spill(state: &mut CacheState, index: usize) {
     let node = state.node;
     let Some(c) = state.classes.get_mut(index) else {
         return;
     };
-    let chain = detach(c, n);
-    if let Some(heap) = heap::heap(node, index) {
-        // SAFETY: the chain's blocks were this cache's, free blocks of this node's heap of
-        // this class (invariant), and are given up here.
-        unsafe { heap.give(chain) };
+    let (base, top) = (c.base as usize, c.top as usize);
+    let n = batch_of(index).min(top - base);
+    let Some(held) = state.slots.get_mut(base..top) else {
+        return;
+    };
+    if let (Some(heap), Some(oldest)) = (heap::heap(node, index), held.get(..n)) {
+        // SAFETY: the blocks were this cache's, free blocks of this node's heap of this
+        // class (invariant), and are given up here: they leave the cache below.
+        unsafe { heap.give(oldest) };
     }
+    held.copy_within(n.., 0);
+    c.top -= n as u32;
     publish(state, index);
 }
 
-/// Detaches up to `n` blocks from the top of a list.
-fn detach(c: &mut ClassCache, n: usize) -> Chain {
-    if c.count == 0 || n == 0 {
-        return Chain::EMPTY;
+/// Gives every block of class `index` back to the node's heap.
+fn spill_all(state: &mut CacheState, index: usize) {
+    let node = state.node;
+    let Some(c) = state.classes.get_mut(index) else {
+        return;
+    };
+    if let (Some(heap), Some(held)) = (
+        heap::heap(node, index),
+        state.slots.get(c.base as usize..c.top as usize),
+    ) {
+        // SAFETY: the blocks were this cache's, free blocks of this node's heap of this
+        // class (invariant), and are given up here: they leave the cache below.
+        unsafe { heap.give(held) };
     }
-    let head = c.head;
-    let mut tail = head;
-    let mut count = 1;
-    while count < n.min(c.count) {
-        // SAFETY: `tail` is one of the list's `count` blocks and not its last.
-        tail = unsafe { (*tail).next };
-        count += 1;
-    }
-    // SAFETY: as above; the link after the last detached block is the rest of the list.
-    c.head = unsafe { (*tail).next };
-    c.count -= count;
-    if c.count == 0 {
-        c.head = ptr::null_mut();
-    }
-    Chain { head, tail, count }
+    c.top = c.base;
+    publish(state, index);
 }
 
 /// Publishes class `index`'s counts to the heap of the cache's node.
@@ -347,11 +369,12 @@ fn publish(state: &mut CacheState, index: usize) {
         counts.frees.fetch_add(c.frees, Ordering::Relaxed);
         c.frees = 0;
     }
-    if c.count != c.published {
+    let count = c.count();
+    if count != c.published as usize {
         // A signed delta in two's complement: the sum over all caches stays exact.
-        let delta = c.count.wrapping_sub(c.published);
+        let delta = count.wrapping_sub(c.published as usize);
         counts.cached.fetch_add(delta, Ordering::Relaxed);
-        c.published = c.count;
+        c.published = c.top - c.base;
     }
 }
 
@@ -361,7 +384,7 @@ fn flush_all(state: &mut CacheState) {
         return;
     }
     for index in 0..CLASS_COUNT {
-        spill(state, index, usize::MAX);
+        spill_all(state, index);
     }
 }
 
@@ -388,10 +411,12 @@ fn allocate_uncached(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
     UNCACHED.fetch_add(1, Ordering::Relaxed);
     let node = current_node();
     let heap = heap::heap(node, index)?;
-    let chain = heap.take(class, node, 1);
-    let block = NonNull::new(chain.head)?;
+    let mut one = [ptr::null_mut(); 1];
+    heap.take(class, node, &mut one);
+    let [block] = one;
+    let block = NonNull::new(block)?;
     heap.counts.allocations.fetch_add(1, Ordering::Relaxed);
-    Some(block.cast())
+    Some(block)
 }
 
 /// `free` without the cache: the block goes to its home heap. `refused` says whether a
@@ -408,15 +433,9 @@ unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, refused: 
     let Some(heap) = heap::heap(home, index) else {
         return;
     };
-    let b = block.as_ptr().cast::<FreeBlock>();
-    let chain = Chain {
-        head: b,
-        tail: b,
-        count: 1,
-    };
     // SAFETY: the block is a free block of its home heap of this class, given up by the
     // caller (contract).
-    unsafe { heap.give(chain) };
+    unsafe { heap.give(&[block.as_ptr()]) };
     heap.counts.frees.fetch_add(1, Ordering::Relaxed);
     if remote {
         heap.counts.remote_frees.fetch_add(1, Ordering::Relaxed);
@@ -433,8 +452,9 @@ mod tests {
         let (node, index) = (heap::MAX_NODES - 4, 11);
         let class = SizeClass::from_index(index).unwrap();
         let home = heap::heap(node, index).unwrap();
-        let chain = home.take(class, node, 1);
-        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let mut one = [ptr::null_mut(); 1];
+        assert_eq!(home.take(class, node, &mut one), 1);
+        let block = NonNull::new(one[0]).unwrap();
         let remote = home.counts.remote_frees.load(Ordering::Relaxed);
         // SAFETY: a block of `node`'s heap of this class, ours, freed once, as a thread
         // whose cache is gone would.
@@ -465,8 +485,9 @@ mod tests {
         let home = heap::heap(node, index).unwrap();
         // This thread's cache learns its node (the real one, below `node`).
         let mine = allocate(class, index).unwrap();
-        let chain = home.take(class, node, 1);
-        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let mut one = [ptr::null_mut(); 1];
+        assert_eq!(home.take(class, node, &mut one), 1);
+        let block = NonNull::new(one[0]).unwrap();
         let counts = &home.counts;
         let (frees, remote, in_heap) = (
             counts.frees.load(Ordering::Relaxed),
