@@ -119,13 +119,21 @@ struct CacheState {
     slots: [*mut u8; SLOTS],
 }
 
+/// [`ThreadCache::mode`] of a cache no call is using.
+const FREE: u8 = 0;
+/// [`ThreadCache::mode`] of a cache a call is using.
+const BUSY: u8 = 1;
+/// [`ThreadCache::mode`] of a cache flushed at thread exit, never used again.
+const GONE: u8 = 2;
+
 /// The thread-local owner of a [`CacheState`].
 ///
-/// Invariant: a reference to `state` exists only while `busy` is true, set by the code
-/// that made it; `busy` lives outside the state, so checking it never touches the state
-/// an outer call may hold.
+/// Invariant: a reference to `state` exists only while `mode` is `BUSY`, set by the code
+/// that made it; `mode` lives outside the state, so checking it never touches the state
+/// an outer call may hold. A cache holds blocks only once its thread's [`FLUSHER`] is
+/// registered, which flushes it and sets `GONE` at thread exit.
 pub(super) struct ThreadCache {
-    busy: Cell<bool>,
+    mode: Cell<u8>,
     state: UnsafeCell<CacheState>,
 }
 
@@ -150,7 +158,7 @@ impl ThreadCache {
             i += 1;
         }
         Self {
-            busy: Cell::new(false),
+            mode: Cell::new(FREE),
             state: UnsafeCell::new(CacheState {
                 node: NO_NODE,
                 refills: 0,
@@ -161,15 +169,29 @@ impl ThreadCache {
     }
 }
 
-std::thread_local! {
-    static CACHE: ThreadCache = const { ThreadCache::new() };
+/// Flushes the thread's cache when the thread's locals are destroyed.
+///
+/// The cache itself has no destructor, so reaching it needs no check of whether it is
+/// still alive (its storage lasts as long as the thread); this separate local carries
+/// the destructor and is registered when the cache first learns its node, before it
+/// holds any block.
+struct Flusher;
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        let _ = CACHE.try_with(|cache| {
+            if cache.mode.replace(GONE) == FREE {
+                // SAFETY: the mode was `FREE`, so no reference to the state exists
+                // (invariant); `GONE` keeps every later call away from it.
+                flush_all(unsafe { &mut *cache.state.get() });
+            }
+        });
+    }
 }
 
-impl Drop for ThreadCache {
-    fn drop(&mut self) {
-        self.busy.set(true);
-        flush_all(self.state.get_mut());
-    }
+std::thread_local! {
+    static CACHE: ThreadCache = const { ThreadCache::new() };
+    static FLUSHER: Flusher = const { Flusher };
 }
 
 /// The calling thread's node as a heap index (node 0 where the OS cannot tell).
@@ -177,14 +199,26 @@ pub(super) fn current_node() -> usize {
     heap::index_of_node(sys::current_node().unwrap_or(0))
 }
 
-/// Runs `f` on the thread's cache state if it exists and is not busy, marking it busy.
-#[inline(always)]
+/// Gives a cache that has not learned its node one, after registering the thread's
+/// [`FLUSHER`]; false, leaving it without, if the thread's locals are being destroyed
+/// (the cache must then hold nothing).
+#[cold]
+#[inline(never)]
+fn adopt(state: &mut CacheState) -> bool {
+    if FLUSHER.try_with(|_| ()).is_err() {
+        return false;
+    }
+    state.node = current_node();
+    true
+}
+
+/// Runs `f` on the thread's cache state if it is not busy or gone, marking it busy.
 fn with_state<R>(f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
     CACHE
         .try_with(|cache| {
             let r = enter(cache, f);
             if r.is_none() {
-                REENTRIES.fetch_add(1, Ordering::Relaxed);
+                bypass(cache);
             }
             r
         })
@@ -192,35 +226,61 @@ fn with_state<R>(f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
         .flatten()
 }
 
-/// Runs `f` on `cache`'s state unless it is busy (`None` then), marking it busy meanwhile.
-#[inline(always)]
+/// Runs `f` on `cache`'s state unless it is busy or gone (`None` then), marking it busy
+/// meanwhile.
 fn enter<R>(cache: &ThreadCache, f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
-    if cache.busy.replace(true) {
+    if cache.mode.get() != FREE {
         return None;
     }
-    // SAFETY: `busy` was false, so no reference to the state exists (invariant; the cache
-    // is not `Sync`, so only this thread reaches it); this one lives until `f` returns,
-    // and `busy` stays true until then.
+    cache.mode.set(BUSY);
+    // SAFETY: the mode was `FREE`, so no reference to the state exists (invariant; the
+    // cache is not `Sync`, so only this thread reaches it); this one lives until `f`
+    // returns, and the mode stays `BUSY` until then.
     let r = f(unsafe { &mut *cache.state.get() });
-    cache.busy.set(false);
+    cache.mode.set(FREE);
     Some(r)
 }
 
-/// A block of `class` (index `index`), or `None` if the OS refused memory.
+/// Notes a call that finds the cache not `FREE`: a re-entry if it is busy.
+#[cold]
+#[inline(never)]
+fn bypass(cache: &ThreadCache) {
+    if cache.mode.get() == BUSY {
+        REENTRIES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A block of `class` (index `index`), or null if the OS refused memory.
 #[inline(always)]
-pub(super) fn allocate(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
-    match with_state(|state| {
-        let c = state.classes.get_mut(index)?;
-        if c.top > c.base {
-            c.top -= 1;
-            c.allocations += 1;
-            // Slot `top` held a cached block (invariant); it leaves the cache.
-            return NonNull::new(*state.slots.get(c.top as usize)?);
+pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
+    let cached = CACHE.try_with(|cache| {
+        if cache.mode.get() != FREE {
+            bypass(cache);
+            return None;
         }
-        refill(state, class, index)
-    }) {
-        Some(result) => result,
-        None => allocate_uncached(class, index),
+        cache.mode.set(BUSY);
+        // SAFETY: as in `enter`: the mode was `FREE`, so this is the only reference to the
+        // state, and it ends before the mode is `FREE` again.
+        let state = unsafe { &mut *cache.state.get() };
+        let block = match state.classes.get_mut(index) {
+            Some(c) if c.top > c.base => {
+                c.top -= 1;
+                c.allocations += 1;
+                // Slot `top` held a cached block (invariant); it leaves the cache.
+                state
+                    .slots
+                    .get(c.top as usize)
+                    .copied()
+                    .unwrap_or(ptr::null_mut())
+            }
+            _ => refill(state, class, index),
+        };
+        cache.mode.set(FREE);
+        Some(block)
+    });
+    match cached {
+        Ok(Some(block)) => block,
+        _ => allocate_uncached(class, index),
     }
 }
 
@@ -239,52 +299,91 @@ pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
         MISMATCHED.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let done = with_state(|state| {
-        if state.node != home {
-            if state.node != NO_NODE {
-                return false;
-            }
-            state.node = current_node();
-            if state.node != home {
-                return false;
-            }
+    let done = CACHE.try_with(|cache| {
+        if cache.mode.get() != FREE {
+            bypass(cache);
+            return None;
         }
-        let full = match state.classes.get(index) {
-            Some(c) => c.top == c.limit,
-            None => return false,
+        cache.mode.set(BUSY);
+        // SAFETY: as in `enter`: the mode was `FREE`, so this is the only reference to the
+        // state, and it ends before the mode is `FREE` again.
+        let state = unsafe { &mut *cache.state.get() };
+        let pushed = match state.classes.get_mut(index) {
+            Some(c) if state.node == home && c.top < c.limit => {
+                match state.slots.get_mut(c.top as usize) {
+                    Some(slot) => {
+                        // The caller gave the block up (contract): it is free, of this
+                        // class and of this cache's node, so it may join the cache
+                        // (invariant). Nothing reads or writes it.
+                        *slot = block.as_ptr();
+                        c.top += 1;
+                        c.frees += 1;
+                        Some(true)
+                    }
+                    None => None,
+                }
+            }
+            _ => push_slow(state, block, home, index),
         };
-        if full {
-            spill(state, index);
-        }
-        let Some(c) = state.classes.get_mut(index) else {
-            return false;
-        };
-        let Some(slot) = state
-            .slots
-            .get_mut(c.top as usize)
-            .filter(|_| c.top < c.limit)
-        else {
-            return false;
-        };
-        // The caller gave the block up (contract): it is free, of this class and of this
-        // cache's node, so it may join the cache (invariant). Nothing reads or writes it.
-        *slot = block.as_ptr();
-        c.top += 1;
-        c.frees += 1;
-        true
+        cache.mode.set(FREE);
+        pushed
     });
+    let done = done.ok().flatten();
     if done != Some(true) {
         // SAFETY: the block is free and ours to give (contract).
         unsafe { free_uncached(block, home, index, done.is_some()) };
     }
 }
 
+/// `free` of a block the fast path could not push: a cache that has not learned its
+/// node, a block of another node, or a full cache. `Some(true)` if the block joined the
+/// cache, `Some(false)` if it is of another node than the cache's, `None` if the thread
+/// has no usable cache.
+#[cold]
+#[inline(never)]
+fn push_slow(
+    state: &mut CacheState,
+    block: NonNull<u8>,
+    home: usize,
+    index: usize,
+) -> Option<bool> {
+    if state.node == NO_NODE && !adopt(state) {
+        return None;
+    }
+    if state.node != home {
+        return Some(false);
+    }
+    let c = state.classes.get(index)?;
+    if c.top == c.limit {
+        spill(state, index);
+    }
+    let c = state.classes.get_mut(index)?;
+    let slot = state
+        .slots
+        .get_mut(c.top as usize)
+        .filter(|_| c.top < c.limit)?;
+    // The caller gave the block up (contract): it is free, of this class and of this
+    // cache's node, so it may join the cache (invariant). Nothing reads or writes it.
+    *slot = block.as_ptr();
+    c.top += 1;
+    c.frees += 1;
+    Some(true)
+}
+
 /// `allocate` on an empty cache: publishes, takes a batch from the node's heap.
 #[cold]
 #[inline(never)]
-fn refill(state: &mut CacheState, class: SizeClass, index: usize) -> Option<NonNull<u8>> {
+fn refill(state: &mut CacheState, class: SizeClass, index: usize) -> *mut u8 {
+    if state.node == NO_NODE && !adopt(state) {
+        return allocate_uncached(class, index);
+    }
+    refill_from_heap(state, class, index).map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+/// `refill` of a cache that knows its node.
+fn refill_from_heap(state: &mut CacheState, class: SizeClass, index: usize) -> Option<NonNull<u8>> {
     state.refills = state.refills.wrapping_add(1);
-    if state.node == NO_NODE || state.refills % NODE_REFRESH == 0 {
+    if state.refills % NODE_REFRESH == 0 {
         let now = current_node();
         if now != state.node {
             flush_all(state);
@@ -407,16 +506,18 @@ pub(super) fn flush_mine() {
 /// `allocate` without a cache: one block from the heap of the thread's node.
 #[cold]
 #[inline(never)]
-fn allocate_uncached(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
+fn allocate_uncached(class: SizeClass, index: usize) -> *mut u8 {
     UNCACHED.fetch_add(1, Ordering::Relaxed);
     let node = current_node();
-    let heap = heap::heap(node, index)?;
+    let Some(heap) = heap::heap(node, index) else {
+        return ptr::null_mut();
+    };
     let mut one = [ptr::null_mut(); 1];
-    heap.take(class, node, &mut one);
+    if heap.take(class, node, &mut one) == 1 {
+        heap.counts.allocations.fetch_add(1, Ordering::Relaxed);
+    }
     let [block] = one;
-    let block = NonNull::new(block)?;
-    heap.counts.allocations.fetch_add(1, Ordering::Relaxed);
-    Some(block)
+    block
 }
 
 /// `free` without the cache: the block goes to its home heap. `refused` says whether a
@@ -484,7 +585,7 @@ mod tests {
         let class = SizeClass::from_index(index).unwrap();
         let home = heap::heap(node, index).unwrap();
         // This thread's cache learns its node (the real one, below `node`).
-        let mine = allocate(class, index).unwrap();
+        let mine = NonNull::new(allocate(class, index)).unwrap();
         let mut one = [ptr::null_mut(); 1];
         assert_eq!(home.take(class, node, &mut one), 1);
         let block = NonNull::new(one[0]).unwrap();

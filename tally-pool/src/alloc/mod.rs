@@ -163,7 +163,7 @@ fn class_of(layout: Layout) -> Option<SizeClass> {
 /// A block of `class`, or null.
 #[inline(always)]
 fn allocate_block(class: SizeClass) -> *mut u8 {
-    cache::allocate(class, class.index()).map_or(ptr::null_mut(), NonNull::as_ptr)
+    cache::allocate(class, class.index())
 }
 
 // SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
