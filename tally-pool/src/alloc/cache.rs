@@ -59,17 +59,17 @@ pub(super) fn reentries() -> u64 {
     REENTRIES.load(Ordering::Relaxed)
 }
 
-/// Blocks a class's cache trades with its heap at a time: 32 KiB worth, 2 to 32.
+/// Blocks a class's cache trades with its heap at a time: 64 KiB worth, 2 to 64.
 const fn batch_of(index: usize) -> usize {
     let size = match SizeClass::from_index(index) {
         Some(class) => class.size(),
         None => 8,
     };
-    let b = 32 * 1024 / size;
+    let b = 64 * 1024 / size;
     if b < 2 {
         2
-    } else if b > 32 {
-        32
+    } else if b > 64 {
+        64
     } else {
         b
     }
@@ -85,17 +85,26 @@ const SLOTS: usize = {
     total
 };
 
+// Slot indices are `u16`s: this fails to build if they could not be.
+const _: [(); 1] = [(); (SLOTS <= u16::MAX as usize) as usize];
+
 /// One class's part of the thread's slots and its unpublished counts.
 ///
 /// Invariant: `base <= top <= limit`, `limit - base` is two batches of the class and
 /// `limit <= SLOTS`; slots `base..top` hold the cached blocks, most recently freed last.
+/// `chunk` is 0 or the address of a chunk whose header names this class and the cache's
+/// node (a chunk's header never changes and chunks are never unmapped, so it stays so
+/// until the cache changes node).
 #[derive(Clone, Copy)]
 struct ClassCache {
-    base: u32,
-    top: u32,
-    limit: u32,
+    base: u16,
+    top: u16,
+    limit: u16,
     /// `top - base` as the heap's `cached` last saw it.
-    published: u32,
+    published: u16,
+    /// A chunk the cache knows to be of this class and its node: a free of a block in it
+    /// needs no read of the chunk's header.
+    chunk: usize,
     allocations: u64,
     frees: u64,
 }
@@ -107,6 +116,33 @@ impl ClassCache {
         (self.top - self.base) as usize
     }
 }
+
+/// Every class's empty cache, each with its two batches of slots after the previous
+/// class's.
+// Evaluated at compile time, where an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing)]
+const CLASSES: [ClassCache; CLASS_COUNT] = {
+    let mut classes = [ClassCache {
+        base: 0,
+        top: 0,
+        limit: 0,
+        published: 0,
+        chunk: 0,
+        allocations: 0,
+        frees: 0,
+    }; CLASS_COUNT];
+    let (mut base, mut i) = (0, 0);
+    while i < CLASS_COUNT {
+        let limit = base + 2 * batch_of(i);
+        // At most `SLOTS`, which fits in a `u16` (checked above).
+        classes[i].base = base as u16;
+        classes[i].top = base as u16;
+        classes[i].limit = limit as u16;
+        base = limit;
+        i += 1;
+    }
+    classes
+};
 
 /// A thread's caches.
 ///
@@ -139,30 +175,12 @@ pub(super) struct ThreadCache {
 
 impl ThreadCache {
     const fn new() -> Self {
-        let mut classes = [ClassCache {
-            base: 0,
-            top: 0,
-            limit: 0,
-            published: 0,
-            allocations: 0,
-            frees: 0,
-        }; CLASS_COUNT];
-        let (mut base, mut i) = (0, 0);
-        while i < CLASS_COUNT {
-            let limit = base + 2 * batch_of(i);
-            // `SLOTS` is far below `u32::MAX`.
-            classes[i].base = base as u32;
-            classes[i].top = base as u32;
-            classes[i].limit = limit as u32;
-            base = limit;
-            i += 1;
-        }
         Self {
             mode: Cell::new(FREE),
             state: UnsafeCell::new(CacheState {
                 node: NO_NODE,
                 refills: 0,
-                classes,
+                classes: CLASSES,
                 slots: [ptr::null_mut(); SLOTS],
             }),
         }
@@ -284,6 +302,17 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
     }
 }
 
+/// What `free` did with a block, when it did not give it to its heap itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Freed {
+    /// It joined the cache, or was dropped as freed with another class's layout.
+    Done,
+    /// It is of another node than the cache's: it goes home.
+    Remote,
+    /// The thread has no usable cache.
+    NoCache,
+}
+
 /// Frees a block of `class` (index `index`).
 ///
 /// # Safety
@@ -292,24 +321,19 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
 /// after this call. A block of another class than `index` is dropped (and counted).
 #[inline(always)]
 pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
-    // SAFETY: the block was handed out by this allocator for a size class (contract).
-    let Some(home) = (unsafe { heap::home_of(block, index) }) else {
-        // Freed with another class's layout: putting it on this class's lists would hand
-        // out a block too small. Dropped, and counted.
-        MISMATCHED.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let done = CACHE.try_with(|cache| {
+    let chunk = block.as_ptr() as usize & !(heap::CHUNK - 1);
+    let freed = CACHE.try_with(|cache| {
         if cache.mode.get() != FREE {
             bypass(cache);
-            return None;
+            return Freed::NoCache;
         }
         cache.mode.set(BUSY);
         // SAFETY: as in `enter`: the mode was `FREE`, so this is the only reference to the
         // state, and it ends before the mode is `FREE` again.
         let state = unsafe { &mut *cache.state.get() };
-        let pushed = match state.classes.get_mut(index) {
-            Some(c) if state.node == home && c.top < c.limit => {
+        let freed = match state.classes.get_mut(index) {
+            // A chunk of this class and the cache's node (invariant of `ClassCache`).
+            Some(c) if c.chunk == chunk && c.top < c.limit => {
                 match state.slots.get_mut(c.top as usize) {
                     Some(slot) => {
                         // The caller gave the block up (contract): it is free, of this
@@ -318,56 +342,71 @@ pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
                         *slot = block.as_ptr();
                         c.top += 1;
                         c.frees += 1;
-                        Some(true)
+                        Freed::Done
                     }
-                    None => None,
+                    None => Freed::NoCache,
                 }
             }
-            _ => push_slow(state, block, home, index),
+            // SAFETY: as this function's contract.
+            _ => unsafe { push_slow(state, block, index) },
         };
         cache.mode.set(FREE);
-        pushed
+        freed
     });
-    let done = done.ok().flatten();
-    if done != Some(true) {
+    let freed = freed.unwrap_or(Freed::NoCache);
+    if freed != Freed::Done {
         // SAFETY: the block is free and ours to give (contract).
-        unsafe { free_uncached(block, home, index, done.is_some()) };
+        unsafe { free_uncached(block, index, freed == Freed::Remote) };
     }
 }
 
-/// `free` of a block the fast path could not push: a cache that has not learned its
-/// node, a block of another node, or a full cache. `Some(true)` if the block joined the
-/// cache, `Some(false)` if it is of another node than the cache's, `None` if the thread
-/// has no usable cache.
+/// `free` of a block the fast path could not push: one of a chunk the cache has not
+/// seen, a cache that has not learned its node, a block of another node, or a full
+/// cache. Reads the chunk's header.
+///
+/// # Safety
+///
+/// As [`free`]'s.
 #[cold]
 #[inline(never)]
-fn push_slow(
-    state: &mut CacheState,
-    block: NonNull<u8>,
-    home: usize,
-    index: usize,
-) -> Option<bool> {
+unsafe fn push_slow(state: &mut CacheState, block: NonNull<u8>, index: usize) -> Freed {
+    // SAFETY: the block was handed out by this allocator for a size class (contract).
+    let Some(home) = (unsafe { heap::home_of(block, index) }) else {
+        // Freed with another class's layout: putting it on this class's lists would hand
+        // out a block too small. Dropped, and counted.
+        MISMATCHED.fetch_add(1, Ordering::Relaxed);
+        return Freed::Done;
+    };
     if state.node == NO_NODE && !adopt(state) {
-        return None;
+        return Freed::NoCache;
     }
     if state.node != home {
-        return Some(false);
+        return Freed::Remote;
     }
-    let c = state.classes.get(index)?;
+    let Some(c) = state.classes.get(index) else {
+        return Freed::NoCache;
+    };
     if c.top == c.limit {
         spill(state, index);
     }
-    let c = state.classes.get_mut(index)?;
-    let slot = state
+    let Some(c) = state.classes.get_mut(index) else {
+        return Freed::NoCache;
+    };
+    // The header names this class and the cache's node.
+    c.chunk = block.as_ptr() as usize & !(heap::CHUNK - 1);
+    let Some(slot) = state
         .slots
         .get_mut(c.top as usize)
-        .filter(|_| c.top < c.limit)?;
+        .filter(|_| c.top < c.limit)
+    else {
+        return Freed::NoCache;
+    };
     // The caller gave the block up (contract): it is free, of this class and of this
     // cache's node, so it may join the cache (invariant). Nothing reads or writes it.
     *slot = block.as_ptr();
     c.top += 1;
     c.frees += 1;
-    Some(true)
+    Freed::Done
 }
 
 /// `allocate` on an empty cache: publishes, takes a batch from the node's heap.
@@ -388,6 +427,9 @@ fn refill_from_heap(state: &mut CacheState, class: SizeClass, index: usize) -> O
         if now != state.node {
             flush_all(state);
             state.node = now;
+            for c in &mut state.classes {
+                c.chunk = 0;
+            }
         }
     }
     let node = state.node;
@@ -402,7 +444,7 @@ fn refill_from_heap(state: &mut CacheState, class: SizeClass, index: usize) -> O
     }
     // `n` blocks now fill slots `top..top + n` (`n` is at most a batch: within `limit`);
     // the last of them leaves the cache at once.
-    c.top = (top + n - 1) as u32;
+    c.top = (top + n - 1) as u16;
     c.allocations += 1;
     NonNull::new(*state.slots.get(c.top as usize)?)
 }
@@ -427,7 +469,7 @@ fn spill(state: &mut CacheState, index: usize) {
         unsafe { heap.give(oldest) };
     }
     held.copy_within(n.., 0);
-    c.top -= n as u32;
+    c.top -= n as u16;
     publish(state, index);
 }
 
@@ -520,16 +562,22 @@ fn allocate_uncached(class: SizeClass, index: usize) -> *mut u8 {
     block
 }
 
-/// `free` without the cache: the block goes to its home heap. `refused` says whether a
-/// cache of another node saw it (a cross-node free); without one (the thread's cache gone
-/// or busy), the thread's node decides whether the free is remote.
+/// `free` without the cache: the block goes to its home heap, named by its chunk's
+/// header (a block freed with another class's layout is dropped and counted). `refused`
+/// says whether a cache of another node saw it (a cross-node free); without one (the
+/// thread's cache gone or busy), the thread's node decides whether the free is remote.
 ///
 /// # Safety
 ///
-/// As [`free`]'s; `home` is the block's home heap index.
+/// As [`free`]'s.
 #[cold]
 #[inline(never)]
-unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, refused: bool) {
+unsafe fn free_uncached(block: NonNull<u8>, index: usize, refused: bool) {
+    // SAFETY: the block was handed out by this allocator for a size class (contract).
+    let Some(home) = (unsafe { heap::home_of(block, index) }) else {
+        MISMATCHED.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     let remote = refused || current_node() != home;
     let Some(heap) = heap::heap(home, index) else {
         return;
@@ -559,7 +607,7 @@ mod tests {
         let remote = home.counts.remote_frees.load(Ordering::Relaxed);
         // SAFETY: a block of `node`'s heap of this class, ours, freed once, as a thread
         // whose cache is gone would.
-        unsafe { free_uncached(block, node, index, false) };
+        unsafe { free_uncached(block, index, false) };
         assert_eq!(home.counts.remote_frees.load(Ordering::Relaxed), remote + 1);
     }
 
