@@ -105,7 +105,10 @@ struct ClassCache {
     /// A chunk the cache knows to be of this class and its node: a free of a block in it
     /// needs no read of the chunk's header.
     chunk: usize,
-    allocations: u64,
+    /// Blocks taken from the heap minus blocks given back, since the last publication
+    /// (wrapping): with `frees` and the change in `top - base` it gives the allocations,
+    /// which the fast path thus need not count.
+    traded: u64,
     frees: u64,
 }
 
@@ -128,7 +131,7 @@ const CLASSES: [ClassCache; CLASS_COUNT] = {
         limit: 0,
         published: 0,
         chunk: 0,
-        allocations: 0,
+        traded: 0,
         frees: 0,
     }; CLASS_COUNT];
     let (mut base, mut i) = (0, 0);
@@ -283,7 +286,6 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
         let block = match state.classes.get_mut(index) {
             Some(c) if c.top > c.base => {
                 c.top -= 1;
-                c.allocations += 1;
                 // Slot `top` held a cached block (invariant); it leaves the cache.
                 state
                     .slots
@@ -445,7 +447,7 @@ fn refill_from_heap(state: &mut CacheState, class: SizeClass, index: usize) -> O
     // `n` blocks now fill slots `top..top + n` (`n` is at most a batch: within `limit`);
     // the last of them leaves the cache at once.
     c.top = (top + n - 1) as u16;
-    c.allocations += 1;
+    c.traded = c.traded.wrapping_add(n as u64);
     NonNull::new(*state.slots.get(c.top as usize)?)
 }
 
@@ -470,6 +472,7 @@ fn spill(state: &mut CacheState, index: usize) {
     }
     held.copy_within(n.., 0);
     c.top -= n as u16;
+    c.traded = c.traded.wrapping_sub(n as u64);
     publish(state, index);
 }
 
@@ -487,6 +490,7 @@ fn spill_all(state: &mut CacheState, index: usize) {
         // class (invariant), and are given up here: they leave the cache below.
         unsafe { heap.give(held) };
     }
+    c.traded = c.traded.wrapping_sub(c.count() as u64);
     c.top = c.base;
     publish(state, index);
 }
@@ -500,23 +504,24 @@ fn publish(state: &mut CacheState, index: usize) {
         return;
     };
     let counts = &heap.counts;
-    if c.allocations != 0 {
-        counts
-            .allocations
-            .fetch_add(c.allocations, Ordering::Relaxed);
-        c.allocations = 0;
+    // The cache now holds what it held at the last publication, plus what it traded, plus
+    // what was freed into it, minus what was allocated from it. Signed deltas in two's
+    // complement: every sum stays exact.
+    let delta = (c.count() as u64).wrapping_sub(u64::from(c.published));
+    let allocations = c.traded.wrapping_add(c.frees).wrapping_sub(delta);
+    if allocations != 0 {
+        counts.allocations.fetch_add(allocations, Ordering::Relaxed);
     }
     if c.frees != 0 {
         counts.frees.fetch_add(c.frees, Ordering::Relaxed);
-        c.frees = 0;
     }
-    let count = c.count();
-    if count != c.published as usize {
-        // A signed delta in two's complement: the sum over all caches stays exact.
-        let delta = count.wrapping_sub(c.published as usize);
-        counts.cached.fetch_add(delta, Ordering::Relaxed);
-        c.published = c.top - c.base;
+    if delta != 0 {
+        // Truncated on a 32-bit target, where the wrapping sum stays exact all the same.
+        counts.cached.fetch_add(delta as usize, Ordering::Relaxed);
     }
+    c.traded = 0;
+    c.frees = 0;
+    c.published = c.top - c.base;
 }
 
 /// Gives every block back and publishes every count.
