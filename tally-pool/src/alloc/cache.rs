@@ -274,10 +274,11 @@ fn bypass(cache: &ThreadCache) {
 /// A block of `class` (index `index`), or null if the OS refused memory.
 #[inline(always)]
 pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
-    let cached = CACHE.try_with(|cache| {
+    // The fast path only pops; everything else is one call out of line, after the cache
+    // is released, so that the inlined code needs no saved registers.
+    let popped = CACHE.try_with(|cache| {
         if cache.mode.get() != FREE {
-            bypass(cache);
-            return None;
+            return ptr::null_mut();
         }
         cache.mode.set(BUSY);
         // SAFETY: as in `enter`: the mode was `FREE`, so this is the only reference to the
@@ -293,14 +294,37 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
                     .copied()
                     .unwrap_or(ptr::null_mut())
             }
-            _ => refill(state, class, index),
+            _ => ptr::null_mut(),
         };
         cache.mode.set(FREE);
-        Some(block)
+        block
     });
-    match cached {
-        Ok(Some(block)) => block,
-        _ => allocate_uncached(class, index),
+    match popped {
+        Ok(block) if !block.is_null() => block,
+        _ => allocate_slow(class, index),
+    }
+}
+
+/// `allocate` when the fast path found no cached block: a refill, or a block straight
+/// from the heap if the thread's cache is busy or gone.
+#[cold]
+#[inline(never)]
+fn allocate_slow(class: SizeClass, index: usize) -> *mut u8 {
+    match with_state(|state| match state.classes.get_mut(index) {
+        // Refilled by a call between the fast path and here (none does, but the pop is
+        // as cheap as the check).
+        Some(c) if c.top > c.base => {
+            c.top -= 1;
+            state
+                .slots
+                .get(c.top as usize)
+                .copied()
+                .unwrap_or(ptr::null_mut())
+        }
+        _ => refill(state, class, index),
+    }) {
+        Some(block) => block,
+        None => allocate_uncached(class, index),
     }
 }
 
@@ -324,16 +348,17 @@ enum Freed {
 #[inline(always)]
 pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
     let chunk = block.as_ptr() as usize & !(heap::CHUNK - 1);
-    let freed = CACHE.try_with(|cache| {
+    // The fast path only pushes; everything else is one call out of line, after the
+    // cache is released, so that the inlined code needs no saved registers.
+    let pushed = CACHE.try_with(|cache| {
         if cache.mode.get() != FREE {
-            bypass(cache);
-            return Freed::NoCache;
+            return false;
         }
         cache.mode.set(BUSY);
         // SAFETY: as in `enter`: the mode was `FREE`, so this is the only reference to the
         // state, and it ends before the mode is `FREE` again.
         let state = unsafe { &mut *cache.state.get() };
-        let freed = match state.classes.get_mut(index) {
+        let pushed = match state.classes.get_mut(index) {
             // A chunk of this class and the cache's node (invariant of `ClassCache`).
             Some(c) if c.chunk == chunk && c.top < c.limit => {
                 match state.slots.get_mut(c.top as usize) {
@@ -344,17 +369,32 @@ pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
                         *slot = block.as_ptr();
                         c.top += 1;
                         c.frees += 1;
-                        Freed::Done
+                        true
                     }
-                    None => Freed::NoCache,
+                    None => false,
                 }
             }
-            // SAFETY: as this function's contract.
-            _ => unsafe { push_slow(state, block, index) },
+            _ => false,
         };
         cache.mode.set(FREE);
-        freed
+        pushed
     });
+    if pushed != Ok(true) {
+        // SAFETY: as this function's contract.
+        unsafe { free_slow(block, index) };
+    }
+}
+
+/// `free` when the fast path could not push the block.
+///
+/// # Safety
+///
+/// As [`free`]'s.
+#[cold]
+#[inline(never)]
+unsafe fn free_slow(block: NonNull<u8>, index: usize) {
+    // SAFETY: as this function's contract.
+    let freed = with_state(|state| unsafe { push_slow(state, block, index) });
     let freed = freed.unwrap_or(Freed::NoCache);
     if freed != Freed::Done {
         // SAFETY: the block is free and ours to give (contract).
