@@ -3,20 +3,23 @@
 //!
 //! Allocation pops, a free of a block of the thread's node pushes: no atomic, no lock, and
 //! the block itself is neither read nor written, so a block freed by another thread than
-//! the one that used it stays in that thread's processor cache. An empty stack takes a
-//! batch from the node's heap, a full one gives its oldest batch back (both copies of
-//! addresses); a block of another node goes straight home to its heap. Every block in a cache
-//! belongs to the cache's node: when a refill finds the thread on another node, the cache
-//! first gives everything back. At thread exit the cache's destructor gives everything
-//! back and publishes its counts.
+//! the one that used it stays in that thread's processor cache. A free reads the block's
+//! chunk header only when the chunk is not the one the class's cache last checked. An
+//! empty stack takes a batch from the node's heap, a full one gives its oldest batch back
+//! (both copies of addresses); a block of another node goes straight home to its heap.
+//! Every block in a cache belongs to the cache's node: when a refill finds the thread on
+//! another node, the cache first gives everything back. The inlined fast paths only pop
+//! or push; everything else is one call out of line.
 //!
-//! The cache is a `const`-initialised `thread_local!`, so it never allocates; its
-//! destructor is registered by the C library (`__cxa_thread_atexit_impl`), which allocates
-//! with its own `malloc`, never through the global allocator. A call after the thread's
-//! locals are gone (from another thread-local destructor) finds no cache and works on the
-//! heaps directly. So does a call while the cache is busy (re-entry from within the
-//! allocator, which nothing on its paths does; such calls are counted in
-//! [`reentries`]).
+//! The cache is a `const`-initialised `thread_local!` without a destructor, so it never
+//! allocates and reaching it checks nothing. At thread exit a second, empty thread-local,
+//! [`FLUSHER`], registered when the cache first learns its node (before it holds a
+//! block), gives everything back, publishes the counts and marks the cache gone; its
+//! destructor is registered by the C library (`__cxa_thread_atexit_impl`), which
+//! allocates with its own `malloc`, never through the global allocator. A call after that
+//! (from another thread-local destructor) finds the cache gone and works on the heaps
+//! directly. So does a call while the cache is busy (re-entry from within the allocator,
+//! which nothing on its paths does; such calls are counted in [`reentries`]).
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};

@@ -20,9 +20,15 @@
 //!   before their first touch (`mbind` with `MPOL_PREFERRED`: a full node spills to others
 //!   rather than failing a page fault), each starting with a header that names its heap.
 //! - **Each thread caches** up to two batches of free blocks per class (a batch is 64 KiB
-//!   worth, 2 to 64 blocks): allocation pops and a free of a block of the thread's node
-//!   pushes, with no atomic instruction and no lock. A cache trades a batch with its node's
-//!   heap when it runs empty or over its limit.
+//!   worth, 2 to 64 blocks) as a stack of their addresses: allocation pops and a free of
+//!   a block of the thread's node pushes, with no atomic instruction and no lock. A free
+//!   neither reads nor writes the block, so a block handed to another thread and freed
+//!   there stays in the processor cache of the thread that used it, and reads the chunk's
+//!   header only for a chunk the cache has not checked before (each class's cache
+//!   remembers the last one). A cache trades a batch with its node's heap when it runs
+//!   empty or full: a copy of addresses into or out of the heap's stack (room for 256),
+//!   under the heap's lock; only blocks beyond that room are linked through their first
+//!   word. The heaps are 128-byte aligned, so no two share a cache line.
 //! - **Frees go home**: a block freed by a thread of another node goes straight to its own
 //!   node's heap, counted as a remote free; [`ClassStats::locality`] is the share of frees
 //!   that were local.
@@ -38,18 +44,22 @@
 //!
 //! # What it never does
 //!
-//! No path of the allocator allocates: the heaps are statics, the thread cache is a
-//! `const`-initialised thread-local of plain pointers and counts, the chunk headers live in
+//! No path of the allocator allocates: the heaps and their stacks are statics, the thread
+//! cache is a `const`-initialised thread-local of plain pointers and counts (about 50 KiB
+//! of a thread's static TLS) with no destructor, so reaching it checks nothing; its flush
+//! at thread exit is the destructor of a second, empty thread-local, registered when the
+//! cache first learns its node, before it holds a block. The chunk headers live in
 //! the chunks, large mappings keep no record beside them (the caller's layout says what to
 //! unmap), binding builds its node mask on the stack, and the only lock is a spin flag in
 //! each heap, never held across a system call. Nothing waits for anything else: the fork
 //! handlers are registered by the first thread to take from a heap while the others go on. It does not use the block pools' `BlockPool` (whose creation, thread
 //! registration and errors allocate), only their size classes and the `sys` layer.
 //!
-//! - **From a thread-local destructor**, once the thread's cache is gone, calls work on the
-//!   heaps directly. A call that re-entered the allocator while the thread's cache is in
-//!   use would do the same; nothing does, and [`AllocStats::reentries`] counts it if it
-//!   ever happened.
+//! - **From a thread-local destructor**, once the thread's cache has been flushed (it is
+//!   then marked gone for good), calls work on the heaps directly. A call that re-entered
+//!   the allocator while the thread's cache is in use (a flag set for the few instructions
+//!   of each call) would do the same; nothing does, and [`AllocStats::reentries`] counts
+//!   it if it ever happened.
 //! - **Across `fork`**: `pthread_atfork` handlers take every heap's lock before the fork
 //!   and release them after it in both processes, so a child never finds a heap locked by
 //!   a thread that does not exist there. The other threads' cached blocks stay out of
