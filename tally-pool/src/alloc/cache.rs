@@ -153,7 +153,8 @@ const CLASSES: [ClassCache; CLASS_COUNT] = {
 /// A thread's caches.
 ///
 /// Invariant: every address in a class's slots `base..top` is a free block of that class
-/// of the heap of `node`, owned by this cache alone, and no address is in two slots.
+/// of the heap of `node`, owned by this cache alone, and no address is in two slots; one
+/// with the [`heap::FRESH`] bit names a block not written since its chunk was mapped.
 struct CacheState {
     node: usize,
     refills: u32,
@@ -274,7 +275,8 @@ fn bypass(cache: &ThreadCache) {
     }
 }
 
-/// A block of `class` (index `index`), or null if the OS refused memory.
+/// A block of `class` (index `index`), or null if the OS refused memory. The address
+/// carries [`heap::FRESH`] if the block reads as zero: the caller strips it.
 #[inline(always)]
 pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
     // The fast path only pops; everything else is one call out of line, after the cache
@@ -651,7 +653,7 @@ mod tests {
         let home = heap::heap(node, index).unwrap();
         let mut one = [ptr::null_mut(); 1];
         assert_eq!(home.take(class, node, &mut one), 1);
-        let block = NonNull::new(one[0]).unwrap();
+        let block = NonNull::new(heap::untagged(one[0])).unwrap();
         let remote = home.counts.remote_frees.load(Ordering::Relaxed);
         // SAFETY: a block of `node`'s heap of this class, ours, freed once, as a thread
         // whose cache is gone would.
@@ -681,10 +683,10 @@ mod tests {
         let class = SizeClass::from_index(index).unwrap();
         let home = heap::heap(node, index).unwrap();
         // This thread's cache learns its node (the real one, below `node`).
-        let mine = NonNull::new(allocate(class, index)).unwrap();
+        let mine = NonNull::new(heap::untagged(allocate(class, index))).unwrap();
         let mut one = [ptr::null_mut(); 1];
         assert_eq!(home.take(class, node, &mut one), 1);
-        let block = NonNull::new(one[0]).unwrap();
+        let block = NonNull::new(heap::untagged(one[0])).unwrap();
         let counts = &home.counts;
         let (frees, remote, in_heap) = (
             counts.frees.load(Ordering::Relaxed),

@@ -5,7 +5,9 @@
 //! fill and drain a batch at a time by copying addresses, so the lock is held for a copy
 //! and no block is read or written; blocks beyond the stack's room go to an overflow
 //! list linked through their first word. Carving hands out addresses of the uncarved
-//! range without touching it.
+//! range without touching it, marked [`FRESH`]: such a block reads as zero, which
+//! `alloc_zeroed` uses. The mark travels with the address through caches and stacks
+//! until the block is handed out (callers strip it) or linked into the overflow list.
 //!
 //! A heap's chunk is 1 MiB, aligned to its size, bound to the heap's node before its first
 //! touch, and starts with a [`ChunkHeader`] that names the heap; blocks follow. Heaps are
@@ -91,6 +93,23 @@ pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> Option<usize> 
             .read()
     };
     Some(node as usize)
+}
+
+/// The bit set in the address of a block that has not been written since its chunk was
+/// mapped, so reads as zero: carved and never handed out. Blocks are aligned to at least
+/// 8 bytes, so the bit is free in a block's address.
+pub(super) const FRESH: usize = 1;
+
+/// `block` without the [`FRESH`] bit.
+#[inline(always)]
+pub(super) fn untagged(block: *mut u8) -> *mut u8 {
+    block.map_addr(|a| a & !FRESH)
+}
+
+/// Whether `block` carries the [`FRESH`] bit: it reads as zero.
+#[inline(always)]
+pub(super) fn is_fresh(block: *mut u8) -> bool {
+    block.addr() & FRESH != 0
 }
 
 /// A free block on a heap's overflow list: its first word links to the next.
@@ -208,7 +227,9 @@ impl HeapCounts {
 /// The lock, state and counts of the heap of one size class on one node, 128-byte
 /// aligned so that no two heaps share a cache line (or an adjacent-line prefetch pair).
 ///
-/// Invariant: `state` is read or written only while `lock` is held; every block of the
+/// Invariant: `state` is read or written only while `lock` is held; an address in the
+/// stack with the [`FRESH`] bit names a block not written since its chunk was mapped;
+/// every block of the
 /// heap's stack's first `stacked` entries, on its overflow list and in the uncarved range
 /// is a free block of this heap's class in one of its chunks, owned by nobody else.
 #[repr(align(128))]
@@ -288,7 +309,9 @@ impl Heap {
     /// unmaps its own and takes again.
     ///
     /// Blocks come from the stack, else the overflow list, else the chunk's uncarved
-    /// part, so the lock is held for a copy of at most `out.len()` addresses.
+    /// part, so the lock is held for a copy of at most `out.len()` addresses. An address
+    /// may carry the [`FRESH`] bit: the block has not been written since the chunk was
+    /// mapped.
     pub(super) fn take(&self, class: SizeClass, node: usize, out: &mut [*mut u8]) -> usize {
         if out.is_empty() {
             return 0;
@@ -352,7 +375,8 @@ impl Heap {
             if s.left < size {
                 break;
             }
-            *slot = s.bump;
+            // Carving writes nothing: the block is still as the mapping made it.
+            *slot = s.bump.map_addr(|a| a | FRESH);
             s.bump = s.bump.wrapping_add(size);
             s.left -= size;
             n += 1;
@@ -367,7 +391,8 @@ impl Heap {
     /// # Safety
     ///
     /// Every address in `blocks` is a block of this heap, free, owned by the caller, and
-    /// not used by it afterwards.
+    /// not used by it afterwards; one with the [`FRESH`] bit has not been written since
+    /// [`Heap::take`] gave it so.
     pub(super) unsafe fn give(&self, blocks: &[*mut u8]) {
         if blocks.is_empty() {
             return;
@@ -383,7 +408,8 @@ impl Heap {
                 s.stacked += now.len();
             }
             for &block in rest {
-                let b = block.cast::<FreeBlock>();
+                // Its link is written: it is no longer fresh.
+                let b = untagged(block).cast::<FreeBlock>();
                 // SAFETY: a free block the caller gave up (contract); its first word
                 // becomes its link on the overflow list, which it joins.
                 unsafe { b.write(FreeBlock { next: s.free }) };
@@ -551,7 +577,11 @@ mod tests {
         let class = SizeClass::from_index(index).unwrap();
         let h = heap(node, index).unwrap();
         let blocks = take_n(h, class, node, STACK + 10);
-        let mut sorted = blocks.clone();
+        assert!(
+            blocks.iter().all(|&b| is_fresh(b)),
+            "carved blocks are marked fresh"
+        );
+        let mut sorted: Vec<_> = blocks.iter().map(|&b| untagged(b)).collect();
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), STACK + 10, "no block handed out twice");
@@ -563,7 +593,12 @@ mod tests {
             free_before + STACK + 10
         );
         let again = take_n(h, class, node, STACK + 10);
-        let mut back = again.clone();
+        assert_eq!(
+            again.iter().filter(|&&b| is_fresh(b)).count(),
+            STACK,
+            "a stacked block stays fresh, a linked one does not"
+        );
+        let mut back: Vec<_> = again.iter().map(|&b| untagged(b)).collect();
         back.sort();
         assert_eq!(back, sorted, "the same blocks, stacked and overflowed");
         // SAFETY: as above.
@@ -619,7 +654,7 @@ mod tests {
         let class = SizeClass::from_index(index).unwrap();
         let h = heap(node, index).unwrap();
         let blocks = take_n(h, class, node, 1);
-        let block = NonNull::new(blocks[0]).unwrap();
+        let block = NonNull::new(untagged(blocks[0])).unwrap();
         let policy = sys::policy_of(block);
         let unbound = h.counts.unbound_chunks.load(Ordering::Relaxed);
         // SAFETY: the block is this heap's, free and ours.
@@ -638,7 +673,7 @@ mod tests {
         let class = SizeClass::from_index(index).unwrap();
         let h = heap(node, index).unwrap();
         let blocks = take_n(h, class, node, 5);
-        let first = NonNull::new(blocks[0]).unwrap();
+        let first = NonNull::new(untagged(blocks[0])).unwrap();
         assert_eq!(
             // SAFETY: the block is this heap's, free and ours.
             unsafe { home_of(first, index) },

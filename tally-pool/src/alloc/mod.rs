@@ -35,8 +35,10 @@
 //! - **Larger layouts** get a mapping of their own, bound to the calling thread's node;
 //!   `realloc` between large sizes moves pages with `mremap` rather than copying.
 //! - `realloc` within a class returns the same pointer; across classes it copies once.
-//! - `alloc_zeroed` of a large layout takes the fresh mapping's zero pages as they are; a
-//!   block, which may have been used before, is zeroed by hand.
+//! - `alloc_zeroed` takes zero pages as they are: a large layout's fresh mapping, and a
+//!   block carved from a chunk and never handed out before (its address carries a mark
+//!   through the caches and heaps until it is handed out or linked into a list). A block
+//!   used before is zeroed by hand.
 //! - **Thread exit** gives the thread's cached blocks back to their heaps and publishes its
 //!   counts, so nothing is stranded.
 //! - **Failure** is a null pointer: the OS refusing a chunk or a mapping is the only
@@ -173,7 +175,7 @@ fn class_of(layout: Layout) -> Option<SizeClass> {
 /// A block of `class`, or null.
 #[inline(always)]
 fn allocate_block(class: SizeClass) -> *mut u8 {
-    cache::allocate(class, class.index())
+    heap::untagged(cache::allocate(class, class.index()))
 }
 
 // SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
@@ -208,9 +210,14 @@ unsafe impl GlobalAlloc for TallyAlloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match class_of(layout) {
             Some(class) => {
-                let p = allocate_block(class);
-                if !p.is_null() {
-                    // SAFETY: a fresh block of at least `layout.size()` writable bytes.
+                let block = cache::allocate(class, class.index());
+                let p = heap::untagged(block);
+                // A block carved and never handed out reads as zero (its chunk's pages
+                // are as the mapping made them); any other may hold a previous owner's
+                // bytes.
+                if !p.is_null() && !heap::is_fresh(block) {
+                    // SAFETY: a block just handed out, of at least `layout.size()`
+                    // writable bytes.
                     unsafe { p.write_bytes(0, layout.size()) };
                 }
                 p
@@ -314,6 +321,40 @@ mod tests {
             .all(|&b| b == 0));
         // SAFETY: allocated above with `l`.
         unsafe { a.dealloc(z, l) };
+    }
+
+    #[test]
+    fn zeroed_blocks_are_zero_whichever_way_they_come_back() {
+        // Fresh blocks (not zeroed by hand), then the same blocks dirtied and freed, back
+        // from the thread's cache, from the heap's stack and from its overflow list (more
+        // than the stack holds); each must read as zero.
+        let a = TallyAlloc::new();
+        let l = layout(360, 8);
+        let n = 3 * heap::STACK;
+        let check_and_dirty = |ptrs: &[*mut u8]| {
+            for &p in ptrs {
+                assert!(!p.is_null());
+                // SAFETY: 360 initialised bytes, ours.
+                let bytes = unsafe { core::slice::from_raw_parts_mut(p, 360) };
+                assert!(bytes.iter().all(|&b| b == 0), "a zeroed block is not zero");
+                bytes.fill(0xAB);
+            }
+        };
+        let free_all = |ptrs: &[*mut u8]| {
+            for &p in ptrs {
+                // SAFETY: allocated with `l`, freed once.
+                unsafe { a.dealloc(p, l) };
+            }
+        };
+        for flush in [true, false, true] {
+            // SAFETY: non-zero size.
+            let ptrs: Vec<*mut u8> = (0..n).map(|_| unsafe { a.alloc_zeroed(l) }).collect();
+            check_and_dirty(&ptrs);
+            free_all(&ptrs);
+            if flush {
+                a.flush_thread_cache();
+            }
+        }
     }
 
     #[test]
