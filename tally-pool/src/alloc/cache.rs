@@ -275,10 +275,10 @@ fn bypass(cache: &ThreadCache) {
     }
 }
 
-/// A block of `class` (index `index`), or null if the OS refused memory. The address
+/// A block of class `index`, or null if the OS refused memory or no class has that index. The address
 /// carries [`heap::FRESH`] if the block reads as zero: the caller strips it.
 #[inline(always)]
-pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
+pub(super) fn allocate(index: usize) -> *mut u8 {
     // The fast path only pops; everything else is one call out of line, after the cache
     // is released, so that the inlined code needs no saved registers.
     let popped = CACHE.try_with(|cache| {
@@ -306,7 +306,7 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
     });
     match popped {
         Ok(block) if !block.is_null() => block,
-        _ => allocate_slow(class, index),
+        _ => allocate_slow(index),
     }
 }
 
@@ -314,7 +314,10 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> *mut u8 {
 /// from the heap if the thread's cache is busy or gone.
 #[cold]
 #[inline(never)]
-fn allocate_slow(class: SizeClass, index: usize) -> *mut u8 {
+fn allocate_slow(index: usize) -> *mut u8 {
+    let Some(class) = SizeClass::from_index(index) else {
+        return ptr::null_mut();
+    };
     match with_state(|state| match state.classes.get_mut(index) {
         // Refilled by a call between the fast path and here (none does, but the pop is
         // as cheap as the check).
@@ -683,7 +686,7 @@ mod tests {
         let class = SizeClass::from_index(index).unwrap();
         let home = heap::heap(node, index).unwrap();
         // This thread's cache learns its node (the real one, below `node`).
-        let mine = NonNull::new(heap::untagged(allocate(class, index))).unwrap();
+        let mine = NonNull::new(heap::untagged(allocate(index))).unwrap();
         let mut one = [ptr::null_mut(); 1];
         assert_eq!(home.take(class, node, &mut one), 1);
         let block = NonNull::new(heap::untagged(one[0])).unwrap();

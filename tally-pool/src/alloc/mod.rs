@@ -161,21 +161,22 @@ static SMALL: [u8; 129] = {
     table
 };
 
-/// The class of `layout`, or `None` for a large one: [`SizeClass::for_layout`], through
-/// [`SMALL`] for small layouts.
+/// The index of the class of `layout`, or `None` for a large one:
+/// [`SizeClass::for_layout`], through [`SMALL`] for small layouts. Every index it gives
+/// is a class's (the caches check it once, where they use it).
 #[inline(always)]
-fn class_of(layout: Layout) -> Option<SizeClass> {
+fn class_of(layout: Layout) -> Option<usize> {
     if layout.size() <= 1024 && layout.align() <= 8 {
         let index = SMALL.get((layout.size() + 7) >> 3)?;
-        return SizeClass::from_index(usize::from(*index));
+        return Some(usize::from(*index));
     }
-    SizeClass::for_layout(layout)
+    SizeClass::for_layout(layout).map(SizeClass::index)
 }
 
-/// A block of `class`, or null.
+/// A block of class `index`, or null.
 #[inline(always)]
-fn allocate_block(class: SizeClass) -> *mut u8 {
-    heap::untagged(cache::allocate(class, class.index()))
+fn allocate_block(index: usize) -> *mut u8 {
+    heap::untagged(cache::allocate(index))
 }
 
 // SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
@@ -187,7 +188,7 @@ unsafe impl GlobalAlloc for TallyAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class_of(layout) {
-            Some(class) => allocate_block(class),
+            Some(index) => allocate_block(index),
             None => large::allocate(layout).map_or(ptr::null_mut(), NonNull::as_ptr),
         }
     }
@@ -200,7 +201,7 @@ unsafe impl GlobalAlloc for TallyAlloc {
         match class_of(layout) {
             // SAFETY: `ptr` came from `alloc` with `layout` (the caller's contract), so
             // from this class, and is not used again.
-            Some(class) => unsafe { cache::free(block, class.index()) },
+            Some(index) => unsafe { cache::free(block, index) },
             // SAFETY: as above, from the mapping `large::allocate` made for `layout`.
             None => unsafe { large::free(block, layout) },
         }
@@ -209,8 +210,8 @@ unsafe impl GlobalAlloc for TallyAlloc {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match class_of(layout) {
-            Some(class) => {
-                let block = cache::allocate(class, class.index());
+            Some(index) => {
+                let block = cache::allocate(index);
                 let p = heap::untagged(block);
                 // A block carved and never handed out reads as zero (its chunk's pages
                 // are as the mapping made them); any other may hold a previous owner's
@@ -271,7 +272,8 @@ mod tests {
         for size in 0..=2048 {
             for align in [1, 2, 4, 8, 16] {
                 let l = layout(size, align);
-                assert_eq!(class_of(l), SizeClass::for_layout(l), "{l:?}");
+                let class = SizeClass::for_layout(l).map(SizeClass::index);
+                assert_eq!(class_of(l), class, "{l:?}");
             }
         }
     }
