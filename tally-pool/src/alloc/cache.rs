@@ -292,12 +292,10 @@ pub(super) fn allocate(index: usize) -> *mut u8 {
         let block = match state.classes.get_mut(index) {
             Some(c) if c.top > c.base => {
                 c.top -= 1;
-                // Slot `top` held a cached block (invariant); it leaves the cache.
-                state
-                    .slots
-                    .get(c.top as usize)
-                    .copied()
-                    .unwrap_or(ptr::null_mut())
+                // SAFETY: `top < limit <= SLOTS` (invariant of `ClassCache`: it was at most
+                // `limit` and is one less now), so the slot is in bounds. It held a cached
+                // block (invariant of `CacheState`), which leaves the cache.
+                unsafe { *state.slots.get_unchecked(c.top as usize) }
             }
             _ => ptr::null_mut(),
         };
@@ -369,18 +367,16 @@ pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
         let pushed = match state.classes.get_mut(index) {
             // A chunk of this class and the cache's node (invariant of `ClassCache`).
             Some(c) if c.chunk == chunk && c.top < c.limit => {
-                match state.slots.get_mut(c.top as usize) {
-                    Some(slot) => {
-                        // The caller gave the block up (contract): it is free, of this
-                        // class and of this cache's node, so it may join the cache
-                        // (invariant). Nothing reads or writes it.
-                        *slot = block.as_ptr();
-                        c.top += 1;
-                        c.frees += 1;
-                        true
-                    }
-                    None => false,
-                }
+                // SAFETY: `top < limit <= SLOTS` (the guard and the invariant of
+                // `ClassCache`), so the slot is in bounds.
+                let slot = unsafe { state.slots.get_unchecked_mut(c.top as usize) };
+                // The caller gave the block up (contract): it is free, of this class and
+                // of this cache's node, so it may join the cache (invariant). Nothing
+                // reads or writes it.
+                *slot = block.as_ptr();
+                c.top += 1;
+                c.frees += 1;
+                true
             }
             _ => false,
         };
