@@ -275,8 +275,9 @@ fn bypass(cache: &ThreadCache) {
     }
 }
 
-/// A block of class `index`, or null if the OS refused memory or no class has that index. The address
-/// carries [`heap::FRESH`] if the block reads as zero: the caller strips it.
+/// A block of class `index`, or null if the OS refused memory or no class has that
+/// index. The address carries [`heap::FRESH`] if the block reads as zero: the caller
+/// strips it.
 #[inline(always)]
 pub(super) fn allocate(index: usize) -> *mut u8 {
     // The fast path only pops; everything else is one call out of line, after the cache
@@ -418,7 +419,7 @@ unsafe fn free_slow(block: NonNull<u8>, index: usize) {
 unsafe fn push_slow(state: &mut CacheState, block: NonNull<u8>, index: usize) -> Freed {
     // SAFETY: the block was handed out by this allocator for a size class (contract).
     let Some(home) = (unsafe { heap::home_of(block, index) }) else {
-        // Freed with another class's layout: putting it on this class's lists would hand
+        // Freed with another class's layout: putting it on this class's cache would hand
         // out a block too small. Dropped, and counted.
         MISMATCHED.fetch_add(1, Ordering::Relaxed);
         return Freed::Done;
