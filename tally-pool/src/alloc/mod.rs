@@ -331,13 +331,15 @@ mod tests {
         // from the thread's cache, from the heap's stack and from its overflow list (more
         // than the stack holds); each must read as zero.
         let a = TallyAlloc::new();
-        let l = layout(360, 8);
-        let n = 3 * heap::STACK;
+        // Small blocks: the test is about where they come from, and runs under miri.
+        let l = layout(40, 8);
+        // More than a thread's cache (128 blocks of this class) and a heap's stack hold.
+        let n = heap::STACK + 256;
         let check_and_dirty = |ptrs: &[*mut u8]| {
             for &p in ptrs {
                 assert!(!p.is_null());
-                // SAFETY: 360 initialised bytes, ours.
-                let bytes = unsafe { core::slice::from_raw_parts_mut(p, 360) };
+                // SAFETY: 40 initialised bytes, ours.
+                let bytes = unsafe { core::slice::from_raw_parts_mut(p, 40) };
                 assert!(bytes.iter().all(|&b| b == 0), "a zeroed block is not zero");
                 bytes.fill(0xAB);
             }
