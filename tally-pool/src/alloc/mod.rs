@@ -145,7 +145,7 @@ impl TallyAlloc {
 /// every class has): what [`SizeClass::for_layout`] says, without its arithmetic.
 // Evaluated at compile time, where an index out of bounds fails the build.
 #[allow(clippy::indexing_slicing)]
-static SMALL: [u8; 129] = {
+const SMALL: [u8; 129] = {
     let mut table = [0u8; 129];
     let (mut k, mut index) = (0, 0);
     while k < 129 {
