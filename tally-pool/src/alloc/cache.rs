@@ -1,25 +1,31 @@
-//! Thread caches: per thread and size class, a list of free blocks of the thread's node.
+//! Thread caches: per thread and size class, a stack of the addresses of free blocks of
+//! the thread's node, room for two batches.
 //!
-//! Allocation pops, a free of a block of the thread's node pushes: no atomic, no lock. An
-//! empty list takes a batch from the node's heap, a list over its limit gives a batch
-//! back; a block of another node goes straight home to its heap. Every block in a cache
-//! belongs to the cache's node: when a refill finds the thread on another node, the cache
-//! first gives everything back. At thread exit the cache's destructor gives everything
-//! back and publishes its counts.
+//! Allocation pops, a free of a block of the thread's node pushes: no atomic, no lock, and
+//! the block itself is neither read nor written, so a block freed by another thread than
+//! the one that used it stays in that thread's processor cache. A free reads the block's
+//! chunk header only when the chunk is not the one the class's cache last checked. An
+//! empty stack takes a batch from the node's heap, a full one gives its oldest batch back
+//! (both copies of addresses); a block of another node goes straight home to its heap.
+//! Every block in a cache belongs to the cache's node: when a refill finds the thread on
+//! another node, the cache first gives everything back. The inlined fast paths only pop
+//! or push; everything else is one call out of line.
 //!
-//! The cache is a `const`-initialised `thread_local!`, so it never allocates; its
-//! destructor is registered by the C library (`__cxa_thread_atexit_impl`), which allocates
-//! with its own `malloc`, never through the global allocator. A call after the thread's
-//! locals are gone (from another thread-local destructor) finds no cache and works on the
-//! heaps directly. So does a call while the cache is busy (re-entry from within the
-//! allocator, which nothing on its paths does; such calls are counted in
-//! [`reentries`]).
+//! The cache is a `const`-initialised `thread_local!` without a destructor, so it never
+//! allocates and reaching it checks nothing. At thread exit a second, empty thread-local,
+//! [`FLUSHER`], registered when the cache first learns its node (before it holds a
+//! block), gives everything back, publishes the counts and marks the cache gone; its
+//! destructor is registered by the C library (`__cxa_thread_atexit_impl`), which
+//! allocates with its own `malloc`, never through the global allocator. A call after that
+//! (from another thread-local destructor) finds the cache gone and works on the heaps
+//! directly. So does a call while the cache is busy (re-entry from within the allocator,
+//! which nothing on its paths does; such calls are counted in [`reentries`]).
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::heap::{self, Chain, FreeBlock};
+use super::heap;
 use crate::block::{SizeClass, CLASS_COUNT};
 use crate::sys;
 
@@ -56,115 +62,188 @@ pub(super) fn reentries() -> u64 {
     REENTRIES.load(Ordering::Relaxed)
 }
 
-/// One class's list and its unpublished counts.
+/// Blocks a class's cache trades with its heap at a time: 64 KiB worth, 2 to 64.
+const fn batch_of(index: usize) -> usize {
+    let size = match SizeClass::from_index(index) {
+        Some(class) => class.size(),
+        None => 8,
+    };
+    let b = 64 * 1024 / size;
+    if b < 2 {
+        2
+    } else if b > 64 {
+        64
+    } else {
+        b
+    }
+}
+
+/// Room for two batches of every class, one class after another: every class's slots.
+const SLOTS: usize = {
+    let (mut total, mut i) = (0, 0);
+    while i < CLASS_COUNT {
+        total += 2 * batch_of(i);
+        i += 1;
+    }
+    total
+};
+
+// Slot indices are `u16`s: this fails to build if they could not be.
+const _: [(); 1] = [(); (SLOTS <= u16::MAX as usize) as usize];
+
+/// One class's part of the thread's slots and its unpublished counts.
+///
+/// Invariant: `base <= top <= limit`, `limit - base` is two batches of the class and
+/// `limit <= SLOTS`; slots `base..top` hold the cached blocks, most recently freed last.
+/// `chunk` is 0 or the address of a chunk whose header names this class and the cache's
+/// node (a chunk's header never changes and chunks are never unmapped, so it stays so
+/// until the cache changes node).
 #[derive(Clone, Copy)]
 struct ClassCache {
-    head: *mut FreeBlock,
-    count: usize,
-    /// `count` as the heap's `cached` last saw it.
-    published: usize,
-    allocations: u64,
+    base: u16,
+    top: u16,
+    limit: u16,
+    /// `top - base` as the heap's `cached` last saw it.
+    published: u16,
+    /// A chunk the cache knows to be of this class and its node: a free of a block in it
+    /// needs no read of the chunk's header.
+    chunk: usize,
+    /// Blocks taken from the heap minus blocks given back, since the last publication
+    /// (wrapping): with `frees` and the change in `top - base` it gives the allocations,
+    /// which the fast path thus need not count.
+    traded: u64,
     frees: u64,
 }
 
 impl ClassCache {
-    const EMPTY: ClassCache = ClassCache {
-        head: ptr::null_mut(),
-        count: 0,
-        published: 0,
-        allocations: 0,
-        frees: 0,
-    };
+    /// How many blocks the cache holds.
+    #[inline(always)]
+    fn count(&self) -> usize {
+        (self.top - self.base) as usize
+    }
 }
+
+/// Every class's empty cache, each with its two batches of slots after the previous
+/// class's.
+// Evaluated at compile time, where an index out of bounds fails the build.
+#[allow(clippy::indexing_slicing)]
+const CLASSES: [ClassCache; CLASS_COUNT] = {
+    let mut classes = [ClassCache {
+        base: 0,
+        top: 0,
+        limit: 0,
+        published: 0,
+        chunk: 0,
+        traded: 0,
+        frees: 0,
+    }; CLASS_COUNT];
+    let (mut base, mut i) = (0, 0);
+    while i < CLASS_COUNT {
+        let limit = base + 2 * batch_of(i);
+        // At most `SLOTS`, which fits in a `u16` (checked above).
+        classes[i].base = base as u16;
+        classes[i].top = base as u16;
+        classes[i].limit = limit as u16;
+        base = limit;
+        i += 1;
+    }
+    classes
+};
 
 /// A thread's caches.
 ///
-/// Invariant: every block on a class's list is a free block of that class of the heap of
-/// `node`, owned by this cache alone; `count` is the list's length.
+/// Invariant: every address in a class's slots `base..top` is a free block of that class
+/// of the heap of `node`, owned by this cache alone, and no address is in two slots; one
+/// with the [`heap::FRESH`] bit names a block not written since its chunk was mapped.
 struct CacheState {
     node: usize,
     refills: u32,
     classes: [ClassCache; CLASS_COUNT],
+    slots: [*mut u8; SLOTS],
 }
+
+/// [`ThreadCache::mode`] of a cache no call is using.
+const FREE: u8 = 0;
+/// [`ThreadCache::mode`] of a cache a call is using.
+const BUSY: u8 = 1;
+/// [`ThreadCache::mode`] of a cache flushed at thread exit, never used again.
+const GONE: u8 = 2;
 
 /// The thread-local owner of a [`CacheState`].
 ///
-/// Invariant: a reference to `state` exists only while `busy` is true, set by the code
-/// that made it; `busy` lives outside the state, so checking it never touches the state
-/// an outer call may hold.
+/// Invariant: a reference to `state` exists only while `mode` is `BUSY`, set by the code
+/// that made it; `mode` lives outside the state, so checking it never touches the state
+/// an outer call may hold. A cache holds blocks only once its thread's [`FLUSHER`] is
+/// registered, which flushes it and sets `GONE` at thread exit.
 pub(super) struct ThreadCache {
-    busy: Cell<bool>,
+    mode: Cell<u8>,
     state: UnsafeCell<CacheState>,
 }
 
 impl ThreadCache {
     const fn new() -> Self {
         Self {
-            busy: Cell::new(false),
+            mode: Cell::new(FREE),
             state: UnsafeCell::new(CacheState {
                 node: NO_NODE,
                 refills: 0,
-                classes: [ClassCache::EMPTY; CLASS_COUNT],
+                classes: CLASSES,
+                slots: [ptr::null_mut(); SLOTS],
             }),
         }
     }
 }
 
+/// Flushes the thread's cache when the thread's locals are destroyed.
+///
+/// The cache itself has no destructor, so reaching it needs no check of whether it is
+/// still alive (its storage lasts as long as the thread); this separate local carries
+/// the destructor and is registered when the cache first learns its node, before it
+/// holds any block.
+struct Flusher;
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        let _ = CACHE.try_with(|cache| {
+            if cache.mode.replace(GONE) == FREE {
+                // SAFETY: the mode was `FREE`, so no reference to the state exists
+                // (invariant); `GONE` keeps every later call away from it.
+                flush_all(unsafe { &mut *cache.state.get() });
+            }
+        });
+    }
+}
+
 std::thread_local! {
     static CACHE: ThreadCache = const { ThreadCache::new() };
+    static FLUSHER: Flusher = const { Flusher };
 }
-
-impl Drop for ThreadCache {
-    fn drop(&mut self) {
-        self.busy.set(true);
-        flush_all(self.state.get_mut());
-    }
-}
-
-/// The batch a class's list trades with the heap: 64 KiB worth, 2 to 64 blocks. A list
-/// keeps up to two batches.
-#[inline]
-fn batch(class: SizeClass) -> usize {
-    BATCH.get(class.index()).map_or(2, |&b| usize::from(b))
-}
-
-/// [`batch`] by class index.
-// Evaluated at compile time, where an index out of bounds fails the build.
-#[allow(clippy::indexing_slicing)]
-static BATCH: [u8; CLASS_COUNT] = {
-    let mut batches = [0; CLASS_COUNT];
-    let mut i = 0;
-    while i < CLASS_COUNT {
-        let size = match SizeClass::from_index(i) {
-            Some(class) => class.size(),
-            None => 8,
-        };
-        let b = 64 * 1024 / size;
-        batches[i] = if b < 2 {
-            2
-        } else if b > 64 {
-            64
-        } else {
-            b as u8
-        };
-        i += 1;
-    }
-    batches
-};
 
 /// The calling thread's node as a heap index (node 0 where the OS cannot tell).
 pub(super) fn current_node() -> usize {
     heap::index_of_node(sys::current_node().unwrap_or(0))
 }
 
-/// Runs `f` on the thread's cache state if it exists and is not busy, marking it busy.
-#[inline(always)]
+/// Gives a cache that has not learned its node one, after registering the thread's
+/// [`FLUSHER`]; false, leaving it without, if the thread's locals are being destroyed
+/// (the cache must then hold nothing).
+#[cold]
+#[inline(never)]
+fn adopt(state: &mut CacheState) -> bool {
+    if FLUSHER.try_with(|_| ()).is_err() {
+        return false;
+    }
+    state.node = current_node();
+    true
+}
+
+/// Runs `f` on the thread's cache state if it is not busy or gone, marking it busy.
 fn with_state<R>(f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
     CACHE
         .try_with(|cache| {
             let r = enter(cache, f);
             if r.is_none() {
-                REENTRIES.fetch_add(1, Ordering::Relaxed);
+                bypass(cache);
             }
             r
         })
@@ -172,40 +251,99 @@ fn with_state<R>(f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
         .flatten()
 }
 
-/// Runs `f` on `cache`'s state unless it is busy (`None` then), marking it busy meanwhile.
-#[inline(always)]
+/// Runs `f` on `cache`'s state unless it is busy or gone (`None` then), marking it busy
+/// meanwhile.
 fn enter<R>(cache: &ThreadCache, f: impl FnOnce(&mut CacheState) -> R) -> Option<R> {
-    if cache.busy.replace(true) {
+    if cache.mode.get() != FREE {
         return None;
     }
-    // SAFETY: `busy` was false, so no reference to the state exists (invariant; the cache
-    // is not `Sync`, so only this thread reaches it); this one lives until `f` returns,
-    // and `busy` stays true until then.
+    cache.mode.set(BUSY);
+    // SAFETY: the mode was `FREE`, so no reference to the state exists (invariant; the
+    // cache is not `Sync`, so only this thread reaches it); this one lives until `f`
+    // returns, and the mode stays `BUSY` until then.
     let r = f(unsafe { &mut *cache.state.get() });
-    cache.busy.set(false);
+    cache.mode.set(FREE);
     Some(r)
 }
 
-/// A block of `class` (index `index`), or `None` if the OS refused memory.
+/// Notes a call that finds the cache not `FREE`: a re-entry if it is busy.
+#[cold]
+#[inline(never)]
+fn bypass(cache: &ThreadCache) {
+    if cache.mode.get() == BUSY {
+        REENTRIES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A block of class `index`, or null if the OS refused memory or no class has that
+/// index. The address carries [`heap::FRESH`] if the block reads as zero: the caller
+/// strips it.
 #[inline(always)]
-pub(super) fn allocate(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
-    match with_state(|state| {
-        let c = state.classes.get_mut(index)?;
-        match NonNull::new(c.head) {
-            Some(block) => {
-                // SAFETY: the head is a free block this cache owns (invariant); its link
-                // is the rest of the list.
-                c.head = unsafe { (*c.head).next };
-                c.count -= 1;
-                c.allocations += 1;
-                Some(block.cast())
-            }
-            None => refill(state, class, index),
+pub(super) fn allocate(index: usize) -> *mut u8 {
+    // The fast path only pops; everything else is one call out of line, after the cache
+    // is released, so that the inlined code needs no saved registers.
+    let popped = CACHE.try_with(|cache| {
+        if cache.mode.get() != FREE {
+            return ptr::null_mut();
         }
+        cache.mode.set(BUSY);
+        // SAFETY: as in `enter`: the mode was `FREE`, so this is the only reference to the
+        // state, and it ends before the mode is `FREE` again.
+        let state = unsafe { &mut *cache.state.get() };
+        let block = match state.classes.get_mut(index) {
+            Some(c) if c.top > c.base => {
+                c.top -= 1;
+                // SAFETY: `top < limit <= SLOTS` (invariant of `ClassCache`: it was at most
+                // `limit` and is one less now), so the slot is in bounds. It held a cached
+                // block (invariant of `CacheState`), which leaves the cache.
+                unsafe { *state.slots.get_unchecked(c.top as usize) }
+            }
+            _ => ptr::null_mut(),
+        };
+        cache.mode.set(FREE);
+        block
+    });
+    match popped {
+        Ok(block) if !block.is_null() => block,
+        _ => allocate_slow(index),
+    }
+}
+
+/// `allocate` when the fast path found no cached block: a refill, or a block straight
+/// from the heap if the thread's cache is busy or gone.
+#[cold]
+#[inline(never)]
+fn allocate_slow(index: usize) -> *mut u8 {
+    let Some(class) = SizeClass::from_index(index) else {
+        return ptr::null_mut();
+    };
+    match with_state(|state| match state.classes.get_mut(index) {
+        // Refilled by a call between the fast path and here (none does, but the pop is
+        // as cheap as the check).
+        Some(c) if c.top > c.base => {
+            c.top -= 1;
+            state
+                .slots
+                .get(c.top as usize)
+                .copied()
+                .unwrap_or(ptr::null_mut())
+        }
+        _ => refill(state, class, index),
     }) {
-        Some(result) => result,
+        Some(block) => block,
         None => allocate_uncached(class, index),
     }
+}
+
+/// What `free` did with a block, when it did not give it to its heap itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Freed {
+    /// It joined the cache, or was dropped as freed with another class's layout.
+    Done,
+    /// It is of another node than the cache's: it goes home.
+    Remote,
+    /// The thread has no usable cache.
+    NoCache,
 }
 
 /// Frees a block of `class` (index `index`).
@@ -216,116 +354,190 @@ pub(super) fn allocate(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
 /// after this call. A block of another class than `index` is dropped (and counted).
 #[inline(always)]
 pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
-    // SAFETY: the block was handed out by this allocator for a size class (contract).
-    let Some(home) = (unsafe { heap::home_of(block, index) }) else {
-        // Freed with another class's layout: putting it on this class's lists would hand
-        // out a block too small. Dropped, and counted.
-        MISMATCHED.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let done = with_state(|state| {
-        if state.node != home {
-            if state.node != NO_NODE {
-                return false;
-            }
-            state.node = current_node();
-            if state.node != home {
-                return false;
-            }
-        }
-        let Some(c) = state.classes.get_mut(index) else {
+    let chunk = block.as_ptr() as usize & !(heap::CHUNK - 1);
+    // The fast path only pushes; everything else is one call out of line, after the
+    // cache is released, so that the inlined code needs no saved registers.
+    let pushed = CACHE.try_with(|cache| {
+        if cache.mode.get() != FREE {
             return false;
-        };
-        let b = block.as_ptr().cast::<FreeBlock>();
-        // SAFETY: the caller gave the block up (contract): it is free, of this class and of
-        // this cache's node, so it may join the list (invariant), its first word the link.
-        unsafe { b.write(FreeBlock { next: c.head }) };
-        c.head = b;
-        c.count += 1;
-        c.frees += 1;
-        if let Some(class) = SizeClass::from_index(index) {
-            if c.count > 2 * batch(class) {
-                spill(state, index, batch(class));
-            }
         }
-        true
+        cache.mode.set(BUSY);
+        // SAFETY: as in `enter`: the mode was `FREE`, so this is the only reference to the
+        // state, and it ends before the mode is `FREE` again.
+        let state = unsafe { &mut *cache.state.get() };
+        let pushed = match state.classes.get_mut(index) {
+            // A chunk of this class and the cache's node (invariant of `ClassCache`).
+            Some(c) if c.chunk == chunk && c.top < c.limit => {
+                // SAFETY: `top < limit <= SLOTS` (the guard and the invariant of
+                // `ClassCache`), so the slot is in bounds.
+                let slot = unsafe { state.slots.get_unchecked_mut(c.top as usize) };
+                // The caller gave the block up (contract): it is free, of this class and
+                // of this cache's node, so it may join the cache (invariant). Nothing
+                // reads or writes it.
+                *slot = block.as_ptr();
+                c.top += 1;
+                c.frees += 1;
+                true
+            }
+            _ => false,
+        };
+        cache.mode.set(FREE);
+        pushed
     });
-    if done != Some(true) {
-        // SAFETY: the block is free and ours to give (contract).
-        unsafe { free_uncached(block, home, index, done.is_some()) };
+    if pushed != Ok(true) {
+        // SAFETY: as this function's contract.
+        unsafe { free_slow(block, index) };
     }
 }
 
-/// `allocate` on an empty list: publishes, takes a batch from the node's heap.
+/// `free` when the fast path could not push the block.
+///
+/// # Safety
+///
+/// As [`free`]'s.
 #[cold]
 #[inline(never)]
-fn refill(state: &mut CacheState, class: SizeClass, index: usize) -> Option<NonNull<u8>> {
+unsafe fn free_slow(block: NonNull<u8>, index: usize) {
+    // SAFETY: as this function's contract.
+    let freed = with_state(|state| unsafe { push_slow(state, block, index) });
+    let freed = freed.unwrap_or(Freed::NoCache);
+    if freed != Freed::Done {
+        // SAFETY: the block is free and ours to give (contract).
+        unsafe { free_uncached(block, index, freed == Freed::Remote) };
+    }
+}
+
+/// `free` of a block the fast path could not push: one of a chunk the cache has not
+/// seen, a cache that has not learned its node, a block of another node, or a full
+/// cache. Reads the chunk's header.
+///
+/// # Safety
+///
+/// As [`free`]'s.
+#[cold]
+#[inline(never)]
+unsafe fn push_slow(state: &mut CacheState, block: NonNull<u8>, index: usize) -> Freed {
+    // SAFETY: the block was handed out by this allocator for a size class (contract).
+    let Some(home) = (unsafe { heap::home_of(block, index) }) else {
+        // Freed with another class's layout: putting it on this class's cache would hand
+        // out a block too small. Dropped, and counted.
+        MISMATCHED.fetch_add(1, Ordering::Relaxed);
+        return Freed::Done;
+    };
+    if state.node == NO_NODE && !adopt(state) {
+        return Freed::NoCache;
+    }
+    if state.node != home {
+        return Freed::Remote;
+    }
+    let Some(c) = state.classes.get(index) else {
+        return Freed::NoCache;
+    };
+    if c.top == c.limit {
+        spill(state, index);
+    }
+    let Some(c) = state.classes.get_mut(index) else {
+        return Freed::NoCache;
+    };
+    // The header names this class and the cache's node.
+    c.chunk = block.as_ptr() as usize & !(heap::CHUNK - 1);
+    let Some(slot) = state
+        .slots
+        .get_mut(c.top as usize)
+        .filter(|_| c.top < c.limit)
+    else {
+        return Freed::NoCache;
+    };
+    // The caller gave the block up (contract): it is free, of this class and of this
+    // cache's node, so it may join the cache (invariant). Nothing reads or writes it.
+    *slot = block.as_ptr();
+    c.top += 1;
+    c.frees += 1;
+    Freed::Done
+}
+
+/// `allocate` on an empty cache: publishes, takes a batch from the node's heap.
+#[cold]
+#[inline(never)]
+fn refill(state: &mut CacheState, class: SizeClass, index: usize) -> *mut u8 {
+    if state.node == NO_NODE && !adopt(state) {
+        return allocate_uncached(class, index);
+    }
+    refill_from_heap(state, class, index).map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+/// `refill` of a cache that knows its node.
+fn refill_from_heap(state: &mut CacheState, class: SizeClass, index: usize) -> Option<NonNull<u8>> {
     state.refills = state.refills.wrapping_add(1);
-    if state.node == NO_NODE || state.refills % NODE_REFRESH == 0 {
+    if state.refills % NODE_REFRESH == 0 {
         let now = current_node();
         if now != state.node {
             flush_all(state);
             state.node = now;
+            for c in &mut state.classes {
+                c.chunk = 0;
+            }
         }
     }
     let node = state.node;
     let heap = heap::heap(node, index)?;
     publish(state, index);
-    let chain = heap.take(class, node, batch(class));
-    let head = NonNull::new(chain.head)?;
-    // SAFETY: the tail is a free block of the chain, now this cache's; the list it ends is
-    // terminated by a null link.
-    unsafe { (*chain.tail).next = ptr::null_mut() };
     let c = state.classes.get_mut(index)?;
-    c.head = if chain.count > 1 {
-        // SAFETY: the chain's blocks are free blocks of this heap, now this cache's; the
-        // head's link is the rest of the chain.
-        unsafe { (*chain.head).next }
-    } else {
-        ptr::null_mut()
-    };
-    c.count = chain.count - 1;
-    c.allocations += 1;
-    Some(head.cast())
+    let (base, top) = (c.base as usize, c.top as usize);
+    let out = state.slots.get_mut(top..base + batch_of(index))?;
+    let n = heap.take(class, node, out);
+    if n == 0 {
+        return None;
+    }
+    // `n` blocks now fill slots `top..top + n` (`n` is at most a batch: within `limit`);
+    // the last of them leaves the cache at once.
+    c.top = (top + n - 1) as u16;
+    c.traded = c.traded.wrapping_add(n as u64);
+    NonNull::new(*state.slots.get(c.top as usize)?)
 }
 
-/// Gives `n` blocks of class `index` back to the node's heap.
+/// Gives the oldest batch of class `index` back to the node's heap (everything if the
+/// cache holds less), keeping the most recently freed blocks.
 #[cold]
 #[inline(never)]
-fn spill(state: &mut CacheState, index: usize, n: usize) {
+fn spill(state: &mut CacheState, index: usize) {
     let node = state.node;
     let Some(c) = state.classes.get_mut(index) else {
         return;
     };
-    let chain = detach(c, n);
-    if let Some(heap) = heap::heap(node, index) {
-        // SAFETY: the chain's blocks were this cache's, free blocks of this node's heap of
-        // this class (invariant), and are given up here.
-        unsafe { heap.give(chain) };
+    let (base, top) = (c.base as usize, c.top as usize);
+    let n = batch_of(index).min(top - base);
+    let Some(held) = state.slots.get_mut(base..top) else {
+        return;
+    };
+    if let (Some(heap), Some(oldest)) = (heap::heap(node, index), held.get(..n)) {
+        // SAFETY: the blocks were this cache's, free blocks of this node's heap of this
+        // class (invariant), and are given up here: they leave the cache below.
+        unsafe { heap.give(oldest) };
     }
+    held.copy_within(n.., 0);
+    c.top -= n as u16;
+    c.traded = c.traded.wrapping_sub(n as u64);
     publish(state, index);
 }
 
-/// Detaches up to `n` blocks from the top of a list.
-fn detach(c: &mut ClassCache, n: usize) -> Chain {
-    if c.count == 0 || n == 0 {
-        return Chain::EMPTY;
+/// Gives every block of class `index` back to the node's heap.
+fn spill_all(state: &mut CacheState, index: usize) {
+    let node = state.node;
+    let Some(c) = state.classes.get_mut(index) else {
+        return;
+    };
+    if let (Some(heap), Some(held)) = (
+        heap::heap(node, index),
+        state.slots.get(c.base as usize..c.top as usize),
+    ) {
+        // SAFETY: the blocks were this cache's, free blocks of this node's heap of this
+        // class (invariant), and are given up here: they leave the cache below.
+        unsafe { heap.give(held) };
     }
-    let head = c.head;
-    let mut tail = head;
-    let mut count = 1;
-    while count < n.min(c.count) {
-        // SAFETY: `tail` is one of the list's `count` blocks and not its last.
-        tail = unsafe { (*tail).next };
-        count += 1;
-    }
-    // SAFETY: as above; the link after the last detached block is the rest of the list.
-    c.head = unsafe { (*tail).next };
-    c.count -= count;
-    if c.count == 0 {
-        c.head = ptr::null_mut();
-    }
-    Chain { head, tail, count }
+    c.traded = c.traded.wrapping_sub(c.count() as u64);
+    c.top = c.base;
+    publish(state, index);
 }
 
 /// Publishes class `index`'s counts to the heap of the cache's node.
@@ -337,22 +549,24 @@ fn publish(state: &mut CacheState, index: usize) {
         return;
     };
     let counts = &heap.counts;
-    if c.allocations != 0 {
-        counts
-            .allocations
-            .fetch_add(c.allocations, Ordering::Relaxed);
-        c.allocations = 0;
+    // The cache now holds what it held at the last publication, plus what it traded, plus
+    // what was freed into it, minus what was allocated from it. Signed deltas in two's
+    // complement: every sum stays exact.
+    let delta = (c.count() as u64).wrapping_sub(u64::from(c.published));
+    let allocations = c.traded.wrapping_add(c.frees).wrapping_sub(delta);
+    if allocations != 0 {
+        counts.allocations.fetch_add(allocations, Ordering::Relaxed);
     }
     if c.frees != 0 {
         counts.frees.fetch_add(c.frees, Ordering::Relaxed);
-        c.frees = 0;
     }
-    if c.count != c.published {
-        // A signed delta in two's complement: the sum over all caches stays exact.
-        let delta = c.count.wrapping_sub(c.published);
-        counts.cached.fetch_add(delta, Ordering::Relaxed);
-        c.published = c.count;
+    if delta != 0 {
+        // Truncated on a 32-bit target, where the wrapping sum stays exact all the same.
+        counts.cached.fetch_add(delta as usize, Ordering::Relaxed);
     }
+    c.traded = 0;
+    c.frees = 0;
+    c.published = c.top - c.base;
 }
 
 /// Gives every block back and publishes every count.
@@ -361,7 +575,7 @@ fn flush_all(state: &mut CacheState) {
         return;
     }
     for index in 0..CLASS_COUNT {
-        spill(state, index, usize::MAX);
+        spill_all(state, index);
     }
 }
 
@@ -384,39 +598,43 @@ pub(super) fn flush_mine() {
 /// `allocate` without a cache: one block from the heap of the thread's node.
 #[cold]
 #[inline(never)]
-fn allocate_uncached(class: SizeClass, index: usize) -> Option<NonNull<u8>> {
+fn allocate_uncached(class: SizeClass, index: usize) -> *mut u8 {
     UNCACHED.fetch_add(1, Ordering::Relaxed);
     let node = current_node();
-    let heap = heap::heap(node, index)?;
-    let chain = heap.take(class, node, 1);
-    let block = NonNull::new(chain.head)?;
-    heap.counts.allocations.fetch_add(1, Ordering::Relaxed);
-    Some(block.cast())
+    let Some(heap) = heap::heap(node, index) else {
+        return ptr::null_mut();
+    };
+    let mut one = [ptr::null_mut(); 1];
+    if heap.take(class, node, &mut one) == 1 {
+        heap.counts.allocations.fetch_add(1, Ordering::Relaxed);
+    }
+    let [block] = one;
+    block
 }
 
-/// `free` without the cache: the block goes to its home heap. `refused` says whether a
-/// cache of another node saw it (a cross-node free); without one (the thread's cache gone
-/// or busy), the thread's node decides whether the free is remote.
+/// `free` without the cache: the block goes to its home heap, named by its chunk's
+/// header (a block freed with another class's layout is dropped and counted). `refused`
+/// says whether a cache of another node saw it (a cross-node free); without one (the
+/// thread's cache gone or busy), the thread's node decides whether the free is remote.
 ///
 /// # Safety
 ///
-/// As [`free`]'s; `home` is the block's home heap index.
+/// As [`free`]'s.
 #[cold]
 #[inline(never)]
-unsafe fn free_uncached(block: NonNull<u8>, home: usize, index: usize, refused: bool) {
+unsafe fn free_uncached(block: NonNull<u8>, index: usize, refused: bool) {
+    // SAFETY: the block was handed out by this allocator for a size class (contract).
+    let Some(home) = (unsafe { heap::home_of(block, index) }) else {
+        MISMATCHED.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     let remote = refused || current_node() != home;
     let Some(heap) = heap::heap(home, index) else {
         return;
     };
-    let b = block.as_ptr().cast::<FreeBlock>();
-    let chain = Chain {
-        head: b,
-        tail: b,
-        count: 1,
-    };
     // SAFETY: the block is a free block of its home heap of this class, given up by the
     // caller (contract).
-    unsafe { heap.give(chain) };
+    unsafe { heap.give(&[block.as_ptr()]) };
     heap.counts.frees.fetch_add(1, Ordering::Relaxed);
     if remote {
         heap.counts.remote_frees.fetch_add(1, Ordering::Relaxed);
@@ -433,12 +651,13 @@ mod tests {
         let (node, index) = (heap::MAX_NODES - 4, 11);
         let class = SizeClass::from_index(index).unwrap();
         let home = heap::heap(node, index).unwrap();
-        let chain = home.take(class, node, 1);
-        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let mut one = [ptr::null_mut(); 1];
+        assert_eq!(home.take(class, node, &mut one), 1);
+        let block = NonNull::new(heap::untagged(one[0])).unwrap();
         let remote = home.counts.remote_frees.load(Ordering::Relaxed);
         // SAFETY: a block of `node`'s heap of this class, ours, freed once, as a thread
         // whose cache is gone would.
-        unsafe { free_uncached(block, node, index, false) };
+        unsafe { free_uncached(block, index, false) };
         assert_eq!(home.counts.remote_frees.load(Ordering::Relaxed), remote + 1);
     }
 
@@ -464,9 +683,10 @@ mod tests {
         let class = SizeClass::from_index(index).unwrap();
         let home = heap::heap(node, index).unwrap();
         // This thread's cache learns its node (the real one, below `node`).
-        let mine = allocate(class, index).unwrap();
-        let chain = home.take(class, node, 1);
-        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let mine = NonNull::new(heap::untagged(allocate(index))).unwrap();
+        let mut one = [ptr::null_mut(); 1];
+        assert_eq!(home.take(class, node, &mut one), 1);
+        let block = NonNull::new(heap::untagged(one[0])).unwrap();
         let counts = &home.counts;
         let (frees, remote, in_heap) = (
             counts.frees.load(Ordering::Relaxed),

@@ -1,10 +1,16 @@
-//! The shared heaps: one per node and size class, each holding free blocks (up to 16
-//! chains as caches gave them back, so that a refill takes one without walking it, and a
-//! list of the rest) and the uncarved rest of its newest chunk, under a spin lock.
+//! The shared heaps: one per node and size class, each holding free blocks and the
+//! uncarved rest of its newest chunk, under a spin lock.
+//!
+//! Free blocks are kept as addresses: a stack of up to [`STACK`] of them, which caches
+//! fill and drain a batch at a time by copying addresses, so the lock is held for a copy
+//! and no block is read or written; blocks beyond the stack's room go to an overflow
+//! list linked through their first word. Carving hands out addresses of the uncarved
+//! range without touching it, marked [`FRESH`]: such a block reads as zero, which
+//! `alloc_zeroed` uses. The mark travels with the address through caches and stacks
+//! until the block is handed out (callers strip it) or linked into the overflow list.
 //!
 //! A heap's chunk is 1 MiB, aligned to its size, bound to the heap's node before its first
-//! touch, and starts with a [`ChunkHeader`] that names the heap; blocks follow. A free
-//! block holds the address of the next free block in its first word. Heaps are
+//! touch, and starts with a [`ChunkHeader`] that names the heap; blocks follow. Heaps are
 //! process-wide statics, all zero at start: a heap maps its first chunk when first asked.
 
 use core::cell::UnsafeCell;
@@ -89,27 +95,27 @@ pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> Option<usize> 
     Some(node as usize)
 }
 
-/// A free block: its first word links to the next.
+/// The bit set in the address of a block that has not been written since its chunk was
+/// mapped, so reads as zero: carved and never handed out. Blocks are aligned to at least
+/// 8 bytes, so the bit is free in a block's address.
+pub(super) const FRESH: usize = 1;
+
+/// `block` without the [`FRESH`] bit.
+#[inline(always)]
+pub(super) fn untagged(block: *mut u8) -> *mut u8 {
+    block.map_addr(|a| a & !FRESH)
+}
+
+/// Whether `block` carries the [`FRESH`] bit: it reads as zero.
+#[inline(always)]
+pub(super) fn is_fresh(block: *mut u8) -> bool {
+    block.addr() & FRESH != 0
+}
+
+/// A free block on a heap's overflow list: its first word links to the next.
 #[repr(C)]
-pub(super) struct FreeBlock {
-    pub(super) next: *mut FreeBlock,
-}
-
-/// A chain of free blocks: `head` links through `count - 1` blocks to `tail`, whose link
-/// is unspecified. Empty when `count == 0` (then both are null).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Chain {
-    pub(super) head: *mut FreeBlock,
-    pub(super) tail: *mut FreeBlock,
-    pub(super) count: usize,
-}
-
-impl Chain {
-    pub(super) const EMPTY: Chain = Chain {
-        head: ptr::null_mut(),
-        tail: ptr::null_mut(),
-        count: 0,
-    };
+struct FreeBlock {
+    next: *mut FreeBlock,
 }
 
 /// A lock of a few instructions' hold time: an atomic flag, spinning briefly and then
@@ -148,20 +154,37 @@ impl SpinLock {
     }
 }
 
-/// Whole chains a heap keeps as they were given, so that a cache takes one back without
-/// walking its blocks.
-const CHAINS: usize = 16;
+/// Free blocks a heap keeps as addresses in its stack, enough for several batches of
+/// every class; the rest go to its overflow list.
+pub(super) const STACK: usize = 256;
+
+/// A heap's stack of free block addresses, kept apart from the heap so that taking every
+/// heap's lock (the fork handlers) touches no stack.
+///
+/// Invariant: reached only under the lock of the heap of the same node and class, which
+/// [`Heap`] pairs it with.
+struct Stack(UnsafeCell<[*mut u8; STACK]>);
+
+// SAFETY: the addresses are reached only under the lock of the heap the stack belongs to
+// (invariant), and name free blocks no thread owns.
+unsafe impl Sync for Stack {}
+
+impl Stack {
+    const fn new() -> Self {
+        Self(UnsafeCell::new([ptr::null_mut(); STACK]))
+    }
+}
 
 /// What the lock guards.
 struct HeapState {
-    /// Chains given back whole: the first `chain_count` entries.
-    chains: [Chain; CHAINS],
-    chain_count: usize,
-    /// Other free blocks, linked through their first word; `free_count` of them.
+    /// The first `stacked` entries of the heap's [`Stack`] are free blocks.
+    stacked: usize,
+    /// Free blocks beyond the stack's room, linked through their first word; `free_count`
+    /// of them.
     free: *mut FreeBlock,
     free_count: usize,
     /// The uncarved part of the newest chunk: `left` bytes from `bump`, a whole number of
-    /// blocks.
+    /// blocks, never written since the chunk was mapped.
     bump: *mut u8,
     left: usize,
     /// The newest chunk, whose header links to the older ones.
@@ -201,11 +224,14 @@ impl HeapCounts {
     }
 }
 
-/// The heap of one size class on one node.
+/// The lock, state and counts of the heap of one size class on one node, 128-byte
+/// aligned so that no two heaps share a cache line (or an adjacent-line prefetch pair).
 ///
-/// Invariant: `state` is read or written only while `lock` is held; every block of its
-/// first `chain_count` chains, on its free list and in the uncarved range is a free block of this
-/// heap's class in one of its chunks, owned by nobody else.
+/// Invariant: `state` is read or written only while `lock` is held; an address in the
+/// stack with the [`FRESH`] bit names a block not written since its chunk was mapped;
+/// every block of the
+/// heap's stack's first `stacked` entries, on its overflow list and in the uncarved range
+/// is a free block of this heap's class in one of its chunks, owned by nobody else.
 #[repr(align(128))]
 pub(super) struct ClassHeap {
     lock: SpinLock,
@@ -222,8 +248,7 @@ impl ClassHeap {
         Self {
             lock: SpinLock::new(),
             state: UnsafeCell::new(HeapState {
-                chains: [Chain::EMPTY; CHAINS],
-                chain_count: 0,
+                stacked: 0,
                 free: ptr::null_mut(),
                 free_count: 0,
                 bump: ptr::null_mut(),
@@ -234,31 +259,74 @@ impl ClassHeap {
         }
     }
 
-    /// Runs `f` on the state under the lock.
-    fn with<R>(&self, f: impl FnOnce(&mut HeapState) -> R) -> R {
+    fn lock_for_fork(&self) {
         self.lock.lock();
+    }
+
+    fn unlock_after_fork(&self) {
+        self.lock.unlock();
+    }
+}
+
+/// The heap of one size class on one node: its lock and state with its stack.
+///
+/// Invariant: `stack` is the stack of `heap`'s node and class (only [`heap`] and [`all`]
+/// make one).
+#[derive(Clone, Copy)]
+pub(super) struct Heap {
+    heap: &'static ClassHeap,
+    stack: &'static Stack,
+}
+
+impl core::ops::Deref for Heap {
+    type Target = ClassHeap;
+
+    fn deref(&self) -> &ClassHeap {
+        self.heap
+    }
+}
+
+impl Heap {
+    /// Runs `f` on the state and the stack under the lock.
+    #[inline]
+    fn with<R>(&self, f: impl FnOnce(&mut HeapState, &mut [*mut u8; STACK]) -> R) -> R {
+        self.heap.lock.lock();
         // SAFETY: the lock is held, so this is the only reference to the state (invariant)
         // until it is released below.
-        let r = f(unsafe { &mut *self.state.get() });
-        self.lock.unlock();
+        let state = unsafe { &mut *self.heap.state.get() };
+        // SAFETY: the stack is this heap's (invariant of `Heap`) and reached only under its
+        // lock, which is held until below.
+        let stack = unsafe { &mut *self.stack.0.get() };
+        let r = f(state, stack);
+        self.heap.lock.unlock();
         r
     }
 
-    /// Takes up to `want` (at least 1) free blocks of `class` as a chain, mapping a chunk
-    /// bound to `node` (this heap's node index) if the heap has none left. Empty only if
-    /// the OS refused the chunk. The chunk is mapped and bound without the lock: a thread
-    /// that finds the heap refilled meanwhile unmaps its own and takes again.
-    pub(super) fn take(&self, class: SizeClass, node: usize, want: usize) -> Chain {
+    /// Takes up to `out.len()` (at least 1) free blocks of `class` into `out` and returns
+    /// how many, mapping a chunk bound to `node` (this heap's node index) if the heap has
+    /// none left. 0 only if the OS refused the chunk or `out` is empty. The chunk is
+    /// mapped and bound without the lock: a thread that finds the heap refilled meanwhile
+    /// unmaps its own and takes again.
+    ///
+    /// Blocks come from the stack, else the overflow list, else the chunk's uncarved
+    /// part, so the lock is held for a copy of at most `out.len()` addresses. An address
+    /// may carry the [`FRESH`] bit: the block has not been written since the chunk was
+    /// mapped.
+    pub(super) fn take(&self, class: SizeClass, node: usize, out: &mut [*mut u8]) -> usize {
+        if out.is_empty() {
+            return 0;
+        }
         register_fork_handlers();
         let size = class.size();
         loop {
-            if let Some(chain) = self.with(|s| self.take_locked(s, size, want)) {
-                return chain;
+            let n = self.with(|s, stack| self.take_locked(s, stack, size, out));
+            if n > 0 {
+                return n;
             }
             let Some((region, bound)) = map_chunk(node) else {
-                return Chain::EMPTY;
+                return 0;
             };
-            let spare = self.with(|s| {
+            let spare = self.with(|s, _| {
                 if s.left >= size {
                     return Some(region);
                 }
@@ -270,65 +338,84 @@ impl ClassHeap {
         }
     }
 
-    /// `take` under the lock: a chain, or `None` if the heap has no block left.
-    fn take_locked(&self, s: &mut HeapState, size: usize, want: usize) -> Option<Chain> {
-        if let Some(i) = s.chain_count.checked_sub(1) {
-            if let Some(slot) = s.chains.get_mut(i) {
-                // A chain up to twice the request goes whole; a longer one is split, its
-                // rest staying in the slot.
-                let chain = if slot.count <= 2 * want {
-                    s.chain_count = i;
-                    *slot
-                } else {
-                    let (first, rest) = split(*slot, want);
-                    *slot = rest;
-                    first
-                };
-                self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
-                return Some(chain);
+    /// `take` under the lock: how many blocks it put in `out` (0 if the heap has none).
+    fn take_locked(
+        &self,
+        s: &mut HeapState,
+        stack: &mut [*mut u8; STACK],
+        size: usize,
+        out: &mut [*mut u8],
+    ) -> usize {
+        let want = out.len();
+        if s.stacked > 0 {
+            let n = want.min(s.stacked);
+            let from = s.stacked - n;
+            if let (Some(src), Some(dst)) = (stack.get(from..s.stacked), out.get_mut(..n)) {
+                dst.copy_from_slice(src);
+                s.stacked = from;
+                self.counts.free.fetch_sub(n, Ordering::Relaxed);
+                return n;
             }
         }
         if s.free_count > 0 {
-            let chain = detach(s, want);
-            self.counts.free.fetch_sub(chain.count, Ordering::Relaxed);
-            return Some(chain);
+            let mut n = 0;
+            for slot in out.iter_mut().take(s.free_count) {
+                *slot = s.free.cast();
+                // SAFETY: `free` is one of the `free_count` blocks of the overflow list
+                // (heap invariant); its first word links to the rest.
+                s.free = unsafe { (*s.free).next };
+                n += 1;
+            }
+            s.free_count -= n;
+            self.counts.free.fetch_sub(n, Ordering::Relaxed);
+            return n;
         }
-        let n = (s.left / size).min(want);
-        if n == 0 {
-            return None;
+        let mut n = 0;
+        for slot in out.iter_mut() {
+            if s.left < size {
+                break;
+            }
+            // Carving writes nothing: the block is still as the mapping made it.
+            *slot = s.bump.map_addr(|a| a | FRESH);
+            s.bump = s.bump.wrapping_add(size);
+            s.left -= size;
+            n += 1;
         }
-        let start = s.bump;
-        s.bump = s.bump.wrapping_add(n * size);
-        s.left -= n * size;
         self.counts.carved.fetch_add(n, Ordering::Relaxed);
-        Some(link_fresh(start, n, size))
+        n
     }
 
-    /// Puts a chain of this heap's free blocks back (nothing for an empty one).
+    /// Puts free blocks of this heap back: onto the stack while it has room, the rest
+    /// onto the overflow list.
     ///
     /// # Safety
     ///
-    /// Every block of `chain` is a block of this heap, free, owned by the caller, and not
-    /// used by it afterwards.
-    pub(super) unsafe fn give(&self, chain: Chain) {
-        if chain.count == 0 {
+    /// Every address in `blocks` is a block of this heap, free, owned by the caller, and
+    /// not used by it afterwards; one with the [`FRESH`] bit has not been written since
+    /// [`Heap::take`] gave it so.
+    pub(super) unsafe fn give(&self, blocks: &[*mut u8]) {
+        if blocks.is_empty() {
             return;
         }
-        self.with(|s| {
+        self.with(|s, stack| {
             // Counted under the lock, as `take` counts, so that the count never runs below
             // zero between a give and a take of the same blocks.
-            self.counts.free.fetch_add(chain.count, Ordering::Relaxed);
-            let slot = s.chains.get_mut(s.chain_count).filter(|_| chain.count > 1);
-            if let Some(slot) = slot {
-                *slot = chain;
-                s.chain_count += 1;
-                return;
+            self.counts.free.fetch_add(blocks.len(), Ordering::Relaxed);
+            let room = STACK - s.stacked;
+            let (now, rest) = blocks.split_at(room.min(blocks.len()));
+            if let Some(dst) = stack.get_mut(s.stacked..s.stacked + now.len()) {
+                dst.copy_from_slice(now);
+                s.stacked += now.len();
             }
-            // SAFETY: `tail` is a free block the caller owns (contract); writing its link
-            // hands the chain to the heap.
-            unsafe { (*chain.tail).next = s.free };
-            s.free = chain.head;
-            s.free_count += chain.count;
+            for &block in rest {
+                // Its link is written: it is no longer fresh.
+                let b = untagged(block).cast::<FreeBlock>();
+                // SAFETY: a free block the caller gave up (contract); its first word
+                // becomes its link on the overflow list, which it joins.
+                unsafe { b.write(FreeBlock { next: s.free }) };
+                s.free = b;
+                s.free_count += 1;
+            }
         });
     }
 
@@ -367,14 +454,6 @@ impl ClassHeap {
         s.bump = base.as_ptr().wrapping_add(first);
         s.left = (CHUNK - first) / class.size() * class.size();
     }
-
-    fn lock_for_fork(&self) {
-        self.lock.lock();
-    }
-
-    fn unlock_after_fork(&self) {
-        self.lock.unlock();
-    }
 }
 
 /// Maps a chunk and binds it to `node`, without any lock: the chunk and whether the OS
@@ -383,64 +462,6 @@ fn map_chunk(node: usize) -> Option<(sys::Region, bool)> {
     let region = sys::map_aligned(CHUNK, CHUNK).ok()?;
     let bound = sys::prefer_node(region.ptr(), CHUNK, node as u32).is_ok();
     Some((region, bound))
-}
-
-/// Detaches up to `want` (at least 1) blocks from a non-empty free list.
-fn detach(s: &mut HeapState, want: usize) -> Chain {
-    let head = s.free;
-    let mut tail = head;
-    let mut count = 1;
-    while count < want.min(s.free_count) {
-        // SAFETY: `tail` is one of the `free_count` blocks of the list (heap invariant),
-        // and `count < free_count`, so its link is another block of the list.
-        tail = unsafe { (*tail).next };
-        count += 1;
-    }
-    // SAFETY: as above; the link after the last detached block is the rest of the list.
-    s.free = unsafe { (*tail).next };
-    s.free_count -= count;
-    Chain { head, tail, count }
-}
-
-/// The first `n` blocks of `chain` (`0 < n < chain.count`) and the rest.
-fn split(chain: Chain, n: usize) -> (Chain, Chain) {
-    let mut tail = chain.head;
-    for _ in 1..n {
-        // SAFETY: `tail` is one of the chain's first `n - 1` blocks, all linked to the next
-        // (`n < count`), free blocks the heap owns.
-        tail = unsafe { (*tail).next };
-    }
-    // SAFETY: as above; `tail` is not the chain's last block, so its link is the next one.
-    let rest_head = unsafe { (*tail).next };
-    let first = Chain {
-        head: chain.head,
-        tail,
-        count: n,
-    };
-    let rest = Chain {
-        head: rest_head,
-        tail: chain.tail,
-        count: chain.count - n,
-    };
-    (first, rest)
-}
-
-/// Links `n` (at least 1) fresh consecutive blocks of `size` bytes from `start`.
-fn link_fresh(start: *mut u8, n: usize, size: usize) -> Chain {
-    if n == 0 {
-        return Chain::EMPTY;
-    }
-    let at = |i: usize| start.wrapping_add(i * size).cast::<FreeBlock>();
-    for i in 0..n - 1 {
-        // SAFETY: block `i` was just carved for the caller alone and is writable; its first
-        // word becomes its link.
-        unsafe { at(i).write(FreeBlock { next: at(i + 1) }) };
-    }
-    Chain {
-        head: at(0),
-        tail: at(n - 1),
-        count: n,
-    }
 }
 
 /// The offset of a chunk's first block of `class`: past the header page, at a colour of
@@ -459,14 +480,21 @@ pub(super) fn first_block(class: SizeClass) -> usize {
 static HEAPS: [[ClassHeap; CLASS_COUNT]; MAX_NODES] =
     [const { [const { ClassHeap::new() }; CLASS_COUNT] }; MAX_NODES];
 
+/// Every heap's stack: `STACKS[node][class]`, zero pages until a heap first keeps a block.
+static STACKS: [[Stack; CLASS_COUNT]; MAX_NODES] =
+    [const { [const { Stack::new() }; CLASS_COUNT] }; MAX_NODES];
+
 /// The heap of class `index` on node `node` (both in range: `node < MAX_NODES` and
 /// `index < CLASS_COUNT`, as their callers derive them).
 #[inline(always)]
-pub(super) fn heap(node: usize, index: usize) -> Option<&'static ClassHeap> {
-    HEAPS.get(node)?.get(index)
+pub(super) fn heap(node: usize, index: usize) -> Option<Heap> {
+    Some(Heap {
+        heap: HEAPS.get(node)?.get(index)?,
+        stack: STACKS.get(node)?.get(index)?,
+    })
 }
 
-/// Every heap, node by node.
+/// Every heap's lock, state and counts, node by node.
 pub(super) fn all() -> impl Iterator<Item = (usize, usize, &'static ClassHeap)> {
     HEAPS
         .iter()
@@ -520,6 +548,18 @@ unsafe extern "C" fn unlock_all() {
 mod tests {
     use super::*;
 
+    /// `n` blocks of `h`, taken until there are `n` (a take may give fewer).
+    fn take_n(h: Heap, class: SizeClass, node: usize, n: usize) -> Vec<*mut u8> {
+        let mut out = vec![ptr::null_mut(); n];
+        let mut got = 0;
+        while got < n {
+            let k = h.take(class, node, &mut out[got..]);
+            assert!(k > 0, "the OS refused a chunk");
+            got += k;
+        }
+        out
+    }
+
     #[test]
     fn first_block_is_aligned_and_leaves_room_for_the_header() {
         for i in 0..CLASS_COUNT {
@@ -532,22 +572,37 @@ mod tests {
     }
 
     #[test]
-    fn a_long_chain_is_split_and_its_rest_stays() {
+    fn blocks_beyond_the_stack_s_room_overflow_and_come_back() {
         let (node, index) = (MAX_NODES - 2, 5);
         let class = SizeClass::from_index(index).unwrap();
         let h = heap(node, index).unwrap();
-        let chain = h.take(class, node, 5);
-        assert_eq!(chain.count, 5);
-        // SAFETY: the chain's blocks are this heap's, free and ours.
-        unsafe { h.give(chain) };
-        let one = h.take(class, node, 1);
-        assert_eq!((one.count, one.head), (1, chain.head));
-        let rest = h.take(class, node, 4);
-        assert_eq!((rest.count, rest.tail), (4, chain.tail));
-        // SAFETY: as above, each given back once.
-        unsafe { h.give(one) };
+        let blocks = take_n(h, class, node, STACK + 10);
+        assert!(
+            blocks.iter().all(|&b| is_fresh(b)),
+            "carved blocks are marked fresh"
+        );
+        let mut sorted: Vec<_> = blocks.iter().map(|&b| untagged(b)).collect();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), STACK + 10, "no block handed out twice");
+        let free_before = h.counts.free.load(Ordering::Relaxed);
+        // SAFETY: the blocks are this heap's, free and ours, given back once.
+        unsafe { h.give(&blocks) };
+        assert_eq!(
+            h.counts.free.load(Ordering::Relaxed),
+            free_before + STACK + 10
+        );
+        let again = take_n(h, class, node, STACK + 10);
+        assert_eq!(
+            again.iter().filter(|&&b| is_fresh(b)).count(),
+            STACK,
+            "a stacked block stays fresh, a linked one does not"
+        );
+        let mut back: Vec<_> = again.iter().map(|&b| untagged(b)).collect();
+        back.sort();
+        assert_eq!(back, sorted, "the same blocks, stacked and overflowed");
         // SAFETY: as above.
-        unsafe { h.give(rest) };
+        unsafe { h.give(&again) };
     }
 
     #[test]
@@ -570,10 +625,11 @@ mod tests {
             let traders: Vec<_> = (0..2)
                 .map(|_| {
                     s.spawn(|| {
+                        let mut out = [ptr::null_mut(); 4];
                         for _ in 0..rounds {
-                            let chain = h.take(class, node, 4);
-                            // SAFETY: the chain's blocks are this heap's, free and ours.
-                            unsafe { h.give(chain) };
+                            let n = h.take(class, node, &mut out);
+                            // SAFETY: the blocks are this heap's, free and ours.
+                            unsafe { h.give(&out[..n]) };
                         }
                     })
                 })
@@ -597,12 +653,12 @@ mod tests {
         let (node, index) = (0, 9);
         let class = SizeClass::from_index(index).unwrap();
         let h = heap(node, index).unwrap();
-        let chain = h.take(class, node, 1);
-        let block = NonNull::new(chain.head.cast::<u8>()).unwrap();
+        let blocks = take_n(h, class, node, 1);
+        let block = NonNull::new(untagged(blocks[0])).unwrap();
         let policy = sys::policy_of(block);
         let unbound = h.counts.unbound_chunks.load(Ordering::Relaxed);
-        // SAFETY: the chain's blocks are this heap's, free and ours.
-        unsafe { h.give(chain) };
+        // SAFETY: the block is this heap's, free and ours.
+        unsafe { h.give(&blocks) };
         if unbound > 0 {
             eprintln!("mbind refused here: no policy to check");
             return;
@@ -616,30 +672,31 @@ mod tests {
         let (node, index) = (MAX_NODES - 1, 3);
         let class = SizeClass::from_index(index).unwrap();
         let h = heap(node, index).unwrap();
-        let chain = h.take(class, node, 5);
-        assert_eq!(chain.count, 5);
+        let blocks = take_n(h, class, node, 5);
+        let first = NonNull::new(untagged(blocks[0])).unwrap();
         assert_eq!(
-            // SAFETY: the chain's blocks are this heap's, free and ours.
-            unsafe { home_of(NonNull::new(chain.head.cast()).unwrap(), index) },
+            // SAFETY: the block is this heap's, free and ours.
+            unsafe { home_of(first, index) },
             Some(node)
         );
         assert_eq!(
             // SAFETY: as above; another class's header place in the same chunk is zero.
-            unsafe { home_of(NonNull::new(chain.head.cast()).unwrap(), index + 1) },
+            unsafe { home_of(first, index + 1) },
             None,
             "a free with another class's layout is refused"
         );
         let free_before = h.counts.free.load(Ordering::Relaxed);
         // SAFETY: as above; not used afterwards.
-        unsafe { h.give(chain) };
+        unsafe { h.give(&blocks) };
         assert_eq!(h.counts.free.load(Ordering::Relaxed), free_before + 5);
-        let again = h.take(class, node, 3);
+        let again = take_n(h, class, node, 3);
         assert_eq!(
-            again.head, chain.head,
-            "the list hands back the last given first"
+            again[..],
+            blocks[2..],
+            "the stack hands back the last given first"
         );
         // SAFETY: as above.
-        unsafe { h.give(again) };
+        unsafe { h.give(&again) };
         assert!(h.counts.chunks.load(Ordering::Relaxed) >= 1);
     }
 }

@@ -20,17 +20,25 @@
 //!   before their first touch (`mbind` with `MPOL_PREFERRED`: a full node spills to others
 //!   rather than failing a page fault), each starting with a header that names its heap.
 //! - **Each thread caches** up to two batches of free blocks per class (a batch is 64 KiB
-//!   worth, 2 to 64 blocks): allocation pops and a free of a block of the thread's node
-//!   pushes, with no atomic instruction and no lock. A cache trades a batch with its node's
-//!   heap when it runs empty or over its limit.
+//!   worth, 2 to 64 blocks) as a stack of their addresses: allocation pops and a free of
+//!   a block of the thread's node pushes, with no atomic instruction and no lock. A free
+//!   neither reads nor writes the block, so a block handed to another thread and freed
+//!   there stays in the processor cache of the thread that used it, and reads the chunk's
+//!   header only for a chunk the cache has not checked before (each class's cache
+//!   remembers the last one). A cache trades a batch with its node's heap when it runs
+//!   empty or full: a copy of addresses into or out of the heap's stack (room for 256),
+//!   under the heap's lock; only blocks beyond that room are linked through their first
+//!   word. The heaps are 128-byte aligned, so no two share a cache line.
 //! - **Frees go home**: a block freed by a thread of another node goes straight to its own
 //!   node's heap, counted as a remote free; [`ClassStats::locality`] is the share of frees
 //!   that were local.
 //! - **Larger layouts** get a mapping of their own, bound to the calling thread's node;
 //!   `realloc` between large sizes moves pages with `mremap` rather than copying.
 //! - `realloc` within a class returns the same pointer; across classes it copies once.
-//! - `alloc_zeroed` of a large layout takes the fresh mapping's zero pages as they are; a
-//!   block, which may have been used before, is zeroed by hand.
+//! - `alloc_zeroed` takes zero pages as they are: a large layout's fresh mapping, and a
+//!   block carved from a chunk and never handed out before (its address carries a mark
+//!   through the caches and heaps until it is handed out or linked into a list). A block
+//!   used before is zeroed by hand.
 //! - **Thread exit** gives the thread's cached blocks back to their heaps and publishes its
 //!   counts, so nothing is stranded.
 //! - **Failure** is a null pointer: the OS refusing a chunk or a mapping is the only
@@ -38,18 +46,22 @@
 //!
 //! # What it never does
 //!
-//! No path of the allocator allocates: the heaps are statics, the thread cache is a
-//! `const`-initialised thread-local of plain pointers and counts, the chunk headers live in
+//! No path of the allocator allocates: the heaps and their stacks are statics, the thread
+//! cache is a `const`-initialised thread-local of plain pointers and counts (about 50 KiB
+//! of a thread's static TLS) with no destructor, so reaching it checks nothing; its flush
+//! at thread exit is the destructor of a second, empty thread-local, registered when the
+//! cache first learns its node, before it holds a block. The chunk headers live in
 //! the chunks, large mappings keep no record beside them (the caller's layout says what to
 //! unmap), binding builds its node mask on the stack, and the only lock is a spin flag in
 //! each heap, never held across a system call. Nothing waits for anything else: the fork
 //! handlers are registered by the first thread to take from a heap while the others go on. It does not use the block pools' `BlockPool` (whose creation, thread
 //! registration and errors allocate), only their size classes and the `sys` layer.
 //!
-//! - **From a thread-local destructor**, once the thread's cache is gone, calls work on the
-//!   heaps directly. A call that re-entered the allocator while the thread's cache is in
-//!   use would do the same; nothing does, and [`AllocStats::reentries`] counts it if it
-//!   ever happened.
+//! - **From a thread-local destructor**, once the thread's cache has been flushed (it is
+//!   then marked gone for good), calls work on the heaps directly. A call that re-entered
+//!   the allocator while the thread's cache is in use (a flag set for the few instructions
+//!   of each call) would do the same; nothing does, and [`AllocStats::reentries`] counts
+//!   it if it ever happened.
 //! - **Across `fork`**: `pthread_atfork` handlers take every heap's lock before the fork
 //!   and release them after it in both processes, so a child never finds a heap locked by
 //!   a thread that does not exist there. The other threads' cached blocks stay out of
@@ -133,7 +145,7 @@ impl TallyAlloc {
 /// every class has): what [`SizeClass::for_layout`] says, without its arithmetic.
 // Evaluated at compile time, where an index out of bounds fails the build.
 #[allow(clippy::indexing_slicing)]
-static SMALL: [u8; 129] = {
+const SMALL: [u8; 129] = {
     let mut table = [0u8; 129];
     let (mut k, mut index) = (0, 0);
     while k < 129 {
@@ -149,21 +161,22 @@ static SMALL: [u8; 129] = {
     table
 };
 
-/// The class of `layout`, or `None` for a large one: [`SizeClass::for_layout`], through
-/// [`SMALL`] for small layouts.
+/// The index of the class of `layout`, or `None` for a large one:
+/// [`SizeClass::for_layout`], through [`SMALL`] for small layouts. Every index it gives
+/// is a class's (the caches check it once, where they use it).
 #[inline(always)]
-fn class_of(layout: Layout) -> Option<SizeClass> {
+fn class_of(layout: Layout) -> Option<usize> {
     if layout.size() <= 1024 && layout.align() <= 8 {
         let index = SMALL.get((layout.size() + 7) >> 3)?;
-        return SizeClass::from_index(usize::from(*index));
+        return Some(usize::from(*index));
     }
-    SizeClass::for_layout(layout)
+    SizeClass::for_layout(layout).map(SizeClass::index)
 }
 
-/// A block of `class`, or null.
+/// A block of class `index`, or null.
 #[inline(always)]
-fn allocate_block(class: SizeClass) -> *mut u8 {
-    cache::allocate(class, class.index()).map_or(ptr::null_mut(), NonNull::as_ptr)
+fn allocate_block(index: usize) -> *mut u8 {
+    heap::untagged(cache::allocate(index))
 }
 
 // SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
@@ -175,7 +188,7 @@ unsafe impl GlobalAlloc for TallyAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class_of(layout) {
-            Some(class) => allocate_block(class),
+            Some(index) => allocate_block(index),
             None => large::allocate(layout).map_or(ptr::null_mut(), NonNull::as_ptr),
         }
     }
@@ -188,7 +201,7 @@ unsafe impl GlobalAlloc for TallyAlloc {
         match class_of(layout) {
             // SAFETY: `ptr` came from `alloc` with `layout` (the caller's contract), so
             // from this class, and is not used again.
-            Some(class) => unsafe { cache::free(block, class.index()) },
+            Some(index) => unsafe { cache::free(block, index) },
             // SAFETY: as above, from the mapping `large::allocate` made for `layout`.
             None => unsafe { large::free(block, layout) },
         }
@@ -197,10 +210,15 @@ unsafe impl GlobalAlloc for TallyAlloc {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match class_of(layout) {
-            Some(class) => {
-                let p = allocate_block(class);
-                if !p.is_null() {
-                    // SAFETY: a fresh block of at least `layout.size()` writable bytes.
+            Some(index) => {
+                let block = cache::allocate(index);
+                let p = heap::untagged(block);
+                // A block carved and never handed out reads as zero (its chunk's pages
+                // are as the mapping made them); any other may hold a previous owner's
+                // bytes.
+                if !p.is_null() && !heap::is_fresh(block) {
+                    // SAFETY: a block just handed out, of at least `layout.size()`
+                    // writable bytes.
                     unsafe { p.write_bytes(0, layout.size()) };
                 }
                 p
@@ -254,7 +272,8 @@ mod tests {
         for size in 0..=2048 {
             for align in [1, 2, 4, 8, 16] {
                 let l = layout(size, align);
-                assert_eq!(class_of(l), SizeClass::for_layout(l), "{l:?}");
+                let class = SizeClass::for_layout(l).map(SizeClass::index);
+                assert_eq!(class_of(l), class, "{l:?}");
             }
         }
     }
@@ -304,6 +323,42 @@ mod tests {
             .all(|&b| b == 0));
         // SAFETY: allocated above with `l`.
         unsafe { a.dealloc(z, l) };
+    }
+
+    #[test]
+    fn zeroed_blocks_are_zero_whichever_way_they_come_back() {
+        // Fresh blocks (not zeroed by hand), then the same blocks dirtied and freed, back
+        // from the thread's cache, from the heap's stack and from its overflow list (more
+        // than the stack holds); each must read as zero.
+        let a = TallyAlloc::new();
+        // Small blocks: the test is about where they come from, and runs under miri.
+        let l = layout(40, 8);
+        // More than a thread's cache (128 blocks of this class) and a heap's stack hold.
+        let n = heap::STACK + 256;
+        let check_and_dirty = |ptrs: &[*mut u8]| {
+            for &p in ptrs {
+                assert!(!p.is_null());
+                // SAFETY: 40 initialised bytes, ours.
+                let bytes = unsafe { core::slice::from_raw_parts_mut(p, 40) };
+                assert!(bytes.iter().all(|&b| b == 0), "a zeroed block is not zero");
+                bytes.fill(0xAB);
+            }
+        };
+        let free_all = |ptrs: &[*mut u8]| {
+            for &p in ptrs {
+                // SAFETY: allocated with `l`, freed once.
+                unsafe { a.dealloc(p, l) };
+            }
+        };
+        for flush in [true, false, true] {
+            // SAFETY: non-zero size.
+            let ptrs: Vec<*mut u8> = (0..n).map(|_| unsafe { a.alloc_zeroed(l) }).collect();
+            check_and_dirty(&ptrs);
+            free_all(&ptrs);
+            if flush {
+                a.flush_thread_cache();
+            }
+        }
     }
 
     #[test]
