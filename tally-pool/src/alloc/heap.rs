@@ -2,9 +2,9 @@
 //! uncarved rest of its newest chunk, under a spin lock.
 //!
 //! Free blocks are kept as addresses: a stack of up to [`STACK`] of them, which caches
-//! fill and drain a batch at a time by copying addresses, so the lock is held for a copy
-//! and no block is read or written; blocks beyond the stack's room go to an overflow
-//! list linked through their first word. Carving hands out addresses of the uncarved
+//! fill and drain a batch at a time by copying addresses, so the lock is usually held for
+//! a copy alone; blocks beyond the stack's room go to an overflow list linked through
+//! their first word, written (and, in a block never touched, faulted in) under the lock. Carving hands out addresses of the uncarved
 //! range without touching it, marked [`FRESH`]: such a block reads as zero, which
 //! `alloc_zeroed` uses. The mark travels with the address through caches and stacks
 //! until the block is handed out (callers strip it) or linked into the overflow list.

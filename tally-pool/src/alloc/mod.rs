@@ -40,7 +40,8 @@
 //!   through the caches and heaps until it is handed out or linked into a list). A block
 //!   used before is zeroed by hand.
 //! - **Thread exit** gives the thread's cached blocks back to their heaps and publishes its
-//!   counts, so nothing is stranded.
+//!   counts, so nothing is stranded (but see the limits for a thread whose first call comes
+//!   from a `pthread_key_create` destructor).
 //! - **Failure** is a null pointer: the OS refusing a chunk or a mapping is the only
 //!   failure, and nothing on any path panics.
 //!
@@ -53,7 +54,8 @@
 //! cache first learns its node, before it holds a block. The chunk headers live in
 //! the chunks, large mappings keep no record beside them (the caller's layout says what to
 //! unmap), binding builds its node mask on the stack, and the only lock is a spin flag in
-//! each heap, never held across a system call. Nothing waits for anything else: the fork
+//! each heap, never held across a system call (but held across the page faults of linking
+//! blocks into a heap's overflow list). Nothing waits for anything else: the fork
 //! handlers are registered by the first thread to take from a heap while the others go on. It does not use the block pools' `BlockPool` (whose creation, thread
 //! registration and errors allocate), only their size classes and the `sys` layer.
 //!
@@ -65,7 +67,8 @@
 //! - **Across `fork`**: `pthread_atfork` handlers take every heap's lock before the fork
 //!   and release them after it in both processes, so a child never finds a heap locked by
 //!   a thread that does not exist there. The other threads' cached blocks stay out of
-//!   circulation in the child.
+//!   circulation in the child. A fork made while the first heap access of the process is
+//!   still registering the handlers runs none of them.
 //!
 //! # Statistics
 //!
@@ -82,6 +85,15 @@
 //!   index.
 //! - Large mappings are counted for the process as a whole, not per node.
 //! - A thread that stops allocating keeps up to two batches per class until it exits.
+//! - Each thread carries about 50 KiB of static thread-local storage for its cache, which
+//!   glibc takes from the thread's stack: a thread spawned with an explicit stack size has
+//!   that much less of it.
+//! - A thread whose first call to the allocator comes from a `pthread_key_create`
+//!   destructor, after its thread-locals were destroyed, registers a flush that never
+//!   runs: the batches its cache took (up to two per class it used) are lost to the
+//!   process and missing from the statistics.
+//! - Allocating from a signal handler is not supported: a handler that interrupts its
+//!   thread while it holds a heap's lock waits for that lock forever.
 //! - A free with the wrong layout is caught only among size classes: the chunk header
 //!   names the block's class, and a block freed as another class is dropped and counted
 //!   ([`AllocStats::mismatched_frees`]). A large free trusts its layout to say what to
