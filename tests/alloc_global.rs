@@ -109,10 +109,11 @@ impl Drop for AllocatesOnDrop {
 static DROPS: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    /// Touched before the thread's first allocation: its destructor is registered before
-    /// the allocator's cache and so runs after the cache is gone.
+    /// Touched before the thread's first allocation. Thread-local destructors all run
+    /// before the allocator's flush (a `pthread_key_create` destructor), so this one
+    /// allocates from the cache too.
     static EARLY: RefCell<Option<AllocatesOnDrop>> = const { RefCell::new(None) };
-    /// Touched after: its destructor runs while the cache still exists.
+    /// Touched after.
     static LATE: RefCell<Option<AllocatesOnDrop>> = const { RefCell::new(None) };
 }
 
@@ -124,8 +125,20 @@ fn early_and_late() -> usize {
     keep.len()
 }
 
-extern "C" fn early_and_late_raw(_: *mut libc::c_void) -> *mut libc::c_void {
+/// Allocates in a `pthread_key_create` destructor: that of a key created after the
+/// allocator's, which runs after the allocator's flush in the same round.
+extern "C" fn allocates_in_key_destructor(_: *mut libc::c_void) {
+    drop(AllocatesOnDrop(500));
+}
+
+/// A bare pthread's body: `early_and_late`, then sets the key (given as its argument) of
+/// [`allocates_in_key_destructor`].
+extern "C" fn early_and_late_raw(key: *mut libc::c_void) -> *mut libc::c_void {
     early_and_late();
+    // SAFETY: the key the test created; a non-null value runs its destructor at exit.
+    let rc =
+        unsafe { libc::pthread_setspecific(key as usize as libc::pthread_key_t, 1 as *const _) };
+    assert_eq!(rc, 0);
     std::ptr::null_mut()
 }
 
@@ -139,20 +152,25 @@ fn thread_local_destructors_that_allocate() {
     for t in threads {
         assert_eq!(t.join().unwrap(), 1000);
     }
-    // Bare pthreads run no hooks: `EARLY`'s destructor is registered before the cache's,
-    // so it runs after the cache is gone, and allocates from the heaps directly.
+    // This thread has allocated, so the allocator's flush key exists: one created now
+    // comes after it, and its destructor runs after the flush, when the cache is gone, and
+    // allocates from the heaps directly.
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid place for the key; the destructor may run on any thread.
+    let rc = unsafe { libc::pthread_key_create(&mut key, Some(allocates_in_key_destructor)) };
+    assert_eq!(rc, 0);
     let raw: Vec<libc::pthread_t> = (0..8)
         .map(|_| {
             // SAFETY: a zeroed `pthread_t` is a valid value to be overwritten.
             let mut t: libc::pthread_t = unsafe { std::mem::zeroed() };
-            // SAFETY: default attributes; the body is an `extern "C"` fn that ignores its
-            // argument and returns null.
+            // SAFETY: default attributes; the body is an `extern "C"` fn that takes the
+            // key by value and returns null.
             let rc = unsafe {
                 libc::pthread_create(
                     &mut t,
                     std::ptr::null(),
                     early_and_late_raw,
-                    std::ptr::null_mut(),
+                    key as usize as *mut libc::c_void,
                 )
             };
             assert_eq!(rc, 0);
@@ -163,7 +181,7 @@ fn thread_local_destructors_that_allocate() {
         // SAFETY: a thread created above, joined once.
         assert_eq!(unsafe { libc::pthread_join(t, std::ptr::null_mut()) }, 0);
     }
-    assert_eq!(DROPS.load(Ordering::Relaxed) - before, 32);
+    assert_eq!(DROPS.load(Ordering::Relaxed) - before, 40);
     let s = GLOBAL.stats();
     assert_eq!(s.reentries, 0);
     assert!(

@@ -11,26 +11,30 @@
 //! another node, the cache first gives everything back. The inlined fast paths only pop
 //! or push; everything else is one call out of line.
 //!
-//! The cache is a `const`-initialised `thread_local!` without a destructor, so it never
-//! allocates and reaching it checks nothing. At thread exit a second, empty thread-local,
-//! [`FLUSHER`], registered when the cache first learns its node (before it holds a
-//! block), gives everything back, publishes the counts and marks the cache gone; its
-//! destructor is registered by the C library (`__cxa_thread_atexit_impl`), which
-//! allocates with its own `malloc`, never through the global allocator. A call after that
-//! (from another thread-local destructor) finds the cache gone and works on the heaps
-//! directly. So does a call while the cache is busy (re-entry from within the allocator,
-//! which nothing on its paths does; such calls are counted in [`reentries`]).
+//! The cache is a zero-initialised `const` `thread_local!` without a destructor, so it
+//! never allocates, reaching it checks nothing, and it takes no room in the thread's
+//! initialised TLS image: it holds the per-class counters and a pointer to its slots. The
+//! slots themselves (about 53 KiB) are a mapping of their own, taken when the cache first
+//! learns its node (`adopt`) from a list of the slots of exited threads or mapped then;
+//! a thread whose allocator calls never leave the fast path's empty state never maps any.
+//!
+//! At adoption the thread also sets its value of one process-wide `pthread_key_create`
+//! key, before the cache holds a block. The key's destructor gives everything back,
+//! publishes the counts, marks the cache gone and returns its slots to the list. glibc
+//! runs key destructors after the thread-local destructors and runs them again for keys
+//! set meanwhile, so a cache adopted from a thread-local or a key destructor is flushed
+//! too. A call after the flush finds the cache gone and works on the heaps directly. So
+//! does a call while the cache is busy (re-entry from within the allocator, which nothing
+//! on its paths does; such calls are counted in [`reentries`]), and one on a thread whose
+//! adoption failed (no key, or no memory for the slots): it retries at its next refill.
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::heap;
 use crate::block::{SizeClass, CLASS_COUNT};
 use crate::sys;
-
-/// Node index of a cache that has not learned its node yet.
-const NO_NODE: usize = usize::MAX;
 
 /// Refills between two reads of the thread's node.
 const NODE_REFRESH: u32 = 64;
@@ -124,7 +128,7 @@ impl ClassCache {
 }
 
 /// Every class's empty cache, each with its two batches of slots after the previous
-/// class's.
+/// class's: what a cache's classes become at adoption.
 // Evaluated at compile time, where an index out of bounds fails the build.
 #[allow(clippy::indexing_slicing)]
 const CLASSES: [ClassCache; CLASS_COUNT] = {
@@ -150,16 +154,63 @@ const CLASSES: [ClassCache; CLASS_COUNT] = {
     classes
 };
 
+/// A class's cache before adoption: no slots, so both fast paths go out of line.
+const UNADOPTED: ClassCache = ClassCache {
+    base: 0,
+    top: 0,
+    limit: 0,
+    published: 0,
+    chunk: 0,
+    traded: 0,
+    frees: 0,
+};
+
 /// A thread's caches.
 ///
-/// Invariant: every address in a class's slots `base..top` is a free block of that class
-/// of the heap of `node`, owned by this cache alone, and no address is in two slots; one
-/// with the [`heap::FRESH`] bit names a block not written since its chunk was mapped.
+/// Invariant: `slots` is null, and then every class is [`UNADOPTED`] (`limit` 0) and
+/// `node` means nothing, or it is a slot block (see [`slot_blocks`]) this cache alone
+/// uses, `SLOTS` addresses long. Every address in a class's slots `base..top` is a free
+/// block of that class of the heap of `node`, owned by this cache alone, and no address
+/// is in two slots; one with the [`heap::FRESH`] bit names a block not written since its
+/// chunk was mapped.
 struct CacheState {
     node: usize,
     refills: u32,
     classes: [ClassCache; CLASS_COUNT],
-    slots: [*mut u8; SLOTS],
+    slots: Slots,
+}
+
+impl CacheState {
+    /// Whether the cache has its slots and knows its node.
+    fn adopted(&self) -> bool {
+        !self.slots.0.is_null()
+    }
+}
+
+/// A cache's slots: null before adoption, then a slot block (see [`slot_blocks`]) of
+/// `SLOTS` addresses that only the owning cache uses.
+struct Slots(*mut *mut u8);
+
+impl Slots {
+    /// The slots, empty before adoption.
+    fn get(&self) -> &[*mut u8] {
+        if self.0.is_null() {
+            return &[];
+        }
+        // SAFETY: a non-null pointer is a slot block of `SLOTS` addresses only this
+        // cache uses (invariant), zero pages when mapped and written only with addresses
+        // since; `&self` keeps `&mut` uses away while the slice lives.
+        unsafe { core::slice::from_raw_parts(self.0, SLOTS) }
+    }
+
+    /// The slots, mutable, empty before adoption.
+    fn get_mut(&mut self) -> &mut [*mut u8] {
+        if self.0.is_null() {
+            return &mut [];
+        }
+        // SAFETY: as in `get`; `&mut self` makes this the only reference into them.
+        unsafe { core::slice::from_raw_parts_mut(self.0, SLOTS) }
+    }
 }
 
 /// [`ThreadCache::mode`] of a cache no call is using.
@@ -173,8 +224,9 @@ const GONE: u8 = 2;
 ///
 /// Invariant: a reference to `state` exists only while `mode` is `BUSY`, set by the code
 /// that made it; `mode` lives outside the state, so checking it never touches the state
-/// an outer call may hold. A cache holds blocks only once its thread's [`FLUSHER`] is
-/// registered, which flushes it and sets `GONE` at thread exit.
+/// an outer call may hold. A cache holds blocks only once its thread's value of the
+/// flush key ([`flush_key`]) is set, which flushes it and sets `GONE` at thread exit. The state is all zeroes
+/// until adoption, so the thread-local takes no room in the TLS image.
 pub(super) struct ThreadCache {
     mode: Cell<u8>,
     state: UnsafeCell<CacheState>,
@@ -185,38 +237,153 @@ impl ThreadCache {
         Self {
             mode: Cell::new(FREE),
             state: UnsafeCell::new(CacheState {
-                node: NO_NODE,
+                node: 0,
                 refills: 0,
-                classes: CLASSES,
-                slots: [ptr::null_mut(); SLOTS],
+                classes: [UNADOPTED; CLASS_COUNT],
+                slots: Slots(ptr::null_mut()),
             }),
         }
     }
 }
 
-/// Flushes the thread's cache when the thread's locals are destroyed.
-///
-/// The cache itself has no destructor, so reaching it needs no check of whether it is
-/// still alive (its storage lasts as long as the thread); this separate local carries
-/// the destructor and is registered when the cache first learns its node, before it
-/// holds any block.
-struct Flusher;
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        let _ = CACHE.try_with(|cache| {
-            if cache.mode.replace(GONE) == FREE {
-                // SAFETY: the mode was `FREE`, so no reference to the state exists
-                // (invariant); `GONE` keeps every later call away from it.
-                flush_all(unsafe { &mut *cache.state.get() });
+/// The destructor of the flush key: flushes the thread's cache, marks it gone and gives
+/// its slots back.
+unsafe extern "C" fn flush_at_exit(_: *mut libc::c_void) {
+    let _ = CACHE.try_with(|cache| {
+        if cache.mode.replace(GONE) == FREE {
+            // SAFETY: the mode was `FREE`, so no reference to the state exists
+            // (invariant); `GONE` keeps every later call away from it.
+            let state = unsafe { &mut *cache.state.get() };
+            flush_all(state);
+            let slots = core::mem::replace(&mut state.slots.0, ptr::null_mut());
+            state.classes = [UNADOPTED; CLASS_COUNT];
+            if let Some(slots) = NonNull::new(slots) {
+                // SAFETY: the cache's own slot block (invariant), which it no longer uses:
+                // the cache is gone for good.
+                unsafe { slot_blocks::give(slots.cast()) };
             }
-        });
+        }
+    });
+}
+
+/// [`FLUSH_KEY`] before its creation.
+const NO_KEY: usize = 0;
+/// [`FLUSH_KEY`] while a thread creates the key.
+const CREATING: usize = 1;
+
+/// The flush key plus 2, or [`NO_KEY`] or [`CREATING`].
+static FLUSH_KEY: AtomicUsize = AtomicUsize::new(NO_KEY);
+
+/// The process's flush key, whose destructor is [`flush_at_exit`]: created by the first
+/// caller; `None` while another thread creates it (never waiting for it, as a wait could
+/// outlast a `fork` and hang the child) or if the C library refused it (a later call
+/// tries again). A child forked while the key was being created never gets it: its
+/// threads work without caches.
+fn flush_key() -> Option<libc::pthread_key_t> {
+    let key = FLUSH_KEY.load(Ordering::Acquire);
+    if key >= 2 {
+        return libc::pthread_key_t::try_from(key - 2).ok();
+    }
+    if key == CREATING
+        || FLUSH_KEY
+            .compare_exchange(NO_KEY, CREATING, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return None;
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid place for the key; `flush_at_exit` may run on any thread at
+    // its exit, which it is made for. glibc keeps keys in a static table: no allocation.
+    let created = unsafe { libc::pthread_key_create(&mut key, Some(flush_at_exit)) } == 0;
+    match usize::try_from(key).ok().and_then(|k| k.checked_add(2)) {
+        Some(stored) if created => {
+            FLUSH_KEY.store(stored, Ordering::Release);
+            Some(key)
+        }
+        _ => {
+            FLUSH_KEY.store(NO_KEY, Ordering::Release);
+            None
+        }
+    }
+}
+
+/// The slot blocks of exited threads, kept for new threads' caches.
+///
+/// A list linked through each free block's first word, under a flag taken only by a
+/// compare-exchange that never waits: a thread that finds it taken maps a fresh block, or
+/// unmaps the one it gives back. So nothing spins, and a `fork` while another thread holds
+/// the flag costs the child only the reuse of blocks (it maps and unmaps them instead).
+mod slot_blocks {
+    use core::ptr::{self, NonNull};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+    use super::SLOTS;
+    use crate::sys;
+
+    /// Bytes of a slot block: `SLOTS` addresses, in whole pages.
+    pub(super) const BYTES: usize = (SLOTS * size_of::<*mut u8>()).next_multiple_of(sys::PAGE);
+
+    /// Taken while a thread uses [`FREE`].
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    /// The first free block; each links to the next with its first word. Reached only
+    /// while holding [`TAKEN`] (the atomic only makes the static `Sync`).
+    static FREE: AtomicPtr<*mut u8> = AtomicPtr::new(ptr::null_mut());
+
+    fn try_lock() -> bool {
+        TAKEN
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    fn unlock() {
+        TAKEN.store(false, Ordering::Release);
+    }
+
+    /// A slot block no one else uses, `BYTES` long, or `None` if the OS refused memory.
+    pub(super) fn take() -> Option<NonNull<*mut u8>> {
+        if try_lock() {
+            let head = FREE.load(Ordering::Relaxed);
+            if let Some(block) = NonNull::new(head) {
+                // SAFETY: a block on the list is a free slot block (`give`'s contract),
+                // whose first word links to the next, read under the flag.
+                let next = unsafe { block.as_ptr().read() };
+                FREE.store(next.cast(), Ordering::Relaxed);
+                unlock();
+                return Some(block);
+            }
+            unlock();
+        }
+        let region = sys::map(BYTES).ok()?;
+        if region.len() != BYTES {
+            return None;
+        }
+        let (block, _) = region.into_raw();
+        Some(block.cast())
+    }
+
+    /// Puts a slot block on the free list (or unmaps it if another thread holds the list).
+    ///
+    /// # Safety
+    ///
+    /// `block` came from [`take`] and nothing uses it any more.
+    pub(super) unsafe fn give(block: NonNull<*mut u8>) {
+        if try_lock() {
+            let head = FREE.load(Ordering::Relaxed);
+            // SAFETY: the block is ours alone (contract), `BYTES` long, aligned for an
+            // address: its first word becomes the link.
+            unsafe { block.as_ptr().write(head.cast()) };
+            FREE.store(block.as_ptr(), Ordering::Relaxed);
+            unlock();
+        } else {
+            // SAFETY: a block from `take` is a page-aligned `sys::map` region of `BYTES`
+            // given up with `into_raw`, taken back once, here; nothing uses it (contract).
+            drop(unsafe { sys::Region::from_raw(block.cast(), BYTES, sys::PAGE) });
+        }
     }
 }
 
 std::thread_local! {
     static CACHE: ThreadCache = const { ThreadCache::new() };
-    static FLUSHER: Flusher = const { Flusher };
 }
 
 /// The calling thread's node as a heap index (node 0 where the OS cannot tell).
@@ -224,15 +391,29 @@ pub(super) fn current_node() -> usize {
     heap::index_of_node(sys::current_node().unwrap_or(0))
 }
 
-/// Gives a cache that has not learned its node one, after registering the thread's
-/// [`FLUSHER`]; false, leaving it without, if the thread's locals are being destroyed
-/// (the cache must then hold nothing).
+/// Gives a cache that has no slots its slots and its node, after setting the thread's
+/// value of the flush key; false, leaving it as it was (holding nothing), if the key does
+/// not exist yet or the OS refused memory.
 #[cold]
 #[inline(never)]
 fn adopt(state: &mut CacheState) -> bool {
-    if FLUSHER.try_with(|_| ()).is_err() {
+    let Some(key) = flush_key() else {
+        return false;
+    };
+    let Some(slots) = slot_blocks::take() else {
+        return false;
+    };
+    // SAFETY: `key` is a key this process created and never deletes; any non-null value
+    // makes its destructor run at thread exit.
+    if unsafe { libc::pthread_setspecific(key, ptr::NonNull::<u8>::dangling().as_ptr().cast()) }
+        != 0
+    {
+        // SAFETY: the block just taken, unused.
+        unsafe { slot_blocks::give(slots) };
         return false;
     }
+    state.slots = Slots(slots.as_ptr());
+    state.classes = CLASSES;
     state.node = current_node();
     true
 }
@@ -296,7 +477,7 @@ pub(super) fn allocate(index: usize) -> *mut u8 {
                 // SAFETY: `top < limit <= SLOTS` (invariant of `ClassCache`: it was at most
                 // `limit` and is one less now), so the slot is in bounds. It held a cached
                 // block (invariant of `CacheState`), which leaves the cache.
-                unsafe { *state.slots.get_unchecked(c.top as usize) }
+                unsafe { *state.slots.0.add(c.top as usize) }
             }
             _ => ptr::null_mut(),
         };
@@ -324,6 +505,7 @@ fn allocate_slow(index: usize) -> *mut u8 {
             c.top -= 1;
             state
                 .slots
+                .get()
                 .get(c.top as usize)
                 .copied()
                 .unwrap_or(ptr::null_mut())
@@ -369,8 +551,9 @@ pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
             // A chunk of this class and the cache's node (invariant of `ClassCache`).
             Some(c) if c.chunk == chunk && c.top < c.limit => {
                 // SAFETY: `top < limit <= SLOTS` (the guard and the invariant of
-                // `ClassCache`), so the slot is in bounds.
-                let slot = unsafe { state.slots.get_unchecked_mut(c.top as usize) };
+                // `ClassCache`), so the cache has its slots (an unadopted one has
+                // `limit` 0) and the slot is in bounds; the state is ours alone.
+                let slot = unsafe { &mut *state.slots.0.add(c.top as usize) };
                 // The caller gave the block up (contract): it is free, of this class and
                 // of this cache's node, so it may join the cache (invariant). Nothing
                 // reads or writes it.
@@ -424,7 +607,7 @@ unsafe fn push_slow(state: &mut CacheState, block: NonNull<u8>, index: usize) ->
         MISMATCHED.fetch_add(1, Ordering::Relaxed);
         return Freed::Done;
     };
-    if state.node == NO_NODE && !adopt(state) {
+    if !state.adopted() && !adopt(state) {
         return Freed::NoCache;
     }
     if state.node != home {
@@ -441,9 +624,11 @@ unsafe fn push_slow(state: &mut CacheState, block: NonNull<u8>, index: usize) ->
     };
     // The header names this class and the cache's node.
     c.chunk = block.as_ptr() as usize & !(heap::CHUNK - 1);
+    let top = c.top as usize;
     let Some(slot) = state
         .slots
-        .get_mut(c.top as usize)
+        .get_mut()
+        .get_mut(top)
         .filter(|_| c.top < c.limit)
     else {
         return Freed::NoCache;
@@ -460,7 +645,7 @@ unsafe fn push_slow(state: &mut CacheState, block: NonNull<u8>, index: usize) ->
 #[cold]
 #[inline(never)]
 fn refill(state: &mut CacheState, class: SizeClass, index: usize) -> *mut u8 {
-    if state.node == NO_NODE && !adopt(state) {
+    if !state.adopted() && !adopt(state) {
         return allocate_uncached(class, index);
     }
     refill_from_heap(state, class, index).map_or(ptr::null_mut(), NonNull::as_ptr)
@@ -484,7 +669,7 @@ fn refill_from_heap(state: &mut CacheState, class: SizeClass, index: usize) -> O
     publish(state, index);
     let c = state.classes.get_mut(index)?;
     let (base, top) = (c.base as usize, c.top as usize);
-    let out = state.slots.get_mut(top..base + batch_of(index))?;
+    let out = state.slots.get_mut().get_mut(top..base + batch_of(index))?;
     let n = heap.take(class, node, out);
     if n == 0 {
         return None;
@@ -493,7 +678,7 @@ fn refill_from_heap(state: &mut CacheState, class: SizeClass, index: usize) -> O
     // the last of them leaves the cache at once.
     c.top = (top + n - 1) as u16;
     c.traded = c.traded.wrapping_add(n as u64);
-    NonNull::new(*state.slots.get(c.top as usize)?)
+    NonNull::new(*state.slots.get().get(c.top as usize)?)
 }
 
 /// Gives the oldest batch of class `index` back to the node's heap (everything if the
@@ -507,7 +692,7 @@ fn spill(state: &mut CacheState, index: usize) {
     };
     let (base, top) = (c.base as usize, c.top as usize);
     let n = batch_of(index).min(top - base);
-    let Some(held) = state.slots.get_mut(base..top) else {
+    let Some(held) = state.slots.get_mut().get_mut(base..top) else {
         return;
     };
     if let (Some(heap), Some(oldest)) = (heap::heap(node, index), held.get(..n)) {
@@ -529,7 +714,7 @@ fn spill_all(state: &mut CacheState, index: usize) {
     };
     if let (Some(heap), Some(held)) = (
         heap::heap(node, index),
-        state.slots.get(c.base as usize..c.top as usize),
+        state.slots.get().get(c.base as usize..c.top as usize),
     ) {
         // SAFETY: the blocks were this cache's, free blocks of this node's heap of this
         // class (invariant), and are given up here: they leave the cache below.
@@ -571,7 +756,7 @@ fn publish(state: &mut CacheState, index: usize) {
 
 /// Gives every block back and publishes every count.
 fn flush_all(state: &mut CacheState) {
-    if state.node == NO_NODE {
+    if !state.adopted() {
         return;
     }
     for index in 0..CLASS_COUNT {
@@ -582,7 +767,7 @@ fn flush_all(state: &mut CacheState) {
 /// Publishes the calling thread's counts (for statistics), if it has a cache.
 pub(super) fn publish_mine() {
     let _ = with_state(|state| {
-        if state.node != NO_NODE {
+        if state.adopted() {
             for index in 0..CLASS_COUNT {
                 publish(state, index);
             }

@@ -40,18 +40,20 @@
 //!   through the caches and heaps until it is handed out or linked into a list). A block
 //!   used before is zeroed by hand.
 //! - **Thread exit** gives the thread's cached blocks back to their heaps and publishes its
-//!   counts, so nothing is stranded (but see the limits for a thread whose first call comes
-//!   from a `pthread_key_create` destructor).
+//!   counts, so nothing is stranded, even for a cache first used from a thread-local or
+//!   `pthread_key_create` destructor.
 //! - **Failure** is a null pointer: the OS refusing a chunk or a mapping is the only
 //!   failure, and nothing on any path panics.
 //!
 //! # What it never does
 //!
 //! No path of the allocator allocates: the heaps and their stacks are statics, the thread
-//! cache is a `const`-initialised thread-local of plain pointers and counts (about 50 KiB
-//! of a thread's static TLS) with no destructor, so reaching it checks nothing; its flush
-//! at thread exit is the destructor of a second, empty thread-local, registered when the
-//! cache first learns its node, before it holds a block. The chunk headers live in
+//! cache is a zero-initialised `const` thread-local of counts and a pointer to its slots
+//! with no destructor, so reaching it checks nothing; its slots are a mapping of their own,
+//! taken from those of exited threads or mapped when the cache is first used, and its
+//! flush at thread exit is the destructor of a `pthread_key_create` key, set when the cache
+//! is first used, before it holds a block (glibc runs key destructors after the
+//! thread-local ones, and again for keys set meanwhile). The chunk headers live in
 //! the chunks, large mappings keep no record beside them (the caller's layout says what to
 //! unmap), binding builds its node mask on the stack, and the only lock is a spin flag in
 //! each heap, never held across a system call (but held across the page faults of linking
@@ -85,13 +87,13 @@
 //!   index.
 //! - Large mappings are counted for the process as a whole, not per node.
 //! - A thread that stops allocating keeps up to two batches per class until it exits.
-//! - Each thread carries about 50 KiB of static thread-local storage for its cache, which
-//!   glibc takes from the thread's stack: a thread spawned with an explicit stack size has
-//!   that much less of it.
-//! - A thread whose first call to the allocator comes from a `pthread_key_create`
-//!   destructor, after its thread-locals were destroyed, registers a flush that never
-//!   runs: the batches its cache took (up to two per class it used) are lost to the
-//!   process and missing from the statistics.
+//! - A thread's cache takes about 3 KiB of zero-initialised static thread-local storage
+//!   (which glibc takes from the thread's stack) and, once used, a 53 KiB mapping for its
+//!   slots, reused by later threads after it exits; the mappings count as mapped for the
+//!   process but belong to no class.
+//! - A process forked while its first thread cache was being set up works without caches.
+//! - A cache first used in the last round of a thread's `pthread_key_create` destructors
+//!   (glibc runs four while keys are set again) is never flushed.
 //! - Allocating from a signal handler is not supported: a handler that interrupts its
 //!   thread while it holds a heap's lock waits for that lock forever.
 //! - A free with the wrong layout is caught only among size classes: the chunk header
