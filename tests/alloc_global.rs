@@ -136,8 +136,12 @@ extern "C" fn allocates_in_key_destructor(_: *mut libc::c_void) {
 extern "C" fn early_and_late_raw(key: *mut libc::c_void) -> *mut libc::c_void {
     early_and_late();
     // SAFETY: the key the test created; a non-null value runs its destructor at exit.
-    let rc =
-        unsafe { libc::pthread_setspecific(key as usize as libc::pthread_key_t, 1 as *const _) };
+    let rc = unsafe {
+        libc::pthread_setspecific(
+            key as usize as libc::pthread_key_t,
+            std::ptr::dangling::<libc::c_void>(),
+        )
+    };
     assert_eq!(rc, 0);
     std::ptr::null_mut()
 }

@@ -48,7 +48,12 @@ extern "C" fn key_dtor(_: *mut libc::c_void) {
 extern "C" fn body(key: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: `key` is the key created by the test; any non-null value runs its
     // destructor at thread exit.
-    unsafe { libc::pthread_setspecific(key as usize as libc::pthread_key_t, 1 as *const _) };
+    unsafe {
+        libc::pthread_setspecific(
+            key as usize as libc::pthread_key_t,
+            std::ptr::dangling::<libc::c_void>(),
+        )
+    };
     core::ptr::null_mut()
 }
 
@@ -57,10 +62,8 @@ extern "C" fn body(key: *mut libc::c_void) -> *mut libc::c_void {
 fn blocks_taken_in_a_pthread_key_destructor_are_not_stranded() {
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is a valid place for the key, `key_dtor` may run on any thread.
-    assert_eq!(
-        unsafe { libc::pthread_key_create(&mut key, Some(key_dtor)) },
-        0
-    );
+    let rc = unsafe { libc::pthread_key_create(&mut key, Some(key_dtor)) };
+    assert_eq!(rc, 0);
     for _ in 0..200 {
         // SAFETY: an all-zero `pthread_t` is a valid place for the thread's id.
         let mut t: libc::pthread_t = unsafe { core::mem::zeroed() };

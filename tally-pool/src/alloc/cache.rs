@@ -475,9 +475,12 @@ pub(super) fn allocate(index: usize) -> *mut u8 {
             Some(c) if c.top > c.base => {
                 c.top -= 1;
                 // SAFETY: `top < limit <= SLOTS` (invariant of `ClassCache`: it was at most
-                // `limit` and is one less now), so the slot is in bounds. It held a cached
-                // block (invariant of `CacheState`), which leaves the cache.
-                unsafe { *state.slots.0.add(c.top as usize) }
+                // `limit` and is one less now), so the cache has its slots (an unadopted
+                // one has `limit` 0) and the slot is in bounds of their block.
+                let at = unsafe { state.slots.0.add(c.top as usize) };
+                // SAFETY: a slot of the block only this cache uses (invariant of
+                // `CacheState`); it held a cached block, which leaves the cache.
+                unsafe { *at }
             }
             _ => ptr::null_mut(),
         };
@@ -552,8 +555,11 @@ pub(super) unsafe fn free(block: NonNull<u8>, index: usize) {
             Some(c) if c.chunk == chunk && c.top < c.limit => {
                 // SAFETY: `top < limit <= SLOTS` (the guard and the invariant of
                 // `ClassCache`), so the cache has its slots (an unadopted one has
-                // `limit` 0) and the slot is in bounds; the state is ours alone.
-                let slot = unsafe { &mut *state.slots.0.add(c.top as usize) };
+                // `limit` 0) and the slot is in bounds of their block.
+                let at = unsafe { state.slots.0.add(c.top as usize) };
+                // SAFETY: a slot of the block only this cache uses (invariant of
+                // `CacheState`), and the state is ours alone: no other reference to it.
+                let slot = unsafe { &mut *at };
                 // The caller gave the block up (contract): it is free, of this class and
                 // of this cache's node, so it may join the cache (invariant). Nothing
                 // reads or writes it.
