@@ -12,11 +12,11 @@
 //! or push; everything else is one call out of line.
 //!
 //! The cache is a zero-initialised `const` `thread_local!` without a destructor, so it
-//! never allocates, reaching it checks nothing, and it takes no room in the thread's
-//! initialised TLS image: it holds the per-class counters and a pointer to its slots. The
-//! slots themselves (about 53 KiB) are a mapping of their own, taken when the cache first
-//! learns its node (`adopt`) from a list of the slots of exited threads or mapped then;
-//! a thread whose allocator calls never leave the fast path's empty state never maps any.
+//! never allocates, reaching it checks nothing, and it adds nothing to the TLS image a
+//! new thread copies: it holds the per-class counters and a pointer to its slots (under
+//! 3 KiB in all). The slots themselves (about 53 KiB) are a mapping of their own, taken
+//! when the cache is first used (`adopt`) from a list of the slots of exited threads, or
+//! mapped then; a thread that never calls the allocator maps none.
 //!
 //! At adoption the thread also sets its value of one process-wide `pthread_key_create`
 //! key, before the cache holds a block. The key's destructor gives everything back,
@@ -225,8 +225,9 @@ const GONE: u8 = 2;
 /// Invariant: a reference to `state` exists only while `mode` is `BUSY`, set by the code
 /// that made it; `mode` lives outside the state, so checking it never touches the state
 /// an outer call may hold. A cache holds blocks only once its thread's value of the
-/// flush key ([`flush_key`]) is set, which flushes it and sets `GONE` at thread exit. The state is all zeroes
-/// until adoption, so the thread-local takes no room in the TLS image.
+/// flush key ([`flush_key`]) is set, whose destructor flushes it and sets `GONE` at
+/// thread exit. The state is all zeroes until adoption, so the thread-local adds nothing
+/// to the TLS image.
 pub(super) struct ThreadCache {
     mode: Cell<u8>,
     state: UnsafeCell<CacheState>,
