@@ -25,6 +25,10 @@ fn use_stack() -> u8 {
 }
 
 #[test]
+#[cfg_attr(
+    tally_sanitized,
+    ignore = "the sanitizers' runtimes take static TLS and stack of their own"
+)]
 fn a_thread_with_a_128_kib_stack_can_use_80_kib_of_it() {
     let t = std::thread::Builder::new()
         .stack_size(128 * 1024)
