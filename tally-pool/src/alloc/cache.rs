@@ -132,15 +132,7 @@ impl ClassCache {
 // Evaluated at compile time, where an index out of bounds fails the build.
 #[allow(clippy::indexing_slicing)]
 const CLASSES: [ClassCache; CLASS_COUNT] = {
-    let mut classes = [ClassCache {
-        base: 0,
-        top: 0,
-        limit: 0,
-        published: 0,
-        chunk: 0,
-        traded: 0,
-        frees: 0,
-    }; CLASS_COUNT];
+    let mut classes = [UNADOPTED; CLASS_COUNT];
     let (mut base, mut i) = (0, 0);
     while i < CLASS_COUNT {
         let limit = base + 2 * batch_of(i);
