@@ -2,7 +2,8 @@
 //! released, then a budget that puts the process at High. Within a second the resident set
 //! (`/proc/self/statm`) must fall by at least 80 % of the bytes the components said they
 //! could give back, and the pool's reserve must stay. Also: a pool that is still busy is
-//! left alone at High, and the monitor grows a busy pool ahead of demand.
+//! left alone at High, and the monitor grows a busy pool ahead of demand, at its ticks
+//! and between them.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -149,7 +150,7 @@ fn the_monitor_grows_a_busy_pool_ahead_of_demand() {
     let source: &dyn Source = pool;
     // The pool grows (slow paths now), then the monitor runs a few ticks.
     let mut held: Vec<Handle<Page>> = (0..2048).map(|_| pool.acquire().unwrap()).collect();
-    let free_before = source.snapshot().free_bytes;
+    let fresh_before = source.snapshot().fresh_bytes;
     let monitor = PressureMonitor::start(PressureConfig::default()).unwrap();
     let ticks = monitor.ticks();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -157,16 +158,54 @@ fn the_monitor_grows_a_busy_pool_ahead_of_demand() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
+    drop(monitor);
     let snapshot = source.snapshot();
+    let stats = pool.stats();
     println!(
-        "free before {free_before} bytes, after {} bytes",
-        snapshot.free_bytes
+        "fresh before {fresh_before} bytes, after {} bytes; {stats:?}",
+        snapshot.fresh_bytes
     );
     assert!(
-        snapshot.free_bytes > free_before,
-        "blocks carved ahead and waiting in the depot: {snapshot:?}"
+        snapshot.fresh_bytes > fresh_before && stats.expansions_ahead > 0,
+        "chunks mapped ahead, their blocks not yet carved: {snapshot:?}"
     );
-    held.push(pool.acquire().unwrap());
+    // What was made ready is acquired without a mapping on this thread.
+    let ready = (snapshot.fresh_bytes / 4096) as usize;
+    held.extend((0..ready / 2).map(|_| pool.acquire().unwrap()));
+    assert_eq!(
+        pool.stats().expansions,
+        stats.expansions,
+        "{:?}",
+        pool.stats()
+    );
+    drop(held);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs the monitor thread")]
+fn between_ticks_the_monitor_keeps_a_growing_pool_ahead() {
+    let _serial = serial();
+    let pool: &'static Pool<Page> = Pool::new(
+        PoolConfig::new("pressure-ahead-polls")
+            .capacity(16)
+            .max_capacity(1 << 16),
+    )
+    .unwrap();
+    let mut held: Vec<Handle<Page>> = (0..64).map(|_| pool.acquire().unwrap()).collect();
+    // One tick, at the start, and none for a minute: what follows is the growth polls'.
+    let config = PressureConfig::default().interval(Duration::from_secs(60));
+    let monitor = PressureMonitor::start(config).unwrap();
+    let ticks = monitor.ticks();
+    let after_tick = pool.stats().expansions_ahead;
+    assert!(after_tick > 0, "{:?}", pool.stats());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Take what is ready, a little at a time, until growth ahead maps more.
+    while pool.stats().expansions_ahead == after_tick {
+        assert!(Instant::now() < deadline, "{:?}", pool.stats());
+        held.extend((0..64).map(|_| pool.acquire().map_err(|e| (e, pool.stats())).unwrap()));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(monitor.ticks(), ticks);
     drop(monitor);
     drop(held);
 }

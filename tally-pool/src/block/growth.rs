@@ -5,7 +5,8 @@
 //! `capacity` blocks are mapped (and pre-faulted) when the pool is created ([`reserve`]);
 //! when a thread's cache finds the depot empty it carves a fresh range of up to
 //! `fresh_batch` blocks ([`carve_range`]), mapping a new chunk when the current one is
-//! full, up to `max_capacity` blocks.
+//! full, up to `max_capacity` blocks. While the pressure monitor runs, `ahead` maps the
+//! chunks ahead of demand with this file's `prepare_chunks` and `install_chunks`.
 //!
 //! [`reserve`]: PoolShared::reserve
 //! [`carve_range`]: PoolShared::carve_range
@@ -18,18 +19,16 @@ use super::chunk::header::ChunkHeader;
 use super::chunk::list::{Chunk, ChunkList};
 use super::chunk::registry;
 use super::chunk::CHUNK_SIZE;
-use super::depot::MAGAZINE_SIZE;
-use super::shared::{now_ms, PoolShared};
+use super::shared::PoolShared;
 use super::stats::{ADVICE_REFUSED, ONE_CHUNK, THP_NEVER};
 use crate::error::{CorruptionKind, PoolError};
-use crate::stats::Urgency;
 use crate::sync::lock;
 use crate::sys;
-use crate::sys::budget;
 
 /// How far ahead of the carved blocks a pre-faulting pool faults pages in, in one call:
 /// one slow carve per 256 KiB of blocks rather than one fault per 4 KiB, and at most this
-/// much memory resident beyond the blocks in use.
+/// much memory resident beyond the blocks in use (growth ahead of demand, while the
+/// pressure monitor runs, faults in whole chunks instead).
 pub(super) const PREFAULT_STEP: usize = 256 * 1024;
 
 impl PoolShared {
@@ -152,103 +151,57 @@ impl PoolShared {
         Ok((first, n))
     }
 
-    /// Blocks a growing pool keeps carved in its depot ahead of demand: four trades with a
-    /// thread cache, and at least one fresh range.
-    pub(super) fn low_watermark(&self) -> usize {
-        (4 * self.batch).max(self.fresh_batch)
-    }
-
-    /// Growth ahead of demand, on the calling thread (the pressure monitor's): if the pool
-    /// is growing (a slow path ran within `Urgency::IDLE_AFTER`) and its depot holds fewer
-    /// than [`Self::low_watermark`] blocks, carves blocks under the growth lock, faulting
-    /// their pages in (and mapping a chunk if need be), and puts them in the depot in
-    /// magazines, up to twice the watermark. Refills then take them without the growth
-    /// lock, a mapping or a page fault. Stays within `max_capacity`, and does nothing under
-    /// critical pressure in a pool that refuses to grow then. Returns the bytes of blocks
-    /// made ready.
-    pub(super) fn grow_ahead(&self) -> usize {
-        let now = now_ms();
-        if self.is_idle(now, Urgency::IDLE_AFTER) {
-            return 0;
-        }
-        let low = self.low_watermark();
-        if self.depot.blocks() >= low {
-            return 0;
-        }
-        if self.refuses_at(budget::level()) {
-            return 0;
-        }
-        let mut growth = lock(&self.growth);
-        let expansions = self.counters.expansions.load(StdOrdering::Relaxed);
-        let mut made = 0usize;
-        let batch = self.batch.clamp(1, MAGAZINE_SIZE);
-        while self.depot.blocks() < 2 * low && growth.carved_total < self.max_capacity {
-            let Some(mag) = self.depot.new_magazine() else {
-                break;
-            };
-            // SAFETY: `new_magazine` hands out a magazine nobody else owns.
-            let carved = unsafe {
-                self.depot.with_blocks(mag, |m| {
-                    let n = self.carve(&mut growth, batch, |i, p| {
-                        if let Some(slot) = m.ptrs.get_mut(i) {
-                            *slot = p;
-                        }
-                    });
-                    if let Ok(n) = n {
-                        m.count = n;
-                    }
-                    n
-                })
-            };
-            match carved {
-                Some(Ok(n)) if n > 0 => {
-                    self.depot.count_in(n);
-                    self.depot.push_full(mag);
-                    made += n;
-                }
-                _ => {
-                    self.depot.push_empty(mag);
-                    break;
-                }
-            }
-        }
-        let ahead = self
-            .counters
-            .expansions
-            .load(StdOrdering::Relaxed)
-            .saturating_sub(expansions);
-        drop(growth);
-        self.counters
-            .expansions_ahead
-            .fetch_add(ahead, StdOrdering::Relaxed);
-        self.counters
-            .blocks_grown_ahead
-            .fetch_add(made as u64, StdOrdering::Relaxed);
-        made * self.geometry.stride
-    }
-
     /// Maps, labels and registers one chunk, or in a huge-page pool two (a pair sharing one
     /// 2 MiB-aligned mapping advised for huge pages); locks them in a locking pool. On
     /// failure nothing stays mapped or registered.
     fn map_chunk(&self, growth: &mut ChunkList) -> Result<(), PoolError> {
+        let plan = self.next_mapping(growth);
+        let chunks = self.prepare_chunks(plan, false)?;
+        self.install_chunks(growth, chunks)
+    }
+
+    /// How many chunks the cap needs in all: chunk ids stay below it.
+    pub(super) fn max_chunks(&self) -> usize {
+        self.max_capacity
+            .div_ceil(self.geometry.blocks_per_chunk.max(1))
+    }
+
+    /// What the next mapping of `growth` is: one chunk or a huge-page pair, locked or not.
+    pub(super) fn next_mapping(&self, growth: &ChunkList) -> Mapping {
         // A pair only while both chunks stay within the chunks the cap needs: chunk ids
         // past them would number blocks past what the cap promises (raw handles number
         // blocks by chunk id). The last chunk of an odd count is mapped alone.
-        let max_chunks = self
-            .max_capacity
-            .div_ceil(self.geometry.blocks_per_chunk.max(1));
-        let pair = growth.huge_pages && growth.chunks.len() + 2 <= max_chunks;
+        let pair = growth.huge_pages && growth.chunks.len() + 2 <= self.max_chunks();
         if growth.huge_pages && !pair && growth.chunks.is_empty() {
             self.counters.record_huge_pages(Err(ONE_CHUNK));
         }
-        let span = if pair { 2 * CHUNK_SIZE } else { CHUNK_SIZE };
+        Mapping {
+            pair,
+            lock: growth.lock,
+        }
+    }
+
+    /// Maps, binds and advises the chunks of `plan`, locks them in a locking pool and, if
+    /// `prefault`, faults every page of them in. Needs no lock: nobody knows the chunks
+    /// until [`Self::install_chunks`] gives them to the pool, and dropping them unmaps
+    /// them.
+    pub(super) fn prepare_chunks(
+        &self,
+        plan: Mapping,
+        prefault: bool,
+    ) -> Result<Vec<Chunk>, PoolError> {
+        let span = if plan.pair {
+            2 * CHUNK_SIZE
+        } else {
+            CHUNK_SIZE
+        };
         let oom = |errno| PoolError::OutOfMemory {
             pool: self.name.clone(),
             bytes: span,
             errno,
         };
         let region = sys::map_aligned(span, span).map_err(|e| oom(e.errno))?;
-        // Bind before the first touch (the lock or the header write below), or the pages
+        // Bind before the first touch (the lock, the pre-fault or the header write), or the pages
         // land wherever the writing thread runs.
         if let Some(topology) = &self.topology {
             if topology.bind(region.ptr(), span, self.node).is_err() {
@@ -257,22 +210,45 @@ impl PoolShared {
                     .fetch_add(1, StdOrdering::Relaxed);
             }
         }
-        if pair {
+        if plan.pair {
             // Advise before the first touch too: the first fault then takes a huge page.
             self.counters.record_huge_pages(advise_huge_pages(&region));
         }
         let region = Arc::new(region);
-        let first_id = growth.chunks.len();
         let mut chunks: Vec<Chunk> = (0..span / CHUNK_SIZE)
             .map(|i| Chunk::at(Arc::clone(&region), i * CHUNK_SIZE))
             .collect();
         drop(region);
-        if growth.lock {
+        if plan.lock {
             // The whole span in one call: locking a pair chunk by chunk splits its 2 MiB
             // range, and it gets no huge page. A refusal drops `chunks` and with them the
             // mapping: nothing is leaked or left locked.
             Chunk::lock_all(&mut chunks).map_err(|errno| self.lock_refused(errno, span))?;
         }
+        if prefault {
+            for chunk in chunks.iter_mut().filter(|c| c.faulted < CHUNK_SIZE) {
+                // Nobody else knows the chunk yet (see above), so touching it is safe.
+                chunk.prefault(CHUNK_SIZE);
+                chunk.faulted = CHUNK_SIZE;
+            }
+        }
+        Ok(chunks)
+    }
+
+    /// Labels and registers `chunks` (from [`Self::prepare_chunks`]) and appends them to
+    /// the pool's chunks. On failure nothing stays registered and the chunks are unmapped.
+    pub(super) fn install_chunks(
+        &self,
+        growth: &mut ChunkList,
+        chunks: Vec<Chunk>,
+    ) -> Result<(), PoolError> {
+        let span = chunks.len() * CHUNK_SIZE;
+        let oom = |errno| PoolError::OutOfMemory {
+            pool: self.name.clone(),
+            bytes: span,
+            errno,
+        };
+        let first_id = growth.chunks.len();
         let owner = self.owner.load(StdOrdering::Relaxed);
         let cache_index =
             u32::try_from(self.cache_index.load(StdOrdering::Relaxed)).unwrap_or(u32::MAX);
@@ -299,7 +275,7 @@ impl PoolShared {
             }
         }
         let added = chunks.len();
-        if growth.lock {
+        if chunks.iter().any(|c| c.locked) {
             self.counters
                 .locked_bytes
                 .fetch_add(span, StdOrdering::Relaxed);
@@ -382,6 +358,15 @@ impl PoolShared {
         }
         Ok(())
     }
+}
+
+/// The shape of a pool's next mapping (see `PoolShared::next_mapping`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Mapping {
+    /// Two chunks sharing one 2 MiB mapping advised for huge pages, else one chunk.
+    pair: bool,
+    /// Whether the chunks are locked in memory.
+    lock: bool,
 }
 
 /// Advises `region` for huge pages: `Ok`, or why the pool will use normal pages.
@@ -472,30 +457,6 @@ mod tests {
             .pressure_refusals
             .load(StdOrdering::Relaxed);
         assert_eq!(refusals, 1);
-    }
-
-    #[test]
-    fn growth_ahead_fills_the_depot_to_twice_the_watermark_within_the_cap() {
-        let p = pool(true);
-        let low = p.low_watermark();
-        let ready = p.grow_ahead();
-        assert_eq!(ready / p.geometry.stride, p.depot.blocks());
-        assert!(p.depot.blocks() >= 2 * low, "{} of {low}", p.depot.blocks());
-        // Above the watermark: nothing more.
-        assert_eq!(p.grow_ahead(), 0);
-        assert_eq!(p.counters.expansions_ahead.load(StdOrdering::Relaxed), 1);
-        // A small cap bounds it.
-        let capped = PoolShared::new(
-            BlockPoolConfig::new(Layout::new::<u64>())
-                .capacity(0)
-                .max_capacity(6),
-        )
-        .unwrap();
-        assert!(2 * capped.low_watermark() > 6);
-        capped.grow_ahead();
-        assert_eq!(capped.depot.blocks(), 6);
-        assert_eq!(lock(&capped.growth).carved_total, 6);
-        assert_eq!(capped.counters.exhausted.load(StdOrdering::Relaxed), 0);
     }
 
     #[test]

@@ -45,8 +45,9 @@
 //!   out, up to `max_capacity` blocks ([`PoolError::Exhausted`]). An OS refusal is
 //!   [`PoolError::OutOfMemory`]. A pool configured [`OnCritical::Refuse`] maps no chunk
 //!   while memory pressure is `Critical` ([`PoolError::Pressure`]). While the pressure
-//!   monitor runs, it carves and faults in magazines of a growing pool ahead of demand
-//!   (`Source::grow_ahead`), so that refills find them in the depot.
+//!   monitor runs, it maps and faults in the chunks a growing pool is about to carve,
+//!   outside the growth lock and as far ahead as demand needs (`Source::grow_ahead`), so
+//!   that an acquire neither maps nor faults memory.
 //! - **Any thread may free**, including one that never allocated from the pool; a thread
 //!   that exits hands its cached blocks back to the depot.
 //! - **Reclaim** gives chunks whose blocks are all free back to the OS. Under memory
@@ -173,6 +174,7 @@
 //! [`PoolError::Corruption`]: crate::PoolError::Corruption
 //! [`PoolError::Pressure`]: crate::PoolError::Pressure
 
+mod ahead;
 mod api;
 mod audit;
 mod cache;

@@ -97,6 +97,12 @@ pub(super) struct PoolShared {
     /// idle time is idle. Never written by the fast paths, nor by growth ahead of demand.
     pub(super) last_slow: StdAtomicU64,
     pub(super) depot: Depot,
+    /// Fresh blocks growth ahead of demand last aimed to keep ready (see
+    /// `PoolShared::ahead_target`); 0 before its first pass. Written by growth ahead, as
+    /// is `ahead_room`: the pressure monitor's thread, or a caller of `Source::grow_ahead`.
+    pub(super) ahead: AtomicUsize,
+    /// Fresh blocks ready when growth ahead last finished a pass (see `PoolShared::room`).
+    pub(super) ahead_room: AtomicUsize,
     /// Free blocks a spill could not put into a magazine (see `overflow`).
     pub(super) overflow: Overflow,
     /// Whether a layer above keeps values in this pool's free blocks (a recycling typed
@@ -191,6 +197,8 @@ impl PoolShared {
             on_critical,
             last_slow: StdAtomicU64::new(now_ms()),
             depot: Depot::new(),
+            ahead: AtomicUsize::new(0),
+            ahead_room: AtomicUsize::new(0),
             overflow: Overflow::new(),
             keeps_contents: StdAtomicBool::new(false),
             growth: Mutex::new(ChunkList::new().with_pages(huge_pages, lock_pages)),

@@ -84,7 +84,8 @@ pub struct BlockPoolStats {
     /// ([`Source::grow_ahead`](crate::stats::Source::grow_ahead)) rather than by an
     /// allocating thread.
     pub expansions_ahead: u64,
-    /// Blocks carved and faulted in by growth ahead of demand.
+    /// Blocks of the chunks growth ahead of demand mapped (and, in a pre-faulting pool,
+    /// faulted in).
     pub blocks_grown_ahead: u64,
     /// Allocations refused with [`PoolError::Pressure`](crate::PoolError::Pressure).
     pub pressure_refusals: u64,

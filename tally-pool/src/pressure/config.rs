@@ -20,7 +20,7 @@ use std::time::Duration;
 /// | [`psi_threshold`](Self::psi_threshold) | 10 % | PSI `some avg10` above which the level goes one step up |
 /// | [`idle_after`](Self::idle_after) | 1 s | how long without a slow path makes a cache or pool idle |
 /// | [`reclaim_every`](Self::reclaim_every) | 100 ms | how often reclamation is asked again while the level holds |
-/// | [`grow_ahead`](Self::grow_ahead) | on | keep growing pools' next ranges ready off the acquire path |
+/// | [`grow_ahead`](Self::grow_ahead) | on | map and fault in growing pools' next chunks off the acquire path |
 ///
 /// ```
 /// use std::time::Duration;
@@ -221,9 +221,10 @@ impl PressureConfig {
         self
     }
 
-    /// Turns growth ahead of demand on or off (default on): each tick, every registered
-    /// component whose free blocks fell below its low watermark carves and pre-faults its
-    /// next range on the monitor thread.
+    /// Turns growth ahead of demand on or off (default on): each tick, and every 100 µs
+    /// between ticks while pools grow, every registered component short of ready memory
+    /// maps and faults in its next chunks on the monitor thread
+    /// ([`Source::grow_ahead`](crate::stats::Source::grow_ahead)).
     ///
     /// ```
     /// use tally_pool::pressure::PressureConfig;

@@ -89,8 +89,9 @@
 //! [`Source::reclaim_idle`](crate::stats::Source::reclaim_idle) at the level's urgency, and
 //! records what they said they could give back and what they gave
 //! ([`PressureMonitor::last_reclamation`], the report's `pressure` section). Each tick it
-//! also calls [`Source::grow_ahead`](crate::stats::Source::grow_ahead) so busy pools have
-//! their next range carved and faulted before an acquire needs it.
+//! also calls [`Source::grow_ahead`](crate::stats::Source::grow_ahead), and again every
+//! 100 µs between ticks while it makes memory ready, so busy pools have their next chunks
+//! mapped and faulted in before an acquire needs them.
 //!
 //! With feature `tracing` each transition is an `info` event (target
 //! `tally_pool::pressure`); with feature `metrics` the level is the gauge

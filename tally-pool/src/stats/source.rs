@@ -111,12 +111,13 @@ pub trait Source: Send + Sync {
         0
     }
 
-    /// Growth ahead of demand: where free blocks have fallen below the component's low
-    /// watermark, carve and pre-fault its next range now, on the calling thread, so that
-    /// acquires find blocks ready instead of mapping or faulting memory themselves.
-    /// Returns the bytes made ready. Respects the component's caps and, under
-    /// `Critical` pressure, a pool's refusal to grow. The pressure monitor calls it once
-    /// per tick while it runs; the default does nothing and returns 0.
+    /// Growth ahead of demand: where the memory ready for the component's next acquires
+    /// has fallen short of what its recent demand needs, map and fault in more now, on the
+    /// calling thread, so that acquires find it ready instead of mapping or faulting
+    /// memory themselves. Returns the bytes made ready. Respects the component's caps,
+    /// and does nothing at `Critical` pressure. The pressure monitor calls it each tick
+    /// and, while it returns more than 0, every 100 µs between ticks; the default does
+    /// nothing and returns 0.
     ///
     /// ```
     /// use tally_pool::stats::{Component, Source};

@@ -99,7 +99,7 @@ impl<T: 'static> Source for Pool<T> {
         self.each_node(true, |source| source.reclaimable(urgency, idle_after))
     }
 
-    /// Each node pool's [`Source::grow_ahead`]: a growing node keeps blocks carved and
+    /// Each node pool's [`Source::grow_ahead`]: a growing node keeps chunks mapped and
     /// faulted in ahead of its acquires.
     fn grow_ahead(&self) -> usize {
         self.each_node(false, |source| source.grow_ahead())
