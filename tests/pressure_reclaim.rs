@@ -202,7 +202,12 @@ fn between_ticks_the_monitor_keeps_a_growing_pool_ahead() {
     // Take what is ready, a little at a time, until growth ahead maps more.
     while pool.stats().expansions_ahead == after_tick {
         assert!(Instant::now() < deadline, "{:?}", pool.stats());
-        held.extend((0..64).map(|_| pool.acquire().map_err(|e| (e, pool.stats())).unwrap()));
+        for _ in 0..64 {
+            match pool.acquire() {
+                Ok(h) => held.push(h),
+                Err(e) => panic!("{e}: no growth ahead between ticks: {:?}", pool.stats()),
+            }
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(monitor.ticks(), ticks);

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering as StdOrdering;
 
 use super::chunk::list::ChunkList;
+use super::chunk::CHUNK_SIZE;
 use super::shared::{now_ms, PoolShared};
 use crate::stats::Urgency;
 use crate::sync::lock;
@@ -35,23 +36,12 @@ impl PoolShared {
         (AHEAD_BYTES / self.geometry.stride.max(1)).max(2 * self.low_watermark())
     }
 
-    /// How many fresh blocks to keep ready ahead of demand, from `room` (the fresh blocks
-    /// ready now) and the level: [`AHEAD_PASSES`] times what threads took since the last
-    /// pass left room, or half the last target if that is more (so that a target decays
-    /// over a few passes once demand stops), between twice the low watermark and
-    /// [`Self::ahead_cap`]. Twice the watermark under high pressure.
-    fn ahead_target(&self, room: usize, level: PressureLevel) -> usize {
+    /// How many blocks to keep ready ahead of demand, given that threads carved `taken`
+    /// blocks since the last pass: [`AHEAD_PASSES`] times that, or half the last target
+    /// if that is more (so that a target decays over a few passes once demand stops),
+    /// between twice the low watermark and [`Self::ahead_cap`].
+    fn ahead_target(&self, taken: usize) -> usize {
         let floor = 2 * self.low_watermark();
-        if level >= PressureLevel::High {
-            self.ahead.store(floor, StdOrdering::Relaxed);
-            return floor;
-        }
-        // The pressure monitor's thread runs growth ahead; should a caller of
-        // `Source::grow_ahead` race it, the target is only misjudged for a pass.
-        let taken = self
-            .ahead_room
-            .load(StdOrdering::Relaxed)
-            .saturating_sub(room);
         let last = self.ahead.load(StdOrdering::Relaxed);
         let target = taken
             .saturating_mul(AHEAD_PASSES)
@@ -62,63 +52,103 @@ impl PoolShared {
         target
     }
 
-    /// The blocks an acquire can have without a mapping: the free blocks in the depot and
-    /// on the overflow list, and the uncarved blocks of the active chunks of `growth`
-    /// within what the cap still allows. Blocks in threads' caches are not counted.
-    fn room(&self, growth: &ChunkList) -> usize {
-        let bpc = self.geometry.blocks_per_chunk;
-        let uncarved: usize = growth
-            .chunks
-            .iter()
-            .filter(|c| !c.reclaimed)
-            .map(|c| bpc.saturating_sub(c.carved))
-            .sum();
-        let uncarved = uncarved.min(self.max_capacity.saturating_sub(growth.carved_total));
-        uncarved + self.depot.blocks() + self.overflow.len()
+    /// The blocks an acquire can have without a mapping, and the uncarved blocks the cap
+    /// still allows beyond them. The first is the free blocks in the depot and on the
+    /// overflow list, and the uncarved blocks of the active chunks of `growth` within the
+    /// cap (blocks in threads' caches are not counted); the caller holds the growth lock.
+    fn room(&self, growth: &ChunkList) -> (usize, usize) {
+        let active = self.counters.active_chunks.load(StdOrdering::Relaxed);
+        // Every carved block lies in an active chunk (a reclaimed chunk has none carved).
+        let uncarved = active
+            .saturating_mul(self.geometry.blocks_per_chunk)
+            .saturating_sub(growth.carved_total);
+        let cap_left = self.max_capacity.saturating_sub(growth.carved_total);
+        let ready = uncarved.min(cap_left) + self.depot.blocks() + self.overflow.len();
+        (ready, cap_left.saturating_sub(uncarved))
+    }
+
+    /// Whether growth ahead may add `bytes` of mapped memory at `level`: only below `High`
+    /// pressure, and never so that the mapping itself would raise the level of the own
+    /// budget (growth ahead is optional; an acquire that needs the memory may do that).
+    fn may_grow_ahead(level: PressureLevel, bytes: usize) -> bool {
+        level < PressureLevel::High
+            && budget::level_for(budget::mapped().saturating_add(bytes)) <= level
     }
 
     /// Growth ahead of demand, on the calling thread (the pressure monitor's): if the pool
-    /// is growing (a slow path ran within `Urgency::IDLE_AFTER`) and its chunks hold fewer
-    /// uncarved blocks than its target ([`Self::ahead_target`]), maps chunks and, in a
-    /// pre-faulting pool, faults each in whole, before it takes the growth lock to add
-    /// them. Threads then carve their fresh ranges from memory that is mapped and faulted
-    /// in: an acquire neither maps nor faults, and a thread that waits for the growth lock
-    /// waits for a carve, never for a mapping. Refills stay on the thread's own fresh
-    /// range rather than trading with the depot, whose magazines another core would have
-    /// written. Stays within `max_capacity`; does nothing at `Critical` pressure (when the
-    /// monitor is taking memory back). Returns the bytes of blocks made ready.
+    /// is growing (a slow path ran within `Urgency::IDLE_AFTER`) and fewer blocks are
+    /// ready for it without a mapping than its target ([`Self::ahead_target`]), it makes
+    /// reclaimed chunks active again, then maps new ones: each is mapped, and in a
+    /// pre-faulting pool faulted in as far as the target needs, before the growth lock is
+    /// taken to add it. Threads then carve their fresh ranges from memory that is mapped
+    /// and faulted in, so an acquire neither maps nor faults, and a thread that waits for
+    /// the growth lock waits for a carve, never for a new chunk to be faulted in. Refills
+    /// stay on the thread's own fresh range rather than trading with the depot, whose
+    /// magazines another core would have written. Stays within `max_capacity` and its
+    /// chunk ids; does nothing at `High` pressure or above, nor where the mapping would
+    /// raise the level (see [`Self::may_grow_ahead`]). Returns the bytes of blocks made
+    /// ready.
     pub(super) fn grow_ahead(&self) -> usize {
-        self.grow_ahead_at(budget::level())
+        self.grow_ahead_at(budget::level)
     }
 
-    /// [`Self::grow_ahead`] at pressure `level`.
-    fn grow_ahead_at(&self, level: PressureLevel) -> usize {
-        let now = now_ms();
-        if self.is_idle(now, Urgency::IDLE_AFTER) {
+    /// [`Self::grow_ahead`] with `level` for the pressure level.
+    fn grow_ahead_at(&self, level: fn() -> PressureLevel) -> usize {
+        let idle = self.is_idle(now_ms(), Urgency::IDLE_AFTER);
+        let bpc = self.geometry.blocks_per_chunk;
+        let mut growth = lock(&self.growth);
+        // Demand: blocks carved since the last pass (whoever carved them).
+        let carved = growth.carved_ever;
+        let taken = carved.wrapping_sub(self.ahead_carved.swap(carved, StdOrdering::Relaxed));
+        if idle || level() >= PressureLevel::High {
             return 0;
         }
-        if level >= PressureLevel::Critical {
-            return 0;
-        }
-        let (mut room, mut plan) = {
-            let growth = lock(&self.growth);
-            (self.room(&growth), self.next_mapping(&growth))
-        };
-        let target = self.ahead_target(room, level);
-        let mut made = 0usize;
-        let mut mappings = 0;
+        let target = self.ahead_target(taken);
+        let (mut made, mut mappings) = (0usize, 0);
         // Bounded, so that the monitor gets back to its other work while demand lasts.
-        while room < target && mappings < AHEAD_MAPPINGS {
-            let Ok(chunks) = self.prepare_chunks(plan, self.prefault) else {
+        while mappings < AHEAD_MAPPINGS {
+            let (ready, cap_left) = self.room(&growth);
+            if ready >= target || cap_left == 0 || !Self::may_grow_ahead(level(), CHUNK_SIZE) {
+                break;
+            }
+            let lock_pages = growth.lock;
+            if let Some(chunk) = growth.chunks.iter_mut().find(|c| c.reclaimed) {
+                // Before any new id: a reclaimed chunk is reused first. Its pages fault in
+                // as threads carve it.
+                if self.revive(chunk, lock_pages).is_err() {
+                    break;
+                }
+                made += bpc.min(cap_left);
+                mappings += 1;
+                self.counters
+                    .expansions_ahead
+                    .fetch_add(1, StdOrdering::Relaxed);
+                continue;
+            }
+            let plan = self.next_mapping(&growth);
+            let n = plan.chunks();
+            if growth.chunks.len() + n > self.max_chunks()
+                || !Self::may_grow_ahead(level(), n * CHUNK_SIZE)
+            {
+                break;
+            }
+            let fault = if self.prefault {
+                (target - ready).min(cap_left)
+            } else {
+                0
+            };
+            drop(growth);
+            let prepared = self.prepare_chunks(plan, fault);
+            growth = lock(&self.growth);
+            let Ok(chunks) = prepared else {
                 break;
             };
-            let mut growth = lock(&self.growth);
-            // Threads may have carved or mapped meanwhile: no chunk id past what the cap
-            // needs, and no mapping the cap leaves no room for.
-            let n = chunks.len();
-            if growth.chunks.len() + n > self.max_chunks()
-                || growth.carved_total >= self.max_capacity
-                || self.refuses_at(budget::level())
+            // Threads or another caller may have mapped or carved meanwhile: no chunk id
+            // past what the cap needs, and nothing the target no longer wants.
+            let (ready, cap_left) = self.room(&growth);
+            if ready >= target
+                || cap_left == 0
+                || growth.chunks.len() + n > self.max_chunks()
                 || self.install_chunks(&mut growth, chunks).is_err()
             {
                 break; // what was not installed is unmapped as it drops
@@ -127,12 +157,10 @@ impl PoolShared {
             self.counters
                 .expansions_ahead
                 .fetch_add(1, StdOrdering::Relaxed);
-            made += n * self.geometry.blocks_per_chunk;
+            made += (n * bpc).min(cap_left);
             mappings += 1;
-            room = self.room(&growth);
-            plan = self.next_mapping(&growth);
         }
-        self.ahead_room.store(room, StdOrdering::Relaxed);
+        drop(growth);
         self.counters
             .blocks_grown_ahead
             .fetch_add(made as u64, StdOrdering::Relaxed);
@@ -159,42 +187,54 @@ mod tests {
     }
 
     #[test]
-    fn growth_ahead_maps_faulted_chunks_until_the_room_covers_its_target_within_the_cap() {
+    fn growth_ahead_maps_and_faults_in_what_its_target_needs_within_the_cap() {
         let p = pool(true);
-        let (low, bpc) = (p.low_watermark(), p.geometry.blocks_per_chunk);
-        let ready = p.grow_ahead();
+        let (low, bpc, stride) = (
+            p.low_watermark(),
+            p.geometry.blocks_per_chunk,
+            p.geometry.stride,
+        );
+        // A slow path just now, before each pass: the pool is growing, however slow the
+        // machine (the idle time is a second).
+        let pass = |p: &PoolShared| {
+            p.touch(now_ms());
+            p.grow_ahead()
+        };
+        let ready = pass(&p);
         {
             let growth = lock(&p.growth);
             assert_eq!(growth.chunks.len(), 1);
-            assert_eq!(ready, bpc * p.geometry.stride);
-            assert!(p.room(&growth) >= 2 * low);
-            // Threads carve their own ranges from it, faulted in whole already.
+            assert_eq!(ready, bpc * stride);
+            assert!(p.room(&growth).0 >= 2 * low);
+            // Threads carve their own ranges from it; faulted in as far as the target
+            // (twice the watermark) needs, not the whole chunk.
             assert_eq!(growth.carved_total, 0);
-            assert_eq!(growth.chunks[0].faulted, CHUNK_SIZE);
+            let faulted = growth.chunks[0].faulted;
+            assert_eq!(faulted, p.geometry.first_offset + 2 * low * stride);
+            assert!(faulted < CHUNK_SIZE);
         }
         assert_eq!(p.depot.blocks(), 0);
-        // The room covers the target: nothing more.
-        assert_eq!(p.grow_ahead(), 0);
+        // Nothing carved since: nothing more.
+        assert_eq!(pass(&p), 0);
         assert_eq!(p.counters.expansions_ahead.load(StdOrdering::Relaxed), 1);
-        // A thread carving it all maps nothing and faults nothing in.
+        // A thread carving it all maps nothing.
         {
             let mut growth = lock(&p.growth);
             while growth.carved_total < bpc {
                 p.carve_range(&mut growth, p.fresh_batch).unwrap();
             }
-            assert_eq!(growth.chunks[0].faulted, CHUNK_SIZE);
         }
         assert_eq!(p.counters.expansions.load(StdOrdering::Relaxed), 1);
         // Demand of a whole chunk since the last pass: four times that is the target, at
         // most the cap, so several chunks are mapped ahead.
-        p.grow_ahead();
+        pass(&p);
         let chunks = lock(&p.growth).chunks.len();
         assert_eq!(
             p.ahead.load(StdOrdering::Relaxed),
             (4 * bpc).min(p.ahead_cap())
         );
         assert!(chunks > 2, "{chunks} chunks");
-        // A small cap bounds it: one chunk, nothing carved, nothing refused.
+        // A small cap bounds it: one chunk, six blocks' worth faulted in and counted.
         let capped = PoolShared::new(
             BlockPoolConfig::new(Layout::new::<u64>())
                 .capacity(0)
@@ -202,52 +242,67 @@ mod tests {
         )
         .unwrap();
         assert!(2 * capped.low_watermark() > 6);
-        capped.grow_ahead();
-        assert_eq!(capped.grow_ahead(), 0);
+        assert_eq!(pass(&capped), 6 * capped.geometry.stride);
+        assert_eq!(pass(&capped), 0);
         let growth = lock(&capped.growth);
         assert_eq!((growth.chunks.len(), growth.carved_total), (1, 0));
-        assert_eq!(capped.room(&growth), 6);
+        assert_eq!(capped.room(&growth), (6, 0));
+        let g = capped.geometry;
+        assert_eq!(growth.chunks[0].faulted, g.first_offset + 6 * g.stride);
         assert_eq!(capped.counters.exhausted.load(StdOrdering::Relaxed), 0);
     }
 
     #[test]
-    fn the_target_follows_demand_decays_and_drops_under_high_pressure() {
+    fn a_reclaimed_chunk_is_reused_before_a_new_one_is_mapped() {
         let p = pool(true);
-        let floor = 2 * p.low_watermark();
-        let cap = p.ahead_cap();
-        assert_eq!(p.ahead_target(0, PressureLevel::Normal), floor);
-        // 5,000 blocks taken since the last pass.
-        assert!(floor < 20_000 && 20_000 < cap);
-        p.ahead_room.store(floor + 5000, StdOrdering::Relaxed);
-        assert_eq!(p.ahead_target(floor, PressureLevel::Normal), 20_000);
-        // Far more than the cap allows.
-        p.ahead_room.store(10 * cap, StdOrdering::Relaxed);
-        assert_eq!(p.ahead_target(0, PressureLevel::Normal), cap);
-        // Nothing taken: half the last target, pass after pass, down to the floor.
-        p.ahead_room.store(cap, StdOrdering::Relaxed);
-        assert_eq!(
-            p.ahead_target(cap, PressureLevel::Normal),
-            (cap / 2).max(floor)
-        );
-        assert_eq!(
-            p.ahead_target(cap, PressureLevel::Normal),
-            (cap / 4).max(floor)
-        );
-        assert_eq!(p.ahead_target(0, PressureLevel::High), floor);
-        assert_eq!(p.ahead_target(cap, PressureLevel::Normal), floor);
+        p.touch(now_ms());
+        assert!(p.grow_ahead() > 0);
+        assert!(p.reclaim() > 0);
+        assert!(lock(&p.growth).chunks[0].reclaimed);
+        for _ in 0..3 {
+            p.touch(now_ms());
+            p.grow_ahead();
+        }
+        let growth = lock(&p.growth);
+        assert_eq!(growth.chunks.len(), 1, "no new chunk id");
+        assert!(!growth.chunks[0].reclaimed);
+        assert_eq!(p.counters.expansions_ahead.load(StdOrdering::Relaxed), 2);
     }
 
     #[test]
-    fn growth_ahead_does_nothing_at_critical_pressure() {
+    fn the_target_follows_demand_and_decays() {
         let p = pool(true);
-        assert_eq!(p.grow_ahead_at(PressureLevel::Critical), 0);
+        let floor = 2 * p.low_watermark();
+        let cap = p.ahead_cap();
+        assert_eq!(p.ahead_target(0), floor);
+        // 5,000 blocks carved since the last pass.
+        assert!(floor < 20_000 && 20_000 < cap);
+        assert_eq!(p.ahead_target(5000), 20_000);
+        // Far more than the cap allows.
+        assert_eq!(p.ahead_target(10 * cap), cap);
+        // Nothing carved: half the last target, pass after pass, down to the floor.
+        assert_eq!(p.ahead_target(0), (cap / 2).max(floor));
+        assert_eq!(p.ahead_target(0), (cap / 4).max(floor));
+        for _ in 0..20 {
+            p.ahead_target(0);
+        }
+        assert_eq!(p.ahead_target(0), floor);
+    }
+
+    #[test]
+    fn growth_ahead_does_nothing_at_high_pressure_or_above() {
+        let p = pool(true);
+        p.touch(now_ms());
+        assert_eq!(p.grow_ahead_at(|| PressureLevel::High), 0);
+        assert_eq!(p.grow_ahead_at(|| PressureLevel::Critical), 0);
         assert!(lock(&p.growth).chunks.is_empty());
-        assert!(p.grow_ahead_at(PressureLevel::High) > 0);
+        assert!(p.grow_ahead_at(|| PressureLevel::Moderate) > 0);
     }
 
     #[test]
     fn a_pool_that_does_not_prefault_maps_ahead_without_faulting() {
         let p = pool(false);
+        p.touch(now_ms());
         assert!(p.grow_ahead() > 0);
         assert!(lock(&p.growth).chunks.iter().all(|c| c.faulted == 0));
     }

@@ -106,28 +106,14 @@ impl PoolShared {
             }
         };
         growth.cursor = index;
+        let lock_pages = growth.lock;
         let Some(chunk) = growth.chunks.get_mut(index) else {
             return Ok((0, 0));
         };
         if chunk.reclaimed {
             // Reusing a reclaimed chunk faults its pages in again: growth, as mapping is.
             self.check_pressure()?;
-            chunk.reuse();
-            if growth.lock {
-                if let Err(errno) = chunk.lock() {
-                    // Given back again, as it was: the refused chunk stays reclaimed.
-                    chunk.give_back();
-                    return Err(self.lock_refused(errno, CHUNK_SIZE));
-                }
-                self.counters
-                    .locked_bytes
-                    .fetch_add(CHUNK_SIZE, StdOrdering::Relaxed);
-            }
-            chunk.reclaimed = false;
-            self.counters
-                .active_chunks
-                .fetch_add(1, StdOrdering::Relaxed);
-            self.counters.expansions.fetch_add(1, StdOrdering::Relaxed);
+            self.revive(chunk, lock_pages)?;
         }
         let n = want.min(bpc - chunk.carved);
         let end = self.geometry.first_offset + (chunk.carved + n) * self.geometry.stride;
@@ -148,7 +134,31 @@ impl PoolShared {
         let first = self.geometry.block_addr(chunk.base(), chunk.carved);
         chunk.carved += n;
         growth.carved_total += n;
+        growth.carved_ever = growth.carved_ever.wrapping_add(n);
         Ok((first, n))
+    }
+
+    /// Makes a reclaimed chunk of this pool active again: its pages count as mapped again,
+    /// and in a locking pool (`lock_pages`) they are locked. The caller holds the growth
+    /// lock, `chunk` is one of its chunks, and the pool may grow at the current pressure.
+    pub(super) fn revive(&self, chunk: &mut Chunk, lock_pages: bool) -> Result<(), PoolError> {
+        chunk.reuse();
+        if lock_pages {
+            if let Err(errno) = chunk.lock() {
+                // Given back again, as it was: the refused chunk stays reclaimed.
+                chunk.give_back();
+                return Err(self.lock_refused(errno, CHUNK_SIZE));
+            }
+            self.counters
+                .locked_bytes
+                .fetch_add(CHUNK_SIZE, StdOrdering::Relaxed);
+        }
+        chunk.reclaimed = false;
+        self.counters
+            .active_chunks
+            .fetch_add(1, StdOrdering::Relaxed);
+        self.counters.expansions.fetch_add(1, StdOrdering::Relaxed);
+        Ok(())
     }
 
     /// Maps, labels and registers one chunk, or in a huge-page pool two (a pair sharing one
@@ -156,7 +166,7 @@ impl PoolShared {
     /// failure nothing stays mapped or registered.
     fn map_chunk(&self, growth: &mut ChunkList) -> Result<(), PoolError> {
         let plan = self.next_mapping(growth);
-        let chunks = self.prepare_chunks(plan, false)?;
+        let chunks = self.prepare_chunks(plan, 0)?;
         self.install_chunks(growth, chunks)
     }
 
@@ -181,28 +191,24 @@ impl PoolShared {
         }
     }
 
-    /// Maps, binds and advises the chunks of `plan`, locks them in a locking pool and, if
-    /// `prefault`, faults every page of them in. Needs no lock: nobody knows the chunks
-    /// until [`Self::install_chunks`] gives them to the pool, and dropping them unmaps
-    /// them.
+    /// Maps, binds and advises the chunks of `plan`, locks them in a locking pool, and
+    /// faults in the pages of their first `prefault` blocks (in chunk order). Needs no
+    /// lock: nobody knows the chunks until [`Self::install_chunks`] gives them to the
+    /// pool, and dropping them unmaps them.
     pub(super) fn prepare_chunks(
         &self,
         plan: Mapping,
-        prefault: bool,
+        prefault: usize,
     ) -> Result<Vec<Chunk>, PoolError> {
-        let span = if plan.pair {
-            2 * CHUNK_SIZE
-        } else {
-            CHUNK_SIZE
-        };
+        let span = plan.chunks() * CHUNK_SIZE;
         let oom = |errno| PoolError::OutOfMemory {
             pool: self.name.clone(),
             bytes: span,
             errno,
         };
         let region = sys::map_aligned(span, span).map_err(|e| oom(e.errno))?;
-        // Bind before the first touch (the lock, the pre-fault or the header write), or the pages
-        // land wherever the writing thread runs.
+        // Bind before the first touch (the lock, the pre-fault or the header write), or the
+        // pages land wherever the writing thread runs.
         if let Some(topology) = &self.topology {
             if topology.bind(region.ptr(), span, self.node).is_err() {
                 self.counters
@@ -225,11 +231,16 @@ impl PoolShared {
             // mapping: nothing is leaked or left locked.
             Chunk::lock_all(&mut chunks).map_err(|errno| self.lock_refused(errno, span))?;
         }
-        if prefault {
-            for chunk in chunks.iter_mut().filter(|c| c.faulted < CHUNK_SIZE) {
+        let mut left = prefault;
+        for chunk in chunks.iter_mut() {
+            let blocks = left.min(self.geometry.blocks_per_chunk);
+            left -= blocks;
+            let end = self.geometry.first_offset + blocks * self.geometry.stride;
+            let end = end.min(CHUNK_SIZE);
+            if blocks > 0 && end > chunk.faulted {
                 // Nobody else knows the chunk yet (see above), so touching it is safe.
-                chunk.prefault(CHUNK_SIZE);
-                chunk.faulted = CHUNK_SIZE;
+                chunk.prefault(end);
+                chunk.faulted = end;
             }
         }
         Ok(chunks)
@@ -367,6 +378,17 @@ pub(super) struct Mapping {
     pair: bool,
     /// Whether the chunks are locked in memory.
     lock: bool,
+}
+
+impl Mapping {
+    /// How many chunks it maps.
+    pub(super) fn chunks(self) -> usize {
+        if self.pair {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 /// Advises `region` for huge pages: `Ok`, or why the pool will use normal pages.

@@ -190,8 +190,8 @@ impl Source for PoolShared {
         PoolShared::reclaimable(self, urgency, idle_after)
     }
 
-    /// Carves and faults in blocks ahead of demand when the depot runs low (see
-    /// `PoolShared::grow_ahead`).
+    /// Maps and faults in chunks ahead of demand when fewer blocks are ready than recent
+    /// demand needs (see `PoolShared::grow_ahead`).
     fn grow_ahead(&self) -> usize {
         PoolShared::grow_ahead(self)
     }

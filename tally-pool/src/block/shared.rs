@@ -98,11 +98,13 @@ pub(super) struct PoolShared {
     pub(super) last_slow: StdAtomicU64,
     pub(super) depot: Depot,
     /// Fresh blocks growth ahead of demand last aimed to keep ready (see
-    /// `PoolShared::ahead_target`); 0 before its first pass. Written by growth ahead, as
-    /// is `ahead_room`: the pressure monitor's thread, or a caller of `Source::grow_ahead`.
+    /// `PoolShared::ahead_target`); 0 before its first pass. Written by growth ahead (the
+    /// pressure monitor's thread, or a caller of `Source::grow_ahead`); `ahead_carved` is
+    /// also written under the growth lock.
     pub(super) ahead: AtomicUsize,
-    /// Fresh blocks ready when growth ahead last finished a pass (see `PoolShared::room`).
-    pub(super) ahead_room: AtomicUsize,
+    /// `ChunkList::carved_ever` as growth ahead last read it: demand is what was carved
+    /// since (see `PoolShared::grow_ahead`).
+    pub(super) ahead_carved: AtomicUsize,
     /// Free blocks a spill could not put into a magazine (see `overflow`).
     pub(super) overflow: Overflow,
     /// Whether a layer above keeps values in this pool's free blocks (a recycling typed
@@ -198,7 +200,7 @@ impl PoolShared {
             last_slow: StdAtomicU64::new(now_ms()),
             depot: Depot::new(),
             ahead: AtomicUsize::new(0),
-            ahead_room: AtomicUsize::new(0),
+            ahead_carved: AtomicUsize::new(0),
             overflow: Overflow::new(),
             keeps_contents: StdAtomicBool::new(false),
             growth: Mutex::new(ChunkList::new().with_pages(huge_pages, lock_pages)),

@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The longest interval between ticks: longer ones would be no monitor at all, and a
+/// deadline that far ahead may not fit an `Instant`.
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How the pressure monitor reads and judges memory use. Built from [`Default`] and
 /// adjusted with its builder methods; checked by
 /// [`PressureMonitor::start`](super::PressureMonitor::start).
@@ -88,7 +92,8 @@ impl PressureConfig {
         self.budget
     }
 
-    /// Sets how often the monitor reads its sources (default 10 ms; more than zero).
+    /// Sets how often the monitor reads its sources (default 10 ms; more than zero, at
+    /// most a day).
     ///
     /// ```
     /// use std::time::Duration;
@@ -252,10 +257,11 @@ impl PressureConfig {
                 self.hysteresis
             )));
         }
-        if self.interval.is_zero() {
-            return Err(PressureError::InvalidConfig(
-                "interval must be more than zero".to_owned(),
-            ));
+        if self.interval.is_zero() || self.interval > MAX_INTERVAL {
+            return Err(PressureError::InvalidConfig(format!(
+                "interval must be more than zero and at most a day, got {:?}",
+                self.interval
+            )));
         }
         if self.budget == Some(0) {
             return Err(PressureError::InvalidConfig(
@@ -299,6 +305,10 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_settings_are_refused() {
         assert!(PressureConfig::default().validate().is_ok());
+        assert!(PressureConfig::default()
+            .interval(MAX_INTERVAL)
+            .validate()
+            .is_ok());
         let bad = [
             PressureConfig::default().thresholds(0.8, 0.6, 0.9),
             PressureConfig::default().thresholds(0.0, 0.6, 0.9),
@@ -307,6 +317,8 @@ mod tests {
             PressureConfig::default().hysteresis(0.7),
             PressureConfig::default().hysteresis(-0.1),
             PressureConfig::default().interval(Duration::ZERO),
+            PressureConfig::default().interval(Duration::MAX),
+            PressureConfig::default().interval(MAX_INTERVAL + Duration::from_nanos(1)),
             PressureConfig::default().budget(0),
             PressureConfig::default().psi_threshold(f64::INFINITY),
         ];

@@ -406,7 +406,9 @@ fn run(shared: &Shared, mut ticker: Ticker) {
     let mut next = Instant::now() + interval;
     // The next growth poll, and the wait that led to it; the first tick (in `start`) may
     // have made memory ready, so a series of polls starts.
-    let mut poll = Some((Instant::now() + GROW_POLL, GROW_POLL));
+    let mut poll = ticker
+        .grow_ahead
+        .then(|| (Instant::now() + GROW_POLL, GROW_POLL));
     loop {
         let now = Instant::now();
         let wake = poll.map_or(next, |(at, _)| at.min(next));
@@ -508,9 +510,11 @@ impl Ticker {
             return 0;
         }
         let started = Instant::now();
-        let members = reclaim::members();
-        let made = reclaim::grow_ahead(&members);
-        drop(members);
+        // Each member is let go as soon as it has grown: a pool whose last handle its
+        // user drops meanwhile is rarely dropped here, on the monitor thread.
+        let made = reclaim::members().into_iter().fold(0u64, |sum, member| {
+            sum.saturating_add(member.source.source().grow_ahead() as u64)
+        });
         let spent = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
         shared.busy_nanos.fetch_add(spent, Ordering::Relaxed);
         made

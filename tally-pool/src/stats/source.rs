@@ -115,9 +115,9 @@ pub trait Source: Send + Sync {
     /// has fallen short of what its recent demand needs, map and fault in more now, on the
     /// calling thread, so that acquires find it ready instead of mapping or faulting
     /// memory themselves. Returns the bytes made ready. Respects the component's caps,
-    /// and does nothing at `Critical` pressure. The pressure monitor calls it each tick
-    /// and, while it returns more than 0, every 100 µs between ticks; the default does
-    /// nothing and returns 0.
+    /// and does nothing at `High` pressure or above. The pressure monitor calls it each
+    /// tick and, while it returns more than 0, every 100 µs between ticks; the default
+    /// does nothing and returns 0.
     ///
     /// ```
     /// use tally_pool::stats::{Component, Source};

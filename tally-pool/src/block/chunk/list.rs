@@ -22,7 +22,8 @@ pub(crate) struct Chunk {
     pub(crate) carved: usize,
     pub(crate) reclaimed: bool,
     /// Bytes from the chunk's start whose pages were faulted in ahead of use: carving
-    /// keeps them ahead of the carved blocks (see `growth::PREFAULT_STEP`).
+    /// keeps them ahead of the carved blocks (see `growth::PREFAULT_STEP`), and growth
+    /// ahead of demand faults a new chunk in before the pool knows it.
     ///
     /// Invariant: every page holding a byte of `0..faulted` was faulted in: whatever set
     /// `faulted` faulted in up to it rounded up to a page (`reserve`, `carve_range`, or
@@ -169,6 +170,8 @@ pub(crate) struct ChunkList {
     /// Sum of `carved` over all chunks: the blocks in circulation, bounded by
     /// `max_capacity`.
     pub(crate) carved_total: usize,
+    /// Blocks ever carved (wrapping): growth ahead of demand reads demand from it.
+    pub(crate) carved_ever: usize,
     /// A chunk likely to have uncarved blocks.
     pub(crate) cursor: usize,
     /// Whether chunks are mapped in 2 MiB pairs advised for huge pages.
@@ -182,6 +185,7 @@ impl ChunkList {
         Self {
             chunks: Vec::new(),
             carved_total: 0,
+            carved_ever: 0,
             cursor: 0,
             huge_pages: false,
             lock: false,
