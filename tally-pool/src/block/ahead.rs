@@ -94,15 +94,15 @@ impl PoolShared {
 
     /// [`Self::grow_ahead`] with `level` for the pressure level.
     fn grow_ahead_at(&self, level: fn() -> PressureLevel) -> usize {
-        let idle = self.is_idle(now_ms(), Urgency::IDLE_AFTER);
+        // An idle pool takes no lock: the monitor passes over many of them each tick.
+        if self.is_idle(now_ms(), Urgency::IDLE_AFTER) || level() >= PressureLevel::High {
+            return 0;
+        }
         let bpc = self.geometry.blocks_per_chunk;
         let mut growth = lock(&self.growth);
         // Demand: blocks carved since the last pass (whoever carved them).
         let carved = growth.carved_ever;
         let taken = carved.wrapping_sub(self.ahead_carved.swap(carved, StdOrdering::Relaxed));
-        if idle || level() >= PressureLevel::High {
-            return 0;
-        }
         let target = self.ahead_target(taken);
         let (mut made, mut mappings) = (0usize, 0);
         // Bounded, so that the monitor gets back to its other work while demand lasts.
