@@ -171,20 +171,11 @@ impl PoolShared {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use core::alloc::Layout;
-    use std::sync::Arc;
 
     use super::*;
     use crate::block::chunk::CHUNK_SIZE;
     use crate::block::config::BlockPoolConfig;
-
-    fn pool(prefault: bool) -> Arc<PoolShared> {
-        PoolShared::new(
-            BlockPoolConfig::new(Layout::new::<[u64; 8]>())
-                .capacity(0)
-                .prefault(prefault),
-        )
-        .unwrap()
-    }
+    use crate::block::growth::tests::pool;
 
     #[test]
     fn growth_ahead_maps_and_faults_in_what_its_target_needs_within_the_cap() {

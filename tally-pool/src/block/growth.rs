@@ -400,14 +400,15 @@ fn advise_huge_pages(region: &sys::Region) -> Result<(), &'static str> {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
+pub(super) mod tests {
     use core::alloc::Layout;
     use std::sync::Arc;
 
     use super::*;
     use crate::block::config::BlockPoolConfig;
 
-    fn pool(prefault: bool) -> Arc<PoolShared> {
+    /// A pool of 64-byte blocks with nothing mapped, pre-faulting or not.
+    pub(in crate::block) fn pool(prefault: bool) -> Arc<PoolShared> {
         PoolShared::new(
             BlockPoolConfig::new(Layout::new::<[u64; 8]>())
                 .capacity(0)
