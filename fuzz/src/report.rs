@@ -401,9 +401,11 @@ impl Model {
             match live {
                 Some((_, labels, value)) => {
                     assert_eq!(*value, u.live as f64, "{:?}: published live bytes", u.name);
+                    let name = exported(&u.name);
                     assert!(
-                        labels.iter().any(|(k, v)| k == "component" && *v == u.name),
-                        "{:?}: the component label reads back as the name: {labels:?}",
+                        labels.iter().any(|(k, v)| k == "component" && *v == name),
+                        "{:?}: the component label reads back as the name as the exporter \
+                         renders it ({name:?}): {labels:?}",
                         u.name
                     );
                 }
@@ -411,6 +413,27 @@ impl Model {
             }
         }
     }
+}
+
+/// `name` as a Prometheus scrape of metrics-exporter-prometheus reads back. The library
+/// passes the name to `metrics` as it is; the exporter escapes it, but takes two backslashes
+/// in a row for one backslash escaped already, so they read back as one.
+fn exported(name: &str) -> String {
+    let escaped = metrics_exporter_prometheus::formatting::sanitize_label_value(name);
+    let mut out = String::new();
+    let mut chars = escaped.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// The samples of a Prometheus text exposition: name, labels (unescaped) and value;
