@@ -10,6 +10,7 @@ use super::shared::{now_ms, PoolShared};
 use crate::stats::Urgency;
 use crate::sync::lock;
 use crate::sys::budget::{self, PressureLevel};
+use crate::sys::PAGE;
 
 /// Most bytes of fresh blocks a growing pool keeps ready ahead of demand (see
 /// `PoolShared::ahead_target`): 5 ms of 64-byte blocks at 25 million acquires a second,
@@ -79,10 +80,11 @@ impl PoolShared {
     /// is growing (a slow path ran within `Urgency::IDLE_AFTER`) and fewer blocks are
     /// ready for it without a mapping than its target ([`Self::ahead_target`]), it makes
     /// reclaimed chunks active again, then maps new ones: each is mapped, and in a
-    /// pre-faulting pool faulted in as far as the target needs, before the growth lock is
-    /// taken to add it. Threads then carve their fresh ranges from memory that is mapped
-    /// and faulted in, so an acquire neither maps nor faults, and a thread that waits for
-    /// the growth lock waits for a carve, never for a new chunk to be faulted in. Refills
+    /// pre-faulting pool faulted in whole (within the cap), before the growth lock is
+    /// taken to add it; a reused chunk is faulted in again just after, without the lock.
+    /// Threads then carve their fresh ranges from memory that is mapped and faulted in, so
+    /// an acquire neither maps nor faults, and a thread that waits for the growth lock
+    /// waits for a carve, never for a new chunk to be faulted in. Refills
     /// stay on the thread's own fresh range rather than trading with the depot, whose
     /// magazines another core would have written. Stays within `max_capacity` and its
     /// chunk ids; does nothing at `High` pressure or above, nor where the mapping would
@@ -118,11 +120,23 @@ impl PoolShared {
                 if self.revive(chunk, lock_pages).is_err() {
                     break;
                 }
-                made += bpc.min(cap_left);
+                let blocks = bpc.min(cap_left);
+                made += blocks;
                 mappings += 1;
                 self.counters
                     .expansions_ahead
                     .fetch_add(1, StdOrdering::Relaxed);
+                if self.prefault && !lock_pages {
+                    // Faulted in again outside the lock, as a new chunk is, so that the
+                    // threads that carve it do not fault. Threads may carve it meanwhile:
+                    // this touches no byte, and a carve faults what it takes itself if it
+                    // comes first. (A locking pool's revive faulted it in already.)
+                    let end = self.geometry.first_offset + blocks * self.geometry.stride;
+                    let (region, from, to) = chunk.populate_later(PAGE, end);
+                    drop(growth);
+                    region.populate_if_supported(from, to);
+                    growth = lock(&self.growth);
+                }
                 continue;
             }
             let plan = self.next_mapping(&growth);
@@ -132,8 +146,11 @@ impl PoolShared {
             {
                 break;
             }
+            // All of the mapping's blocks within the cap, not just what the target lacks:
+            // `room` counts every uncarved block of an active chunk as ready, so a part
+            // left out here would later be faulted in by the thread that carves it.
             let fault = if self.prefault {
-                (target - ready).min(cap_left)
+                (n * bpc).min(cap_left)
             } else {
                 0
             };
@@ -178,7 +195,7 @@ mod tests {
     use crate::block::growth::tests::pool;
 
     #[test]
-    fn growth_ahead_maps_and_faults_in_what_its_target_needs_within_the_cap() {
+    fn growth_ahead_maps_and_faults_in_whole_chunks_within_the_cap() {
         let p = pool(true);
         let (low, bpc, stride) = (
             p.low_watermark(),
@@ -197,12 +214,13 @@ mod tests {
             assert_eq!(growth.chunks.len(), 1);
             assert_eq!(ready, bpc * stride);
             assert!(p.room(&growth).0 >= 2 * low);
-            // Threads carve their own ranges from it; faulted in as far as the target
-            // (twice the watermark) needs, not the whole chunk.
+            // Threads carve their own ranges from it. Every block counted as ready is
+            // faulted in, the whole chunk, not just the target (twice the watermark):
+            // a part left out would be faulted in by the thread that carves it.
             assert_eq!(growth.carved_total, 0);
+            assert!(2 * low < bpc);
             let faulted = growth.chunks[0].faulted;
-            assert_eq!(faulted, p.geometry.first_offset + 2 * low * stride);
-            assert!(faulted < CHUNK_SIZE);
+            assert_eq!(faulted, p.geometry.first_offset + bpc * stride);
         }
         assert_eq!(p.depot.blocks(), 0);
         // Nothing carved since: nothing more.
@@ -258,6 +276,34 @@ mod tests {
         assert_eq!(growth.chunks.len(), 1, "no new chunk id");
         assert!(!growth.chunks[0].reclaimed);
         assert_eq!(p.counters.expansions_ahead.load(StdOrdering::Relaxed), 2);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "miri has no mincore and faults nothing in")]
+    fn a_reclaimed_chunk_reused_ahead_of_demand_is_faulted_in_again() {
+        let p = pool(true);
+        let resident = |p: &PoolShared| {
+            let growth = lock(&p.growth);
+            let end = p.geometry.first_offset + p.geometry.blocks_per_chunk * p.geometry.stride;
+            let (region, from, to) = growth.chunks[0].populate_later(PAGE, end);
+            let pages = crate::sys::resident_pages(&region);
+            pages[from / PAGE..to / PAGE].iter().filter(|&&r| r).count()
+        };
+        p.touch(now_ms());
+        assert!(p.grow_ahead() > 0);
+        let all = resident(&p);
+        assert!(all > 0);
+        assert!(p.reclaim() > 0);
+        assert_eq!(resident(&p), 0, "given back");
+        p.touch(now_ms());
+        assert!(p.grow_ahead() > 0);
+        assert!(!lock(&p.growth).chunks[0].reclaimed);
+        assert_eq!(
+            resident(&p),
+            all,
+            "faulted in again before any thread carves it"
+        );
     }
 
     #[test]

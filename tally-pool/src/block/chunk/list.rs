@@ -73,6 +73,19 @@ impl Chunk {
         }
     }
 
+    /// A way to fault in the chunk's bytes `from..to` later, without the growth lock:
+    /// the region (kept mapped by the returned `Arc`) and the range in it, for
+    /// `Region::populate_if_supported`, which touches no byte and so may run while other
+    /// threads use the chunk.
+    pub(crate) fn populate_later(&self, from: usize, to: usize) -> (Arc<Region>, usize, usize) {
+        let to = to.min(CHUNK_SIZE);
+        (
+            Arc::clone(&self.region),
+            self.offset + from.min(to),
+            self.offset + to,
+        )
+    }
+
     /// `Region::prefault_range` over the chunk's bytes `from..to`, with its contract.
     pub(crate) fn prefault_range(&self, from: usize, to: usize) {
         let to = to.min(CHUNK_SIZE);
