@@ -11,9 +11,11 @@ use super::thread_cache::ThreadCache;
 use crate::block::chunk::header::ChunkHeader;
 use crate::sync::thread_local;
 
-/// Pool slots whose caches the hot path finds in one load. Pools in higher slots take the
-/// slow path on every call.
-pub(crate) const FAST_SLOTS: usize = 64;
+/// Pool slots whose caches the hot path finds in one load: the table costs every thread
+/// 8 bytes a slot (2 KiB) of thread-local storage. Slots are reused lowest first, so these
+/// serve the first 256 live block pools (a typed pool has one per node, and its sampling
+/// twin another); pools in higher slots take the slow path on every call.
+pub(crate) const FAST_SLOTS: usize = 256;
 
 /// The index into the fast table for a pool in `slot`: the slot itself, or the entry that
 /// stays null. Always at most [`FAST_SLOTS`].
