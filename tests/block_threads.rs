@@ -1,6 +1,7 @@
 //! How `tally_pool::block::BlockPool` behaves across threads.
 //!
-//! - a thread that never allocated from a pool frees its blocks, and they come back;
+//! - a thread that never allocated from a pool frees its blocks, and they come back, in
+//!   a pool in any registry slot (the fast table covers only the first ones);
 //! - a thread that exits holding cached free blocks returns them (a pool whose
 //!   `max_capacity` is all in that cache can be filled again afterwards), and blocks an
 //!   idle thread caches keep their chunk from `reclaim` until it exits;
@@ -39,8 +40,25 @@ use common::threads::SetOnDrop;
 
 #[test]
 fn a_thread_that_never_allocated_frees_blocks() {
+    never_allocated_frees(pool_capped("never-allocated", 1000));
+}
+
+/// The fast paths serve the first pool slots from a thread-local table and every later
+/// one through the slow path: a pool far past the table behaves as the first one does.
+#[test]
+fn pools_in_every_slot_behave_the_same() {
+    let pools: Vec<BlockPool> = (0..600)
+        .map(|i| pool_capped(&format!("slot-{i}"), 1000))
+        .collect();
+    for i in [0, 255, 256, 599] {
+        never_allocated_frees(pools[i].clone());
+    }
+}
+
+/// Fills `pool` (capped at 1000 blocks), frees every block on another thread, and finds
+/// the same blocks again.
+fn never_allocated_frees(pool: BlockPool) {
     const CAP: usize = 1000;
-    let pool = pool_capped("never-allocated", CAP);
     let addrs = allocate_n(&pool, CAP);
     assert_exhausted(&pool, CAP);
     let remote = pool.clone();
