@@ -190,7 +190,6 @@ mod tests {
     use core::alloc::Layout;
 
     use super::*;
-    use crate::block::chunk::CHUNK_SIZE;
     use crate::block::config::BlockPoolConfig;
     use crate::block::growth::tests::pool;
 
