@@ -30,7 +30,7 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::heap;
 use crate::block::{SizeClass, CLASS_COUNT};
@@ -38,33 +38,6 @@ use crate::sys;
 
 /// Refills between two reads of the thread's node.
 const NODE_REFRESH: u32 = 64;
-
-/// Calls that found the cache busy: re-entry into the allocator from within it.
-static REENTRIES: AtomicU64 = AtomicU64::new(0);
-
-/// Allocations made without a cache: the thread's cache was gone (a thread-local
-/// destructor allocating after it) or busy.
-static UNCACHED: AtomicU64 = AtomicU64::new(0);
-
-/// Frees whose chunk header did not match the freed layout's class, dropped.
-static MISMATCHED: AtomicU64 = AtomicU64::new(0);
-
-/// How many frees were dropped because the block's chunk header did not name the freed
-/// layout's class.
-pub(super) fn mismatched_frees() -> u64 {
-    MISMATCHED.load(Ordering::Relaxed)
-}
-
-/// How many allocations were made without the thread's cache.
-pub(super) fn uncached_allocations() -> u64 {
-    UNCACHED.load(Ordering::Relaxed)
-}
-
-/// How many allocator calls found the thread's cache busy (re-entered the allocator from
-/// within it). The allocator's paths never do that; this stays 0.
-pub(super) fn reentries() -> u64 {
-    REENTRIES.load(Ordering::Relaxed)
-}
 
 /// Blocks a class's cache trades with its heap at a time: 64 KiB worth, 2 to 64.
 const fn batch_of(index: usize) -> usize {
@@ -301,6 +274,10 @@ fn flush_key() -> Option<libc::pthread_key_t> {
 }
 
 mod slot_blocks;
+mod uncached;
+
+use uncached::{allocate_uncached, free_uncached};
+pub(super) use uncached::{mismatched_frees, reentries, uncached_allocations};
 
 std::thread_local! {
     static CACHE: ThreadCache = const { ThreadCache::new() };
@@ -372,7 +349,7 @@ fn enter<R>(cache: &ThreadCache, f: impl FnOnce(&mut CacheState) -> R) -> Option
 #[inline(never)]
 fn bypass(cache: &ThreadCache) {
     if cache.mode.get() == BUSY {
-        REENTRIES.fetch_add(1, Ordering::Relaxed);
+        uncached::REENTRIES.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -530,7 +507,7 @@ unsafe fn push_slow(state: &mut CacheState, block: NonNull<u8>, index: usize) ->
     let Some(home) = (unsafe { heap::home_of(block, index) }) else {
         // Freed with another class's layout: putting it on this class's cache would hand
         // out a block too small. Dropped, and counted.
-        MISMATCHED.fetch_add(1, Ordering::Relaxed);
+        uncached::MISMATCHED.fetch_add(1, Ordering::Relaxed);
         return Freed::Done;
     };
     if !state.adopted() && !adopt(state) {
@@ -704,52 +681,6 @@ pub(super) fn publish_mine() {
 /// Gives the calling thread's cached blocks back to their heaps.
 pub(super) fn flush_mine() {
     let _ = with_state(flush_all);
-}
-
-/// `allocate` without a cache: one block from the heap of the thread's node.
-#[cold]
-#[inline(never)]
-fn allocate_uncached(class: SizeClass, index: usize) -> *mut u8 {
-    UNCACHED.fetch_add(1, Ordering::Relaxed);
-    let node = current_node();
-    let Some(heap) = heap::heap(node, index) else {
-        return ptr::null_mut();
-    };
-    let mut one = [ptr::null_mut(); 1];
-    if heap.take(class, node, &mut one) == 1 {
-        heap.counts.allocations.fetch_add(1, Ordering::Relaxed);
-    }
-    let [block] = one;
-    block
-}
-
-/// `free` without the cache: the block goes to its home heap, named by its chunk's
-/// header (a block freed with another class's layout is dropped and counted). `refused`
-/// says whether a cache of another node saw it (a cross-node free); without one (the
-/// thread's cache gone or busy), the thread's node decides whether the free is remote.
-///
-/// # Safety
-///
-/// As [`free`]'s.
-#[cold]
-#[inline(never)]
-unsafe fn free_uncached(block: NonNull<u8>, index: usize, refused: bool) {
-    // SAFETY: the block was handed out by this allocator for a size class (contract).
-    let Some(home) = (unsafe { heap::home_of(block, index) }) else {
-        MISMATCHED.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let remote = refused || current_node() != home;
-    let Some(heap) = heap::heap(home, index) else {
-        return;
-    };
-    // SAFETY: the block is a free block of its home heap of this class, given up by the
-    // caller (contract).
-    unsafe { heap.give(&[block.as_ptr()]) };
-    heap.counts.frees.fetch_add(1, Ordering::Relaxed);
-    if remote {
-        heap.counts.remote_frees.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]
