@@ -105,7 +105,7 @@ fn main() {
     let Some(mode) = Mode::start() else { return };
     let (rounds, n) = mode.pick([(31, 4_000_000), (11, 1_000_000), (3, 10_000)]);
     println!("stats benches ({} mode)", mode.name());
-    // The measured pools first: pools past the 64th slot take no fast path.
+    // The measured pools first: pools past the 256th slot take no fast path.
     let _ = (Plain::pool(), Tracked::pool());
 
     // 100 typed pools with ten live values each, as a service with many types has.

@@ -43,14 +43,15 @@ fn a_thread_that_never_allocated_frees_blocks() {
     never_allocated_frees(pool_capped("never-allocated", 1000));
 }
 
-/// The fast paths serve the first pool slots from a thread-local table and every later
-/// one through the slow path: a pool far past the table behaves as the first one does.
+/// The fast paths serve the first 256 pool slots from a thread-local table and every
+/// later one through the slow path: a pool far past the table behaves as the first one
+/// does (its slot is about its index here; other tests' pools take slots too).
 #[test]
-fn pools_in_every_slot_behave_the_same() {
+fn pools_far_past_the_fast_table_behave_the_same() {
     let pools: Vec<BlockPool> = (0..600)
         .map(|i| pool_capped(&format!("slot-{i}"), 1000))
         .collect();
-    for i in [0, 255, 256, 599] {
+    for i in [0, 100, 400, 599] {
         never_allocated_frees(pools[i].clone());
     }
 }

@@ -82,6 +82,9 @@ impl PoolShared {
     /// reclaimed chunks active again, then maps new ones: each is mapped, and in a
     /// pre-faulting pool faulted in whole (within the cap), before the growth lock is
     /// taken to add it; a reused chunk is faulted in again just after, without the lock.
+    /// (Whole chunks, because every uncarved block of an active chunk counts as ready: so
+    /// up to a chunk more than the target is resident, which the own budget counted when
+    /// it was mapped and the cgroup and system sources see once it is faulted in.)
     /// Threads then carve their fresh ranges from memory that is mapped and faulted in, so
     /// an acquire neither maps nor faults, and a thread that waits for the growth lock
     /// waits for a carve, never for a new chunk to be faulted in. Refills
@@ -114,9 +117,11 @@ impl PoolShared {
                 break;
             }
             let lock_pages = growth.lock;
-            if let Some(chunk) = growth.chunks.iter_mut().find(|c| c.reclaimed) {
-                // Before any new id: a reclaimed chunk is reused first. Its pages fault in
-                // as threads carve it.
+            if let Some(id) = growth.chunks.iter().position(|c| c.reclaimed) {
+                // Before any new id: a reclaimed chunk is reused first.
+                let Some(chunk) = growth.chunks.get_mut(id) else {
+                    break;
+                };
                 if self.revive(chunk, lock_pages).is_err() {
                     break;
                 }
@@ -127,15 +132,24 @@ impl PoolShared {
                     .expansions_ahead
                     .fetch_add(1, StdOrdering::Relaxed);
                 if self.prefault && !lock_pages {
-                    // Faulted in again outside the lock, as a new chunk is, so that the
-                    // threads that carve it do not fault. Threads may carve it meanwhile:
-                    // this touches no byte, and a carve faults what it takes itself if it
-                    // comes first. (A locking pool's revive faulted it in already.)
+                    // Faulted in again as a new chunk is, but just after it is active again
+                    // (a locking pool's revive faulted it in already), without the lock.
+                    // Threads may carve it meanwhile: the advice touches no byte, and a
+                    // carve faults in what it takes itself if it comes first. Reclaim may
+                    // not give it back meanwhile (`populating`), which would leave its
+                    // pages resident but counted as given back.
                     let end = self.geometry.first_offset + blocks * self.geometry.stride;
                     let (region, from, to) = chunk.populate_later(PAGE, end);
+                    chunk.populating = true;
                     drop(growth);
-                    region.populate_if_supported(from, to);
+                    let faulted = region.populate_if_supported(from, to);
                     growth = lock(&self.growth);
+                    if let Some(chunk) = growth.chunks.get_mut(id) {
+                        chunk.populating = false;
+                        if faulted {
+                            chunk.faulted = chunk.faulted.max(end.min(CHUNK_SIZE));
+                        }
+                    }
                 }
                 continue;
             }
@@ -297,12 +311,33 @@ mod tests {
         assert_eq!(resident(&p), 0, "given back");
         p.touch(now_ms());
         assert!(p.grow_ahead() > 0);
-        assert!(!lock(&p.growth).chunks[0].reclaimed);
-        assert_eq!(
-            resident(&p),
-            all,
-            "faulted in again before any thread carves it"
-        );
+        let growth = lock(&p.growth);
+        assert!(!growth.chunks[0].reclaimed && !growth.chunks[0].populating);
+        let faulted = growth.chunks[0].faulted;
+        drop(growth);
+        // Where the kernel has `MADV_POPULATE_WRITE` (Linux 5.14); elsewhere nothing is
+        // faulted in ahead, and `faulted` does not claim it was.
+        let probe = crate::sys::map_aligned(2 * PAGE, PAGE).unwrap();
+        if probe.populate_if_supported(0, PAGE) {
+            assert_eq!(resident(&p), all, "faulted in again before any carve");
+            let g = p.geometry;
+            assert_eq!(faulted, g.first_offset + g.blocks_per_chunk * g.stride);
+        } else {
+            assert_eq!((resident(&p), faulted), (0, PAGE.min(faulted)));
+        }
+    }
+
+    #[test]
+    fn a_chunk_being_faulted_in_ahead_is_not_given_back() {
+        let p = pool(true);
+        p.touch(now_ms());
+        assert!(p.grow_ahead() > 0);
+        lock(&p.growth).chunks[0].populating = true;
+        assert_eq!(p.reclaimable(Urgency::Critical, Urgency::IDLE_AFTER), 0);
+        assert_eq!(p.reclaim(), 0);
+        lock(&p.growth).chunks[0].populating = false;
+        assert!(p.reclaimable(Urgency::Critical, Urgency::IDLE_AFTER) > 0);
+        assert!(p.reclaim() > 0);
     }
 
     #[test]

@@ -218,4 +218,25 @@ mod tests {
         .join()
         .unwrap();
     }
+
+    /// A service with many pooled types, each with a pool per node, has pools in slots
+    /// far past 64: they take the fast paths too.
+    #[test]
+    fn pools_in_the_first_256_slots_take_the_fast_paths() {
+        use core::alloc::Layout;
+
+        use crate::block::config::BlockPoolConfig;
+        use crate::block::shared::PoolShared;
+
+        let config = || BlockPoolConfig::new(Layout::new::<u64>());
+        let pools: Vec<_> = (0..100)
+            .map(|_| PoolShared::new(config()).unwrap())
+            .collect();
+        // A hundred live pools hold a hundred slots, at least one of them 64 or above.
+        let high = pools.iter().filter(|p| p.slot >= 64 && p.slot < 256);
+        assert!(high.clone().count() > 0);
+        assert!(high.clone().all(|p| p.fast_paths()));
+        assert_eq!((fast_index(255), fast_index(256)), (255, FAST_SLOTS));
+        assert_eq!(fast_index(u32::MAX), FAST_SLOTS);
+    }
 }

@@ -36,6 +36,10 @@ pub(crate) struct Chunk {
     pub(crate) faulted: usize,
     /// Whether the chunk's pages are locked in memory (`mlock`), all of them.
     pub(crate) locked: bool,
+    /// Whether growth ahead is faulting the chunk's pages in without the growth lock
+    /// (see `PoolShared::grow_ahead`): it cannot be given back meanwhile, or the pages
+    /// would be faulted in again behind reclaim's back.
+    pub(crate) populating: bool,
 }
 
 impl Chunk {
@@ -49,6 +53,7 @@ impl Chunk {
             reclaimed: false,
             faulted: 0,
             locked: false,
+            populating: false,
         }
     }
 
@@ -144,9 +149,10 @@ impl Chunk {
     }
 
     /// Whether reclaim can give the chunk's pages back: `Region::discard_from` gives back
-    /// only the end of a mapping, so the first chunk of a huge-page pair stays resident.
+    /// only the end of a mapping, so the first chunk of a huge-page pair stays resident;
+    /// nor while growth ahead faults it in (`populating`).
     pub(crate) fn can_give_back(&self) -> bool {
-        self.offset + CHUNK_SIZE == self.region.len()
+        self.offset + CHUNK_SIZE == self.region.len() && !self.populating
     }
 
     /// Gives the chunk's pages back to the OS but the header's, unlocking them first (the
