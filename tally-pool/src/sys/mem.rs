@@ -671,11 +671,7 @@ mod tests {
         let got = resident_pages(&r);
         // With `MADV_POPULATE_WRITE`, the pages `prefault_range` faults in; without, none
         // (no page is touched, which is the point). The answer says which.
-        let expected = if faulted {
-            pages(n, 2, 4)
-        } else {
-            vec![false; n]
-        };
+        let expected: Vec<bool> = pages(n, 2, 4).into_iter().map(|p| p && faulted).collect();
         assert_eq!(got, expected, "faulted in: {faulted}");
     }
 
