@@ -25,7 +25,7 @@ mod sys;
 pub mod typed;
 
 pub use block::{AuditError, GuardLevel, OnCritical, PlacementAudit};
-pub use error::{CorruptionKind, PoolError};
+pub use error::{ConfigReason, CorruptionKind, PoolError, PoolName};
 #[cfg(tally_fault_injection)]
 pub use sys::fault;
 pub use typed::{AcquireError, Handle, Pool, PoolConfig, Pooled, RawHandle, Recycle};

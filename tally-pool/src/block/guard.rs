@@ -65,7 +65,7 @@ impl PoolShared {
             self.name
         );
         PoolError::Corruption {
-            pool: self.name.clone(),
+            pool: self.name,
             kind,
             address,
         }

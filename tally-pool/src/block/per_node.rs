@@ -13,7 +13,7 @@ use super::chunk::header::ChunkHeader;
 use super::chunk::registry;
 use super::config::BlockPoolConfig;
 use super::stats::BlockPoolStats;
-use crate::error::{CorruptionKind, PoolError};
+use crate::error::{CorruptionKind, PoolError, PoolName};
 use crate::numa::{self, Topology};
 
 /// Nodes that get a pool; threads of further nodes use the nearest of these. A typed
@@ -182,7 +182,7 @@ impl PerNodeBlockPool {
             pool: self
                 .pools
                 .first()
-                .map_or_else(String::new, |p| p.name().to_string()),
+                .map_or_else(PoolName::default, BlockPool::error_name),
             max_capacity: self
                 .pools
                 .iter()
@@ -229,7 +229,7 @@ impl PerNodeBlockPool {
                 // so `pool` refuses it as foreign without reading it.
                 Some(pool) => unsafe { pool.free(block) },
                 None => Err(PoolError::Corruption {
-                    pool: String::new(),
+                    pool: PoolName::default(),
                     kind: CorruptionKind::ForeignPointer,
                     address: addr,
                 }),

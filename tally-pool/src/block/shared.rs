@@ -27,7 +27,7 @@ use super::config::{BlockPoolConfig, GuardLevel, OnCritical};
 use super::depot::Depot;
 use super::overflow::Overflow;
 use super::stats::PoolCounters;
-use crate::error::PoolError;
+use crate::error::{ConfigReason, PoolError, PoolName};
 use crate::numa::Topology;
 use crate::stats::{self, Kind, Registration, Source};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
@@ -83,7 +83,7 @@ pub(super) struct PoolShared {
     /// threads strand little of a pool.
     pub(super) fresh_batch: usize,
     pub(super) canary_secret: u64,
-    pub(super) name: String,
+    pub(super) name: PoolName,
     pub(super) layout: Layout,
     pub(super) node: u32,
     pub(super) max_capacity: usize,
@@ -148,9 +148,10 @@ impl PoolShared {
             huge_pages,
             lock: lock_pages,
         } = config;
+        let name = PoolName::new(&name);
         let invalid = |reason: String| PoolError::InvalidConfig {
-            pool: name.clone(),
-            reason,
+            pool: name,
+            reason: ConfigReason::new(&reason),
         };
         if max_capacity == 0 {
             return Err(invalid("`max_capacity` must be at least 1".into()));
@@ -314,7 +315,7 @@ impl PoolShared {
                 .pressure_refusals
                 .fetch_add(1, StdOrdering::Relaxed);
             return Err(PoolError::Pressure {
-                pool: self.name.clone(),
+                pool: self.name,
                 level,
             });
         }
@@ -330,7 +331,7 @@ impl PoolShared {
     pub(super) fn exhausted(&self) -> PoolError {
         self.counters.exhausted.fetch_add(1, StdOrdering::Relaxed);
         PoolError::Exhausted {
-            pool: self.name.clone(),
+            pool: self.name,
             max_capacity: self.max_capacity,
         }
     }

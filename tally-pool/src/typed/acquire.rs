@@ -50,7 +50,7 @@ impl<T: 'static> Pool<T> {
     {
         let recycling = match &self.inner {
             Ok(inner) => inner.recycle.is_some(),
-            Err(e) => return Err(e.clone()),
+            Err(e) => return Err(*e),
         };
         if !recycling {
             return match self.acquire_with(T::default()) {

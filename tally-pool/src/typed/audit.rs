@@ -122,7 +122,7 @@ mod tests {
             "{failed}"
         );
         let e = pool.audit_placement(16).unwrap_err();
-        assert_eq!(e, AuditError::Pool(failed.clone()));
+        assert_eq!(e, AuditError::Pool(failed));
         assert!(!e.is_unavailable());
         assert!(e.to_string().contains(&failed.to_string()), "{e}");
     }

@@ -5,7 +5,7 @@ use core::alloc::Layout;
 
 use super::token::MAX_BLOCKS;
 use crate::block::facade::{self, GuardLevel, OnCritical};
-use crate::error::PoolError;
+use crate::error::{ConfigReason, PoolError, PoolName};
 use crate::numa::Topology;
 
 /// How to build a [`Pool`](super::Pool).
@@ -224,10 +224,10 @@ impl PoolConfig {
             if max_capacity > most && max_capacity <= MAX_CAPACITY {
                 if !clamp {
                     return Err(PoolError::InvalidConfig {
-                        pool: self.name,
-                        reason: format!(
+                        pool: PoolName::new(&self.name),
+                        reason: ConfigReason::new(&format!(
                             "`max_capacity` ({max_capacity}) rounds up to whole chunks of {per_chunk} values, past what a raw handle can number; use at most {most}"
-                        ),
+                        )),
                     });
                 }
                 self.max_capacity = most;
@@ -238,26 +238,28 @@ impl PoolConfig {
         let (capacity, max_capacity) = (self.capacity, self.max_capacity);
         if max_capacity > MAX_CAPACITY {
             return Err(PoolError::InvalidConfig {
-                pool: self.name,
-                reason: format!("`max_capacity` ({max_capacity}) is above the most a typed pool can number, {MAX_CAPACITY}"),
+                pool: PoolName::new(&self.name),
+                reason: ConfigReason::new(&format!("`max_capacity` ({max_capacity}) is above the most a typed pool can number, {MAX_CAPACITY}")),
             });
         }
         if recycling && self.guard == GuardLevel::Full {
             return Err(PoolError::InvalidConfig {
-                pool: self.name,
+                pool: PoolName::new(&self.name),
                 reason: "a recycling pool keeps values in free blocks, which `GuardLevel::Full` would poison; use `GuardLevel::Canary`".into(),
             });
         }
         if capacity > max_capacity {
             return Err(PoolError::InvalidConfig {
-                pool: self.name,
-                reason: format!("`capacity` ({capacity}) exceeds `max_capacity` ({max_capacity})"),
+                pool: PoolName::new(&self.name),
+                reason: ConfigReason::new(&format!(
+                    "`capacity` ({capacity}) exceeds `max_capacity` ({max_capacity})"
+                )),
             });
         }
         if let Some(reserve) = self.reserve.filter(|&r| r > max_capacity) {
             return Err(PoolError::InvalidConfig {
-                pool: self.name,
-                reason: format!("`reserve` ({reserve}) exceeds `max_capacity` ({max_capacity}); lower it or raise the cap"),
+                pool: PoolName::new(&self.name),
+                reason: ConfigReason::new(&format!("`reserve` ({reserve}) exceeds `max_capacity` ({max_capacity}); lower it or raise the cap")),
             });
         }
         Ok(self)

@@ -24,7 +24,7 @@ use super::token::{self, RawHandle, Refusal, TokenTable};
 use crate::block::facade::{
     BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, PerNodeBlockPool,
 };
-use crate::error::PoolError;
+use crate::error::{PoolError, PoolName};
 use crate::numa::Topology;
 
 /// The parts of a working pool.
@@ -91,7 +91,7 @@ pub struct Pool<T> {
     /// Invariant: `Some` only when `inner` is `Ok`, and then the one node pool of
     /// `inner.nodes`.
     pub(super) direct: Option<BlockPool>,
-    pub(super) name: String,
+    pub(super) name: PoolName,
     pub(super) inner: Result<Inner, PoolError>,
     /// Call sites of sampled acquires, once [`Pool::track_sites`] turned them on; shared
     /// with the pool's twin, if it has one. Read on slow paths only.
@@ -221,7 +221,7 @@ impl<T: 'static> Pool<T> {
         };
         let raw = Box::into_raw(Box::new(Self {
             direct,
-            name,
+            name: PoolName::new(&name),
             inner: Ok(inner),
             sites: OnceLock::new(),
             _marker: PhantomData,
@@ -261,7 +261,7 @@ impl<T: 'static> Pool<T> {
     /// A pool for a `static` (what the derive uses): creation errors are kept and returned
     /// by every acquire instead of being lost.
     pub(super) fn create_static(config: PoolConfig, recycle: Option<RecycleFn>) -> &'static Self {
-        let name = config.name.clone();
+        let name = PoolName::new(&config.name);
         match Self::create(config, recycle, true, false) {
             Ok(pool) => pool,
             Err(e) => Box::leak(Box::new(Self {
@@ -307,17 +307,13 @@ impl<T: 'static> Pool<T> {
         T: Send,
     {
         let inner = self.inner()?;
-        let invalid = || PoolError::InvalidHandle {
-            pool: self.name.clone(),
-        };
+        let invalid = || PoolError::InvalidHandle { pool: self.name };
         let Some(token) = token::unpack(inner.uid, raw.to_bits()) else {
             // A sampled value of a pool that tracks sites lives in the pool's twin.
             if let Some(twin) = self.twin_of() {
                 return twin.redeem(raw);
             }
-            return Err(PoolError::WrongPool {
-                pool: self.name.clone(),
-            });
+            return Err(PoolError::WrongPool { pool: self.name });
         };
         let node = token.fields.node as usize;
         let (Some(table), Some(block_pool)) = (inner.tokens.get(node), inner.nodes.pool(node))
@@ -328,9 +324,7 @@ impl<T: 'static> Pool<T> {
             table
                 .redeem(inner.uid, &token, block_pool)
                 .map_err(|refusal| match refusal {
-                    Refusal::Stale => PoolError::StaleHandle {
-                        pool: self.name.clone(),
-                    },
+                    Refusal::Stale => PoolError::StaleHandle { pool: self.name },
                     Refusal::NeverIssued => invalid(),
                 })?;
         inner.leaked_raw.fetch_sub(1, Ordering::Relaxed);
@@ -495,7 +489,7 @@ impl<T: 'static> Pool<T> {
 
     /// The pool's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
 
     /// Gives memory that no live value uses back to the OS; see [`BlockPool::reclaim`].

@@ -279,7 +279,7 @@ impl TokenTable {
         #[cfg(not(loom))]
         let gens = sys::map(words * core::mem::size_of::<AtomicU32>()).map_err(|e| {
             PoolError::OutOfMemory {
-                pool: pool.name().to_string(),
+                pool: pool.error_name(),
                 bytes: words * core::mem::size_of::<AtomicU32>(),
                 errno: e.errno,
             }

@@ -4,6 +4,10 @@ use core::alloc::Layout;
 
 use crate::sys::budget::PressureLevel;
 
+mod text;
+
+pub use text::{ConfigReason, PoolName};
+
 /// What kind of corruption a guard or a pointer check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -41,7 +45,12 @@ impl core::fmt::Display for CorruptionKind {
 ///
 /// Library code never panics on bad input, exhaustion or an OS refusal: it returns one of
 /// these.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// A `PoolError` is `Copy`: a pool's name ([`PoolName`]) and a configuration's reason
+/// ([`ConfigReason`]) are interned texts, so returning an error allocates nothing, and code
+/// that matches on a result carries no drop of it on its unwinding path (which would make a
+/// small `#[inline]` wrapper around `acquire` too large for the compiler to inline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError {
     /// The pool has `max_capacity` blocks in circulation and none is free in the depot or
@@ -52,7 +61,7 @@ pub enum PoolError {
     )]
     Exhausted {
         /// The pool's name.
-        pool: String,
+        pool: PoolName,
         /// The cap it reached.
         max_capacity: usize,
     },
@@ -62,7 +71,7 @@ pub enum PoolError {
     #[error("pool `{pool}` refuses to grow under {level} memory pressure; release values, or configure `on_critical` to grow")]
     Pressure {
         /// The pool's name.
-        pool: String,
+        pool: PoolName,
         /// The pressure level when the pool refused.
         level: PressureLevel,
     },
@@ -70,7 +79,7 @@ pub enum PoolError {
     #[error("pool `{pool}`: the OS refused to map {bytes} bytes (errno {errno}); free memory or lower the pool's capacity")]
     OutOfMemory {
         /// The pool's name.
-        pool: String,
+        pool: PoolName,
         /// How many bytes were asked for.
         bytes: usize,
         /// The OS error number.
@@ -82,7 +91,7 @@ pub enum PoolError {
     #[error("pool `{pool}`: the OS refused to lock {bytes} bytes in memory (errno {errno}); raise the locked-memory limit (`ulimit -l`, RLIMIT_MEMLOCK, now {}) or turn `lock` off", limit_text(*limit))]
     LockRefused {
         /// The pool's name.
-        pool: String,
+        pool: PoolName,
         /// How many bytes were to be locked.
         bytes: usize,
         /// The OS error number.
@@ -96,7 +105,7 @@ pub enum PoolError {
     #[error("pool `{pool}`: corruption at {address:#x}: {kind}")]
     Corruption {
         /// The pool's name.
-        pool: String,
+        pool: PoolName,
         /// What was found.
         kind: CorruptionKind,
         /// The address concerned.
@@ -106,9 +115,9 @@ pub enum PoolError {
     #[error("invalid pool configuration for `{pool}`: {reason}")]
     InvalidConfig {
         /// The pool's name.
-        pool: String,
+        pool: PoolName,
         /// What is wrong, and what to change.
-        reason: String,
+        reason: ConfigReason,
     },
     /// The layout is larger or more aligned than a pool block can be.
     #[error("a pool cannot hold blocks of size {} and alignment {}: {reason}", layout.size(), layout.align())]
@@ -123,19 +132,19 @@ pub enum PoolError {
     #[error("pool `{pool}`: the raw handle is stale: it was already redeemed")]
     StaleHandle {
         /// The pool's name.
-        pool: String,
+        pool: PoolName,
     },
     /// The token was never issued by this pool: it is damaged or made up.
     #[error("pool `{pool}`: the raw handle was never issued by this pool (damaged or forged)")]
     InvalidHandle {
         /// The pool's name.
-        pool: String,
+        pool: PoolName,
     },
     /// The token was issued by another pool.
     #[error("pool `{pool}`: the raw handle belongs to another pool; redeem it where it was made")]
     WrongPool {
         /// The pool's name.
-        pool: String,
+        pool: PoolName,
     },
     /// The process has as many pools alive as the chunk registry can tell apart.
     #[error(
