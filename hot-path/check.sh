@@ -42,4 +42,15 @@ if [[ "$(uname -m)" == x86_64 ]]; then
     printf 'hot path: %-22s %4d reads of its stack frame before ret %s\n' "$sym" "$reads" "$verdict"
   done
 fi
+# A user's plain `#[inline]` wrappers (`plain_*` in src/main.rs) are inlined into both their
+# callers, so none keeps a symbol. Before the errors became `Copy`, none was: each wrapper
+# then cost a call, 4.9–6.0 ns per W1 round trip against 3.4–3.8 ns inlined.
+symbols=$(nm -C "$bin")
+for sym in plain_acquire plain_acquire_with plain_acquire_with_fn; do
+  verdict="inlined ok"
+  if grep -qE "tally_pool_hot_path::${sym}( |\$|::)" <<<"$symbols"; then
+    verdict="NOT INLINED"; fail=1
+  fi
+  printf 'hot path: %-22s %s\n' "$sym" "$verdict"
+done
 exit $fail

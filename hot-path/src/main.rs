@@ -57,7 +57,57 @@ pub unsafe fn hot_free(pool: &BlockPool, block: NonNull<u8>) -> Result<(), PoolE
     unsafe { pool.free(block) }
 }
 
+// Wrappers as a user writes them: a plain `#[inline]`, an error matched and reported with
+// `panic!`, each called from two places (a function called once is inlined whatever its
+// size). `check.sh` fails if any of them keeps a symbol of its own, that is if the compiler
+// did not inline it on its own: the error's drop on the unwinding path and its copy once
+// made these callers too large for that.
+#[inline]
+fn plain_acquire(i: u64) -> Handle<Order> {
+    match Order::acquire() {
+        Ok(mut h) => {
+            h.fields = [i; 8];
+            h
+        }
+        Err(e) => panic!("acquire: {e}"),
+    }
+}
+
+#[inline]
+fn plain_acquire_with(i: u64) -> Handle<Order> {
+    match Order::acquire_with(Order { fields: [i; 8] }) {
+        Ok(h) => h,
+        Err(e) => panic!("acquire_with: {e}"),
+    }
+}
+
+#[inline]
+fn plain_acquire_with_fn(i: u64) -> Handle<Order> {
+    match Order::acquire_with_fn(|| Order { fields: [i; 8] }) {
+        Ok(h) => h,
+        Err(e) => panic!("acquire_with_fn: {e}"),
+    }
+}
+
+#[inline(never)]
+fn plain_one(i: u64) -> u64 {
+    let (a, b, c) = (plain_acquire(i), plain_acquire_with(i), plain_acquire_with_fn(i));
+    a.fields[0] + b.fields[1] + c.fields[2]
+}
+
+#[inline(never)]
+fn plain_many(n: u64) -> u64 {
+    let mut held = Vec::new();
+    for i in 0..n {
+        held.push(plain_acquire(i));
+        held.push(plain_acquire_with(i));
+        held.push(plain_acquire_with_fn(i));
+    }
+    held.iter().map(|h| h.fields[3]).sum()
+}
+
 fn main() -> Result<(), PoolError> {
+    black_box(plain_one(black_box(7)) + plain_many(black_box(100)));
     let config = BlockPoolConfig::new(std::alloc::Layout::new::<[u64; 8]>())
         .name("hot-path")
         .guard(GuardLevel::Off);
