@@ -13,7 +13,7 @@ bin="$CARGO_TARGET_DIR/release/tally-pool-hot-path"
 # 875 (acquire), 1411 (acquire_with), 1372 (acquire_with_fn), 138 (release),
 # 318 (allocate) and 571 (free) bytes.
 declare -A bound=(
-  [hot_acquire]=224 [hot_acquire_with]=512 [hot_acquire_with_fn]=288
+  [hot_acquire]=160 [hot_acquire_with]=272 [hot_acquire_with_fn]=216
   [hot_release]=192 [hot_allocate]=192 [hot_free]=224
 )
 fail=0

@@ -2,6 +2,7 @@
 //! through a derived type's [`CacheCell`]) and the slow path through the node pools, and
 //! what they give back when `T::default()` panics.
 
+use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use std::panic::Location;
@@ -10,6 +11,7 @@ use std::thread::LocalKey;
 use super::error::AcquireError;
 use super::handle::Handle;
 use super::pool::Pool;
+use super::Pooled;
 use super::recycle::RecycleSlot;
 use super::release::ReturnBlock;
 use crate::block::facade::{CacheCell, CellPop};
@@ -83,150 +85,6 @@ impl<T: 'static> Pool<T> {
         }
         Ok(handle)
     }
-
-    /// `acquire` for a derived type, through its per-thread cache cell `key`; `pool` is
-    /// the type's pool. The first call on each thread takes [`Pool::acquire`] and binds the
-    /// cell, which is then bound only for direct pools (see `Pool::direct`).
-    ///
-    /// Unlike [`Pool::acquire`], the fast path takes the block before it runs
-    /// `T::default()` (so that the value is built in place), and gives it back if
-    /// `default` panics: a `default` that itself acquires from the same pool holds one
-    /// block more while it runs.
-    #[inline(always)]
-    #[track_caller]
-    pub(super) fn acquire_via_cell(
-        key: &'static LocalKey<CacheCell>,
-        pool: fn() -> &'static Self,
-    ) -> Result<Handle<T>, PoolError>
-    where
-        T: Default,
-    {
-        let block = match CacheCell::pop(key) {
-            CellPop::Block(block) => block,
-            miss => return Self::acquire_and_bind(key, pool, miss),
-        };
-        // The block goes back if `default` panics; built after the pop, the value can be
-        // written straight into the block.
-        let guard = GiveBack { block, pool };
-        let value = T::default();
-        core::mem::forget(guard);
-        // SAFETY: the cell is bound, so the pool is direct: a fresh block of it is sized and
-        // aligned for `T`, ours, and needs no recycling slot.
-        Ok(unsafe { Self::fill(block, value) })
-    }
-
-    /// `acquire_with` for a derived type; see [`Pool::acquire_via_cell`].
-    #[inline(always)]
-    #[track_caller]
-    pub(super) fn acquire_with_via_cell(
-        key: &'static LocalKey<CacheCell>,
-        pool: fn() -> &'static Self,
-        value: T,
-    ) -> Result<Handle<T>, AcquireError<T>> {
-        match CacheCell::pop(key) {
-            // SAFETY: as in `acquire_via_cell`.
-            CellPop::Block(block) => Ok(unsafe { Self::fill(block, value) }),
-            miss => {
-                let moved = MaybeUninit::new(value);
-                Self::acquire_with_and_bind(key, pool, miss, moved)
-            }
-        }
-    }
-
-    /// `acquire_with_fn` for a derived type: as [`Pool::acquire_via_cell`], with `make`
-    /// instead of `T::default()`. On the fast path the block is taken first and the value
-    /// `make` returns is written straight into it; the block goes back if `make` panics.
-    #[inline(always)]
-    #[track_caller]
-    pub(super) fn acquire_with_fn_via_cell(
-        key: &'static LocalKey<CacheCell>,
-        pool: fn() -> &'static Self,
-        make: impl FnOnce() -> T,
-    ) -> Result<Handle<T>, PoolError> {
-        let block = match CacheCell::pop(key) {
-            CellPop::Block(block) => block,
-            miss => return Self::acquire_with_fn_and_bind(key, pool, miss, make),
-        };
-        let guard = GiveBack { block, pool };
-        let value = make();
-        core::mem::forget(guard);
-        // SAFETY: as in `acquire_via_cell`.
-        Ok(unsafe { Self::fill(block, value) })
-    }
-
-    /// Writes `value` into `block` and makes it a handle.
-    ///
-    /// # Safety
-    ///
-    /// `block` is a fresh block of a direct pool of `T`, owned by the caller.
-    #[inline(always)]
-    unsafe fn fill(block: NonNull<u8>, value: T) -> Handle<T> {
-        let ptr = block.cast::<T>();
-        // SAFETY: a block of a pool of `T` is sized and aligned for `T` (caller: ours).
-        unsafe { ptr.as_ptr().write(value) };
-        // SAFETY: the block holds a valid `T` and belongs to a pool of `T`.
-        unsafe { Handle::from_block(ptr) }
-    }
-
-    /// `acquire_via_cell` past the cell (`miss` says why): the pool's own path, then, if the
-    /// cell was not bound, binding it (which does nothing if the pool is not direct).
-    #[cold]
-    #[inline(never)]
-    #[track_caller]
-    fn acquire_and_bind(
-        key: &'static LocalKey<CacheCell>,
-        pool: fn() -> &'static Self,
-        miss: CellPop,
-    ) -> Result<Handle<T>, PoolError>
-    where
-        T: Default,
-    {
-        let p = pool();
-        let result = p.acquire();
-        if matches!(miss, CellPop::Unbound) {
-            p.bind(key);
-        }
-        result
-    }
-
-    /// `acquire_with_via_cell` past the cell; see [`Self::acquire_and_bind`].
-    #[cold]
-    #[inline(never)]
-    #[track_caller]
-    fn acquire_with_and_bind(
-        key: &'static LocalKey<CacheCell>,
-        pool: fn() -> &'static Self,
-        miss: CellPop,
-        value: MaybeUninit<T>,
-    ) -> Result<Handle<T>, AcquireError<T>> {
-        // SAFETY: initialised by the caller.
-        let value = unsafe { value.assume_init() };
-        let p = pool();
-        let result = p.acquire_with(value);
-        if matches!(miss, CellPop::Unbound) {
-            p.bind(key);
-        }
-        result
-    }
-
-    /// `acquire_with_fn_via_cell` past the cell; see [`Self::acquire_and_bind`].
-    #[cold]
-    #[inline(never)]
-    #[track_caller]
-    fn acquire_with_fn_and_bind(
-        key: &'static LocalKey<CacheCell>,
-        pool: fn() -> &'static Self,
-        miss: CellPop,
-        make: impl FnOnce() -> T,
-    ) -> Result<Handle<T>, PoolError> {
-        let p = pool();
-        let result = p.acquire_with_fn(make);
-        if matches!(miss, CellPop::Unbound) {
-            p.bind(key);
-        }
-        result
-    }
-
     /// Returns a block taken by `acquire_via_cell` whose value was never built.
     ///
     /// # Safety
@@ -240,14 +98,6 @@ impl<T: 'static> Pool<T> {
             // one node pool is `direct`. An error here is a guard refusal, already counted
             // by the pool; the block is then withdrawn, as the guard intends.
             let _ = unsafe { direct.free_unchecked(block) };
-        }
-    }
-
-    /// Binds the calling thread's cell `key` to its cache of this pool, if the pool is
-    /// direct.
-    fn bind(&self, key: &'static LocalKey<CacheCell>) {
-        if let Some(direct) = &self.direct {
-            key.with(|cell| direct.bind_cell(cell));
         }
     }
 
@@ -386,17 +236,151 @@ impl<T: 'static> Drop for FreshSlot<T> {
     }
 }
 
-/// Gives a block back to a direct pool if dropped, which `acquire_via_cell` lets happen only
-/// when `T::default()` panics.
-struct GiveBack<T: 'static> {
-    block: NonNull<u8>,
-    pool: fn() -> &'static Pool<T>,
+/// The fast paths of a derived type, through its per-thread [`CacheCell`]. The type names
+/// its pool and its cell (`T::pool()`, `T::thread_cache()`), so the slow paths take no
+/// pointer to either: a caller's loop keeps no registers for them.
+impl<T: Pooled> Pool<T> {
+    /// `acquire` for a derived type, through its per-thread cache cell `key`. The first
+    /// call on each thread takes [`Pool::acquire`] and binds the cell, which is then bound
+    /// only for direct pools (see `Pool::direct`).
+    ///
+    /// Unlike [`Pool::acquire`], the fast path takes the block before it runs
+    /// `T::default()` (so that the value is built in place), and gives it back if
+    /// `default` panics: a `default` that itself acquires from the same pool holds one
+    /// block more while it runs.
+    #[inline(always)]
+    #[track_caller]
+    pub(super) fn acquire_via_cell(
+        key: &'static LocalKey<CacheCell>,
+    ) -> Result<Handle<T>, PoolError>
+    where
+        T: Default,
+    {
+        let CellPop::Block(block) = CacheCell::pop(key) else {
+            return Self::acquire_and_bind();
+        };
+        // The block goes back if `default` panics; built after the pop, the value can be
+        // written straight into the block.
+        let guard = GiveBack::<T> { block, _pool: PhantomData };
+        let value = T::default();
+        core::mem::forget(guard);
+        // SAFETY: the cell is bound, so the pool is direct: a fresh block of it is sized and
+        // aligned for `T`, ours, and needs no recycling slot.
+        Ok(unsafe { Self::fill(block, value) })
+    }
+
+    /// `acquire_with` for a derived type; see [`Pool::acquire_via_cell`].
+    #[inline(always)]
+    #[track_caller]
+    pub(super) fn acquire_with_via_cell(
+        key: &'static LocalKey<CacheCell>,
+        value: T,
+    ) -> Result<Handle<T>, AcquireError<T>> {
+        match CacheCell::pop(key) {
+            // SAFETY: as in `acquire_via_cell`.
+            CellPop::Block(block) => Ok(unsafe { Self::fill(block, value) }),
+            CellPop::Miss | CellPop::Unbound => {
+                Self::acquire_with_and_bind(MaybeUninit::new(value))
+            }
+        }
+    }
+
+    /// `acquire_with_fn` for a derived type: as [`Pool::acquire_via_cell`], with `make`
+    /// instead of `T::default()`. On the fast path the block is taken first and the value
+    /// `make` returns is written straight into it; the block goes back if `make` panics.
+    #[inline(always)]
+    #[track_caller]
+    pub(super) fn acquire_with_fn_via_cell(
+        key: &'static LocalKey<CacheCell>,
+        make: impl FnOnce() -> T,
+    ) -> Result<Handle<T>, PoolError> {
+        let CellPop::Block(block) = CacheCell::pop(key) else {
+            return Self::acquire_with_fn_and_bind(make);
+        };
+        let guard = GiveBack::<T> { block, _pool: PhantomData };
+        let value = make();
+        core::mem::forget(guard);
+        // SAFETY: as in `acquire_via_cell`.
+        Ok(unsafe { Self::fill(block, value) })
+    }
+
+    /// `acquire_via_cell` past the cell: the pool's own path, then binding the cell if it
+    /// is not bound (which does nothing if the pool is not direct).
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn acquire_and_bind() -> Result<Handle<T>, PoolError>
+    where
+        T: Default,
+    {
+        let p = T::pool();
+        let result = p.acquire();
+        p.bind_if_unbound();
+        result
+    }
+
+    /// `acquire_with_via_cell` past the cell; see [`Self::acquire_and_bind`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn acquire_with_and_bind(value: MaybeUninit<T>) -> Result<Handle<T>, AcquireError<T>> {
+        // SAFETY: initialised by the caller.
+        let value = unsafe { value.assume_init() };
+        let p = T::pool();
+        let result = p.acquire_with(value);
+        p.bind_if_unbound();
+        result
+    }
+
+    /// `acquire_with_fn_via_cell` past the cell; see [`Self::acquire_and_bind`].
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn acquire_with_fn_and_bind(make: impl FnOnce() -> T) -> Result<Handle<T>, PoolError> {
+        let p = T::pool();
+        let result = p.acquire_with_fn(make);
+        p.bind_if_unbound();
+        result
+    }
+
+    /// Binds the calling thread's cell of `T` to its cache of this pool, if the cell is not
+    /// bound yet and the pool is direct.
+    fn bind_if_unbound(&self) {
+        if let (Some(key), Some(direct)) = (T::thread_cache(), &self.direct) {
+            key.with(|cell| {
+                if !cell.is_bound() {
+                    direct.bind_cell(cell);
+                }
+            });
+        }
+    }
+
+    /// Writes `value` into `block` and makes it a handle.
+    ///
+    /// # Safety
+    ///
+    /// `block` is a fresh block of a direct pool of `T`, owned by the caller.
+    #[inline(always)]
+    unsafe fn fill(block: NonNull<u8>, value: T) -> Handle<T> {
+        let ptr = block.cast::<T>();
+        // SAFETY: a block of a pool of `T` is sized and aligned for `T` (caller: ours).
+        unsafe { ptr.as_ptr().write(value) };
+        // SAFETY: the block holds a valid `T` and belongs to a pool of `T`.
+        unsafe { Handle::from_block(ptr) }
+    }
 }
 
-impl<T: 'static> Drop for GiveBack<T> {
+/// Gives a block back to a direct pool if dropped, which `acquire_via_cell` lets happen only
+/// when `T::default()` panics.
+struct GiveBack<T: Pooled> {
+    block: NonNull<u8>,
+    _pool: PhantomData<fn() -> T>,
+}
+
+impl<T: Pooled> Drop for GiveBack<T> {
     fn drop(&mut self) {
-        // SAFETY: `acquire_via_cell` took `block` from the direct pool `pool` returns, and no
-        // value was written into it.
-        unsafe { (self.pool)().give_back(self.block) };
+        // SAFETY: `acquire_via_cell` took `block` from the direct pool `T::pool()` returns,
+        // and no value was written into it.
+        unsafe { T::pool().give_back(self.block) };
     }
 }

@@ -93,7 +93,7 @@ pub unsafe trait Pooled: Sized + 'static {
         Self: Default,
     {
         match Self::thread_cache() {
-            Some(key) => Pool::acquire_via_cell(key, Self::pool),
+            Some(key) => Pool::acquire_via_cell(key),
             None => Self::pool().acquire(),
         }
     }
@@ -107,7 +107,7 @@ pub unsafe trait Pooled: Sized + 'static {
     #[track_caller]
     fn acquire_with(value: Self) -> Result<Handle<Self>, AcquireError<Self>> {
         match Self::thread_cache() {
-            Some(key) => Pool::acquire_with_via_cell(key, Self::pool, value),
+            Some(key) => Pool::acquire_with_via_cell(key, value),
             None => Self::pool().acquire_with(value),
         }
     }
@@ -141,7 +141,7 @@ pub unsafe trait Pooled: Sized + 'static {
     #[track_caller]
     fn acquire_with_fn(make: impl FnOnce() -> Self) -> Result<Handle<Self>, PoolError> {
         match Self::thread_cache() {
-            Some(key) => Pool::acquire_with_fn_via_cell(key, Self::pool, make),
+            Some(key) => Pool::acquire_with_fn_via_cell(key, make),
             None => Self::pool().acquire_with_fn(make),
         }
     }

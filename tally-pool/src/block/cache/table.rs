@@ -117,6 +117,11 @@ impl CacheCell {
         Self(Cell::new(core::ptr::null()))
     }
 
+    /// Whether the cell is bound to a cache of the calling thread.
+    pub(crate) fn is_bound(&self) -> bool {
+        !self.0.get().is_null()
+    }
+
     /// Pops a block off the calling thread's cache that its cell `key` is bound to.
     #[inline(always)]
     pub(crate) fn pop(key: &'static LocalKey<CacheCell>) -> CellPop {
