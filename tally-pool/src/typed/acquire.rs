@@ -11,9 +11,9 @@ use std::thread::LocalKey;
 use super::error::AcquireError;
 use super::handle::Handle;
 use super::pool::Pool;
-use super::Pooled;
 use super::recycle::RecycleSlot;
 use super::release::ReturnBlock;
+use super::Pooled;
 use crate::block::facade::{CacheCell, CellPop};
 use crate::error::PoolError;
 
@@ -85,6 +85,7 @@ impl<T: 'static> Pool<T> {
         }
         Ok(handle)
     }
+
     /// Returns a block taken by `acquire_via_cell` whose value was never built.
     ///
     /// # Safety
@@ -261,7 +262,10 @@ impl<T: Pooled> Pool<T> {
         };
         // The block goes back if `default` panics; built after the pop, the value can be
         // written straight into the block.
-        let guard = GiveBack::<T> { block, _pool: PhantomData };
+        let guard = GiveBack::<T> {
+            block,
+            _pool: PhantomData,
+        };
         let value = T::default();
         core::mem::forget(guard);
         // SAFETY: the cell is bound, so the pool is direct: a fresh block of it is sized and
@@ -297,7 +301,10 @@ impl<T: Pooled> Pool<T> {
         let CellPop::Block(block) = CacheCell::pop(key) else {
             return Self::acquire_with_fn_and_bind(make);
         };
-        let guard = GiveBack::<T> { block, _pool: PhantomData };
+        let guard = GiveBack::<T> {
+            block,
+            _pool: PhantomData,
+        };
         let value = make();
         core::mem::forget(guard);
         // SAFETY: as in `acquire_via_cell`.
