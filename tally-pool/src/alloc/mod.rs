@@ -58,8 +58,8 @@
 //! unmap), binding builds its node mask on the stack, and the only lock is a spin flag in
 //! each heap, never held across a system call (but held across the page faults of linking
 //! blocks into a heap's overflow list). Nothing waits for anything else: the fork
-//! handlers are registered by the first thread to take from a heap while the others go on. It does not use the block pools' `BlockPool` (whose creation, thread
-//! registration and errors allocate), only their size classes and the `sys` layer.
+//! handlers are registered by the first thread to take from a heap while the others go on. It does not use the block pools' `BlockPool` (whose creation and
+//! thread registration allocate), only their size classes and the `sys` layer.
 //!
 //! - **From a thread-local destructor**, once the thread's cache has been flushed (it is
 //!   then marked gone for good), calls work on the heaps directly. A call that re-entered

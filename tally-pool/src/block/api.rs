@@ -367,12 +367,12 @@ impl BlockPool {
 
     /// The pool's name.
     pub fn name(&self) -> &str {
-        self.shared.name.as_str()
+        &self.shared.name
     }
 
     /// The pool's name as its errors carry it.
     pub(crate) fn error_name(&self) -> crate::error::PoolName {
-        self.shared.name
+        self.shared.error_name
     }
 
     /// The layout the pool was created for.

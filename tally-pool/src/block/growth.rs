@@ -202,7 +202,7 @@ impl PoolShared {
     ) -> Result<Vec<Chunk>, PoolError> {
         let span = plan.chunks() * CHUNK_SIZE;
         let oom = |errno| PoolError::OutOfMemory {
-            pool: self.name,
+            pool: self.error_name,
             bytes: span,
             errno,
         };
@@ -255,7 +255,7 @@ impl PoolShared {
     ) -> Result<(), PoolError> {
         let span = chunks.len() * CHUNK_SIZE;
         let oom = |errno| PoolError::OutOfMemory {
-            pool: self.name,
+            pool: self.error_name,
             bytes: span,
             errno,
         };
@@ -301,7 +301,7 @@ impl PoolShared {
     /// [`PoolError::LockRefused`] for `bytes` the OS refused to lock with `errno`.
     fn lock_refused(&self, errno: i32, bytes: usize) -> PoolError {
         PoolError::LockRefused {
-            pool: self.name,
+            pool: self.error_name,
             bytes,
             errno,
             limit: sys::memlock_limit(),

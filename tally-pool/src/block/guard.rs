@@ -65,7 +65,7 @@ impl PoolShared {
             self.name
         );
         PoolError::Corruption {
-            pool: self.name,
+            pool: self.error_name,
             kind,
             address,
         }

@@ -175,7 +175,7 @@ impl PoolShared {
                 .is_some_and(|spilled| self.overflow_push(spilled));
             if !placed {
                 return Err(PoolError::OutOfMemory {
-                    pool: self.name,
+                    pool: self.error_name,
                     bytes: 0,
                     errno: libc::ENOMEM,
                 });
@@ -195,7 +195,7 @@ impl PoolShared {
         if filled.flatten().is_none() {
             self.depot.push_empty(mag);
             return Err(PoolError::OutOfMemory {
-                pool: self.name,
+                pool: self.error_name,
                 bytes: 0,
                 errno: libc::ENOMEM,
             });

@@ -83,7 +83,10 @@ pub(super) struct PoolShared {
     /// threads strand little of a pool.
     pub(super) fresh_batch: usize,
     pub(super) canary_secret: u64,
-    pub(super) name: PoolName,
+    /// The name, as `BlockPool::name` and the statistics give it.
+    pub(super) name: String,
+    /// The name as the pool's errors carry it: interned (see `PoolName`).
+    pub(super) error_name: PoolName,
     pub(super) layout: Layout,
     pub(super) node: u32,
     pub(super) max_capacity: usize,
@@ -148,9 +151,9 @@ impl PoolShared {
             huge_pages,
             lock: lock_pages,
         } = config;
-        let name = PoolName::new(&name);
+        let error_name = PoolName::new(&name);
         let invalid = |reason: String| PoolError::InvalidConfig {
-            pool: name,
+            pool: error_name,
             reason: ConfigReason::new(&reason),
         };
         if max_capacity == 0 {
@@ -193,6 +196,7 @@ impl PoolShared {
                 .clamp(batch, FRESH_RANGE),
             canary_secret: hasher.finish() | 1,
             name,
+            error_name,
             layout,
             node,
             max_capacity,
@@ -315,7 +319,7 @@ impl PoolShared {
                 .pressure_refusals
                 .fetch_add(1, StdOrdering::Relaxed);
             return Err(PoolError::Pressure {
-                pool: self.name,
+                pool: self.error_name,
                 level,
             });
         }
@@ -331,7 +335,7 @@ impl PoolShared {
     pub(super) fn exhausted(&self) -> PoolError {
         self.counters.exhausted.fetch_add(1, StdOrdering::Relaxed);
         PoolError::Exhausted {
-            pool: self.name,
+            pool: self.error_name,
             max_capacity: self.max_capacity,
         }
     }

@@ -47,9 +47,15 @@ impl core::fmt::Display for CorruptionKind {
 /// these.
 ///
 /// A `PoolError` is `Copy`: a pool's name ([`PoolName`]) and a configuration's reason
-/// ([`ConfigReason`]) are interned texts, so returning an error allocates nothing, and code
-/// that matches on a result carries no drop of it on its unwinding path (which would make a
-/// small `#[inline]` wrapper around `acquire` too large for the compiler to inline).
+/// ([`ConfigReason`]) are interned texts. A pool interns its name when it is built, so an
+/// acquire, allocate, free or redeem that fails allocates nothing to say so (only building a
+/// pool from an invalid configuration interns its reason), and code that matches on a result
+/// carries no drop of the error on its unwinding path (which would make a small `#[inline]`
+/// wrapper around `acquire` too large for the compiler to inline).
+///
+/// Before `PoolError` was `Copy`, these fields were `String`s. Code that reads them as `str`,
+/// compares them, formats them or builds them with `.into()` is unchanged; code that needs a
+/// `String` writes `String::from(pool)` or `pool.to_string()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError {

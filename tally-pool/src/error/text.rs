@@ -7,9 +7,12 @@
 //! path of every call and makes the caller too large for the compiler to inline on its own.
 //! A pool interns its name once, when it is built, and copies it into every error it returns.
 //!
-//! Interning keeps each distinct text once. At most `INTERNED_BYTES` bytes of distinct texts
-//! are kept; past that, a new text is replaced by `NOT_KEPT` (only a process that builds
-//! pools under a stream of ever new names or invalid configurations gets there).
+//! Interning keeps each distinct text once, for the life of the process. At most
+//! `INTERNED_BYTES` bytes of distinct text are kept (each text also costs its set entry and
+//! its allocation's header); past that, a new text is replaced by `NOT_KEPT`. Only a process
+//! that builds pools under a stream of ever new names or invalid configurations, or that
+//! interns texts of its own through `PoolName::new`, gets there; a pool's `name()` and its
+//! statistics keep its own name whatever its errors carry.
 
 use core::borrow::Borrow;
 use core::fmt;
@@ -23,28 +26,49 @@ pub(crate) const INTERNED_BYTES: usize = 1 << 20;
 /// What a text becomes once [`INTERNED_BYTES`] of distinct texts are kept.
 pub(crate) const NOT_KEPT: &str = "(text not kept: too many distinct pool names and reasons)";
 
-/// The interned texts and their total length.
-static INTERNED: Mutex<(BTreeSet<&'static str>, usize)> = Mutex::new((BTreeSet::new(), 0));
+/// Texts kept once each, and their total length.
+struct Interner {
+    set: BTreeSet<&'static str>,
+    bytes: usize,
+}
 
-/// The interned copy of `text`: the one kept already, a new one, or [`NOT_KEPT`].
+impl Interner {
+    const fn new() -> Self {
+        Self {
+            set: BTreeSet::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The kept copy of `text`: the one kept already, a new one if at most `cap` bytes of
+    /// text are then kept, else [`NOT_KEPT`].
+    fn intern(&mut self, text: &str, cap: usize) -> &'static str {
+        if text.is_empty() {
+            return "";
+        }
+        if let Some(kept) = self.set.get(text) {
+            return kept;
+        }
+        if self.bytes + text.len() > cap {
+            return NOT_KEPT;
+        }
+        let kept: &'static str = Box::leak(Box::<str>::from(text));
+        self.set.insert(kept);
+        self.bytes += kept.len();
+        kept
+    }
+}
+
+/// The process's interned texts.
+static INTERNED: Mutex<Interner> = Mutex::new(Interner::new());
+
+/// The interned copy of `text` (see [`Interner::intern`]), with [`INTERNED_BYTES`] as the cap.
 fn intern(text: &str) -> &'static str {
-    if text.is_empty() {
-        return "";
-    }
-    // A panic cannot happen while the lock is held (no user code runs under it), so a
-    // poisoned lock still guards a consistent set.
-    let mut guard = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
-    let (set, bytes) = &mut *guard;
-    if let Some(kept) = set.get(text) {
-        return kept;
-    }
-    if *bytes + text.len() > INTERNED_BYTES {
-        return NOT_KEPT;
-    }
-    let kept: &'static str = Box::leak(Box::<str>::from(text));
-    set.insert(kept);
-    *bytes += kept.len();
-    kept
+    // Under the lock run only the set's own code and the global allocator (for the copy and
+    // the set's nodes); a panic there leaves the set as it was, so a poisoned lock still
+    // guards a consistent set.
+    let mut interner = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+    interner.intern(text, INTERNED_BYTES)
 }
 
 macro_rules! interned_text {
@@ -59,8 +83,9 @@ macro_rules! interned_text {
 
         impl $name {
             /// Interns `text`: each distinct text is kept once, for the life of the process.
-            /// At most 1 MiB of distinct texts is kept; past that, a new text reads
-            /// `(text not kept: too many distinct pool names and reasons)`.
+            /// At most 1 MiB of distinct text is kept; past that, a new text reads
+            /// `(text not kept: too many distinct pool names and reasons)`, in errors only:
+            /// a pool's `name()` and statistics keep its own name.
             pub fn new(text: &str) -> Self {
                 Self(intern(text))
             }
@@ -218,6 +243,29 @@ mod tests {
             "text-interned-once|\"text-interned-once\""
         );
         assert_eq!(PoolName::new(""), PoolName::default());
+    }
+
+    #[test]
+    fn an_interner_keeps_texts_up_to_its_cap() {
+        let mut interner = Interner::new();
+        let abcd = interner.intern("abcd", 10);
+        assert_eq!(interner.intern("efgh", 10), "efgh");
+        assert_eq!(
+            interner.intern("ijkl", 10),
+            NOT_KEPT,
+            "12 bytes would pass the cap"
+        );
+        assert!(
+            core::ptr::eq(interner.intern("abcd", 10), abcd),
+            "a kept text stays kept"
+        );
+        assert_eq!(
+            interner.intern("ij", 10),
+            "ij",
+            "a text that fits is kept after a refusal"
+        );
+        assert_eq!(interner.intern("k", 10), NOT_KEPT);
+        assert_eq!(interner.bytes, 10);
     }
 
     #[test]

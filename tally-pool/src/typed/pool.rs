@@ -91,7 +91,10 @@ pub struct Pool<T> {
     /// Invariant: `Some` only when `inner` is `Ok`, and then the one node pool of
     /// `inner.nodes`.
     pub(super) direct: Option<BlockPool>,
-    pub(super) name: PoolName,
+    /// The name, as `Pool::name` and the statistics give it.
+    pub(super) name: String,
+    /// The name as the pool's errors carry it: interned (see `PoolName`).
+    pub(super) error_name: PoolName,
     pub(super) inner: Result<Inner, PoolError>,
     /// Call sites of sampled acquires, once [`Pool::track_sites`] turned them on; shared
     /// with the pool's twin, if it has one. Read on slow paths only.
@@ -221,7 +224,8 @@ impl<T: 'static> Pool<T> {
         };
         let raw = Box::into_raw(Box::new(Self {
             direct,
-            name: PoolName::new(&name),
+            error_name: PoolName::new(&name),
+            name,
             inner: Ok(inner),
             sites: OnceLock::new(),
             _marker: PhantomData,
@@ -261,11 +265,12 @@ impl<T: 'static> Pool<T> {
     /// A pool for a `static` (what the derive uses): creation errors are kept and returned
     /// by every acquire instead of being lost.
     pub(super) fn create_static(config: PoolConfig, recycle: Option<RecycleFn>) -> &'static Self {
-        let name = PoolName::new(&config.name);
+        let name = config.name.clone();
         match Self::create(config, recycle, true, false) {
             Ok(pool) => pool,
             Err(e) => Box::leak(Box::new(Self {
                 direct: None,
+                error_name: PoolName::new(&name),
                 name,
                 inner: Err(e),
                 sites: OnceLock::new(),
@@ -307,13 +312,17 @@ impl<T: 'static> Pool<T> {
         T: Send,
     {
         let inner = self.inner()?;
-        let invalid = || PoolError::InvalidHandle { pool: self.name };
+        let invalid = || PoolError::InvalidHandle {
+            pool: self.error_name,
+        };
         let Some(token) = token::unpack(inner.uid, raw.to_bits()) else {
             // A sampled value of a pool that tracks sites lives in the pool's twin.
             if let Some(twin) = self.twin_of() {
                 return twin.redeem(raw);
             }
-            return Err(PoolError::WrongPool { pool: self.name });
+            return Err(PoolError::WrongPool {
+                pool: self.error_name,
+            });
         };
         let node = token.fields.node as usize;
         let (Some(table), Some(block_pool)) = (inner.tokens.get(node), inner.nodes.pool(node))
@@ -324,7 +333,9 @@ impl<T: 'static> Pool<T> {
             table
                 .redeem(inner.uid, &token, block_pool)
                 .map_err(|refusal| match refusal {
-                    Refusal::Stale => PoolError::StaleHandle { pool: self.name },
+                    Refusal::Stale => PoolError::StaleHandle {
+                        pool: self.error_name,
+                    },
                     Refusal::NeverIssued => invalid(),
                 })?;
         inner.leaked_raw.fetch_sub(1, Ordering::Relaxed);
@@ -489,7 +500,7 @@ impl<T: 'static> Pool<T> {
 
     /// The pool's name.
     pub fn name(&self) -> &str {
-        self.name.as_str()
+        &self.name
     }
 
     /// Gives memory that no live value uses back to the OS; see [`BlockPool::reclaim`].
