@@ -46,6 +46,13 @@ fi
 # callers, so none keeps a symbol. Before the errors became `Copy`, none was: each wrapper
 # then cost a call, 4.9–6.0 ns per W1 round trip against 3.4–3.8 ns inlined.
 symbols=$(nm -C "$bin")
+# A control: the two callers are never inlined, so their demangled names must be found; if
+# they are not (an `nm` that cannot demangle Rust), the check below would prove nothing.
+for sym in plain_one plain_many; do
+  if ! grep -qE "tally_pool_hot_path::${sym}( |\$|::)" <<<"$symbols"; then
+    echo "hot path: no symbol $sym: cannot tell which wrappers were inlined"; fail=1
+  fi
+done
 for sym in plain_acquire plain_acquire_with plain_acquire_with_fn; do
   verdict="inlined ok"
   if grep -qE "tally_pool_hot_path::${sym}( |\$|::)" <<<"$symbols"; then
