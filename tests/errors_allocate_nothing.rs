@@ -98,14 +98,12 @@ fn an_exhausted_block_pool_allocates_nothing_to_refuse() {
 
 #[test]
 fn an_exhausted_typed_pool_allocates_nothing_to_refuse() {
-    let pool: &'static Pool<[u64; 8]> = Box::leak(Box::new(
-        Pool::new(
-            PoolConfig::new("errors-typed-exhausted")
-                .capacity(1)
-                .max_capacity(1),
-        )
-        .unwrap(),
-    ));
+    let pool: &'static Pool<[u64; 8]> = Pool::new(
+        PoolConfig::new("errors-typed-exhausted")
+            .capacity(1)
+            .max_capacity(1),
+    )
+    .unwrap();
     let held = pool.acquire_with([1; 8]).unwrap();
     let (result, allocations) = allocations_of(|| pool.acquire_with([2; 8]));
     match result {
@@ -126,9 +124,7 @@ fn an_exhausted_typed_pool_allocates_nothing_to_refuse() {
 
 #[test]
 fn a_forged_token_is_refused_without_allocating() {
-    let pool: &'static Pool<u64> = Box::leak(Box::new(
-        Pool::new(PoolConfig::new("errors-forged-token")).unwrap(),
-    ));
+    let pool: &'static Pool<u64> = Pool::new(PoolConfig::new("errors-forged-token")).unwrap();
     let (result, allocations) = allocations_of(|| pool.redeem(RawHandle::from(0x5a5a_5a5a)));
     match result {
         Err(PoolError::InvalidHandle { pool: name } | PoolError::WrongPool { pool: name }) => {
