@@ -4,11 +4,20 @@
 //! A mapping is the layout's size rounded up to a page, aligned to the layout's alignment
 //! (at least a page). Nothing is stored beside it: `dealloc` and `realloc` get the layout
 //! back from the caller and derive the mapping from it.
+//!
+//! A freed mapping of at most 1 MiB and page alignment is kept by the freeing thread's
+//! node ([`Retained`]) for the next allocation of the same number of pages there, up to
+//! 16 MiB a node; [`trim`] (and the statistics registry's `reclaim`, under pressure)
+//! unmaps what is kept.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use super::cache;
+#[cfg(not(loom))]
+use super::heap::MAX_NODES;
+use super::retained::{Retained, MAX_PAGES};
 use crate::sys::{self, Region, PAGE};
 
 /// Running counts of the large mappings.
@@ -22,6 +31,8 @@ pub(super) struct LargeCounts {
     pub(super) frees: AtomicU64,
     /// Mappings the OS refused to bind to the node.
     pub(super) unbound: AtomicU64,
+    /// Allocations served by a kept mapping.
+    pub(super) reused: AtomicU64,
 }
 
 impl LargeCounts {
@@ -32,6 +43,7 @@ impl LargeCounts {
             allocations: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             unbound: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
         }
     }
 }
@@ -40,14 +52,88 @@ impl LargeCounts {
 /// node without asking the OS).
 pub(super) static LARGE: LargeCounts = LargeCounts::new();
 
+/// The mappings each node keeps.
+#[cfg(not(loom))]
+static RETAINED: [Retained; MAX_NODES] = [const { Retained::new() }; MAX_NODES];
+
+/// The mappings node `node` (a heap index) keeps.
+#[cfg(not(loom))]
+fn retained(node: usize) -> Option<&'static Retained> {
+    RETAINED.get(node)
+}
+
+/// None under loom, whose atomics cannot live in a static (`retained.rs` has the model).
+#[cfg(loom)]
+fn retained(_node: usize) -> Option<&'static Retained> {
+    None
+}
+
+/// Bytes every node keeps now.
+pub(super) fn retained_bytes() -> usize {
+    (0..).map_while(retained).map(Retained::bytes).sum()
+}
+
+/// Bytes of the largest mapping that alloc_zeroed takes from the kept ones and zeroes by
+/// hand; a longer one is mapped afresh, its pages zero until touched.
+const ZERO_BY_HAND: usize = 64 << 10;
+
+/// Unmaps every mapping the nodes keep; returns the bytes unmapped.
+pub(super) fn trim() -> usize {
+    (0..)
+        .map_while(retained)
+        .map(|r| {
+            r.drain(|ptr, len| {
+                // SAFETY: a kept mapping is one whole page-aligned mapping that nothing
+                // uses (`Retained` invariant), now ours alone (`drain`).
+                drop(unsafe { Region::from_raw(ptr, len, PAGE) });
+                LARGE.mapped.fetch_sub(len, Ordering::Relaxed);
+            })
+        })
+        .sum()
+}
+
 /// Bytes of the mapping for `layout`: its size rounded up to a page (at least one).
 fn mapped_len(layout: Layout) -> Option<usize> {
     layout.size().max(1).checked_next_multiple_of(PAGE)
 }
 
-/// Maps memory for `layout`, zero-filled. `None` if the OS refuses.
+/// A kept mapping for `layout` from the calling thread's node, if one has its length.
+fn reuse(layout: Layout, len: usize) -> Option<NonNull<u8>> {
+    if layout.align() > PAGE || len > MAX_PAGES * PAGE {
+        return None;
+    }
+    let ptr = retained(cache::thread_node())?.take(len)?;
+    let counts = &LARGE;
+    counts.live.fetch_add(layout.size(), Ordering::Relaxed);
+    counts.allocations.fetch_add(1, Ordering::Relaxed);
+    counts.reused.fetch_add(1, Ordering::Relaxed);
+    Some(ptr)
+}
+
+/// Memory for `layout`, zero-filled: a kept mapping zeroed by hand up to
+/// [`ZERO_BY_HAND`], else a fresh one. `None` if the OS refuses.
+pub(super) fn allocate_zeroed(layout: Layout) -> Option<NonNull<u8>> {
+    let len = mapped_len(layout)?;
+    if len <= ZERO_BY_HAND {
+        if let Some(ptr) = reuse(layout, len) {
+            // SAFETY: a mapping of `len >= layout.size()` bytes, now ours alone.
+            unsafe { ptr.as_ptr().write_bytes(0, layout.size()) };
+            return Some(ptr);
+        }
+    }
+    map(layout, len)
+}
+
+/// Memory for `layout`: a kept mapping of its length, else a new one (zero-filled). `None`
+/// if the OS refuses.
 pub(super) fn allocate(layout: Layout) -> Option<NonNull<u8>> {
     let len = mapped_len(layout)?;
+    reuse(layout, len).or_else(|| map(layout, len))
+}
+
+/// Maps `len` bytes (a whole number of pages) for `layout`, zero-filled, bound to the
+/// calling thread's node. `None` if the OS refuses.
+fn map(layout: Layout, len: usize) -> Option<NonNull<u8>> {
     let region = if layout.align() <= PAGE {
         sys::map(len)
     } else {
@@ -65,23 +151,34 @@ pub(super) fn allocate(layout: Layout) -> Option<NonNull<u8>> {
     Some(region.into_raw().0)
 }
 
-/// Unmaps what [`allocate`] mapped for `layout`.
+/// Keeps what [`allocate`] mapped for `layout` for reuse on the calling thread's node, or
+/// unmaps it.
 ///
 /// # Safety
 ///
-/// `ptr` came from [`allocate`] (or [`reallocate`]) with this `layout` and is not used
-/// afterwards.
+/// `ptr` came from [`allocate`], [`allocate_zeroed`] (or [`reallocate`]) with this `layout`
+/// and is not used afterwards.
 pub(super) unsafe fn free(ptr: NonNull<u8>, layout: Layout) {
     let Some(len) = mapped_len(layout) else {
         return;
     };
+    let counts = &LARGE;
+    counts.live.fetch_sub(layout.size(), Ordering::Relaxed);
+    counts.frees.fetch_add(1, Ordering::Relaxed);
+    if layout.align() <= PAGE && len <= MAX_PAGES * PAGE {
+        if let Some(kept) = retained(cache::thread_node()) {
+            // SAFETY: `ptr..ptr + len` is one whole page-aligned mapping (`allocate`
+            // made it for `layout`, whose alignment is at most a page) that the caller
+            // gives up (contract).
+            if unsafe { kept.put(ptr, len) } {
+                return;
+            }
+        }
+    }
     // SAFETY: `ptr..ptr + len` is the mapping `allocate` made for `layout` (contract),
     // with this alignment, and nothing uses it once the region drops.
     drop(unsafe { Region::from_raw(ptr, len, layout.align().max(PAGE)) });
-    let counts = &LARGE;
     counts.mapped.fetch_sub(len, Ordering::Relaxed);
-    counts.live.fetch_sub(layout.size(), Ordering::Relaxed);
-    counts.frees.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Resizes a mapping of at most page alignment to `new_size` bytes in place or by moving

@@ -34,8 +34,13 @@
 //!   that were local.
 //! - **Larger layouts** get a mapping of their own, bound to the calling thread's node;
 //!   `realloc` between large sizes moves pages with `mremap` rather than copying.
+//!   A freed mapping of at most 1 MiB (and page alignment) is kept for the next
+//!   allocation of as many pages on the freeing thread's node, up to 16 MiB a node, so a
+//!   buffer freed and allocated again costs no system call and no page fault;
+//!   [`TallyAlloc::trim`], or a pressure monitor from `Moderate` on, unmaps them.
 //! - `realloc` within a class returns the same pointer; across classes it copies once.
-//! - `alloc_zeroed` takes zero pages as they are: a large layout's fresh mapping, and a
+//! - `alloc_zeroed` takes zero pages as they are: a large layout's fresh mapping (a kept
+//!   one only up to 64 KiB, zeroed by hand), and a
 //!   block carved from a chunk and never handed out before (its address carries a mark
 //!   through the caches and heaps until it is handed out or linked into a list). A block
 //!   used before is zeroed by hand.
@@ -85,7 +90,9 @@
 //!   node.
 //! - Nodes from 16 on share heaps (`node % 16`), whose chunks are bound to the node of that
 //!   index.
-//! - Large mappings are counted for the process as a whole, not per node.
+//! - Large mappings are counted for the process as a whole, not per node. A kept mapping
+//!   waits on the node of the thread that freed it, which is not always the node its
+//!   pages are on (the free cannot tell without a system call).
 //! - A thread that stops allocating keeps up to two batches per class until it exits.
 //! - A thread's cache takes about 3 KiB of zero-initialised static thread-local storage
 //!   (which glibc takes from the thread's stack) and, once used, a 53 KiB mapping for its
@@ -104,6 +111,7 @@
 mod cache;
 mod heap;
 mod large;
+mod retained;
 mod stats;
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -152,6 +160,27 @@ impl TallyAlloc {
     /// ```
     pub fn flush_thread_cache(&self) {
         cache::flush_mine();
+    }
+
+    /// Unmaps the freed large mappings the allocator keeps for reuse (up to 16 MiB a
+    /// node, each at most 1 MiB; see the [module docs](self)); returns the bytes
+    /// unmapped. The statistics registry's `reclaim` does the same from `Moderate` on,
+    /// so a running pressure monitor calls it when memory gets tight.
+    ///
+    /// ```
+    /// use core::alloc::{GlobalAlloc, Layout};
+    /// use tally_pool::alloc::TallyAlloc;
+    ///
+    /// let a = TallyAlloc::new();
+    /// let layout = Layout::from_size_align(100_000, 8).unwrap();
+    /// // SAFETY: non-zero size; freed with the same layout.
+    /// unsafe { a.dealloc(a.alloc(layout), layout) };
+    /// assert!(a.stats().large.retained_bytes > 0);
+    /// assert!(a.trim() > 0);
+    /// assert_eq!(a.stats().large.retained_bytes, 0);
+    /// ```
+    pub fn trim(&self) -> usize {
+        large::trim()
     }
 }
 
@@ -237,8 +266,8 @@ unsafe impl GlobalAlloc for TallyAlloc {
                 }
                 p
             }
-            // A fresh mapping reads as zero.
-            None => large::allocate(layout).map_or(ptr::null_mut(), NonNull::as_ptr),
+            // A fresh mapping reads as zero; a kept one is zeroed.
+            None => large::allocate_zeroed(layout).map_or(ptr::null_mut(), NonNull::as_ptr),
         }
     }
 

@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Once;
 
 use super::heap::{self, CHUNK};
-use super::large::LARGE;
+use super::large::{self, LARGE};
 use super::{cache, TallyAlloc};
 use crate::block::SizeClass;
-use crate::stats::{self, ComponentSnapshot, Counters, Kind, NodeSnapshot, Source};
+use crate::stats::{self, ComponentSnapshot, Counters, Kind, NodeSnapshot, Source, Urgency};
 
 /// The figures of one size class on one node.
 ///
@@ -71,6 +71,11 @@ pub struct LargeStats {
     pub frees: u64,
     /// Mappings the OS refused to bind to the calling thread's node.
     pub unbound: u64,
+    /// Bytes of freed mappings kept for reuse (part of `mapped_bytes`): see
+    /// [`TallyAlloc::trim`].
+    pub retained_bytes: u64,
+    /// Allocations (of `allocations`) served by a kept mapping, with no system call.
+    pub reused: u64,
 }
 
 /// A snapshot of what [`TallyAlloc`] holds.
@@ -168,6 +173,8 @@ pub(super) fn collect() -> AllocStats {
             allocations: l.allocations.load(Ordering::Relaxed),
             frees: l.frees.load(Ordering::Relaxed),
             unbound: l.unbound.load(Ordering::Relaxed),
+            retained_bytes: large::retained_bytes() as u64,
+            reused: l.reused.load(Ordering::Relaxed),
         },
         reentries: cache::reentries(),
         uncached_allocations: cache::uncached_allocations(),
@@ -180,6 +187,25 @@ pub(super) fn collect() -> AllocStats {
 struct AllocatorSource;
 
 impl Source for AllocatorSource {
+    /// From `Moderate` on, unmaps the large mappings kept for reuse
+    /// ([`TallyAlloc::trim`]); the size-class heaps keep their chunks.
+    fn reclaim(&self, urgency: Urgency) -> usize {
+        if urgency >= Urgency::Moderate {
+            large::trim()
+        } else {
+            0
+        }
+    }
+
+    fn reclaimable(&self, urgency: Urgency, idle_after: core::time::Duration) -> usize {
+        let _ = idle_after;
+        if urgency >= Urgency::Moderate {
+            large::retained_bytes()
+        } else {
+            0
+        }
+    }
+
     fn snapshot(&self) -> ComponentSnapshot {
         let s = collect();
         let size = |c: &ClassStats| c.block_size as u64;
@@ -193,7 +219,8 @@ impl Source for AllocatorSource {
             s.classes
                 .iter()
                 .map(|c| c.free_blocks.saturating_mul(size(c))),
-        );
+        )
+        .saturating_add(s.large.retained_bytes);
         let fresh = sat_sum(s.classes.iter().map(|c| {
             let per_chunk = blocks_per_chunk(c.block_size);
             let carved = c
@@ -295,5 +322,29 @@ impl TallyAlloc {
     pub fn stats(&self) -> AllocStats {
         register();
         collect()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use core::alloc::Layout;
+    use core::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_registry_unmaps_kept_mappings_from_moderate_on() {
+        // A length no other test asks for, so that none takes the kept mapping.
+        let len = 43 * crate::sys::PAGE;
+        let layout = Layout::from_size_align(len, 8).unwrap();
+        let p = large::allocate(layout).unwrap();
+        // SAFETY: allocated just above with `layout`, not used again.
+        unsafe { large::free(p, layout) };
+        assert_eq!(SOURCE.reclaimable(Urgency::Low, Duration::ZERO), 0);
+        assert_eq!(SOURCE.reclaim(Urgency::Low), 0);
+        assert!(large::retained_bytes() >= len, "kept at Low");
+        assert!(SOURCE.reclaimable(Urgency::Moderate, Duration::ZERO) >= len);
+        assert!(SOURCE.reclaim(Urgency::Moderate) >= len);
+        assert_eq!(large::retained_bytes(), 0);
     }
 }

@@ -4,7 +4,7 @@
 //! | level | request ([`Urgency`]) | who gives back |
 //! |---|---|---|
 //! | Normal | `Low`, once per 10 s (or `idle_after` if longer) | pools idle for `idle_after`: chunks already wholly free beyond their reserve |
-//! | Moderate | `Moderate` | also thread caches idle for `idle_after` are flushed |
+//! | Moderate | `Moderate` | also thread caches idle for `idle_after` are flushed; `TallyAlloc` unmaps the large mappings it keeps |
 //! | High | `High` | every pool idle for `idle_after` gives back free chunks beyond its reserve; arenas trimmed |
 //! | Critical | `Critical` | every pool, idle or not, gives back all free chunks beyond its reserve |
 
