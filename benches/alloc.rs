@@ -3,8 +3,9 @@
 //!
 //! - **glibc-simple**: one thread allocates 1,000 blocks of 8 to 512 bytes and frees them in
 //!   random order, 10,000 rounds (ns an allocation+free).
-//! - **xmalloc-test**: a producer allocates 1,000,000 blocks of 8 to 256 bytes and hands them
-//!   through a queue to a consumer that frees them (ns a block).
+//! - **xmalloc-test**: a producer allocates 1,003,520 blocks of xmalloc-test's 17 sizes
+//!   (8 to 2,048 bytes) in batches of 4,096, each batch a vector from the same allocator,
+//!   and hands them, at most 100 at a time, to a consumer that frees them (ns a block).
 //! - **cache-scratch**: passive false sharing. The main thread allocates an 8-byte block for
 //!   each of two threads; each frees it, then 1,000 times allocates an 8-byte block, writes it
 //!   20,000 times over and frees it; handed back the freed blocks, they share a line (ms).
@@ -31,12 +32,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::env;
 use std::ffi::CStr;
-use std::hint::{black_box, spin_loop};
+use std::hint::black_box;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::thread::scope;
 use std::time::Instant;
 
-use crossbeam_queue::ArrayQueue;
 use mimalloc::MiMalloc;
 use tally_bench::{fatal, stats::median, Mode};
 use tally_pool::alloc::TallyAlloc;
@@ -160,32 +160,37 @@ fn glibc_simple(rounds: usize) -> f64 {
     since(start, rounds * 1000)
 }
 
+/// xmalloc-test's sizes.
+const XMALLOC_SIZES: [usize; 17] = [
+    8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
+];
+/// Blocks in one of xmalloc-test's batches.
+const BATCH: usize = 4096;
+
 fn xmalloc(blocks: usize) -> f64 {
-    let queue = ArrayQueue::<(usize, usize)>::new(4096);
+    // At most 100 batches in flight, as in xmalloc-test.
+    let (batches, freed) = std::sync::mpsc::sync_channel::<Vec<(usize, usize)>>(100);
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let start = Instant::now();
     scope(|s| {
-        s.spawn(|| {
-            for _ in 0..blocks {
-                let (p, size) = loop {
-                    match queue.pop() {
-                        Some(item) => break item,
-                        None => spin_loop(),
-                    }
-                };
-                free(p, size);
+        s.spawn(move || {
+            for batch in freed {
+                for (p, size) in batch {
+                    free(p, size);
+                }
             }
         });
-        for _ in 0..blocks {
-            let size = rng.size(8, 256);
-            let mut item = (block(size), size);
-            while let Err(back) = queue.push(item) {
-                item = back;
-                spin_loop();
+        for _ in 0..blocks.div_ceil(BATCH) {
+            let mut batch = Vec::with_capacity(BATCH);
+            for _ in 0..BATCH {
+                let size = XMALLOC_SIZES[rng.next() as usize % XMALLOC_SIZES.len()];
+                batch.push((block(size), size));
             }
+            batches.send(batch).unwrap();
         }
+        drop(batches);
     });
-    since(start, blocks)
+    since(start, blocks.div_ceil(BATCH) * BATCH)
 }
 
 fn cache_scratch(writes: usize) -> f64 {
