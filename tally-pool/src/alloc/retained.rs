@@ -1,20 +1,22 @@
 //! Large mappings kept for reuse after their free: a fixed set of slots per node, each one
-//! atomic word, so that a program that frees and allocates buffers of the same size in
+//! atomic pointer, so that a program that frees and allocates buffers of the same size in
 //! turn (a `Vec` grown past 32 KiB, a 64 KiB read buffer per request) pays for `mmap`,
 //! `mbind`, `munmap` and the page faults once rather than on every call.
 //!
-//! A slot holds a mapping's address, page-aligned, with its length in pages in the low
+//! A slot holds a pointer to a mapping, page-aligned, with its length in pages in the low
 //! bits (at most [`MAX_PAGES`], below a page's 4,096): one word says everything, so a slot
 //! is taken or filled with one compare-and-swap, with no lock and no allocation, from any
 //! thread, in a thread-local destructor and in a child after `fork` alike. A mapping sits
 //! in at most one slot, and only while no one uses it: whoever fills a slot gives the
 //! mapping up, whoever empties it owns it. A word names its mapping completely, so a slot
 //! emptied and refilled with the same word between another thread's load and its swap
-//! still holds a mapping that is free to take (no ABA hazard).
+//! still holds a mapping that is free to take (no ABA hazard). The tag is added with
+//! `map_addr`, so the pointer keeps its provenance (and miri and leak checkers see the
+//! mapping as reachable).
 
-use core::ptr::NonNull;
+use core::ptr::{null_mut, NonNull};
 
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use crate::sys::PAGE;
 
 /// Slots of one node (fewer in the loom model, whose cost grows with every atomic access).
@@ -27,29 +29,43 @@ pub(super) const SLOTS: usize = 3;
 /// to touching the memory, and a kept mapping would hold much memory for one caller.
 pub(super) const MAX_PAGES: usize = 256;
 
-/// Bytes one node keeps at most: 16 MiB.
+/// Bytes one node keeps at most: 16 MiB (two of the longest mappings in the loom model,
+/// so that it reaches the limit).
+#[cfg(not(loom))]
 pub(super) const MAX_BYTES: usize = 16 << 20;
+#[cfg(loom)]
+pub(super) const MAX_BYTES: usize = 2 * MAX_PAGES * PAGE;
 
-const PAGE_BITS: u64 = PAGE as u64 - 1;
+/// The low bits of a page-aligned address, which carry the page count.
+const PAGE_BITS: usize = PAGE - 1;
+
+// The page count fits in the bits a page-aligned address leaves zero.
+const _: () = assert!(MAX_PAGES <= PAGE_BITS);
 
 /// The mappings one node keeps.
 ///
-/// Invariants: a non-zero slot is `address | pages` of one whole mapping of `pages` pages
-/// (`1..=MAX_PAGES`) that nothing uses and no other slot names; `bytes` is at least the
-/// sum of the kept mappings' lengths (a filler adds before it fills a slot, a taker
-/// subtracts after it empties one) and at most [`MAX_BYTES`] plus the lengths of the
-/// fills in progress.
+/// Invariants: a non-null slot is a pointer to one whole mapping of `pages` pages
+/// (`1..=MAX_PAGES`) tagged with `pages` in its low bits, that nothing uses and no other
+/// slot names; `bytes` is at least the sum of the kept mappings' lengths (a filler adds
+/// before it fills a slot, a taker subtracts after it empties one) and at most
+/// [`MAX_BYTES`] plus the lengths of the fills in progress.
 #[derive(Debug)]
 pub(super) struct Retained {
-    slots: [AtomicU64; SLOTS],
+    slots: [AtomicPtr<u8>; SLOTS],
     bytes: AtomicUsize,
+}
+
+/// The mapping a slot's word names, and its length in bytes; `None` for an empty slot.
+fn untag(word: *mut u8) -> Option<(NonNull<u8>, usize)> {
+    let pages = word.addr() & PAGE_BITS;
+    NonNull::new(word.map_addr(|a| a & !PAGE_BITS)).map(|ptr| (ptr, pages * PAGE))
 }
 
 impl Retained {
     #[cfg(not(loom))]
     pub(super) const fn new() -> Self {
         Self {
-            slots: [const { AtomicU64::new(0) }; SLOTS],
+            slots: [const { AtomicPtr::new(null_mut()) }; SLOTS],
             bytes: AtomicUsize::new(0),
         }
     }
@@ -57,30 +73,31 @@ impl Retained {
     #[cfg(loom)]
     pub(super) fn new() -> Self {
         Self {
-            slots: core::array::from_fn(|_| AtomicU64::new(0)),
+            slots: core::array::from_fn(|_| AtomicPtr::new(null_mut())),
             bytes: AtomicUsize::new(0),
         }
     }
 
-    /// The word of a mapping of `len` bytes at `ptr`, if it may be kept: `len` a whole
-    /// number of pages, at most [`MAX_PAGES`], and `ptr` page-aligned.
-    fn word(ptr: usize, len: usize) -> Option<u64> {
+    /// The page count of a mapping of `len` bytes, if one that long may be kept: a whole
+    /// number of pages, at most [`MAX_PAGES`].
+    fn pages(len: usize) -> Option<usize> {
         let pages = len / PAGE;
-        let fits = len % PAGE == 0 && (1..=MAX_PAGES).contains(&pages) && ptr % PAGE == 0;
-        (fits && ptr != 0).then_some(ptr as u64 | pages as u64)
+        (len % PAGE == 0 && (1..=MAX_PAGES).contains(&pages)).then_some(pages)
     }
 
     /// Keeps the mapping of `len` bytes at `ptr`; false, leaving it the caller's, if it is
-    /// too long, the node keeps [`MAX_BYTES`] already, or every slot is full.
+    /// too long or not page-aligned, the node keeps [`MAX_BYTES`] already, or every slot
+    /// is full.
     ///
     /// # Safety
     ///
     /// `ptr..ptr + len` is one whole mapping that the caller owns and gives up when this
     /// returns true: it neither uses nor unmaps it afterwards.
     pub(super) unsafe fn put(&self, ptr: NonNull<u8>, len: usize) -> bool {
-        let Some(word) = Self::word(ptr.as_ptr() as usize, len) else {
+        let Some(pages) = Self::pages(len).filter(|_| ptr.as_ptr().addr() & PAGE_BITS == 0) else {
             return false;
         };
+        let word = ptr.as_ptr().map_addr(|a| a | pages);
         if self.bytes.fetch_add(len, Ordering::Relaxed) + len > MAX_BYTES {
             self.bytes.fetch_sub(len, Ordering::Relaxed);
             return false;
@@ -88,9 +105,9 @@ impl Retained {
         for slot in &self.slots {
             // Release: the caller's last use of the memory happens before the next
             // owner's first (it takes the slot with Acquire).
-            if slot.load(Ordering::Relaxed) == 0
+            if slot.load(Ordering::Relaxed).is_null()
                 && slot
-                    .compare_exchange(0, word, Ordering::Release, Ordering::Relaxed)
+                    .compare_exchange(null_mut(), word, Ordering::Release, Ordering::Relaxed)
                     .is_ok()
             {
                 return true;
@@ -102,20 +119,17 @@ impl Retained {
 
     /// A kept mapping of exactly `len` bytes, now the caller's; `None` if there is none.
     pub(super) fn take(&self, len: usize) -> Option<NonNull<u8>> {
-        if len % PAGE != 0 || !(1..=MAX_PAGES).contains(&(len / PAGE)) {
-            return None;
-        }
-        let pages = (len / PAGE) as u64;
+        let pages = Self::pages(len)?;
         for slot in &self.slots {
             let word = slot.load(Ordering::Relaxed);
-            if word != 0
-                && word & PAGE_BITS == pages
+            if !word.is_null()
+                && word.addr() & PAGE_BITS == pages
                 && slot
-                    .compare_exchange(word, 0, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(word, null_mut(), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
                 self.bytes.fetch_sub(len, Ordering::Relaxed);
-                return NonNull::new((word & !PAGE_BITS) as usize as *mut u8);
+                return untag(word).map(|(ptr, _)| ptr);
             }
         }
         None
@@ -126,15 +140,25 @@ impl Retained {
     pub(super) fn drain(&self, mut give_back: impl FnMut(NonNull<u8>, usize)) -> usize {
         let mut total = 0;
         for slot in &self.slots {
-            let word = slot.swap(0, Ordering::Acquire);
-            let len = (word & PAGE_BITS) as usize * PAGE;
-            if let Some(ptr) = NonNull::new((word & !PAGE_BITS) as usize as *mut u8) {
+            // Acquire: as in `take`, the last user's writes happen before ours.
+            if let Some((ptr, len)) = untag(slot.swap(null_mut(), Ordering::Acquire)) {
                 self.bytes.fetch_sub(len, Ordering::Relaxed);
                 total += len;
                 give_back(ptr, len);
             }
         }
         total
+    }
+
+    /// Whether a mapping of `len` bytes is kept now.
+    #[cfg(test)]
+    pub(super) fn holds(&self, len: usize) -> bool {
+        Self::pages(len).is_some_and(|pages| {
+            self.slots.iter().any(|slot| {
+                let word = slot.load(Ordering::Relaxed);
+                !word.is_null() && word.addr() & PAGE_BITS == pages
+            })
+        })
     }
 
     /// Bytes kept now (fills in progress included).
@@ -149,7 +173,7 @@ mod tests {
 
     /// Distinct page-aligned fake addresses: nothing here touches or unmaps them.
     fn at(n: usize) -> NonNull<u8> {
-        NonNull::new((n * 1024 * PAGE) as *mut u8).unwrap()
+        NonNull::new(core::ptr::without_provenance_mut(n * 1024 * PAGE)).unwrap()
     }
 
     fn put(r: &Retained, ptr: NonNull<u8>, len: usize) -> bool {
@@ -174,7 +198,11 @@ mod tests {
         let r = Retained::new();
         assert!(!put(&r, at(1), (MAX_PAGES + 1) * PAGE), "too long");
         assert!(!put(&r, at(1), PAGE + 1), "not whole pages");
-        assert!(!put(&r, NonNull::new((PAGE + 8) as *mut u8).unwrap(), PAGE));
+        let unaligned = core::ptr::without_provenance_mut(PAGE + 8);
+        assert!(
+            !put(&r, NonNull::new(unaligned).unwrap(), PAGE),
+            "not page-aligned"
+        );
         // 16 MiB in 1 MiB mappings: 16 fit, the 17th is over the byte limit.
         for n in 1..=16 {
             assert!(put(&r, at(n), MAX_PAGES * PAGE), "{n}");
@@ -208,37 +236,85 @@ mod tests {
     }
 }
 
-/// Loom: two threads fill and take at once; every mapping ends with exactly one owner and
-/// the byte count with the sum of what is kept.
+/// Loom: threads fill, take and drain at once. Each fake mapping has a cell that its
+/// owner writes before it gives the mapping up and the next owner reads after it takes it,
+/// so a fill or a take without Release and Acquire shows as a data race; every mapping
+/// ends with exactly one owner and the byte count with the sum of what is kept.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use loom::cell::UnsafeCell;
     use loom::sync::Arc;
 
+    /// Three fake mappings, each with the cell that stands for its memory.
+    struct Mappings([UnsafeCell<u64>; 3]);
+
+    impl Mappings {
+        fn new() -> Arc<Self> {
+            Arc::new(Self(core::array::from_fn(|_| UnsafeCell::new(0))))
+        }
+
+        /// Writes mapping `n` (1 to 3) as its owner, and gives it to `r`.
+        fn give(&self, r: &Retained, n: usize, len: usize) -> bool {
+            self.0[n - 1].with_mut(|p| unsafe { *p = n as u64 });
+            // SAFETY: fake addresses, never used as memory.
+            unsafe { r.put(at(n), len) }
+        }
+
+        /// Reads a mapping `r` handed over, as its new owner; its number.
+        fn read(&self, ptr: NonNull<u8>) -> usize {
+            let n = ptr.as_ptr().addr() / (1024 * PAGE);
+            assert_eq!(self.0[n - 1].with(|p| unsafe { *p }), n as u64);
+            n
+        }
+    }
+
     fn at(n: usize) -> NonNull<u8> {
-        NonNull::new((n * 1024 * PAGE) as *mut u8).unwrap_or(NonNull::dangling())
+        NonNull::new(core::ptr::without_provenance_mut(n * 1024 * PAGE)).unwrap()
     }
 
     #[test]
-    fn loom_retained_put_and_take_race() {
+    fn loom_retained_put_take_and_drain_race() {
         loom::model(|| {
-            let r = Arc::new(Retained::new());
-            let r2 = Arc::clone(&r);
-            // SAFETY: fake addresses, never used as memory.
-            assert!(unsafe { r.put(at(1), PAGE) });
+            let (r, m) = (Arc::new(Retained::new()), Mappings::new());
+            assert!(m.give(&r, 1, PAGE));
+            let (r2, m2) = (Arc::clone(&r), Arc::clone(&m));
             let t = loom::thread::spawn(move || {
-                let got = r2.take(PAGE);
-                // SAFETY: as above.
-                let kept = unsafe { r2.put(at(2), PAGE) };
-                (got, kept)
+                assert!(m2.give(&r2, 2, PAGE));
+                r2.take(PAGE).map(|p| m2.read(p))
             });
-            let mine = r.take(PAGE);
-            let (theirs, kept) = t.join().unwrap();
-            assert!(kept);
-            let mut owned: Vec<_> = [mine, theirs].into_iter().flatten().collect();
-            owned.extend(core::iter::from_fn(|| r.take(PAGE)));
+            // A take and a drain race the other thread's take and fill.
+            let mut owned: Vec<usize> = r.take(PAGE).map(|p| m.read(p)).into_iter().collect();
+            r.drain(|p, len| {
+                assert_eq!(len, PAGE);
+                owned.push(m.read(p));
+            });
+            owned.extend(t.join().unwrap());
+            r.drain(|p, _| owned.push(m.read(p)));
             owned.sort();
-            assert_eq!(owned, [at(1), at(2)], "each mapping has exactly one owner");
+            assert_eq!(owned, [1, 2], "each mapping has exactly one owner");
+            assert_eq!(r.bytes(), 0);
+        });
+    }
+
+    #[test]
+    fn loom_retained_byte_limit_race() {
+        loom::model(|| {
+            let (r, m) = (Arc::new(Retained::new()), Mappings::new());
+            let long = MAX_PAGES * PAGE;
+            assert!(m.give(&r, 1, long));
+            let (r2, m2) = (Arc::clone(&r), Arc::clone(&m));
+            let t = loom::thread::spawn(move || m2.give(&r2, 2, long));
+            let third = m.give(&r, 3, long);
+            let second = t.join().unwrap();
+            // Two fit under the limit: exactly one of the racing fills is refused, and it
+            // gives its bytes back.
+            assert_ne!(second, third);
+            let kept = 2;
+            assert_eq!(r.bytes(), kept * long);
+            let mut owned = Vec::new();
+            assert_eq!(r.drain(|p, _| owned.push(m.read(p))), kept * long);
+            assert_eq!(owned.len(), kept);
             assert_eq!(r.bytes(), 0);
         });
     }
