@@ -19,8 +19,8 @@ static GLOBAL: TallyAlloc = TallyAlloc::new();
 
 const PAGE: usize = 4096;
 
-/// A layout of `pages` pages less a few bytes, of a length no other allocation of this
-/// program asks for.
+/// A layout of `pages` pages less a few bytes: reuse goes by page count, and no other
+/// allocation of this program asks for as many pages.
 fn layout(pages: usize) -> Layout {
     Layout::from_size_align(pages * PAGE - 24, 8).unwrap()
 }
@@ -37,8 +37,19 @@ fn free(p: *mut u8, l: Layout) {
     unsafe { GLOBAL.dealloc(p, l) };
 }
 
+/// Pins the calling thread to the first node, so that every free and allocation here
+/// uses that node's kept mappings.
+fn pin() {
+    let topology = tally_pool::numa::Topology::system();
+    let first = topology.nodes()[0].id();
+    if topology.node_count() > 1 {
+        tally_pool::numa::pin_current_thread(topology, first).unwrap();
+    }
+}
+
 #[test]
 fn freed_large_mappings_come_back_until_trimmed() {
+    pin();
     // Start from nothing kept.
     GLOBAL.trim();
     let before = GLOBAL.stats().large;
@@ -86,6 +97,7 @@ fn freed_large_mappings_come_back_until_trimmed() {
     let o = alloc(other);
     assert_ne!(o, p);
     let handed = std::thread::spawn(move || {
+        pin();
         let l = layout(39);
         let t = alloc(l);
         free(t, l);
@@ -93,11 +105,32 @@ fn freed_large_mappings_come_back_until_trimmed() {
     })
     .join()
     .unwrap();
-    if tally_pool::numa::Topology::system().node_count() == 1 {
-        assert_eq!(alloc(layout(39)) as usize, handed);
-        free(handed as *mut u8, layout(39));
-    }
+    assert_eq!(alloc(layout(39)) as usize, handed);
+    free(handed as *mut u8, layout(39));
     free(o, other);
+
+    // A reused mapping grows and shrinks in place or moves (mremap), keeping its bytes,
+    // and the counters see one allocation and one free per call.
+    let before = GLOBAL.stats().large;
+    let small = layout(17);
+    let r = alloc(small);
+    free(r, small);
+    let r = alloc(small);
+    // SAFETY: `small.size()` bytes of ours.
+    unsafe { r.write_bytes(0x3C, small.size()) };
+    let grown = Layout::from_size_align(53 * PAGE, 8).unwrap();
+    // SAFETY: `r` is live with `small`; the new size is non-zero.
+    let g = unsafe { GLOBAL.realloc(r, small, grown.size()) };
+    assert!(!g.is_null());
+    // SAFETY: the first `small.size()` bytes were kept, and are ours.
+    let kept_bytes = unsafe { core::slice::from_raw_parts(g, small.size()) };
+    assert!(kept_bytes.iter().all(|&b| b == 0x3C));
+    free(g, grown);
+    let s = GLOBAL.stats().large;
+    assert_eq!(s.allocations - before.allocations, 2);
+    assert_eq!(s.frees - before.frees, 2);
+    assert_eq!(s.reused - before.reused, 1);
+    assert_eq!(s.live_bytes, before.live_bytes);
 
     // Over 1 MiB, or aligned above a page: unmapped at once.
     let big = Layout::from_size_align((256 + 1) * PAGE, 8).unwrap();
@@ -109,11 +142,32 @@ fn freed_large_mappings_come_back_until_trimmed() {
 
     // Trim unmaps everything kept, and the mapped bytes drop with it.
     let s = GLOBAL.stats().large;
-    assert!(s.retained_bytes >= (13 + 37 + 38 + 39) as u64 * PAGE as u64);
+    assert!(s.retained_bytes >= (13 + 37 + 38 + 39 + 53) as u64 * PAGE as u64);
     let trimmed = GLOBAL.trim();
     assert_eq!(trimmed as u64, s.retained_bytes);
     let after = GLOBAL.stats().large;
     assert_eq!(after.retained_bytes, 0);
     assert_eq!(after.mapped_bytes, s.mapped_bytes - trimmed as u64);
-    assert_ne!(alloc(l), core::ptr::null_mut());
+    let again = alloc(l);
+    free(again, l);
+
+    // A pressure monitor unmaps what is kept at its first round, at Normal.
+    assert!(GLOBAL.stats().large.retained_bytes > 0);
+    let monitor = tally_pool::pressure::PressureMonitor::start(
+        tally_pool::pressure::PressureConfig::default().budget(1 << 40),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let round = loop {
+        if let Some(round) = monitor.last_reclamation() {
+            break round;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no round reclaimed anything"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(round.reclaimed_bytes >= l.size() as u64, "{round:?}");
+    assert_eq!(GLOBAL.stats().large.retained_bytes, 0);
 }

@@ -5,7 +5,9 @@
 //! (`get_mempolicy` on the first and last byte of every object) must place at least 99 % of
 //! them on the acquiring thread's node. Then node 0 releases the other nodes' objects, and
 //! every node acquires again: still its own memory. The pool's locality counters and its
-//! placement audit (`move_pages`) must agree with the kernel. One line ends in `RESULT ok`
+//! placement audit (`move_pages`) must agree with the kernel. `TallyAlloc`'s kept large
+//! mappings go home too: a buffer the last node wrote and node 0 freed comes back to the
+//! last node, its pages still there, and node 0's next buffer is on node 0. One line ends in `RESULT ok`
 //! or `RESULT fail <why>`. As process 1 it mounts `/proc` and `/sys` first and powers the
 //! machine off at the end; elsewhere it checks the machine it runs on.
 //!
@@ -18,6 +20,9 @@ use core::ptr::NonNull;
 use std::process::ExitCode;
 use std::thread;
 
+use core::alloc::{GlobalAlloc, Layout};
+
+use tally_pool::alloc::TallyAlloc;
 use tally_pool::numa::{pin_current_thread, Topology};
 use tally_pool::{Handle, Pooled};
 
@@ -60,6 +65,82 @@ fn acquire_on(
     })
     .join()
     .map_err(|_| format!("the thread on node {node} panicked"))?
+}
+
+/// A 64 KiB buffer: a large layout for `TallyAlloc`, which keeps it for reuse when freed.
+const BUFFER: Layout = match Layout::from_size_align(64 << 10, 8) {
+    Ok(layout) => layout,
+    Err(_) => panic!("a valid layout"),
+};
+
+/// On a thread pinned to `node`: runs `f` and returns what it returns.
+fn on_node<R: Send + 'static>(
+    node: u32,
+    f: impl FnOnce() -> Result<R, String> + Send + 'static,
+) -> Result<R, String> {
+    thread::spawn(move || {
+        pin_current_thread(Topology::system(), node)
+            .map_err(|e| format!("pin to node {node}: {e}"))?;
+        f()
+    })
+    .join()
+    .map_err(|_| format!("the thread on node {node} panicked"))?
+}
+
+/// On `node`: a buffer from `TallyAlloc`, every byte written, and the node of its first and
+/// last byte if they agree.
+fn buffer_on(node: u32) -> Result<(usize, Option<u32>), String> {
+    on_node(node, || {
+        // SAFETY: a non-zero size.
+        let p = unsafe { TallyAlloc::new().alloc(BUFFER) };
+        let p = NonNull::new(p).ok_or("TallyAlloc: null")?;
+        // SAFETY: `BUFFER.size()` bytes of ours.
+        unsafe { p.as_ptr().write_bytes(0x5A, BUFFER.size()) };
+        let last = NonNull::new(p.as_ptr().wrapping_add(BUFFER.size() - 1)).unwrap_or(p);
+        let of = |q| {
+            Topology::system()
+                .node_of_memory(q)
+                .map_err(|e| e.to_string())
+        };
+        let (a, b) = (of(p)?, of(last)?);
+        Ok((p.as_ptr() as usize, (a == b).then_some(a)))
+    })
+}
+
+/// On `node`: frees a buffer of [`buffer_on`].
+fn free_on(node: u32, buffer: usize) -> Result<(), String> {
+    on_node(node, move || {
+        // SAFETY: a buffer `TallyAlloc` handed out with `BUFFER`, not used again.
+        unsafe { TallyAlloc::new().dealloc(buffer as *mut u8, BUFFER) };
+        Ok(())
+    })
+}
+
+/// `TallyAlloc`'s kept large mappings: the last node's buffer, freed by node 0, is reused
+/// by the last node and still on it; node 0's next buffer is on node 0.
+fn kept_mappings(nodes: &[u32]) -> Result<(String, Vec<String>), String> {
+    let (first, last) = match (nodes.first(), nodes.last()) {
+        (Some(&f), Some(&l)) => (f, l),
+        _ => return Err("no node".into()),
+    };
+    let mut fails = Vec::new();
+    let (theirs, placed) = buffer_on(last)?;
+    free_on(first, theirs)?;
+    let (again, placed_again) = buffer_on(last)?;
+    let (mine, placed_mine) = buffer_on(first)?;
+    let figures = format!(
+        " large: n{last}={placed:?} reused_on_n{last}={} then={placed_again:?} n{first}={placed_mine:?}",
+        again == theirs
+    );
+    if placed != Some(last) || placed_again != Some(last) || placed_mine != Some(first) {
+        fails.push(format!("large buffers off their node:{figures}"));
+    }
+    if again != theirs {
+        fails.push("the last node's kept buffer was not reused there".into());
+    }
+    free_on(last, again)?;
+    free_on(first, mine)?;
+    Ok((figures, fails))
 }
 
 /// The node of `tick`'s first and last byte, if they agree, by `get_mempolicy`.
@@ -179,6 +260,9 @@ fn check() -> Result<(String, Vec<String>), String> {
         Err(e) => fails.push(format!("audit: {e}")),
     }
     drop((kept, second));
+    let (large, large_fails) = kept_mappings(&nodes)?;
+    figures += &large;
+    fails.extend(large_fails);
     Ok((figures, fails))
 }
 

@@ -30,7 +30,7 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::heap;
 use crate::block::{SizeClass, CLASS_COUNT};
@@ -283,9 +283,26 @@ std::thread_local! {
     static CACHE: ThreadCache = const { ThreadCache::new() };
 }
 
+/// Whether a thread has found itself on a node other than node 0: until then every
+/// mapping of the allocator was bound to node 0 (or to no node).
+static OTHER_NODE: AtomicBool = AtomicBool::new(false);
+
 /// The calling thread's node as a heap index (node 0 where the OS cannot tell).
 pub(super) fn current_node() -> usize {
-    heap::index_of_node(sys::current_node().unwrap_or(0))
+    heap::index_of_node(note_node(sys::current_node().unwrap_or(0)))
+}
+
+/// Notes that a thread found itself on `node` (see [`other_node_seen`]); returns it.
+pub(super) fn note_node(node: u32) -> u32 {
+    if node != 0 && !OTHER_NODE.load(Ordering::Relaxed) {
+        OTHER_NODE.store(true, Ordering::Relaxed);
+    }
+    node
+}
+
+/// Whether any thread has been on a node other than node 0 (see [`current_node`]).
+pub(super) fn other_node_seen() -> bool {
+    OTHER_NODE.load(Ordering::Relaxed)
 }
 
 /// The calling thread's node as a heap index: as its cache last read it, with no system

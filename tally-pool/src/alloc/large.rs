@@ -7,14 +7,14 @@
 //!
 //! A freed mapping of at most 1 MiB and page alignment is kept by the freeing thread's
 //! node ([`Retained`]) for the next allocation of the same number of pages there, up to
-//! 16 MiB a node; [`trim`] (and the statistics registry's `reclaim`, under pressure)
-//! unmaps what is kept.
+//! 16 MiB a node; [`trim`] unmaps what is kept (a pressure monitor calls it every round).
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::cache;
+use super::heap;
 #[cfg(not(loom))]
 use super::heap::MAX_NODES;
 use super::retained::{Retained, MAX_PAGES};
@@ -68,6 +68,12 @@ fn retained(_node: usize) -> Option<&'static Retained> {
     None
 }
 
+/// Whether any node keeps a mapping of `len` bytes now.
+#[cfg(test)]
+pub(crate) fn kept(len: usize) -> bool {
+    (0..).map_while(retained).any(|r| r.holds(len))
+}
+
 /// Bytes every node keeps now.
 pub(super) fn retained_bytes() -> usize {
     (0..).map_while(retained).map(Retained::bytes).sum()
@@ -90,6 +96,18 @@ pub(super) fn trim() -> usize {
             })
         })
         .sum()
+}
+
+/// The node (a heap index) whose kept mappings take the mapping at `ptr` when it is freed:
+/// the node its pages are bound to. Until a thread has been on another node than node 0,
+/// every mapping was bound to node 0 and no system call is made; after that, the mapping's
+/// policy says (one `get_mempolicy`, far cheaper than the `munmap`, `mmap` and page faults
+/// it saves), and a mapping the OS did not bind goes with the freeing thread's node.
+fn home_node(ptr: NonNull<u8>) -> usize {
+    if !cache::other_node_seen() {
+        return 0;
+    }
+    sys::policy_node(ptr).map_or_else(cache::thread_node, heap::index_of_node)
 }
 
 /// Bytes of the mapping for `layout`: its size rounded up to a page (at least one).
@@ -141,7 +159,7 @@ fn map(layout: Layout, len: usize) -> Option<NonNull<u8>> {
     }
     .ok()?;
     let counts = &LARGE;
-    let node = sys::current_node().unwrap_or(0);
+    let node = cache::note_node(sys::current_node().unwrap_or(0));
     if sys::prefer_node(region.ptr(), region.len(), node).is_err() {
         counts.unbound.fetch_add(1, Ordering::Relaxed);
     }
@@ -166,7 +184,7 @@ pub(super) unsafe fn free(ptr: NonNull<u8>, layout: Layout) {
     counts.live.fetch_sub(layout.size(), Ordering::Relaxed);
     counts.frees.fetch_add(1, Ordering::Relaxed);
     if layout.align() <= PAGE && len <= MAX_PAGES * PAGE {
-        if let Some(kept) = retained(cache::thread_node()) {
+        if let Some(kept) = retained(home_node(ptr)) {
             // SAFETY: `ptr..ptr + len` is one whole page-aligned mapping (`allocate`
             // made it for `layout`, whose alignment is at most a page) that the caller
             // gives up (contract).
@@ -219,6 +237,29 @@ pub(super) unsafe fn reallocate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A freed mapping goes to the kept mappings of the node its policy names, which a
+    /// mapping of its own reads back without faulting anything in; an unbound one names
+    /// none.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    #[test]
+    fn a_mapping_names_the_node_it_was_bound_to() {
+        // A page count no other test asks for, so that no reuse hands out another mapping.
+        let layout = Layout::from_size_align(47 * PAGE, 8).unwrap();
+        let unbound = LARGE.unbound.load(Ordering::Relaxed);
+        let p = map(layout, 47 * PAGE).unwrap();
+        let node = cache::note_node(sys::current_node().unwrap_or(0));
+        let named = sys::policy_node(p);
+        // SAFETY: mapped just above for `layout`, not used again.
+        unsafe { free(p, layout) };
+        if LARGE.unbound.load(Ordering::Relaxed) == unbound {
+            assert_eq!(named, Some(node));
+        } else {
+            eprintln!("mbind refused here: no policy to read");
+        }
+        let plain = sys::map(PAGE).unwrap();
+        assert_eq!(sys::policy_node(plain.ptr()), None, "no policy set");
+    }
 
     #[test]
     fn large_mappings_are_aligned_zeroed_and_resizable() {

@@ -34,10 +34,12 @@
 //!   that were local.
 //! - **Larger layouts** get a mapping of their own, bound to the calling thread's node;
 //!   `realloc` between large sizes moves pages with `mremap` rather than copying.
-//!   A freed mapping of at most 1 MiB (and page alignment) is kept for the next
-//!   allocation of as many pages on the freeing thread's node, up to 16 MiB a node, so a
-//!   buffer freed and allocated again costs no system call and no page fault;
-//!   [`TallyAlloc::trim`], or a pressure monitor from `Moderate` on, unmaps them.
+//!   A freed mapping of at most 1 MiB (and page alignment) is kept, up to 16 MiB a
+//!   node, for the next allocation of as many pages by a thread of the node its pages are
+//!   bound to, so a buffer freed and allocated again costs no page fault and, on a thread
+//!   that has used the allocator's small blocks (its cache knows its node), no system
+//!   call. [`TallyAlloc::trim`] unmaps them, and so does every round of a running
+//!   [pressure monitor](crate::pressure) (every 10 s at Normal).
 //! - `realloc` within a class returns the same pointer; across classes it copies once.
 //! - `alloc_zeroed` takes zero pages as they are: a large layout's fresh mapping (a kept
 //!   one only up to 64 KiB, zeroed by hand), and a
@@ -90,9 +92,14 @@
 //!   node.
 //! - Nodes from 16 on share heaps (`node % 16`), whose chunks are bound to the node of that
 //!   index.
-//! - Large mappings are counted for the process as a whole, not per node. A kept mapping
-//!   waits on the node of the thread that freed it, which is not always the node its
-//!   pages are on (the free cannot tell without a system call).
+//! - Large mappings are counted for the process as a whole, not per node. Once a thread
+//!   has run on a node other than node 0, a large free asks the OS which node the mapping
+//!   is bound to (one `get_mempolicy`); a thread that moved to another node uses its old
+//!   node's kept mappings until its cache reads its node again. Without a pressure
+//!   monitor, kept mappings stay until [`TallyAlloc::trim`].
+//! - A `fork` made while another thread keeps or takes a mapping leaves the child counting
+//!   that mapping's bytes as kept for good (its limit of 16 MiB a node is then reached
+//!   sooner).
 //! - A thread that stops allocating keeps up to two batches per class until it exits.
 //! - A thread's cache takes about 3 KiB of zero-initialised static thread-local storage
 //!   (which glibc takes from the thread's stack) and, once used, a 53 KiB mapping for its
@@ -106,7 +113,9 @@
 //! - A free with the wrong layout is caught only among size classes: the chunk header
 //!   names the block's class, and a block freed as another class is dropped and counted
 //!   ([`AllocStats::mismatched_frees`]). A large free trusts its layout to say what to
-//!   unmap, and a pointer the allocator never handed out is not detected.
+//!   unmap or keep, and a pointer the allocator never handed out is not detected; as with
+//!   blocks, a large buffer used after its free or freed twice may be handed out again
+//!   (kept), rather than fault.
 
 mod cache;
 mod heap;
@@ -164,8 +173,7 @@ impl TallyAlloc {
 
     /// Unmaps the freed large mappings the allocator keeps for reuse (up to 16 MiB a
     /// node, each at most 1 MiB; see the [module docs](self)); returns the bytes
-    /// unmapped. The statistics registry's `reclaim` does the same from `Moderate` on,
-    /// so a running pressure monitor calls it when memory gets tight.
+    /// unmapped. A running [pressure monitor](crate::pressure) calls it every round.
     ///
     /// ```
     /// use core::alloc::{GlobalAlloc, Layout};
@@ -182,6 +190,17 @@ impl TallyAlloc {
     pub fn trim(&self) -> usize {
         large::trim()
     }
+}
+
+/// Bytes of the large mappings the allocator keeps for reuse now.
+pub(crate) fn retained_bytes() -> usize {
+    large::retained_bytes()
+}
+
+/// Whether a large mapping of `len` bytes is kept now.
+#[cfg(test)]
+pub(crate) fn kept(len: usize) -> bool {
+    large::kept(len)
 }
 
 /// The class of sizes up to 1024 bytes by `(size + 7) / 8`, for alignments up to 8 (which

@@ -8,7 +8,7 @@ use super::heap::{self, CHUNK};
 use super::large::{self, LARGE};
 use super::{cache, TallyAlloc};
 use crate::block::SizeClass;
-use crate::stats::{self, ComponentSnapshot, Counters, Kind, NodeSnapshot, Source, Urgency};
+use crate::stats::{self, ComponentSnapshot, Counters, Kind, NodeSnapshot, Source};
 
 /// The figures of one size class on one node.
 ///
@@ -65,9 +65,9 @@ pub struct LargeStats {
     pub live_bytes: u64,
     /// Bytes mapped for them (whole pages).
     pub mapped_bytes: u64,
-    /// Mappings made so far.
+    /// Large allocations so far: new mappings and kept ones reused.
     pub allocations: u64,
-    /// Mappings given back so far.
+    /// Large frees so far: mappings unmapped or kept for reuse.
     pub frees: u64,
     /// Mappings the OS refused to bind to the calling thread's node.
     pub unbound: u64,
@@ -173,7 +173,10 @@ pub(super) fn collect() -> AllocStats {
             allocations: l.allocations.load(Ordering::Relaxed),
             frees: l.frees.load(Ordering::Relaxed),
             unbound: l.unbound.load(Ordering::Relaxed),
-            retained_bytes: large::retained_bytes() as u64,
+            // Read after `mapped`: clamped, so that `mapped_bytes - retained_bytes` never
+            // underflows when a mapping is made and kept between the two reads.
+            retained_bytes: (large::retained_bytes() as u64)
+                .min(l.mapped.load(Ordering::Relaxed) as u64),
             reused: l.reused.load(Ordering::Relaxed),
         },
         reentries: cache::reentries(),
@@ -187,25 +190,8 @@ pub(super) fn collect() -> AllocStats {
 struct AllocatorSource;
 
 impl Source for AllocatorSource {
-    /// From `Moderate` on, unmaps the large mappings kept for reuse
-    /// ([`TallyAlloc::trim`]); the size-class heaps keep their chunks.
-    fn reclaim(&self, urgency: Urgency) -> usize {
-        if urgency >= Urgency::Moderate {
-            large::trim()
-        } else {
-            0
-        }
-    }
-
-    fn reclaimable(&self, urgency: Urgency, idle_after: core::time::Duration) -> usize {
-        let _ = idle_after;
-        if urgency >= Urgency::Moderate {
-            large::retained_bytes()
-        } else {
-            0
-        }
-    }
-
+    // No `reclaim`: the pressure monitor trims the kept large mappings itself, whether or
+    // not the allocator is registered (see `pressure::reclaim`).
     fn snapshot(&self) -> ComponentSnapshot {
         let s = collect();
         let size = |c: &ClassStats| c.block_size as u64;
@@ -322,29 +308,5 @@ impl TallyAlloc {
     pub fn stats(&self) -> AllocStats {
         register();
         collect()
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use core::alloc::Layout;
-    use core::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn the_registry_unmaps_kept_mappings_from_moderate_on() {
-        // A length no other test asks for, so that none takes the kept mapping.
-        let len = 43 * crate::sys::PAGE;
-        let layout = Layout::from_size_align(len, 8).unwrap();
-        let p = large::allocate(layout).unwrap();
-        // SAFETY: allocated just above with `layout`, not used again.
-        unsafe { large::free(p, layout) };
-        assert_eq!(SOURCE.reclaimable(Urgency::Low, Duration::ZERO), 0);
-        assert_eq!(SOURCE.reclaim(Urgency::Low), 0);
-        assert!(large::retained_bytes() >= len, "kept at Low");
-        assert!(SOURCE.reclaimable(Urgency::Moderate, Duration::ZERO) >= len);
-        assert!(SOURCE.reclaim(Urgency::Moderate) >= len);
-        assert_eq!(large::retained_bytes(), 0);
     }
 }

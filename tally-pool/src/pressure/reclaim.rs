@@ -4,9 +4,12 @@
 //! | level | request ([`Urgency`]) | who gives back |
 //! |---|---|---|
 //! | Normal | `Low`, once per 10 s (or `idle_after` if longer) | pools idle for `idle_after`: chunks already wholly free beyond their reserve |
-//! | Moderate | `Moderate` | also thread caches idle for `idle_after` are flushed; `TallyAlloc` unmaps the large mappings it keeps |
+//! | Moderate | `Moderate` | also thread caches idle for `idle_after` are flushed |
 //! | High | `High` | every pool idle for `idle_after` gives back free chunks beyond its reserve; arenas trimmed |
 //! | Critical | `Critical` | every pool, idle or not, gives back all free chunks beyond its reserve |
+//!
+//! At every level, housekeeping included, `TallyAlloc` unmaps the freed large mappings it
+//! keeps for reuse: a mapping stays kept for at most one round (10 s at Normal).
 
 use std::time::{Duration, Instant};
 
@@ -49,14 +52,32 @@ pub(crate) fn urgency_for(level: PressureLevel) -> Urgency {
     }
 }
 
-/// Asks every member of `members` for memory at `level`'s urgency; the caller holds no
-/// lock (the components take their own).
+/// Asks every member of `members` for memory at `level`'s urgency, and has the global
+/// allocator unmap the large mappings it keeps; the caller holds no lock (the components
+/// take their own).
 pub(crate) fn reclaim(
     members: &[Member],
     level: PressureLevel,
     idle_after: Duration,
 ) -> Reclamation {
     let start = Instant::now();
+    // Whether or not the allocator is installed or registered: its kept mappings were kept
+    // for quick reuse, not to stay mapped.
+    let kept = crate::alloc::retained_bytes() as u64;
+    let trimmed = crate::alloc::TallyAlloc::new().trim() as u64;
+    let (reclaimable, reclaimed) = ask(members, level, idle_after);
+    let at = Instant::now();
+    Reclamation {
+        level,
+        reclaimable_bytes: reclaimable.saturating_add(kept),
+        reclaimed_bytes: reclaimed.saturating_add(trimmed),
+        duration: at.saturating_duration_since(start),
+        at,
+    }
+}
+
+/// The members' part of [`reclaim`]: what they said they could give back, and gave.
+fn ask(members: &[Member], level: PressureLevel, idle_after: Duration) -> (u64, u64) {
     let urgency = urgency_for(level);
     if level >= PressureLevel::High {
         // Each thread frees its idle scratch arenas itself, at its next call.
@@ -77,14 +98,7 @@ pub(crate) fn reclaim(
         }
         reclaimed = reclaimed.saturating_add(source.reclaim_idle(urgency, idle_after) as u64);
     }
-    let at = Instant::now();
-    Reclamation {
-        level,
-        reclaimable_bytes: reclaimable,
-        reclaimed_bytes: reclaimed,
-        duration: at.saturating_duration_since(start),
-        at,
-    }
+    (reclaimable, reclaimed)
 }
 
 /// Lets every member grow ahead of demand; returns the bytes made ready.
@@ -149,7 +163,7 @@ mod tests {
         let (empty_pool, a) = member(Kind::Typed, 0, 0);
         let (full_pool, b) = member(Kind::Block, 4096, 4096);
         let (user, c) = member(Kind::User, 0, 100);
-        let round = reclaim(&[a, b, c], PressureLevel::High, Duration::ZERO);
+        let (reclaimable, reclaimed) = ask(&[a, b, c], PressureLevel::High, Duration::ZERO);
         assert_eq!(empty_pool.asked.load(Ordering::Relaxed), 0);
         assert_eq!(full_pool.asked.load(Ordering::Relaxed), 1);
         assert_eq!(
@@ -157,9 +171,29 @@ mod tests {
             1,
             "no estimate, still asked"
         );
-        assert_eq!(round.reclaimable_bytes, 4096);
-        assert_eq!(round.reclaimed_bytes, 4196);
-        assert_eq!(round.level, PressureLevel::High);
+        assert_eq!(reclaimable, 4096);
+        assert_eq!(reclaimed, 4196);
+    }
+
+    #[test]
+    fn every_round_unmaps_the_allocators_kept_mappings() {
+        use core::alloc::{GlobalAlloc, Layout};
+        // A page count no other test asks for, so that no other test takes the mapping.
+        let len = 43 * crate::sys::PAGE;
+        let layout = Layout::from_size_align(len, 8).unwrap();
+        let a = crate::alloc::TallyAlloc::new();
+        // SAFETY: a non-zero size.
+        let p = unsafe { a.alloc(layout) };
+        assert!(!p.is_null());
+        // SAFETY: allocated just above with `layout`, not used again.
+        unsafe { a.dealloc(p, layout) };
+        assert!(crate::alloc::kept(len));
+        // Housekeeping at Normal, with no member and the allocator not registered.
+        let round = reclaim(&[], PressureLevel::Normal, Duration::ZERO);
+        assert!(!crate::alloc::kept(len), "unmapped");
+        assert!(round.reclaimed_bytes >= len as u64);
+        assert!(round.reclaimable_bytes >= len as u64);
+        assert_eq!(round.level, PressureLevel::Normal);
     }
 
     #[test]

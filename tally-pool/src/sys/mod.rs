@@ -37,8 +37,8 @@ pub(crate) use fork::at_fork;
 pub(crate) use mem::resident_pages;
 pub(crate) use mem::{map, map_aligned, Region, PAGE};
 pub(crate) use numa::{
-    bind_to_node, current_cpu, current_node, node_of_page, prefer_node, set_thread_affinity,
-    thread_affinity, SysFailed,
+    bind_to_node, current_cpu, current_node, node_of_page, policy_node, prefer_node,
+    set_thread_affinity, thread_affinity, SysFailed,
 };
 #[cfg(all(test, target_os = "linux", not(miri)))]
 pub(crate) use numa::{policy_of, PREFERRED};

@@ -172,6 +172,45 @@ pub(crate) fn bind_to_node(_addr: NonNull<u8>, _len: usize, _node: u32) -> Resul
     })
 }
 
+/// The node that the `MPOL_PREFERRED` or `MPOL_BIND` policy of the page at `addr` names
+/// (its lowest, for a bind to several), read with `get_mempolicy(MPOL_F_ADDR)` into a mask
+/// on the stack: no allocation, and the page is not faulted in. `None` for another policy
+/// (none was set, or the kernel refused it) or if the kernel refuses the call.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn policy_node(addr: NonNull<u8>) -> Option<u32> {
+    let mut mode: libc::c_int = -1;
+    let mut mask: [libc::c_ulong; MIN_MASK_WORDS] = [0; MIN_MASK_WORDS];
+    let (mode_out, mask_out): (*mut libc::c_int, *mut libc::c_ulong) =
+        (&mut mode, mask.as_mut_ptr());
+    // SAFETY: `get_mempolicy(2)` writes one `int` through `mode_out`, which points to
+    // `mode`, and `maxnode` bits (rounded up to whole words, here exactly
+    // `MIN_MASK_WORDS` words) through `mask_out`, which points to `mask`, that long; it only
+    // reads the policy of the mapping at `addr` (an unmapped address is refused with
+    // EFAULT).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_mempolicy,
+            mode_out,
+            mask_out,
+            (MIN_MASK_WORDS * MASK_WORD_BITS) as libc::c_ulong,
+            addr.as_ptr() as libc::c_ulong,
+            MPOL_F_ADDR,
+        )
+    };
+    let mode = libc::c_ulong::try_from(mode).ok()?;
+    if rc != 0 || (mode != MPOL_PREFERRED && mode != MPOL_BIND) {
+        return None;
+    }
+    let (word, bits) = mask.iter().enumerate().find(|(_, w)| **w != 0)?;
+    u32::try_from(word * MASK_WORD_BITS + bits.trailing_zeros() as usize).ok()
+}
+
+/// Not Linux (or under miri): there is no `get_mempolicy`.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(crate) fn policy_node(_addr: NonNull<u8>) -> Option<u32> {
+    None
+}
+
 /// The node that holds the page at `addr`
 /// (`get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)`).
 ///
