@@ -96,7 +96,8 @@
 //!   has run on a node other than node 0, a large free asks the OS which node the mapping
 //!   is bound to (one `get_mempolicy`); a thread that moved to another node uses its old
 //!   node's kept mappings until its cache reads its node again. Without a pressure
-//!   monitor, kept mappings stay until [`TallyAlloc::trim`].
+//!   monitor, kept mappings stay until [`TallyAlloc::trim`]; a node whose 32 slots are
+//!   full unmaps further frees, whatever sizes the kept ones have.
 //! - A `fork` made while another thread keeps or takes a mapping leaves the child counting
 //!   that mapping's bytes as kept for good (its limit of 16 MiB a node is then reached
 //!   sooner).
