@@ -5,9 +5,10 @@
 //! (at least a page). Nothing is stored beside it: `dealloc` and `realloc` get the layout
 //! back from the caller and derive the mapping from it.
 //!
-//! A freed mapping of at most 1 MiB and page alignment is kept by the freeing thread's
-//! node ([`Retained`]) for the next allocation of the same number of pages there, up to
-//! 16 MiB a node; [`trim`] unmaps what is kept (a pressure monitor calls it every round).
+//! A freed mapping of at most 1 MiB and page alignment is kept by the node its pages are
+//! bound to ([`Retained`], [`home_node`]) for the next allocation of the same number of
+//! pages by a thread of that node, up to 16 MiB a node; [`trim`] unmaps what is kept (a
+//! pressure monitor calls it every round).
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -169,8 +170,8 @@ fn map(layout: Layout, len: usize) -> Option<NonNull<u8>> {
     Some(region.into_raw().0)
 }
 
-/// Keeps what [`allocate`] mapped for `layout` for reuse on the calling thread's node, or
-/// unmaps it.
+/// Keeps what [`allocate`] mapped for `layout` for reuse on the node its pages are bound
+/// to, or unmaps it.
 ///
 /// # Safety
 ///
@@ -238,9 +239,8 @@ pub(super) unsafe fn reallocate(
 mod tests {
     use super::*;
 
-    /// A freed mapping goes to the kept mappings of the node its policy names, which a
-    /// mapping of its own reads back without faulting anything in; an unbound one names
-    /// none.
+    /// A mapping's policy names the node it was bound to (what `home_node` files it
+    /// under), read without faulting anything in; an unbound mapping names none.
     #[cfg(all(target_os = "linux", not(miri)))]
     #[test]
     fn a_mapping_names_the_node_it_was_bound_to() {
@@ -248,7 +248,7 @@ mod tests {
         let layout = Layout::from_size_align(47 * PAGE, 8).unwrap();
         let unbound = LARGE.unbound.load(Ordering::Relaxed);
         let p = map(layout, 47 * PAGE).unwrap();
-        let node = cache::note_node(sys::current_node().unwrap_or(0));
+        let node = sys::current_node().unwrap_or(0);
         let named = sys::policy_node(p);
         // SAFETY: mapped just above for `layout`, not used again.
         unsafe { free(p, layout) };

@@ -165,18 +165,18 @@ pub(super) fn collect() -> AllocStats {
         });
     }
     let l = &LARGE;
+    let mapped = l.mapped.load(Ordering::Relaxed) as u64;
     AllocStats {
         classes,
         large: LargeStats {
             live_bytes: l.live.load(Ordering::Relaxed) as u64,
-            mapped_bytes: l.mapped.load(Ordering::Relaxed) as u64,
+            mapped_bytes: mapped,
             allocations: l.allocations.load(Ordering::Relaxed),
             frees: l.frees.load(Ordering::Relaxed),
             unbound: l.unbound.load(Ordering::Relaxed),
-            // Read after `mapped`: clamped, so that `mapped_bytes - retained_bytes` never
-            // underflows when a mapping is made and kept between the two reads.
-            retained_bytes: (large::retained_bytes() as u64)
-                .min(l.mapped.load(Ordering::Relaxed) as u64),
+            // Clamped to the `mapped` read above, so that `mapped_bytes - retained_bytes`
+            // never underflows when a mapping is made and kept between the two reads.
+            retained_bytes: (large::retained_bytes() as u64).min(mapped),
             reused: l.reused.load(Ordering::Relaxed),
         },
         reentries: cache::reentries(),
