@@ -37,19 +37,20 @@ fn free(p: *mut u8, l: Layout) {
     unsafe { GLOBAL.dealloc(p, l) };
 }
 
-/// Pins the calling thread to the first node, so that every free and allocation here
-/// uses that node's kept mappings.
-fn pin() {
+/// Pins the calling thread to `node` (by default the node it runs on), so that every free
+/// and allocation here uses that node's kept mappings; returns the node.
+fn pin(node: Option<u32>) -> u32 {
     let topology = tally_pool::numa::Topology::system();
-    let first = topology.nodes()[0].id();
+    let node = node.unwrap_or_else(|| tally_pool::numa::current_node(topology));
     if topology.node_count() > 1 {
-        tally_pool::numa::pin_current_thread(topology, first).unwrap();
+        tally_pool::numa::pin_current_thread(topology, node).unwrap();
     }
+    node
 }
 
 #[test]
 fn freed_large_mappings_come_back_until_trimmed() {
-    pin();
+    let node = pin(None);
     // Start from nothing kept.
     GLOBAL.trim();
     let before = GLOBAL.stats().large;
@@ -97,7 +98,7 @@ fn freed_large_mappings_come_back_until_trimmed() {
     let o = alloc(other);
     assert_ne!(o, p);
     let handed = std::thread::spawn(move || {
-        pin();
+        pin(Some(node));
         let l = layout(39);
         let t = alloc(l);
         free(t, l);

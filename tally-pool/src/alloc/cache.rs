@@ -305,14 +305,6 @@ pub(super) fn other_node_seen() -> bool {
     OTHER_NODE.load(Ordering::Relaxed)
 }
 
-/// The calling thread's node as a heap index: as its cache last read it, with no system
-/// call, once the cache is set up; else read now.
-pub(super) fn thread_node() -> usize {
-    with_state(|state| state.adopted().then_some(state.node))
-        .flatten()
-        .unwrap_or_else(current_node)
-}
-
 /// Gives a cache that has no slots its slots and its node, after setting the thread's
 /// value of the flush key; false, leaving it as it was (holding nothing), if the key does
 /// not exist yet or the OS refused memory.

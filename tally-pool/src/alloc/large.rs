@@ -11,6 +11,7 @@
 //! pressure monitor calls it every round).
 
 use core::alloc::Layout;
+use core::cell::Cell;
 use core::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -80,6 +81,42 @@ pub(super) fn retained_bytes() -> usize {
     (0..).map_while(retained).map(Retained::bytes).sum()
 }
 
+/// Large allocations a thread serves from its node's kept mappings before it reads its
+/// node again.
+const NODE_REREAD: u32 = 64;
+
+std::thread_local! {
+    /// The calling thread's node (a heap index) for its large allocations, and how many
+    /// more may use it before it is read again; 0 left: read it at the next one. A `const`
+    /// thread-local without a destructor, so it works in any thread-local destructor.
+    static LARGE_NODE: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
+}
+
+/// The node whose kept mappings the calling thread's large allocation takes from: read
+/// from the OS (`getcpu`) on every [`NODE_REREAD`]th call, and by every new mapping
+/// ([`note_thread_node`]), so that a thread that moved finds its new node's mappings soon.
+fn thread_node() -> usize {
+    let remembered = LARGE_NODE.try_with(|n| {
+        let (node, left) = n.get();
+        (left > 0).then(|| {
+            n.set((node, left - 1));
+            node
+        })
+    });
+    match remembered {
+        Ok(Some(node)) => node,
+        _ => note_thread_node(cache::note_node(sys::current_node().unwrap_or(0))),
+    }
+}
+
+/// Remembers `node`, just read from the OS, as the calling thread's for its next large
+/// allocations; returns its heap index.
+fn note_thread_node(node: u32) -> usize {
+    let index = heap::index_of_node(node);
+    let _ = LARGE_NODE.try_with(|n| n.set((index, NODE_REREAD)));
+    index
+}
+
 /// Bytes of the largest mapping that alloc_zeroed takes from the kept ones and zeroes by
 /// hand; a longer one is mapped afresh, its pages zero until touched.
 const ZERO_BY_HAND: usize = 64 << 10;
@@ -108,7 +145,7 @@ fn home_node(ptr: NonNull<u8>) -> usize {
     if !cache::other_node_seen() {
         return 0;
     }
-    sys::policy_node(ptr).map_or_else(cache::thread_node, heap::index_of_node)
+    sys::policy_node(ptr).map_or_else(thread_node, heap::index_of_node)
 }
 
 /// Bytes of the mapping for `layout`: its size rounded up to a page (at least one).
@@ -121,7 +158,7 @@ fn reuse(layout: Layout, len: usize) -> Option<NonNull<u8>> {
     if layout.align() > PAGE || len > MAX_PAGES * PAGE {
         return None;
     }
-    let ptr = retained(cache::thread_node())?.take(len)?;
+    let ptr = retained(thread_node())?.take(len)?;
     let counts = &LARGE;
     counts.live.fetch_add(layout.size(), Ordering::Relaxed);
     counts.allocations.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +198,7 @@ fn map(layout: Layout, len: usize) -> Option<NonNull<u8>> {
     .ok()?;
     let counts = &LARGE;
     let node = cache::note_node(sys::current_node().unwrap_or(0));
+    note_thread_node(node);
     if sys::prefer_node(region.ptr(), region.len(), node).is_err() {
         counts.unbound.fetch_add(1, Ordering::Relaxed);
     }
@@ -240,19 +278,22 @@ mod tests {
     use super::*;
 
     /// A mapping's policy names the node it was bound to (what `home_node` files it
-    /// under), read without faulting anything in; an unbound mapping names none.
+    /// under); an unbound mapping names none.
     #[cfg(all(target_os = "linux", not(miri)))]
     #[test]
     fn a_mapping_names_the_node_it_was_bound_to() {
         // A page count no other test asks for, so that no reuse hands out another mapping.
         let layout = Layout::from_size_align(47 * PAGE, 8).unwrap();
         let unbound = LARGE.unbound.load(Ordering::Relaxed);
-        let p = map(layout, 47 * PAGE).unwrap();
         let node = sys::current_node().unwrap_or(0);
+        let p = map(layout, 47 * PAGE).unwrap();
+        let moved = sys::current_node().unwrap_or(0) != node;
         let named = sys::policy_node(p);
         // SAFETY: mapped just above for `layout`, not used again.
         unsafe { free(p, layout) };
-        if LARGE.unbound.load(Ordering::Relaxed) == unbound {
+        if moved {
+            eprintln!("the thread moved to another node: the binding is not known");
+        } else if LARGE.unbound.load(Ordering::Relaxed) == unbound {
             assert_eq!(named, Some(node));
         } else {
             eprintln!("mbind refused here: no policy to read");

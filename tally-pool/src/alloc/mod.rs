@@ -36,10 +36,11 @@
 //!   `realloc` between large sizes moves pages with `mremap` rather than copying.
 //!   A freed mapping of at most 1 MiB (and page alignment) is kept, up to 16 MiB a
 //!   node, for the next allocation of as many pages by a thread of the node its pages are
-//!   bound to, so a buffer freed and allocated again costs no page fault and, on a thread
-//!   that has used the allocator's small blocks (its cache knows its node), no system
-//!   call. [`TallyAlloc::trim`] unmaps them, and so does every round of a running
-//!   [pressure monitor](crate::pressure) (every 10 s at Normal).
+//!   bound to, so a buffer freed and allocated again costs no `mmap`, `munmap` or page
+//!   fault (a thread reads its node every 64th large allocation; a free asks the OS for
+//!   the mapping's node once the process has run on a node other than node 0).
+//!   [`TallyAlloc::trim`] unmaps them, and so does every round of a running
+//!   [pressure monitor](crate::pressure) (at Normal, every 10 s or its `idle_after`).
 //! - `realloc` within a class returns the same pointer; across classes it copies once.
 //! - `alloc_zeroed` takes zero pages as they are: a large layout's fresh mapping (a kept
 //!   one only up to 64 KiB, zeroed by hand), and a
@@ -95,9 +96,9 @@
 //! - Large mappings are counted for the process as a whole, not per node. Once a thread
 //!   has run on a node other than node 0, a large free asks the OS which node the mapping
 //!   is bound to (one `get_mempolicy`); a thread that moved to another node uses its old
-//!   node's kept mappings until its cache reads its node again. Without a pressure
-//!   monitor, kept mappings stay until [`TallyAlloc::trim`]; a node whose 32 slots are
-//!   full unmaps further frees, whatever sizes the kept ones have.
+//!   node's kept mappings for up to 64 more large allocations, or until it maps one.
+//!   Without a pressure monitor, kept mappings stay until [`TallyAlloc::trim`]; a node
+//!   whose 32 slots are full unmaps further frees, whatever sizes the kept ones have.
 //! - A `fork` made while another thread keeps or takes a mapping leaves the child counting
 //!   that mapping's bytes as kept for good (its limit of 16 MiB a node is then reached
 //!   sooner).

@@ -74,7 +74,7 @@ pub struct LargeStats {
     /// Bytes of freed mappings kept for reuse (part of `mapped_bytes`): see
     /// [`TallyAlloc::trim`].
     pub retained_bytes: u64,
-    /// Allocations (of `allocations`) served by a kept mapping, with no system call.
+    /// Allocations (of `allocations`) served by a kept mapping, with no `mmap`.
     pub reused: u64,
 }
 

@@ -9,7 +9,8 @@
 //! | Critical | `Critical` | every pool, idle or not, gives back all free chunks beyond its reserve |
 //!
 //! At every level, housekeeping included, `TallyAlloc` unmaps the freed large mappings it
-//! keeps for reuse: a mapping stays kept for at most one round (10 s at Normal).
+//! keeps for reuse: a mapping stays kept for at most one round (at Normal, 10 s or the
+//! monitor's `idle_after` if longer).
 
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,8 @@ pub(crate) fn reclaim(
     let at = Instant::now();
     Reclamation {
         level,
-        reclaimable_bytes: reclaimable.saturating_add(kept),
+        // What was kept is read before the trim: a mapping kept in between is trimmed too.
+        reclaimable_bytes: reclaimable.saturating_add(kept.max(trimmed)),
         reclaimed_bytes: reclaimed.saturating_add(trimmed),
         duration: at.saturating_duration_since(start),
         at,

@@ -197,7 +197,9 @@ pub(crate) fn policy_node(addr: NonNull<u8>) -> Option<u32> {
             MPOL_F_ADDR,
         )
     };
-    let mode = libc::c_ulong::try_from(mode).ok()?;
+    // The mode, without the flags `mbind` may have set with it (`MPOL_F_STATIC_NODES` and
+    // the like, from bit 13 up).
+    let mode = libc::c_ulong::try_from(mode).ok()? & 0xff;
     if rc != 0 || (mode != MPOL_PREFERRED && mode != MPOL_BIND) {
         return None;
     }
