@@ -30,9 +30,9 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::heap;
+use super::{heap, large};
 use crate::block::{SizeClass, CLASS_COUNT};
 use crate::sys;
 
@@ -283,26 +283,9 @@ std::thread_local! {
     static CACHE: ThreadCache = const { ThreadCache::new() };
 }
 
-/// Whether a thread has found itself on a node other than node 0: until then every
-/// mapping of the allocator was bound to node 0 (or to no node).
-static OTHER_NODE: AtomicBool = AtomicBool::new(false);
-
 /// The calling thread's node as a heap index (node 0 where the OS cannot tell).
 pub(super) fn current_node() -> usize {
-    heap::index_of_node(note_node(sys::current_node().unwrap_or(0)))
-}
-
-/// Notes that a thread found itself on `node` (see [`other_node_seen`]); returns it.
-pub(super) fn note_node(node: u32) -> u32 {
-    if node != 0 && !OTHER_NODE.load(Ordering::Relaxed) {
-        OTHER_NODE.store(true, Ordering::Relaxed);
-    }
-    node
-}
-
-/// Whether any thread has been on a node other than node 0 (see [`current_node`]).
-pub(super) fn other_node_seen() -> bool {
-    OTHER_NODE.load(Ordering::Relaxed)
+    heap::index_of_node(large::note_node(sys::current_node().unwrap_or(0)))
 }
 
 /// Gives a cache that has no slots its slots and its node, after setting the thread's

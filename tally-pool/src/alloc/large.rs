@@ -13,9 +13,8 @@
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use super::cache;
 use super::heap;
 #[cfg(not(loom))]
 use super::heap::MAX_NODES;
@@ -81,6 +80,18 @@ pub(super) fn retained_bytes() -> usize {
     (0..).map_while(retained).map(Retained::bytes).sum()
 }
 
+/// Whether a thread has found itself on a node other than node 0: until then every
+/// mapping of the allocator was bound to node 0 (or to no node).
+static OTHER_NODE: AtomicBool = AtomicBool::new(false);
+
+/// Notes that a thread found itself on `node` (see [`home_node`]); returns it.
+pub(super) fn note_node(node: u32) -> u32 {
+    if node != 0 && !OTHER_NODE.load(Ordering::Relaxed) {
+        OTHER_NODE.store(true, Ordering::Relaxed);
+    }
+    node
+}
+
 /// Large allocations a thread serves from its node's kept mappings before it reads its
 /// node again.
 const NODE_REREAD: u32 = 64;
@@ -105,7 +116,7 @@ fn thread_node() -> usize {
     });
     match remembered {
         Ok(Some(node)) => node,
-        _ => note_thread_node(cache::note_node(sys::current_node().unwrap_or(0))),
+        _ => note_thread_node(note_node(sys::current_node().unwrap_or(0))),
     }
 }
 
@@ -142,7 +153,7 @@ pub(super) fn trim() -> usize {
 /// policy says (one `get_mempolicy`, far cheaper than the `munmap`, `mmap` and page faults
 /// it saves), and a mapping the OS did not bind goes with the freeing thread's node.
 fn home_node(ptr: NonNull<u8>) -> usize {
-    if !cache::other_node_seen() {
+    if !OTHER_NODE.load(Ordering::Relaxed) {
         return 0;
     }
     sys::policy_node(ptr).map_or_else(thread_node, heap::index_of_node)
@@ -197,7 +208,7 @@ fn map(layout: Layout, len: usize) -> Option<NonNull<u8>> {
     }
     .ok()?;
     let counts = &LARGE;
-    let node = cache::note_node(sys::current_node().unwrap_or(0));
+    let node = note_node(sys::current_node().unwrap_or(0));
     note_thread_node(node);
     if sys::prefer_node(region.ptr(), region.len(), node).is_err() {
         counts.unbound.fetch_add(1, Ordering::Relaxed);

@@ -256,6 +256,7 @@ mod loom_tests {
 
         /// Writes mapping `n` (1 to 3) as its owner, and gives it to `r`.
         fn give(&self, r: &Retained, n: usize, len: usize) -> bool {
+            // SAFETY: the cell of a mapping this thread owns (loom checks that claim).
             self.0[n - 1].with_mut(|p| unsafe { *p = n as u64 });
             // SAFETY: fake addresses, never used as memory.
             unsafe { r.put(at(n), len) }
@@ -264,6 +265,7 @@ mod loom_tests {
         /// Reads a mapping `r` handed over, as its new owner; its number.
         fn read(&self, ptr: NonNull<u8>) -> usize {
             let n = ptr.as_ptr().addr() / (1024 * PAGE);
+            // SAFETY: the cell of a mapping this thread now owns (loom checks that claim).
             assert_eq!(self.0[n - 1].with(|p| unsafe { *p }), n as u64);
             n
         }

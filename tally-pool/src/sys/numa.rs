@@ -182,11 +182,9 @@ pub(crate) fn policy_node(addr: NonNull<u8>) -> Option<u32> {
     let mut mask: [libc::c_ulong; MIN_MASK_WORDS] = [0; MIN_MASK_WORDS];
     let (mode_out, mask_out): (*mut libc::c_int, *mut libc::c_ulong) =
         (&mut mode, mask.as_mut_ptr());
-    // SAFETY: `get_mempolicy(2)` writes one `int` through `mode_out`, which points to
-    // `mode`, and `maxnode` bits (rounded up to whole words, here exactly
-    // `MIN_MASK_WORDS` words) through `mask_out`, which points to `mask`, that long; it only
-    // reads the policy of the mapping at `addr` (an unmapped address is refused with
-    // EFAULT).
+    // SAFETY: `get_mempolicy(2)` writes one `int` through `mode_out` (to `mode`) and
+    // `maxnode` bits, here exactly `MIN_MASK_WORDS` words, through `mask_out` (to `mask`,
+    // that long); it only reads the policy of the mapping at `addr` (EFAULT if unmapped).
     let rc = unsafe {
         libc::syscall(
             libc::SYS_get_mempolicy,
