@@ -25,6 +25,8 @@ fn main() {
     checks::a_class_without_free_blocks_returns_null_and_recovers();
     checks::a_refused_mremap_keeps_the_old_allocation();
     checks::refusals_everywhere_with_threads_allocating();
+    checks::a_refused_mapping_gives_back_the_kept_ones_and_retries();
+    checks::a_refused_chunk_gives_back_the_kept_mappings_and_retries();
     assert_eq!(GLOBAL.stats().reentries, 0);
     println!("alloc_fault: all checks passed");
 }
@@ -171,5 +173,73 @@ mod checks {
             blocks += b;
         }
         assert!(nulls > 0 && blocks > 0, "{nulls} nulls, {blocks} blocks");
+    }
+
+    /// A large mapping the OS refuses once is asked for again after the allocator unmaps
+    /// the mappings it keeps for reuse, which hold address space of the same limits.
+    pub(super) fn a_refused_mapping_gives_back_the_kept_ones_and_retries() {
+        GLOBAL.trim();
+        // Both over 32 KiB, the largest size class.
+        let kept = Layout::from_size_align(9 * 4096, 8).unwrap();
+        // SAFETY: non-zero size.
+        let p = unsafe { GLOBAL.alloc(kept) };
+        assert!(!p.is_null());
+        // SAFETY: allocated just above with `kept`, not used again.
+        unsafe { GLOBAL.dealloc(p, kept) };
+        assert_eq!(GLOBAL.stats().large.retained_bytes, 9 * 4096);
+        let other = Layout::from_size_align(13 * 4096, 8).unwrap();
+        let q = {
+            let refusal = fault::refuse(Call::Mmap, When::Nth(1));
+            // SAFETY: non-zero size.
+            let q = unsafe { GLOBAL.alloc(other) };
+            assert_eq!(refusal.refused(), 1);
+            q
+        };
+        assert!(!q.is_null(), "mapped on the second try");
+        assert_eq!(
+            GLOBAL.stats().large.retained_bytes,
+            0,
+            "the kept one went first"
+        );
+        // SAFETY: allocated above with `other`, not used again.
+        unsafe { GLOBAL.dealloc(q, other) };
+    }
+
+    /// The same for a size class whose heap needs a new chunk: the first chunk the OS
+    /// refuses is mapped on the second try, once the kept mappings are gone.
+    pub(super) fn a_refused_chunk_gives_back_the_kept_mappings_and_retries() {
+        GLOBAL.trim();
+        let kept = Layout::from_size_align(9 * 4096, 8).unwrap();
+        // SAFETY: non-zero size.
+        let p = unsafe { GLOBAL.alloc(kept) };
+        assert!(!p.is_null());
+        // SAFETY: allocated just above with `kept`, not used again.
+        unsafe { GLOBAL.dealloc(p, kept) };
+        assert_eq!(GLOBAL.stats().large.retained_bytes, 9 * 4096);
+        // 30,000 bytes: 31 blocks a chunk, so a new chunk comes soon.
+        let layout = Layout::from_size_align(30_000, 8).unwrap();
+        let mut held = Vec::with_capacity(10_000);
+        {
+            let refusal = fault::refuse(Call::Mmap, When::Nth(1));
+            while refusal.refused() == 0 {
+                // SAFETY: non-zero size.
+                let p = unsafe { GLOBAL.alloc(layout) };
+                assert!(
+                    !p.is_null(),
+                    "the refused chunk is mapped on the second try"
+                );
+                held.push(p);
+                assert!(held.len() < 10_000, "no refusal reached the allocator");
+            }
+        }
+        assert_eq!(
+            GLOBAL.stats().large.retained_bytes,
+            0,
+            "the kept one went first"
+        );
+        for p in held {
+            // SAFETY: each allocated above with `layout`, freed once.
+            unsafe { GLOBAL.dealloc(p, layout) };
+        }
     }
 }

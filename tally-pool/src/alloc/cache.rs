@@ -391,10 +391,21 @@ pub(super) fn allocate(index: usize) -> *mut u8 {
 }
 
 /// `allocate` when the fast path found no cached block: a refill, or a block straight
-/// from the heap if the thread's cache is busy or gone.
+/// from the heap if the thread's cache is busy or gone. If the OS refuses the chunk that
+/// takes, the large mappings kept for reuse, which hold address space and memory of the
+/// same limits, are unmapped and the block asked for once more.
 #[cold]
 #[inline(never)]
 fn allocate_slow(index: usize) -> *mut u8 {
+    let block = allocate_slow_once(index);
+    if block.is_null() && large::trim() > 0 {
+        return allocate_slow_once(index);
+    }
+    block
+}
+
+/// One try of [`allocate_slow`].
+fn allocate_slow_once(index: usize) -> *mut u8 {
     let Some(class) = SizeClass::from_index(index) else {
         return ptr::null_mut();
     };

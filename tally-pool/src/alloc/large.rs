@@ -201,12 +201,21 @@ pub(super) fn allocate(layout: Layout) -> Option<NonNull<u8>> {
 /// Maps `len` bytes (a whole number of pages) for `layout`, zero-filled, bound to the
 /// calling thread's node. `None` if the OS refuses.
 fn map(layout: Layout, len: usize) -> Option<NonNull<u8>> {
-    let region = if layout.align() <= PAGE {
-        sys::map(len)
-    } else {
-        sys::map_aligned(len, layout.align())
-    }
-    .ok()?;
+    let fresh = || {
+        if layout.align() <= PAGE {
+            sys::map(len)
+        } else {
+            sys::map_aligned(len, layout.align())
+        }
+        .ok()
+    };
+    // A refusal may come of the address space or memory the kept mappings hold (an
+    // `RLIMIT_AS`, a cgroup's limit): they go back, and the mapping is asked for again.
+    let region = match fresh() {
+        Some(region) => region,
+        None if trim() > 0 => fresh()?,
+        None => return None,
+    };
     let counts = &LARGE;
     let node = note_node(sys::current_node().unwrap_or(0));
     note_thread_node(node);

@@ -51,7 +51,8 @@
 //!   counts, so nothing is stranded, even for a cache first used from a thread-local or
 //!   `pthread_key_create` destructor.
 //! - **Failure** is a null pointer: the OS refusing a chunk or a mapping is the only
-//!   failure, and nothing on any path panics.
+//!   failure (asked for once more after the kept large mappings, which count against the
+//!   same limits, are unmapped), and nothing on any path panics.
 //!
 //! # What it never does
 //!
