@@ -206,6 +206,11 @@ impl PoolShared {
             bytes: span,
             errno,
         };
+        // The chunks' vector first: a refusal of its memory is an error, not an abort.
+        let mut chunks: Vec<Chunk> = Vec::new();
+        chunks
+            .try_reserve_exact(plan.chunks())
+            .map_err(|_| oom(libc::ENOMEM))?;
         let region = sys::map_aligned(span, span).map_err(|e| oom(e.errno))?;
         // Bind before the first touch (the lock, the pre-fault or the header write), or the
         // pages land wherever the writing thread runs.
@@ -221,9 +226,8 @@ impl PoolShared {
             self.counters.record_huge_pages(advise_huge_pages(&region));
         }
         let region = Arc::new(region);
-        let mut chunks: Vec<Chunk> = (0..span / CHUNK_SIZE)
-            .map(|i| Chunk::at(Arc::clone(&region), i * CHUNK_SIZE))
-            .collect();
+        chunks
+            .extend((0..span / CHUNK_SIZE).map(|i| Chunk::at(Arc::clone(&region), i * CHUNK_SIZE)));
         drop(region);
         if plan.lock {
             // The whole span in one call: locking a pair chunk by chunk splits its 2 MiB
@@ -259,6 +263,11 @@ impl PoolShared {
             bytes: span,
             errno,
         };
+        // Room in the pool's list first: a refusal drops the chunks, which unmaps them.
+        growth
+            .chunks
+            .try_reserve(chunks.len())
+            .map_err(|_| oom(libc::ENOMEM))?;
         let first_id = growth.chunks.len();
         let owner = self.owner.load(StdOrdering::Relaxed);
         let cache_index =

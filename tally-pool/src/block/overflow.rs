@@ -178,16 +178,24 @@ impl PoolShared {
         n
     }
 
-    /// Takes every block off the overflow list (for reclaim, under the growth lock).
-    pub(super) fn overflow_take_all(&self) -> Vec<*mut u8> {
+    /// Takes every block off the overflow list (for reclaim, under the growth lock); `None`,
+    /// with every block back on the list, if the allocator refused the vector's memory.
+    pub(super) fn overflow_take_all(&self) -> Option<Vec<*mut u8>> {
         let mut all = Vec::new();
         let mut buf = [core::ptr::null_mut(); 64];
         loop {
             let n = self.overflow_take(&mut buf);
+            let taken = buf.get(..n).unwrap_or_default();
             if n == 0 {
-                return all;
+                return Some(all);
             }
-            all.extend_from_slice(buf.get(..n).unwrap_or_default());
+            if all.try_reserve(n).is_err() {
+                // They were on the list, so they can carry a link: neither push refuses.
+                let _ = self.overflow_push(taken);
+                let _ = self.overflow_push(&all);
+                return None;
+            }
+            all.extend_from_slice(taken);
         }
     }
 
@@ -270,7 +278,7 @@ mod tests {
             for &b in &blocks {
                 assert!(p.check_block(b as usize).is_err(), "{guard:?}: {b:p}");
             }
-            assert_eq!(p.overflow_take_all().len(), 3);
+            assert_eq!(p.overflow_take_all().unwrap().len(), 3);
         }
     }
 
@@ -287,7 +295,7 @@ mod tests {
         // SAFETY: the test holds the pool alone and `head` is a block of it in a live chunk
         // (a stand-in for a user's write into a freed block).
         unsafe { head.cast::<usize>().write(&*heap as *const u64 as usize) };
-        let taken = p.overflow_take_all();
+        let taken = p.overflow_take_all().unwrap();
         assert_eq!(taken, [head]);
         assert_eq!(p.counters.withdrawn.load(StdOrdering::Relaxed), 9);
         assert_eq!((p.overflow.len(), p.depot.blocks()), (0, before));
@@ -306,7 +314,7 @@ mod tests {
         // SAFETY: blocks of `g` the test holds alone.
         unsafe { blocks[0].cast::<u64>().write(0x5EED) };
         assert!(g.overflow_push(&blocks));
-        assert_eq!(g.overflow_take_all().len(), 2);
+        assert_eq!(g.overflow_take_all().unwrap().len(), 2);
         // SAFETY: as above.
         let kept = unsafe { blocks[0].cast::<u64>().read() };
         assert_eq!(kept, 0x5EED, "payload kept");
@@ -349,7 +357,12 @@ mod tests {
             workers.into_iter().map(|w| w.join().unwrap()).collect()
         });
         let mut all: Vec<usize> = got.concat();
-        all.extend(p.overflow_take_all().into_iter().map(|b| b as usize));
+        all.extend(
+            p.overflow_take_all()
+                .unwrap()
+                .into_iter()
+                .map(|b| b as usize),
+        );
         all.sort_unstable();
         let mut want: Vec<usize> = blocks.concat();
         want.sort_unstable();

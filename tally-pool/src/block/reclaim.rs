@@ -22,12 +22,16 @@
 //! | `High` | as `Moderate`; an idle pool asks all its caches | an idle pool gives back every free chunk |
 //! | `Critical` | every cache asked | every pool gives back every free chunk |
 //!
+//! Reclaim runs when memory is short, so the vectors it works in are asked of the global
+//! allocator fallibly, before anything moves: if the allocator refuses, every block stays
+//! where it was and that round gives nothing back, where an infallible allocation would
+//! abort the process.
+//!
 //! A cache asked to flush does so on its owner's next slow path: the fast paths take no
 //! atomic read-modify-write, so no other thread can take blocks out of a cache whose owner
 //! may be running, and the blocks of a thread that never calls the pool again stay in its
 //! cache until it exits.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering as StdOrdering;
 use std::time::Duration;
 
@@ -96,24 +100,48 @@ impl PoolShared {
 
     /// Gives back chunks whose carved blocks are all in the depot, keeping enough chunks
     /// for `reserve` blocks; asks every thread to flush its cache first if `ask_caches`.
+    ///
+    /// Memory is short exactly when reclaim is asked for, so its own vectors are asked of
+    /// the allocator fallibly, before anything is given back: if it refuses, every block
+    /// goes back where it was and nothing is given back this time (0), where an infallible
+    /// allocation would abort the process.
     fn release_free_chunks(&self, ask_caches: bool, reserve: usize) -> usize {
         if ask_caches {
             self.bump_epoch();
         }
         let mut growth = lock(&self.growth);
+        let chunks = growth.chunks.len();
+        let (Some(mut index), Some(mut free_in), Some(mut gone)) =
+            (with_room(chunks), with_room(chunks), with_room(chunks))
+        else {
+            return 0;
+        };
+        // Chunk bases and positions, sorted by base for `position`.
+        index.extend(growth.chunks.iter().enumerate().map(|(i, c)| (c.base(), i)));
+        index.sort_unstable();
+        let position = |p: *mut u8| {
+            let base = p as usize & !(CHUNK_SIZE - 1);
+            let found = index.binary_search_by_key(&base, |&(b, _)| b).ok();
+            found.and_then(|k| index.get(k)).map(|&(_, i)| i)
+        };
+        free_in.resize(chunks, 0usize);
+        gone.resize(chunks, false);
         // Take every magazine out of the depot: while the lock is held nobody can carve,
         // so every block of a chunk is either in these magazines or held elsewhere.
         let mut mags = Vec::new();
         while let Some(m) = self.depot.pop_full() {
+            if mags.try_reserve(1).is_err() {
+                self.depot.push_full(m);
+                mags.iter().for_each(|&m| self.depot.push_full(m));
+                return 0;
+            }
             mags.push(m);
         }
-        let index: HashMap<usize, usize> = growth
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.base(), i))
-            .collect();
-        let mut free_in = vec![0usize; growth.chunks.len()];
+        // And the overflow list, whose blocks are free too (see `overflow`).
+        let Some(mut listed) = self.overflow_take_all() else {
+            mags.iter().for_each(|&m| self.depot.push_full(m));
+            return 0;
+        };
         let mut popped = 0usize;
         for &m in &mags {
             // SAFETY: popped above, so owned by this thread.
@@ -121,28 +149,30 @@ impl PoolShared {
                 self.depot.with_blocks(m, |b| {
                     popped += b.count;
                     for &p in b.ptrs.iter().take(b.count) {
-                        let base = p as usize & !(CHUNK_SIZE - 1);
-                        if let Some(n) = index.get(&base).and_then(|&i| free_in.get_mut(i)) {
+                        if let Some(n) = position(p).and_then(|i| free_in.get_mut(i)) {
                             *n += 1;
                         }
                     }
                 })
             };
         }
-        // And the overflow list, whose blocks are free too (see `overflow`).
-        let listed = self.overflow_take_all();
         for &p in &listed {
-            let base = p as usize & !(CHUNK_SIZE - 1);
-            if let Some(n) = index.get(&base).and_then(|&i| free_in.get_mut(i)) {
+            if let Some(n) = position(p).and_then(|i| free_in.get_mut(i)) {
                 *n += 1;
             }
         }
+        // Room for the blocks of the magazines that stay, the last memory asked for.
+        let Some(mut keep) = with_room(popped) else {
+            mags.iter().for_each(|&m| self.depot.push_full(m));
+            // They were on the list, so they can carry a link: this cannot refuse.
+            let _ = self.overflow_push(&listed);
+            return 0;
+        };
         let mut freed = 0usize;
-        let mut gone: Vec<bool> = vec![false; growth.chunks.len()];
         let mut released = 0usize;
         // Chunks that hold the reserve stay: the last mapped go back first.
-        let keep = reserve.div_ceil(self.geometry.blocks_per_chunk.max(1));
-        let mut spare = growth.active().saturating_sub(keep);
+        let keep_chunks = reserve.div_ceil(self.geometry.blocks_per_chunk.max(1));
+        let mut spare = growth.active().saturating_sub(keep_chunks);
         for ((chunk, &free), gone) in growth
             .chunks
             .iter_mut()
@@ -164,34 +194,23 @@ impl PoolShared {
             }
         }
         growth.carved_total -= released;
+        let stays = |p: *mut u8| position(p).and_then(|i| gone.get(i)).copied() != Some(true);
         // Put back the blocks of chunks that stay, packed into as few magazines as needed.
-        let mut keep = Vec::new();
         for &m in &mags {
             // SAFETY: owned by this thread since the pop above.
             unsafe {
                 self.depot.with_blocks(m, |b| {
-                    for &p in b.ptrs.iter().take(b.count) {
-                        let base = p as usize & !(CHUNK_SIZE - 1);
-                        let dropped = index.get(&base).and_then(|&i| gone.get(i)).copied();
-                        if dropped != Some(true) {
-                            keep.push(p);
-                        }
-                    }
+                    let blocks = b.ptrs.iter().take(b.count).copied();
+                    keep.extend(blocks.filter(|&p| stays(p)));
                     b.count = 0;
                 })
             };
         }
         // The blocks of reclaimed chunks leave the depot; the rest go back in below.
         self.depot.count_out(popped - keep.len());
-        let stay: Vec<*mut u8> = listed
-            .into_iter()
-            .filter(|&p| {
-                let base = p as usize & !(CHUNK_SIZE - 1);
-                index.get(&base).and_then(|&i| gone.get(i)).copied() != Some(true)
-            })
-            .collect();
+        listed.retain(|&p| stays(p));
         // They were on the list, so they can carry a link: this cannot refuse.
-        let _ = self.overflow_push(&stay);
+        let _ = self.overflow_push(&listed);
         let mut rest = keep.as_slice();
         for &m in &mags {
             let n = rest.len().min(MAGAZINE_SIZE);
@@ -218,6 +237,13 @@ impl PoolShared {
             .fetch_add(freed as u64, StdOrdering::Relaxed);
         freed
     }
+}
+
+/// An empty vector with room for `n` values, or `None` if the allocator refused it.
+fn with_room<T>(n: usize) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    Some(v)
 }
 
 #[cfg(all(test, not(loom)))]

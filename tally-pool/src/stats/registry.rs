@@ -273,7 +273,10 @@ pub(crate) struct Member {
     pub(crate) source: Held,
 }
 
-/// Every live member, in registration order; prunes members whose source is gone.
+/// Every live member, in registration order; prunes members whose source is gone. Empty
+/// if the allocator refuses the vector's memory: the pressure monitor, which reads this
+/// when memory is short, then skips a round where an infallible allocation would abort
+/// the process.
 ///
 /// The caller must drop the result with no statistics lock held: dropping the last
 /// strong reference to a source may unregister it.
@@ -283,7 +286,10 @@ pub(crate) fn members() -> Vec<Member> {
         SourceRef::Weak(weak) => weak.strong_count() > 0,
         SourceRef::Static(_) => true,
     });
-    let mut members = Vec::with_capacity(entries.len());
+    let mut members = Vec::new();
+    if members.try_reserve_exact(entries.len()).is_err() {
+        return members;
+    }
     for entry in entries.iter() {
         let source = match &entry.source {
             SourceRef::Weak(weak) => match weak.upgrade() {

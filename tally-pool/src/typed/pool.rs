@@ -470,7 +470,14 @@ impl<T: 'static> Pool<T> {
             return Ok(0);
         };
         let want = (node.cache_limit() / 2).max(1);
-        let mut taken = Vec::with_capacity(want);
+        let mut taken = Vec::new();
+        if taken.try_reserve_exact(want).is_err() {
+            return Err(PoolError::OutOfMemory {
+                pool: self.error_name,
+                bytes: want.saturating_mul(core::mem::size_of::<NonNull<u8>>()),
+                errno: libc::ENOMEM,
+            });
+        }
         let mut failure = None;
         for _ in 0..want {
             match node.allocate() {
