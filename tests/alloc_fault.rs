@@ -175,11 +175,10 @@ mod checks {
         assert!(nulls > 0 && blocks > 0, "{nulls} nulls, {blocks} blocks");
     }
 
-    /// A large mapping the OS refuses once is asked for again after the allocator unmaps
-    /// the mappings it keeps for reuse, which hold address space of the same limits.
-    pub(super) fn a_refused_mapping_gives_back_the_kept_ones_and_retries() {
+    /// Leaves the allocator keeping exactly one freed large mapping, of 9 pages (over
+    /// 32 KiB, the largest size class).
+    fn keep_one_mapping() {
         GLOBAL.trim();
-        // Both over 32 KiB, the largest size class.
         let kept = Layout::from_size_align(9 * 4096, 8).unwrap();
         // SAFETY: non-zero size.
         let p = unsafe { GLOBAL.alloc(kept) };
@@ -187,6 +186,13 @@ mod checks {
         // SAFETY: allocated just above with `kept`, not used again.
         unsafe { GLOBAL.dealloc(p, kept) };
         assert_eq!(GLOBAL.stats().large.retained_bytes, 9 * 4096);
+    }
+
+    /// A large mapping the OS refuses once is asked for again after the allocator unmaps
+    /// the mappings it keeps for reuse, which hold address space of the same limits.
+    pub(super) fn a_refused_mapping_gives_back_the_kept_ones_and_retries() {
+        keep_one_mapping();
+        // Over 32 KiB, the largest size class, as the kept one.
         let other = Layout::from_size_align(13 * 4096, 8).unwrap();
         let q = {
             let refusal = fault::refuse(Call::Mmap, When::Nth(1));
@@ -208,14 +214,7 @@ mod checks {
     /// The same for a size class whose heap needs a new chunk: the first chunk the OS
     /// refuses is mapped on the second try, once the kept mappings are gone.
     pub(super) fn a_refused_chunk_gives_back_the_kept_mappings_and_retries() {
-        GLOBAL.trim();
-        let kept = Layout::from_size_align(9 * 4096, 8).unwrap();
-        // SAFETY: non-zero size.
-        let p = unsafe { GLOBAL.alloc(kept) };
-        assert!(!p.is_null());
-        // SAFETY: allocated just above with `kept`, not used again.
-        unsafe { GLOBAL.dealloc(p, kept) };
-        assert_eq!(GLOBAL.stats().large.retained_bytes, 9 * 4096);
+        keep_one_mapping();
         // 30,000 bytes: 31 blocks a chunk, so a new chunk comes soon.
         let layout = Layout::from_size_align(30_000, 8).unwrap();
         let mut held = Vec::with_capacity(10_000);
