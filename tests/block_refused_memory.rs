@@ -1,7 +1,8 @@
 //! A pool whose own bookkeeping is refused memory by the global allocator reports it, and
 //! loses nothing: growth returns `PoolError::OutOfMemory` (not an abort from an infallible
-//! allocation), and reclaim, which runs when memory is short, gives nothing back that
-//! time and leaves every free block where it can be allocated again. The global allocator
+//! allocation), reclaim, which runs when memory is short, gives nothing back that time
+//! and leaves every free block where it can be allocated again, and a thread refused room
+//! for its cache of the pool uses the pool without one. The global allocator
 //! here is `TallyAlloc` (the system allocator under the sanitizers, as in
 //! `tests/common/global.rs`) wrapped in one that refuses every request of a thread that
 //! asks it to.
@@ -161,4 +162,31 @@ fn reclaim_refused_memory_gives_nothing_back_and_loses_no_block() {
     // With memory, reclaim gives the free chunks back.
     assert!(pool.reclaim() > 0);
     assert!(pool.stats().chunks < 4);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps whole chunks")]
+fn a_thread_refused_memory_for_its_cache_uses_the_pool_uncached() {
+    let pool = pool();
+    let held = fill(&pool, 1);
+    let (blocks, refused) = std::thread::scope(|s| {
+        s.spawn(|| {
+            // The thread's first calls on any pool: its table of caches needs room.
+            refusing(|| {
+                let a = pool.allocate().map(|b| b.as_ptr() as usize);
+                let b = pool.allocate().map(|b| b.as_ptr() as usize);
+                for block in [a, b].into_iter().flatten() {
+                    // SAFETY: allocated just above from `pool`, freed once.
+                    unsafe { pool.free(NonNull::new(block as *mut u8).unwrap()) }.unwrap();
+                }
+                (a, b)
+            })
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(refused > 0, "the allocator was never asked");
+    let (a, b) = (blocks.0.unwrap(), blocks.1.unwrap());
+    assert_ne!(a, b);
+    free_all(&pool, held);
 }

@@ -76,7 +76,11 @@ impl PoolShared {
             return 0;
         }
         let bpc = self.geometry.blocks_per_chunk.max(1);
-        let live = self.memory(&self.caches.counts()).live;
+        // Nothing is promised if the allocator refuses the count's copy of the caches.
+        let Some(counts) = self.caches.try_counts() else {
+            return 0;
+        };
+        let live = self.memory(&counts).live;
         let live = usize::try_from(live).unwrap_or(usize::MAX);
         let needed = live.max(self.reserve).div_ceil(bpc);
         let (active, givable) = {

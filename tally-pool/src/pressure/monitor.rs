@@ -78,7 +78,9 @@ const GROW_POLL: Duration = Duration::from_micros(100);
 struct Shared {
     config: PressureConfig,
     stop: AtomicBool,
-    hooks: Mutex<Vec<Hook>>,
+    /// The transition hooks, replaced whole when one is added, so that a transition takes
+    /// them with a reference count alone: it allocates nothing, however short memory is.
+    hooks: Mutex<Arc<[Hook]>>,
     published: Mutex<Published>,
     hook_panics: AtomicU64,
     ticks: AtomicU64,
@@ -169,7 +171,7 @@ impl PressureMonitor {
         let shared = Arc::new(Shared {
             config,
             stop: AtomicBool::new(false),
-            hooks: Mutex::new(Vec::new()),
+            hooks: Mutex::new(Arc::new([])),
             published: Mutex::new(Published {
                 slots: SourceKind::ALL.map(Slot::new),
                 level: PressureLevel::Normal,
@@ -234,7 +236,9 @@ impl PressureMonitor {
     where
         F: Fn(&Transition) + Send + Sync + 'static,
     {
-        lock(&self.shared.hooks).push(Arc::new(hook));
+        let hook: Hook = Arc::new(hook);
+        let mut hooks = lock(&self.shared.hooks);
+        *hooks = hooks.iter().cloned().chain([hook]).collect();
     }
 
     /// Every source, in [`SourceKind::ALL`] order, as of the last tick: its reading or why
@@ -512,7 +516,8 @@ impl Ticker {
         let started = Instant::now();
         // Each member is let go as soon as it has grown: a pool whose last handle its
         // user drops meanwhile is rarely dropped here, on the monitor thread.
-        let made = reclaim::members().into_iter().fold(0u64, |sum, member| {
+        let members = reclaim::members().unwrap_or_default();
+        let made = members.into_iter().fold(0u64, |sum, member| {
             sum.saturating_add(member.source.source().grow_ahead() as u64)
         });
         let spent = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
@@ -622,7 +627,10 @@ impl Ticker {
         if !due && !self.grow_ahead {
             return 0;
         }
-        let members = reclaim::members();
+        // A refused list skips the round, which stays due.
+        let Some(members) = reclaim::members() else {
+            return 0;
+        };
         if due {
             self.last_reclaim = Some(now);
             let round = reclaim::reclaim(&members, level, self.idle_after);
@@ -651,8 +659,8 @@ fn announce(shared: &Shared, transition: &Transition) {
     );
     #[cfg(feature = "metrics")]
     metrics::gauge!("tally_pool_pressure_level").set(f64::from(transition.to as u8));
-    let hooks: Vec<Hook> = lock(&shared.hooks).clone();
-    for hook in hooks {
+    let hooks = Arc::clone(&lock(&shared.hooks));
+    for hook in hooks.iter() {
         if catch_unwind(AssertUnwindSafe(|| hook(transition))).is_err() {
             shared.hook_panics.fetch_add(1, Ordering::Relaxed);
         }

@@ -110,9 +110,10 @@ pub(crate) fn grow_ahead(members: &[Member]) -> u64 {
     })
 }
 
-/// The live members of the registry (dropped by the caller with no lock held).
-pub(crate) fn members() -> Vec<Member> {
-    registry::members()
+/// The live members of the registry (dropped by the caller with no lock held), or `None`
+/// if the allocator refused the vector: the round is skipped.
+pub(crate) fn members() -> Option<Vec<Member>> {
+    registry::try_members()
 }
 
 #[cfg(test)]

@@ -273,22 +273,40 @@ pub(crate) struct Member {
     pub(crate) source: Held,
 }
 
-/// Every live member, in registration order; prunes members whose source is gone. Empty
-/// if the allocator refuses the vector's memory: the pressure monitor, which reads this
-/// when memory is short, then skips a round where an infallible allocation would abort
-/// the process.
+/// Every live member, in registration order; prunes members whose source is gone.
 ///
 /// The caller must drop the result with no statistics lock held: dropping the last
 /// strong reference to a source may unregister it.
 pub(crate) fn members() -> Vec<Member> {
+    let mut members = Vec::new();
+    fill_members(&mut members, |m, n| {
+        m.reserve_exact(n);
+        true
+    });
+    members
+}
+
+/// [`members`], or `None` if the allocator refuses the vector's memory: the pressure
+/// monitor and the sampler, which read this when memory may be short, then skip a round
+/// where an infallible allocation would abort the process.
+pub(crate) fn try_members() -> Option<Vec<Member>> {
+    let mut members = Vec::new();
+    fill_members(&mut members, |m, n| m.try_reserve_exact(n).is_ok()).then_some(members)
+}
+
+/// Prunes the registry and fills `members` with its live members, after `reserve` makes
+/// room for them; false, with nothing added, if `reserve` could not.
+fn fill_members(
+    members: &mut Vec<Member>,
+    reserve: impl FnOnce(&mut Vec<Member>, usize) -> bool,
+) -> bool {
     let mut entries = lock(&REGISTRY);
     entries.retain(|entry| match &entry.source {
         SourceRef::Weak(weak) => weak.strong_count() > 0,
         SourceRef::Static(_) => true,
     });
-    let mut members = Vec::new();
-    if members.try_reserve_exact(entries.len()).is_err() {
-        return members;
+    if !reserve(members, entries.len()) {
+        return false;
     }
     for entry in entries.iter() {
         let source = match &entry.source {
@@ -305,7 +323,7 @@ pub(crate) fn members() -> Vec<Member> {
             source,
         });
     }
-    members
+    true
 }
 
 /// For each `(id, exhausted)`, the refusals since the previous call for that id (all of

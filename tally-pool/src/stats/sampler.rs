@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::error::StatsError;
 use super::history;
-use super::registry::{self, members, ComponentId};
+use super::registry::{self, ComponentId};
 use super::source::ComponentSnapshot;
 
 /// Whether a sampler thread runs (at most one per process).
@@ -31,7 +31,10 @@ pub fn sample() {
     // The time is taken before the members are read, so a sample that saw a component
     // that has since gone is older than, and ignored after, one that did not see it.
     let at = history::now();
-    let members = members();
+    // A refused list skips the sample: an empty one would read as every component gone.
+    let Some(members) = registry::try_members() else {
+        return;
+    };
     let ids: Vec<ComponentId> = members.iter().map(|member| member.id).collect();
     let mut taken: Vec<ComponentSnapshot> = members
         .iter()

@@ -30,9 +30,15 @@ impl CacheRoster {
         }
     }
 
-    /// Lists a new cache of the pool.
-    pub(crate) fn adopt(&self, cache: &Arc<ThreadCache>) {
-        lock(&self.caches).push(Arc::clone(cache));
+    /// Lists a new cache of the pool; false, listing nothing, if the allocator refused
+    /// the list room for it.
+    pub(crate) fn adopt(&self, cache: &Arc<ThreadCache>) -> bool {
+        let mut caches = lock(&self.caches);
+        if caches.try_reserve(1).is_err() {
+            return false;
+        }
+        caches.push(Arc::clone(cache));
+        true
     }
 
     /// Makes every thread's fast paths on this pool miss.
@@ -74,6 +80,27 @@ impl CacheRoster {
 
     /// The counts of every thread that ever used the pool, summed.
     pub(crate) fn counts(&self) -> CountSum {
+        let mut caches = Vec::new();
+        let sum = self.sum_into(&mut caches, |c, n| {
+            c.reserve_exact(n);
+            true
+        });
+        sum.unwrap_or_default()
+    }
+
+    /// [`Self::counts`], or `None` if the allocator refused the copy of the list of
+    /// caches: for reclaim, which runs when memory is short.
+    pub(crate) fn try_counts(&self) -> Option<CountSum> {
+        self.sum_into(&mut Vec::new(), |c, n| c.try_reserve_exact(n).is_ok())
+    }
+
+    /// The counts, read through a copy of the list of caches in `caches`, after `reserve`
+    /// makes room for it; `None` if it could not.
+    fn sum_into(
+        &self,
+        caches: &mut Vec<Arc<ThreadCache>>,
+        reserve: impl FnOnce(&mut Vec<Arc<ThreadCache>>, usize) -> bool,
+    ) -> Option<CountSum> {
         // The totals and the list of live caches together, under the lock that a thread's
         // exit folds its counts and unlists its cache under (`retire`). The caches' counts
         // are read only after the guard is gone: `ThreadCache::counts` waits out a slow
@@ -84,17 +111,17 @@ impl CacheRoster {
         // taken is in the totals read here and not in the list. One that retires after the
         // lock is released folds its counts into totals that were already read, so they
         // are counted once, through its cache, which the copy of the list keeps alive.
-        let (mut sum, caches) = {
+        let mut sum = {
             let listed = lock(&self.caches);
-            let totals = self.totals.load();
-            (
-                totals,
-                listed.iter().cloned().collect::<Vec<Arc<ThreadCache>>>(),
-            )
+            if !reserve(caches, listed.len()) {
+                return None;
+            }
+            caches.extend(listed.iter().cloned());
+            self.totals.load()
         };
-        for c in &caches {
+        for c in caches.iter() {
             sum.add(c.counts());
         }
-        sum
+        Some(sum)
     }
 }

@@ -184,6 +184,10 @@ pub(crate) fn bind(pool: &Arc<PoolShared>, cell: &CacheCell) {
         let bound = unsafe { &mut *table.bound.get() };
         let cell_ptr: *const CacheCell = cell;
         if !bound.iter().any(|&(_, c)| c == cell_ptr) {
+            // A refusal leaves the cell unbound: its calls take the slow path.
+            if bound.try_reserve(1).is_err() {
+                return;
+            }
             bound.push((pool.slot as usize, cell_ptr));
         }
         cell.0.set(ptr);
@@ -227,20 +231,26 @@ fn install<'t>(
     pool: &Arc<PoolShared>,
 ) -> Option<&'t Arc<ThreadCache>> {
     let slot = pool.slot as usize;
+    // The table's and the roster's room are asked for fallibly, before anything changes: a
+    // refusal leaves the thread without a cache of this pool (its calls take the uncached
+    // path), not an aborted process.
     if caches.len() <= slot {
+        caches.try_reserve(slot + 1 - caches.len()).ok()?;
         caches.resize(slot + 1, None);
     }
-    let entry = caches.get_mut(slot)?;
-    // A cache left by a dropped pool that had this slot: its blocks belonged to memory that
-    // is gone, so they are forgotten, not flushed. Nothing may point to it once it goes.
-    table.unbind(Some(slot));
     let cache = Arc::new(ThreadCache::new(
         pool.uid,
         pool.cache_limit,
         pool.stamp(),
         pool.geometry.stride_magic(),
     ));
-    pool.caches.adopt(&cache);
+    if !pool.caches.adopt(&cache) {
+        return None;
+    }
+    let entry = caches.get_mut(slot)?;
+    // A cache left by a dropped pool that had this slot: its blocks belonged to memory that
+    // is gone, so they are forgotten, not flushed. Nothing may point to it once it goes.
+    table.unbind(Some(slot));
     let fast = if pool.fast_paths() {
         Arc::as_ptr(&cache)
     } else {
