@@ -164,6 +164,10 @@ impl SiteTable {
             since: Instant::now(),
         };
         let mut entries = self.entries();
+        // A refused table goes without this site rather than abort the acquire.
+        if entries.try_reserve(1).is_err() {
+            return;
+        }
         if entries.insert(addr, entry).is_none() {
             self.live.fetch_add(1, Ordering::Relaxed);
         }
