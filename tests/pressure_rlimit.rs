@@ -122,6 +122,9 @@ fn child() {
     println!("child: acquire at the limit returned {error}");
     println!("child: out of memory: {oom}");
     println!("child: {} values held", held.len());
+    // Free the values (and the vector's mapping) before anything below allocates: at the
+    // limit, a size class with no free block left would need a chunk the OS refuses.
+    drop(held);
     for line in transitions.lock().unwrap().iter() {
         println!("child: transition {line}");
     }
@@ -134,8 +137,7 @@ fn child() {
         "child: rlimit source {:?} of {:?}",
         rlimit.used, rlimit.limit
     );
-    // Free the values before the monitor stops, then leave normally.
-    drop(held);
+    // Stop the monitor, then leave normally.
     drop(monitor);
     assert!(oom, "{error:?}");
     assert!(pressure::level() == PressureLevel::Normal);
