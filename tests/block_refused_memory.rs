@@ -2,10 +2,9 @@
 //! loses nothing: growth returns `PoolError::OutOfMemory` (not an abort from an infallible
 //! allocation), reclaim, which runs when memory is short, gives nothing back that time
 //! and leaves every free block where it can be allocated again, and a thread refused room
-//! for its cache of the pool uses the pool without one. The global allocator
-//! here is `TallyAlloc` (the system allocator under the sanitizers, as in
-//! `tests/common/global.rs`) wrapped in one that refuses every request of a thread that
-//! asks it to.
+//! for its cache of the pool uses the pool without one. The global allocator here is
+//! `TallyAlloc` (see `tests/wrapped`) wrapped in one that refuses every request of a
+//! thread that asks it to.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -16,15 +15,8 @@ use std::collections::HashSet;
 use tally_pool::block::{BlockPool, BlockPoolConfig};
 use tally_pool::PoolError;
 
-#[cfg(not(any(tally_fault_injection, tally_system_allocator)))]
-type Inner = tally_pool::alloc::TallyAlloc;
-#[cfg(any(tally_fault_injection, tally_system_allocator))]
-type Inner = std::alloc::System;
-
-#[cfg(not(any(tally_fault_injection, tally_system_allocator)))]
-const INNER: Inner = tally_pool::alloc::TallyAlloc::new();
-#[cfg(any(tally_fault_injection, tally_system_allocator))]
-const INNER: Inner = std::alloc::System;
+mod wrapped;
+use wrapped::{Inner, INNER};
 
 thread_local! {
     /// Whether this thread's requests are refused.

@@ -1,7 +1,7 @@
 //! A pool that refuses allocates nothing to say so: its errors carry the pool's interned
 //! name, copied, not a `String` cloned on the error path. The global allocator here is
-//! `TallyAlloc` (the system allocator under the sanitizers, as in `tests/common/global.rs`)
-//! wrapped in a counter of the calling thread's allocations.
+//! `TallyAlloc` (see `tests/wrapped`) wrapped in a counter of the calling thread's
+//! allocations.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -10,15 +10,8 @@ use core::cell::Cell;
 use tally_pool::block::{BlockPool, BlockPoolConfig};
 use tally_pool::{Pool, PoolConfig, PoolError, RawHandle};
 
-#[cfg(not(any(tally_fault_injection, tally_system_allocator)))]
-type Inner = tally_pool::alloc::TallyAlloc;
-#[cfg(any(tally_fault_injection, tally_system_allocator))]
-type Inner = std::alloc::System;
-
-#[cfg(not(any(tally_fault_injection, tally_system_allocator)))]
-const INNER: Inner = tally_pool::alloc::TallyAlloc::new();
-#[cfg(any(tally_fault_injection, tally_system_allocator))]
-const INNER: Inner = std::alloc::System;
+mod wrapped;
+use wrapped::{Inner, INNER};
 
 thread_local! {
     /// Allocations (and reallocations) made by this thread.
