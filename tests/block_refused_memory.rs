@@ -3,8 +3,8 @@
 //! allocation), reclaim, which runs when memory is short, gives nothing back that time
 //! and leaves every free block where it can be allocated again, and a thread refused room
 //! for its cache of the pool uses the pool without one. The global allocator here is
-//! `TallyAlloc` (see `tests/wrapped`) wrapped in one that refuses every request of a
-//! thread that asks it to.
+//! `TallyAlloc` (see `tests/wrapped`) wrapped in one that refuses the requests of a thread
+//! that asks it to, all of them or all after the first few.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -21,26 +21,43 @@ use wrapped::{Inner, INNER};
 thread_local! {
     /// Whether this thread's requests are refused.
     static REFUSE: Cell<bool> = const { Cell::new(false) };
+    /// Requests still granted before refusals begin, while `REFUSE` is set.
+    static GRANT: Cell<u64> = const { Cell::new(0) };
     /// Requests refused on this thread.
     static REFUSED: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Whether to refuse this request (counted if so).
 fn refuse() -> bool {
-    let refused = REFUSE.try_with(Cell::get).unwrap_or(false);
-    if refused {
-        let _ = REFUSED.try_with(|n| n.set(n.get() + 1));
+    if !REFUSE.try_with(Cell::get).unwrap_or(false) {
+        return false;
     }
-    refused
+    let granted = GRANT.try_with(|g| {
+        let left = g.get();
+        g.set(left.saturating_sub(1));
+        left > 0
+    });
+    if granted.unwrap_or(false) {
+        return false;
+    }
+    let _ = REFUSED.try_with(|n| n.set(n.get() + 1));
+    true
 }
 
-/// Runs `f` with this thread's requests refused; returns its result and how many were.
-fn refusing<R>(f: impl FnOnce() -> R) -> (R, u64) {
+/// Runs `f` with this thread's requests refused after the first `grant`; returns its
+/// result and how many were refused.
+fn refusing_after<R>(grant: u64, f: impl FnOnce() -> R) -> (R, u64) {
     let before = REFUSED.with(Cell::get);
+    GRANT.with(|g| g.set(grant));
     REFUSE.with(|r| r.set(true));
     let result = f();
     REFUSE.with(|r| r.set(false));
     (result, REFUSED.with(Cell::get) - before)
+}
+
+/// Runs `f` with every request of this thread refused.
+fn refusing<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    refusing_after(0, f)
 }
 
 struct Refusing(Inner);
@@ -111,49 +128,78 @@ fn free_all(pool: &BlockPool, blocks: Vec<NonNull<u8>>) {
 
 #[test]
 #[cfg_attr(miri, ignore = "maps whole chunks")]
-fn growth_refused_memory_for_its_list_is_out_of_memory() {
-    let pool = pool();
-    let mut held = fill(&pool, 1);
-    // Room for more blocks than a chunk holds: the test itself asks for no memory below.
-    held.reserve((1 << 20) / 256);
-    let (result, refused) = refusing(|| loop {
-        match pool.allocate() {
-            Ok(block) => held.push(block),
-            Err(e) => break e,
+fn growth_refused_memory_for_its_bookkeeping_is_out_of_memory() {
+    // Refused at its first request (the new chunks' vector), then at its second (the
+    // probe before the mapping's shared `Arc`).
+    for grant in [0, 1] {
+        let pool = pool();
+        let mut held = fill(&pool, 1);
+        // Room for more blocks than a chunk holds: the test itself asks for no memory
+        // below.
+        held.reserve((1 << 20) / 256);
+        let (result, refused) = refusing_after(grant, || loop {
+            match pool.allocate() {
+                Ok(block) => held.push(block),
+                Err(e) => break e,
+            }
+        });
+        assert!(
+            matches!(result, PoolError::OutOfMemory { .. }),
+            "{grant}: {result:?}"
+        );
+        assert!(refused > 0, "the allocator was never asked");
+        assert_eq!(pool.stats().chunks, 1, "no chunk was added");
+        // Once memory is there again, the pool grows.
+        held.push(pool.allocate().unwrap());
+        assert_eq!(pool.stats().chunks, 2);
+        free_all(&pool, held);
+    }
+}
+
+/// Allocates from `pool` until it maps a chunk beyond its `chunks`: how many blocks it
+/// handed out before, each once (checked), and the blocks, to free.
+fn until_growth(pool: &BlockPool, chunks: usize) -> (usize, Vec<NonNull<u8>>) {
+    let mut got = Vec::new();
+    let mut seen = HashSet::new();
+    loop {
+        let block = pool.allocate().unwrap();
+        got.push(block);
+        assert!(
+            seen.insert(block.as_ptr() as usize),
+            "a block handed out twice"
+        );
+        if pool.stats().chunks > chunks {
+            return (got.len() - 1, got);
         }
-    });
-    assert!(
-        matches!(result, PoolError::OutOfMemory { .. }),
-        "{result:?}"
-    );
-    assert!(refused > 0, "the allocator was never asked");
-    assert_eq!(pool.stats().chunks, 1, "no chunk was added");
-    // Once memory is there again, the pool grows.
-    held.push(pool.allocate().unwrap());
-    assert_eq!(pool.stats().chunks, 2);
-    free_all(&pool, held);
+    }
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "maps whole chunks")]
 fn reclaim_refused_memory_gives_nothing_back_and_loses_no_block() {
-    let pool = pool();
-    let held = fill(&pool, 4);
-    let carved = held.len();
-    free_all(&pool, held);
-    let (given, refused) = refusing(|| pool.reclaim());
-    assert_eq!(given, 0);
-    assert!(refused > 0, "the allocator was never asked");
-    assert_eq!(pool.stats().chunks, 4, "no chunk was given back");
-    // Every block is still there to allocate, once each, with no new chunk.
-    let again: Vec<NonNull<u8>> = (0..carved).map(|_| pool.allocate().unwrap()).collect();
-    let distinct: HashSet<usize> = again.iter().map(|b| b.as_ptr() as usize).collect();
-    assert_eq!(distinct.len(), carved);
-    assert_eq!(pool.stats().chunks, 4);
-    free_all(&pool, again);
-    // With memory, reclaim gives the free chunks back.
-    assert!(pool.reclaim() > 0);
-    assert!(pool.stats().chunks < 4);
+    // Without a reclaim: how many blocks four chunks hand out before a fifth is mapped.
+    let control = pool();
+    free_all(&control, fill(&control, 4));
+    let (whole, blocks) = until_growth(&control, 4);
+    free_all(&control, blocks);
+    // Refused at each of its requests in turn, until one reclaim needs no more.
+    for grant in 0.. {
+        let pool = pool();
+        free_all(&pool, fill(&pool, 4));
+        let (given, refused) = refusing_after(grant, || pool.reclaim());
+        if refused == 0 {
+            assert!(given > 0, "with memory, reclaim gives the free chunks back");
+            assert!(grant > 4, "reclaim asked for memory only {grant} times");
+            return;
+        }
+        assert_eq!(given, 0, "refused at request {grant}");
+        assert_eq!(pool.stats().chunks, 4, "no chunk was given back");
+        // Every block is still there, once: a lost one would map the fifth chunk
+        // earlier, a duplicate would be handed out twice.
+        let (after, blocks) = until_growth(&pool, 4);
+        assert_eq!(after, whole, "refused at request {grant}");
+        free_all(&pool, blocks);
+    }
 }
 
 #[test]
@@ -181,4 +227,35 @@ fn a_thread_refused_memory_for_its_cache_uses_the_pool_uncached() {
     let (a, b) = (blocks.0.unwrap(), blocks.1.unwrap());
     assert_ne!(a, b);
     free_all(&pool, held);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps whole chunks")]
+fn a_thread_refused_memory_for_its_cache_of_a_second_pool_uses_it_uncached() {
+    let (first, second) = (pool(), pool());
+    let held = fill(&second, 1);
+    let (blocks, refused) = std::thread::scope(|s| {
+        s.spawn(|| {
+            // A first pool gives the thread's table of caches its room; the second pool's
+            // cache is then the first thing the thread asks memory for.
+            let b = first.allocate().unwrap();
+            // SAFETY: allocated just above from `first`, freed once.
+            unsafe { first.free(b) }.unwrap();
+            refusing(|| {
+                let a = second.allocate().map(|b| b.as_ptr() as usize);
+                let b = second.allocate().map(|b| b.as_ptr() as usize);
+                for block in [a, b].into_iter().flatten() {
+                    // SAFETY: allocated just above from `second`, freed once.
+                    unsafe { second.free(NonNull::new(block as *mut u8).unwrap()) }.unwrap();
+                }
+                (a, b)
+            })
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(refused > 0, "the allocator was never asked");
+    let (a, b) = (blocks.0.unwrap(), blocks.1.unwrap());
+    assert_ne!(a, b);
+    free_all(&second, held);
 }

@@ -225,6 +225,10 @@ impl PoolShared {
             // Advise before the first touch too: the first fault then takes a huge page.
             self.counters.record_huge_pages(advise_huge_pages(&region));
         }
+        // A refusal drops the region, which unmaps it.
+        if !sys::arc_room::<sys::Region>() {
+            return Err(oom(libc::ENOMEM));
+        }
         let region = Arc::new(region);
         chunks
             .extend((0..span / CHUNK_SIZE).map(|i| Chunk::at(Arc::clone(&region), i * CHUNK_SIZE)));

@@ -35,7 +35,7 @@ pub(crate) mod placement;
 pub(crate) use fork::at_fork;
 #[cfg(all(test, target_os = "linux", not(loom)))]
 pub(crate) use mem::resident_pages;
-pub(crate) use mem::{map, map_aligned, Region, PAGE};
+pub(crate) use mem::{arc_room, map, map_aligned, Region, PAGE};
 pub(crate) use numa::{
     bind_to_node, current_cpu, current_node, node_of_page, policy_node, prefer_node,
     set_thread_affinity, thread_affinity, SysFailed,

@@ -231,12 +231,15 @@ fn install<'t>(
     pool: &Arc<PoolShared>,
 ) -> Option<&'t Arc<ThreadCache>> {
     let slot = pool.slot as usize;
-    // The table's and the roster's room are asked for fallibly, before anything changes: a
-    // refusal leaves the thread without a cache of this pool (its calls take the uncached
-    // path), not an aborted process.
+    // The table's, the cache's and the roster's memory are asked for fallibly, before
+    // anything changes: a refusal leaves the thread without a cache of this pool (its calls
+    // take the uncached path), not an aborted process.
     if caches.len() <= slot {
         caches.try_reserve(slot + 1 - caches.len()).ok()?;
         caches.resize(slot + 1, None);
+    }
+    if !crate::sys::arc_room::<ThreadCache>() {
+        return None;
     }
     let cache = Arc::new(ThreadCache::new(
         pool.uid,
