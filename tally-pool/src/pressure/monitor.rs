@@ -457,6 +457,9 @@ struct Ticker {
     grow_ahead: bool,
     /// When reclamation was last asked.
     last_reclaim: Option<Instant>,
+    /// Whether a due round was skipped (the allocator refused its list of members): the
+    /// next tick asks again, whatever the period says.
+    skipped: bool,
     /// Ticks read so far, for the sources read only every [`SLOW_EVERY`] ticks.
     reads: u64,
 }
@@ -474,6 +477,7 @@ impl Ticker {
             reclaim_every: config.reclaim_every,
             grow_ahead: config.grow_ahead,
             last_reclaim: None,
+            skipped: false,
             reads: 0,
         }
     }
@@ -620,7 +624,8 @@ impl Ticker {
         } else {
             self.reclaim_every
         };
-        let due = (changed && level > PressureLevel::Normal)
+        let due = self.skipped
+            || (changed && level > PressureLevel::Normal)
             || self
                 .last_reclaim
                 .is_none_or(|last| now.saturating_duration_since(last) >= period);
@@ -629,9 +634,11 @@ impl Ticker {
         }
         // A refused list skips the round, which stays due.
         let Some(members) = reclaim::members() else {
+            self.skipped |= due;
             return 0;
         };
         if due {
+            self.skipped = false;
             self.last_reclaim = Some(now);
             let round = reclaim::reclaim(&members, level, self.idle_after);
             if level > PressureLevel::Normal || round.reclaimed_bytes > 0 {
