@@ -202,14 +202,18 @@ fn reclaim_refused_memory_gives_nothing_back_and_loses_no_block() {
     }
 }
 
-#[test]
-#[cfg_attr(miri, ignore = "maps whole chunks")]
-fn a_thread_refused_memory_for_its_cache_uses_the_pool_uncached() {
-    let pool = pool();
-    let held = fill(&pool, 1);
+/// On a new thread that first uses `warm_up` (if any), allocates two blocks of `pool` and
+/// frees them with every request of the thread refused; checks that both were handed out,
+/// distinct, and that the allocator was asked.
+fn two_blocks_refused(pool: &BlockPool, warm_up: Option<&BlockPool>) {
+    let held = fill(pool, 1);
     let (blocks, refused) = std::thread::scope(|s| {
         s.spawn(|| {
-            // The thread's first calls on any pool: its table of caches needs room.
+            if let Some(other) = warm_up {
+                let b = other.allocate().unwrap();
+                // SAFETY: allocated just above from `other`, freed once.
+                unsafe { other.free(b) }.unwrap();
+            }
             refusing(|| {
                 let a = pool.allocate().map(|b| b.as_ptr() as usize);
                 let b = pool.allocate().map(|b| b.as_ptr() as usize);
@@ -226,36 +230,20 @@ fn a_thread_refused_memory_for_its_cache_uses_the_pool_uncached() {
     assert!(refused > 0, "the allocator was never asked");
     let (a, b) = (blocks.0.unwrap(), blocks.1.unwrap());
     assert_ne!(a, b);
-    free_all(&pool, held);
+    free_all(pool, held);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps whole chunks")]
+fn a_thread_refused_memory_for_its_cache_uses_the_pool_uncached() {
+    // The thread's first calls on any pool: its table of caches needs room.
+    two_blocks_refused(&pool(), None);
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "maps whole chunks")]
 fn a_thread_refused_memory_for_its_cache_of_a_second_pool_uses_it_uncached() {
-    let (first, second) = (pool(), pool());
-    let held = fill(&second, 1);
-    let (blocks, refused) = std::thread::scope(|s| {
-        s.spawn(|| {
-            // A first pool gives the thread's table of caches its room; the second pool's
-            // cache is then the first thing the thread asks memory for.
-            let b = first.allocate().unwrap();
-            // SAFETY: allocated just above from `first`, freed once.
-            unsafe { first.free(b) }.unwrap();
-            refusing(|| {
-                let a = second.allocate().map(|b| b.as_ptr() as usize);
-                let b = second.allocate().map(|b| b.as_ptr() as usize);
-                for block in [a, b].into_iter().flatten() {
-                    // SAFETY: allocated just above from `second`, freed once.
-                    unsafe { second.free(NonNull::new(block as *mut u8).unwrap()) }.unwrap();
-                }
-                (a, b)
-            })
-        })
-        .join()
-        .unwrap()
-    });
-    assert!(refused > 0, "the allocator was never asked");
-    let (a, b) = (blocks.0.unwrap(), blocks.1.unwrap());
-    assert_ne!(a, b);
-    free_all(&second, held);
+    // A first pool gives the thread's table of caches its room; the second pool's cache is
+    // then the first thing the thread asks memory for.
+    two_blocks_refused(&pool(), Some(&pool()));
 }

@@ -343,30 +343,6 @@ impl Region {
     }
 }
 
-/// Whether the global allocator gives a block the size of an `Arc<T>`'s now: asks for one
-/// and gives it straight back. Call it just before `Arc::new`, which has no fallible form
-/// on stable Rust and aborts the process when refused: a refusal here lets the caller take
-/// its fallback instead. A caching allocator (`TallyAlloc`, glibc's, mimalloc, jemalloc)
-/// hands the probe's block out again to the `Arc::new` that follows on the same thread, so
-/// only memory that runs out between the two calls still aborts.
-pub(crate) fn arc_room<T>() -> bool {
-    // The layout of an `Arc`'s allocation: its two counts, then the value.
-    let Ok((layout, _)) =
-        core::alloc::Layout::new::<[usize; 2]>().extend(core::alloc::Layout::new::<T>())
-    else {
-        return false;
-    };
-    let layout = layout.pad_to_align();
-    // SAFETY: `layout` has a non-zero size (the two counts).
-    let probe = unsafe { std::alloc::alloc(layout) };
-    if probe.is_null() {
-        return false;
-    }
-    // SAFETY: allocated just above with `layout`, and never used.
-    unsafe { std::alloc::dealloc(probe, layout) };
-    true
-}
-
 /// Unmapping: if the OS refuses (it documents EINVAL and ENOMEM; neither can happen for a
 /// whole mapping we own, but fault injection makes it happen), the mapping is leaked: it
 /// stays mapped, nothing uses or unmaps it again, and nothing else can be mapped at its

@@ -9,6 +9,9 @@
 //! - [`numa`]: `mbind`, `get_mempolicy`, `sched_getcpu` and the thread affinity calls.
 //! - [`placement`]: `move_pages` with no target node: where pages really are.
 //! - `fork`: `pthread_atfork`, for the global allocator's locks.
+//! - [`arc_room`]: whether the global allocator gives an `Arc`'s block now, asked with
+//!   `std::alloc` (forbidden elsewhere too) before the `Arc::new`s that run when memory is
+//!   short.
 //! - `fault`: under `--cfg tally_fault_injection` only, makes `mmap`, `mbind`, `madvise`
 //!   and `munmap` refuse when a test asks; otherwise its hooks are the literal `false`.
 //!
@@ -35,7 +38,7 @@ pub(crate) mod placement;
 pub(crate) use fork::at_fork;
 #[cfg(all(test, target_os = "linux", not(loom)))]
 pub(crate) use mem::resident_pages;
-pub(crate) use mem::{arc_room, map, map_aligned, Region, PAGE};
+pub(crate) use mem::{map, map_aligned, Region, PAGE};
 pub(crate) use numa::{
     bind_to_node, current_cpu, current_node, node_of_page, policy_node, prefer_node,
     set_thread_affinity, thread_affinity, SysFailed,
@@ -43,3 +46,27 @@ pub(crate) use numa::{
 #[cfg(all(test, target_os = "linux", not(miri)))]
 pub(crate) use numa::{policy_of, PREFERRED};
 pub(crate) use pages::{memlock_limit, thp_mode, ThpMode};
+
+/// Whether the global allocator gives a block the size of an `Arc<T>`'s now: asks for one
+/// and gives it straight back. Call it just before `Arc::new`, which has no fallible form
+/// on stable Rust and aborts the process when refused: a refusal here lets the caller take
+/// its fallback instead. A caching allocator (`TallyAlloc`, glibc's, mimalloc, jemalloc)
+/// hands the probe's block out again to the `Arc::new` that follows on the same thread, so
+/// only memory that runs out between the two calls still aborts.
+pub(crate) fn arc_room<T>() -> bool {
+    // The layout of an `Arc`'s allocation: its two counts, then the value.
+    let Ok((layout, _)) =
+        core::alloc::Layout::new::<[usize; 2]>().extend(core::alloc::Layout::new::<T>())
+    else {
+        return false;
+    };
+    let layout = layout.pad_to_align();
+    // SAFETY: `layout` has a non-zero size (the two counts).
+    let probe = unsafe { std::alloc::alloc(layout) };
+    if probe.is_null() {
+        return false;
+    }
+    // SAFETY: allocated just above with `layout`, and never used.
+    unsafe { std::alloc::dealloc(probe, layout) };
+    true
+}
