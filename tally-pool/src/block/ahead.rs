@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering as StdOrdering;
 
 use super::chunk::list::ChunkList;
 use super::chunk::CHUNK_SIZE;
-use super::shared::{now_ms, PoolShared};
+use super::shared::{clock, now_ms, PoolShared};
 use crate::stats::Urgency;
 use crate::sync::lock;
 use crate::sys::budget::{self, PressureLevel};
@@ -99,8 +99,13 @@ impl PoolShared {
 
     /// [`Self::grow_ahead`] with `level` for the pressure level.
     fn grow_ahead_at(&self, level: fn() -> PressureLevel) -> usize {
-        // An idle pool takes no lock: the monitor passes over many of them each tick.
-        if self.is_idle(now_ms(), Urgency::IDLE_AFTER) || level() >= PressureLevel::High {
+        // An idle pool takes no lock: the monitor passes over many of them each tick. The
+        // clock's last reading comes first: it is never ahead of the time, so a pool idle
+        // by it is idle, and the OS clock is read only for pools that look busy by it.
+        if self.is_idle(clock(), Urgency::IDLE_AFTER)
+            || self.is_idle(now_ms(), Urgency::IDLE_AFTER)
+            || level() >= PressureLevel::High
+        {
             return 0;
         }
         let bpc = self.geometry.blocks_per_chunk;
@@ -358,6 +363,23 @@ mod tests {
             p.ahead_target(0);
         }
         assert_eq!(p.ahead_target(0), floor);
+    }
+
+    #[test]
+    fn an_idle_pool_does_not_grow_ahead() {
+        let p = pool(true);
+        let idle = super::super::shared::millis(Urgency::IDLE_AFTER);
+        // The clock counts from the process's first reading: wait until it can show idle.
+        while now_ms() < idle {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // The last slow path, exactly the idle time before the clock's last reading.
+        p.last_slow.store(clock() - idle, StdOrdering::Relaxed);
+        assert_eq!(p.grow_ahead(), 0);
+        assert!(lock(&p.growth).chunks.is_empty());
+        // Busy again, by the clock's last reading.
+        p.touch(clock());
+        assert!(p.grow_ahead() > 0);
     }
 
     #[test]

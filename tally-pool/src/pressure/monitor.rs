@@ -518,12 +518,7 @@ impl Ticker {
             return 0;
         }
         let started = Instant::now();
-        // Each member is let go as soon as it has grown: a pool whose last handle its
-        // user drops meanwhile is rarely dropped here, on the monitor thread.
-        let members = reclaim::members().unwrap_or_default();
-        let made = members.into_iter().fold(0u64, |sum, member| {
-            sum.saturating_add(member.source.source().grow_ahead() as u64)
-        });
+        let made = reclaim::grow_ahead(reclaim::sources().unwrap_or_default());
         let spent = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
         shared.busy_nanos.fetch_add(spent, Ordering::Relaxed);
         made
@@ -629,27 +624,29 @@ impl Ticker {
             || self
                 .last_reclaim
                 .is_none_or(|last| now.saturating_duration_since(last) >= period);
-        if !due && !self.grow_ahead {
-            return 0;
+        if !due {
+            // Most ticks: growth ahead alone, which needs no names.
+            if !self.grow_ahead {
+                return 0;
+            }
+            return reclaim::grow_ahead(reclaim::sources().unwrap_or_default());
         }
         // A refused list skips the round, which stays due.
         let Some(members) = reclaim::members() else {
-            self.skipped |= due;
+            self.skipped = true;
             return 0;
         };
-        if due {
-            self.skipped = false;
-            self.last_reclaim = Some(now);
-            let round = reclaim::reclaim(&members, level, self.idle_after);
-            if level > PressureLevel::Normal || round.reclaimed_bytes > 0 {
-                lock(&shared.published).last_reclamation = Some(round);
-            }
+        self.skipped = false;
+        self.last_reclaim = Some(now);
+        let round = reclaim::reclaim(&members, level, self.idle_after);
+        if level > PressureLevel::Normal || round.reclaimed_bytes > 0 {
+            lock(&shared.published).last_reclamation = Some(round);
         }
-        // `members` drops on return, with no lock held.
-        if self.grow_ahead {
-            return reclaim::grow_ahead(&members);
+        // Each member drops as it has grown (or on return), with no lock held.
+        if !self.grow_ahead {
+            return 0;
         }
-        0
+        reclaim::grow_ahead(members.into_iter().map(|m| m.source))
     }
 }
 

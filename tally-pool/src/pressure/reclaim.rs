@@ -14,7 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::stats::registry::{self, Member};
+use std::borrow::Borrow;
+
+use crate::stats::registry::{self, Held, Member};
 use crate::stats::{Kind, Urgency};
 use crate::sys::budget::PressureLevel;
 
@@ -103,10 +105,12 @@ fn ask(members: &[Member], level: PressureLevel, idle_after: Duration) -> (u64, 
     (reclaimable, reclaimed)
 }
 
-/// Lets every member grow ahead of demand; returns the bytes made ready.
-pub(crate) fn grow_ahead(members: &[Member]) -> u64 {
-    members.iter().fold(0u64, |sum, member| {
-        sum.saturating_add(member.source.source().grow_ahead() as u64)
+/// Lets each of `sources` grow ahead of demand, letting each go as soon as it has grown (a
+/// pool whose last handle its user drops meanwhile is rarely dropped here, on the monitor
+/// thread); returns the bytes made ready.
+pub(crate) fn grow_ahead<S: Borrow<Held>>(sources: impl IntoIterator<Item = S>) -> u64 {
+    sources.into_iter().fold(0u64, |sum, held| {
+        sum.saturating_add(held.borrow().source().grow_ahead() as u64)
     })
 }
 
@@ -114,6 +118,11 @@ pub(crate) fn grow_ahead(members: &[Member]) -> u64 {
 /// if the allocator refused the vector: the round is skipped.
 pub(crate) fn members() -> Option<Vec<Member>> {
     registry::try_members()
+}
+
+/// The sources of the live members alone, for growth ahead; as [`members`].
+pub(crate) fn sources() -> Option<Vec<Held>> {
+    registry::try_sources()
 }
 
 #[cfg(test)]

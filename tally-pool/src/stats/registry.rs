@@ -279,10 +279,14 @@ pub(crate) struct Member {
 /// strong reference to a source may unregister it.
 pub(crate) fn members() -> Vec<Member> {
     let mut members = Vec::new();
-    fill_members(&mut members, |m, n| {
-        m.reserve_exact(n);
-        true
-    });
+    fill(
+        &mut members,
+        |m, n| {
+            m.reserve_exact(n);
+            true
+        },
+        Member::new,
+    );
     members
 }
 
@@ -291,21 +295,51 @@ pub(crate) fn members() -> Vec<Member> {
 /// where an infallible allocation would abort the process.
 pub(crate) fn try_members() -> Option<Vec<Member>> {
     let mut members = Vec::new();
-    fill_members(&mut members, |m, n| m.try_reserve_exact(n).is_ok()).then_some(members)
+    fill(
+        &mut members,
+        |m, n| m.try_reserve_exact(n).is_ok(),
+        Member::new,
+    )
+    .then_some(members)
 }
 
-/// Prunes the registry and fills `members` with its live members, after `reserve` makes
-/// room for them; false, with nothing added, if `reserve` could not.
-fn fill_members(
-    members: &mut Vec<Member>,
-    reserve: impl FnOnce(&mut Vec<Member>, usize) -> bool,
+/// [`try_members`] without names and kinds: the sources alone, for the pressure monitor's
+/// growth passes, which run many times a second and need nothing else. Cloning a name
+/// writes its reference count, a cache line of each member that is otherwise cold.
+pub(crate) fn try_sources() -> Option<Vec<Held>> {
+    let mut sources = Vec::new();
+    fill(
+        &mut sources,
+        |s, n| s.try_reserve_exact(n).is_ok(),
+        |_, held| held,
+    )
+    .then_some(sources)
+}
+
+impl Member {
+    fn new(entry: &Entry, source: Held) -> Self {
+        Member {
+            id: entry.id,
+            name: Arc::clone(&entry.name),
+            kind: entry.kind,
+            source,
+        }
+    }
+}
+
+/// Prunes the registry and fills `out` with what `make` builds of each live member, after
+/// `reserve` makes room for them; false, with nothing added, if `reserve` could not.
+fn fill<T>(
+    out: &mut Vec<T>,
+    reserve: impl FnOnce(&mut Vec<T>, usize) -> bool,
+    make: impl Fn(&Entry, Held) -> T,
 ) -> bool {
     let mut entries = lock(&REGISTRY);
     entries.retain(|entry| match &entry.source {
         SourceRef::Weak(weak) => weak.strong_count() > 0,
         SourceRef::Static(_) => true,
     });
-    if !reserve(members, entries.len()) {
+    if !reserve(out, entries.len()) {
         return false;
     }
     for entry in entries.iter() {
@@ -316,12 +350,7 @@ fn fill_members(
             },
             SourceRef::Static(source) => Held::Static(*source),
         };
-        members.push(Member {
-            id: entry.id,
-            name: Arc::clone(&entry.name),
-            kind: entry.kind,
-            source,
-        });
+        out.push(make(entry, source));
     }
     true
 }
@@ -407,6 +436,32 @@ mod tests {
         drop(me);
         drop(registration);
         assert!(!listed(id));
+    }
+
+    #[test]
+    fn sources_are_the_members_sources_without_the_dead() {
+        // Values no other test's source reports: the tests share the registry.
+        let (a, b) = (Arc::new(Fixed(1_000_011)), Arc::new(Fixed(1_000_012)));
+        let _ra = register("reg-sources-a", Kind::Block, weak_of(&a));
+        let _rb = register("reg-sources-b", Kind::Block, weak_of(&b));
+        let bytes = |held: &Held| held.source().snapshot().live_bytes;
+        let ours = |v: Vec<u64>| {
+            v.into_iter()
+                .filter(|b| (1_000_011..=1_000_012).contains(b))
+                .collect()
+        };
+        let of_sources: Vec<u64> = ours(try_sources().unwrap().iter().map(bytes).collect());
+        assert_eq!(of_sources, [1_000_011, 1_000_012]);
+        drop(b);
+        let of_members: Vec<u64> = ours(
+            try_members()
+                .unwrap()
+                .iter()
+                .map(|m| bytes(&m.source))
+                .collect(),
+        );
+        let of_sources: Vec<u64> = ours(try_sources().unwrap().iter().map(bytes).collect());
+        assert_eq!((of_members, of_sources), (vec![1_000_011], vec![1_000_011]));
     }
 
     #[test]
