@@ -14,12 +14,13 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tally_pool::pressure::{
     self, PressureConfig, PressureError, PressureLevel, PressureMonitor, SourceKind, Transition,
 };
+use tally_pool::stats::{self, ComponentSnapshot, Kind, Source};
 use tally_pool::{Handle, Pool, PoolConfig};
 
 /// A 4 KiB value with a `Default`.
@@ -107,6 +108,33 @@ fn a_second_start_while_one_runs_is_an_error() {
     // Stopped and joined: a new one may start.
     let third = PressureMonitor::start(PressureConfig::default()).unwrap();
     drop(third);
+}
+
+#[test]
+fn every_tick_asks_a_users_source_to_grow_ahead_whatever_the_pools_do() {
+    // Growth passes pass over the crate's pools while none is busy; a component a user
+    // listed (here as a typed pool) is asked all the same.
+    struct Counted(AtomicUsize);
+    impl Source for Counted {
+        fn snapshot(&self) -> ComponentSnapshot {
+            ComponentSnapshot::default()
+        }
+        fn grow_ahead(&self) -> usize {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            0
+        }
+    }
+    let _serial = serial();
+    let source = Arc::new(Counted(AtomicUsize::new(0)));
+    let weak: Weak<dyn Source> = Arc::downgrade(&source) as _;
+    let _listed = stats::register("user-grows", Kind::Typed, weak);
+    let monitor = PressureMonitor::start(PressureConfig::default()).unwrap();
+    // The other tests' pools (they run one at a time) are idle after a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (ticks, asked) = (monitor.ticks(), source.0.load(Ordering::Relaxed));
+    wait_for("ten ticks", || monitor.ticks() >= ticks + 10);
+    assert!(source.0.load(Ordering::Relaxed) >= asked + 10);
+    drop(monitor);
 }
 
 #[test]

@@ -202,7 +202,7 @@ impl PoolShared {
             max_capacity,
             reserve,
             on_critical,
-            last_slow: StdAtomicU64::new(now_ms()),
+            last_slow: StdAtomicU64::new(note_slow_path(now_ms())),
             depot: Depot::new(),
             ahead: AtomicUsize::new(0),
             ahead_carved: AtomicUsize::new(0),
@@ -297,6 +297,7 @@ impl PoolShared {
     pub(super) fn touch(&self, now: u64) {
         if self.last_slow.load(StdOrdering::Relaxed) != now {
             self.last_slow.store(now, StdOrdering::Relaxed);
+            note_slow_path(now);
         }
     }
 
@@ -343,8 +344,8 @@ impl PoolShared {
 
 /// The idleness clock as the slow paths read it: milliseconds since the process first
 /// read [`now_ms`], as of the last call to it. One relaxed load, no clock read: the
-/// pressure monitor advances it every tick (through `grow_ahead` and reclaim), and so does
-/// every pool's creation. Between advances it stands still, so slow paths then record a
+/// pressure monitor advances it every tick (through [`any_pool_busy`] and reclaim), and so
+/// does every pool's creation. Between advances it stands still, so slow paths then record a
 /// time up to one tick old, which only ever makes a pool look idle a tick early.
 pub(super) fn clock() -> u64 {
     CLOCK.load(StdOrdering::Relaxed)
@@ -361,6 +362,27 @@ pub(super) fn now_ms() -> u64 {
     let now = millis(base.elapsed());
     CLOCK.fetch_max(now, StdOrdering::Relaxed);
     now
+}
+
+/// The latest `last_slow` of any pool, at least: every write of a pool's `last_slow` raises
+/// it after, so that [`any_pool_busy`] answers for every pool at once.
+static LAST_SLOW_ANY: StdAtomicU64 = StdAtomicU64::new(0);
+
+/// Raises [`LAST_SLOW_ANY`] to `now`, returned: a load, and a write at most once a
+/// millisecond for all pools together (the first slow path of a new millisecond).
+fn note_slow_path(now: u64) -> u64 {
+    if LAST_SLOW_ANY.load(StdOrdering::Relaxed) < now {
+        LAST_SLOW_ANY.fetch_max(now, StdOrdering::Relaxed);
+    }
+    now
+}
+
+/// Whether any pool of this process may be busy: false when no pool's slow path ran
+/// within `idle_after`, so that every pool is idle (`PoolShared::is_idle`) and growth
+/// ahead of demand has nothing to do for any of them. Advances the idleness clock
+/// ([`clock`]): the pressure monitor calls this at the start of each growth pass.
+pub(crate) fn any_pool_busy(idle_after: Duration) -> bool {
+    now_ms().saturating_sub(LAST_SLOW_ANY.load(StdOrdering::Relaxed)) < millis(idle_after)
 }
 
 /// `d` in whole milliseconds, saturating.

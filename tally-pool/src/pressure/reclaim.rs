@@ -120,9 +120,11 @@ pub(crate) fn members() -> Option<Vec<Member>> {
     registry::try_members()
 }
 
-/// The sources of the live members alone, for growth ahead; as [`members`].
+/// The sources of the live members alone, for growth ahead, as [`members`]: without the
+/// crate's pools while none of them is busy, since each would only find itself idle. Also
+/// advances the pools' idleness clock, once a pass.
 pub(crate) fn sources() -> Option<Vec<Held>> {
-    registry::try_sources()
+    registry::try_sources(!crate::block::any_pool_busy(Urgency::IDLE_AFTER))
 }
 
 #[cfg(test)]

@@ -183,7 +183,7 @@ impl Drop for Registration {
 /// assert_eq!(me.name, "any name \"at all\"\n");
 /// ```
 pub fn register(name: impl Into<Arc<str>>, kind: Kind, source: Weak<dyn Source>) -> Registration {
-    let id = insert(name.into(), kind, SourceRef::Weak(source));
+    let id = insert(name.into(), kind, SourceRef::Weak(source), false);
     Registration { id }
 }
 
@@ -201,7 +201,14 @@ pub fn register_static(
     kind: Kind,
     source: &'static dyn Source,
 ) -> ComponentId {
-    insert(name.into(), kind, SourceRef::Static(source))
+    insert(name.into(), kind, SourceRef::Static(source), false)
+}
+
+/// [`register_static`] for a typed pool of this crate, whose growth ahead of demand does
+/// something only while one of the crate's pools is busy ([`crate::block::any_pool_busy`]):
+/// growth passes skip it when none is (see [`try_sources`]).
+pub(crate) fn register_pool(name: impl Into<Arc<str>>, source: &'static dyn Source) -> ComponentId {
+    insert(name.into(), Kind::Typed, SourceRef::Static(source), true)
 }
 
 /// The registry's members. A plain `Vec`: registrations are rare and a report reads all.
@@ -226,9 +233,11 @@ struct Entry {
     last_exhausted: u64,
     /// The most live objects any snapshot the statistics took of this member showed.
     peak_live: u64,
+    /// A pool of this crate (see [`register_pool`]).
+    pool: bool,
 }
 
-fn insert(name: Arc<str>, kind: Kind, source: SourceRef) -> ComponentId {
+fn insert(name: Arc<str>, kind: Kind, source: SourceRef, pool: bool) -> ComponentId {
     let id = ComponentId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
     lock(&REGISTRY).push(Entry {
         id,
@@ -237,6 +246,7 @@ fn insert(name: Arc<str>, kind: Kind, source: SourceRef) -> ComponentId {
         source,
         last_exhausted: 0,
         peak_live: 0,
+        pool,
     });
     id
 }
@@ -285,6 +295,7 @@ pub(crate) fn members() -> Vec<Member> {
             m.reserve_exact(n);
             true
         },
+        |_| true,
         Member::new,
     );
     members
@@ -298,22 +309,21 @@ pub(crate) fn try_members() -> Option<Vec<Member>> {
     fill(
         &mut members,
         |m, n| m.try_reserve_exact(n).is_ok(),
+        |_| true,
         Member::new,
     )
     .then_some(members)
 }
 
-/// [`try_members`] without names and kinds: the sources alone, for the pressure monitor's
-/// growth passes, which run many times a second and need nothing else. Cloning a name
-/// writes its reference count, a cache line of each member that is otherwise cold.
-pub(crate) fn try_sources() -> Option<Vec<Held>> {
+/// [`try_members`] without names and kinds, and without the crate's own pools if
+/// `skip_pools`: the sources alone, for the pressure monitor's growth passes, which run
+/// many times a second and need nothing else. Cloning a name writes its reference count,
+/// and reaching a pool's idle time reads several of its lines, all otherwise cold.
+pub(crate) fn try_sources(skip_pools: bool) -> Option<Vec<Held>> {
     let mut sources = Vec::new();
-    fill(
-        &mut sources,
-        |s, n| s.try_reserve_exact(n).is_ok(),
-        |_, held| held,
-    )
-    .then_some(sources)
+    let reserve = |s: &mut Vec<Held>, n| s.try_reserve_exact(n).is_ok();
+    let keep = |entry: &Entry| !(skip_pools && entry.pool);
+    fill(&mut sources, reserve, keep, |_, held| held).then_some(sources)
 }
 
 impl Member {
@@ -327,11 +337,13 @@ impl Member {
     }
 }
 
-/// Prunes the registry and fills `out` with what `make` builds of each live member, after
-/// `reserve` makes room for them; false, with nothing added, if `reserve` could not.
+/// Prunes the registry and fills `out` with what `make` builds of each live member that
+/// `keep` keeps, after `reserve` makes room for all members; false, with nothing added, if
+/// `reserve` could not.
 fn fill<T>(
     out: &mut Vec<T>,
     reserve: impl FnOnce(&mut Vec<T>, usize) -> bool,
+    keep: impl Fn(&Entry) -> bool,
     make: impl Fn(&Entry, Held) -> T,
 ) -> bool {
     let mut entries = lock(&REGISTRY);
@@ -342,7 +354,7 @@ fn fill<T>(
     if !reserve(out, entries.len()) {
         return false;
     }
-    for entry in entries.iter() {
+    for entry in entries.iter().filter(|entry| keep(entry)) {
         let source = match &entry.source {
             SourceRef::Weak(weak) => match weak.upgrade() {
                 Some(arc) => Held::Strong(arc),
@@ -439,29 +451,29 @@ mod tests {
     }
 
     #[test]
-    fn sources_are_the_members_sources_without_the_dead() {
+    fn sources_are_the_members_sources_without_the_dead_and_skipped_pools() {
         // Values no other test's source reports: the tests share the registry.
         let (a, b) = (Arc::new(Fixed(1_000_011)), Arc::new(Fixed(1_000_012)));
-        let _ra = register("reg-sources-a", Kind::Block, weak_of(&a));
+        let _ra = register("reg-sources-a", Kind::Typed, weak_of(&a));
         let _rb = register("reg-sources-b", Kind::Block, weak_of(&b));
+        let pool: &'static Fixed = Box::leak(Box::new(Fixed(1_000_013)));
+        register_pool("reg-sources-pool", pool);
         let bytes = |held: &Held| held.source().snapshot().live_bytes;
-        let ours = |v: Vec<u64>| {
+        let ours = |v: Vec<u64>| -> Vec<u64> {
             v.into_iter()
-                .filter(|b| (1_000_011..=1_000_012).contains(b))
+                .filter(|b| (1_000_011..=1_000_013).contains(b))
                 .collect()
         };
-        let of_sources: Vec<u64> = ours(try_sources().unwrap().iter().map(bytes).collect());
-        assert_eq!(of_sources, [1_000_011, 1_000_012]);
+        let sources = |skip| ours(try_sources(skip).unwrap().iter().map(bytes).collect());
+        assert_eq!(sources(false), [1_000_011, 1_000_012, 1_000_013]);
+        // Only what `register_pool` listed is skipped: not a source a user listed as a
+        // typed or block pool.
+        assert_eq!(sources(true), [1_000_011, 1_000_012]);
         drop(b);
-        let of_members: Vec<u64> = ours(
-            try_members()
-                .unwrap()
-                .iter()
-                .map(|m| bytes(&m.source))
-                .collect(),
-        );
-        let of_sources: Vec<u64> = ours(try_sources().unwrap().iter().map(bytes).collect());
-        assert_eq!((of_members, of_sources), (vec![1_000_011], vec![1_000_011]));
+        let members = try_members().unwrap();
+        let of_members = ours(members.iter().map(|m| bytes(&m.source)).collect());
+        assert_eq!(of_members, [1_000_011, 1_000_013]);
+        assert_eq!(sources(false), of_members);
     }
 
     #[test]
