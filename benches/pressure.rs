@@ -12,6 +12,7 @@ use tally_bench::stats::{median, quantile};
 use tally_bench::targets::verdict;
 use tally_bench::{fatal, timer, Mode, OrDie};
 use tally_pool::pressure::{self, PressureConfig, PressureLevel, PressureMonitor};
+use tally_pool::stats::Urgency;
 use tally_pool::{Handle, Pool, PoolConfig};
 
 /// 4 KiB, so acquires map often; 64 bytes, the size of W1 and W6.
@@ -147,38 +148,51 @@ fn thread_cpu(tid: i32) -> Option<f64> {
     Some(stat.split_whitespace().next()?.parse::<f64>().ok()? / 1e9)
 }
 
-/// One tick with 100 pools registered, and the monitor's CPU at defaults, over `run`.
+/// The monitor's ticks and CPU over `run`: the durations of the ticks it ran meanwhile in
+/// ns, its CPU by `/proc` and by its own clock, in % of a core.
+fn watch(monitor: &PressureMonitor, run: Duration) -> (Vec<f64>, f64, f64) {
+    let tid = monitor.thread_id().ok_or("no thread id").or_die("monitor");
+    let (cpu0, busy0, wall0) = (thread_cpu(tid), monitor.busy_time(), Instant::now());
+    let before = monitor.ticks();
+    std::thread::sleep(run);
+    let (cpu1, busy1, wall) = (thread_cpu(tid), monitor.busy_time(), wall0.elapsed());
+    let during = usize::try_from(monitor.ticks() - before).unwrap_or(usize::MAX);
+    let ticks = (monitor.recent_ticks().iter().rev().take(during))
+        .map(|d| d.as_nanos() as f64)
+        .collect();
+    let busy = (busy1 - busy0).as_secs_f64() / wall.as_secs_f64() * 100.0;
+    let cpu = (cpu1.unwrap_or(f64::NAN) - cpu0.unwrap_or(f64::NAN)) / wall.as_secs_f64() * 1e2;
+    (ticks, cpu, busy)
+}
+
+/// One tick with 100 pools registered, and the monitor's CPU at defaults, over `run`: with
+/// every pool idle, then with one more pool busy, so that growth ahead visits them all.
 fn ticks_and_cpu(run: Duration) {
     for i in 0..100 {
         let pool: &'static Pool<Small> = pool(PoolConfig::new(format!("bench-tick-{i}")));
         drop(pool.acquire().or_die("acquire"));
     }
     let monitor = PressureMonitor::start(PressureConfig::default()).or_die("start");
-    std::thread::sleep(Duration::from_millis(50));
-    let tid = monitor.thread_id().ok_or("no thread id").or_die("monitor");
-    let (cpu0, busy0, wall0) = (thread_cpu(tid), monitor.busy_time(), Instant::now());
-    std::thread::sleep(run);
-    let (cpu1, busy1, wall) = (thread_cpu(tid), monitor.busy_time(), wall0.elapsed());
-    let ticks: Vec<f64> = (monitor.recent_ticks().iter())
-        .map(|d| d.as_nanos() as f64)
-        .collect();
-    let (med, p99_us, count) = (median(&ticks) / 1e3, p99(&ticks) / 1e3, ticks.len());
-    println!(
-        "tick: one tick with 100 pools: median {med:.1} µs, p99 {p99_us:.1} µs over {count} \
-         ticks; < 50 µs: {}",
-        verdict(med < 50.0)
-    );
-    let busy = (busy1 - busy0).as_secs_f64() / wall.as_secs_f64() * 100.0;
-    let cpu = (cpu1.unwrap_or(f64::NAN) - cpu0.unwrap_or(f64::NAN)) / wall.as_secs_f64() * 1e2;
-    let wall = wall.as_secs_f64();
-    println!(
-        "cpu: monitor thread at defaults over {wall:.1} s: {cpu:.2} % of a core by /proc \
-         (schedstat), {busy:.2} % inside ticks by its own clock; < 1 %: {}",
-        verdict(cpu < 1.0)
-    );
-    // The same 100 pools, one of them busy: a thread takes more values than a thread's
-    // cache holds and gives them back, every millisecond. Growth ahead then visits every
-    // pool each tick (with all idle, it passes over the pools at once).
+    // Idle: no slow path for the idle time.
+    std::thread::sleep(Urgency::IDLE_AFTER + Duration::from_millis(100));
+    let report = |what: &str, (ticks, cpu, busy): (Vec<f64>, f64, f64)| {
+        let (med, p99_us) = (median(&ticks) / 1e3, p99(&ticks) / 1e3);
+        println!(
+            "tick: one tick with {what}: median {med:.1} µs, p99 {p99_us:.1} µs over {} \
+             ticks; < 50 µs: {}",
+            ticks.len(),
+            verdict(med < 50.0)
+        );
+        println!(
+            "cpu: monitor thread at defaults with {what}, over {:.1} s: {cpu:.2} % of a core \
+             by /proc (schedstat), {busy:.2} % inside ticks by its own clock; < 1 %: {}",
+            run.as_secs_f64(),
+            verdict(cpu < 1.0)
+        );
+    };
+    report("100 idle pools", watch(&monitor, run));
+    // One more pool, busy: a thread takes more values than a thread's cache holds and
+    // gives them back, every millisecond.
     let pool: &'static Pool<Small> = pool(PoolConfig::new("bench-tick-busy"));
     let stop = Arc::new(AtomicU64::new(0));
     let busy = {
@@ -193,21 +207,10 @@ fn ticks_and_cpu(run: Duration) {
         })
     };
     std::thread::sleep(Duration::from_millis(50));
-    let before = monitor.ticks();
-    std::thread::sleep(run);
-    let during = usize::try_from(monitor.ticks() - before).unwrap_or(usize::MAX);
+    let watched = watch(&monitor, run);
     stop.store(1, Ordering::Relaxed);
     busy.join().or_die("busy thread");
-    let ticks: Vec<f64> = (monitor.recent_ticks().iter().rev().take(during))
-        .map(|d| d.as_nanos() as f64)
-        .collect();
-    println!(
-        "tick: one tick with 101 pools, one of them busy: median {:.1} µs, p99 {:.1} µs over \
-         {} ticks",
-        median(&ticks) / 1e3,
-        p99(&ticks) / 1e3,
-        ticks.len()
-    );
+    report("101 pools, one of them busy", watched);
     drop(monitor);
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tally_pool::pressure::{self, PressureConfig, PressureLevel, PressureMonitor};
-use tally_pool::stats::Source;
+use tally_pool::stats::{Source, Urgency};
 use tally_pool::{Handle, Pool, PoolConfig};
 
 /// A 4 KiB value with a `Default`.
@@ -181,6 +181,42 @@ fn the_monitor_grows_a_busy_pool_ahead_of_demand() {
         "{:?}",
         pool.stats()
     );
+    drop(held);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs the monitor thread")]
+fn a_pool_that_gets_busy_after_every_pool_was_idle_is_grown_ahead() {
+    let _serial = serial();
+    let pool: &'static Pool<Page> = Pool::new(
+        PoolConfig::new("pressure-ahead-after-idle")
+            .capacity(16)
+            .max_capacity(1 << 16),
+    )
+    .unwrap();
+    // Every pool of the process idle (the tests take turns): no slow path for over the
+    // idle time, so growth passes leave the pools out.
+    std::thread::sleep(Urgency::IDLE_AFTER + Duration::from_millis(200));
+    let monitor = PressureMonitor::start(PressureConfig::default()).unwrap();
+    let ticks = monitor.ticks();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor.ticks() < ticks + 3 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before = pool.stats().expansions_ahead;
+    assert_eq!(before, 0, "an idle pool is not grown ahead");
+    // Busy now: its own slow paths, not a new pool's creation, must bring it back.
+    let held: Vec<Handle<Page>> = (0..2048).map(|_| pool.acquire().unwrap()).collect();
+    let ticks = monitor.ticks();
+    while pool.stats().expansions_ahead == before {
+        assert!(
+            monitor.ticks() < ticks + 20,
+            "not grown ahead within 20 ticks of getting busy"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(monitor);
     drop(held);
 }
 

@@ -201,6 +201,6 @@ pub use audit::{AuditError, PlacementAudit};
 pub use chunk::CHUNK_SIZE;
 pub use config::{BlockPoolConfig, GuardLevel, OnCritical};
 pub use per_node::PerNodeBlockPool;
-pub(crate) use shared::any_pool_busy;
+pub(crate) use shared::{advance_clock, any_pool_busy};
 pub use size_class::{SizeClass, CLASS_COUNT, MAX_CLASS_SIZE};
 pub use stats::{BlockPoolStats, HugePages};

@@ -229,7 +229,7 @@ impl PoolShared {
     /// this state drops. Creation's slow path, one short lock.
     pub(super) fn list(self: &Arc<Self>) {
         let weak: Weak<dyn Source> = Arc::downgrade(self) as Weak<dyn Source>;
-        let registration = stats::register(self.name.as_str(), Kind::Block, weak);
+        let registration = stats::registry::register_pool(self.name.as_str(), Kind::Block, weak);
         // A second listing would drop here and leave the registry at once.
         let _ = self.registration.set(registration);
     }
@@ -296,8 +296,10 @@ impl PoolShared {
     /// the line.
     pub(super) fn touch(&self, now: u64) {
         if self.last_slow.load(StdOrdering::Relaxed) != now {
-            self.last_slow.store(now, StdOrdering::Relaxed);
+            // The process-wide mark first: a thread that finds `last_slow` at `now`
+            // skips both, so whoever stored it must have raised the mark already.
             note_slow_path(now);
+            self.last_slow.store(now, StdOrdering::Relaxed);
         }
     }
 
@@ -344,8 +346,8 @@ impl PoolShared {
 
 /// The idleness clock as the slow paths read it: milliseconds since the process first
 /// read [`now_ms`], as of the last call to it. One relaxed load, no clock read: the
-/// pressure monitor advances it every tick (through [`any_pool_busy`] and reclaim), and so
-/// does every pool's creation. Between advances it stands still, so slow paths then record a
+/// pressure monitor advances it every tick ([`advance_clock`]) and every growth pass
+/// between ticks ([`any_pool_busy`]), and so does every pool's creation. Between advances it stands still, so slow paths then record a
 /// time up to one tick old, which only ever makes a pool look idle a tick early.
 pub(super) fn clock() -> u64 {
     CLOCK.load(StdOrdering::Relaxed)
@@ -380,9 +382,15 @@ fn note_slow_path(now: u64) -> u64 {
 /// Whether any pool of this process may be busy: false when no pool's slow path ran
 /// within `idle_after`, so that every pool is idle (`PoolShared::is_idle`) and growth
 /// ahead of demand has nothing to do for any of them. Advances the idleness clock
-/// ([`clock`]): the pressure monitor calls this at the start of each growth pass.
+/// ([`clock`]), as the pressure monitor's growth passes between ticks need.
 pub(crate) fn any_pool_busy(idle_after: Duration) -> bool {
     now_ms().saturating_sub(LAST_SLOW_ANY.load(StdOrdering::Relaxed)) < millis(idle_after)
+}
+
+/// Advances the idleness clock ([`clock`]) to the time: the pressure monitor's first act
+/// each tick.
+pub(crate) fn advance_clock() {
+    now_ms();
 }
 
 /// `d` in whole milliseconds, saturating.

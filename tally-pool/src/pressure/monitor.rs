@@ -527,6 +527,9 @@ impl Ticker {
     /// One tick; returns the bytes growth ahead of demand made ready.
     fn tick(&mut self, shared: &Shared) -> u64 {
         let started = Instant::now();
+        // The pools' idleness clock moves every tick, whatever the tick then does: their
+        // slow paths record it, and reclaim and growth ahead judge idleness by it.
+        crate::block::advance_clock();
         self.read();
         let (utilisation, mut decider) = self
             .slots

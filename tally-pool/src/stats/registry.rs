@@ -204,10 +204,23 @@ pub fn register_static(
     insert(name.into(), kind, SourceRef::Static(source), false)
 }
 
-/// [`register_static`] for a typed pool of this crate, whose growth ahead of demand does
-/// something only while one of the crate's pools is busy ([`crate::block::any_pool_busy`]):
-/// growth passes skip it when none is (see [`try_sources`]).
-pub(crate) fn register_pool(name: impl Into<Arc<str>>, source: &'static dyn Source) -> ComponentId {
+/// [`register`] for a pool of this crate, whose growth ahead of demand does something
+/// only while one of the crate's pools is busy ([`crate::block::any_pool_busy`]): growth
+/// passes skip it when none is (see [`try_sources`]).
+pub(crate) fn register_pool(
+    name: impl Into<Arc<str>>,
+    kind: Kind,
+    source: Weak<dyn Source>,
+) -> Registration {
+    let id = insert(name.into(), kind, SourceRef::Weak(source), true);
+    Registration { id }
+}
+
+/// [`register_static`] for a typed pool of this crate; as [`register_pool`].
+pub(crate) fn register_static_pool(
+    name: impl Into<Arc<str>>,
+    source: &'static dyn Source,
+) -> ComponentId {
     insert(name.into(), Kind::Typed, SourceRef::Static(source), true)
 }
 
@@ -457,7 +470,7 @@ mod tests {
         let _ra = register("reg-sources-a", Kind::Typed, weak_of(&a));
         let _rb = register("reg-sources-b", Kind::Block, weak_of(&b));
         let pool: &'static Fixed = Box::leak(Box::new(Fixed(1_000_013)));
-        register_pool("reg-sources-pool", pool);
+        register_static_pool("reg-sources-pool", pool);
         let bytes = |held: &Held| held.source().snapshot().live_bytes;
         let ours = |v: Vec<u64>| -> Vec<u64> {
             v.into_iter()

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use super::pool::Pool;
 use crate::block::HugePages;
-use crate::stats::registry::register_pool;
+use crate::stats::registry::register_static_pool;
 use crate::stats::{ComponentSnapshot, Counters, NodeSnapshot, Source, Urgency};
 
 impl<T: 'static> Pool<T> {
     /// Lists the pool in the statistics registry, for the rest of the process (pools are
     /// leaked). Creation's slow path, one short lock.
     pub(super) fn list(&'static self) {
-        let _ = register_pool(self.name.as_str(), self);
+        let _ = register_static_pool(self.name.as_str(), self);
     }
 }
 
