@@ -91,7 +91,10 @@
 //! ([`PressureMonitor::last_reclamation`], the report's `pressure` section). Each tick it
 //! also calls [`Source::grow_ahead`](crate::stats::Source::grow_ahead), and again every
 //! 100 µs between ticks while it makes memory ready, so busy pools have their next chunks
-//! mapped and faulted in before an acquire needs them.
+//! mapped and faulted in before an acquire needs them. While no pool of the crate has taken
+//! a slow path for a second (every one of them idle), a pass leaves the crate's pools out
+//! and asks only the components a user listed: a tick with many idle pools then reads none
+//! of them.
 //!
 //! With feature `tracing` each transition is an `info` event (target
 //! `tally_pool::pressure`); with feature `metrics` the level is the gauge
