@@ -140,27 +140,32 @@ fn a_busy_pool_is_left_alone_at_high() {
     drop(monitor);
 }
 
+/// A pool of 4 KiB values that starts small (16) and may grow to 65,536.
+fn growing_pool(name: &str) -> &'static Pool<Page> {
+    Pool::new(PoolConfig::new(name).capacity(16).max_capacity(1 << 16)).unwrap()
+}
+
+/// Waits up to 10 s for `monitor` to run `n` more ticks.
+fn wait_ticks(monitor: &PressureMonitor, n: u64) {
+    let ticks = monitor.ticks();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor.ticks() < ticks + n {
+        assert!(Instant::now() < deadline, "timed out waiting for {n} ticks");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "runs the monitor thread")]
 fn the_monitor_grows_a_busy_pool_ahead_of_demand() {
     let _serial = serial();
-    let pool: &'static Pool<Page> = Pool::new(
-        PoolConfig::new("pressure-ahead")
-            .capacity(16)
-            .max_capacity(1 << 16),
-    )
-    .unwrap();
+    let pool = growing_pool("pressure-ahead");
     let source: &dyn Source = pool;
     // The pool grows (slow paths now), then the monitor runs a few ticks.
     let mut held: Vec<Handle<Page>> = (0..2048).map(|_| pool.acquire().unwrap()).collect();
     let fresh_before = source.snapshot().fresh_bytes;
     let monitor = PressureMonitor::start(PressureConfig::default()).unwrap();
-    let ticks = monitor.ticks();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while monitor.ticks() < ticks + 3 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_ticks(&monitor, 3);
     drop(monitor);
     let snapshot = source.snapshot();
     let stats = pool.stats();
@@ -188,22 +193,12 @@ fn the_monitor_grows_a_busy_pool_ahead_of_demand() {
 #[cfg_attr(miri, ignore = "runs the monitor thread")]
 fn a_pool_that_gets_busy_after_every_pool_was_idle_is_grown_ahead() {
     let _serial = serial();
-    let pool: &'static Pool<Page> = Pool::new(
-        PoolConfig::new("pressure-ahead-after-idle")
-            .capacity(16)
-            .max_capacity(1 << 16),
-    )
-    .unwrap();
+    let pool = growing_pool("pressure-ahead-after-idle");
     // Every pool of the process idle (the tests take turns): no slow path for over the
     // idle time, so growth passes leave the pools out.
     std::thread::sleep(Urgency::IDLE_AFTER + Duration::from_millis(200));
     let monitor = PressureMonitor::start(PressureConfig::default()).unwrap();
-    let ticks = monitor.ticks();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while monitor.ticks() < ticks + 3 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_ticks(&monitor, 3);
     let before = pool.stats().expansions_ahead;
     assert_eq!(before, 0, "an idle pool is not grown ahead");
     // Busy now: its own slow paths, not a new pool's creation, must bring it back.
@@ -224,12 +219,7 @@ fn a_pool_that_gets_busy_after_every_pool_was_idle_is_grown_ahead() {
 #[cfg_attr(miri, ignore = "runs the monitor thread")]
 fn between_ticks_the_monitor_keeps_a_growing_pool_ahead() {
     let _serial = serial();
-    let pool: &'static Pool<Page> = Pool::new(
-        PoolConfig::new("pressure-ahead-polls")
-            .capacity(16)
-            .max_capacity(1 << 16),
-    )
-    .unwrap();
+    let pool = growing_pool("pressure-ahead-polls");
     let mut held: Vec<Handle<Page>> = (0..64).map(|_| pool.acquire().unwrap()).collect();
     // One tick, at the start, and none for a minute: what follows is the growth polls'.
     let config = PressureConfig::default().interval(Duration::from_secs(60));
