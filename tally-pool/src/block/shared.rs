@@ -347,8 +347,9 @@ impl PoolShared {
 /// The idleness clock as the slow paths read it: milliseconds since the process first
 /// read [`now_ms`], as of the last call to it. One relaxed load, no clock read: the
 /// pressure monitor advances it every tick ([`advance_clock`]) and every growth pass
-/// between ticks ([`any_pool_busy`]), and so does every pool's creation. Between advances it stands still, so slow paths then record a
-/// time up to one tick old, which only ever makes a pool look idle a tick early.
+/// between ticks ([`any_pool_busy`]), and so does every pool's creation. Between advances
+/// it stands still, so slow paths then record a time up to one tick old, which only ever
+/// makes a pool look idle a tick early.
 pub(super) fn clock() -> u64 {
     CLOCK.load(StdOrdering::Relaxed)
 }
@@ -366,8 +367,9 @@ pub(super) fn now_ms() -> u64 {
     now
 }
 
-/// The latest `last_slow` of any pool, at least: every write of a pool's `last_slow` raises
-/// it after, so that [`any_pool_busy`] answers for every pool at once.
+/// The latest `last_slow` of any pool, at least: every write of a pool's `last_slow` is
+/// preceded by raising this to the value written, so that [`any_pool_busy`] answers for
+/// every pool at once.
 static LAST_SLOW_ANY: StdAtomicU64 = StdAtomicU64::new(0);
 
 /// Raises [`LAST_SLOW_ANY`] to `now`, returned: a load, and a write at most once a

@@ -12,9 +12,8 @@
 //! keeps for reuse: a mapping stays kept for at most one round (at Normal, 10 s or the
 //! monitor's `idle_after` if longer).
 
-use std::time::{Duration, Instant};
-
 use std::borrow::Borrow;
+use std::time::{Duration, Instant};
 
 use crate::stats::registry::{self, Held, Member};
 use crate::stats::{Kind, Urgency};

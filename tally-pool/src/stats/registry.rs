@@ -471,21 +471,28 @@ mod tests {
         let _rb = register("reg-sources-b", Kind::Block, weak_of(&b));
         let pool: &'static Fixed = Box::leak(Box::new(Fixed(1_000_013)));
         register_static_pool("reg-sources-pool", pool);
+        let block_pool = Arc::new(Fixed(1_000_014));
+        let _rp = register_pool("reg-sources-block-pool", Kind::Block, weak_of(&block_pool));
         let bytes = |held: &Held| held.source().snapshot().live_bytes;
+        // Sorted: another test's unregistering may move entries.
         let ours = |v: Vec<u64>| -> Vec<u64> {
-            v.into_iter()
-                .filter(|b| (1_000_011..=1_000_013).contains(b))
-                .collect()
+            let mut v: Vec<u64> = v
+                .into_iter()
+                .filter(|b| (1_000_011..=1_000_014).contains(b))
+                .collect();
+            v.sort_unstable();
+            v
         };
         let sources = |skip| ours(try_sources(skip).unwrap().iter().map(bytes).collect());
-        assert_eq!(sources(false), [1_000_011, 1_000_012, 1_000_013]);
-        // Only what `register_pool` listed is skipped: not a source a user listed as a
-        // typed or block pool.
+        let all = [1_000_011, 1_000_012, 1_000_013, 1_000_014];
+        assert_eq!(sources(false), all);
+        // Only what the crate listed as its pools is skipped: not a source a user listed
+        // as a typed or block pool.
         assert_eq!(sources(true), [1_000_011, 1_000_012]);
         drop(b);
         let members = try_members().unwrap();
         let of_members = ours(members.iter().map(|m| bytes(&m.source)).collect());
-        assert_eq!(of_members, [1_000_011, 1_000_013]);
+        assert_eq!(of_members, [1_000_011, 1_000_013, 1_000_014]);
         assert_eq!(sources(false), of_members);
     }
 
