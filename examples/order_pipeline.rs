@@ -1,36 +1,34 @@
-//! A trading pipeline on pooled objects: market data -> strategy -> execution.
+//! A trading pipeline on pooled objects: market data -> strategy -> execution -> book.
 //!
-//! * The **feed** thread acquires a `Quote` at a steady `--rate` and sends the `Handle<Quote>`
-//!   to the strategy over a channel: a handle moves between threads like a `Box`.
-//! * The **strategy** thread reads each quote (which goes back to its pool from there). When a
-//!   price strays from its average it acquires an `Order` and lends it out as a `u64` token
+//! * The **feed** acquires a `Quote` at a steady `--rate` and sends the `Handle<Quote>` to the
+//!   strategy over a channel: a handle moves between threads like a `Box`.
+//! * The **strategy** reads each quote (which goes back to its pool from there). When a price
+//!   strays from its average it acquires an `Order` and lends it out as a `u64` token
 //!   (`Handle::into_raw`) through a ring of plain `u64`s, a stand-in for shared memory or FFI.
-//! * The **execution** thread turns each token back into a handle with the checked, safe
-//!   `Order::redeem`, applies a risk limit and sends a `Handle<Fill>` to the main thread.
+//! * **Execution** turns each token back into a handle with the checked, safe `Order::redeem`,
+//!   applies a risk limit and sends a `Handle<Fill>` to the main thread, which books it.
 //!
-//! It prints each stage's latency and the memory report of every pool (`stats::report()`). The
-//! stages poll, yielding the core between polls, so that they share a small machine; on a real
-//! one, pin each to its own core.
+//! It prints each stage's latency and the memory report of every pool (`stats::report()`).
+//! The stages poll, yielding the core between polls, so that they share a small machine; on a
+//! real one, pin each to its own core.
 //!
 //! ```sh
 //! cargo run --release --example order_pipeline                  # 500,000 quotes at 200,000/s
-//! cargo run --release --example order_pipeline -- --messages 200000 --rate max    # unpaced
-//! cargo run --release --example order_pipeline -- --report memory.json  # the report as JSON too
+//! cargo run --release --example order_pipeline -- --rate max --report memory.json  # unpaced
 //! cargo run --release --example order_pipeline -- --leak-every 50 --leak-window 2 --messages 2000000
 //! cargo run --release --features metrics --example order_pipeline -- --prometheus 127.0.0.1:9100
 //! ```
 
 use std::error::Error;
-use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::LazyLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use tally_pool::{arena, stats, Handle, PoolError, Pooled, RawHandle};
-
-mod cli; // the command line, the statistics it turns on, and the checks at the end
-use cli::{check_pool, observe, parse_args};
+use tally_pool::stats::{self, LeakConfig};
+use tally_pool::{arena, Handle, PoolError, Pooled, RawHandle};
 
 const INSTRUMENTS: usize = 16;
 /// Slots in each channel, and in the ring of order tokens.
@@ -44,33 +42,30 @@ const REDELIVER_EVERY: u64 = 1_000;
 
 // `capacity` values are mapped up front, so the hot path never waits on the OS; `max_capacity`
 // bounds what a runaway producer can take: past it, acquires fail with `PoolError::Exhausted`.
-#[derive(Pooled, Default, Debug)]
+#[derive(Pooled, Default)]
 #[pooled(capacity = 4096, max_capacity = 65_536, name = "quotes")]
 struct Quote {
     instrument: usize,
     bid: i64,
     ask: i64,
     size: i64,
-    /// When the feed sent it, in ns since the start.
-    sent_ns: u64,
+    sent_ns: u64, // when the feed sent it, in ns since the start
 }
 
-#[derive(Pooled, Default, Debug)]
+// Orders are lent to code that sees only a `u64`: a canary after each block catches a write
+// past its end when the order is released, for 8 bytes a block and one CAS a release.
+#[derive(Pooled)]
 #[pooled(capacity = 4096, max_capacity = 65_536, name = "orders")]
-// Orders are lent to code that sees only a `u64`: a canary after each block catches a write past
-// its end when the order is released, for 8 bytes a block and one CAS a release.
 #[pooled(guard = "canary")]
 struct Order {
     instrument: usize,
-    /// Shares to buy (positive) or sell (negative).
-    qty: i64,
+    qty: i64, // shares to buy (positive) or sell (negative)
     price: i64,
-    /// The `sent_ns` of the quote behind it, and when the strategy sent the order.
-    quote_ns: u64,
-    sent_ns: u64,
+    quote_ns: u64, // the `sent_ns` of the quote behind it
+    sent_ns: u64,  // when the strategy sent it
 }
 
-#[derive(Pooled, Default, Debug)]
+#[derive(Pooled)]
 #[pooled(capacity = 4096, max_capacity = 65_536, name = "fills")]
 struct Fill {
     qty: i64,
@@ -79,7 +74,7 @@ struct Fill {
 
 /// Moves `value` into its pool, waiting while the pool is at its cap: the threads downstream
 /// release values as they go, so exhaustion here is back-pressure, not a failure. The pools
-/// record the caller's line as the acquire site (`track_sites`), as they do for `acquire_with`.
+/// record the caller's line as the acquire site (`track_sites`), as for `acquire_with`.
 #[track_caller]
 fn acquire_waiting<T: Pooled>(mut value: T) -> Result<Handle<T>, PoolError> {
     loop {
@@ -102,24 +97,20 @@ fn poll<T>(channel: &Receiver<T>) -> Option<T> {
     }
 }
 
-/// Nanoseconds since `start`: the stamps that stages on different threads compare.
-fn ns_since(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+/// Nanoseconds since the start: the stamps that stages on different threads compare.
+fn now_ns() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Market data: `messages` quotes from a random walk, `rate` a second (`None`: unpaced).
-fn feed(
-    start: Instant,
-    (messages, rate): (u64, Option<f64>),
-    quotes: SyncSender<Handle<Quote>>,
-    bar: &ProgressBar,
-) -> Result<(), PoolError> {
-    let (mut rng, mut mid) = (0x9e37_79b9_7f4a_7c15_u64, 10_000_i64);
-    for seq in 0..messages {
-        if let Some(rate) = rate {
+/// Market data: `o.messages` quotes from a random walk, `o.rate` a second (`None`: unpaced).
+fn feed(o: &Options, out: SyncSender<Handle<Quote>>, bar: &ProgressBar) -> Result<(), PoolError> {
+    let (mut rng, mut mid, begun) = (0x9e37_79b9_7f4a_7c15_u64, 10_000_i64, now_ns());
+    for seq in 0..o.messages {
+        if let Some(rate) = o.rate {
             // Sleep until this quote is due; the quotes due meanwhile go out as a burst.
-            let due = (seq as f64 * 1e9 / rate) as u64;
-            thread::sleep(Duration::from_nanos(due.saturating_sub(ns_since(start))));
+            let due = begun + (seq as f64 * 1e9 / rate) as u64;
+            thread::sleep(Duration::from_nanos(due.saturating_sub(now_ns())));
         }
         rng ^= rng << 13; // xorshift64
         rng ^= rng >> 7;
@@ -128,36 +119,31 @@ fn feed(
         let mut quote = acquire_waiting(Quote::default())?;
         quote.instrument = (rng >> 8) as usize % INSTRUMENTS;
         quote.bid = mid + 1_000 * quote.instrument as i64 - 1;
-        quote.ask = quote.bid + 2;
-        quote.size = 100 * (1 + (rng >> 16) as i64 % 10);
-        quote.sent_ns = ns_since(start);
-        if quotes.send(quote).is_err() {
+        (quote.ask, quote.size) = (quote.bid + 2, 100 * (1 + (rng >> 16) as i64 % 10));
+        quote.sent_ns = now_ns();
+        if out.send(quote).is_err() {
             break; // the strategy stopped (main reports why); the quote is released here
         }
-        if seq % 4096 == 0 {
-            bar.set_position(seq);
-        }
+        bar.set_position(seq + 1);
     }
     Ok(())
 }
 
 /// Strategy: trades when a mid strays from its moving average. Returns the orders sent.
 fn strategy(
-    start: Instant,
     quotes: Receiver<Handle<Quote>>,
     tokens: SyncSender<u64>,
     latency: &mut Histogram<u64>,
 ) -> Result<u64, PoolError> {
-    let mut orders = 0;
-    let mut averages = [0_i64; INSTRUMENTS]; // in 1/16 ticks; 0: no quote yet
+    let (mut orders, mut averages) = (0, [0_i64; INSTRUMENTS]); // in 1/16 ticks; 0: none yet
     while let Some(quote) = poll(&quotes) {
-        latency.saturating_record(ns_since(start).saturating_sub(quote.sent_ns));
+        latency.saturating_record(now_ns().saturating_sub(quote.sent_ns));
         let Some(average) = averages.get_mut(quote.instrument) else {
             continue; // not an instrument this strategy trades
         };
         let mid = (quote.bid + quote.ask) * 8;
         if *average == 0 {
-            *average = mid;
+            *average = mid; // the instrument's first quote
         }
         let deviation = mid - *average;
         *average += deviation / 16;
@@ -166,7 +152,7 @@ fn strategy(
             d if d >= SIGNAL => (-quote.size / 2, quote.bid),
             _ => continue, // the quote goes back to its pool here, from this thread
         };
-        let (instrument, quote_ns, sent_ns) = (quote.instrument, quote.sent_ns, ns_since(start));
+        let (instrument, quote_ns, sent_ns) = (quote.instrument, quote.sent_ns, now_ns());
         let order = acquire_waiting(Order {
             instrument,
             qty,
@@ -178,13 +164,11 @@ fn strategy(
         let token = u64::from(Handle::into_raw(order));
         orders += 1;
         let copies = if orders % REDELIVER_EVERY == 0 { 2 } else { 1 };
-        for _ in 0..copies {
-            // `send` waits while the ring is full: back-pressure from execution.
-            if let Err(SendError(token)) = tokens.send(token) {
-                // Execution stopped: take the order back so that it returns to its pool.
-                drop(Order::redeem(RawHandle::from(token)));
-                return Ok(orders);
-            }
+        // `send` waits while the ring is full: back-pressure from execution.
+        if (0..copies).any(|_| tokens.send(token).is_err()) {
+            // Execution stopped: take the order back so that it returns to its pool.
+            drop(Order::redeem(RawHandle::from(token)));
+            break;
         }
     }
     Ok(orders)
@@ -193,13 +177,11 @@ fn strategy(
 /// Execution: redeems each token, applies the position limit and fills what passes.
 /// Returns the orders rejected and the redelivered tokens refused.
 fn execution(
-    start: Instant,
     tokens: Receiver<u64>,
     fills: SyncSender<Handle<Fill>>,
-    (route, tick_to_trade): (&mut Histogram<u64>, &mut Histogram<u64>),
+    [route, tick_to_trade]: [&mut Histogram<u64>; 2],
 ) -> Result<(u64, u64), PoolError> {
-    let (mut rejected, mut redelivered) = (0, 0);
-    let mut positions = [0_i64; INSTRUMENTS];
+    let (mut rejected, mut redelivered, mut positions) = (0, 0, [0_i64; INSTRUMENTS]);
     while let Some(token) = poll(&tokens) {
         // The pool checks a token before it becomes a handle: a replayed, damaged or foreign
         // token is an error, never a second owner of an order.
@@ -215,7 +197,7 @@ fn execution(
             }
             Err(e) => return Err(e),
         };
-        let now = ns_since(start);
+        let now = now_ns();
         route.saturating_record(now.saturating_sub(order.sent_ns));
         tick_to_trade.saturating_record(now.saturating_sub(order.quote_ns));
         let within_limit = |pos: &&mut i64| (**pos + order.qty).abs() <= POSITION_LIMIT;
@@ -233,10 +215,10 @@ fn execution(
 }
 
 /// Books the fills, each going back to its pool here, but one in `leak_every` (0: none), which
-/// it forgets on purpose; returns (fills, shares, net cash). Main wakes at most once a
-/// millisecond, for a batch: waking it for each fill would take a core.
+/// it forgets on purpose; returns (fills, shares, net cash). It wakes at most once a
+/// millisecond, for a batch: waking for each fill would take a core.
 fn book(fills: Receiver<Handle<Fill>>, leak_every: u64) -> (u64, i64, i64) {
-    let mut book = (0, 0, 0);
+    let (mut count, mut shares, mut cash) = (0, 0, 0);
     while let Ok(first) = fills.recv() {
         // The batch is gathered in this thread's scratch arena: one pointer bump a fill, and
         // the memory is reused by the next batch instead of freed (`arena` module docs).
@@ -244,45 +226,110 @@ fn book(fills: Receiver<Handle<Fill>>, leak_every: u64) -> (u64, i64, i64) {
             let mut batch = arena::bumpalo::collections::Vec::new_in(bump);
             batch.extend(std::iter::once(first).chain(fills.try_iter()));
             for fill in batch {
-                book = (
-                    book.0 + 1,
-                    book.1 + fill.qty.abs(),
-                    book.2 - fill.qty * fill.price,
-                );
-                if leak_every != 0 && book.0 % leak_every == 0 {
+                (count, shares) = (count + 1, shares + fill.qty.abs());
+                cash -= fill.qty * fill.price;
+                if leak_every != 0 && count % leak_every == 0 {
                     std::mem::forget(fill); // a leak: the report names the line that acquired it
                 }
             }
         });
         thread::sleep(Duration::from_millis(1));
     }
-    book
+    (count, shares, cash)
+}
+
+/// The command line.
+#[derive(Default)]
+struct Options {
+    messages: u64,
+    rate: Option<f64>, // quotes a second; `None`: unpaced
+    report: Option<String>,
+    prometheus: Option<String>,
+    leak_every: u64, // 0: no leak
+    leak_window: u64,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let usage = "usage: order_pipeline [--messages N] [--rate N | --rate max] [--report FILE] \
+                 [--prometheus ADDR] [--leak-every N] [--leak-window SECS]";
+    let (messages, rate, leak_window) = (500_000, Some(200_000.0), 2);
+    let mut o = Options {
+        messages,
+        rate,
+        leak_window,
+        ..Options::default()
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_default();
+        let number = || match value.replace('_', "").parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("{flag} `{value}`: not a positive number; {usage}")),
+        };
+        match flag.as_str() {
+            "--messages" => o.messages = number()?,
+            "--rate" if value == "max" => o.rate = None,
+            "--rate" => o.rate = Some(number()? as f64),
+            "--leak-every" => o.leak_every = number()?,
+            "--leak-window" => o.leak_window = number()?,
+            "--report" => o.report = Some(value),
+            "--prometheus" => o.prometheus = Some(value),
+            _ => return Err(format!("unknown argument `{flag}`; {usage}")),
+        }
+    }
+    Ok(o)
+}
+
+/// Values of `T` still out: held by a handle, or lent as a token and not redeemed.
+fn values_out<T: Pooled>() -> u64 {
+    T::pool().stats().live_blocks + T::pool().leaked_raw()
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
     let o = parse_args()?;
-    let (messages, rate) = (o.messages, o.rate);
-    let sampler = observe(&o)?;
-    let pace = rate.map_or("unpaced".into(), |r| format!("{r:.0} quotes/s"));
-    println!("order_pipeline: {messages} quotes over {INSTRUMENTS} instruments, {pace}");
+    // What the flags ask of the statistics: call sites of fills and the leak detector, a
+    // Prometheus endpoint, and the sampler that feeds both.
+    let window = Duration::from_secs(o.leak_window);
+    if o.leak_every != 0 {
+        Fill::pool().track_sites(16); // remember where 1 fill in 16 was acquired
+                                      // Fills are small: a floor of 4 KiB of growth over the window, instead of 1 MiB.
+        stats::configure_leaks(LeakConfig::default().window(window).min_growth_bytes(4096));
+    }
+    if let Some(addr) = &o.prometheus {
+        #[cfg(feature = "metrics")]
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr.parse::<std::net::SocketAddr>()?)
+            .install()?;
+        #[cfg(not(feature = "metrics"))]
+        return Err(format!("--prometheus {addr} needs `--features metrics`").into());
+    }
+    let sampling = o.leak_every != 0 || o.prometheus.is_some();
+    let sampler = sampling
+        .then(|| stats::start_sampler(window / 20))
+        .transpose()?;
+
+    let (n, pace) = (o.messages, o.rate.map(|r| format!("{r:.0} quotes/s")));
+    let pace = pace.unwrap_or("unpaced".into());
+    println!("order_pipeline: {n} quotes over {INSTRUMENTS} instruments, {pace}");
     let style = ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} quotes")?;
-    let bar = ProgressBar::new(messages).with_style(style); // drawn only on a terminal
+    let bar = ProgressBar::new(o.messages).with_style(style); // drawn only on a terminal
     let (quote_tx, quote_rx) = sync_channel(SLOTS);
     // Only `u64`s cross here, as they would through shared memory or a C callback.
     let (token_tx, token_rx) = sync_channel::<u64>(SLOTS);
-    let (fill_tx, fill_rx) = sync_channel::<Handle<Fill>>(SLOTS);
+    let (fill_tx, fill_rx) = sync_channel(SLOTS);
     // Latencies in ns, from 1 ns to 60 s with three significant digits.
     let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3);
     let mut latencies = [histogram()?, histogram()?, histogram()?];
 
     let start = Instant::now();
     let [to_strategy, to_execution, tick_to_trade] = &mut latencies;
+    let (o, bar) = (&o, &bar);
     let outcome = thread::scope(|s| -> Result<_, Box<dyn Error>> {
-        let (bar, routed) = (&bar, (to_execution, tick_to_trade));
         // Consumers first, so that they are running when the first quote comes.
-        let executor = s.spawn(move || execution(start, token_rx, fill_tx, routed));
-        let strategist = s.spawn(move || strategy(start, quote_rx, token_tx, to_strategy));
-        let feeder = s.spawn(move || feed(start, (messages, rate), quote_tx, bar));
+        let routed = [to_execution, tick_to_trade];
+        let executor = s.spawn(move || execution(token_rx, fill_tx, routed));
+        let strategist = s.spawn(move || strategy(quote_rx, token_tx, to_strategy));
+        let feeder = s.spawn(move || feed(o, quote_tx, bar));
         let book = book(fill_rx, o.leak_every);
         let panicked = |_| "a pipeline thread panicked";
         feeder.join().map_err(panicked)??;
@@ -293,7 +340,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let secs = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
-    println!("{secs:.2} s, {:.0} quotes/s", messages as f64 / secs);
+    println!("{secs:.2} s, {:.0} quotes/s", o.messages as f64 / secs);
     println!("orders: {orders} sent, {rejected} rejected by risk, {fills} filled");
     println!("fills: {shares} shares, net cash {cash}");
     println!("tokens: {redelivered} redelivered copies refused as stale");
@@ -310,8 +357,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     if let Some(path) = &o.report {
         std::fs::write(path, report.to_json())?;
     }
+    // Every value is back in its pool and no order token is out, but the fills forgotten.
     let forgotten = fills.checked_div(o.leak_every).unwrap_or(0);
-    check_pool::<Quote>(0)?;
-    check_pool::<Order>(0)?;
-    check_pool::<Fill>(forgotten)
+    let out = [
+        values_out::<Quote>(),
+        values_out::<Order>(),
+        values_out::<Fill>(),
+    ];
+    match out == [0, 0, forgotten] {
+        true => Ok(()),
+        false => Err(format!("quotes, orders and fills out after the run: {out:?}").into()),
+    }
 }
