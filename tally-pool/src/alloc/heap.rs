@@ -23,6 +23,12 @@ use crate::sys;
 /// Bytes of one chunk, and its alignment.
 pub(super) const CHUNK: usize = 1 << 20;
 
+/// Chunks a heap maps one at a time; after these it maps two at once, 2 MiB-aligned and
+/// advised `MADV_HUGEPAGE`, so that a class in heavy use is backed by transparent huge
+/// pages (one page fault and one TLB entry for 2 MiB instead of 512). A class that never
+/// needs more keeps its memory in normal pages, touched only where it is used.
+pub(super) const PAIRS_AFTER: usize = 2;
+
 /// Nodes with a heap of their own; a node beyond shares the heap of `node % MAX_NODES`.
 pub(super) const MAX_NODES: usize = 16;
 
@@ -189,6 +195,9 @@ struct HeapState {
     left: usize,
     /// The newest chunk, whose header links to the older ones.
     newest: *mut ChunkHeader,
+    /// The second chunk of the last pair mapped (see [`PAIRS_AFTER`]), mapped and bound
+    /// but not yet installed, or null.
+    spare: *mut u8,
 }
 
 /// Running counts of one heap, read by the statistics without the lock. Allocations,
@@ -197,6 +206,10 @@ struct HeapState {
 #[derive(Debug)]
 pub(super) struct HeapCounts {
     pub(super) chunks: AtomicUsize,
+    /// Of those, the chunks mapped in pairs advised for huge pages.
+    pub(super) paired_chunks: AtomicUsize,
+    /// Blocks the chunks hold, carved or not.
+    pub(super) blocks: AtomicUsize,
     /// Chunks the OS refused to bind to the node.
     pub(super) unbound_chunks: AtomicUsize,
     pub(super) carved: AtomicUsize,
@@ -213,6 +226,8 @@ impl HeapCounts {
     const fn new() -> Self {
         Self {
             chunks: AtomicUsize::new(0),
+            paired_chunks: AtomicUsize::new(0),
+            blocks: AtomicUsize::new(0),
             unbound_chunks: AtomicUsize::new(0),
             carved: AtomicUsize::new(0),
             free: AtomicUsize::new(0),
@@ -231,7 +246,9 @@ impl HeapCounts {
 /// stack with the [`FRESH`] bit names a block not written since its chunk was mapped;
 /// every block of the
 /// heap's stack's first `stacked` entries, on its overflow list and in the uncarved range
-/// is a free block of this heap's class in one of its chunks, owned by nobody else.
+/// is a free block of this heap's class in one of its chunks, owned by nobody else; a
+/// non-null `spare` is the second chunk of a pair this heap mapped, bound and counted,
+/// never written and known to nothing else.
 #[repr(align(128))]
 pub(super) struct ClassHeap {
     lock: SpinLock,
@@ -254,6 +271,7 @@ impl ClassHeap {
                 bump: ptr::null_mut(),
                 left: 0,
                 newest: ptr::null_mut(),
+                spare: ptr::null_mut(),
             }),
             counts: HeapCounts::new(),
         }
@@ -319,15 +337,27 @@ impl Heap {
         register_fork_handlers();
         let size = class.size();
         loop {
-            let n = self.with(|s, stack| self.take_locked(s, stack, size, out));
+            let n = self.with(|s, stack| {
+                let n = self.take_locked(s, stack, size, out);
+                if n > 0 || s.spare.is_null() {
+                    return n;
+                }
+                // The second half of the pair mapped last: mapped, bound and counted, never
+                // written, and known to this heap alone.
+                let spare = core::mem::replace(&mut s.spare, ptr::null_mut());
+                self.install_chunk(s, spare, class, node, true);
+                self.take_locked(s, stack, size, out)
+            });
             if n > 0 {
                 return n;
             }
-            let Some((region, bound)) = map_chunk(node) else {
+            let pair = self.counts.chunks.load(Ordering::Relaxed) >= PAIRS_AFTER
+                && HUGE_PAGES.load(Ordering::Relaxed);
+            let Some((region, bound)) = map_chunk(node, pair) else {
                 return 0;
             };
             let spare = self.with(|s, _| {
-                if s.left >= size {
+                if s.left >= size || !s.spare.is_null() {
                     return Some(region);
                 }
                 self.install(s, region, bound, class, node);
@@ -429,11 +459,36 @@ impl Heap {
         class: SizeClass,
         node: usize,
     ) {
-        // The chunk stays mapped for the life of the process.
-        let (base, _) = region.into_raw();
+        // The chunks stay mapped for the life of the process.
+        let (base, len) = region.into_raw();
+        let chunks = len / CHUNK;
         if !bound {
-            self.counts.unbound_chunks.fetch_add(1, Ordering::Relaxed);
+            self.counts
+                .unbound_chunks
+                .fetch_add(chunks, Ordering::Relaxed);
         }
+        self.counts.chunks.fetch_add(chunks, Ordering::Relaxed);
+        let paired = chunks == 2;
+        let blocks = (CHUNK - first_block(class, paired)) / class.size() * chunks;
+        self.counts.blocks.fetch_add(blocks, Ordering::Relaxed);
+        if paired {
+            self.counts.paired_chunks.fetch_add(2, Ordering::Relaxed);
+            s.spare = base.as_ptr().wrapping_add(CHUNK);
+        }
+        self.install_chunk(s, base.as_ptr(), class, node, paired);
+    }
+
+    /// Labels the chunk at `base`, links it to the newest and makes it the carvable range,
+    /// from [`first_block`]. Under the lock; `base` is a `CHUNK`-aligned chunk of `CHUNK`
+    /// bytes this heap mapped (half of a pair if `paired`) and never wrote.
+    fn install_chunk(
+        &self,
+        s: &mut HeapState,
+        base: *mut u8,
+        class: SizeClass,
+        node: usize,
+        paired: bool,
+    ) {
         let header = ChunkHeader {
             magic: MAGIC,
             node: node as u32,
@@ -441,39 +496,59 @@ impl Heap {
             prev: s.newest,
         };
         let at = base
-            .as_ptr()
             .wrapping_add(header_offset(class.index()))
             .cast::<ChunkHeader>();
-        // SAFETY: `base` is the start of a fresh, writable, `CHUNK`-aligned mapping of
-        // `CHUNK` bytes that only this heap knows of; the header, at a multiple of 64 bytes
-        // below 4096, fits in its first page before the first block.
+        // SAFETY: `base` is the start of a fresh, writable, `CHUNK`-aligned chunk of `CHUNK`
+        // bytes that only this heap knows of (caller); the header, at a multiple of 64
+        // bytes below 4096, fits in its first page before the first block.
         unsafe { at.write(header) };
-        self.counts.chunks.fetch_add(1, Ordering::Relaxed);
-        let first = first_block(class);
+        let first = first_block(class, paired);
         s.newest = at;
-        s.bump = base.as_ptr().wrapping_add(first);
+        s.bump = base.wrapping_add(first);
         s.left = (CHUNK - first) / class.size() * class.size();
     }
 }
 
 /// Maps a chunk and binds it to `node`, without any lock: the chunk and whether the OS
 /// bound it, or `None` if the OS refused memory.
-fn map_chunk(node: usize) -> Option<(sys::Region, bool)> {
-    let region = sys::map_aligned(CHUNK, CHUNK).ok()?;
-    let bound = sys::prefer_node(region.ptr(), CHUNK, node as u32).is_ok();
+fn map_chunk(node: usize, pair: bool) -> Option<(sys::Region, bool)> {
+    let region = if pair {
+        let region = sys::map_aligned(2 * CHUNK, 2 * CHUNK).ok()?;
+        let _ = region.advise_huge_pages();
+        region
+    } else {
+        sys::map_aligned(CHUNK, CHUNK).ok()?
+    };
+    let bound = sys::prefer_node(region.ptr(), region.len(), node as u32).is_ok();
     Some((region, bound))
 }
 
-/// The offset of a chunk's first block of `class`: past the header page, at a colour of
-/// the class (one of 32 steps of 8 KiB, plus the header's 64-byte step), aligned to the
-/// class. Blocks are reused from the front of a chunk, so without colours the blocks in
-/// use of every class would sit at the same offsets of their 1 MiB-aligned chunks and
-/// compete for the same cache sets. The bytes skipped are address space only: they are
-/// never touched.
-pub(super) fn first_block(class: SizeClass) -> usize {
+/// The offset of a chunk's first block of `class`: past the header page, aligned to the
+/// class, and for a chunk mapped alone at a colour of the class (one of 32 steps of 8 KiB,
+/// plus the header's 64-byte step). Blocks are reused from the front of a chunk, so without
+/// colours the blocks in use of every class would sit at the same offsets of their 1
+/// MiB-aligned chunks and compete for the same cache sets. The bytes skipped are address
+/// space only, never touched. Half of a pair (`paired`) has no colour: a huge page would
+/// back the bytes skipped, and a class with pairs has more blocks in use than one chunk
+/// holds.
+pub(super) fn first_block(class: SizeClass, paired: bool) -> usize {
     let index = class.index();
-    let colour = 4096 + (index * 7 % 32) * 8192 + header_offset(index);
+    let colour = if paired {
+        4096
+    } else {
+        4096 + (index * 7 % 32) * 8192 + header_offset(index)
+    };
     colour.next_multiple_of(class.align().max(64))
+}
+
+/// Whether heaps past [`PAIRS_AFTER`] chunks map pairs advised for huge pages
+/// ([`super::TallyAlloc::set_huge_pages`]).
+static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
+
+/// Turns the mapping of chunk pairs for huge pages on or off for the chunks heaps map from
+/// now on.
+pub(super) fn set_huge_pages(on: bool) {
+    HUGE_PAGES.store(on, Ordering::Relaxed);
 }
 
 /// Every heap: `HEAPS[node][class]`.

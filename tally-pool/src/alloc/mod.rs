@@ -19,6 +19,11 @@
 //!   heap carves blocks from 1 MiB chunks, mapped when first needed, bound to the node
 //!   before their first touch (`mbind` with `MPOL_PREFERRED`: a full node spills to others
 //!   rather than failing a page fault), each starting with a header that names its heap.
+//! - **Huge pages for classes in heavy use**: a heap's first two chunks are mapped one at a
+//!   time and touched only where blocks are used; from its third on, it maps them two at
+//!   once, 2 MiB-aligned and advised `MADV_HUGEPAGE`, so that where the kernel has
+//!   transparent huge pages (`always` or `madvise`), 2 MiB of the class take one page fault
+//!   and one TLB entry instead of 512. [`TallyAlloc::set_huge_pages`] turns this off.
 //! - **Each thread caches** up to two batches of free blocks per class (a batch is 64 KiB
 //!   worth, 2 to 64 blocks) as a stack of their addresses: allocation pops and a free of
 //!   a block of the thread's node pushes, with no atomic instruction and no lock. A free
@@ -91,7 +96,8 @@
 //! # Limits
 //!
 //! - Chunks are never given back to the OS; free blocks are reused by any thread of their
-//!   node.
+//!   node. A chunk pair backed by a huge page is resident whole, though its second chunk
+//!   holds no block yet: up to 1 MiB a class and node more than its blocks need.
 //! - Nodes from 16 on share heaps (`node % 16`), whose chunks are bound to the node of that
 //!   index.
 //! - Large mappings are counted for the process as a whole, not per node. Once a thread
@@ -192,6 +198,25 @@ impl TallyAlloc {
     /// ```
     pub fn trim(&self) -> usize {
         large::trim()
+    }
+
+    /// Whether the heaps of classes in heavy use map their chunks in 2 MiB-aligned pairs
+    /// advised for transparent huge pages (see the [module docs](self)); on by default.
+    /// Applies to the chunks mapped from now on, in the whole process.
+    ///
+    /// A huge page is faulted in whole: the first touch of a pair zeroes 2 MiB at once and,
+    /// with the kernel's `defrag` setting at `madvise` (its default), may first compact
+    /// memory to find one. A process that would rather take 512 small faults than one
+    /// such stall turns it off before it allocates much.
+    ///
+    /// ```
+    /// use tally_pool::alloc::TallyAlloc;
+    ///
+    /// TallyAlloc::new().set_huge_pages(false);
+    /// # TallyAlloc::new().set_huge_pages(true);
+    /// ```
+    pub fn set_huge_pages(&self, on: bool) {
+        heap::set_huge_pages(on);
     }
 }
 

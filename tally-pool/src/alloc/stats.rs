@@ -40,6 +40,13 @@ pub struct ClassStats {
     pub remote_frees: u64,
     /// Chunks the OS refused to bind to the node (their pages go where the OS puts them).
     pub unbound_chunks: u64,
+    /// Blocks of the class's chunks never handed out yet: their pages have not been
+    /// touched (but in a chunk backed by a huge page).
+    pub fresh_blocks: u64,
+    /// Chunks mapped in 2 MiB-aligned pairs advised for transparent huge pages, which a
+    /// class's heap maps once it has more than two chunks (see
+    /// [`TallyAlloc::set_huge_pages`](super::TallyAlloc::set_huge_pages)).
+    pub huge_page_chunks: u64,
 }
 
 impl ClassStats {
@@ -162,6 +169,11 @@ pub(super) fn collect() -> AllocStats {
             frees,
             remote_frees: c.remote_frees.load(Ordering::Relaxed),
             unbound_chunks: c.unbound_chunks.load(Ordering::Relaxed) as u64,
+            fresh_blocks: c
+                .blocks
+                .load(Ordering::Relaxed)
+                .saturating_sub(c.carved.load(Ordering::Relaxed)) as u64,
+            huge_page_chunks: c.paired_chunks.load(Ordering::Relaxed) as u64,
         });
     }
     let l = &LARGE;
@@ -207,17 +219,11 @@ impl Source for AllocatorSource {
                 .map(|c| c.free_blocks.saturating_mul(size(c))),
         )
         .saturating_add(s.large.retained_bytes);
-        let fresh = sat_sum(s.classes.iter().map(|c| {
-            let per_chunk = blocks_per_chunk(c.block_size);
-            let carved = c
-                .live_blocks
-                .saturating_add(c.cached_blocks)
-                .saturating_add(c.free_blocks);
-            (c.mapped_bytes / CHUNK as u64)
-                .saturating_mul(per_chunk)
-                .saturating_sub(carved)
-                .saturating_mul(size(c))
-        }));
+        let fresh = sat_sum(
+            s.classes
+                .iter()
+                .map(|c| c.fresh_blocks.saturating_mul(size(c))),
+        );
         let mapped = s.mapped_bytes();
         // Clamped so that the five classes add up to what is mapped.
         let (live, cached, free, fresh) = clamp_parts(mapped, [live, cached, free, fresh]);
@@ -256,16 +262,6 @@ impl Source for AllocatorSource {
             ..ComponentSnapshot::default()
         }
     }
-}
-
-/// Blocks of `block_size` (a class's size) in one chunk.
-fn blocks_per_chunk(block_size: usize) -> u64 {
-    core::alloc::Layout::from_size_align(block_size, 1)
-        .ok()
-        .and_then(SizeClass::for_layout)
-        .map_or(0, |class| {
-            ((CHUNK - heap::first_block(class)) / block_size) as u64
-        })
 }
 
 /// `parts` cut down in order so that their sum is at most `total`.

@@ -16,10 +16,14 @@ fn take_n(h: Heap, class: SizeClass, node: usize, n: usize) -> Vec<*mut u8> {
 fn first_block_is_aligned_and_leaves_room_for_the_header() {
     for i in 0..CLASS_COUNT {
         let class = SizeClass::from_index(i).unwrap();
-        let first = first_block(class);
-        assert!(first >= header_offset(i) + core::mem::size_of::<ChunkHeader>());
-        assert_eq!(first % class.align(), 0);
-        assert!((CHUNK - first) / class.size() >= 1);
+        for paired in [false, true] {
+            let first = first_block(class, paired);
+            // The first page holds headers only: `home_of` reads another class's place.
+            assert!(first >= 4096);
+            assert!(first >= header_offset(i) + core::mem::size_of::<ChunkHeader>());
+            assert_eq!(first % class.align(), 0);
+            assert!((CHUNK - first) / class.size() >= 1);
+        }
     }
 }
 
@@ -150,4 +154,93 @@ fn take_and_give_round_trip_and_count() {
     // SAFETY: as above.
     unsafe { h.give(&again) };
     assert!(h.counts.chunks.load(Ordering::Relaxed) >= 1);
+}
+
+/// The chunk of each block in `blocks`, in the order the chunks first appear.
+fn chunks_of(blocks: &[*mut u8]) -> Vec<usize> {
+    let mut chunks: Vec<usize> = Vec::new();
+    for &b in blocks {
+        let chunk = untagged(b) as usize & !(CHUNK - 1);
+        if !chunks.contains(&chunk) {
+            chunks.push(chunk);
+        }
+    }
+    chunks
+}
+
+/// Whether the mapping holding `addr` is advised `MADV_HUGEPAGE` (`hg` in its `VmFlags`).
+#[cfg(all(target_os = "linux", not(miri)))]
+fn advised_huge(addr: usize) -> bool {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split(' ').next().and_then(|r| r.split_once('-'));
+        let bounds = range.and_then(|(a, b)| {
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        });
+        if let Some((start, end)) = bounds {
+            inside = (start..end).contains(&addr);
+        } else if inside {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.split_whitespace().any(|f| f == "hg");
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn a_class_in_heavy_use_maps_chunk_pairs_for_huge_pages() {
+    // A node index no other test uses, and the largest class: few blocks a chunk.
+    let (node, index) = (MAX_NODES - 4, CLASS_COUNT - 1);
+    let class = SizeClass::from_index(index).unwrap();
+    let h = heap(node, index).unwrap();
+    let counts = &h.counts;
+    let mut blocks = Vec::new();
+    while counts.chunks.load(Ordering::Relaxed) < PAIRS_AFTER + 2 {
+        blocks.extend(take_n(h, class, node, 1));
+    }
+    // Every block of the pair's first half, then the second half's first.
+    while chunks_of(&blocks).len() < PAIRS_AFTER + 2 {
+        blocks.extend(take_n(h, class, node, 1));
+    }
+    let chunks = chunks_of(&blocks);
+    assert_eq!(counts.chunks.load(Ordering::Relaxed), PAIRS_AFTER + 2);
+    assert_eq!(counts.paired_chunks.load(Ordering::Relaxed), 2);
+    let (first, second) = (chunks[PAIRS_AFTER], chunks[PAIRS_AFTER + 1]);
+    assert_eq!(first % (2 * CHUNK), 0, "a pair is 2 MiB-aligned");
+    assert_eq!(second, first + CHUNK, "the spare is the pair's second half");
+    let per_chunk = |paired| (CHUNK - first_block(class, paired)) / class.size();
+    assert_eq!(
+        counts.blocks.load(Ordering::Relaxed),
+        PAIRS_AFTER * per_chunk(false) + 2 * per_chunk(true),
+        "every mapped chunk's blocks are counted, the spare's from its mapping"
+    );
+    assert_eq!(counts.carved.load(Ordering::Relaxed), blocks.len());
+    for &b in &blocks {
+        let b = NonNull::new(untagged(b)).unwrap();
+        // SAFETY: a block this heap handed out, ours.
+        let home = unsafe { home_of(b, index) };
+        assert_eq!(home, Some(node), "headers of both halves");
+    }
+    #[cfg(all(target_os = "linux", not(miri)))]
+    if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+        assert!(advised_huge(first) && advised_huge(second));
+    }
+
+    // Turned off, the next chunk is mapped alone.
+    set_huge_pages(false);
+    let before = blocks.len();
+    while chunks_of(&blocks).len() < PAIRS_AFTER + 3 {
+        blocks.extend(take_n(h, class, node, 1));
+    }
+    set_huge_pages(true);
+    assert!(blocks.len() > before);
+    assert_eq!(counts.chunks.load(Ordering::Relaxed), PAIRS_AFTER + 3);
+    assert_eq!(counts.paired_chunks.load(Ordering::Relaxed), 2);
+    // SAFETY: the blocks are this heap's, free and ours, given back once.
+    unsafe { h.give(&blocks) };
 }
