@@ -27,6 +27,7 @@ fn main() {
     checks::refusals_everywhere_with_threads_allocating();
     checks::a_refused_mapping_gives_back_the_kept_ones_and_retries();
     checks::a_refused_chunk_gives_back_the_kept_mappings_and_retries();
+    checks::a_refused_chunk_pair_falls_back_to_one_chunk();
     assert_eq!(GLOBAL.stats().reentries, 0);
     println!("alloc_fault: all checks passed");
 }
@@ -236,6 +237,57 @@ mod checks {
             GLOBAL.stats().large.retained_bytes,
             0,
             "the kept one went first"
+        );
+        for p in held {
+            // SAFETY: each allocated above with `layout`, freed once.
+            unsafe { GLOBAL.dealloc(p, layout) };
+        }
+    }
+
+    /// A class in heavy use maps its chunks in 2 MiB pairs; when the OS refuses a pair, one
+    /// chunk is asked for instead, before the kept mappings are given back.
+    pub(super) fn a_refused_chunk_pair_falls_back_to_one_chunk() {
+        keep_one_mapping();
+        // 20,000 bytes: a class no other check uses, about 50 blocks a chunk.
+        let layout = Layout::from_size_align(20_000, 8).unwrap();
+        let size = tally_pool::block::SizeClass::for_layout(layout)
+            .unwrap()
+            .size();
+        let mapped = || {
+            let stats = GLOBAL.stats();
+            let mut class = stats.classes.iter().filter(|c| c.block_size == size);
+            class
+                .next()
+                .map_or((0, 0), |c| (c.mapped_bytes, c.huge_page_chunks))
+        };
+        let mut held = Vec::with_capacity(10_000);
+        while mapped().0 < 2 << 20 {
+            // SAFETY: non-zero size.
+            let p = unsafe { GLOBAL.alloc(layout) };
+            assert!(!p.is_null());
+            held.push(p);
+            assert!(held.len() < 10_000, "the class never had two chunks");
+        }
+        assert_eq!(
+            mapped(),
+            (2 << 20, 0),
+            "the first two chunks are mapped alone"
+        );
+        {
+            let refusal = fault::refuse(Call::Mmap, When::Nth(1));
+            while refusal.refused() == 0 {
+                // SAFETY: non-zero size.
+                let p = unsafe { GLOBAL.alloc(layout) };
+                assert!(!p.is_null(), "one chunk in place of the refused pair");
+                held.push(p);
+                assert!(held.len() < 10_000, "no refusal reached the allocator");
+            }
+        }
+        assert_eq!(mapped(), (3 << 20, 0), "one more chunk, alone");
+        assert_eq!(
+            GLOBAL.stats().large.retained_bytes,
+            9 * 4096,
+            "nothing kept had to go"
         );
         for p in held {
             // SAFETY: each allocated above with `layout`, freed once.

@@ -12,6 +12,8 @@
 //! A heap's chunk is 1 MiB, aligned to its size, bound to the heap's node before its first
 //! touch, and starts with a [`ChunkHeader`] that names the heap; blocks follow. Heaps are
 //! process-wide statics, all zero at start: a heap maps its first chunk when first asked.
+//! From its third chunk on ([`PAIRS_AFTER`]), a heap maps two at a time, 2 MiB-aligned and
+//! advised for huge pages; the second waits as the heap's spare until the first is carved.
 
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
@@ -321,9 +323,10 @@ impl Heap {
     }
 
     /// Takes up to `out.len()` (at least 1) free blocks of `class` into `out` and returns
-    /// how many, mapping a chunk bound to `node` (this heap's node index) if the heap has
-    /// none left. 0 only if the OS refused the chunk or `out` is empty. The chunk is
-    /// mapped and bound without the lock: a thread that finds the heap refilled meanwhile
+    /// how many, installing the heap's spare or mapping a chunk (or a pair) bound to `node`
+    /// (this heap's node index) if the heap has none left. 0 only if the OS refused the
+    /// chunk or `out` is empty. The chunk is mapped, bound and its first page faulted in
+    /// without the lock: a thread that finds the heap refilled or holding a spare meanwhile
     /// unmaps its own and takes again.
     ///
     /// Blocks come from the stack, else the overflow list, else the chunk's uncarved
@@ -342,8 +345,8 @@ impl Heap {
                 if n > 0 || s.spare.is_null() {
                     return n;
                 }
-                // The second half of the pair mapped last: mapped, bound and counted, never
-                // written, and known to this heap alone.
+                // The second half of the pair mapped last: mapped, counted, never written,
+                // and known to this heap alone.
                 let spare = core::mem::replace(&mut s.spare, ptr::null_mut());
                 self.install_chunk(s, spare, class, node, true);
                 self.take_locked(s, stack, size, out)
@@ -353,18 +356,15 @@ impl Heap {
             }
             let pair = self.counts.chunks.load(Ordering::Relaxed) >= PAIRS_AFTER
                 && HUGE_PAGES.load(Ordering::Relaxed);
-            let Some((region, bound)) = map_chunk(node, pair) else {
+            // A pair the OS refuses (4 MiB of address space for 2) may still leave room for
+            // one chunk.
+            let mapped = map_chunk(node, pair).or_else(|| pair.then(|| map_chunk(node, false))?);
+            let Some(mapped) = mapped else {
                 return 0;
             };
-            let spare = self.with(|s, _| {
-                if s.left >= size || !s.spare.is_null() {
-                    return Some(region);
-                }
-                self.install(s, region, bound, class, node);
-                None
-            });
+            let unused = self.with(|s, _| self.install_or_return(s, mapped, class, node));
             // Unmapped, if at all, after the lock is released.
-            drop(spare);
+            drop(unused);
         }
     }
 
@@ -449,16 +449,32 @@ impl Heap {
         });
     }
 
-    /// Labels a chunk mapped for this heap, links it to the newest and makes it the
-    /// carvable range. Under the lock.
-    fn install(
+    /// Installs `mapped` (see [`Self::install`]) unless the heap has room to carve a block
+    /// of `class` or holds a spare: then gives it back, for the caller to unmap after the
+    /// lock is released. Under the lock.
+    fn install_or_return(
         &self,
         s: &mut HeapState,
-        region: sys::Region,
-        bound: bool,
+        mapped: Mapped,
         class: SizeClass,
         node: usize,
-    ) {
+    ) -> Option<sys::Region> {
+        if s.left >= class.size() || !s.spare.is_null() {
+            return Some(mapped.region);
+        }
+        self.install(s, mapped, class, node);
+        None
+    }
+
+    /// Labels a chunk mapped for this heap, links it to the newest and makes it the
+    /// carvable range; of a pair, the second chunk becomes the spare. Under the lock, with
+    /// no carvable block and no spare left.
+    fn install(&self, s: &mut HeapState, mapped: Mapped, class: SizeClass, node: usize) {
+        let Mapped {
+            region,
+            bound,
+            advised,
+        } = mapped;
         // The chunks stay mapped for the life of the process.
         let (base, len) = region.into_raw();
         let chunks = len / CHUNK;
@@ -472,7 +488,9 @@ impl Heap {
         let blocks = (CHUNK - first_block(class, paired)) / class.size() * chunks;
         self.counts.blocks.fetch_add(blocks, Ordering::Relaxed);
         if paired {
-            self.counts.paired_chunks.fetch_add(2, Ordering::Relaxed);
+            if advised {
+                self.counts.paired_chunks.fetch_add(2, Ordering::Relaxed);
+            }
             s.spare = base.as_ptr().wrapping_add(CHUNK);
         }
         self.install_chunk(s, base.as_ptr(), class, node, paired);
@@ -509,18 +527,38 @@ impl Heap {
     }
 }
 
-/// Maps a chunk and binds it to `node`, without any lock: the chunk and whether the OS
-/// bound it, or `None` if the OS refused memory.
-fn map_chunk(node: usize, pair: bool) -> Option<(sys::Region, bool)> {
-    let region = if pair {
+/// One chunk, or a pair, that [`map_chunk`] mapped for a heap.
+struct Mapped {
+    region: sys::Region,
+    /// Whether the OS bound it to the heap's node.
+    bound: bool,
+    /// Whether the OS took the advice to back it with huge pages (a pair only).
+    advised: bool,
+}
+
+/// Maps a chunk, or two chunks 2 MiB-aligned and advised for huge pages (`pair`), binds
+/// them to `node` and faults the first page in, without any lock; `None` if the OS refused
+/// memory. The first touch of a pair backed by a huge page zeroes 2 MiB (after compacting
+/// memory, if the kernel must to find one): done here, no heap waits for it.
+fn map_chunk(node: usize, pair: bool) -> Option<Mapped> {
+    let (region, advised) = if pair {
         let region = sys::map_aligned(2 * CHUNK, 2 * CHUNK).ok()?;
-        let _ = region.advise_huge_pages();
-        region
+        let advised = region.advise_huge_pages().is_ok();
+        (region, advised)
     } else {
-        sys::map_aligned(CHUNK, CHUNK).ok()?
+        (sys::map_aligned(CHUNK, CHUNK).ok()?, false)
     };
     let bound = sys::prefer_node(region.ptr(), region.len(), node as u32).is_ok();
-    Some((region, bound))
+    // SAFETY: the first byte of a fresh, writable mapping only this thread knows of. It
+    // holds zero, as the mapping made it, and zero is written: the page then holds what it
+    // held (the chunk's blocks, carved later, still read as zero, and its first page holds
+    // only zeros until the header is written).
+    unsafe { region.ptr().as_ptr().write_volatile(0) };
+    Some(Mapped {
+        region,
+        bound,
+        advised,
+    })
 }
 
 /// The offset of a chunk's first block of `class`: past the header page, aligned to the

@@ -71,7 +71,8 @@
 //! the chunks, large mappings keep no record beside them (the caller's layout says what to
 //! unmap), binding builds its node mask on the stack, and the only lock is a spin flag in
 //! each heap, never held across a system call (but held across the page faults of linking
-//! blocks into a heap's overflow list). Nothing waits for anything else: the fork
+//! blocks into a heap's overflow list, and of a spare chunk's header page where no huge
+//! page backs its pair; a new chunk's first page is faulted in before). Nothing waits for anything else: the fork
 //! handlers are registered by the first thread to take from a heap while the others go on. It does not use the block pools' `BlockPool` (whose creation and
 //! thread registration allocate), only their size classes and the `sys` layer.
 //!
@@ -96,8 +97,8 @@
 //! # Limits
 //!
 //! - Chunks are never given back to the OS; free blocks are reused by any thread of their
-//!   node. A chunk pair backed by a huge page is resident whole, though its second chunk
-//!   holds no block yet: up to 1 MiB a class and node more than its blocks need.
+//!   node. A chunk pair backed by a huge page is resident whole from its first use, so a
+//!   class in heavy use holds up to 2 MiB a node (its newest pair) beyond its blocks.
 //! - Nodes from 16 on share heaps (`node % 16`), whose chunks are bound to the node of that
 //!   index.
 //! - Large mappings are counted for the process as a whole, not per node. Once a thread

@@ -40,12 +40,15 @@ pub struct ClassStats {
     pub remote_frees: u64,
     /// Chunks the OS refused to bind to the node (their pages go where the OS puts them).
     pub unbound_chunks: u64,
-    /// Blocks of the class's chunks never handed out yet: their pages have not been
-    /// touched (but in a chunk backed by a huge page).
+    /// Blocks of the class's chunks never handed out yet. Their pages have not been
+    /// touched, unless a huge page backs their chunk (then they are resident anyway). Read
+    /// without the heap's lock: while another thread carves, a snapshot may be a batch low.
     pub fresh_blocks: u64,
-    /// Chunks mapped in 2 MiB-aligned pairs advised for transparent huge pages, which a
-    /// class's heap maps once it has more than two chunks (see
-    /// [`TallyAlloc::set_huge_pages`](super::TallyAlloc::set_huge_pages)).
+    /// Chunks mapped in 2 MiB-aligned pairs that the OS accepted to back with transparent
+    /// huge pages (`madvise(MADV_HUGEPAGE)`), which a class's heap maps from its third
+    /// chunk on (see [`TallyAlloc::set_huge_pages`](super::TallyAlloc::set_huge_pages)).
+    /// Whether the kernel found huge pages for them is its own affair: `AnonHugePages` in
+    /// `/proc/self/smaps` says.
     pub huge_page_chunks: u64,
 }
 

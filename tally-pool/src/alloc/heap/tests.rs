@@ -192,6 +192,49 @@ fn advised_huge(addr: usize) -> bool {
     false
 }
 
+/// Turns the pairs off for as long as it lives, and back on when dropped, even by a
+/// failing assertion.
+struct PairsOff;
+
+impl PairsOff {
+    fn new() -> Self {
+        set_huge_pages(false);
+        Self
+    }
+}
+
+impl Drop for PairsOff {
+    fn drop(&mut self) {
+        set_huge_pages(true);
+    }
+}
+
+/// Blocks the heap can still carve, under its lock: the rest of its chunk and its spare.
+fn uncarved(h: Heap, class: SizeClass) -> usize {
+    h.with(|s, _| {
+        let spare = (CHUNK - first_block(class, true)) / class.size();
+        s.left / class.size() + if s.spare.is_null() { 0 } else { spare }
+    })
+}
+
+/// Takes blocks of `h` one at a time into `blocks` until they span `chunks` chunks; fails
+/// rather than loops for ever if a chunk never comes.
+fn take_until_chunks(
+    h: Heap,
+    class: SizeClass,
+    node: usize,
+    blocks: &mut Vec<*mut u8>,
+    chunks: usize,
+) {
+    for _ in 0..8 * CHUNK / class.size() {
+        if chunks_of(blocks).len() >= chunks {
+            return;
+        }
+        blocks.extend(take_n(h, class, node, 1));
+    }
+    panic!("no chunk {chunks} after {} blocks", blocks.len());
+}
+
 #[test]
 fn a_class_in_heavy_use_maps_chunk_pairs_for_huge_pages() {
     // A node index no other test uses, and the largest class: few blocks a chunk.
@@ -199,48 +242,84 @@ fn a_class_in_heavy_use_maps_chunk_pairs_for_huge_pages() {
     let class = SizeClass::from_index(index).unwrap();
     let h = heap(node, index).unwrap();
     let counts = &h.counts;
+    let per_chunk = |paired| (CHUNK - first_block(class, paired)) / class.size();
+    let fresh = || counts.blocks.load(Ordering::Relaxed) - counts.carved.load(Ordering::Relaxed);
     let mut blocks = Vec::new();
-    while counts.chunks.load(Ordering::Relaxed) < PAIRS_AFTER + 2 {
-        blocks.extend(take_n(h, class, node, 1));
-    }
-    // Every block of the pair's first half, then the second half's first.
-    while chunks_of(&blocks).len() < PAIRS_AFTER + 2 {
-        blocks.extend(take_n(h, class, node, 1));
-    }
-    let chunks = chunks_of(&blocks);
+    // Every block of the first two chunks, then the first of the pair.
+    take_until_chunks(h, class, node, &mut blocks, PAIRS_AFTER + 1);
     assert_eq!(counts.chunks.load(Ordering::Relaxed), PAIRS_AFTER + 2);
-    assert_eq!(counts.paired_chunks.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        blocks.len(),
+        PAIRS_AFTER * per_chunk(false) + 1,
+        "chunks carved whole"
+    );
+    assert_eq!(
+        fresh(),
+        uncarved(h, class),
+        "fresh blocks: the pair's, spare included"
+    );
+    assert_eq!(fresh(), 2 * per_chunk(true) - 1);
+
+    // The pair's first half carved whole: no room, but a spare. A chunk another thread
+    // mapped meanwhile goes back unused, or that spare would be lost.
+    blocks.extend(take_n(h, class, node, per_chunk(true) - 1));
+    let (room, spare) = h.with(|s, _| (s.left >= class.size(), !s.spare.is_null()));
+    assert!(!room && spare);
+    let racer = map_chunk(node, true).unwrap();
+    let returned = h.with(|s, _| h.install_or_return(s, racer, class, node));
+    assert!(returned.is_some(), "a second spare would be lost");
+    drop(returned);
+
+    // Every block of the pair's first half, then the second half's first.
+    take_until_chunks(h, class, node, &mut blocks, PAIRS_AFTER + 2);
+    let chunks = chunks_of(&blocks);
+    assert_eq!(
+        counts.chunks.load(Ordering::Relaxed),
+        PAIRS_AFTER + 2,
+        "the spare, not a map"
+    );
     let (first, second) = (chunks[PAIRS_AFTER], chunks[PAIRS_AFTER + 1]);
     assert_eq!(first % (2 * CHUNK), 0, "a pair is 2 MiB-aligned");
     assert_eq!(second, first + CHUNK, "the spare is the pair's second half");
-    let per_chunk = |paired| (CHUNK - first_block(class, paired)) / class.size();
-    assert_eq!(
-        counts.blocks.load(Ordering::Relaxed),
-        PAIRS_AFTER * per_chunk(false) + 2 * per_chunk(true),
-        "every mapped chunk's blocks are counted, the spare's from its mapping"
-    );
-    assert_eq!(counts.carved.load(Ordering::Relaxed), blocks.len());
+    assert_eq!(fresh(), uncarved(h, class));
+    assert_eq!(fresh(), per_chunk(true) - 1);
     for &b in &blocks {
         let b = NonNull::new(untagged(b)).unwrap();
         // SAFETY: a block this heap handed out, ours.
         let home = unsafe { home_of(b, index) };
         assert_eq!(home, Some(node), "headers of both halves");
     }
+    let advised = counts.paired_chunks.load(Ordering::Relaxed);
+    #[cfg(miri)]
+    assert_eq!(advised, 0, "no advice under miri: not counted");
     #[cfg(all(target_os = "linux", not(miri)))]
     if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+        assert_eq!(advised, 2);
         assert!(advised_huge(first) && advised_huge(second));
     }
+    let stats = super::super::stats::collect();
+    let mine = stats
+        .classes
+        .iter()
+        .find(|c| c.node as usize == node && c.block_size == class.size());
+    let mine = mine.unwrap();
+    assert_eq!(mine.fresh_blocks, fresh() as u64);
+    assert_eq!(mine.huge_page_chunks, advised as u64);
+    assert_eq!(mine.mapped_bytes, ((PAIRS_AFTER + 2) * CHUNK) as u64);
 
     // Turned off, the next chunk is mapped alone.
-    set_huge_pages(false);
-    let before = blocks.len();
-    while chunks_of(&blocks).len() < PAIRS_AFTER + 3 {
-        blocks.extend(take_n(h, class, node, 1));
+    {
+        let _off = PairsOff::new();
+        take_until_chunks(h, class, node, &mut blocks, PAIRS_AFTER + 3);
     }
-    set_huge_pages(true);
-    assert!(blocks.len() > before);
     assert_eq!(counts.chunks.load(Ordering::Relaxed), PAIRS_AFTER + 3);
-    assert_eq!(counts.paired_chunks.load(Ordering::Relaxed), 2);
+    assert_eq!(counts.paired_chunks.load(Ordering::Relaxed), advised);
+    assert_eq!(fresh(), uncarved(h, class));
+    assert_eq!(
+        fresh(),
+        per_chunk(false) - 1,
+        "every chunk before the last carved whole"
+    );
     // SAFETY: the blocks are this heap's, free and ours, given back once.
     unsafe { h.give(&blocks) };
 }
