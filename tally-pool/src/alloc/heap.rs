@@ -549,10 +549,10 @@ fn map_chunk(node: usize, pair: bool) -> Option<Mapped> {
         (sys::map_aligned(CHUNK, CHUNK).ok()?, false)
     };
     let bound = sys::prefer_node(region.ptr(), region.len(), node as u32).is_ok();
-    // SAFETY: the first byte of a fresh, writable mapping only this thread knows of. It
-    // holds zero, as the mapping made it, and zero is written: the page then holds what it
-    // held (the chunk's blocks, carved later, still read as zero, and its first page holds
-    // only zeros until the header is written).
+    // The chunk's first page then holds what it held, zeros: its blocks, carved later, still
+    // read as zero, and its header place stays zero until the header is written.
+    // SAFETY: the first byte of a fresh, writable mapping only this thread knows of,
+    // holding zero, as the mapping made it; zero is written over it.
     unsafe { region.ptr().as_ptr().write_volatile(0) };
     Some(Mapped {
         region,
