@@ -1,16 +1,11 @@
-//! A trading pipeline on pooled objects: market data -> strategy -> execution -> book.
-//!
-//! * The **feed** acquires a `Quote` at a steady `--rate` and sends the `Handle<Quote>` to the
-//!   strategy over a channel: a handle moves between threads like a `Box`.
-//! * The **strategy** reads each quote (which goes back to its pool from there). When a price
-//!   strays from its average it acquires an `Order` and lends it out as a `u64` token
-//!   (`Handle::into_raw`) through a ring of plain `u64`s, a stand-in for shared memory or FFI.
-//! * **Execution** turns each token back into a handle with the checked, safe `Order::redeem`,
-//!   applies a risk limit and sends a `Handle<Fill>` to the main thread, which books it.
-//!
-//! It prints each stage's latency and the memory report of every pool (`stats::report()`).
-//! The stages poll, yielding the core between polls, so that they share a small machine; on a
-//! real one, pin each to its own core.
+//! A trading pipeline on pooled objects: market data -> strategy -> execution -> book. The
+//! **feed** sends a `Handle<Quote>` over a channel at a steady `--rate`: a handle moves between
+//! threads like a `Box`. The **strategy** acquires an `Order` when a price strays from its
+//! average and lends it out as a `u64` token (`Handle::into_raw`) through a ring of plain
+//! `u64`s, as through shared memory or FFI. **Execution** turns each token back into a handle
+//! with the checked, safe `Order::redeem` and sends a `Handle<Fill>` to the main thread, which
+//! books it. At the end: each stage's latency and the report of every pool (`stats::report()`).
+//! The stages poll, yielding between polls, to share a small machine; on a real one, pin them.
 //!
 //! ```sh
 //! cargo run --release --example order_pipeline                  # 500,000 quotes at 200,000/s
@@ -31,17 +26,15 @@ use tally_pool::stats::{self, LeakConfig};
 use tally_pool::{arena, Handle, PoolError, Pooled, RawHandle};
 
 const INSTRUMENTS: usize = 16;
-/// Slots in each channel, and in the ring of order tokens.
-const SLOTS: usize = 1024;
-/// How far (in 1/16 ticks) a mid must stray from its average for the strategy to trade.
-const SIGNAL: i64 = 24 * 16;
-/// The largest position, long or short, that execution lets an instrument reach.
-const POSITION_LIMIT: i64 = 20_000;
-/// Every this many orders the ring delivers a token twice, as an at-least-once transport may.
-const REDELIVER_EVERY: u64 = 1_000;
+const SLOTS: usize = 1024; // in each channel, and in the ring of order tokens
+const SIGNAL: i64 = 24 * 16; // how far (in 1/16 ticks) a mid must stray from its average to trade
+const POSITION_LIMIT: i64 = 20_000; // the largest position, long or short, execution allows
+const REDELIVER_EVERY: u64 = 1_000; // the ring sends 1 token in N twice (at-least-once)
+const USAGE: &str = "usage: order_pipeline [--messages N] [--rate N | --rate max] \
+                     [--report FILE] [--prometheus ADDR] [--leak-every N] [--leak-window SECS]";
 
 // `capacity` values are mapped up front, so the hot path never waits on the OS; `max_capacity`
-// bounds what a runaway producer can take: past it, acquires fail with `PoolError::Exhausted`.
+// bounds what a leak can take: past it, acquires fail with `PoolError::Exhausted`.
 #[derive(Pooled, Default)]
 #[pooled(capacity = 4096, max_capacity = 65_536, name = "quotes")]
 struct Quote {
@@ -72,20 +65,6 @@ struct Fill {
     price: i64,
 }
 
-/// Moves `value` into its pool, waiting while the pool is at its cap: the threads downstream
-/// release values as they go, so exhaustion here is back-pressure, not a failure. The pools
-/// record the caller's line as the acquire site (`track_sites`), as for `acquire_with`.
-#[track_caller]
-fn acquire_waiting<T: Pooled>(mut value: T) -> Result<Handle<T>, PoolError> {
-    loop {
-        match T::acquire_with(value) {
-            Err(e) if matches!(e.error, PoolError::Exhausted { .. }) => value = e.value,
-            result => return result.map_err(|e| e.error),
-        }
-        thread::yield_now();
-    }
-}
-
 /// Receives by polling: a parked thread takes tens of µs to wake, a polling one a few.
 fn poll<T>(channel: &Receiver<T>) -> Option<T> {
     loop {
@@ -103,11 +82,16 @@ fn now_ns() -> u64 {
     u64::try_from(START.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Market data: `o.messages` quotes from a random walk, `o.rate` a second (`None`: unpaced).
-fn feed(o: &Options, out: SyncSender<Handle<Quote>>, bar: &ProgressBar) -> Result<(), PoolError> {
+/// Market data: `messages` quotes from a random walk, `rate` a second (`None`: unpaced).
+fn feed(
+    messages: u64,
+    rate: Option<f64>,
+    out: SyncSender<Handle<Quote>>,
+    bar: &ProgressBar,
+) -> Result<(), PoolError> {
     let (mut rng, mut mid, begun) = (0x9e37_79b9_7f4a_7c15_u64, 10_000_i64, now_ns());
-    for seq in 0..o.messages {
-        if let Some(rate) = o.rate {
+    for seq in 0..messages {
+        if let Some(rate) = rate {
             // Sleep until this quote is due; the quotes due meanwhile go out as a burst.
             let due = begun + (seq as f64 * 1e9 / rate) as u64;
             thread::sleep(Duration::from_nanos(due.saturating_sub(now_ns())));
@@ -116,7 +100,7 @@ fn feed(o: &Options, out: SyncSender<Handle<Quote>>, bar: &ProgressBar) -> Resul
         rng ^= rng >> 7;
         rng ^= rng << 17;
         mid = (mid + (rng % 5) as i64 - 2).clamp(1_000, 1_000_000);
-        let mut quote = acquire_waiting(Quote::default())?;
+        let mut quote = Quote::acquire()?;
         quote.instrument = (rng >> 8) as usize % INSTRUMENTS;
         quote.bid = mid + 1_000 * quote.instrument as i64 - 1;
         (quote.ask, quote.size) = (quote.bid + 2, 100 * (1 + (rng >> 16) as i64 % 10));
@@ -144,9 +128,7 @@ fn strategy(
             continue; // not an instrument this strategy trades
         };
         let mid = (quote.bid + quote.ask) * 8;
-        if *average == 0 {
-            *average = mid; // the instrument's first quote
-        }
+        *average = if *average == 0 { mid } else { *average }; // the instrument's first quote
         let deviation = mid - *average;
         *average += deviation / 16;
         let (qty, price) = match deviation {
@@ -154,13 +136,12 @@ fn strategy(
             d if d >= SIGNAL => (-quote.size / 2, quote.bid),
             _ => continue, // the quote goes back to its pool here, from this thread
         };
-        let (instrument, quote_ns, sent_ns) = (quote.instrument, quote.sent_ns, now_ns());
-        let order = acquire_waiting(Order {
-            instrument,
+        let order = Order::acquire_with(Order {
+            instrument: quote.instrument,
             qty,
             price,
-            quote_ns,
-            sent_ns,
+            quote_ns: quote.sent_ns,
+            sent_ns: now_ns(),
         })?;
         // The order stays in its pool, counted in `leaked_raw`, until the token is redeemed.
         let token = u64::from(Handle::into_raw(order));
@@ -177,13 +158,13 @@ fn strategy(
 }
 
 /// Execution: redeems each token, applies the position limit and fills what passes.
-/// Returns the orders rejected and the redelivered tokens refused.
+/// Returns the redelivered tokens refused.
 fn execution(
     tokens: Receiver<u64>,
     fills: SyncSender<Handle<Fill>>,
     [route, tick_to_trade]: [&mut Histogram<u64>; 2],
-) -> Result<(u64, u64), PoolError> {
-    let (mut rejected, mut redelivered, mut positions) = (0, 0, [0_i64; INSTRUMENTS]);
+) -> Result<u64, PoolError> {
+    let (mut redelivered, mut positions) = (0, [0_i64; INSTRUMENTS]);
     while let Some(token) = poll(&tokens) {
         // The pool checks a token before it becomes a handle: a replayed, damaged or foreign
         // token is an error, never a second owner of an order.
@@ -204,16 +185,16 @@ fn execution(
         tick_to_trade.saturating_record(now.saturating_sub(order.quote_ns));
         let within_limit = |pos: &&mut i64| (**pos + order.qty).abs() <= POSITION_LIMIT;
         let Some(position) = positions.get_mut(order.instrument).filter(within_limit) else {
-            rejected += 1;
-            continue; // the order goes back to its pool here, from this thread
+            continue; // rejected: the order goes back to its pool here, from this thread
         };
         *position += order.qty;
         let (qty, price) = (order.qty, order.price);
-        if fills.send(acquire_waiting(Fill { qty, price })?).is_err() {
+        let fill = Fill::acquire_with(Fill { qty, price })?;
+        if fills.send(fill).is_err() {
             break; // main stopped reading
         }
     }
-    Ok((rejected, redelivered))
+    Ok(redelivered)
 }
 
 /// Books the fills, each going back to its pool here, but one in `leak_every` (0: none), which
@@ -240,64 +221,39 @@ fn book(fills: Receiver<Handle<Fill>>, leak_every: u64) -> (u64, i64, i64) {
     (count, shares, cash)
 }
 
-/// The command line.
-#[derive(Default)]
-struct Options {
-    messages: u64,
-    rate: Option<f64>, // quotes a second; `None`: unpaced
-    report: Option<String>,
-    prometheus: Option<String>,
-    leak_every: u64, // 0: no leak
-    leak_window: u64,
+/// Values of `T` still out: held by a handle, or lent as a token and not redeemed.
+fn out<T: Pooled>() -> u64 {
+    T::pool().stats().live_blocks + T::pool().leaked_raw()
 }
 
-fn parse_args() -> Result<Options, String> {
-    let usage = "usage: order_pipeline [--messages N] [--rate N | --rate max] [--report FILE] \
-                 [--prometheus ADDR] [--leak-every N] [--leak-window SECS]";
-    let (messages, rate, leak_window) = (500_000, Some(200_000.0), 2);
-    let mut o = Options {
-        messages,
-        rate,
-        leak_window,
-        ..Options::default()
-    };
+fn main() -> Result<(), Box<dyn Error>> {
+    let (mut messages, mut rate, mut leak_every, mut leak_window) = (500_000, Some(2e5), 0, 2);
+    let (mut report_to, mut prometheus) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
         let number = || match value.replace('_', "").parse::<u64>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{flag} `{value}`: not a positive number; {usage}")),
+            _ => Err(format!("{flag} `{value}`: not a positive number; {USAGE}")),
         };
         match flag.as_str() {
-            "--messages" => o.messages = number()?,
-            "--rate" if value == "max" => o.rate = None,
-            "--rate" => o.rate = Some(number()? as f64),
-            "--leak-every" => o.leak_every = number()?,
-            "--leak-window" => o.leak_window = number()?,
-            "--report" => o.report = Some(value),
-            "--prometheus" => o.prometheus = Some(value),
-            _ => return Err(format!("unknown argument `{flag}`; {usage}")),
+            "--messages" => messages = number()?,
+            "--rate" if value == "max" => rate = None,
+            "--rate" => rate = Some(number()? as f64),
+            "--leak-every" => leak_every = number()?,
+            "--leak-window" => leak_window = number()?,
+            "--report" => report_to = Some(value),
+            "--prometheus" => prometheus = Some(value),
+            _ => return Err(format!("unknown argument `{flag}`; {USAGE}").into()),
         }
     }
-    Ok(o)
-}
-
-/// Values of `T` still out: held by a handle, or lent as a token and not redeemed.
-fn values_out<T: Pooled>() -> u64 {
-    T::pool().stats().live_blocks + T::pool().leaked_raw()
-}
-
-fn main() -> Result<(), Box<dyn Error>> {
-    let o = parse_args()?;
-    // What the flags ask of the statistics: call sites of fills and the leak detector, a
-    // Prometheus endpoint, and the sampler that feeds both.
-    let window = Duration::from_secs(o.leak_window);
-    if o.leak_every != 0 {
+    let window = Duration::from_secs(leak_window);
+    if leak_every != 0 {
         Fill::pool().track_sites(16); // remember where 1 fill in 16 was acquired
                                       // Fills are small: a floor of 4 KiB of growth over the window, instead of 1 MiB.
         stats::configure_leaks(LeakConfig::default().window(window).min_growth_bytes(4096));
     }
-    if let Some(addr) = &o.prometheus {
+    if let Some(addr) = &prometheus {
         #[cfg(feature = "metrics")]
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr.parse::<std::net::SocketAddr>()?)
@@ -305,16 +261,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         #[cfg(not(feature = "metrics"))]
         return Err(format!("--prometheus {addr} needs `--features metrics`").into());
     }
-    let sampling = o.leak_every != 0 || o.prometheus.is_some();
-    let sampler = sampling
-        .then(|| stats::start_sampler(window / 20))
-        .transpose()?;
+    // The sampler feeds the leak detector and the Prometheus series.
+    let sampling = leak_every != 0 || prometheus.is_some();
+    let sampler = sampling.then(|| stats::start_sampler(window / 20));
+    let sampler = sampler.transpose()?;
 
-    let (n, pace) = (o.messages, o.rate.map(|r| format!("{r:.0} quotes/s")));
-    let pace = pace.unwrap_or("unpaced".into());
-    println!("order_pipeline: {n} quotes over {INSTRUMENTS} instruments, {pace}");
+    let pace = rate.map_or("unpaced".into(), |r| format!("{r:.0} quotes/s"));
+    println!("order_pipeline: {messages} quotes over {INSTRUMENTS} instruments, {pace}");
     let style = ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} quotes")?;
-    let bar = ProgressBar::new(o.messages).with_style(style); // drawn only on a terminal
+    let bar = &ProgressBar::new(messages).with_style(style); // drawn only on a terminal
     let (quote_tx, quote_rx) = sync_channel(SLOTS);
     // Only `u64`s cross here, as they would through shared memory or a C callback.
     let (token_tx, token_rx) = sync_channel::<u64>(SLOTS);
@@ -325,24 +280,24 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let start = Instant::now();
     let [to_strategy, to_execution, tick_to_trade] = &mut latencies;
-    let (o, bar) = (&o, &bar);
     let outcome = thread::scope(|s| -> Result<_, Box<dyn Error>> {
         // Consumers first, so that they are running when the first quote comes.
         let routed = [to_execution, tick_to_trade];
         let executor = s.spawn(move || execution(token_rx, fill_tx, routed));
         let strategist = s.spawn(move || strategy(quote_rx, token_tx, to_strategy));
-        let feeder = s.spawn(move || feed(o, quote_tx, bar));
-        let book = book(fill_rx, o.leak_every);
+        let feeder = s.spawn(move || feed(messages, rate, quote_tx, bar));
+        let book = book(fill_rx, leak_every);
         let panicked = |_| "a pipeline thread panicked";
         feeder.join().map_err(panicked)??;
         let orders = strategist.join().map_err(panicked)??;
         Ok((orders, executor.join().map_err(panicked)??, book))
     });
-    let (orders, (rejected, redelivered), (fills, shares, cash)) = outcome?;
+    let (orders, redelivered, (fills, shares, cash)) = outcome?;
     let secs = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
 
-    println!("{secs:.2} s, {:.0} quotes/s", o.messages as f64 / secs);
+    println!("{secs:.2} s, {:.0} quotes/s", messages as f64 / secs);
+    let rejected = orders.saturating_sub(fills);
     println!("orders: {orders} sent, {rejected} rejected by risk, {fills} filled");
     println!("fills: {shares} shares, net cash {cash}");
     println!("tokens: {redelivered} redelivered copies refused as stale");
@@ -356,18 +311,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     drop(sampler); // stops the sampler; the report below reads the pools themselves
     let report = stats::report(); // every pool: memory classes, counters, leaks, health
     println!("{report}");
-    if let Some(path) = &o.report {
+    if let Some(path) = &report_to {
         std::fs::write(path, report.to_json())?;
     }
     // Every value is back in its pool and no order token is out, but the fills forgotten.
-    let forgotten = fills.checked_div(o.leak_every).unwrap_or(0);
-    let out = [
-        values_out::<Quote>(),
-        values_out::<Order>(),
-        values_out::<Fill>(),
-    ];
-    match out == [0, 0, forgotten] {
-        true => Ok(()),
-        false => Err(format!("quotes, orders and fills out after the run: {out:?}").into()),
+    let forgotten = fills.checked_div(leak_every).unwrap_or(0);
+    let out = [out::<Quote>(), out::<Order>(), out::<Fill>()];
+    if out != [0, 0, forgotten] {
+        return Err(format!("quotes, orders and fills out after the run: {out:?}").into());
     }
+    Ok(())
 }
