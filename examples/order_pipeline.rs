@@ -1,11 +1,9 @@
-//! A trading pipeline on pooled objects: market data -> strategy -> execution -> book. The
-//! **feed** sends a `Handle<Quote>` over a channel at a steady `--rate`: a handle moves between
-//! threads like a `Box`. The **strategy** acquires an `Order` when a price strays from its
-//! average and lends it out as a `u64` token (`Handle::into_raw`) through a ring of plain
-//! `u64`s, as through shared memory or FFI. **Execution** turns each token back into a handle
-//! with the checked, safe `Order::redeem` and sends a `Handle<Fill>` to the main thread, which
-//! books it. At the end: each stage's latency and the report of every pool (`stats::report()`).
-//! The stages poll, yielding between polls, to share a small machine; on a real one, pin them.
+//! A trading pipeline on pooled objects: the **feed** sends each `Handle<Quote>` to the
+//! **strategy** over a channel (a handle moves between threads like a `Box`); the strategy lends
+//! each `Order` as a `u64` token (`Handle::into_raw`) through a ring of plain `u64`s, as through
+//! shared memory or FFI; **execution** redeems it with the checked `Order::redeem` and sends a
+//! `Handle<Fill>` to the main thread, which books it. At the end: each stage's latency and every
+//! pool's report. The stages poll, yielding between polls, to share a small machine.
 //!
 //! ```sh
 //! cargo run --release --example order_pipeline                  # 500,000 quotes at 200,000/s
@@ -282,8 +280,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let [to_strategy, to_execution, tick_to_trade] = &mut latencies;
     let outcome = thread::scope(|s| -> Result<_, Box<dyn Error>> {
         // Consumers first, so that they are running when the first quote comes.
-        let routed = [to_execution, tick_to_trade];
-        let executor = s.spawn(move || execution(token_rx, fill_tx, routed));
+        let executor = s.spawn(move || execution(token_rx, fill_tx, [to_execution, tick_to_trade]));
         let strategist = s.spawn(move || strategy(quote_rx, token_tx, to_strategy));
         let feeder = s.spawn(move || feed(messages, rate, quote_tx, bar));
         let book = book(fill_rx, leak_every);
