@@ -76,10 +76,8 @@ pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> Option<usize> 
         .wrapping_sub(block.as_ptr() as usize & (CHUNK - 1));
     let field = |offset: usize| base.wrapping_add(header_offset(index) + offset);
     // SAFETY: the chunk starts at the block's address rounded down to `CHUNK` (chunks are
-    // `CHUNK`-aligned and blocks never cross their end), and its first page holds only
-    // headers: one written at its class's offset before any block was handed out and
-    // never written again, zeros at every other class's offset. So these reads race with
-    // nothing, whichever class `index` names.
+    // `CHUNK`-aligned, blocks never cross their end); its first page holds only zeros and
+    // headers each written once, before any block was handed out: no read here races.
     let magic = unsafe {
         field(core::mem::offset_of!(ChunkHeader, magic))
             .cast::<u64>()

@@ -270,10 +270,9 @@ impl BlockPool {
             pool.guard_free(addr)?;
         }
         if let Some(cache) = pool.thread_cache() {
-            // SAFETY: the fast table gave this thread its own cache, and no other borrow of
-            // its blocks is live. The registry vouched for `block` as a block start of this
-            // pool, which the caller owns (`free`'s contract; under a guard, the guard just
-            // flipped its canary from allocated to free).
+            // SAFETY: the fast table gave this thread its own cache, no other borrow of its
+            // blocks live; the registry vouched for `block` as a block start of this pool, which
+            // the caller owns (`free`'s contract; a guard just flipped its canary to free).
             if unsafe { cache.push(block.as_ptr()) } {
                 if pool.guard == GuardLevel::Off {
                     // SAFETY: the push succeeded, so the cache is open: this thread's cache

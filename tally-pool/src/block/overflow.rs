@@ -93,10 +93,9 @@ impl PoolShared {
         if let Some(word) = self.canary(addr) {
             word.store(!self.alloc_mark(addr) ^ next as u64, Ordering::Release);
         } else {
-            // SAFETY: `addr` is the start of a free block of this pool that the caller holds
-            // alone (see above), at least 8 bytes (`Geometry`) and 8-aligned (block starts
-            // are multiples of 8), in a chunk that stays mapped while the pool lives; the
-            // pool keeps no value in it (`can_link`).
+            // SAFETY: `addr` starts a free block of this pool that the caller holds alone (see
+            // above): 8 bytes or more (`Geometry`), 8-aligned (as every block start), in a chunk
+            // mapped while the pool lives, and the pool keeps no value in it (`can_link`).
             unsafe { (addr as *mut usize).write(next) };
         }
     }

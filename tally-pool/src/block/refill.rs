@@ -111,10 +111,9 @@ impl PoolShared {
     /// last looked (the protocol is in the `cache` module docs).
     fn sync_stamp(&self, cache: &ThreadCache, blocks: &mut CachedBlocks) -> Result<(), PoolError> {
         if cache.is_closed() {
-            // SAFETY: a slow path of `cache`'s owner runs this (callers hold a section of
-            // it), on `self`, the live pool the cache belongs to: the thread's table found
-            // it by this pool's id, or the fast table gave it open, and an open cache in the
-            // fast table is the cache of the live pool in that slot.
+            // SAFETY: a slow path of `cache`'s owner runs this (callers hold a section of it),
+            // on `self`, the live pool the cache belongs to: the thread's table found it by this
+            // pool's id, or the fast table gave it open (an open entry is its slot's live pool's).
             unsafe { cache.reopen(self.cache_limit) };
         }
         let now = clock();

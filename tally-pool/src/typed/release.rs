@@ -144,10 +144,9 @@ impl<T> Drop for ReturnBlock<'_, T> {
         // dropped so that what it owns is not leaked with it.
         if let Err(PoolError::OutOfMemory { .. }) = freed {
             if self.recycling && self.full {
-                // SAFETY: `full` says the block holds a valid value (`recycle` returned), at
-                // its start (a `RecycleSlot<T>` is `repr(C)` with the value first), which
-                // nothing else owns: the free failed, so the block is still this guard's
-                // alone, and nothing reads it again.
+                // SAFETY: `full`: the block holds a valid value (`recycle` returned) at its
+                // start (`RecycleSlot<T>` is `repr(C)`, value first) that nothing else owns: the
+                // free failed, so the block is still this guard's alone; nothing reads it again.
                 unsafe { core::ptr::drop_in_place(self.block.as_ptr()) };
             }
         }
