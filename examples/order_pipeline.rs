@@ -247,8 +247,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let window = Duration::from_secs(leak_window);
     if leak_every != 0 {
-        Fill::pool().track_sites(16); // remember where 1 fill in 16 was acquired
-                                      // Fills are small: a floor of 4 KiB of growth over the window, instead of 1 MiB.
+        // Remember where 1 fill in 16 was acquired. Fills are small: suspect a leak from
+        // 4 KiB of growth over the window, instead of the default 1 MiB.
+        Fill::pool().track_sites(16);
         stats::configure_leaks(LeakConfig::default().window(window).min_growth_bytes(4096));
     }
     if let Some(addr) = &prometheus {
