@@ -100,9 +100,9 @@ fn expand(input: &DeriveInput, krate: &Path, c: &Checked) -> TokenStream {
 
                 #[inline(always)]
                 fn thread_cache() -> #krate::__private::Option<
-                    &'static #krate::__private::LocalKey<#krate::__private::TypeCache>,
+                    &'static #krate::__private::LocalKey<#krate::__private::TypeCache<Self>>,
                 > {
-                    #krate::__private::Some(#krate::__private::type_cache!())
+                    #krate::__private::Some(#krate::__private::type_cache!(#ty))
                 }
 
                 fn only_derive_is_allowed_to_implement_this_trait() {}

@@ -37,7 +37,7 @@ use core::ptr::NonNull;
 
 pub(crate) use super::api::BlockPool;
 pub(crate) use super::audit::{audit_routers, AuditError, PlacementAudit};
-pub use super::cache::CacheCell;
+pub(crate) use super::cache::CacheCell;
 pub(crate) use super::cache::CellPop;
 use super::cache::{self, ThreadCache};
 use super::chunk::geometry::Geometry;

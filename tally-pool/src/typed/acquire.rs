@@ -13,6 +13,7 @@ use super::handle::Handle;
 use super::pool::Pool;
 use super::recycle::RecycleSlot;
 use super::release::ReturnBlock;
+use super::static_pool::TypeCache;
 use super::Pooled;
 use crate::block::facade::{CacheCell, CellPop};
 use crate::error::PoolError;
@@ -237,7 +238,7 @@ impl<T: 'static> Drop for FreshSlot<T> {
     }
 }
 
-/// The fast paths of a derived type, through its per-thread [`CacheCell`]. The type names
+/// The fast paths of a derived type, through its per-thread [`TypeCache`]. The type names
 /// its pool and its cell (`T::pool()`, `T::thread_cache()`), so the slow paths take no
 /// pointer to either: a caller's loop keeps no registers for them.
 impl<T: Pooled> Pool<T> {
@@ -252,7 +253,7 @@ impl<T: Pooled> Pool<T> {
     #[inline(always)]
     #[track_caller]
     pub(super) fn acquire_via_cell(
-        key: &'static LocalKey<CacheCell>,
+        key: &'static LocalKey<TypeCache<T>>,
     ) -> Result<Handle<T>, PoolError>
     where
         T: Default,
@@ -277,7 +278,7 @@ impl<T: Pooled> Pool<T> {
     #[inline(always)]
     #[track_caller]
     pub(super) fn acquire_with_via_cell(
-        key: &'static LocalKey<CacheCell>,
+        key: &'static LocalKey<TypeCache<T>>,
         value: T,
     ) -> Result<Handle<T>, AcquireError<T>> {
         match CacheCell::pop(key) {
@@ -295,7 +296,7 @@ impl<T: Pooled> Pool<T> {
     #[inline(always)]
     #[track_caller]
     pub(super) fn acquire_with_fn_via_cell(
-        key: &'static LocalKey<CacheCell>,
+        key: &'static LocalKey<TypeCache<T>>,
         make: impl FnOnce() -> T,
     ) -> Result<Handle<T>, PoolError> {
         let CellPop::Block(block) = CacheCell::pop(key) else {
@@ -355,6 +356,7 @@ impl<T: Pooled> Pool<T> {
     fn bind_if_unbound(&self) {
         if let (Some(key), Some(direct)) = (T::thread_cache(), &self.direct) {
             key.with(|cell| {
+                let cell = cell.as_ref();
                 if !cell.is_bound() {
                     direct.bind_cell(cell);
                 }

@@ -56,16 +56,16 @@ pub use token::RawHandle;
 
 use std::thread::LocalKey;
 
-use crate::block::facade::CacheCell;
 use crate::error::PoolError;
+use static_pool::TypeCache;
 
 /// A type with its own `static` pool, made by `#[derive(Pooled)]`.
 ///
 /// # Safety
 ///
 /// Implementations must return from [`Pooled::pool`] the same pool on every call, a pool
-/// made for `Self` by this crate, and from the hidden `thread_cache` either `None` or a
-/// `thread_local!` cell that no other type uses. Only `#[derive(Pooled)]` implements this
+/// made for `Self` by this crate. (The hidden `thread_cache` returns `None` or a cell typed
+/// for `Self`, which no other type can use.) Only `#[derive(Pooled)]` implements this
 /// trait; the hidden method it defines is how the derive opts in, and code that writes it
 /// by hand takes on this contract.
 #[diagnostic::on_unimplemented(
@@ -166,7 +166,7 @@ pub unsafe trait Pooled: Sized + 'static {
     /// `thread_local!` per type; without it, `acquire` goes through [`Pooled::pool`].
     #[doc(hidden)]
     #[inline(always)]
-    fn thread_cache() -> Option<&'static LocalKey<CacheCell>> {
+    fn thread_cache() -> Option<&'static LocalKey<TypeCache<Self>>> {
         None
     }
 

@@ -1,13 +1,52 @@
 //! [`StaticPool`]: the `static` home of a derived type's pool, created on first use, and
 //! the `#[pooled(...)]` settings it is created with.
 
+use core::marker::PhantomData;
 use std::sync::OnceLock;
 
 use super::config::PoolConfig;
 use super::pool::Pool;
 use super::recycle::{recycle_value, Recycle, RecycleFn};
-use crate::block::facade::GuardLevel;
+use crate::block::facade::{CacheCell, GuardLevel};
 use crate::block::OnCritical;
+
+/// A derived type's per-thread cell (the derive declares one `thread_local!` per type, and
+/// [`Pooled::thread_cache`](super::Pooled) returns it), bound on each thread to the
+/// thread's cache of the type's pool, so that `acquire` is one thread-local load and a
+/// pop.
+///
+/// The cell is typed so that no two types can share one: `thread_cache` must return a
+/// `TypeCache<Self>`, and only `Self`'s acquires pop from it, so the blocks a cell hands out
+/// are always those of a pool of `Self`, sized and aligned for it. Used by the code
+/// `#[derive(Pooled)]` generates; not part of the stable API.
+#[derive(Debug)]
+pub struct TypeCache<T> {
+    cell: CacheCell,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> TypeCache<T> {
+    /// An unbound cell: the first slow path on each thread binds it.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            cell: CacheCell::new(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> Default for TypeCache<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> AsRef<CacheCell> for TypeCache<T> {
+    fn as_ref(&self) -> &CacheCell {
+        &self.cell
+    }
+}
 
 /// A `static` home for a derived type's pool, created on first use.
 ///

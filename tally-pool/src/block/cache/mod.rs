@@ -61,6 +61,6 @@ pub(crate) use fast_table::{fast_index, lookup, push_via_header, FAST_SLOTS};
 pub(crate) use roster::CacheRoster;
 #[cfg(all(test, loom))]
 pub(crate) use table::retire_current;
-pub use table::CacheCell;
+pub(crate) use table::CacheCell;
 pub(crate) use table::{bind, with_cache, CellPop};
 pub(crate) use thread_cache::{CachedBlocks, RememberedPush, ThreadCache, CACHE_CAPACITY};

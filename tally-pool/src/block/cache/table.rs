@@ -102,18 +102,18 @@ pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
 
 /// A cell, kept by a layer above in a `thread_local!`, that the calling thread's cache
 /// table binds to its cache of one pool (`bind`), so that finding the cache is one
-/// thread-local load. The typed layer keeps one per derived type (the derive names it
-/// `__private::TypeCache`); not part of the stable API.
+/// thread-local load. The typed layer keeps one per derived type, inside the type's
+/// `TypeCache<T>` (the derive names it `__private::TypeCache`).
 ///
 /// Invariant: null, or the address of the calling thread's cache of the pool it was bound
 /// to, held by the thread's cache table, which nulls the cell before it lets the cache go.
 #[derive(Debug)]
-pub struct CacheCell(Cell<*const ThreadCache>);
+pub(crate) struct CacheCell(Cell<*const ThreadCache>);
 
 impl CacheCell {
     /// An unbound cell: the first slow path on each thread binds it.
     #[must_use]
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self(Cell::new(core::ptr::null()))
     }
 
@@ -122,11 +122,12 @@ impl CacheCell {
         !self.0.get().is_null()
     }
 
-    /// Pops a block off the calling thread's cache that its cell `key` is bound to.
+    /// Pops a block off the calling thread's cache that the cell in `key` (a cell, or a
+    /// layer's wrapper of one) is bound to.
     #[inline(always)]
-    pub(crate) fn pop(key: &'static LocalKey<CacheCell>) -> CellPop {
+    pub(crate) fn pop<C: AsRef<CacheCell> + 'static>(key: &'static LocalKey<C>) -> CellPop {
         // A closure this small keeps `with` inlined, so the access is one TLS load.
-        let p = key.with(|cell| cell.0.get());
+        let p = key.with(|cell| cell.as_ref().0.get());
         if p.is_null() {
             return CellPop::Unbound;
         }
@@ -146,6 +147,12 @@ impl CacheCell {
 impl Default for CacheCell {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl AsRef<CacheCell> for CacheCell {
+    fn as_ref(&self) -> &CacheCell {
+        self
     }
 }
 
