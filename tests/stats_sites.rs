@@ -194,6 +194,24 @@ fn one_acquire_in_n_is_sampled() {
 }
 
 #[test]
+fn a_pool_past_the_fast_table_is_sampled_one_in_n_too() {
+    // A pool whose registry slot the thread caches' fast table (256 slots) does not cover
+    // serves every acquire on its slow path, where each counts one, not a refill batch.
+    let _fillers: Vec<_> = (0..300)
+        .map(|i| direct(&format!("sites-filler-{i}")))
+        .collect();
+    let pool = direct("sites-past-the-fast-table");
+    pool.track_sites(256);
+    let held: Vec<_> = (0..20_000u64)
+        .map(|i| pool.acquire_with([i; 8]).unwrap())
+        .collect();
+    let sampled = live(pool);
+    assert!((40..=160).contains(&sampled), "{sampled} of 20000 sampled");
+    drop(held);
+    assert_eq!(live(pool), 0);
+}
+
+#[test]
 fn a_pool_that_tracks_nothing_reports_no_sites() {
     let pool = direct("sites-none");
     let held: Vec<_> = (0..100u64)
@@ -220,6 +238,28 @@ fn sampled_acquire(pool: &'static Pool<Value>) -> (tally_pool::RawHandle<Value>,
         }
         others.push(handle);
         assert!(others.len() < 10_000, "nothing sampled");
+    }
+}
+
+#[test]
+fn every_sampled_value_lent_as_a_token_redeems() {
+    // A direct pool lends its sampled values from a twin pool, whose 6-bit token tag
+    // equals the pool's own for one twin in 64: such tokens reach the pool's own table
+    // first. Over 400 pools, a collision is all but certain (the chance of none is 0.2 %).
+    for i in 0..400 {
+        let pool = Pool::<Value>::new(
+            PoolConfig::new(format!("sites-twin-tag-{i}"))
+                .capacity(0)
+                .max_capacity(4096)
+                .per_node(false)
+                .prefault(false),
+        )
+        .unwrap();
+        pool.track_sites(1);
+        let (raw, _) = thread::scope(|s| s.spawn(|| sampled_acquire(pool)).join().unwrap());
+        let redeemed = pool.redeem(raw);
+        assert!(redeemed.is_ok(), "pool {i}: {:?}", redeemed.err());
+        assert_eq!(pool.leaked_raw(), 0);
     }
 }
 

@@ -158,6 +158,13 @@ impl BlockPool {
         self.shared.cache_limit
     }
 
+    /// Whether [`Self::pop_cached`] can serve this pool at all: its registry slot is one
+    /// the fast table covers. A pool past it (in a process with more than 256 pools alive)
+    /// serves every allocation on its slow path.
+    pub(crate) fn has_fast_paths(&self) -> bool {
+        self.shared.fast_paths()
+    }
+
     /// Blocks in each chunk.
     pub(crate) fn blocks_per_chunk(&self) -> usize {
         self.shared.geometry.blocks_per_chunk

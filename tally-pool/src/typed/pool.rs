@@ -301,11 +301,19 @@ impl<T: 'static> Pool<T> {
     /// whose block has been lent a multiple of 2^30 times since it was made would redeem
     /// in place of the current one (never two owners: each lend redeems once).
     ///
+    /// Another pool's token is told apart by a 6-bit pool tag and a 6-bit checksum keyed
+    /// by the pool, so the check is probabilistic: a token of another pool whose tag
+    /// matches (1 in 64) and whose block number and generation name a value this pool
+    /// has out as a token passes the checksum 1 time in 64, and then redeems that value.
+    /// There is still one owner at a time (that value's own token is then refused as
+    /// stale), and no memory outside this pool's values is read or handed out. Keep tokens
+    /// of different pools apart where that matters, for example one queue per pool.
+    ///
     /// # Errors
     ///
     /// [`PoolError::StaleHandle`] if the token was redeemed already,
     /// [`PoolError::InvalidHandle`] if this pool never issued it,
-    /// [`PoolError::WrongPool`] if another pool did.
+    /// [`PoolError::WrongPool`] if another pool did (as far as the tag tells; see above).
     #[track_caller]
     pub fn redeem(&'static self, raw: RawHandle<T>) -> Result<Handle<T>, PoolError>
     where
@@ -325,19 +333,26 @@ impl<T: 'static> Pool<T> {
             });
         };
         let node = token.fields.node as usize;
-        let (Some(table), Some(block_pool)) = (inner.tokens.get(node), inner.nodes.pool(node))
-        else {
-            return Err(invalid());
+        let redeemed = match (inner.tokens.get(node), inner.nodes.pool(node)) {
+            (Some(table), Some(block_pool)) => table.redeem(inner.uid, &token, block_pool),
+            _ => Err(Refusal::NeverIssued),
         };
-        let addr =
-            table
-                .redeem(inner.uid, &token, block_pool)
-                .map_err(|refusal| match refusal {
+        let addr = match redeemed {
+            Ok(addr) => addr,
+            Err(refusal) => {
+                // A sampled value lent by the twin whose 6-bit tag happens to be this pool's
+                // (one twin in 64) reaches this pool's own table, which refuses it.
+                if let Some(Ok(handle)) = self.twin_of().map(|twin| twin.redeem(raw)) {
+                    return Ok(handle);
+                }
+                return Err(match refusal {
                     Refusal::Stale => PoolError::StaleHandle {
                         pool: self.error_name,
                     },
                     Refusal::NeverIssued => invalid(),
-                })?;
+                });
+            }
+        };
         inner.leaked_raw.fetch_sub(1, Ordering::Relaxed);
         let ptr = NonNull::new(addr as *mut T).ok_or_else(invalid)?;
         self.redeemed_site(ptr, Location::caller());

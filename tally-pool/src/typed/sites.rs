@@ -27,7 +27,9 @@
 //!   happens. A direct pool samples at most one acquire per refill, so `n` below the
 //!   batch samples as often as the batch allows. After a sample the pool refills the
 //!   thread's cache as the acquire would have (one block taken and given back, which the
-//!   pool's counters show as one acquire and one release more).
+//!   pool's counters show as one acquire and one release more). A direct pool whose slot
+//!   the thread caches' fast table does not cover (a process with more than 256 pools
+//!   alive) sees every acquire, and counts each as one.
 //!
 //! A value lent as a token keeps its entry; redeeming it moves the entry's site to the
 //! redeeming call (its new owner) and keeps its age; releasing it clears the entry, on
@@ -116,7 +118,13 @@ impl SiteTable {
     /// random one of the next batch (served by the twin until then), so that a program
     /// whose acquires follow a fixed period is not always sampled at the same call.
     fn due(&self, direct: &BlockPool) -> Option<bool> {
-        let batch = (direct.cache_limit() / 2).max(1) as u64;
+        // A pool without fast paths sees every acquire here: each counts one, and is
+        // sampled or not at once.
+        let batch = if direct.has_fast_paths() {
+            (direct.cache_limit() / 2).max(1) as u64
+        } else {
+            1
+        };
         if let Ok(left) = self
             .pending
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1))

@@ -139,7 +139,8 @@ pub(crate) fn unpack(pool_uid: u64, token: u64) -> Option<Token> {
 ///
 /// Made by [`Handle::into_raw`](crate::Handle::into_raw); turned back into a handle by
 /// [`Pool::redeem`](crate::Pool::redeem) (or `T::redeem` for a derived type), which refuses
-/// a token that was already redeemed, never issued, or issued by another pool. While a
+/// a token that was already redeemed or never issued, and one issued by another pool as
+/// far as a 12-bit check can tell (see [`Pool::redeem`](crate::Pool::redeem)). While a
 /// value is out as a token, the pool counts it live and in
 /// [`Pool::leaked_raw`](crate::Pool::leaked_raw). A token that is never redeemed leaks its
 /// value, as `Box::into_raw` does.
