@@ -23,7 +23,8 @@ pub struct PoolConfig {
     pub name: String,
     /// Values pre-allocated (mapped and pre-faulted) at creation. Default 1024.
     pub capacity: usize,
-    /// Most values alive at once; at most 2^25 (33,554,432). Default 2^20.
+    /// Most values alive at once; at most [`MAX_CAPACITY`] rounded down to whole chunks of
+    /// the type's blocks (for `u64`, 33,552,384). Default 2^20.
     pub max_capacity: usize,
     /// Checks on release and reuse. Default [`GuardLevel::Off`]: handles already rule out
     /// double and foreign releases.
@@ -68,7 +69,10 @@ pub struct PoolConfig {
 pub const DEFAULT_CAPACITY: usize = 1024;
 /// Default `max_capacity` of a typed pool.
 pub const DEFAULT_MAX_CAPACITY: usize = 1 << 20;
-/// The largest `max_capacity` a typed pool accepts (the block field of a raw handle).
+/// The most values a raw handle can number (its block field): 2^25. A pool's
+/// `max_capacity` must also round up to whole chunks within it, so the largest a typed pool
+/// accepts is this rounded down to a multiple of the values per chunk, which depends on
+/// the type (for `u64`, 33,552,384); a larger one is refused with an error naming it.
 pub const MAX_CAPACITY: usize = MAX_BLOCKS;
 
 impl PoolConfig {
