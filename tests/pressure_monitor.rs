@@ -12,10 +12,12 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::time::{Duration, Instant};
+
+use common::pressure::{fixture_copy, write_atomically};
 
 use tally_pool::pressure::{
     self, PressureConfig, PressureError, PressureLevel, PressureMonitor, SourceKind, Transition,
@@ -33,8 +35,17 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// What the test's panicking hook panics with.
+/// What the tests' panicking hooks and components panic with.
 const HOOK_PANIC: &str = "a hook that panics";
+
+/// A panic payload whose drop panics too.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        std::panic::panic_any(HOOK_PANIC);
+    }
+}
 
 /// Keeps the panicking hook's expected panics out of the output. Printing them is not what
 /// the test checks, and it is slow: under `RUST_BACKTRACE` each is a backtrace, which the
@@ -45,43 +56,14 @@ fn quiet_hook_panics() {
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let expected = info.payload().downcast_ref::<&str>() == Some(&HOOK_PANIC);
+            let payload = info.payload();
+            let expected =
+                payload.downcast_ref::<&str>() == Some(&HOOK_PANIC) || payload.is::<Bomb>();
             if !expected {
                 default(info);
             }
         }));
     });
-}
-
-/// A writable copy of the fixture tree `name`, unique to `test`.
-fn fixture_copy(name: &str, test: &str) -> PathBuf {
-    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/pressure")
-        .join(name);
-    let to = std::env::temp_dir().join(format!("tally-pressure-{}-{test}", std::process::id()));
-    let _ = fs::remove_dir_all(&to);
-    copy_tree(&from, &to);
-    to
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-/// Writes `text` to `path` whole, through a rename, so the monitor never reads half a file.
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, path).unwrap();
 }
 
 /// Waits up to 10 s for `done`.
@@ -341,5 +323,130 @@ fn levels_climb_through_each_threshold_as_usage_grows() {
     );
     assert_eq!(count.load(Ordering::Relaxed), 3);
     drop(monitor);
+    let _ = fs::remove_dir_all(root);
+}
+
+#[test]
+fn a_panic_payload_whose_drop_panics_is_caught_too() {
+    let _serial = serial();
+    quiet_hook_panics();
+    let root = fixture_copy("v2", "bomb");
+    set_v2_usage(&root, 0.30);
+    let monitor = v2_monitor(&root);
+    monitor.on_transition(|_| std::panic::panic_any(Bomb));
+    set_v2_usage(&root, 0.95);
+    wait_for("Critical", || monitor.level() == PressureLevel::Critical);
+    wait_for("the caught panic", || monitor.hook_panics() >= 1);
+    // The thread lives on: it ticks, and sees the way back down.
+    let ticks = monitor.ticks();
+    wait_for("more ticks", || monitor.ticks() > ticks + 2);
+    set_v2_usage(&root, 0.10);
+    wait_for("Normal", || monitor.level() == PressureLevel::Normal);
+    drop(monitor);
+    let _ = fs::remove_dir_all(root);
+}
+
+#[test]
+fn a_panicking_component_is_caught_counted_and_the_monitor_goes_on() {
+    // A user's component whose every answer to the monitor panics: from the first tick,
+    // which `start` runs, and on the thread after.
+    struct Broken;
+    impl Source for Broken {
+        fn snapshot(&self) -> ComponentSnapshot {
+            ComponentSnapshot::default()
+        }
+        fn grow_ahead(&self) -> usize {
+            std::panic::panic_any(HOOK_PANIC)
+        }
+        fn reclaimable(&self, _: stats::Urgency, _: Duration) -> usize {
+            std::panic::panic_any(HOOK_PANIC)
+        }
+        fn reclaim_idle(&self, _: stats::Urgency, _: Duration) -> usize {
+            std::panic::panic_any(HOOK_PANIC)
+        }
+    }
+    let _serial = serial();
+    quiet_hook_panics();
+    let root = fixture_copy("v2", "broken-source");
+    set_v2_usage(&root, 0.30);
+    let source = Arc::new(Broken);
+    let weak: Weak<dyn Source> = Arc::downgrade(&source) as _;
+    let listed = stats::register("user-broken", Kind::User, weak);
+    let monitor = v2_monitor(&root);
+    wait_for("a caught panic", || monitor.source_panics() >= 1);
+    // Levels still follow the fixture both ways (Critical asks every component to give
+    // memory back, the broken one included), and the thread keeps ticking.
+    set_v2_usage(&root, 0.95);
+    wait_for("Critical", || monitor.level() == PressureLevel::Critical);
+    let (panics, ticks) = (monitor.source_panics(), monitor.ticks());
+    wait_for("more ticks and panics", || {
+        monitor.ticks() > ticks + 2 && monitor.source_panics() > panics
+    });
+    set_v2_usage(&root, 0.10);
+    wait_for("Normal", || monitor.level() == PressureLevel::Normal);
+    drop(monitor);
+    drop(listed);
+    // Nothing was left behind: a new monitor starts.
+    drop(PressureMonitor::start(PressureConfig::default()).unwrap());
+    let _ = fs::remove_dir_all(root);
+}
+
+#[test]
+fn a_monitor_whose_last_handle_drops_in_its_own_hook_stops_and_lets_another_start() {
+    let _serial = serial();
+    let root = fixture_copy("v2", "self-drop");
+    set_v2_usage(&root, 0.30);
+    let monitor = Arc::new(v2_monitor(&root));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let weak = Arc::downgrade(&monitor);
+    monitor.on_transition(move |_| {
+        // The hook holds a handle while the application drops its own: the last handle
+        // then drops here, on the monitor thread, which cannot join itself.
+        if let Some(held) = weak.upgrade() {
+            let _ = tx.send(());
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        }
+    });
+    set_v2_usage(&root, 0.95);
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    drop(monitor);
+    // The thread stops after that tick and forgets the monitor as it exits.
+    wait_for("a new monitor to start", || {
+        PressureMonitor::start(PressureConfig::default()).is_ok()
+    });
+    assert_eq!(pressure::level(), PressureLevel::Normal);
+    assert!(stats::report().pressure.is_none());
+    let _ = fs::remove_dir_all(root);
+}
+
+#[test]
+fn a_hook_that_parks_does_not_make_the_drop_wait_for_the_next_tick() {
+    // The drop wakes the thread with an unpark; a hook that parks on its own (here a
+    // channel's timed receive) may take that wake-up. The thread must still see the stop
+    // before it sleeps until the next tick, 3 s away.
+    let _serial = serial();
+    let root = fixture_copy("v2", "parking-hook");
+    set_v2_usage(&root, 0.30);
+    let config = PressureConfig::default()
+        .root(&root)
+        .interval(Duration::from_secs(3))
+        .horizon(Duration::ZERO)
+        .min_dwell(Duration::ZERO);
+    let monitor = PressureMonitor::start(config).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    monitor.on_transition(move |_| {
+        let _ = tx.send(());
+        std::thread::sleep(Duration::from_millis(200));
+        let (_keep, parked) = std::sync::mpsc::channel::<()>();
+        let _ = parked.recv_timeout(Duration::from_millis(5));
+    });
+    set_v2_usage(&root, 0.95);
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let dropping = Instant::now();
+    drop(monitor);
+    let took = dropping.elapsed();
+    // About the hook's 205 ms; the next tick would be some 2.8 s later.
+    assert!(took < Duration::from_millis(1500), "the drop took {took:?}");
     let _ = fs::remove_dir_all(root);
 }

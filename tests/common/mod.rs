@@ -12,6 +12,7 @@ pub(crate) mod errors;
 pub(crate) mod global;
 pub(crate) mod guards;
 pub(crate) mod live_set;
+pub(crate) mod pressure;
 pub(crate) mod rng;
 pub(crate) mod skip;
 pub(crate) mod smaps;

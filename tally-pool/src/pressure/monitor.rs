@@ -6,7 +6,6 @@
 //! state it publishes (for [`PressureMonitor::sources`] and the report) sits behind a
 //! mutex that only copies are made under.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, JoinHandle};
@@ -83,6 +82,12 @@ struct Shared {
     hooks: Mutex<Arc<[Hook]>>,
     published: Mutex<Published>,
     hook_panics: AtomicU64,
+    /// `reclaim::source_panics()` when the monitor started.
+    source_panics_before: u64,
+    /// Set by a drop of the monitor's handle on the monitor thread itself (from a hook, or
+    /// a component's method, that held the last handle): that drop cannot join, so the
+    /// thread forgets the monitor ([`finish`]) as it exits.
+    finish_on_exit: AtomicBool,
     ticks: AtomicU64,
     busy_nanos: AtomicU64,
     /// The monitor thread's kernel id, 0 until it runs.
@@ -181,6 +186,8 @@ impl PressureMonitor {
                 last_reclamation: None,
             }),
             hook_panics: AtomicU64::new(0),
+            source_panics_before: reclaim::source_panics(),
+            finish_on_exit: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             busy_nanos: AtomicU64::new(0),
             tid: AtomicI32::new(0),
@@ -196,8 +203,9 @@ impl PressureMonitor {
             None => budget::clear_thresholds(),
         }
         let mut ticker = Ticker::new(&shared.config, now);
-        // The first tick runs here, so the sources are known when `start` returns.
-        ticker.tick(&shared);
+        // The first tick runs here, so the sources are known when `start` returns. What a
+        // component does in it is caught (see `reclaim::caught`), as on the thread.
+        reclaim::source_call(0, || ticker.tick(&shared));
         let for_thread = Arc::clone(&shared);
         let spawned = thread::Builder::new()
             .name("tally-pressure".to_owned())
@@ -308,6 +316,21 @@ impl PressureMonitor {
         self.shared.hook_panics.load(Ordering::Relaxed)
     }
 
+    /// How many calls into registered components (their
+    /// [`Source`](crate::stats::Source) methods, or the drop of a component's last
+    /// handle) have panicked on the monitor since it started. Each is caught; the
+    /// component's answer then counts as 0 and the monitor goes on.
+    ///
+    /// ```
+    /// use tally_pool::pressure::{PressureConfig, PressureMonitor};
+    /// let monitor = PressureMonitor::start(PressureConfig::default())?;
+    /// assert_eq!(monitor.source_panics(), 0);
+    /// # Ok::<(), tally_pool::pressure::PressureError>(())
+    /// ```
+    pub fn source_panics(&self) -> u64 {
+        reclaim::source_panics().saturating_sub(self.shared.source_panics_before)
+    }
+
     /// How many ticks have run.
     ///
     /// ```
@@ -368,13 +391,23 @@ impl PressureMonitor {
 
 impl Drop for PressureMonitor {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            // A panic on the monitor thread is not possible (hooks are caught); a join
-            // error would only say the thread is gone, which is what we want.
-            let _ = thread.join();
+        let Some(thread) = self.thread.take() else {
+            finish();
+            return;
+        };
+        if thread.thread().id() == thread::current().id() {
+            // Dropped by a hook or a component on the monitor thread: it cannot join
+            // itself. It stops at the end of this tick and forgets the monitor as it exits,
+            // after its last act, so that no newer monitor sees this one's level.
+            self.shared.finish_on_exit.store(true, Ordering::Release);
+            self.shared.stop.store(true, Ordering::Release);
+            return;
         }
+        self.shared.stop.store(true, Ordering::Release);
+        thread.thread().unpark();
+        // Nothing on the monitor thread unwinds (hooks and components are caught); a join
+        // error would only say the thread is gone, which is what we want.
+        let _ = thread.join();
         finish();
     }
 }
@@ -403,8 +436,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// nothing, after twice the last wait, until the wait would reach the interval. A pool
 /// that takes blocks faster than a tick's worth ahead is kept ahead, and an idle process
 /// sleeps whole intervals.
-fn run(shared: &Shared, mut ticker: Ticker) {
+fn run(shared: &Shared, ticker: Ticker) {
     shared.tid.store(limits::thread_id(), Ordering::Relaxed);
+    run_until_stopped(shared, ticker);
+    if shared.finish_on_exit.load(Ordering::Acquire) {
+        finish();
+    }
+}
+
+/// [`run`]'s loop.
+fn run_until_stopped(shared: &Shared, mut ticker: Ticker) {
     let interval = shared.config.interval;
     // `start` ran the first tick: wait an interval before the next.
     let mut next = Instant::now() + interval;
@@ -417,6 +458,11 @@ fn run(shared: &Shared, mut ticker: Ticker) {
         let now = Instant::now();
         let wake = poll.map_or(next, |(at, _)| at.min(next));
         if let Some(wait) = wake.checked_duration_since(now).filter(|w| !w.is_zero()) {
+            // A hook that parked (on a channel, a lock) may have taken the wake-up of the
+            // drop: look before sleeping. A drop after this look wakes the park below.
+            if shared.stop.load(Ordering::Acquire) {
+                return;
+            }
             thread::park_timeout(wait);
         }
         if shared.stop.load(Ordering::Acquire) {
@@ -424,11 +470,11 @@ fn run(shared: &Shared, mut ticker: Ticker) {
         }
         let now = Instant::now();
         let (made, waited) = if now >= next {
-            let made = ticker.tick(shared);
+            let made = reclaim::source_call(0, || ticker.tick(shared));
             next = Instant::now() + interval;
             (made, poll.map_or(GROW_POLL, |(_, waited)| waited))
         } else if let Some((_, waited)) = poll.filter(|&(at, _)| now >= at) {
-            (ticker.grow(shared), waited)
+            (reclaim::source_call(0, || ticker.grow(shared)), waited)
         } else {
             continue; // woken early (spuriously or by `unpark`)
         };
@@ -668,9 +714,7 @@ fn announce(shared: &Shared, transition: &Transition) {
     metrics::gauge!("tally_pool_pressure_level").set(f64::from(transition.to as u8));
     let hooks = Arc::clone(&lock(&shared.hooks));
     for hook in hooks.iter() {
-        if catch_unwind(AssertUnwindSafe(|| hook(transition))).is_err() {
-            shared.hook_panics.fetch_add(1, Ordering::Relaxed);
-        }
+        reclaim::caught(&shared.hook_panics, (), || hook(transition));
     }
 }
 

@@ -13,6 +13,8 @@
 //! monitor's `idle_after` if longer).
 
 use std::borrow::Borrow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::stats::registry::{self, Held, Member};
@@ -42,6 +44,38 @@ pub struct Reclamation {
     pub duration: Duration,
     /// When it ended.
     pub at: Instant,
+}
+
+/// Calls into registered components that panicked on the monitor thread, since the
+/// process started (see [`caught`]).
+static SOURCE_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// [`SOURCE_PANICS`] now.
+pub(crate) fn source_panics() -> u64 {
+    SOURCE_PANICS.load(Ordering::Relaxed)
+}
+
+/// Runs `f`, a call into code the monitor does not own (a registered component's
+/// [`Source`](crate::stats::Source) methods, the drop of its last handle, a transition
+/// hook): a panic is caught and counted in `panics`, and `f` then counts as `fallback`. A
+/// panic payload whose own drop panics is caught too, and that second payload forgotten:
+/// nothing a component or a hook does can unwind the monitor thread.
+pub(crate) fn caught<R>(panics: &AtomicU64, fallback: R, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            panics.fetch_add(1, Ordering::Relaxed);
+            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                std::mem::forget(again);
+            }
+            fallback
+        }
+    }
+}
+
+/// [`caught`], counted in [`SOURCE_PANICS`].
+pub(crate) fn source_call<R>(fallback: R, f: impl FnOnce() -> R) -> R {
+    caught(&SOURCE_PANICS, fallback, f)
 }
 
 /// The request each level makes.
@@ -90,16 +124,18 @@ fn ask(members: &[Member], level: PressureLevel, idle_after: Duration) -> (u64, 
     let mut reclaimed = 0u64;
     for member in members {
         let source = member.source.source();
-        reclaimable = reclaimable.saturating_add(source.reclaimable(urgency, idle_after) as u64);
+        let can = source_call(0, || source.reclaimable(urgency, idle_after));
+        reclaimable = reclaimable.saturating_add(can as u64);
         // A pool that could give nothing back even at Critical (which counts its cached
         // blocks too, idle or not) is not asked: asking would flush its caches and walk
         // its depot for nothing, some 100 µs a pool. Other components may reclaim without
         // estimating, so they are always asked.
         let pool = matches!(member.kind, Kind::Typed | Kind::Block);
-        if pool && source.reclaimable(Urgency::Critical, idle_after) == 0 {
+        if pool && source_call(0, || source.reclaimable(Urgency::Critical, idle_after)) == 0 {
             continue;
         }
-        reclaimed = reclaimed.saturating_add(source.reclaim_idle(urgency, idle_after) as u64);
+        let gave = source_call(0, || source.reclaim_idle(urgency, idle_after));
+        reclaimed = reclaimed.saturating_add(gave as u64);
     }
     (reclaimable, reclaimed)
 }
@@ -109,7 +145,13 @@ fn ask(members: &[Member], level: PressureLevel, idle_after: Duration) -> (u64, 
 /// thread); returns the bytes made ready.
 pub(crate) fn grow_ahead<S: Borrow<Held>>(sources: impl IntoIterator<Item = S>) -> u64 {
     sources.into_iter().fold(0u64, |sum, held| {
-        sum.saturating_add(held.borrow().source().grow_ahead() as u64)
+        // The handle drops inside the call: its drop may be a component's last.
+        let made = source_call(0, move || {
+            let made = held.borrow().source().grow_ahead();
+            drop(held);
+            made
+        });
+        sum.saturating_add(made as u64)
     })
 }
 
