@@ -12,6 +12,7 @@
 
 mod common;
 
+use std::fs;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,6 +20,8 @@ use std::time::Duration;
 use tally_pool::pressure::{
     PressureConfig, PressureLevel, PressureMonitor, SourceKind, SourceStatus,
 };
+
+use common::pressure::fixture_copy;
 
 /// One monitor per process: the tests of this file take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -195,4 +198,66 @@ fn this_machines_files_read_or_say_why_not() {
     .iter()
     .any(|&k| status(&sources, k).utilisation.is_some());
     assert_eq!(system.utilisation.is_some(), !limited, "{system:?}");
+}
+
+#[test]
+fn a_zero_cgroup_limit_leaves_no_room() {
+    let _serial = serial();
+    let root = fixture_copy("v2", "zero-limit");
+    fs::write(root.join("sys/fs/cgroup/app.slice/memory.max"), "0\n").unwrap();
+    fs::write(root.join("sys/fs/cgroup/app.slice/memory.high"), "max\n").unwrap();
+    let (sources, level, decider) = read(root.clone());
+    let v2 = status(&sources, SourceKind::CgroupV2);
+    assert_eq!((v2.skipped.as_deref(), v2.limit), (None, Some(0)), "{v2:?}");
+    assert_eq!(v2.utilisation, Some(1.0));
+    assert_eq!(
+        (level, decider),
+        (PressureLevel::Critical, SourceKind::CgroupV2)
+    );
+    let _ = fs::remove_dir_all(root);
+}
+
+#[test]
+fn fifos_devices_and_huge_files_skip_their_source_without_blocking() {
+    let _serial = serial();
+    // A FIFO where `/proc/self/cgroup` should be (opened for reading, it would block until
+    // a writer came), `/dev/zero` as `meminfo` (endless), and a `memory.stat` of 100 KiB.
+    let root = fixture_copy("v1", "special-files");
+    fs::remove_file(root.join("proc/self/cgroup")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(root.join("proc/self/cgroup"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    fs::remove_file(root.join("proc/meminfo")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", root.join("proc/meminfo")).unwrap();
+    let (sources, level, _) = {
+        let root = root.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read(root)));
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the monitor's first tick blocked on a special file")
+    };
+    let why = |kind| status(&sources, kind).skipped.clone().unwrap_or_default();
+    assert_eq!(why(SourceKind::CgroupV1), "not present on this system");
+    assert_eq!(why(SourceKind::CgroupV2), "not present on this system");
+    assert_eq!(why(SourceKind::System), "meminfo: unreadable");
+    assert_eq!(level, PressureLevel::Normal);
+    // The cgroup found again, but its `memory.stat` too long to be one.
+    fs::remove_file(root.join("proc/self/cgroup")).unwrap();
+    fs::copy(
+        fixture("v1").join("proc/self/cgroup"),
+        root.join("proc/self/cgroup"),
+    )
+    .unwrap();
+    let stat = root.join("sys/fs/cgroup/memory/docker/abc/memory.stat");
+    let mut long = fs::read_to_string(&stat).unwrap();
+    while long.len() < 100 * 1024 {
+        long.push_str("padding 0\n");
+    }
+    fs::write(&stat, long).unwrap();
+    let (sources, _, _) = read(root.clone());
+    let why = |kind| status(&sources, kind).skipped.clone().unwrap_or_default();
+    assert_eq!(why(SourceKind::CgroupV1), "memory.stat: malformed");
+    let _ = fs::remove_dir_all(root);
 }

@@ -247,15 +247,36 @@ fn read_v1(buf: &mut String, files: &V1Files, slot: &mut Slot) {
     slot.read(usage.saturating_sub(inactive), limit);
 }
 
-/// The whole of `path` in `buf`.
+/// The longest file a reader takes: the files read are a few KiB at most (`memory.stat`,
+/// `/proc/self/status`); anything longer is not one of them.
+const MAX_FILE: u64 = 64 * 1024;
+
+/// The whole of `path` in `buf`. Only a regular file is read (the kernel's `/proc` and
+/// `/sys` files are), opened without blocking and read up to [`MAX_FILE`] bytes, so that
+/// a FIFO, a device or a huge file under the configured root skips its source instead of
+/// stalling the monitor or filling its memory.
 fn read_file<'b>(buf: &'b mut String, path: &Path, name: &'static str) -> Result<&'b str, Skip> {
+    use std::os::unix::fs::OpenOptionsExt;
     buf.clear();
-    let mut file = File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Skip::Absent,
-        _ => Skip::Unreadable(name),
-    })?;
-    file.read_to_string(buf)
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Skip::Absent,
+            _ => Skip::Unreadable(name),
+        })?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(Skip::Unreadable(name));
+    }
+    file.take(MAX_FILE + 1)
+        .read_to_string(buf)
         .map_err(|_| Skip::Unreadable(name))?;
+    if buf.len() as u64 > MAX_FILE {
+        buf.clear();
+        buf.shrink_to(MAX_FILE as usize);
+        return Err(Skip::Malformed(name));
+    }
     Ok(buf.as_str())
 }
 

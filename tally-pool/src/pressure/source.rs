@@ -136,10 +136,13 @@ impl Slot {
         self.skipped = None;
     }
 
-    /// `used / limit`, when both are known and the limit is not zero.
+    /// `used / limit`, when both are known. A limit of zero (a cgroup's `memory.max` of
+    /// 0, an rlimit of 0) leaves no room at all: full, 1.0. (The budget cannot be zero,
+    /// and the system source skips a zero `MemTotal` as malformed.)
     pub(crate) fn utilisation(&self) -> Option<f64> {
         match (self.used, self.limit) {
-            (Some(used), Some(limit)) if limit > 0 => Some(used as f64 / limit as f64),
+            (Some(_), Some(0)) => Some(1.0),
+            (Some(used), Some(limit)) => Some(used as f64 / limit as f64),
             _ => None,
         }
     }
@@ -216,6 +219,12 @@ mod tests {
         let status = SourceStatus::from(&slot);
         assert_eq!(status.skipped.as_deref(), Some("memory.stat: malformed"));
         slot.read(1, 0);
-        assert_eq!(slot.utilisation(), None, "a zero limit gives no ratio");
+        assert_eq!(
+            slot.utilisation(),
+            Some(1.0),
+            "a zero limit leaves no room: full"
+        );
+        slot.read(0, 0);
+        assert_eq!(slot.utilisation(), Some(1.0), "even with nothing used");
     }
 }
