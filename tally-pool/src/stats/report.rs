@@ -51,6 +51,12 @@ pub struct MemoryReport {
     pub pressure: Option<PressureSection>,
 }
 
+/// Reads an `f64` that [`MemoryReport::to_json`] may have written as `null` (JSON has no
+/// NaN or infinity): NaN, so that every report it writes reads back.
+fn f64_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 impl MemoryReport {
     /// The report as JSON (compact), in the schema of the [module docs](super).
     ///
@@ -261,10 +267,12 @@ pub struct LeakReport {
     /// The component's id.
     pub component_id: ComponentId,
     /// The robust growth rate of live bytes.
+    #[serde(deserialize_with = "f64_or_null")]
     pub growth_bytes_per_min: f64,
     /// Values in use now.
     pub live_objects: u64,
     /// The window judged, in seconds.
+    #[serde(deserialize_with = "f64_or_null")]
     pub window_secs: f64,
     /// The age of the oldest live value, when the component tracks sites.
     pub oldest_age_secs: Option<f64>,
@@ -396,6 +404,7 @@ pub struct PressureSection {
     /// `"rlimit"`, `"system"`, `"psi"`).
     pub source: String,
     /// Seconds the level has held.
+    #[serde(deserialize_with = "f64_or_null")]
     pub since_secs: f64,
     /// The last round of reclamation the monitor asked for, if any.
     #[serde(default)]
@@ -419,8 +428,10 @@ pub struct ReclamationSection {
     /// What they gave back to the OS.
     pub reclaimed_bytes: u64,
     /// How long the round took, in seconds.
+    #[serde(deserialize_with = "f64_or_null")]
     pub duration_secs: f64,
     /// Seconds since the round ended.
+    #[serde(deserialize_with = "f64_or_null")]
     pub ago_secs: f64,
 }
 
@@ -445,6 +456,21 @@ pub(crate) fn format_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_finite_figure_written_as_null_reads_back_as_nan() {
+        #[derive(Serialize, Deserialize)]
+        struct Probe {
+            #[serde(deserialize_with = "f64_or_null")]
+            x: f64,
+        }
+        let json = serde_json::to_string(&Probe { x: f64::INFINITY }).unwrap();
+        assert_eq!(json, r#"{"x":null}"#);
+        let back: Probe = serde_json::from_str(&json).unwrap();
+        assert!(back.x.is_nan());
+        let back: Probe = serde_json::from_str(r#"{"x":1.5}"#).unwrap();
+        assert_eq!(back.x, 1.5);
+    }
 
     #[test]
     fn bytes_for_people() {

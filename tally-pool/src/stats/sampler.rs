@@ -90,10 +90,13 @@ pub fn start_sampler(interval: Duration) -> Result<SamplerGuard, StatsError> {
     let (stop, stopped) = mpsc::channel::<()>();
     let alive = Arc::new(());
     let watch = Arc::downgrade(&alive);
+    let release = Arc::new(AtomicBool::new(false));
+    let release_on_exit = Arc::clone(&release);
     let spawned = std::thread::Builder::new()
         .name("tally-stats".into())
         .spawn(move || {
             let _alive = alive;
+            let _release = ReleaseOnExit(release_on_exit);
             loop {
                 sample();
                 match stopped.recv_timeout(interval) {
@@ -107,6 +110,7 @@ pub fn start_sampler(interval: Duration) -> Result<SamplerGuard, StatsError> {
             stop: Some(stop),
             thread: Some(thread),
             alive: watch,
+            release,
         }),
         Err(error) => {
             RUNNING.store(false, Ordering::Release);
@@ -146,6 +150,22 @@ pub struct SamplerGuard {
     thread: Option<JoinHandle<()>>,
     /// Upgradable while the thread's closure has not returned.
     alive: Weak<()>,
+    /// Set by a drop of the guard on the sampler thread itself (from a source's
+    /// `snapshot`), which cannot join: the thread then lets a new sampler start as it
+    /// exits ([`ReleaseOnExit`]).
+    release: Arc<AtomicBool>,
+}
+
+/// Held by the sampler thread: as it exits, even by a panic, clears `RUNNING` if its guard
+/// was dropped on the thread itself.
+struct ReleaseOnExit(Arc<AtomicBool>);
+
+impl Drop for ReleaseOnExit {
+    fn drop(&mut self) {
+        if self.0.load(Ordering::Acquire) {
+            RUNNING.store(false, Ordering::Release);
+        }
+    }
 }
 
 impl SamplerGuard {
@@ -165,8 +185,16 @@ impl SamplerGuard {
 
 impl Drop for SamplerGuard {
     fn drop(&mut self) {
-        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
+            if thread.thread().id() == std::thread::current().id() {
+                // Dropped by a source's `snapshot` on the sampler thread: the thread stops
+                // after this sample (the channel closes below) and lets a new sampler
+                // start as it exits, after its last sample.
+                self.release.store(true, Ordering::Release);
+                drop(self.stop.take());
+                return;
+            }
+            drop(self.stop.take());
             // A panic in a source's `snapshot` ended the thread early; nothing to add.
             let _ = thread.join();
         }
@@ -204,6 +232,38 @@ mod tests {
         let alive = again.alive.clone();
         drop(again);
         assert!(alive.upgrade().is_none());
+
+        // A guard dropped on the sampler thread itself, by a component's `snapshot` that
+        // held it: that drop cannot join, and the thread lets a new sampler start as it
+        // exits.
+        static HELD: std::sync::Mutex<Option<SamplerGuard>> = std::sync::Mutex::new(None);
+        struct DropsTheSampler;
+        impl crate::stats::Source for DropsTheSampler {
+            fn snapshot(&self) -> ComponentSnapshot {
+                let guard = HELD.lock().unwrap_or_else(|p| p.into_inner()).take();
+                drop(guard);
+                ComponentSnapshot::default()
+            }
+        }
+        let source: Arc<dyn crate::stats::Source> = Arc::new(DropsTheSampler);
+        let listed = registry::register(
+            "drops-the-sampler",
+            crate::stats::Kind::User,
+            Arc::downgrade(&source),
+        );
+        let guard = start_sampler(Duration::from_millis(1)).unwrap();
+        let alive = guard.alive.clone();
+        *HELD.lock().unwrap() = Some(guard);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive.upgrade().is_some() || sampler_running() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sampler never stopped"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(listed);
+        drop(start_sampler(Duration::from_millis(1)).unwrap());
     }
 
     #[test]
