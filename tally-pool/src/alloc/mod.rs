@@ -85,7 +85,12 @@
 //!   and release them after it in both processes, so a child never finds a heap locked by
 //!   a thread that does not exist there. The other threads' cached blocks stay out of
 //!   circulation in the child. A fork made while the first heap access of the process is
-//!   still registering the handlers runs none of them.
+//!   still registering the handlers runs none of them. The handlers are registered at that
+//!   first heap access, so any `pthread_atfork` prepare handler registered earlier (by
+//!   another library) runs after they took the locks, since `fork` runs prepare handlers
+//!   in reverse order: such a handler must not allocate through this allocator, or the
+//!   `fork` never returns. Use the allocator once early in `main` (before libraries that
+//!   register fork handlers start) when that can happen.
 //!
 //! # Statistics
 //!

@@ -252,26 +252,45 @@ impl PoolCounters {
 }
 
 impl BlockPoolStats {
-    /// Adds `other` to `self`, field by field (for pools made of several block pools).
+    /// Adds `other` to `self`, field by field (for pools made of several block pools),
+    /// saturating rather than overflowing.
+    ///
+    /// ```
+    /// use tally_pool::block::BlockPoolStats;
+    /// let mut total = BlockPoolStats::default();
+    /// total.allocations = u64::MAX;
+    /// let mut one = BlockPoolStats::default();
+    /// one.allocations = 1;
+    /// total.add(&one);
+    /// assert_eq!(total.allocations, u64::MAX);
+    /// ```
     pub fn add(&mut self, other: &Self) {
-        self.live_blocks += other.live_blocks;
-        self.capacity += other.capacity;
+        self.live_blocks = self.live_blocks.saturating_add(other.live_blocks);
+        self.capacity = self.capacity.saturating_add(other.capacity);
         self.max_capacity = self.max_capacity.saturating_add(other.max_capacity);
-        self.chunks += other.chunks;
-        self.bytes_mapped += other.bytes_mapped;
-        self.allocations += other.allocations;
-        self.frees += other.frees;
-        self.cross_thread_frees += other.cross_thread_frees;
-        self.depot_exchanges += other.depot_exchanges;
-        self.expansions += other.expansions;
-        self.reclaimed_bytes += other.reclaimed_bytes;
-        self.corruption_events += other.corruption_events;
-        self.bind_failures += other.bind_failures;
-        self.expansions_ahead += other.expansions_ahead;
-        self.blocks_grown_ahead += other.blocks_grown_ahead;
-        self.pressure_refusals += other.pressure_refusals;
+        self.chunks = self.chunks.saturating_add(other.chunks);
+        self.bytes_mapped = self.bytes_mapped.saturating_add(other.bytes_mapped);
+        self.allocations = self.allocations.saturating_add(other.allocations);
+        self.frees = self.frees.saturating_add(other.frees);
+        self.cross_thread_frees = self
+            .cross_thread_frees
+            .saturating_add(other.cross_thread_frees);
+        self.depot_exchanges = self.depot_exchanges.saturating_add(other.depot_exchanges);
+        self.expansions = self.expansions.saturating_add(other.expansions);
+        self.reclaimed_bytes = self.reclaimed_bytes.saturating_add(other.reclaimed_bytes);
+        self.corruption_events = self
+            .corruption_events
+            .saturating_add(other.corruption_events);
+        self.bind_failures = self.bind_failures.saturating_add(other.bind_failures);
+        self.expansions_ahead = self.expansions_ahead.saturating_add(other.expansions_ahead);
+        self.blocks_grown_ahead = self
+            .blocks_grown_ahead
+            .saturating_add(other.blocks_grown_ahead);
+        self.pressure_refusals = self
+            .pressure_refusals
+            .saturating_add(other.pressure_refusals);
         self.huge_pages = self.huge_pages.combine(other.huge_pages);
-        self.locked_bytes += other.locked_bytes;
+        self.locked_bytes = self.locked_bytes.saturating_add(other.locked_bytes);
     }
 }
 
