@@ -63,6 +63,9 @@ pub(crate) fn arc_room<T>() -> bool {
     let layout = layout.pad_to_align();
     // SAFETY: `layout` has a non-zero size (the two counts).
     let probe = unsafe { std::alloc::alloc(layout) };
+    // Without this, an optimised build removes the allocation and its deallocation as
+    // unused, and the probe always succeeds.
+    let probe = core::hint::black_box(probe);
     if probe.is_null() {
         return false;
     }
