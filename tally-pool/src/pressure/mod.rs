@@ -106,6 +106,7 @@ mod monitor;
 mod readers;
 mod reclaim;
 mod source;
+mod ticker;
 
 pub use crate::sys::budget::PressureLevel;
 pub use config::{PressureConfig, PressureError};

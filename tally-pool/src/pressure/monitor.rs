@@ -12,10 +12,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::config::{PressureConfig, PressureError};
-use super::levels::{Levels, Rules};
-use super::readers::Readers;
 use super::reclaim::{self, Reclamation};
-use super::source::{Skip, Slot, SourceKind, SourceStatus};
+use super::source::{Slot, SourceKind, SourceStatus};
+use super::ticker::Ticker;
 use crate::sys::budget::{self, PressureLevel};
 use crate::sys::limits;
 
@@ -53,20 +52,8 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The running monitor's shared state, for the report.
 static CURRENT: Mutex<Option<Weak<Shared>>> = Mutex::new(None);
 
-/// Every this many ticks the slow sources are read: `/proc/meminfo` (the kernel builds it
-/// for each read, some 25 µs) while the system's utilisation is [`FAR_BELOW`] or more
-/// below the Moderate threshold, and PSI, whose `avg10` is a ten-second average anyway.
-const SLOW_EVERY: u64 = 10;
-
-/// How far below the Moderate threshold the system source may be read less often.
-const FAR_BELOW: f64 = 0.10;
-
-/// How often housekeeping (`Urgency::Low`) runs at Normal: a round asks every component,
-/// which costs some 100 µs a pool, so it stays rare where nothing presses.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
-
 /// Tick durations kept for [`PressureMonitor::recent_ticks`].
-const TICK_RING: usize = 256;
+pub(super) const TICK_RING: usize = 256;
 
 /// The shortest wait between growth polls, between ticks while pools grow (see [`run`]):
 /// at 25 million 64-byte acquires a second, 2,500 blocks, within what a growing pool keeps
@@ -74,37 +61,37 @@ const TICK_RING: usize = 256;
 const GROW_POLL: Duration = Duration::from_micros(100);
 
 /// What the monitor thread and its handle share.
-struct Shared {
-    config: PressureConfig,
-    stop: AtomicBool,
+pub(super) struct Shared {
+    pub(super) config: PressureConfig,
+    pub(super) stop: AtomicBool,
     /// The transition hooks, replaced whole when one is added, so that a transition takes
     /// them with a reference count alone: it allocates nothing, however short memory is.
-    hooks: Mutex<Arc<[Hook]>>,
-    published: Mutex<Published>,
-    hook_panics: AtomicU64,
+    pub(super) hooks: Mutex<Arc<[Hook]>>,
+    pub(super) published: Mutex<Published>,
+    pub(super) hook_panics: AtomicU64,
     /// `reclaim::source_panics()` when the monitor started.
     source_panics_before: u64,
     /// Set by a drop of the monitor's handle on the monitor thread itself (from a hook, or
     /// a component's method, that held the last handle): that drop cannot join, so the
     /// thread forgets the monitor ([`finish`]) as it exits.
     finish_on_exit: AtomicBool,
-    ticks: AtomicU64,
-    busy_nanos: AtomicU64,
+    pub(super) ticks: AtomicU64,
+    pub(super) busy_nanos: AtomicU64,
     /// The monitor thread's kernel id, 0 until it runs.
     tid: AtomicI32,
     /// The last [`TICK_RING`] tick durations in nanoseconds, at `ticks % TICK_RING`.
-    recent: [AtomicU64; TICK_RING],
+    pub(super) recent: [AtomicU64; TICK_RING],
 }
 
 /// What the monitor publishes after each tick.
 #[derive(Debug, Clone, Copy)]
-struct Published {
-    slots: [Slot; 6],
-    level: PressureLevel,
-    utilisation: Option<f64>,
-    source: SourceKind,
-    since: Instant,
-    last_reclamation: Option<Reclamation>,
+pub(super) struct Published {
+    pub(super) slots: [Slot; 6],
+    pub(super) level: PressureLevel,
+    pub(super) utilisation: Option<f64>,
+    pub(super) source: SourceKind,
+    pub(super) since: Instant,
+    pub(super) last_reclamation: Option<Reclamation>,
 }
 
 /// The memory-pressure monitor: one thread that reads every source each
@@ -424,7 +411,7 @@ fn finish() {
 
 /// Locks `mutex`, ignoring poisoning: the monitor's critical sections only copy plain
 /// data, and hooks run outside them.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match mutex.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
@@ -486,235 +473,6 @@ fn run_until_stopped(shared: &Shared, mut ticker: Ticker) {
         poll = (made > 0 || poll.is_some())
             .then(|| (Instant::now() + wait, wait))
             .filter(|_| wait < interval);
-    }
-}
-
-/// The state the monitor thread keeps between ticks.
-#[derive(Debug)]
-struct Ticker {
-    readers: Readers,
-    rules: Rules,
-    levels: Levels,
-    slots: [Slot; 6],
-    budget: Option<u64>,
-    psi_threshold: f64,
-    idle_after: Duration,
-    reclaim_every: Duration,
-    grow_ahead: bool,
-    /// When reclamation was last asked.
-    last_reclaim: Option<Instant>,
-    /// Whether a due round was skipped (the allocator refused its list of members): the
-    /// next tick asks again, whatever the period says.
-    skipped: bool,
-    /// Ticks read so far, for the sources read only every [`SLOW_EVERY`] ticks.
-    reads: u64,
-}
-
-impl Ticker {
-    fn new(config: &PressureConfig, now: Instant) -> Self {
-        Self {
-            readers: Readers::new(&config.root),
-            rules: Rules::from(config),
-            levels: Levels::new(now),
-            slots: SourceKind::ALL.map(Slot::new),
-            budget: config.budget,
-            psi_threshold: config.psi_threshold,
-            idle_after: config.idle_after,
-            reclaim_every: config.reclaim_every,
-            grow_ahead: config.grow_ahead,
-            last_reclaim: None,
-            skipped: false,
-            reads: 0,
-        }
-    }
-
-    /// Reads the sources into `slots`.
-    fn read(&mut self) {
-        let [budget_slot, v2, v1, rlimit, system, psi] = &mut self.slots;
-        match self.budget {
-            Some(bytes) => budget_slot.read(budget::mapped() as u64, bytes),
-            None => budget_slot.skip(Skip::NotConfigured),
-        }
-        self.readers.read_cgroup(v2, v1);
-        self.readers.read_rlimit(rlimit);
-        let slow_due = self.reads % SLOW_EVERY == 0;
-        self.reads = self.reads.wrapping_add(1);
-        if v2.utilisation().is_some()
-            || v1.utilisation().is_some()
-            || rlimit.utilisation().is_some()
-        {
-            system.skip(Skip::LimitApplies);
-        } else if slow_due
-            || system
-                .utilisation()
-                .is_none_or(|u| u >= self.rules.thresholds[0] - FAR_BELOW)
-        {
-            self.readers.read_system(system);
-        }
-        if slow_due {
-            self.readers.read_psi(psi, self.psi_threshold);
-        }
-    }
-
-    /// One tick: read, decide, publish, run hooks, reclaim, grow ahead.
-    /// Growth ahead of demand alone, between ticks; returns the bytes made ready. Its time
-    /// counts in [`PressureMonitor::busy_time`], not as a tick.
-    fn grow(&mut self, shared: &Shared) -> u64 {
-        if !self.grow_ahead {
-            return 0;
-        }
-        let started = Instant::now();
-        let made = reclaim::grow_ahead(reclaim::sources().unwrap_or_default());
-        let spent = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-        shared.busy_nanos.fetch_add(spent, Ordering::Relaxed);
-        made
-    }
-
-    /// One tick; returns the bytes growth ahead of demand made ready.
-    fn tick(&mut self, shared: &Shared) -> u64 {
-        let started = Instant::now();
-        // The pools' idleness clock moves every tick, whatever the tick then does: their
-        // slow paths record it, and reclaim and growth ahead judge idleness by it.
-        crate::block::advance_clock();
-        self.read();
-        let (utilisation, mut decider) = self
-            .slots
-            .iter()
-            .filter_map(|s| Some((s.utilisation()?, s.kind)))
-            .fold(
-                (None, SourceKind::Budget),
-                |(best, kind), (u, k)| match best {
-                    Some(b) if b >= u => (Some(b), kind),
-                    _ => (Some(u), k),
-                },
-            );
-        let escalating = self.slots.iter().find(|s| s.escalate).map(|s| s.kind);
-        let now = Instant::now();
-        let mut transitions: [Option<Transition>; 2] = [None, None];
-        // A mapping that crossed the budget raised the level since the last tick.
-        let before = self.levels.level();
-        let raised = budget::level();
-        if raised > before {
-            self.levels.force(raised, now);
-            transitions[0] = Some(Transition {
-                from: before,
-                to: raised,
-                utilisation: utilisation.unwrap_or(0.0),
-                source: SourceKind::Budget,
-                at: now,
-            });
-        }
-        let from = self.levels.level();
-        if let Some(to) = self.levels.step(
-            &self.rules,
-            now,
-            utilisation.unwrap_or(0.0),
-            escalating.is_some(),
-        ) {
-            if let Some(kind) = escalating.filter(|_| self.levels.escalated()) {
-                decider = kind;
-            }
-            if budget::replace_level(from, to).is_err() {
-                // A mapping raised it meanwhile: the next tick adopts the higher level.
-                budget::raise_level(to);
-            }
-            transitions[1] = Some(Transition {
-                from,
-                to,
-                utilisation: utilisation.unwrap_or(0.0),
-                source: decider,
-                at: now,
-            });
-        }
-        let level = self.levels.level();
-        {
-            let mut p = lock(&shared.published);
-            p.slots = self.slots;
-            p.level = level;
-            p.utilisation = utilisation;
-            p.source = if transitions[0].is_some() && transitions[1].is_none() {
-                SourceKind::Budget
-            } else {
-                decider
-            };
-            p.since = self.levels.since();
-        }
-        for transition in transitions.iter().flatten() {
-            announce(shared, transition);
-        }
-        let made =
-            self.reclaim_and_grow(shared, level, now, transitions.iter().any(Option::is_some));
-        let spent = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-        let tick = shared.ticks.load(Ordering::Relaxed);
-        if let Some(slot) = shared.recent.get((tick % TICK_RING as u64) as usize) {
-            slot.store(spent, Ordering::Relaxed);
-        }
-        shared.busy_nanos.fetch_add(spent, Ordering::Relaxed);
-        shared.ticks.fetch_add(1, Ordering::Relaxed);
-        made
-    }
-
-    /// Asks for memory when the level calls for it, and lets pools grow ahead; returns the
-    /// bytes growth ahead made ready.
-    fn reclaim_and_grow(
-        &mut self,
-        shared: &Shared,
-        level: PressureLevel,
-        now: Instant,
-        changed: bool,
-    ) -> u64 {
-        let period = if level == PressureLevel::Normal {
-            HOUSEKEEPING_EVERY.max(self.idle_after)
-        } else {
-            self.reclaim_every
-        };
-        let due = self.skipped
-            || (changed && level > PressureLevel::Normal)
-            || self
-                .last_reclaim
-                .is_none_or(|last| now.saturating_duration_since(last) >= period);
-        if !due {
-            // Most ticks: growth ahead alone, which needs no names.
-            if !self.grow_ahead {
-                return 0;
-            }
-            return reclaim::grow_ahead(reclaim::sources().unwrap_or_default());
-        }
-        // A refused list skips the round, which stays due.
-        let Some(members) = reclaim::members() else {
-            self.skipped = true;
-            return 0;
-        };
-        self.skipped = false;
-        self.last_reclaim = Some(now);
-        let round = reclaim::reclaim(&members, level, self.idle_after);
-        if level > PressureLevel::Normal || round.reclaimed_bytes > 0 {
-            lock(&shared.published).last_reclamation = Some(round);
-        }
-        // Each member drops as it has grown (or on return), with no lock held.
-        if !self.grow_ahead {
-            return 0;
-        }
-        reclaim::grow_ahead(members.into_iter().map(|m| m.source))
-    }
-}
-
-/// Tells the hooks, `tracing` and `metrics` about `transition`.
-fn announce(shared: &Shared, transition: &Transition) {
-    #[cfg(feature = "tracing")]
-    tracing::info!(
-        target: "tally_pool::pressure",
-        from = transition.from.as_str(),
-        to = transition.to.as_str(),
-        utilisation = transition.utilisation,
-        source = transition.source.as_str(),
-        "memory pressure level changed"
-    );
-    #[cfg(feature = "metrics")]
-    metrics::gauge!("tally_pool_pressure_level").set(f64::from(transition.to as u8));
-    let hooks = Arc::clone(&lock(&shared.hooks));
-    for hook in hooks.iter() {
-        reclaim::caught(&shared.hook_panics, (), || hook(transition));
     }
 }
 
