@@ -58,19 +58,31 @@ pub(crate) fn source_panics() -> u64 {
 /// Runs `f`, a call into code the monitor does not own (a registered component's
 /// [`Source`](crate::stats::Source) methods, the drop of its last handle, a transition
 /// hook): a panic is caught and counted in `panics`, and `f` then counts as `fallback`. A
-/// panic payload whose own drop panics is caught too, and that second payload forgotten:
-/// nothing a component or a hook does can unwind the monitor thread.
+/// panic payload whose own drop panics is caught too (see [`drop_payload`]): nothing a
+/// component or a hook does can unwind the monitor thread.
 pub(crate) fn caught<R>(panics: &AtomicU64, fallback: R, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
             panics.fetch_add(1, Ordering::Relaxed);
-            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                std::mem::forget(again);
-            }
+            drop_payload(payload);
             fallback
         }
     }
+}
+
+/// Drops a caught panic's payload. A payload whose drop panics gives another payload, which
+/// is dropped in turn, up to four deep; one that goes on past that is forgotten (leaked)
+/// rather than allowed to unwind.
+fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    let mut next = payload;
+    for _ in 0..4 {
+        match catch_unwind(AssertUnwindSafe(move || drop(next))) {
+            Ok(()) => return,
+            Err(again) => next = again,
+        }
+    }
+    std::mem::forget(next);
 }
 
 /// [`caught`], counted in [`SOURCE_PANICS`].
