@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::cache::{self, with_cache, RememberedPush, ThreadCache};
 use super::config::{BlockPoolConfig, GuardLevel};
+use super::events;
 use super::shared::PoolShared;
 use super::stats::BlockPoolStats;
 use crate::error::PoolError;
@@ -115,7 +116,11 @@ impl BlockPool {
     fn refill_empty_cache(&self, cache: &ThreadCache) -> Result<NonNull<u8>, PoolError> {
         // SAFETY: `cache` is this thread's open cache from its fast table (see `allocate`),
         // whose pop has ended; `refill_and_allocate` reaches nothing of the table.
-        unsafe { cache.in_section(|cache, blocks| self.shared.refill_and_allocate(cache, blocks)) }
+        let result = unsafe {
+            cache.in_section(|cache, blocks| self.shared.refill_and_allocate(cache, blocks))
+        };
+        events::emit();
+        result
     }
 
     /// `free` of a block of the remembered chunk when the thread's open cache of this
@@ -125,7 +130,11 @@ impl BlockPool {
     fn spill_full_cache(&self, cache: &ThreadCache, ptr: *mut u8) -> Result<(), PoolError> {
         // SAFETY: `cache` is this thread's open cache from its fast table (see `free`),
         // whose push has ended; `spill_and_free` reaches nothing of the table.
-        unsafe { cache.in_section(|cache, blocks| self.shared.spill_and_free(cache, blocks, ptr)) }
+        let result = unsafe {
+            cache.in_section(|cache, blocks| self.shared.spill_and_free(cache, blocks, ptr))
+        };
+        events::emit();
+        result
     }
 
     /// `allocate` for a guarded pool, or when the unguarded fast path found no open cache.
@@ -139,7 +148,7 @@ impl BlockPool {
                 if let Some(block) = unsafe { cache.pop() } {
                     // SAFETY: `block` came off this thread's `cache` by the pop just above,
                     // whose borrow has ended.
-                    return unsafe { pool.hand_out_popped(cache, block) };
+                    return unsafe { pool.hand_out_popped(cache, block) }.map_err(events::emitted);
                 }
             }
         }
@@ -154,10 +163,12 @@ impl BlockPool {
         let result = with_cache(&self.shared, |cache, blocks| {
             pool.allocate_in_section(cache, blocks)
         });
-        match result {
+        let result = match result {
             Some(result) => result,
             None => pool.allocate_uncached(),
-        }
+        };
+        events::emit();
+        result
     }
 
     /// Returns a block to the pool, from any thread.
@@ -267,7 +278,7 @@ impl BlockPool {
             return self.free_slow(block);
         }
         if pool.guard != GuardLevel::Off {
-            pool.guard_free(addr)?;
+            pool.guard_free(addr).map_err(events::emitted)?;
         }
         if let Some(cache) = pool.thread_cache() {
             // SAFETY: the fast table gave this thread its own cache, no other borrow of its
@@ -290,7 +301,9 @@ impl BlockPool {
     #[cold]
     #[inline(never)]
     fn free_slow(&self, block: NonNull<u8>) -> Result<(), PoolError> {
-        self.shared.check_block(block.as_ptr() as usize)?;
+        self.shared
+            .check_block(block.as_ptr() as usize)
+            .map_err(events::emitted)?;
         self.release(block.as_ptr())
     }
 
@@ -303,10 +316,12 @@ impl BlockPool {
         let result = with_cache(&self.shared, |cache, blocks| {
             pool.free_in_section(cache, blocks, ptr)
         });
-        match result {
+        let result = match result {
             Some(result) => result,
             None => pool.free_uncached(ptr),
-        }
+        };
+        events::emit();
+        result
     }
 
     /// Gives chunks whose blocks are all free back to the OS and returns how many bytes it
@@ -341,7 +356,9 @@ impl BlockPool {
         let _ = with_cache(&self.shared, |cache, blocks| {
             self.shared.flush(cache, blocks)
         });
-        self.shared.reclaim()
+        let released = self.shared.reclaim();
+        events::emit();
+        released
     }
 
     /// The pool's counters, summed over threads.
@@ -361,7 +378,7 @@ impl BlockPool {
     ///
     /// [`PoolError::Corruption`] naming the first chunk whose header is damaged.
     pub fn verify(&self) -> Result<(), PoolError> {
-        self.shared.verify()
+        self.shared.verify().map_err(events::emitted)
     }
 
     /// The pool's name.

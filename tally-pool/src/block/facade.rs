@@ -94,7 +94,8 @@ impl BlockPool {
     pub(crate) unsafe fn free_unchecked(&self, block: NonNull<u8>) -> Result<(), PoolError> {
         let pool = &*self.shared;
         if pool.guard != GuardLevel::Off {
-            pool.guard_free(block.as_ptr() as usize)?;
+            pool.guard_free(block.as_ptr() as usize)
+                .map_err(super::events::emitted)?;
         }
         if let Some(cache) = pool.thread_cache() {
             // SAFETY: the fast table gave this thread its own cache, and no other borrow of

@@ -44,7 +44,8 @@ mod loom_canaries {
 
 impl PoolShared {
     /// The error for corruption of `kind` at `address`, counted, and (feature `tracing`)
-    /// reported as an `error` event with the pool's name and the kind.
+    /// queued as an `error` event with the pool's name and the kind, which the entry point
+    /// emits when it lets go of the pool (see `events`).
     pub(super) fn corruption(&self, kind: CorruptionKind, address: usize) -> PoolError {
         self.counters
             .corruption_events
@@ -55,15 +56,10 @@ impl PoolShared {
         };
         *last = Some((kind, address));
         drop(last);
+        // Reported once the thread has left the section and the locks it may be in (see
+        // `events`).
         #[cfg(feature = "tracing")]
-        tracing::error!(
-            target: "tally_pool::block",
-            pool = self.name.as_str(),
-            kind = ?kind,
-            address,
-            "memory corruption in pool `{}` at {address:#x}: {kind}",
-            self.name
-        );
+        super::events::defer(self.error_name, kind, address);
         PoolError::Corruption {
             pool: self.error_name,
             kind,

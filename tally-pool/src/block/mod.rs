@@ -181,6 +181,7 @@ mod cache;
 mod chunk;
 mod config;
 mod depot;
+mod events;
 pub(crate) mod facade;
 mod growth;
 mod guard;

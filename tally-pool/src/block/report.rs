@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::api::BlockPool;
 use super::cache::with_cache;
 use super::chunk::CHUNK_SIZE;
+use super::events;
 use super::shared::PoolShared;
 use super::stats::CountSum;
 use crate::stats::{ComponentSnapshot, Counters, Source, Urgency};
@@ -176,14 +177,16 @@ impl Source for PoolShared {
         if let Some(shared) = self.this.upgrade() {
             let _ = with_cache(&shared, |cache, blocks| shared.flush(cache, blocks));
         }
-        self.reclaim_idle(urgency, Duration::ZERO)
+        Source::reclaim_idle(self, urgency, Duration::ZERO)
     }
 
     /// What `urgency` asks of a block pool, never beyond its reserve: see the `reclaim`
     /// module's table. Runs on the calling thread; asks caches to flush rather than
     /// touching them.
     fn reclaim_idle(&self, urgency: Urgency, idle_after: Duration) -> usize {
-        PoolShared::reclaim_idle(self, urgency, idle_after)
+        let released = PoolShared::reclaim_idle(self, urgency, idle_after);
+        events::emit();
+        released
     }
 
     fn reclaimable(&self, urgency: Urgency, idle_after: Duration) -> usize {
@@ -193,7 +196,9 @@ impl Source for PoolShared {
     /// Maps and faults in chunks ahead of demand when fewer blocks are ready than recent
     /// demand needs (see `PoolShared::grow_ahead`).
     fn grow_ahead(&self) -> usize {
-        PoolShared::grow_ahead(self)
+        let grown = PoolShared::grow_ahead(self);
+        events::emit();
+        grown
     }
 }
 
@@ -222,7 +227,7 @@ impl Source for BlockPool {
     }
 
     fn reclaim_idle(&self, urgency: Urgency, idle_after: Duration) -> usize {
-        self.shared.reclaim_idle(urgency, idle_after)
+        Source::reclaim_idle(&*self.shared, urgency, idle_after)
     }
 
     fn reclaimable(&self, urgency: Urgency, idle_after: Duration) -> usize {
@@ -230,7 +235,7 @@ impl Source for BlockPool {
     }
 
     fn grow_ahead(&self) -> usize {
-        self.shared.grow_ahead()
+        Source::grow_ahead(&*self.shared)
     }
 }
 
