@@ -62,8 +62,8 @@ const GROW_POLL: Duration = Duration::from_micros(100);
 
 /// What the monitor thread and its handle share.
 pub(super) struct Shared {
-    pub(super) config: PressureConfig,
-    pub(super) stop: AtomicBool,
+    config: PressureConfig,
+    stop: AtomicBool,
     /// The transition hooks, replaced whole when one is added, so that a transition takes
     /// them with a reference count alone: it allocates nothing, however short memory is.
     pub(super) hooks: Mutex<Arc<[Hook]>>,
