@@ -97,6 +97,11 @@
 //! check word was overwritten can never be freed, so it stays out of circulation. A block
 //! that `allocate` finds damaged is withdrawn: it is never handed out again.
 //!
+//! With feature `tracing`, each finding is also an `error` event (target
+//! `tally_pool::block`, fields `pool`, `kind`, `address`), raised on the thread that found it
+//! as the call returns, after the pool has let go of its locks and of the thread's cache: a
+//! subscriber may use any pool, this one included.
+//!
 //! # Memory classes
 //!
 //! Every pool is a component of the [statistics](crate::stats) (a [`BlockPool`] of kind
