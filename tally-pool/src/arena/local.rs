@@ -36,20 +36,17 @@ struct Local {
     retained: Cell<usize>,
     /// The [`TRIM_EPOCH`] this thread has honoured.
     seen_epoch: Cell<u64>,
-    /// The thread's statistics component, registered by its first call.
-    registered: OnceCell<Registered>,
+    /// The thread's statistics, made by its first call.
+    counters: OnceCell<Arc<ArenaCounters>>,
+    /// Their membership in the registry (left when the thread exits): joined by the first
+    /// call that finds the registry free (see [`Local::counters`]).
+    registration: OnceCell<Registration>,
 }
 
 /// An arena kept between calls, and its footprint.
 struct Idle {
     bump: Bump,
     footprint: usize,
-}
-
-/// A thread's statistics and its membership in the registry (left when the thread exits).
-struct Registered {
-    counters: Arc<ArenaCounters>,
-    _registration: Registration,
 }
 
 /// The chunk bytes an arena holds from the global allocator, its chunk footers included.
@@ -63,26 +60,40 @@ impl Local {
             idle: RefCell::new(Vec::new()),
             retained: Cell::new(0),
             seen_epoch: Cell::new(0),
-            registered: OnceCell::new(),
+            counters: OnceCell::new(),
+            registration: OnceCell::new(),
         }
     }
 
-    /// The thread's counters, registering them with the statistics on the first call.
+    /// The thread's counters, made on the first call and registered with the statistics
+    /// by the first call that finds the registry free.
+    ///
+    /// A call can find the registry locked by its own thread: a global allocator that uses
+    /// scratch arenas is called while the registry allocates. Waiting for the lock would
+    /// then wait for ever, so registering only tries it, and a later call tries again; the
+    /// counters count from the first call all the same.
     fn counters(&self) -> Option<&ArenaCounters> {
-        if self.registered.get().is_none() {
-            let counters = Arc::new(ArenaCounters::default());
-            let weak: std::sync::Weak<dyn stats::Source> = Arc::downgrade(&counters) as _;
-            let registration = stats::register(component_name(), Kind::Arena, weak);
-            // Set, not `get_or_init`, which panics on re-entry: a call made while this
-            // one registered would have set it first, and this registration leaves again.
-            let _ = self.registered.set(Registered {
-                counters,
-                _registration: registration,
-            });
+        if self.counters.get().is_none() {
+            // Set, not `get_or_init`, which panics on re-entry: a call made while this one
+            // allocated would have set it first, and this one's counters are dropped.
+            let _ = self.counters.set(Arc::new(ArenaCounters::default()));
         }
-        self.registered
-            .get()
-            .map(|registered| &*registered.counters)
+        let counters = self.counters.get()?;
+        if self.registration.get().is_none() {
+            self.register(counters);
+        }
+        Some(counters)
+    }
+
+    /// Joins the registry with `counters`, unless it is locked.
+    #[cold]
+    fn register(&self, counters: &Arc<ArenaCounters>) {
+        let weak: std::sync::Weak<dyn stats::Source> = Arc::downgrade(counters) as _;
+        if let Some(registration) = stats::try_register(component_name(), Kind::Arena, weak) {
+            // A call made while this one registered may have joined first: this
+            // registration then leaves again as it drops.
+            let _ = self.registration.set(registration);
+        }
     }
 
     /// Frees the idle arenas if a trim was requested since the last look; says whether one
@@ -107,8 +118,8 @@ impl Local {
             Err(_) => 0,
         };
         if freed > 0 {
-            if let Some(registered) = self.registered.get() {
-                registered.counters.idle_freed(freed);
+            if let Some(counters) = self.counters.get() {
+                counters.idle_freed(freed);
             }
         }
     }
@@ -175,8 +186,7 @@ impl Local {
             freed = returned;
             drop(bump);
         }
-        if let Some(registered) = self.registered.get() {
-            let counters = &registered.counters;
+        if let Some(counters) = self.counters.get() {
             counters.taken_back(lent_footprint, returned, self.retained.get(), freed);
         }
     }
@@ -256,11 +266,11 @@ pub(super) fn trim_epoch() -> u64 {
     TRIM_EPOCH.load(Ordering::Acquire)
 }
 
-/// The calling thread's statistics component, once its first call has registered it.
+/// The calling thread's statistics component, once a call has registered it.
 #[cfg(test)]
 pub(super) fn component_id() -> Option<stats::ComponentId> {
     LOCAL
-        .try_with(|local| local.registered.get().map(|r| r._registration.id()))
+        .try_with(|local| local.registration.get().map(Registration::id))
         .ok()
         .flatten()
 }

@@ -1,6 +1,8 @@
 //! The statistics of one thread's scratch arenas: a [`Source`] of kind
 //! [`Kind::Arena`](crate::stats::Kind::Arena), registered by the thread's first
-//! [`scratch`](super::scratch) call and pruned from the registry when the thread exits.
+//! [`scratch`](super::scratch) call (or, if the registry is locked then, by the first that
+//! finds it free, counting the calls before) and pruned from the registry when the thread
+//! exits.
 //!
 //! The memory classes (see the [module docs](super#statistics)): `live` is the footprint of
 //! the arenas lent to running calls, `free` that of the idle arenas; nothing is cached, fresh

@@ -99,6 +99,7 @@ pub use component::Component;
 pub use error::StatsError;
 pub use history::{configure_leaks, leak_config};
 pub use leaks::LeakConfig;
+pub(crate) use registry::try_register;
 pub use registry::{register, register_static, ComponentId, Kind, Registration};
 pub use report::{
     ComponentReport, Finding, HealthSection, LeakReport, MemoryClasses, MemoryReport, NodeReport,

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -222,6 +222,34 @@ pub(crate) fn register_static_pool(
     source: &'static dyn Source,
 ) -> ComponentId {
     insert(name.into(), Kind::Typed, SourceRef::Static(source), true)
+}
+
+/// [`register`], unless the registry is locked (by another thread, or by this one: a
+/// global allocator that uses the crate's scratch arenas is called while the registry
+/// allocates): `None` then, at once, and also if the registry cannot grow.
+pub(crate) fn try_register(
+    name: impl Into<Arc<str>>,
+    kind: Kind,
+    source: Weak<dyn Source>,
+) -> Option<Registration> {
+    let name = name.into();
+    let mut entries = match REGISTRY.try_lock() {
+        Ok(entries) => entries,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return None,
+    };
+    entries.try_reserve(1).ok()?;
+    let id = ComponentId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    entries.push(Entry {
+        id,
+        name,
+        kind,
+        source: SourceRef::Weak(source),
+        last_exhausted: 0,
+        peak_live: 0,
+        pool: false,
+    });
+    Some(Registration { id })
 }
 
 /// The registry's members. A plain `Vec`: registrations are rare and a report reads all.
