@@ -176,6 +176,13 @@ fn invalid_descriptions_are_refused_with_their_reason() {
         Topology::synthetic(2, usize::MAX),
         Err(TopologyError::Synthetic { .. })
     ));
+    // Refused before the distance matrix is built, whose size would overflow.
+    for nodes in [1 << 40, usize::MAX] {
+        assert!(matches!(
+            Topology::synthetic(nodes, 1),
+            Err(TopologyError::Synthetic { .. })
+        ));
+    }
     assert!(matches!(
         Topology::from_nodes(vec![], None),
         Err(TopologyError::NoNodes)
@@ -252,6 +259,14 @@ fn cpulists_in_the_kernel_format() {
     for bad in ["0-", "-3", "3-1", "x", "0,,1", "0-3:1/2", "0 1", "999999"] {
         assert_eq!(parse_cpulist(bad), None, "{bad:?}");
     }
+    // Overlaps and repeats name each CPU once, and cost no more than the CPUs they name:
+    // 160 KB of text naming every CPU 20,000 times makes one list of 65,536.
+    assert_eq!(
+        parse_cpulist("4-7,0-5,6,2,9,9"),
+        Some(vec![0, 1, 2, 3, 4, 5, 6, 7, 9])
+    );
+    let every = "0-65535,".repeat(20_000) + "0";
+    assert_eq!(parse_cpulist(&every), Some((0..65_536).collect::<Vec<_>>()));
 }
 
 // --- sysfs trees ---------------------------------------------------------------------

@@ -93,10 +93,12 @@ fn node_id(name: &str) -> Option<u32> {
 /// ```
 pub fn parse_cpulist(text: &str) -> Option<Vec<usize>> {
     let text = text.trim();
-    let mut cpus = Vec::new();
     if text.is_empty() {
-        return Some(cpus);
+        return Some(Vec::new());
     }
+    // The ranges first, merged, then their CPUs: repeated or overlapping ranges cost no
+    // more than the CPUs they name once (at most `MAX_CPU`).
+    let mut ranges = Vec::new();
     for part in text.split(',') {
         let part = part.trim();
         let (first, last) = match part.split_once('-') {
@@ -109,10 +111,15 @@ pub fn parse_cpulist(text: &str) -> Option<Vec<usize>> {
         if first > last {
             return None;
         }
-        cpus.extend(first..=last);
+        ranges.push((first, last));
     }
-    cpus.sort_unstable();
-    cpus.dedup();
+    ranges.sort_unstable();
+    let mut cpus: Vec<usize> = Vec::new();
+    for (first, last) in ranges {
+        // Past the last CPU taken: sorted by their first CPU, a range overlaps only the end.
+        let from = cpus.last().map_or(first, |&end| first.max(end + 1));
+        cpus.extend(from..=last);
+    }
     Some(cpus)
 }
 

@@ -211,6 +211,8 @@ impl Topology {
     /// [`TopologyError::Synthetic`] when `nodes` is 0 or above [`MAX_NODE_ID`], or the
     /// CPUs would pass [`MAX_CPU`].
     pub fn synthetic(nodes: usize, cpus_per_node: usize) -> Result<Topology, TopologyError> {
+        // Before the matrix, whose size it bounds.
+        synthetic_shape(nodes, cpus_per_node)?;
         let distances = (0..nodes)
             .map(|from| {
                 (0..nodes)
@@ -254,23 +256,7 @@ impl Topology {
         cpus_per_node: usize,
         distances: Vec<Vec<u32>>,
     ) -> Result<Topology, TopologyError> {
-        let nodes = distances.len();
-        let invalid = |reason| TopologyError::Synthetic {
-            nodes,
-            cpus_per_node,
-            reason,
-        };
-        if nodes == 0 {
-            return Err(invalid("it needs at least one node"));
-        }
-        let count = u32::try_from(nodes)
-            .ok()
-            .filter(|&n| n <= MAX_NODE_ID)
-            .ok_or_else(|| invalid("node ids must stay below 1024"))?;
-        match nodes.checked_mul(cpus_per_node) {
-            Some(total) if total <= MAX_CPU => {}
-            _ => return Err(invalid("CPU numbers must stay below 65536")),
-        }
+        let count = synthetic_shape(distances.len(), cpus_per_node)?;
         let list = (0..count)
             .zip((0..).step_by(cpus_per_node.max(1)))
             .map(|(id, first)| Node::new(id, first..first + cpus_per_node, SYNTHETIC_NODE_MEMORY))
@@ -601,5 +587,26 @@ impl fmt::Debug for Topology {
             .field("nodes", &self.inner.nodes)
             .field("distances", &self.distance_matrix())
             .finish_non_exhaustive()
+    }
+}
+
+/// The node count of a synthetic machine of `nodes` nodes with `cpus_per_node` CPUs each,
+/// or why there can be no such machine.
+fn synthetic_shape(nodes: usize, cpus_per_node: usize) -> Result<u32, TopologyError> {
+    let invalid = |reason| TopologyError::Synthetic {
+        nodes,
+        cpus_per_node,
+        reason,
+    };
+    if nodes == 0 {
+        return Err(invalid("it needs at least one node"));
+    }
+    let count = u32::try_from(nodes)
+        .ok()
+        .filter(|&n| n <= MAX_NODE_ID)
+        .ok_or_else(|| invalid("node ids must stay below 1024"))?;
+    match nodes.checked_mul(cpus_per_node) {
+        Some(total) if total <= MAX_CPU => Ok(count),
+        _ => Err(invalid("CPU numbers must stay below 65536")),
     }
 }
