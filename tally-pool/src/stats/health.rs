@@ -292,7 +292,8 @@ fn fragmented(i: &RuleInput<'_>) -> Option<(String, String)> {
 
 fn remote_heavy(i: &RuleInput<'_>) -> Option<(String, String)> {
     let s = i.snapshot;
-    let locality = s.locality.filter(|l| l.is_finite())?;
+    // A source's figure, clamped as the report's row clamps it.
+    let locality = s.locality.filter(|l| l.is_finite())?.clamp(0.0, 1.0);
     if s.counters.acquires < MIN_ACQUIRES || locality >= REMOTE_MAX_LOCALITY {
         return None;
     }

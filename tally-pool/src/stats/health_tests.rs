@@ -267,6 +267,29 @@ fn remote_heavy_fires_below_ninety_percent_over_ten_thousand() {
 }
 
 #[test]
+fn remote_heavy_reads_a_locality_out_of_range_as_the_report_row_does() {
+    let mut s = ComponentSnapshot {
+        locality: Some(-3.0),
+        counters: Counters {
+            acquires: 20_000,
+            ..Counters::default()
+        },
+        ..ComponentSnapshot::default()
+    };
+    let health = evaluate(&[input(&s)]);
+    assert_eq!(codes(&health), ["remote-heavy"]);
+    assert!(
+        health.findings[0]
+            .message
+            .starts_with("only 0.0 % of 20000"),
+        "{}",
+        health.findings[0].message
+    );
+    s.locality = Some(7.5);
+    assert!(evaluate(&[input(&s)]).findings.is_empty());
+}
+
+#[test]
 fn remote_heavy_stays_quiet_just_below_its_floors() {
     let mut s = ComponentSnapshot {
         locality: Some(0.1),

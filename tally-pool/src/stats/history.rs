@@ -18,7 +18,7 @@ pub(crate) const HISTORY_CAPACITY: usize = 512;
 /// Samples closer together than `window / SPACING_DIVISOR` replace the newest one instead
 /// of adding to the ring, so that a full ring spans at least the window at any sampling
 /// rate (512 samples spaced `window / 480` cover 1.06 windows).
-const SPACING_DIVISOR: u32 = 480;
+pub(super) const SPACING_DIVISOR: u32 = 480;
 
 /// Each component's leak verdict is brought up to date on every this many samples,
 /// staggered by component id, so that a sample judges about one component in this many
@@ -138,9 +138,8 @@ impl History {
                 .components
                 .entry(id)
                 .or_insert_with(|| ComponentHistory {
-                    // Twice the ring: `make_contiguous` then moves the samples
-                    // once per `HISTORY_CAPACITY` samples, not on every one.
-                    samples: VecDeque::with_capacity(2 * HISTORY_CAPACITY),
+                    // Grown as samples come (see `ComponentHistory::push`).
+                    samples: VecDeque::new(),
                     fragmented_since: None,
                     conclusion: Conclusion {
                         leak: None,
@@ -185,7 +184,13 @@ impl History {
 
 impl ComponentHistory {
     /// Adds `sample`, keeping the ring sorted, bounded and spaced (see
-    /// [`SPACING_DIVISOR`]). A sample older than the newest is ignored.
+    /// [`SPACING_DIVISOR`]). A sample older than the newest is ignored, and so is one for
+    /// which the allocator refuses the ring more room.
+    ///
+    /// The ring's buffer doubles as samples come, up to twice [`HISTORY_CAPACITY`]: a
+    /// component sampled a few times costs a few samples, not a full ring, and at full size
+    /// `make_contiguous` moves the samples once per `HISTORY_CAPACITY` samples, not on
+    /// every one.
     fn push(&mut self, sample: Sample, spacing: Duration) {
         let mut newest = self.samples.iter().rev();
         match (newest.next(), newest.next()) {
@@ -195,6 +200,13 @@ impl ComponentHistory {
                 self.samples.pop_back();
             }
             _ => {}
+        }
+        let len = self.samples.len();
+        if len == self.samples.capacity() && len < 2 * HISTORY_CAPACITY {
+            let more = len.max(8).min(2 * HISTORY_CAPACITY - len);
+            if self.samples.try_reserve_exact(more).is_err() {
+                return;
+            }
         }
         if self.samples.len() >= HISTORY_CAPACITY {
             self.samples.pop_front();
@@ -251,6 +263,26 @@ mod tests {
     }
 
     #[test]
+    fn a_ring_grows_with_its_samples_to_twice_the_capacity_at_most() {
+        let mut h = fresh(60);
+        let id = ComponentId::from_raw(1);
+        let s = snapshot(MIB, 0);
+        h.record(Duration::ZERO, &[(id, &s)]);
+        let first = h.components[&id].samples.capacity();
+        assert!((1..=16).contains(&first), "{first}");
+        for secs in 1..3 * HISTORY_CAPACITY as u64 {
+            h.record(Duration::from_secs(secs), &[(id, &s)]);
+        }
+        let c = &h.components[&id];
+        assert_eq!(c.samples.len(), HISTORY_CAPACITY);
+        let full = c.samples.capacity();
+        assert!(
+            (HISTORY_CAPACITY + 1..=2 * HISTORY_CAPACITY + 8).contains(&full),
+            "{full}"
+        );
+    }
+
+    #[test]
     fn slow_sampling_keeps_every_sample() {
         let mut h = fresh(300);
         let id = ComponentId::from_raw(1);
@@ -286,6 +318,21 @@ mod tests {
             h.record(Duration::from_secs(secs), &[(id, &flat)]);
         }
         assert!(h.components[&id].conclusion.leak.is_none());
+    }
+
+    #[test]
+    fn the_most_samples_a_config_may_ask_for_still_finds_a_leak() {
+        // A window sampled as densely as the history keeps: a 480th of it apart.
+        let config = LeakConfig::default()
+            .window(Duration::from_secs(48))
+            .min_samples(usize::MAX);
+        let mut h = History::new(config);
+        let id = ComponentId::from_raw(3);
+        for tenth in 0..=2 * 480u64 {
+            let s = snapshot(10 * MIB + tenth * 20 * 1024, 0);
+            h.record(Duration::from_millis(tenth * 100), &[(id, &s)]);
+        }
+        assert!(h.components[&id].conclusion.leak.is_some());
     }
 
     #[test]

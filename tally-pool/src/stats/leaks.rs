@@ -57,6 +57,10 @@ const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// The fewest samples a window may ask for: a slope needs a few pairs.
 const MIN_SAMPLES: usize = 3;
 
+/// The most samples a window may ask for: the history keeps samples at least
+/// `window / 480` apart (a closer one replaces the newest), so a window never holds more.
+const MAX_SAMPLES: usize = super::history::SPACING_DIVISOR as usize;
+
 /// At most this many samples of a window go into a Theil–Sen estimate (120 pairs), so that
 /// a sample judges a hundred components in well under 200 µs.
 const MAX_POINTS: usize = 16;
@@ -114,14 +118,17 @@ impl LeakConfig {
         self
     }
 
-    /// The window must hold at least this many samples (default 10, at least 3).
+    /// The window must hold at least this many samples (default 10, at least 3, at most
+    /// 480: the history keeps samples at least a 480th of the window apart, so a window
+    /// never holds more, and a higher figure would turn the detector off).
     ///
     /// ```
     /// use tally_pool::stats::LeakConfig;
     /// assert_eq!(LeakConfig::default().min_samples(1).get_min_samples(), 3);
+    /// assert_eq!(LeakConfig::default().min_samples(600).get_min_samples(), 480);
     /// ```
     pub fn min_samples(mut self, samples: usize) -> Self {
-        self.min_samples = samples.max(MIN_SAMPLES);
+        self.min_samples = samples.clamp(MIN_SAMPLES, MAX_SAMPLES);
         self
     }
 

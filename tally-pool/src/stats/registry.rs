@@ -408,6 +408,21 @@ fn fill<T>(
     true
 }
 
+/// Sorts the members by id, in place, for [`entry_mut`]. Registrations append in about id
+/// order and a removal moves the last member into the gap, so the list is sorted or
+/// nearly: the sort costs about one pass, and a lookup of every member of a report costs
+/// `n log n`, not `n²` (with 20,000 members, the difference is seconds under the lock that
+/// registering and dropping pools wait for).
+fn by_id(entries: &mut [Entry]) {
+    entries.sort_unstable_by_key(|entry| entry.id);
+}
+
+/// The member `id` of `entries`, which [`by_id`] sorted.
+fn entry_mut(entries: &mut [Entry], id: ComponentId) -> Option<&mut Entry> {
+    let at = entries.binary_search_by_key(&id, |entry| entry.id).ok()?;
+    entries.get_mut(at)
+}
+
 /// For each `(id, exhausted)`, the refusals since the previous call for that id (all of
 /// them the first time), and remembers `exhausted` for the next. Unknown ids give their
 /// count unchanged.
@@ -416,20 +431,19 @@ fn fill<T>(
 /// without taking it from the next [`report`](super::report)).
 pub(crate) fn exhausted_since_last(current: &[(ComponentId, u64)], advance: bool) -> Vec<u64> {
     let mut entries = lock(&REGISTRY);
+    by_id(&mut entries);
     current
         .iter()
-        .map(
-            |&(id, exhausted)| match entries.iter_mut().find(|e| e.id == id) {
-                Some(entry) => {
-                    let since = exhausted.saturating_sub(entry.last_exhausted);
-                    if advance {
-                        entry.last_exhausted = exhausted;
-                    }
-                    since
+        .map(|&(id, exhausted)| match entry_mut(&mut entries, id) {
+            Some(entry) => {
+                let since = exhausted.saturating_sub(entry.last_exhausted);
+                if advance {
+                    entry.last_exhausted = exhausted;
                 }
-                None => exhausted,
-            },
-        )
+                since
+            }
+            None => exhausted,
+        })
         .collect()
 }
 
@@ -439,9 +453,10 @@ pub(crate) fn exhausted_since_last(current: &[(ComponentId, u64)], advance: bool
 /// no longer registered keeps the snapshot's own figures.
 pub(crate) fn fill_peaks(ids: &[ComponentId], snapshots: &mut [ComponentSnapshot]) {
     let mut entries = lock(&REGISTRY);
+    by_id(&mut entries);
     for (id, snapshot) in ids.iter().zip(snapshots.iter_mut()) {
         let mut peak = snapshot.peak_live_objects.max(snapshot.live_objects);
-        if let Some(entry) = entries.iter_mut().find(|e| e.id == *id) {
+        if let Some(entry) = entry_mut(&mut entries, *id) {
             peak = peak.max(entry.peak_live);
             entry.peak_live = peak;
         }
@@ -621,6 +636,38 @@ mod tests {
         let mut seen = vec![live(3)];
         fill_peaks(&[ComponentId(u64::MAX)], &mut seen);
         assert_eq!(seen[0].peak_live_objects, 3);
+    }
+
+    #[test]
+    fn members_found_by_id_after_removals_reorder_the_list() {
+        let source = Arc::new(Fixed(0));
+        let mut held: Vec<Registration> = (0..8)
+            .map(|i| register(format!("reg-order-{i}"), Kind::Block, weak_of(&source)))
+            .collect();
+        // Removals move the last member into the gap: the list is no longer in id order.
+        drop(held.remove(1));
+        drop(held.remove(4));
+        let ids: Vec<ComponentId> = held.iter().map(Registration::id).rev().collect();
+        let current: Vec<(ComponentId, u64)> = ids.iter().map(|&id| (id, id.get())).collect();
+        assert_eq!(
+            exhausted_since_last(&current, true),
+            ids.iter().map(|id| id.get()).collect::<Vec<_>>()
+        );
+        let more: Vec<(ComponentId, u64)> = ids.iter().map(|&id| (id, id.get() + 2)).collect();
+        assert_eq!(exhausted_since_last(&more, true), vec![2; ids.len()]);
+        let mut seen: Vec<ComponentSnapshot> = ids
+            .iter()
+            .map(|id| ComponentSnapshot {
+                live_objects: id.get(),
+                ..ComponentSnapshot::default()
+            })
+            .collect();
+        fill_peaks(&ids, &mut seen);
+        let mut zero = vec![ComponentSnapshot::default(); ids.len()];
+        fill_peaks(&ids, &mut zero);
+        for (id, snapshot) in ids.iter().zip(&zero) {
+            assert_eq!(snapshot.peak_live_objects, id.get());
+        }
     }
 
     #[test]
