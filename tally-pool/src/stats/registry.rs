@@ -239,16 +239,9 @@ pub(crate) fn try_register(
         Err(TryLockError::WouldBlock) => return None,
     };
     entries.try_reserve(1).ok()?;
-    let id = ComponentId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    entries.push(Entry {
-        id,
-        name,
-        kind,
-        source: SourceRef::Weak(source),
-        last_exhausted: 0,
-        peak_live: 0,
-        pool: false,
-    });
+    let entry = Entry::new(name, kind, SourceRef::Weak(source), false);
+    let id = entry.id;
+    entries.push(entry);
     Some(Registration { id })
 }
 
@@ -278,17 +271,26 @@ struct Entry {
     pool: bool,
 }
 
+impl Entry {
+    /// A new member, with the next id and nothing seen yet.
+    fn new(name: Arc<str>, kind: Kind, source: SourceRef, pool: bool) -> Self {
+        let id = ComponentId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        Entry {
+            id,
+            name,
+            kind,
+            source,
+            last_exhausted: 0,
+            peak_live: 0,
+            pool,
+        }
+    }
+}
+
 fn insert(name: Arc<str>, kind: Kind, source: SourceRef, pool: bool) -> ComponentId {
-    let id = ComponentId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    lock(&REGISTRY).push(Entry {
-        id,
-        name,
-        kind,
-        source,
-        last_exhausted: 0,
-        peak_live: 0,
-        pool,
-    });
+    let entry = Entry::new(name, kind, source, pool);
+    let id = entry.id;
+    lock(&REGISTRY).push(entry);
     id
 }
 
