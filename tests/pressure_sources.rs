@@ -261,3 +261,51 @@ fn fifos_devices_and_huge_files_skip_their_source_without_blocking() {
     assert_eq!(why(SourceKind::CgroupV1), "memory.stat: malformed");
     let _ = fs::remove_dir_all(root);
 }
+
+#[test]
+fn a_cgroup_path_that_climbs_out_of_the_mount_reads_nothing_outside_the_root() {
+    let _serial = serial();
+    // `/proc/self/cgroup` names a path that climbs from the mount (`sys/fs/cgroup` for v2,
+    // `sys/fs/cgroup/memory` for v1) to a directory beside the root, whose limit is 1,000
+    // bytes. The reader must stay under the mount (a cgroup namespace shows paths outside
+    // it: the mount is then the process's own cgroup), never read there.
+    let v2 = ["memory.max", "memory.current", "memory.stat"];
+    let v1 = [
+        "memory.limit_in_bytes",
+        "memory.usage_in_bytes",
+        "memory.stat",
+    ];
+    for (tree, line, files, stat, kind) in [
+        (
+            "v2",
+            "0::/../../../..",
+            v2,
+            "inactive_file",
+            SourceKind::CgroupV2,
+        ),
+        (
+            "v1",
+            "4:memory:/../../../../..",
+            v1,
+            "total_inactive_file",
+            SourceKind::CgroupV1,
+        ),
+    ] {
+        let root = fixture_copy(tree, "climbs-out");
+        let name = format!("tally-pressure-{}-outside", std::process::id());
+        let outside = root.with_file_name(&name);
+        fs::create_dir_all(&outside).unwrap();
+        for (file, text) in files.iter().zip(["1000", "999", &format!("{stat} 0")]) {
+            fs::write(outside.join(file), format!("{text}\n")).unwrap();
+        }
+        fs::write(root.join("proc/self/cgroup"), format!("{line}/{name}\n")).unwrap();
+        let (sources, _, _) = read(root.clone());
+        let cgroup = status(&sources, kind);
+        let _ = (fs::remove_dir_all(root), fs::remove_dir_all(outside));
+        assert_ne!(
+            cgroup.limit,
+            Some(1000),
+            "{tree}: read outside the root: {cgroup:?}"
+        );
+    }
+}

@@ -380,10 +380,16 @@ fn find_cgroup(root: &Path, buf: &mut String) -> Cgroup {
 }
 
 /// `mount/rel`, or `mount` itself when the process sees only its own cgroup's subtree
-/// (a cgroup namespace, where `/proc/self/cgroup` names a path outside the mount).
+/// (a cgroup namespace, where `/proc/self/cgroup` names a path outside the mount, such
+/// as `/../../x`). A `rel` with any component but a plain name (`..`, `.`) is such a
+/// path: joined, it would lead outside the mount and the configured root.
 fn leaf_dir(mount: &Path, rel: &str) -> PathBuf {
+    use std::path::Component;
+    let plain = Path::new(rel)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
     let leaf = mount.join(rel);
-    if leaf.is_dir() {
+    if plain && leaf.is_dir() {
         leaf
     } else {
         mount.to_path_buf()
