@@ -4,7 +4,8 @@
 //! and leaves every free block where it can be allocated again, and a thread refused room
 //! for its cache of the pool uses the pool without one. The global allocator here is
 //! `TallyAlloc` (see `tests/wrapped`) wrapped in one that refuses the requests of a thread
-//! that asks it to, all of them or all after the first few.
+//! that asks it to, all of them or all after the first few. Creating a block or a typed
+//! pool refused at any of its requests is `PoolError::OutOfMemory`, never an abort.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -13,7 +14,7 @@ use core::ptr::NonNull;
 use std::collections::HashSet;
 
 use tally_pool::block::{BlockPool, BlockPoolConfig};
-use tally_pool::PoolError;
+use tally_pool::{Pool, PoolConfig, PoolError};
 
 mod wrapped;
 use wrapped::{Inner, INNER};
@@ -25,11 +26,15 @@ thread_local! {
     static GRANT: Cell<u64> = const { Cell::new(0) };
     /// Requests refused on this thread.
     static REFUSED: Cell<u64> = const { Cell::new(0) };
+    /// The smallest request refused, while `REFUSE` is set (0: every one).
+    static SMALLEST: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Whether to refuse this request (counted if so).
-fn refuse() -> bool {
-    if !REFUSE.try_with(Cell::get).unwrap_or(false) {
+fn refuse(layout: Layout) -> bool {
+    if !REFUSE.try_with(Cell::get).unwrap_or(false)
+        || layout.size() < SMALLEST.try_with(Cell::get).unwrap_or(0)
+    {
         return false;
     }
     let granted = GRANT.try_with(|g| {
@@ -67,7 +72,7 @@ struct Refusing(Inner);
 // the inner allocator, refusals never hand one out.
 unsafe impl GlobalAlloc for Refusing {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if refuse() {
+        if refuse(layout) {
             return core::ptr::null_mut();
         }
         // SAFETY: the caller's contract, passed on.
@@ -75,7 +80,7 @@ unsafe impl GlobalAlloc for Refusing {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if refuse() {
+        if refuse(layout) {
             return core::ptr::null_mut();
         }
         // SAFETY: the caller's contract, passed on.
@@ -88,7 +93,7 @@ unsafe impl GlobalAlloc for Refusing {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if refuse() {
+        if refuse(Layout::from_size_align(new_size, layout.align()).unwrap_or(layout)) {
             return core::ptr::null_mut();
         }
         // SAFETY: the caller's contract, passed on.
@@ -246,4 +251,49 @@ fn a_thread_refused_memory_for_its_cache_of_a_second_pool_uses_it_uncached() {
     // A first pool gives the thread's table of caches its room; the second pool's cache is
     // then the first thing the thread asks memory for.
     two_blocks_refused(&pool(), Some(&pool()));
+}
+
+/// Creates a pool with this thread's requests of at least 1 MiB refused after the first
+/// `grant`, for every `grant` until creation asks for nothing that is refused: each attempt
+/// must create the pool or return `PoolError::OutOfMemory`, never abort the process on an
+/// infallible allocation. Requests that grow with the configuration are the ones a real
+/// limit refuses; Rust's own collections abort on a refused small one. Returns how many
+/// such requests creation makes.
+fn create_refused<P>(what: &str, create: impl Fn() -> Result<P, PoolError>) -> u64 {
+    SMALLEST.with(|s| s.set(1 << 20));
+    for grant in 0.. {
+        let (result, refused) = refusing_after(grant, &create);
+        match result {
+            Ok(_) if refused == 0 => {
+                SMALLEST.with(|s| s.set(0));
+                return grant;
+            }
+            // A refusal that creation can do without (a registration, a cache).
+            Ok(_) => {}
+            Err(PoolError::OutOfMemory { .. }) => {}
+            Err(e) => panic!("{what}, refused after {grant} requests: {e}"),
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "maps whole chunks")]
+fn creation_refused_a_large_request_is_out_of_memory() {
+    // The typed pool's token table holds a word per chunk the cap allows: 16 MiB of chunk
+    // addresses for 256 KiB values (four a chunk) up to eight million of them.
+    let typed = create_refused("a typed pool", || {
+        let config = PoolConfig::new("refused-at-creation")
+            .capacity(4)
+            .max_capacity(1 << 23);
+        Pool::<[[u8; 1 << 12]; 64]>::new(config).map(|_| ())
+    });
+    assert!(typed > 0, "creation asked for no large request");
+    create_refused("a block pool", || {
+        BlockPool::new(
+            BlockPoolConfig::new(Layout::from_size_align(1 << 18, 8).unwrap())
+                .capacity(4)
+                .max_capacity(1 << 23),
+        )
+    });
 }

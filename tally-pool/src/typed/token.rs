@@ -277,6 +277,16 @@ impl TokenTable {
         let blocks_per_chunk = pool.blocks_per_chunk();
         let max_chunks = max_capacity.div_ceil(blocks_per_chunk);
         let words = max_chunks * blocks_per_chunk;
+        // Millions of chunks make this tens of MiB: a refusal is an error, not an abort.
+        let mut chunk_bases = Vec::new();
+        chunk_bases
+            .try_reserve_exact(max_chunks)
+            .map_err(|_| PoolError::OutOfMemory {
+                pool: pool.error_name(),
+                bytes: max_chunks.saturating_mul(core::mem::size_of::<AtomicUsize>()),
+                errno: libc::ENOMEM,
+            })?;
+        chunk_bases.extend((0..max_chunks).map(|_| AtomicUsize::new(0)));
         #[cfg(not(loom))]
         let gens = sys::map(words * core::mem::size_of::<AtomicU32>()).map_err(|e| {
             PoolError::OutOfMemory {
@@ -290,7 +300,7 @@ impl TokenTable {
         Ok(Self {
             blocks_per_chunk,
             gens,
-            chunk_bases: (0..max_chunks).map(|_| AtomicUsize::new(0)).collect(),
+            chunk_bases: chunk_bases.into_boxed_slice(),
         })
     }
 
