@@ -1,7 +1,8 @@
 //! `Display` for [`MemoryReport`]: a table for people, in the spirit of `mi_stats_print`.
 //! One row per component, then the totals, the findings and the leak suspects.
 //!
-//! Names are printed with control characters escaped and cut to [`NAME_WIDTH`]
+//! Names are printed with control characters, line separators and bidirectional
+//! controls escaped and cut to [`NAME_WIDTH`]
 //! characters, so any name keeps the table on its lines.
 
 use std::fmt::{self, Display, Formatter};
@@ -137,14 +138,16 @@ fn classes(f: &mut Formatter<'_>, m: &MemoryClasses) -> fmt::Result {
     Ok(())
 }
 
-/// `text` with control characters escaped (`\n`, `\u{0}`, …), cut to `width` characters
+/// `text` with control characters, line separators and bidirectional controls escaped
+/// (`\n`, `\u{0}`, `\u{2028}`, …), cut to `width` characters
 /// with a trailing `…` when longer.
 fn printable(text: &str, width: usize) -> String {
     let escaped: String = text
         .chars()
         .flat_map(|c| {
-            let escape = c.is_control().then(|| c.escape_default());
-            let plain = (!c.is_control()).then_some(c);
+            let hostile = breaks_row(c);
+            let escape = hostile.then(|| c.escape_default());
+            let plain = (!hostile).then_some(c);
             escape.into_iter().flatten().chain(plain)
         })
         .collect();
@@ -154,6 +157,14 @@ fn printable(text: &str, width: usize) -> String {
     let mut cut: String = escaped.chars().take(width.saturating_sub(1)).collect();
     cut.push('…');
     cut
+}
+
+/// Whether `c` would break a row or reorder it on screen: a control character, the
+/// Unicode line and paragraph separators (mandatory line breaks), or a bidirectional
+/// embedding, override or isolate.
+fn breaks_row(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -171,5 +182,14 @@ mod tests {
         assert!(cut.ends_with('…'));
         assert_eq!(printable(&long, usize::MAX), long);
         assert_eq!(printable("ééé", 24), "ééé");
+        // Unicode's mandatory line breaks would split the row for readers that honour
+        // them; bidirectional overrides and isolates would reorder the rest of it.
+        let hostile = "a\u{2028}b\u{2029}c\u{202e}d\u{2068}e";
+        assert_eq!(
+            printable(hostile, 48),
+            r"a\u{2028}b\u{2029}c\u{202e}d\u{2068}e"
+        );
+        assert_eq!(printable("\u{202a}\u{2069}", 48), r"\u{202a}\u{2069}");
+        assert_eq!(printable("\u{2027}\u{2065}", 48), "\u{2027}\u{2065}");
     }
 }
