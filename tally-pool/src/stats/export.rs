@@ -9,6 +9,11 @@
 //! Every series has the labels `component` (the name, which need not be unique), `id`
 //! (the registry's id, which is) and `kind`; per-node series add `node`.
 //!
+//! Label values are the names as they are: escaping is the recorder's job. One to know of:
+//! `metrics-exporter-prometheus` (0.18) takes a backslash before `"` or `\` in a value
+//! for an escape already made, so such a name reads back from its text format with a
+//! backslash fewer (`a\"b` as `a"b`). The `id` label still tells the series apart.
+//!
 //! | series | type | what |
 //! |---|---|---|
 //! | `tally_pool_live_bytes` | gauge | values in use |
