@@ -1,7 +1,9 @@
 //! The untyped, lock-free block allocator.
 //!
 //! A [`BlockPool`] hands out blocks of one [`Layout`] on one NUMA node. It is the layer
-//! under the typed pools and the global allocator, and usable on its own.
+//! under the typed pools, and usable on its own. The global allocator
+//! ([`TallyAlloc`](crate::alloc::TallyAlloc)) shares its size classes and the `sys`
+//! layer, not its pools (see Limits).
 //!
 //! ```
 //! use core::alloc::Layout;
@@ -150,6 +152,14 @@
 //!   calls the pool, or exits, never from under it.
 //! - Dropping the last `BlockPool` handle unmaps all its memory: blocks still allocated
 //!   must not be used afterwards.
+//! - A pool's slow paths (a thread's first call, refills and spills, growth, reclaim,
+//!   statistics) keep their bookkeeping in memory from the global allocator. So a
+//!   `#[global_allocator]` must not serve requests from a `BlockPool` or a typed pool: a
+//!   request made from inside a pool's slow path would come back into that pool on the
+//!   same thread, which the slow paths do not support. This is part of the `unsafe impl
+//!   GlobalAlloc` contract (an allocator must not recurse into itself through what it
+//!   calls); the crate's own global allocator, `TallyAlloc`, keeps to it by using heaps
+//!   of its own. No other code of the user's runs inside a slow path.
 //!
 //! # Code map
 //!

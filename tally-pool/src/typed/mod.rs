@@ -32,7 +32,10 @@
 //! | `error` | [`AcquireError`] |
 //!
 //! Typed pools use the block layer only through `block::facade`. The [`Pooled`] trait, which
-//! the derive implements, is defined here.
+//! the derive implements, is defined here. User code that runs inside an acquire or a
+//! release (`Default`, an `acquire_with_fn` closure, `Drop`, [`Recycle`]) may use any
+//! pool; a `#[global_allocator]` must not serve requests from typed pools (see the block
+//! module's [Limits](crate::block#limits)).
 
 mod acquire;
 mod audit;
