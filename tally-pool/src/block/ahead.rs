@@ -189,10 +189,13 @@ impl PoolShared {
             {
                 break; // what was not installed is unmapped as it drops
             }
-            self.counters.expansions.fetch_add(1, StdOrdering::Relaxed);
+            // Every chunk of the mapping counts (a huge-page pool maps a pair).
+            self.counters
+                .expansions
+                .fetch_add(n as u64, StdOrdering::Relaxed);
             self.counters
                 .expansions_ahead
-                .fetch_add(1, StdOrdering::Relaxed);
+                .fetch_add(n as u64, StdOrdering::Relaxed);
             made += (n * bpc).min(cap_left);
             mappings += 1;
         }

@@ -101,7 +101,11 @@ impl PoolShared {
                 self.check_pressure()?;
                 let first_new = growth.chunks.len();
                 self.map_chunk(growth)?;
-                self.counters.expansions.fetch_add(1, StdOrdering::Relaxed);
+                // A huge-page pool maps a pair: every chunk counts (see `expansions`).
+                let added = growth.chunks.len() - first_new;
+                self.counters
+                    .expansions
+                    .fetch_add(added as u64, StdOrdering::Relaxed);
                 first_new
             }
         };
@@ -528,6 +532,21 @@ pub(super) mod tests {
         assert!(!growth.chunks[0].reclaimed && growth.chunks[1].reclaimed);
         drop(growth);
         assert!(p.verify().is_ok());
+    }
+
+    #[test]
+    fn expansions_count_each_chunk_of_a_pair() {
+        let p = PoolShared::new(
+            BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+                .capacity(0)
+                .huge_pages(true),
+        )
+        .unwrap();
+        let mut growth = lock(&p.growth);
+        p.carve(&mut growth, 1, |_, _| {}).unwrap();
+        assert_eq!(growth.chunks.len(), 2, "one pair");
+        drop(growth);
+        assert_eq!(p.counters.expansions.load(StdOrdering::Relaxed), 2);
     }
 
     #[test]
