@@ -46,7 +46,9 @@ impl BlockPool {
     ///
     /// # Errors
     ///
-    /// [`PoolError::InvalidConfig`] if `capacity > max_capacity` or `max_capacity == 0`;
+    /// [`PoolError::InvalidConfig`] if `capacity > max_capacity`, `max_capacity == 0`,
+    /// `reserve > max_capacity`, or `capacity` needs more 1 MiB chunks than the 48-bit
+    /// address space holds;
     /// [`PoolError::UnsupportedLayout`] for blocks over 256 KiB or aligned above 4096;
     /// [`PoolError::OutOfMemory`] if the OS refuses the initial memory;
     /// [`PoolError::LockRefused`] if the pool locks its memory

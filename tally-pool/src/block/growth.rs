@@ -550,6 +550,25 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_capacity_beyond_the_address_space_is_refused_as_a_config_error() {
+        let bpc = pool(false).geometry.blocks_per_chunk;
+        for capacity in [usize::MAX, (registry::MAX_CHUNKS + 1) * bpc] {
+            let made = PoolShared::new(
+                BlockPoolConfig::new(Layout::new::<[u64; 8]>())
+                    .capacity(capacity)
+                    .max_capacity(usize::MAX)
+                    .prefault(false),
+            );
+            match made {
+                Err(PoolError::InvalidConfig { reason, .. }) => {
+                    assert!(reason.contains("address space"), "{reason}");
+                }
+                other => panic!("{capacity}: {:?}", other.map(|_| ())),
+            }
+        }
+    }
+
+    #[test]
     #[cfg_attr(miri, ignore = "miri has no mlock")]
     fn a_locking_pool_counts_locked_bytes_and_unlocks_what_it_gives_back() {
         let made = PoolShared::new(

@@ -172,6 +172,14 @@ impl PoolShared {
         }
         let geometry = Geometry::new(layout, guard)
             .map_err(|reason| PoolError::UnsupportedLayout { layout, reason })?;
+        // A capacity beyond what the address space can hold would otherwise be mapped (a
+        // header page written in each chunk) until the OS refuses, which on an
+        // overcommitting system is long after the process has run out of memory.
+        if capacity.div_ceil(geometry.blocks_per_chunk) > registry::MAX_CHUNKS {
+            return Err(invalid(format!(
+                "`capacity` ({capacity}) needs more chunks than the address space holds"
+            )));
+        }
         let batch = (cache_limit(max_capacity) / 2).max(1);
         let slot = registry::take_slot().ok_or(PoolError::TooManyPools { max: MAX_POOLS })?;
         let uid = NEXT_UID.fetch_add(1, StdOrdering::Relaxed);

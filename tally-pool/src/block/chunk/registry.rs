@@ -31,6 +31,10 @@ const ROOT_BITS: u32 = ADDRESS_BITS - CHUNK_SHIFT - LEAF_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
 const ROOT_LEN: usize = 1 << ROOT_BITS;
 
+/// Most chunks the covered address space can hold: a pool whose capacity needs more can
+/// never be built, and is refused before anything is mapped.
+pub(crate) const MAX_CHUNKS: usize = 1 << (ADDRESS_BITS - CHUNK_SHIFT);
+
 /// Invariant: each non-null entry points to `LEAF_LEN` `AtomicU32`s in a mapping that is
 /// never unmapped; an entry, once set, never changes.
 static ROOT: [AtomicPtr<AtomicU32>; ROOT_LEN] = [const { AtomicPtr::new(null_mut()) }; ROOT_LEN];
