@@ -121,6 +121,10 @@ impl BlockPool {
         let result = unsafe {
             cache.in_section(|cache, blocks| self.shared.refill_and_allocate(cache, blocks))
         };
+        let Some(result) = result else {
+            // A call from inside a section of this cache: without it.
+            return self.allocate_slow();
+        };
         events::emit();
         result
     }
@@ -134,6 +138,10 @@ impl BlockPool {
         // whose push has ended; `spill_and_free` reaches nothing of the table.
         let result = unsafe {
             cache.in_section(|cache, blocks| self.shared.spill_and_free(cache, blocks, ptr))
+        };
+        let Some(result) = result else {
+            // A call from inside a section of this cache: without it.
+            return self.release(ptr);
         };
         events::emit();
         result

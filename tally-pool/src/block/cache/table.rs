@@ -31,10 +31,33 @@ struct Entry {
 /// [`CacheCell`] of this thread whose pointer is null or the address of the cache
 /// `caches[slot]` holds. (The cells are native thread-locals, as on every target this crate
 /// builds for, so their storage lasts until the thread ends, past this table's destructor.)
+/// `busy` is true exactly while a reference into `caches` or `bound` is live.
 #[derive(Debug)]
 pub(crate) struct CacheTable {
     caches: StdUnsafeCell<Vec<Option<Entry>>>,
     bound: StdUnsafeCell<Vec<(usize, *const CacheCell)>>,
+    busy: Cell<bool>,
+}
+
+/// Marks a table busy while it lives (see [`CacheTable`]).
+struct Busy<'t>(&'t Cell<bool>);
+
+impl<'t> Busy<'t> {
+    /// `None` if the table is busy already: the caller is inside `with_cache` or `bind`
+    /// further up this thread's stack (reached from there only through a global allocator
+    /// built on the pools), and must not touch the table.
+    fn enter(table: &'t CacheTable) -> Option<Self> {
+        if table.busy.replace(true) {
+            return None;
+        }
+        Some(Busy(&table.busy))
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 #[cfg(not(loom))]
@@ -51,6 +74,7 @@ impl CacheTable {
         Self {
             caches: StdUnsafeCell::new(Vec::new()),
             bound: StdUnsafeCell::new(Vec::new()),
+            busy: Cell::new(false),
         }
     }
 
@@ -176,8 +200,12 @@ pub(crate) fn bind(pool: &Arc<PoolShared>, cell: &CacheCell) {
         return;
     }
     let _ = CACHES.try_with(|table| {
+        // Called from inside the table's own use: the cell stays unbound for now.
+        let Some(_busy) = Busy::enter(table) else {
+            return;
+        };
         // SAFETY: the table belongs to this thread, and no other reference into it is live
-        // (this is not called from within `with_cache`).
+        // (the table was not busy).
         let caches = unsafe { &mut *table.caches.get() };
         let cache = match caches.get(pool.slot as usize) {
             Some(Some(e)) if e.cache.pool_uid == pool.uid => &e.cache,
@@ -203,10 +231,9 @@ pub(crate) fn bind(pool: &Arc<PoolShared>, cell: &CacheCell) {
 
 /// Runs `f` with the calling thread's cache for `pool` and mutable access to its blocks,
 /// creating the cache on first use. Returns `None` while the thread's table is being torn
-/// down at thread exit; the caller then works on the depot directly.
-///
-/// `f` must not call `with_cache` or `bind` (either would alias the table); nothing in
-/// this crate that `f` reaches does.
+/// down at thread exit, and when the call comes from inside `with_cache`, `bind` or a
+/// section of the cache on this thread (only a global allocator built on the pools makes
+/// such a call); the caller then works on the depot directly.
 #[inline]
 pub(crate) fn with_cache<R>(
     pool: &Arc<PoolShared>,
@@ -215,17 +242,18 @@ pub(crate) fn with_cache<R>(
     CACHES
         .try_with(|table| {
             let slot = pool.slot as usize;
-            // SAFETY: the table belongs to this thread, and no reference into it outlives
-            // this closure; `f` does not re-enter `with_cache` (documented above), so this
-            // is the only live reference to the table.
+            let _busy = Busy::enter(table)?;
+            // SAFETY: the table belongs to this thread, no reference into it outlives this
+            // closure, and none was live (the table was not busy): this is the only one.
             let caches = unsafe { &mut *table.caches.get() };
             let cache = match caches.get(slot) {
                 Some(Some(e)) if e.cache.pool_uid == pool.uid => &e.cache,
                 _ => install(table, caches, pool)?,
             };
             // SAFETY: the table holds the cache for this thread, which owns it; no fast
-            // operation's borrow is live, and `f` does not re-enter (documented above).
-            Some(unsafe { cache.in_section(f) })
+            // operation's borrow is live (a fast operation of a call from inside `f` misses
+            // without one, and `in_section` refuses to nest).
+            unsafe { cache.in_section(f) }
         })
         .ok()
         .flatten()
@@ -274,4 +302,37 @@ fn install<'t>(
         pool: Arc::downgrade(pool),
     });
     entry.as_ref().map(|e| &e.cache)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use core::alloc::Layout;
+
+    use super::*;
+    use crate::block::config::BlockPoolConfig;
+
+    #[test]
+    fn a_call_from_inside_the_tables_use_leaves_the_table_alone() {
+        let config = BlockPoolConfig::new(Layout::new::<u64>()).guard(GuardLevel::Off);
+        let p = PoolShared::new(config).unwrap();
+        // A bound cell is a thread-local, as the table's invariant asks: the table nulls
+        // it when the thread exits.
+        std::thread_local! {
+            static CELL: CacheCell = const { CacheCell::new() };
+        }
+        CELL.with(|cell| {
+            let nested = with_cache(&p, |_, _| {
+                bind(&p, cell);
+                with_cache(&p, |_, _| ())
+            });
+            // The outer call ran; the inner ones found the table busy.
+            assert_eq!(nested, Some(None));
+            assert!(!cell.is_bound());
+            // Once the table is free again, both work (`bind` binds a pool in the fast
+            // table, which a test binary full of pools may have filled).
+            bind(&p, cell);
+            assert_eq!(cell.is_bound(), p.fast_paths());
+        });
+        assert_eq!(with_cache(&p, |_, _| 7), Some(7));
+    }
 }

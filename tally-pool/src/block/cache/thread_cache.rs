@@ -35,6 +35,12 @@ const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
 /// What a counted pop adds to [`ThreadCache::tally`] besides taking one block off.
 const ONE_POP: u64 = 1 << LEN_BITS;
 const _: () = assert!((CACHE_CAPACITY as u64) < ONE_POP);
+/// [`ThreadCache::tally`] while a section runs: a count above any `limit`, so that a fast
+/// operation the section's own thread makes meanwhile (from inside the slow path, which
+/// only a global allocator built on the pools can do) misses without touching the blocks
+/// the section holds.
+const IN_SECTION: u64 = LEN_MASK;
+const _: () = assert!((CACHE_CAPACITY as u64) < IN_SECTION - 1);
 
 /// The blocks a cache holds.
 ///
@@ -124,7 +130,8 @@ pub(crate) struct ThreadCache {
     pub(crate) limit: AtomicUsize,
     /// Outside a section: the number of cached blocks (`ptrs[..len]`), at most
     /// `CACHE_CAPACITY`, in the low [`LEN_BITS`] bits, and the allocations the fast paths
-    /// counted since the last section above them (the tally invariant).
+    /// counted since the last section above them (the tally invariant). During a section:
+    /// [`IN_SECTION`].
     tally: AtomicU64,
     blocks: StdUnsafeCell<CachedBlocks>,
     /// The number of cached blocks when the last section ended.
@@ -212,6 +219,9 @@ impl ThreadCache {
         self.counters.frees.add(pushes);
         // `len <= CACHE_CAPACITY` (tally invariant), so it fits.
         blocks.len = len as usize;
+        // The fast paths miss until `leave` (see `IN_SECTION`); readers on other threads
+        // wait out the section, so never read this.
+        self.tally.store(IN_SECTION, Ordering::Relaxed);
     }
 
     /// Ends the section [`Self::enter`] started: the fast paths go on from `blocks.len`.
@@ -227,7 +237,10 @@ impl ThreadCache {
     }
 
     /// Runs `f` in a section of this cache (see [`ThreadCache::enter`]), with mutable
-    /// access to its blocks: the slow paths' way in.
+    /// access to its blocks: the slow paths' way in. `None`, without running `f`, when the
+    /// calling thread is inside a section of this cache already: a call made from inside
+    /// the slow path (by a global allocator built on the pools) then takes the path
+    /// without a cache, instead of a second borrow of the blocks.
     ///
     /// # Safety
     ///
@@ -240,16 +253,21 @@ impl ThreadCache {
     pub(crate) unsafe fn in_section<R>(
         &self,
         f: impl FnOnce(&ThreadCache, &mut CachedBlocks) -> R,
-    ) -> R {
-        // SAFETY: this thread owns the cache's blocks (caller), and no other reference to
-        // them is live (caller).
+    ) -> Option<R> {
+        // Only the owner (the calling thread) writes `section`: odd means one of this
+        // thread's calls is inside a section of this cache, further up the stack.
+        if self.section.load(Ordering::Relaxed) & 1 != 0 {
+            return None;
+        }
+        // SAFETY: this thread owns the cache's blocks (caller), no other reference to them
+        // is live (caller), and no section of this thread holds them (just checked).
         let blocks = unsafe { &mut *self.blocks.get() };
         self.enter(blocks);
         let section = Section {
             cache: self,
             blocks,
         };
-        f(section.cache, &mut *section.blocks)
+        Some(f(section.cache, &mut *section.blocks))
     }
 
     /// Takes back the allocation a pop counted for a block the caller refuses.
@@ -260,7 +278,8 @@ impl ThreadCache {
     /// reference to its blocks.
     pub(crate) unsafe fn refuse_popped(&self) {
         // SAFETY: the caller's contract, passed on; the closure reaches nothing of the table.
-        unsafe { self.in_section(|cache, _| cache.counters.refused.bump()) };
+        // A pop just succeeded, so no section of this cache runs: the count is taken back.
+        let _ = unsafe { self.in_section(|cache, _| cache.counters.refused.bump()) };
     }
 
     /// The counts of this cache's thread, from any thread, as they were at one instant
@@ -373,7 +392,8 @@ impl ThreadCache {
     /// # Safety
     ///
     /// The calling thread owns this cache (its table or fast table gave it), and holds no
-    /// other reference to its blocks.
+    /// other reference to its blocks but a section's (in which the pop misses without
+    /// touching them: see [`IN_SECTION`]).
     #[inline(always)]
     pub(crate) unsafe fn pop(&self) -> Option<NonNull<u8>> {
         let tally = self.tally.load(Ordering::Relaxed);
@@ -381,8 +401,8 @@ impl ThreadCache {
         if index >= self.limit.load(Ordering::Relaxed) {
             return None;
         }
-        // SAFETY: this thread owns the cache's blocks (caller) and holds no other reference
-        // to them.
+        // SAFETY: this thread owns the cache's blocks (caller), and no section holds them:
+        // during one, `index` is `IN_SECTION - 1`, above any limit.
         let blocks = unsafe { &*self.blocks.get() };
         // SAFETY: `index < limit <= CACHE_CAPACITY` (ThreadCache invariant).
         let raw = unsafe { *blocks.ptrs.get_unchecked(index) };
@@ -411,8 +431,8 @@ impl ThreadCache {
         if len >= self.limit.load(Ordering::Relaxed) {
             return false;
         }
-        // SAFETY: this thread owns the cache's blocks (caller) and holds no other reference
-        // to them.
+        // SAFETY: this thread owns the cache's blocks (caller), and no section holds them:
+        // during one, `len` is `IN_SECTION`, above any limit.
         let blocks = unsafe { &mut *self.blocks.get() };
         // SAFETY: `len < limit <= CACHE_CAPACITY` (ThreadCache invariant).
         unsafe { *blocks.ptrs.get_unchecked_mut(len) = ptr };
@@ -425,12 +445,13 @@ impl ThreadCache {
     ///
     /// # Safety
     ///
-    /// As for [`Self::pop`]; and the registry just vouched for `addr` as a block of this
-    /// cache's pool, whose geometry is `geometry`.
+    /// The calling thread owns this cache, holds no other reference to its blocks and is
+    /// in no section of it (a push onto it just succeeded); and the registry just vouched
+    /// for `addr` as a block of this cache's pool, whose geometry is `geometry`.
     #[inline(always)]
     pub(crate) unsafe fn remember_chunk(&self, addr: usize, geometry: &Geometry) {
-        // SAFETY: this thread owns the cache's blocks (caller) and holds no other reference
-        // to them.
+        // SAFETY: this thread owns the cache's blocks and no reference to them is live
+        // (caller).
         let blocks = unsafe { &mut *self.blocks.get() };
         blocks.remembered_first = (addr & !(CHUNK_SIZE - 1)) + geometry.first_offset;
         blocks.remembered_span = geometry.span();
@@ -454,8 +475,13 @@ impl ThreadCache {
     /// this refuses as [`RememberedPush::NotVouched`] without reading it).
     #[inline(always)]
     pub(crate) unsafe fn push_in_remembered_chunk(&self, ptr: *mut u8) -> RememberedPush {
-        // SAFETY: this thread owns the cache's blocks (caller) and holds no other reference
-        // to them; the borrow ends before `push` takes its own.
+        if self.tally.load(Ordering::Relaxed) == IN_SECTION {
+            // A section of this thread holds the blocks (see `IN_SECTION`).
+            return RememberedPush::NotVouched;
+        }
+        // SAFETY: this thread owns the cache's blocks (caller), holds no other reference
+        // to them, and is in no section of this cache (just checked); the borrow ends before
+        // `push` takes its own.
         let (first, span, magic) = unsafe {
             let blocks = &*self.blocks.get();
             (
@@ -503,5 +529,49 @@ struct Section<'a> {
 impl Drop for Section<'_> {
     fn drop(&mut self) {
         self.cache.leave(self.blocks);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fast_operation_inside_a_section_misses_without_touching_the_blocks() {
+        let cache = ThreadCache::new(1, 4, 0, 0);
+        let mut slots = [0u64; 4];
+        let block = slots.as_mut_ptr().cast::<u8>();
+        // SAFETY: this thread owns `cache` and holds no reference to its blocks; `block`
+        // stands for a free block of its pool (the cache never reads a block).
+        assert!(unsafe { cache.push(block) });
+        // From inside the slow path, as a global allocator built on the pool would call:
+        // under miri, a fast operation that touched the blocks would be caught here.
+        let section = |cache: &ThreadCache, blocks: &mut CachedBlocks| {
+            assert_eq!(blocks.len, 1);
+            // SAFETY: the calls this test is about: this thread owns `cache`, and the only
+            // reference to its blocks is the section's.
+            let popped = unsafe { cache.pop() };
+            // SAFETY: as above.
+            let pushed = unsafe { cache.push(block) };
+            // SAFETY: as above.
+            let remembered = unsafe { cache.push_in_remembered_chunk(block) };
+            // SAFETY: as above.
+            let nested = unsafe { cache.in_section(|_, _| ()) };
+            blocks.len = 0; // the section hands the block out
+            (popped, pushed, remembered, nested)
+        };
+        // SAFETY: this thread owns `cache`, and no reference to its blocks is live.
+        let inside = unsafe { cache.in_section(section) };
+        assert_eq!(
+            inside,
+            Some((None, false, RememberedPush::NotVouched, None))
+        );
+        // The section's count stands, and the fast paths serve again.
+        let counts = cache.counts();
+        assert_eq!((counts.cached, counts.frees), (0, 1));
+        // SAFETY: as above, no section runs.
+        assert!(unsafe { cache.push(block) });
+        // SAFETY: as above.
+        assert_eq!(unsafe { cache.pop() }, NonNull::new(block));
     }
 }
