@@ -8,7 +8,6 @@ use super::chunk::list::ChunkList;
 use super::chunk::CHUNK_SIZE;
 use super::shared::{clock, now_ms, PoolShared};
 use crate::stats::Urgency;
-use crate::sync::lock;
 use crate::sys::budget::{self, PressureLevel};
 use crate::sys::PAGE;
 
@@ -109,7 +108,7 @@ impl PoolShared {
             return 0;
         }
         let bpc = self.geometry.blocks_per_chunk;
-        let mut growth = lock(&self.growth);
+        let mut growth = self.lock_growth();
         // Demand: blocks carved since the last pass (whoever carved them).
         let carved = growth.carved_ever;
         let taken = carved.wrapping_sub(self.ahead_carved.swap(carved, StdOrdering::Relaxed));
@@ -148,7 +147,7 @@ impl PoolShared {
                     chunk.populating = true;
                     drop(growth);
                     let faulted = region.populate_if_supported(from, to);
-                    growth = lock(&self.growth);
+                    growth = self.lock_growth();
                     if let Some(chunk) = growth.chunks.get_mut(id) {
                         chunk.populating = false;
                         if faulted {
@@ -175,7 +174,7 @@ impl PoolShared {
             };
             drop(growth);
             let prepared = self.prepare_chunks(plan, fault);
-            growth = lock(&self.growth);
+            growth = self.lock_growth();
             let Ok(chunks) = prepared else {
                 break;
             };
@@ -209,6 +208,7 @@ impl PoolShared {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use crate::sync::lock;
     use core::alloc::Layout;
 
     use super::*;

@@ -12,7 +12,6 @@ use super::api::BlockPool;
 use super::chunk::CHUNK_SIZE;
 use super::per_node::PerNodeBlockPool;
 use crate::error::PoolError;
-use crate::sync::lock;
 use crate::sys;
 use crate::sys::placement::{page_status, PageStatus};
 
@@ -207,7 +206,7 @@ impl BlockPool {
     fn touched_spans(&self, spans: &mut Vec<Span>) {
         let pool = &*self.shared;
         let geometry = pool.geometry;
-        let growth = lock(&pool.growth);
+        let growth = pool.lock_growth();
         for chunk in growth.chunks.iter().filter(|c| !c.reclaimed) {
             let carved_end = geometry
                 .first_offset

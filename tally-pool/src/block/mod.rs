@@ -153,13 +153,15 @@
 //! - Dropping the last `BlockPool` handle unmaps all its memory: blocks still allocated
 //!   must not be used afterwards.
 //! - A pool's slow paths (a thread's first call, refills and spills, growth, reclaim,
-//!   statistics) keep their bookkeeping in memory from the global allocator. So a
-//!   `#[global_allocator]` must not serve requests from a `BlockPool` or a typed pool: a
-//!   request made from inside a pool's slow path would come back into that pool on the
-//!   same thread, which the slow paths do not support. This is part of the `unsafe impl
-//!   GlobalAlloc` contract (an allocator must not recurse into itself through what it
-//!   calls); the crate's own global allocator, `TallyAlloc`, keeps to it by using heaps
-//!   of its own. No other code of the user's runs inside a slow path.
+//!   statistics) keep their bookkeeping in memory from the global allocator, so a
+//!   `#[global_allocator]` that serves requests from a `BlockPool` calls that pool from
+//!   inside itself. Such a call is sound and does not wait for a lock its own thread
+//!   holds: it works without the thread's cache (whose table or blocks the outer call is
+//!   using), and where it would have to grow under the growth lock its thread holds, it
+//!   returns [`PoolError::Reentered`](crate::PoolError::Reentered), which the allocator
+//!   must answer from elsewhere. A global allocator must not serve requests from typed
+//!   pools, whose creation and site tracking wait for themselves. The crate's own global
+//!   allocator, `TallyAlloc`, uses heaps of its own and never calls a pool.
 //!
 //! # Code map
 //!

@@ -39,7 +39,6 @@ use super::chunk::CHUNK_SIZE;
 use super::depot::MAGAZINE_SIZE;
 use super::shared::{millis, now_ms, PoolShared};
 use crate::stats::Urgency;
-use crate::sync::lock;
 use crate::sys::PAGE;
 
 impl PoolShared {
@@ -84,7 +83,7 @@ impl PoolShared {
         let live = usize::try_from(live).unwrap_or(usize::MAX);
         let needed = live.max(self.reserve).div_ceil(bpc);
         let (active, givable) = {
-            let growth = lock(&self.growth);
+            let growth = self.lock_growth();
             let givable = growth
                 .chunks
                 .iter()
@@ -113,7 +112,7 @@ impl PoolShared {
         if ask_caches {
             self.bump_epoch();
         }
-        let mut growth = lock(&self.growth);
+        let mut growth = self.lock_growth();
         let chunks = growth.chunks.len();
         let (Some(mut index), Some(mut free_in), Some(mut gone)) =
             (with_room(chunks), with_room(chunks), with_room(chunks))

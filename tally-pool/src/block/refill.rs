@@ -20,7 +20,7 @@ use super::cache::{CachedBlocks, ThreadCache};
 use super::depot::MAGAZINE_SIZE;
 use super::shared::{clock, PoolShared};
 use crate::error::PoolError;
-use crate::sync::{lock, Ordering};
+use crate::sync::Ordering;
 
 impl PoolShared {
     /// Allocation in a section of a cache the slow path found through the thread's table:
@@ -218,7 +218,7 @@ impl PoolShared {
             return Ok(());
         }
         if blocks.fresh_left == 0 {
-            let mut growth = lock(&self.growth);
+            let mut growth = self.lock_growth_to_allocate()?;
             // Another thread may have returned blocks while this one waited for the lock.
             if self.take_magazine(blocks) {
                 cache.counters.depot_exchanges.bump();
@@ -326,7 +326,7 @@ impl PoolShared {
         self.touch(clock());
         let mut one = CachedBlocks::new(0);
         if !self.take_magazine(&mut one) && !self.take_overflow(&mut one) {
-            let mut growth = lock(&self.growth);
+            let mut growth = self.lock_growth_to_allocate()?;
             if !self.take_magazine(&mut one) {
                 let got = self.carve(&mut growth, 1, |_, p| {
                     if let Some(slot) = one.ptrs.first_mut() {
@@ -379,6 +379,7 @@ impl PoolShared {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use crate::sync::lock;
     use core::alloc::Layout;
 
     use super::*;

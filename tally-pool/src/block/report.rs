@@ -15,7 +15,6 @@ use super::events;
 use super::shared::PoolShared;
 use super::stats::CountSum;
 use crate::stats::{ComponentSnapshot, Counters, Source, Urgency};
-use crate::sync::lock;
 use crate::sys::PAGE;
 
 /// Where a pool's blocks are, and the bytes besides them, at one instant: the partition
@@ -74,7 +73,7 @@ impl PoolShared {
         let depot = self.depot.blocks() as u64;
         let segments = self.depot.mapped_bytes() as u64;
         let (active, reclaimed, carved) = {
-            let growth = lock(&self.growth);
+            let growth = self.lock_growth();
             let active = growth.active();
             (
                 active as u64,
@@ -248,6 +247,7 @@ impl BlockPool {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use crate::sync::lock;
     use core::alloc::Layout;
     use core::ptr::NonNull;
 

@@ -30,7 +30,7 @@ use super::stats::PoolCounters;
 use crate::error::{ConfigReason, PoolError, PoolName};
 use crate::numa::Topology;
 use crate::stats::{self, Kind, Registration, Source};
-use crate::sync::{lock, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering};
 use crate::sys::budget::{self, PressureLevel};
 
 /// Bits of a pool's stamp that count epochs; the rest hold the pool's id.
@@ -423,7 +423,7 @@ impl Drop for PoolShared {
         // Threads still hold caches of this pool in their tables (and fast tables); closed,
         // they cannot hand out its blocks to the next pool in this slot.
         self.caches.close_all();
-        let growth = lock(&self.growth);
+        let growth = self.lock_growth();
         for chunk in &growth.chunks {
             registry::unregister(chunk.base());
         }

@@ -152,6 +152,15 @@ pub enum PoolError {
         /// The pool's name.
         pool: PoolName,
     },
+    /// The pool was called from inside its own growth on the same thread (possible only
+    /// through a global allocator that serves requests from the pool, which the block
+    /// module's limits forbid), had no free block at hand and could not grow without
+    /// waiting for itself. Nothing changed; serve the request from another allocator.
+    #[error("pool `{pool}` was called from inside its own growth on this thread (by a global allocator built on it) and has no free block at hand; serve this request from another allocator")]
+    Reentered {
+        /// The pool's name.
+        pool: PoolName,
+    },
     /// The process has as many pools alive as the chunk registry can tell apart.
     #[error(
         "too many pools are alive at once (at most {max}); drop pools that are no longer used"

@@ -32,13 +32,30 @@ impl CacheRoster {
 
     /// Lists a new cache of the pool; false, listing nothing, if the allocator refused
     /// the list room for it.
+    ///
+    /// The room is asked for with the lock released: the global allocator may be one
+    /// built on the pools, which may call this pool, whose exhaustion takes this lock
+    /// (`close_all`). A list outgrown meanwhile is asked for again.
     pub(crate) fn adopt(&self, cache: &Arc<ThreadCache>) -> bool {
-        let mut caches = lock(&self.caches);
-        if caches.try_reserve(1).is_err() {
-            return false;
+        let mut room: Vec<Arc<ThreadCache>> = Vec::new();
+        loop {
+            let mut caches = lock(&self.caches);
+            if caches.len() == caches.capacity() && room.capacity() > caches.len() {
+                // Move the list into the larger buffer; the old one is freed below,
+                // once the lock is released.
+                room.append(&mut caches);
+                core::mem::swap(&mut *caches, &mut room);
+            }
+            if caches.len() < caches.capacity() {
+                caches.push(Arc::clone(cache));
+                return true;
+            }
+            let want = caches.len().saturating_mul(2).max(4);
+            drop(caches);
+            if room.try_reserve_exact(want).is_err() {
+                return false;
+            }
         }
-        caches.push(Arc::clone(cache));
-        true
     }
 
     /// Makes every thread's fast paths on this pool miss.
@@ -99,7 +116,7 @@ impl CacheRoster {
     fn sum_into(
         &self,
         caches: &mut Vec<Arc<ThreadCache>>,
-        reserve: impl FnOnce(&mut Vec<Arc<ThreadCache>>, usize) -> bool,
+        reserve: impl Fn(&mut Vec<Arc<ThreadCache>>, usize) -> bool,
     ) -> Option<CountSum> {
         // The totals and the list of live caches together, under the lock that a thread's
         // exit folds its counts and unlists its cache under (`retire`). The caches' counts
@@ -111,13 +128,18 @@ impl CacheRoster {
         // taken is in the totals read here and not in the list. One that retires after the
         // lock is released folds its counts into totals that were already read, so they
         // are counted once, through its cache, which the copy of the list keeps alive.
-        let mut sum = {
-            let listed = lock(&self.caches);
-            if !reserve(caches, listed.len()) {
+        //
+        // The copy's room is asked for with the lock released, as in `adopt`.
+        let mut sum = loop {
+            let wanted = lock(&self.caches).len();
+            if !reserve(caches, wanted) {
                 return None;
             }
-            caches.extend(listed.iter().cloned());
-            self.totals.load()
+            let listed = lock(&self.caches);
+            if listed.len() <= caches.capacity() {
+                caches.extend(listed.iter().cloned());
+                break self.totals.load();
+            }
         };
         for c in caches.iter() {
             sum.add(c.counts());
