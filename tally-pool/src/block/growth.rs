@@ -11,10 +11,8 @@
 //! [`reserve`]: PoolShared::reserve
 //! [`carve_range`]: PoolShared::carve_range
 
-use core::cell::Cell;
-use core::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering as StdOrdering;
-use std::sync::{Arc, TryLockError};
+use std::sync::Arc;
 
 use super::cache::CachedBlocks;
 use super::chunk::header::ChunkHeader;
@@ -24,7 +22,6 @@ use super::chunk::CHUNK_SIZE;
 use super::shared::PoolShared;
 use super::stats::{ADVICE_REFUSED, ONE_CHUNK, THP_NEVER};
 use crate::error::{CorruptionKind, PoolError};
-use crate::sync::{lock, MutexGuard};
 use crate::sys;
 
 /// How far ahead of the carved blocks a pre-faulting pool faults pages in, in one call:
@@ -33,74 +30,7 @@ use crate::sys;
 /// pressure monitor runs, faults in whole chunks instead).
 pub(super) const PREFAULT_STEP: usize = 256 * 1024;
 
-#[cfg(not(loom))]
-crate::sync::thread_local! {
-    /// How many growth locks (of any pool) the calling thread holds.
-    static GROWTH_LOCKS: Cell<u32> = const { Cell::new(0) };
-}
-#[cfg(loom)]
-crate::sync::thread_local! {
-    static GROWTH_LOCKS: Cell<u32> = Cell::new(0);
-}
-
-/// A pool's growth lock, counted in [`GROWTH_LOCKS`] while held.
-pub(super) struct GrowthGuard<'a>(MutexGuard<'a, ChunkList>);
-
-impl GrowthGuard<'_> {
-    fn count(delta: i32) {
-        let _ = GROWTH_LOCKS.try_with(|n| n.set(n.get().saturating_add_signed(delta)));
-    }
-}
-
-impl Deref for GrowthGuard<'_> {
-    type Target = ChunkList;
-    fn deref(&self) -> &ChunkList {
-        &self.0
-    }
-}
-
-impl DerefMut for GrowthGuard<'_> {
-    fn deref_mut(&mut self) -> &mut ChunkList {
-        &mut self.0
-    }
-}
-
-impl Drop for GrowthGuard<'_> {
-    fn drop(&mut self) {
-        Self::count(-1);
-    }
-}
-
 impl PoolShared {
-    /// The growth lock, waited for.
-    pub(super) fn lock_growth(&self) -> GrowthGuard<'_> {
-        let guard = lock(&self.growth);
-        GrowthGuard::count(1);
-        GrowthGuard(guard)
-    }
-
-    /// The growth lock for an allocation. A thread that holds a growth lock already is
-    /// inside a pool's growth, and is here only because growth's bookkeeping asked a
-    /// global allocator built on the pools for memory (which the module's limits forbid):
-    /// it may hold this very lock, so it does not wait, and gets
-    /// [`PoolError::Reentered`] if the lock is taken.
-    pub(super) fn lock_growth_to_allocate(&self) -> Result<GrowthGuard<'_>, PoolError> {
-        if GROWTH_LOCKS.try_with(Cell::get).unwrap_or(0) == 0 {
-            return Ok(self.lock_growth());
-        }
-        let guard = match self.growth.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                return Err(PoolError::Reentered {
-                    pool: self.error_name,
-                })
-            }
-        };
-        GrowthGuard::count(1);
-        Ok(GrowthGuard(guard))
-    }
-
     /// Maps chunks until `capacity` blocks fit, touching their pages if the pool
     /// pre-faults.
     pub(super) fn reserve(&self, capacity: usize) -> Result<(), PoolError> {
@@ -487,6 +417,7 @@ fn advise_huge_pages(region: &sys::Region) -> Result<(), &'static str> {
 
 #[cfg(all(test, not(loom)))]
 pub(super) mod tests {
+    use crate::sync::lock;
     use core::alloc::Layout;
     use std::sync::Arc;
 

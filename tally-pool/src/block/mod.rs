@@ -201,6 +201,7 @@ mod depot;
 mod events;
 pub(crate) mod facade;
 mod growth;
+mod growth_lock;
 mod guard;
 mod overflow;
 mod per_node;
