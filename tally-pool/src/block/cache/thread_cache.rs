@@ -427,6 +427,19 @@ impl ThreadCache {
     #[inline(always)]
     pub(crate) unsafe fn push(&self, ptr: *mut u8) -> bool {
         let tally = self.tally.load(Ordering::Relaxed);
+        // SAFETY: `tally` was just loaded by this thread, which owns the cache (caller);
+        // `ptr` as the caller vouches.
+        unsafe { self.push_loaded(tally, ptr) }
+    }
+
+    /// [`Self::push`] with the count word already loaded.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::push`]; and `tally` is the count word as this thread last loaded or
+    /// stored it (only the owning thread stores it, so it is still the current value).
+    #[inline(always)]
+    unsafe fn push_loaded(&self, tally: u64, ptr: *mut u8) -> bool {
         let len = (tally & LEN_MASK) as usize;
         if len >= self.limit.load(Ordering::Relaxed) {
             return false;
@@ -475,13 +488,14 @@ impl ThreadCache {
     /// this refuses as [`RememberedPush::NotVouched`] without reading it).
     #[inline(always)]
     pub(crate) unsafe fn push_in_remembered_chunk(&self, ptr: *mut u8) -> RememberedPush {
-        if self.tally.load(Ordering::Relaxed) == IN_SECTION {
+        let tally = self.tally.load(Ordering::Relaxed);
+        if tally == IN_SECTION {
             // A section of this thread holds the blocks (see `IN_SECTION`).
             return RememberedPush::NotVouched;
         }
         // SAFETY: this thread owns the cache's blocks (caller), holds no other reference
         // to them, and is in no section of this cache (just checked); the borrow ends before
-        // `push` takes its own.
+        // `push_loaded` takes its own.
         let (first, span, magic) = unsafe {
             let blocks = &*self.blocks.get();
             (
@@ -494,9 +508,10 @@ impl ThreadCache {
         if !(offset < span && is_stride_multiple(offset, magic)) {
             return RememberedPush::NotVouched;
         }
-        // SAFETY: the caller owns this cache; `ptr` is a block start of the remembered
-        // chunk, so of this cache's pool (see above), which the caller owns and gives back.
-        if unsafe { self.push(ptr) } {
+        // SAFETY: the caller owns this cache and `tally` is its count word, loaded above by
+        // this thread; `ptr` is a block start of the remembered chunk, so of this cache's
+        // pool (see above), which the caller owns and gives back.
+        if unsafe { self.push_loaded(tally, ptr) } {
             RememberedPush::Pushed
         } else if self.is_closed() {
             RememberedPush::NotVouched
