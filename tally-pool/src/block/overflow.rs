@@ -240,7 +240,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore = "ran for over fifteen minutes under miri")]
     fn blocks_come_back_each_once_and_free_as_the_guard_expects() {
         for guard in [GuardLevel::Off, GuardLevel::Canary, GuardLevel::Full] {
             let p = pool(guard);

@@ -48,28 +48,44 @@ fn split(addr: usize) -> Option<(usize, usize)> {
     (root < ROOT_LEN).then_some((root, chunk & (LEAF_LEN - 1)))
 }
 
-#[inline]
-fn leaf(root: usize, create: bool) -> Option<&'static [AtomicU32; LEAF_LEN]> {
-    let entry = ROOT.get(root)?;
-    let mut p = entry.load(Ordering::Acquire);
-    if p.is_null() && create {
-        p = new_leaf(entry);
+/// The table's entry for the chunk holding `addr`; `None` outside the covered address
+/// space, or where no leaf is mapped (and `create` is false, or the OS refused one).
+///
+/// Only the two words read are borrowed, never the whole root or leaf: a tool that tracks
+/// borrows (miri) then checks 12 bytes a lookup instead of the root's 32 KiB and a leaf's
+/// 256 KiB.
+#[inline(always)]
+fn entry(addr: usize, create: bool) -> Option<&'static AtomicU32> {
+    let (root, index) = split(addr)?;
+    // SAFETY: `root < ROOT_LEN` (`split` checks it), so the offset stays inside `ROOT`.
+    let slot = unsafe { (&raw const ROOT).cast::<AtomicPtr<AtomicU32>>().add(root) };
+    // SAFETY: `slot` points to an element of the static `ROOT`, live for the whole process.
+    let slot = unsafe { &*slot };
+    let mut leaf = slot.load(Ordering::Acquire);
+    if leaf.is_null() && create {
+        leaf = new_leaf(slot);
     }
-    // SAFETY: a non-null entry points to a live, zero-initialised (anonymous mapping) array
-    // of LEAF_LEN AtomicU32 that is never unmapped (ROOT's invariant); AtomicU32 has the
-    // layout of u32, for which all-zero bytes are valid.
-    (!p.is_null()).then(|| unsafe { &*p.cast::<[AtomicU32; LEAF_LEN]>() })
+    if leaf.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null entry points to LEAF_LEN `AtomicU32`s in one live mapping (ROOT's
+    // invariant), and `index < LEAF_LEN` (`split` masks it): the offset stays inside it.
+    let entry = unsafe { leaf.add(index) };
+    // SAFETY: `entry` points into a zero-initialised anonymous mapping that is never
+    // unmapped (ROOT's invariant), aligned for `AtomicU32` (the mapping is page-aligned);
+    // `AtomicU32` has the layout of `u32`, for which all-zero bytes are valid.
+    Some(unsafe { &*entry })
 }
 
-/// Maps a leaf for `entry` (or finds the one another thread mapped first); null if the OS
+/// Maps a leaf for `slot` (or finds the one another thread mapped first); null if the OS
 /// refuses.
 #[cold]
-fn new_leaf(entry: &AtomicPtr<AtomicU32>) -> *mut AtomicU32 {
+fn new_leaf(slot: &AtomicPtr<AtomicU32>) -> *mut AtomicU32 {
     let Ok(region) = sys::map(LEAF_LEN * core::mem::size_of::<AtomicU32>()) else {
         return null_mut();
     };
     let fresh = region.ptr().as_ptr().cast::<AtomicU32>();
-    match entry.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+    match slot.compare_exchange(null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
             // The leaf lives for the rest of the process.
             core::mem::forget(region);
@@ -83,31 +99,19 @@ fn new_leaf(entry: &AtomicPtr<AtomicU32>) -> *mut AtomicU32 {
 /// for a chunk no pool owns (including every address outside the table).
 #[inline(always)]
 pub(crate) fn tag(addr: usize) -> u32 {
-    let Some((root, index)) = split(addr) else {
-        return 0;
-    };
-    match leaf(root, false) {
-        // `index < LEAF_LEN` by construction (`split` masks it).
-        Some(leaf) => leaf.get(index).map_or(0, |t| t.load(Ordering::Acquire)),
-        None => 0,
-    }
+    entry(addr, false).map_or(0, |t| t.load(Ordering::Acquire))
 }
 
 /// The slot of the pool that owns the chunk holding `addr`, if any.
 #[inline]
 pub(crate) fn owner(addr: usize) -> Option<u32> {
-    let (root, index) = split(addr)?;
-    let tag = leaf(root, false)?.get(index)?.load(Ordering::Acquire);
-    tag.checked_sub(1)
+    tag(addr).checked_sub(1)
 }
 
 /// Records that the chunk at `base` belongs to pool `slot`. Returns false if the registry
 /// could not map its table (the chunk must then not be used).
 pub(crate) fn register(base: usize, slot: u32) -> bool {
-    let Some((root, index)) = split(base) else {
-        return false;
-    };
-    let Some(entry) = leaf(root, true).and_then(|l| l.get(index)) else {
+    let Some(entry) = entry(base, true) else {
         return false;
     };
     entry.store(slot + 1, Ordering::Release);
@@ -116,7 +120,7 @@ pub(crate) fn register(base: usize, slot: u32) -> bool {
 
 /// Forgets the owner of the chunk at `base`.
 pub(crate) fn unregister(base: usize) {
-    if let Some(entry) = split(base).and_then(|(r, i)| leaf(r, false)?.get(i)) {
+    if let Some(entry) = entry(base, false) {
         entry.store(0, Ordering::Release);
     }
 }
