@@ -489,6 +489,20 @@ mod tests {
         members().iter().any(|m| m.id == id)
     }
 
+    /// Waits until no one holds the value behind `weak`. Tests run in parallel, and another
+    /// test's listing holds every live source it found until it drops its list: a source
+    /// a test drops is gone only once that list is dropped too.
+    fn wait_until_gone<T>(weak: &Weak<T>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while weak.strong_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still held after 30 s"
+            );
+            std::thread::yield_now();
+        }
+    }
+
     fn weak_of(arc: &Arc<Fixed>) -> Weak<dyn Source> {
         let weak: Weak<dyn Source> = Arc::downgrade(arc) as _;
         weak
@@ -546,7 +560,9 @@ mod tests {
         let source = Arc::new(Fixed(1));
         let id = register("reg-prune", Kind::Arena, weak_of(&source)).leak();
         assert!(listed(id));
+        let gone = Arc::downgrade(&source);
         drop(source);
+        wait_until_gone(&gone);
         assert!(!listed(id));
         assert!(!lock(&REGISTRY).iter().any(|e| e.id == id));
     }
@@ -585,8 +601,10 @@ mod tests {
         let id = registration.id();
         *lock(&source.0) = Some(registration);
         let held = members();
-        drop(source); // the last strong reference is now in `held`
+        let gone = Arc::downgrade(&source);
+        drop(source); // the last strong reference is now in `held` (or another test's list)
         drop(held); // drops the Registration: must not deadlock
+        wait_until_gone(&gone);
         assert!(!listed(id));
     }
 
