@@ -19,12 +19,14 @@ use super::local::{component_id, trim_epoch};
 use super::*;
 use crate::stats::{self, Kind};
 
-/// Serialises the tests of this module.
-fn serial() -> MutexGuard<'static, ()> {
+/// Serialises the tests of this module, and (some call `stats::report()`, which moves the
+/// baseline of "refused since the last report") with those of the report.
+fn serial() -> (MutexGuard<'static, ()>, MutexGuard<'static, ()>) {
     static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
+    let arena = SERIAL
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    (arena, stats::tests::serial())
 }
 
 /// Sets the retain limit for one test and puts the default back after it.

@@ -110,4 +110,4 @@ pub use source::{ComponentSnapshot, Counters, NodeSnapshot, Site, Source, Urgenc
 
 #[cfg(test)]
 #[path = "report_tests.rs"]
-mod tests;
+pub(crate) mod tests;

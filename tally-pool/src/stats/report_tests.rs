@@ -26,7 +26,8 @@ const CLASSES: [&str; 7] = [
 /// "refused since the last report", which `exhausted_counts_since_the_last_report` checks.
 static REPORTS: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+/// Takes [`REPORTS`]; the tests of other modules that call `report()` take it too.
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     registry::lock(&REPORTS)
 }
 
