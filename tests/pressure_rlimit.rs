@@ -15,7 +15,7 @@ mod common;
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tally_pool::pressure::{self, PressureConfig, PressureLevel, PressureMonitor, SourceKind};
 use tally_pool::{Handle, Pool, PoolConfig, PoolError};
@@ -104,8 +104,12 @@ fn child() {
             Err(e) => break e,
         }
         if held.len() & 1023 == 0 {
-            // A mebibyte at a time, slow enough for the monitor's 2 ms ticks.
-            std::thread::sleep(Duration::from_millis(1));
+            // A mebibyte at a time, each seen by a whole tick of the monitor (the one under
+            // way may have read the usage before it) however the threads are scheduled.
+            let (ticks, deadline) = (monitor.ticks(), Instant::now() + Duration::from_secs(10));
+            while monitor.ticks() < ticks + 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(500));
+            }
             let now = pressure::level();
             if now != last {
                 let (u, source) = monitor.utilisation();
