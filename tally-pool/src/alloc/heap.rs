@@ -595,8 +595,8 @@ static HEAPS: [[ClassHeap; CLASS_COUNT]; MAX_NODES] =
 static STACKS: [[Stack; CLASS_COUNT]; MAX_NODES] =
     [const { [const { Stack::new() }; CLASS_COUNT] }; MAX_NODES];
 
-/// The heap of class `index` on node `node` (both in range: `node < MAX_NODES` and
-/// `index < CLASS_COUNT`, as their callers derive them).
+/// The heap of class `index` on node `node`; `None` unless `node < MAX_NODES` and
+/// `index < CLASS_COUNT` (their callers derive them in range, and `element` checks).
 #[inline(always)]
 pub(super) fn heap(node: usize, index: usize) -> Option<Heap> {
     Some(Heap {
@@ -613,7 +613,9 @@ pub(super) fn heap(node: usize, index: usize) -> Option<Heap> {
 ///
 /// # Safety
 ///
-/// `table` points to a `[[T; C]; N]` that lives for the rest of the process (a static).
+/// `table` comes from `&raw const` of a non-`mut` static `[[T; C]; N]` (its provenance
+/// covers the whole table, which lives for the rest of the process), and `T` is changed
+/// only through an `UnsafeCell` (or atomics) inside it, never through a `&mut`.
 #[inline(always)]
 unsafe fn element<T, const C: usize, const N: usize>(
     table: *const [[T; C]; N],
@@ -626,8 +628,8 @@ unsafe fn element<T, const C: usize, const N: usize>(
     // SAFETY: an array's elements are laid out one after another without gaps, so
     // `[[T; C]; N]` holds `N * C` `T`s in a row, and `node * C + index < N * C`.
     let element = unsafe { table.cast::<T>().add(node * C + index) };
-    // SAFETY: `element` points to a `T` of a table that lives for the rest of the process
-    // (caller), aligned as the table is.
+    // SAFETY: `element` points to a `T` of a static table, aligned as the table is, that
+    // no one mutates but through its cells (caller): a `&'static T` may coexist with them.
     Some(unsafe { &*element })
 }
 

@@ -57,7 +57,8 @@ fn split(addr: usize) -> Option<(usize, usize)> {
 #[inline(always)]
 fn entry(addr: usize, create: bool) -> Option<&'static AtomicU32> {
     let (root, index) = split(addr)?;
-    // SAFETY: `root < ROOT_LEN` (`split` checks it), so the offset stays inside `ROOT`.
+    // SAFETY: `&raw const ROOT` has provenance over the whole root, and `root < ROOT_LEN`
+    // (`split` checks it), so the offset stays inside `ROOT`.
     let slot = unsafe { (&raw const ROOT).cast::<AtomicPtr<AtomicU32>>().add(root) };
     // SAFETY: `slot` points to an element of the static `ROOT`, live for the whole process.
     let slot = unsafe { &*slot };
@@ -71,9 +72,11 @@ fn entry(addr: usize, create: bool) -> Option<&'static AtomicU32> {
     // SAFETY: a non-null entry points to LEAF_LEN `AtomicU32`s in one live mapping (ROOT's
     // invariant), and `index < LEAF_LEN` (`split` masks it): the offset stays inside it.
     let entry = unsafe { leaf.add(index) };
-    // SAFETY: `entry` points into a zero-initialised anonymous mapping that is never
-    // unmapped (ROOT's invariant), aligned for `AtomicU32` (the mapping is page-aligned);
-    // `AtomicU32` has the layout of `u32`, for which all-zero bytes are valid.
+    // SAFETY: `entry` points into a leaf that is never freed (ROOT's invariant), aligned
+    // for `AtomicU32` (`sys::map` gives page-aligned memory). The leaf's zeroes (written by
+    // the OS, or by `alloc_zeroed` under miri) happened before `new_leaf`'s publishing
+    // swap, which the `Acquire` load above (or that swap's own) synchronises with; all-zero
+    // bytes are a valid `AtomicU32`, and the leaf is only ever accessed through atomics.
     Some(unsafe { &*entry })
 }
 
