@@ -95,7 +95,6 @@ fn a_leak_is_reported_at_the_line_that_acquires_it() {
         thread::sleep(Duration::from_millis(50));
     }
     stats::sample();
-    let leaked_for = start.elapsed();
 
     let sites = pool.live_sites();
     // The misses that sample fall on either call: a random acquire of the batch after
@@ -108,6 +107,8 @@ fn a_leak_is_reported_at_the_line_that_acquires_it() {
     assert!(sites[0].oldest_age.unwrap() >= Duration::from_secs(1));
 
     let report = stats::report();
+    // No age in the report can exceed this: its values were acquired after `start`.
+    let leaked_for = start.elapsed();
     let id = report
         .components
         .iter()
