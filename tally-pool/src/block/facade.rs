@@ -8,7 +8,7 @@
 //!
 //! | item | for |
 //! |---|---|
-//! | [`BlockPool`] and its public API, [`BlockPoolConfig`], [`BlockPoolStats`], [`GuardLevel`], [`OnCritical`], [`CHUNK_SIZE`] | what every user of the block layer has |
+//! | [`BlockPool`] and its public API, [`BlockPoolConfig`], [`BlockPoolStats`], [`GuardLevel`], [`HugePages`], [`OnCritical`], [`CHUNK_SIZE`] | what every user of the block layer has |
 //! | [`PerNodeBlockPool`] with [`PerNodeBlockPool::with_nodes`], [`PerNodeBlockPool::thread_index`], [`PerNodeBlockPool::index_of_block`], [`PerNodeBlockPool::count_free_from`], [`PerNodeBlockPool::node_counts`], [`MAX_NODES`] | the one per-node router: a pool per node, the calling thread's node, a block's node, locality counts |
 //! | [`BlockPool::pop_cached`], [`BlockPool::push_cached`] | the fast paths of a pool that needs nothing around them: the calling thread's cache, directly |
 //! | [`CacheCell`], [`BlockPool::bind_cell`], [`CellPop`] | a per-thread pointer to the calling thread's cache that a layer above keeps in its own `thread_local!` |
@@ -45,7 +45,7 @@ use super::chunk::header::ChunkHeader;
 pub(crate) use super::chunk::CHUNK_SIZE;
 pub(crate) use super::config::{BlockPoolConfig, GuardLevel, OnCritical};
 pub(crate) use super::per_node::{PerNodeBlockPool, MAX_NODES};
-pub(crate) use super::stats::BlockPoolStats;
+pub(crate) use super::stats::{BlockPoolStats, HugePages};
 use crate::error::PoolError;
 
 impl BlockPool {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::pool::Pool;
-use crate::block::HugePages;
+use crate::block::facade::HugePages;
 use crate::stats::registry::register_static_pool;
 use crate::stats::{ComponentSnapshot, Counters, NodeSnapshot, Source, Urgency};
 

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use super::config::PoolConfig;
 use super::pool::Pool;
 use super::recycle::{recycle_value, Recycle, RecycleFn};
+use crate::block::facade::OnCritical;
 use crate::block::facade::{CacheCell, GuardLevel};
-use crate::block::OnCritical;
 
 /// A derived type's per-thread cell (the derive declares one `thread_local!` per type, and
 /// [`Pooled::thread_cache`](super::Pooled) returns it), bound on each thread to the
