@@ -8,17 +8,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::health::is_fragmented;
-use super::leaks::{detect, LeakConfig, LeakVerdict, Sample};
+use super::leaks::{detect, LeakConfig, LeakVerdict, Sample, SPACING_DIVISOR};
 use super::registry::{lock, ComponentId};
 use super::source::ComponentSnapshot;
 
 /// Samples kept per component, at most.
 pub(crate) const HISTORY_CAPACITY: usize = 512;
-
-/// Samples closer together than `window / SPACING_DIVISOR` replace the newest one instead
-/// of adding to the ring, so that a full ring spans at least the window at any sampling
-/// rate (512 samples spaced `window / 480` cover 1.06 windows).
-pub(super) const SPACING_DIVISOR: u32 = 480;
 
 /// Each component's leak verdict is brought up to date on every this many samples,
 /// staggered by component id, so that a sample judges about one component in this many

@@ -57,9 +57,15 @@ const MIN_WINDOW: Duration = Duration::from_secs(1);
 /// The fewest samples a window may ask for: a slope needs a few pairs.
 const MIN_SAMPLES: usize = 3;
 
+/// Samples closer together than `window / SPACING_DIVISOR` replace the newest one in the
+/// history instead of adding to its ring, so that a full ring (`HISTORY_CAPACITY`, 512)
+/// spans at least the window at any sampling rate: 512 samples spaced `window / 480` cover
+/// 1.06 windows.
+pub(super) const SPACING_DIVISOR: u32 = 480;
+
 /// The most samples a window may ask for: the history keeps samples at least
-/// `window / 480` apart (a closer one replaces the newest), so a window never holds more.
-const MAX_SAMPLES: usize = super::history::SPACING_DIVISOR as usize;
+/// `window / SPACING_DIVISOR` apart, so a window never holds more.
+const MAX_SAMPLES: usize = SPACING_DIVISOR as usize;
 
 /// At most this many samples of a window go into a Theil–Sen estimate (120 pairs), so that
 /// a sample judges a hundred components in well under 200 µs.
