@@ -106,13 +106,15 @@ mod monitor;
 mod readers;
 mod reclaim;
 mod source;
+mod state;
 mod ticker;
 
 pub use crate::sys::budget::PressureLevel;
 pub use config::{PressureConfig, PressureError};
-pub use monitor::{PressureMonitor, Transition};
+pub use monitor::PressureMonitor;
 pub use reclaim::Reclamation;
 pub use source::{SourceKind, SourceStatus};
+pub use state::Transition;
 
 pub(crate) use monitor::current;
 

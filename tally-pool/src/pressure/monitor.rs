@@ -14,37 +14,10 @@ use std::time::{Duration, Instant};
 use super::config::{PressureConfig, PressureError};
 use super::reclaim::{self, Reclamation};
 use super::source::{Slot, SourceKind, SourceStatus};
+use super::state::{lock, Hook, Published, Shared, Transition, TICK_RING};
 use super::ticker::Ticker;
 use crate::sys::budget::{self, PressureLevel};
 use crate::sys::limits;
-
-/// A change of level, as the transition hooks see it.
-///
-/// ```
-/// use tally_pool::pressure::{PressureLevel, Transition};
-/// fn log(t: &Transition) {
-///     eprintln!("{} -> {} at {:.0} % ({})", t.from, t.to, t.utilisation * 100.0, t.source);
-/// }
-/// # let _ = log;
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct Transition {
-    /// The level before.
-    pub from: PressureLevel,
-    /// The level now.
-    pub to: PressureLevel,
-    /// The highest utilisation of any source at the change (0 when none applies).
-    pub utilisation: f64,
-    /// The source that decided: the one with the highest utilisation, or the one whose
-    /// signal escalated, or the budget when a mapping raised the level.
-    pub source: SourceKind,
-    /// When the monitor saw the change.
-    pub at: Instant,
-}
-
-/// A transition hook.
-type Hook = Arc<dyn Fn(&Transition) + Send + Sync>;
 
 /// Whether a monitor runs in this process.
 static RUNNING: AtomicBool = AtomicBool::new(false);
@@ -52,47 +25,10 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The running monitor's shared state, for the report.
 static CURRENT: Mutex<Option<Weak<Shared>>> = Mutex::new(None);
 
-/// Tick durations kept for [`PressureMonitor::recent_ticks`].
-pub(super) const TICK_RING: usize = 256;
-
 /// The shortest wait between growth polls, between ticks while pools grow (see [`run`]):
 /// at 25 million 64-byte acquires a second, 2,500 blocks, within what a growing pool keeps
 /// ahead.
 const GROW_POLL: Duration = Duration::from_micros(100);
-
-/// What the monitor thread and its handle share.
-pub(super) struct Shared {
-    config: PressureConfig,
-    stop: AtomicBool,
-    /// The transition hooks, replaced whole when one is added, so that a transition takes
-    /// them with a reference count alone: it allocates nothing, however short memory is.
-    pub(super) hooks: Mutex<Arc<[Hook]>>,
-    pub(super) published: Mutex<Published>,
-    pub(super) hook_panics: AtomicU64,
-    /// `reclaim::source_panics()` when the monitor started.
-    source_panics_before: u64,
-    /// Set by a drop of the monitor's handle on the monitor thread itself (from a hook, or
-    /// a component's method, that held the last handle): that drop cannot join, so the
-    /// thread forgets the monitor ([`finish`]) as it exits.
-    finish_on_exit: AtomicBool,
-    pub(super) ticks: AtomicU64,
-    pub(super) busy_nanos: AtomicU64,
-    /// The monitor thread's kernel id, 0 until it runs.
-    tid: AtomicI32,
-    /// The last [`TICK_RING`] tick durations in nanoseconds, at `ticks % TICK_RING`.
-    pub(super) recent: [AtomicU64; TICK_RING],
-}
-
-/// What the monitor publishes after each tick.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Published {
-    pub(super) slots: [Slot; 6],
-    pub(super) level: PressureLevel,
-    pub(super) utilisation: Option<f64>,
-    pub(super) source: SourceKind,
-    pub(super) since: Instant,
-    pub(super) last_reclamation: Option<Reclamation>,
-}
 
 /// The memory-pressure monitor: one thread that reads every source each
 /// [`interval`](PressureConfig::interval), sets [`pressure::level`](super::level), runs
@@ -407,15 +343,6 @@ fn finish() {
     #[cfg(feature = "metrics")]
     metrics::gauge!("tally_pool_pressure_level").set(0.0);
     RUNNING.store(false, Ordering::Release);
-}
-
-/// Locks `mutex`, ignoring poisoning: the monitor's critical sections only copy plain
-/// data, and hooks run outside them.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 /// The monitor thread. Between ticks, once growth ahead of demand has made memory ready,

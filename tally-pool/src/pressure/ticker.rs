@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::config::PressureConfig;
 use super::levels::{Levels, Rules};
-use super::monitor::{lock, Shared, TICK_RING};
 use super::readers::Readers;
 use super::reclaim;
 use super::source::{Skip, Slot, SourceKind};
-use super::Transition;
+use super::state::{lock, Shared, Transition, TICK_RING};
 use crate::sys::budget::{self, PressureLevel};
 
 /// Every this many ticks the slow sources are read: `/proc/meminfo` (the kernel builds it
