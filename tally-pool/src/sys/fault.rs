@@ -50,6 +50,8 @@
 //! # }
 //! ```
 
+use core::sync::atomic::{AtomicU64, AtomicUsize};
+
 /// A hook before a raw OS call: `refused!(Mmap)` is `true` when the call must not be made
 /// (see the module docs). Without `cfg(tally_fault_injection)` it is the literal `false`.
 #[cfg(not(tally_fault_injection))]
@@ -69,6 +71,22 @@ macro_rules! refused {
 }
 
 pub(super) use refused;
+
+/// Ranges whose `munmap` the OS refused, and their bytes (see `mem::Region`'s drop):
+/// leaked address space, counted here because nothing else can see it. Counted with or
+/// without `cfg(tally_fault_injection)`, which lets tests read them (`unmap_refusals`).
+#[cfg_attr(miri, allow(dead_code))]
+static UNMAP_REFUSED: AtomicU64 = AtomicU64::new(0);
+#[cfg_attr(miri, allow(dead_code))]
+static UNMAP_REFUSED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts `len` bytes whose `munmap` the OS refused.
+#[cfg(not(miri))]
+pub(super) fn count_unmap_refusal(len: usize) {
+    use core::sync::atomic::Ordering::Relaxed;
+    UNMAP_REFUSED.fetch_add(1, Relaxed);
+    UNMAP_REFUSED_BYTES.fetch_add(len, Relaxed);
+}
 
 #[cfg(tally_fault_injection)]
 pub use imp::*;
@@ -391,7 +409,10 @@ mod imp {
     /// # }
     /// ```
     pub fn unmap_refusals() -> (u64, usize) {
-        super::super::mem::unmap_refusals()
+        (
+            super::UNMAP_REFUSED.load(Ordering::Relaxed),
+            super::UNMAP_REFUSED_BYTES.load(Ordering::Relaxed),
+        )
     }
 
     /// The hook behind `refused!`: counts a call of `call` and tells whether to refuse it;

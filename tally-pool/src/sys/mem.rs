@@ -4,8 +4,10 @@
 //! Every region the crate owns is created and destroyed here (see [`Region`]).
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
+#[cfg(not(miri))]
+use super::fault::count_unmap_refusal;
 use super::fault::refused;
 
 /// The size of an OS page assumed for prefaulting and advice. Linux on x86_64 and aarch64
@@ -54,27 +56,6 @@ pub(crate) struct Region {
 unsafe impl Send for Region {}
 // SAFETY: `Region` exposes only its address and length through `&self`.
 unsafe impl Sync for Region {}
-
-/// Ranges whose `munmap` the OS refused, and their bytes (see [`Region`]'s drop): leaked
-/// address space, counted here because nothing else can see it.
-static UNMAP_REFUSED: AtomicU64 = AtomicU64::new(0);
-static UNMAP_REFUSED_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts `len` bytes whose `munmap` the OS refused.
-#[cfg(not(miri))]
-fn count_unmap_refusal(len: usize) {
-    UNMAP_REFUSED.fetch_add(1, Ordering::Relaxed);
-    UNMAP_REFUSED_BYTES.fetch_add(len, Ordering::Relaxed);
-}
-
-/// Ranges whose `munmap` the OS refused since the process started, and their bytes.
-#[cfg_attr(not(tally_fault_injection), allow(dead_code))]
-pub(crate) fn unmap_refusals() -> (u64, usize) {
-    (
-        UNMAP_REFUSED.load(Ordering::Relaxed),
-        UNMAP_REFUSED_BYTES.load(Ordering::Relaxed),
-    )
-}
 
 /// The OS refused a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,7 +331,7 @@ impl Region {
 /// `MADV_DONTNEED` where the OS allows (which leaves only address space behind, and takes
 /// the bytes out of the mapped count as a discard does); bytes that could not be given back
 /// stay in the mapped count, since they are still mapped. The refusal is counted
-/// ([`unmap_refusals`]).
+/// (`fault::unmap_refusals`).
 #[cfg(not(miri))]
 impl Drop for Region {
     fn drop(&mut self) {
