@@ -72,11 +72,12 @@ fn entry(addr: usize, create: bool) -> Option<&'static AtomicU32> {
     // SAFETY: a non-null entry points to LEAF_LEN `AtomicU32`s in one live mapping (ROOT's
     // invariant), and `index < LEAF_LEN` (`split` masks it): the offset stays inside it.
     let entry = unsafe { leaf.add(index) };
+    // The leaf's zeroes (written by the OS, or by `alloc_zeroed` under miri) happened
+    // before `new_leaf`'s publishing swap, which the `Acquire` load above (or that swap's
+    // own) synchronises with.
     // SAFETY: `entry` points into a leaf that is never freed (ROOT's invariant), aligned
-    // for `AtomicU32` (`sys::map` gives page-aligned memory). The leaf's zeroes (written by
-    // the OS, or by `alloc_zeroed` under miri) happened before `new_leaf`'s publishing
-    // swap, which the `Acquire` load above (or that swap's own) synchronises with; all-zero
-    // bytes are a valid `AtomicU32`, and the leaf is only ever accessed through atomics.
+    // for `AtomicU32` (`sys::map` gives page-aligned memory), zeroed and visible (above):
+    // all-zero bytes are a valid `AtomicU32`, and the leaf is only accessed atomically.
     Some(unsafe { &*entry })
 }
 
