@@ -1,7 +1,7 @@
 //! Corruption events (feature `tracing`), held back until the thread holds nothing of a pool.
 //!
 //! A guard finds damage deep inside an allocation or a free: in a thread-cache section (a
-//! refill hands out a damaged block), under the overflow list's lock, under the growth lock
+//! refill hands out a damaged block), on the overflow list, under the growth lock
 //! (`verify`). A `tracing` subscriber runs the user's code for each event, and that code may
 //! use a pool. Called from where the damage is found, it would re-enter the section on the
 //! same thread (a second mutable borrow of the cache's blocks) or wait for a lock its own

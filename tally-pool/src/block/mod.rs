@@ -204,6 +204,8 @@ mod growth;
 mod growth_lock;
 mod guard;
 mod overflow;
+#[cfg(all(test, not(loom)))]
+mod overflow_tests;
 mod per_node;
 mod reclaim;
 mod refill;

@@ -17,9 +17,12 @@ use std::sync::atomic::Ordering as StdOrdering;
 use std::sync::Arc;
 
 use super::cache::{CachedBlocks, ThreadCache};
+use super::chunk::registry;
+use super::config::GuardLevel;
 use super::depot::MAGAZINE_SIZE;
+use super::overflow::Links;
 use super::shared::{clock, PoolShared};
-use crate::error::PoolError;
+use crate::error::{CorruptionKind, PoolError};
 use crate::sync::Ordering;
 
 impl PoolShared {
@@ -374,6 +377,104 @@ impl PoolShared {
             .depot_exchanges
             .fetch_add(scratch.counters.depot_exchanges.get(), StdOrdering::Relaxed);
         Ok(())
+    }
+}
+
+/// The overflow list's links live in the free blocks (see `overflow`): in the check word
+/// under a guard, else in the payload's first word.
+impl Links for PoolShared {
+    unsafe fn set_link(&self, addr: usize, next: usize) {
+        if let Some(word) = self.canary(addr) {
+            word.store(!self.alloc_mark(addr) ^ next as u64, Ordering::Release);
+        } else {
+            // SAFETY: `addr` starts a free block of this pool that the caller holds alone (see
+            // `Links::set_link`): 8 bytes or more (`Geometry`), 8-aligned (as every block
+            // start), in a chunk mapped while the pool lives, and the pool keeps no value in
+            // it (`can_link`, which the caller checked).
+            unsafe { (addr as *mut usize).write(next) };
+        }
+    }
+
+    unsafe fn take_link(&self, addr: usize) -> usize {
+        if let Some(word) = self.canary(addr) {
+            let free = !self.alloc_mark(addr);
+            let next = word.load(Ordering::Acquire) ^ free;
+            word.store(free, Ordering::Release);
+            next as usize
+        } else {
+            // SAFETY: as in `set_link`, which wrote this word when the block went onto the
+            // list; the list's lock orders that write before this read.
+            unsafe { (addr as *const usize).read() }
+        }
+    }
+
+    fn is_listed_block(&self, addr: usize) -> bool {
+        registry::tag(addr) == self.registry_tag && self.geometry.is_block_start(addr)
+    }
+}
+
+/// The overflow list as the pool uses it: the free count, the withdrawn blocks of a damaged
+/// list, and its corruption report.
+impl PoolShared {
+    /// Whether a free block of this pool can carry a link.
+    fn can_link(&self) -> bool {
+        self.guard != GuardLevel::Off || !self.keeps_contents.load(StdOrdering::Relaxed)
+    }
+
+    /// Puts the free blocks of `ptrs` onto the overflow list; false (and nothing done) if
+    /// this pool's blocks cannot carry a link. Each pointer must be a checked, free block
+    /// of this pool that the caller holds and gives up.
+    pub(super) fn overflow_push(&self, ptrs: &[*mut u8]) -> bool {
+        if !self.can_link() {
+            return false;
+        }
+        if ptrs.is_empty() {
+            return true;
+        }
+        // Counted before they can be taken (`Depot::count_in`).
+        self.depot.count_in(ptrs.len());
+        // SAFETY: the list is this pool's, whose blocks can carry a link (checked above);
+        // the caller gives up the blocks, free and checked.
+        unsafe { self.overflow.push(self, ptrs) };
+        true
+    }
+
+    /// Takes up to `out.len()` blocks off the overflow list into `out`, each free as the
+    /// guard expects; returns how many. Skips the lock while the list is empty.
+    pub(super) fn overflow_take(&self, out: &mut [*mut u8]) -> usize {
+        // SAFETY: the list is this pool's.
+        let taken = unsafe { self.overflow.take(self, out) };
+        if let Some((addr, lost)) = taken.damaged {
+            // The blocks cut off leave the free count for the withdrawn one.
+            self.depot.count_out(lost);
+            self.counters
+                .withdrawn
+                .fetch_add(lost as u64, StdOrdering::Relaxed);
+            let _ = self.corruption(CorruptionKind::CanaryOverwritten, addr);
+        }
+        self.depot.count_out(taken.n);
+        taken.n
+    }
+
+    /// Takes every block off the overflow list (for reclaim, under the growth lock); `None`,
+    /// with every block back on the list, if the allocator refused the vector's memory.
+    pub(super) fn overflow_take_all(&self) -> Option<Vec<*mut u8>> {
+        let mut all = Vec::new();
+        let mut buf = [core::ptr::null_mut(); 64];
+        loop {
+            let n = self.overflow_take(&mut buf);
+            let taken = buf.get(..n).unwrap_or_default();
+            if n == 0 {
+                return Some(all);
+            }
+            if all.try_reserve(n).is_err() {
+                // They were on the list, so they can carry a link: neither push refuses.
+                let _ = self.overflow_push(taken);
+                let _ = self.overflow_push(&all);
+                return None;
+            }
+            all.extend_from_slice(taken);
+        }
     }
 }
 
