@@ -46,6 +46,7 @@ mod pool;
 mod recycle;
 mod release;
 mod report;
+mod site_table;
 mod sites;
 pub(crate) mod static_pool;
 mod token;

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use super::config::PoolConfig;
 use super::handle::Handle;
 use super::recycle::{recycle_value, Recycle, RecycleFn, RecycleSlot};
-use super::sites::SiteTable;
+use super::site_table::SiteTable;
 use super::token::{self, RawHandle, Refusal, TokenTable};
 use crate::block::facade::{
     BlockPool, BlockPoolConfig, BlockPoolStats, GuardLevel, PerNodeBlockPool,
