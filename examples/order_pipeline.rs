@@ -26,7 +26,6 @@ use tally_pool::{arena, Handle, PoolError, Pooled, RawHandle};
 const INSTRUMENTS: usize = 16;
 const SLOTS: usize = 1024; // in each channel, and in the ring of order tokens
 const SIGNAL: i64 = 24 * 16; // how far (in 1/16 ticks) a mid must stray from its average to trade
-const POSITION_LIMIT: i64 = 20_000; // the largest position, long or short, execution allows
 const REDELIVER_EVERY: u64 = 1_000; // the ring sends 1 token in N twice (at-least-once)
 const USAGE: &str = "usage: order_pipeline [--messages N] [--rate N | --rate max] \
                      [--report FILE] [--prometheus ADDR] [--leak-every N] [--leak-window SECS]";
@@ -49,7 +48,6 @@ struct Quote {
 #[pooled(capacity = 4096, max_capacity = 65_536, name = "orders")]
 #[pooled(guard = "canary")]
 struct Order {
-    instrument: usize,
     qty: i64, // shares to buy (positive) or sell (negative)
     price: i64,
     quote_ns: u64, // the `sent_ns` of the quote behind it
@@ -67,9 +65,8 @@ struct Fill {
 fn poll<T>(channel: &Receiver<T>) -> Option<T> {
     loop {
         match channel.try_recv() {
-            Ok(value) => return Some(value),
             Err(TryRecvError::Empty) => thread::yield_now(),
-            Err(TryRecvError::Disconnected) => return None,
+            received => return received.ok(), // a value, or `None`: the sender is gone
         }
     }
 }
@@ -135,7 +132,6 @@ fn strategy(
             _ => continue, // the quote goes back to its pool here, from this thread
         };
         let order = Order::acquire_with(Order {
-            instrument: quote.instrument,
             qty,
             price,
             quote_ns: quote.sent_ns,
@@ -155,14 +151,13 @@ fn strategy(
     Ok(orders)
 }
 
-/// Execution: redeems each token, applies the position limit and fills what passes.
-/// Returns the redelivered tokens refused.
+/// Execution: redeems each token and fills the order. Returns the redelivered tokens refused.
 fn execution(
     tokens: Receiver<u64>,
     fills: SyncSender<Handle<Fill>>,
     [route, tick_to_trade]: [&mut Histogram<u64>; 2],
 ) -> Result<u64, PoolError> {
-    let (mut redelivered, mut positions) = (0, [0_i64; INSTRUMENTS]);
+    let mut redelivered = 0;
     while let Some(token) = poll(&tokens) {
         // The pool checks a token before it becomes a handle: a replayed, damaged or foreign
         // token is an error, never a second owner of an order.
@@ -181,12 +176,8 @@ fn execution(
         let now = now_ns();
         route.saturating_record(now.saturating_sub(order.sent_ns));
         tick_to_trade.saturating_record(now.saturating_sub(order.quote_ns));
-        let within_limit = |pos: &&mut i64| (**pos + order.qty).abs() <= POSITION_LIMIT;
-        let Some(position) = positions.get_mut(order.instrument).filter(within_limit) else {
-            continue; // rejected: the order goes back to its pool here, from this thread
-        };
-        *position += order.qty;
         let (qty, price) = (order.qty, order.price);
+        drop(order); // the order goes back to its pool here, from this thread
         let fill = Fill::acquire_with(Fill { qty, price })?;
         if fills.send(fill).is_err() {
             break; // main stopped reading
@@ -263,7 +254,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // The sampler feeds the leak detector and the Prometheus series.
     let sampling = leak_every != 0 || prometheus.is_some();
     let sampler = sampling.then(|| stats::start_sampler(window / 20));
-    let sampler = sampler.transpose()?;
+    let sampler = sampler.transpose()?; // an error if the sampler thread cannot start
 
     let pace = rate.map_or("unpaced".into(), |r| format!("{r:.0} quotes/s"));
     println!("order_pipeline: {messages} quotes over {INSTRUMENTS} instruments, {pace}");
@@ -295,10 +286,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     bar.finish_and_clear();
 
     println!("{secs:.2} s, {:.0} quotes/s", messages as f64 / secs);
-    let rejected = orders.saturating_sub(fills);
-    println!("orders: {orders} sent, {rejected} rejected by risk, {fills} filled");
-    println!("fills: {shares} shares, net cash {cash}");
-    println!("tokens: {redelivered} redelivered copies refused as stale");
+    println!("{orders} orders, {fills} fills: {shares} shares, net cash {cash}");
+    println!("{redelivered} redelivered order tokens refused as stale");
     println!("latency (µs)                p50      p99    p99.9      max");
     let stages = ["feed -> strategy", "strategy -> execution", "tick-to-trade"];
     for (stage, h) in stages.iter().zip(&latencies) {
