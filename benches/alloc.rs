@@ -16,28 +16,27 @@
 //!   writes it out again (ms). **btreemap**: 1,000,000 inserts into a `BTreeMap<u64, String>`,
 //!   then its drop (ms).
 //!
-//! Allocators keep memory, so each (workload, contender) cell runs in a process of its own:
-//! the bench starts itself with `TALLY_ALLOC_BENCH_CELL=<workload>/<contender>`, whose global
-//! allocator is that contender from the first block on (the parent's: the system allocator),
-//! runs the workload once and prints its time and peak RSS (`VmHWM`). The 7 runs are the outer
-//! loop, each starting every cell once, in reverse order every other run. The table gives the
-//! medians: time and its ratio to TallyAlloc's (above 1: TallyAlloc is faster), peak RSS and
-//! its ratio to jemalloc's; then the issue's targets, met or missed. `TALLY_BENCH_QUICK=1` or
-//! `--test` (`cargo test --benches`): tiny sizes, one run. `TALLY_BENCH_ONLY=tally,jemalloc`
-//! and `TALLY_BENCH_WORKLOADS=larson,json` choose cells; `TALLY_ALLOC_BENCH_CELL=larson/tally
+//! The workloads are `tally_bench::alloc_workloads`. Allocators keep memory, so each
+//! (workload, contender) cell runs in a process of its own: the bench starts itself with
+//! `TALLY_ALLOC_BENCH_CELL=<workload>/<contender>`, whose global allocator is that contender
+//! from the first block on (the parent's: the system allocator), runs the workload once and
+//! prints its time and peak RSS (`VmHWM`). The 7 runs are the outer loop, each starting every
+//! cell once, in reverse order every other run. The table gives the medians: time and its
+//! ratio to TallyAlloc's (above 1: TallyAlloc is faster), peak RSS and its ratio to
+//! jemalloc's; then the issue's targets, met or missed. `TALLY_BENCH_QUICK=1` or `--test`
+//! (`cargo test --benches`): tiny sizes, one run. `TALLY_BENCH_ONLY=tally,jemalloc` and
+//! `TALLY_BENCH_WORKLOADS=larson,json` choose cells; `TALLY_ALLOC_BENCH_CELL=larson/tally
 //! <bench binary> --bench` runs one alone (for a profiler).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::BTreeMap;
 use std::env;
 use std::ffi::CStr;
-use std::hint::black_box;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-use std::thread::scope;
-use std::time::Instant;
 
 use mimalloc::MiMalloc;
+use tally_bench::alloc_workloads::{btreemap, cache_scratch, glibc_simple, json, larson, xmalloc};
+use tally_bench::process::{proc_field, rerun};
 use tally_bench::{fatal, stats::median, Mode};
 use tally_pool::alloc::TallyAlloc;
 use tikv_jemallocator::Jemalloc;
@@ -105,204 +104,29 @@ unsafe impl GlobalAlloc for Selected {
     }
 }
 
-/// xorshift64*: the same sizes and orders for every contender.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn size(&mut self, min: u64, max: u64) -> usize {
-        (min + self.next() % (max - min + 1)) as usize
-    }
-}
-
-/// A block of `size` bytes from the global allocator, its first byte written; an address,
-/// so that it can go to another thread.
-fn block(size: usize) -> usize {
-    // SAFETY: `size` is not zero (every caller's minimum is 8).
-    let p = unsafe { GLOBAL.alloc(Layout::from_size_align(size, 8).unwrap()) };
-    assert!(!p.is_null(), "out of memory");
-    // SAFETY: the first byte of the block, ours.
-    unsafe { p.write(1) };
-    p as usize
-}
-
-/// Frees a block of [`block`]`(size)`.
-fn free(p: usize, size: usize) {
-    // SAFETY: every caller passes a live block of `block(size)` and forgets it.
-    unsafe { GLOBAL.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) }
-}
-
-/// ns since `start` over `per`: the operations, or `MS` for the time in ms.
-fn since(start: Instant, per: usize) -> f64 {
-    start.elapsed().as_nanos() as f64 / per as f64
-}
-const MS: usize = 1_000_000;
-
-fn glibc_simple(rounds: usize) -> f64 {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut live = Vec::with_capacity(1000);
-    let start = Instant::now();
-    for _ in 0..rounds {
-        for _ in 0..1000 {
-            let size = rng.size(8, 512);
-            live.push((block(size), size));
-        }
-        while !live.is_empty() {
-            let (p, size) = live.swap_remove((rng.next() % live.len() as u64) as usize);
-            free(p, size);
-        }
-    }
-    since(start, rounds * 1000)
-}
-
-/// xmalloc-test's sizes.
-const XMALLOC_SIZES: [usize; 17] = [
-    8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
-];
-/// Blocks in one of xmalloc-test's batches.
-const BATCH: usize = 4096;
-
-fn xmalloc(blocks: usize) -> f64 {
-    // At most 100 batches in flight, as in xmalloc-test.
-    let (batches, freed) = std::sync::mpsc::sync_channel::<Vec<(usize, usize)>>(100);
-    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
-    let start = Instant::now();
-    scope(|s| {
-        s.spawn(move || {
-            for batch in freed {
-                for (p, size) in batch {
-                    free(p, size);
-                }
-            }
-        });
-        for _ in 0..blocks.div_ceil(BATCH) {
-            let mut batch = Vec::with_capacity(BATCH);
-            for _ in 0..BATCH {
-                let size = XMALLOC_SIZES[rng.next() as usize % XMALLOC_SIZES.len()];
-                batch.push((block(size), size));
-            }
-            batches.send(batch).unwrap();
-        }
-        drop(batches);
-    });
-    since(start, blocks.div_ceil(BATCH) * BATCH)
-}
-
-fn cache_scratch(writes: usize) -> f64 {
-    const SIZE: usize = 8;
-    let given: Vec<usize> = (0..2).map(|_| block(SIZE)).collect();
-    let start = Instant::now();
-    scope(|s| {
-        for p in given {
-            s.spawn(move || {
-                free(p, SIZE);
-                for _ in 0..1000 {
-                    let a = block(SIZE) as *mut u8;
-                    for (j, k) in (0..writes).flat_map(|j| (0..SIZE).map(move |k| (j, k))) {
-                        // SAFETY: byte `k` of the `SIZE`-byte block, ours.
-                        unsafe { a.wrapping_add(k).write_volatile((j + k) as u8) };
-                    }
-                    free(a as usize, SIZE);
-                }
-            });
-        }
-    });
-    since(start, MS)
-}
-
-/// A larson thread's state: its slots (block, size) and its random numbers.
-struct Slots(Vec<(usize, usize)>, Rng);
-
-impl Slots {
-    const OPS: usize = 10_000;
-
-    fn churn(&mut self) {
-        for _ in 0..Self::OPS {
-            let i = (self.1.next() % self.0.len() as u64) as usize;
-            free(self.0[i].0, self.0[i].1);
-            let size = self.1.size(16, 1000);
-            self.0[i] = (block(size), size);
-        }
-    }
-}
-
-fn larson(rounds: usize) -> f64 {
-    let heaps = (0..2).map(|t| {
-        let mut rng = Rng(0x4141 + t);
-        let sizes: Vec<usize> = (0..5000).map(|_| rng.size(16, 1000)).collect();
-        Slots(sizes.into_iter().map(|s| (block(s), s)).collect(), rng)
-    });
-    let mut heaps: Vec<Slots> = heaps.collect();
-    let start = Instant::now();
-    // Each of two chains hands its slots to a fresh thread a round.
-    scope(|s| {
-        for heap in &mut heaps {
-            s.spawn(move || {
-                for _ in 0..rounds {
-                    scope(|fresh| fresh.spawn(|| heap.churn()).join().unwrap());
-                }
-            });
-        }
-    });
-    let time = since(start, 2 * rounds * Slots::OPS);
-    for (p, size) in heaps.into_iter().flat_map(|h| h.0) {
-        free(p, size);
-    }
-    time
-}
-
-/// A JSON array of about `bytes` bytes of orders, the same for every contender.
-fn document(bytes: usize) -> String {
-    let (mut rng, mut doc) = (Rng(0x5EED), String::from("["));
-    while doc.len() < bytes {
-        let [id, who, cents, zip] = [(); 4].map(|()| rng.next() % 100_000);
-        let status = ["new", "paid", "shipped"][(id % 3) as usize];
-        doc += &format!(r#"{{"id":{id},"customer":"c-{who:05}","status":"{status}","#);
-        doc += &format!(r#""total":{cents}.25,"zip":"{zip:05}","items":["#);
-        for i in 0..1 + zip % 6 {
-            let (sku, n) = (rng.next() as u32, rng.next() % 7);
-            doc += &format!(r#"{{"sku":"S{sku:08X}","qty":{i},"tags":["t{n}",{n}.5]}},"#);
-        }
-        doc.pop();
-        doc.push_str("]},");
-    }
-    doc.pop();
-    doc + "]"
-}
-
-fn json(bytes: usize) -> f64 {
-    let doc = document(bytes);
-    let start = Instant::now();
-    let value: serde_json::Value = serde_json::from_str(&doc).unwrap();
-    let out = serde_json::to_string(&value).unwrap();
-    drop(black_box((value, out)));
-    since(start, MS)
-}
-
-fn btreemap(entries: usize) -> f64 {
-    let mut rng = Rng(0xB7EE);
-    let start = Instant::now();
-    let mut map = BTreeMap::new();
-    for _ in 0..entries {
-        let key = rng.next();
-        map.insert(key, format!("order-{key:016x}"));
-    }
-    drop(black_box(map));
-    since(start, MS)
-}
-
-/// Name, workload, the unit of its result, and its size in the full and the quick mode.
+/// Name, workload (blocks straight from `GLOBAL`), the unit of its result, and its size in
+/// the full and the quick mode.
 type Workload = (&'static str, fn(usize) -> f64, &'static str, [usize; 2]);
 const WORKLOADS: [Workload; 6] = [
-    ("glibc-simple", glibc_simple, "ns", [10_000, 10]),
-    ("xmalloc-test", xmalloc, "ns", [1_000_000, 20_000]),
-    ("cache-scratch", cache_scratch, "ms", [20_000, 20]),
-    ("larson", larson, "ns", [500, 2]),
+    (
+        "glibc-simple",
+        |n| glibc_simple(&GLOBAL, n),
+        "ns",
+        [10_000, 10],
+    ),
+    (
+        "xmalloc-test",
+        |n| xmalloc(&GLOBAL, n),
+        "ns",
+        [1_000_000, 20_000],
+    ),
+    (
+        "cache-scratch",
+        |n| cache_scratch(&GLOBAL, n),
+        "ms",
+        [20_000, 20],
+    ),
+    ("larson", |n| larson(&GLOBAL, n), "ns", [500, 2]),
     ("json", json, "ms", [10 << 20, 200 << 10]),
     ("btreemap", btreemap, "ms", [1_000_000, 20_000]),
 ];
@@ -312,18 +136,15 @@ fn child(cell: &str, quick: bool) {
     let name = cell.split('/').next();
     let (_, run, _, sizes) = WORKLOADS.iter().find(|w| Some(w.0) == name).unwrap();
     let time = run(sizes[usize::from(quick)]);
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:"));
-    let hwm = hwm.unwrap();
-    println!("cell {time} {}", hwm.trim().trim_end_matches(" kB"));
+    let hwm = proc_field("/proc/self/status", "VmHWM:").unwrap();
+    println!("cell {time} {hwm}");
 }
 
 /// Runs the cell's child: its time and its peak RSS in MiB.
 fn measure(workload: &str, contender: &str) -> (f64, f64) {
-    let mut child = std::process::Command::new(env::current_exe().unwrap());
-    let cell = format!("{workload}/{contender}");
-    child.args(env::args().skip(1)).env(CELL, cell);
-    let out = child.output().unwrap();
+    let out = rerun(CELL, &format!("{workload}/{contender}"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let Some(line) = text.lines().find_map(|l| l.strip_prefix("cell ")) else {
         let err = String::from_utf8_lossy(&out.stderr);

@@ -8,7 +8,7 @@
 use std::{alloc::GlobalAlloc, alloc::Layout, alloc::System, ffi::CStr, fmt::Write};
 
 use mimalloc::MiMalloc;
-use tally_bench::{fatal, stats::median, Mode, OrDie};
+use tally_bench::{fatal, process::rerun, stats::median, Mode, OrDie};
 use tally_pool::alloc::TallyAlloc;
 use tally_pool::arena::bumpalo::collections::Vec as BumpVec;
 use tally_pool::arena::{self, bumpalo::collections::String as BumpString};
@@ -89,12 +89,8 @@ fn timed(n: u64, mut batch: impl FnMut(u64)) -> f64 {
 }
 
 fn main() {
-    let (rounds, n) = match Mode::detect() {
-        _ if Mode::listing() => return,
-        Mode::Full => (30, 20_000),
-        Mode::Quick => (10, 5_000),
-        Mode::Test => (2, 100),
-    };
+    let Some(mode) = Mode::start() else { return };
+    let (rounds, n) = mode.pick([(30, 20_000), (10, 5_000), (2, 100)]);
     let in_global = |b: u64| batch!(b, Vec::new(), String::new());
     let in_arena =
         |b: u64| arena::scratch(|bump| batch!(b, BumpVec::new_in(bump), BumpString::new_in(bump)));
@@ -110,9 +106,7 @@ fn main() {
     );
     if name == "system" {
         for other in ["mimalloc", "tally"] {
-            let mut child = std::process::Command::new(std::env::current_exe().or_die("exe"));
-            child.args(std::env::args().skip(1)).env(VAR, other);
-            if !child.status().or_die("a child run").success() {
+            if !rerun(VAR, other).status().or_die("a child run").success() {
                 fatal(format_args!("the {other} run failed"));
             }
         }

@@ -9,6 +9,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use tally_bench::process::proc_field;
 use tally_bench::stats::alternate;
 use tally_bench::{Mode, OrDie};
 use tally_pool::{Handle, Pool, PoolConfig};
@@ -17,11 +18,7 @@ type Value = [u64; 8];
 
 /// `AnonHugePages` of this process, in KiB (0 if unreadable).
 fn anon_huge_kib() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("AnonHugePages:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    proc_field("/proc/self/smaps_rollup", "AnonHugePages:").unwrap_or(0)
 }
 
 /// The next of a xorshift sequence.

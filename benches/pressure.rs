@@ -8,22 +8,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tally_bench::stats::{median, quantile};
+use tally_bench::process::{watch, Watched};
+use tally_bench::stats::{median, p99, quantile};
 use tally_bench::targets::verdict;
 use tally_bench::{fatal, timer, Mode, OrDie};
-use tally_pool::pressure::{self, PressureConfig, PressureLevel, PressureMonitor, Reclamation};
+use tally_pool::pressure::{self, PressureConfig, PressureLevel, PressureMonitor};
 use tally_pool::stats::Urgency;
 use tally_pool::{Handle, Pool, PoolConfig};
 
 /// 4 KiB, so acquires map often; 64 bytes, the size of W1 and W6.
 type Page = [[u64; 32]; 16];
 type Small = [u64; 8];
-
-fn p99(v: &[f64]) -> f64 {
-    let mut sorted: Vec<u64> = v.iter().map(|&x| x as u64).collect();
-    sorted.sort_unstable();
-    quantile(&sorted, 0.99) as f64
-}
 
 fn pool<T: Default>(config: PoolConfig) -> &'static Pool<T> {
     Pool::new(config).or_die("pool")
@@ -101,10 +96,9 @@ fn fixture(rounds: usize) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pressure/v2");
     let root = std::env::temp_dir().join(format!("tally-pressure-bench-{}", std::process::id()));
     let cp = Command::new("cp").arg("-r").arg(&from).arg(&root).status();
-    cp.ok()
-        .filter(|s| s.success())
-        .ok_or("failed")
-        .or_die("cp -r");
+    if !cp.is_ok_and(|s| s.success()) {
+        fatal!("cp -r: failed");
+    }
     let current = root.join("sys/fs/cgroup/app.slice/memory.current");
     let set = |share: f64| {
         let bytes = (share * f64::from(1u32 << 30)) as u64 + (100 << 20);
@@ -142,35 +136,6 @@ fn fixture(rounds: usize) {
     let _ = std::fs::remove_dir_all(root);
 }
 
-/// CPU seconds thread `tid` of this process has run (`schedstat`, in nanoseconds).
-fn thread_cpu(tid: i32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    Some(stat.split_whitespace().next()?.parse::<f64>().ok()? / 1e9)
-}
-
-/// The monitor's ticks and CPU over `run`: the durations of the ticks it ran meanwhile in
-/// ns, its CPU by `/proc` and by its own clock, in % of a core; and a reclamation round
-/// that ran meanwhile, whose time both CPU figures include.
-fn watch(monitor: &PressureMonitor, run: Duration) -> Watched {
-    let last = monitor.last_reclamation();
-    let tid = monitor.thread_id().ok_or("no thread id").or_die("monitor");
-    let (cpu0, busy0, wall0) = (thread_cpu(tid), monitor.busy_time(), Instant::now());
-    let before = monitor.ticks();
-    std::thread::sleep(run);
-    let (cpu1, busy1, wall) = (thread_cpu(tid), monitor.busy_time(), wall0.elapsed());
-    let during = usize::try_from(monitor.ticks() - before).unwrap_or(usize::MAX);
-    let ticks = (monitor.recent_ticks().iter().rev().take(during))
-        .map(|d| d.as_nanos() as f64)
-        .collect();
-    let busy = (busy1 - busy0).as_secs_f64() / wall.as_secs_f64() * 100.0;
-    let cpu = (cpu1.unwrap_or(f64::NAN) - cpu0.unwrap_or(f64::NAN)) / wall.as_secs_f64() * 1e2;
-    let round = monitor.last_reclamation().filter(|r| Some(*r) != last);
-    (ticks, cpu, busy, round)
-}
-
-/// What [`watch`] saw.
-type Watched = (Vec<f64>, f64, f64, Option<Reclamation>);
-
 /// One tick with 100 pools registered, and the monitor's CPU at defaults, over `run`: with
 /// every pool idle, then with one more pool busy, so that growth ahead visits them all.
 fn ticks_and_cpu(run: Duration) {
@@ -207,22 +172,21 @@ fn ticks_and_cpu(run: Duration) {
     // One more pool, busy: a thread takes more values than a thread's cache holds and
     // gives them back, every millisecond.
     let pool: &'static Pool<Small> = pool(PoolConfig::new("bench-tick-busy"));
-    let stop = Arc::new(AtomicU64::new(0));
-    let busy = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || {
+    let stop = AtomicU64::new(0);
+    let watched = std::thread::scope(|s| {
+        s.spawn(|| {
             while stop.load(Ordering::Relaxed) == 0 {
                 let held: Vec<Handle<Small>> =
                     (0..256).map(|_| pool.acquire().or_die("busy")).collect();
                 drop(held);
                 std::thread::sleep(Duration::from_millis(1));
             }
-        })
-    };
-    std::thread::sleep(Duration::from_millis(50));
-    let watched = watch(&monitor, run);
-    stop.store(1, Ordering::Relaxed);
-    busy.join().or_die("busy thread");
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let watched = watch(&monitor, run);
+        stop.store(1, Ordering::Relaxed);
+        watched
+    });
     report("101 pools, one of them busy", watched);
     drop(monitor);
 }
@@ -246,10 +210,9 @@ fn w1_reclaiming(rounds: usize, n: u64) {
         without.push(w1(pool, n));
         let budget = pressure::mapped_bytes() * 100 / 85; // 85 %: High
         let often = Duration::from_millis(10);
-        let config = PressureConfig::default()
-            .budget(budget)
-            .reclaim_every(often);
-        let monitor = PressureMonitor::start(config.idle_after(often)).or_die("start");
+        let config = PressureConfig::default().budget(budget);
+        let config = config.reclaim_every(often).idle_after(often);
+        let monitor = PressureMonitor::start(config).or_die("start");
         with.push(w1(pool, n));
         let level = monitor.level();
         if level < PressureLevel::High {
@@ -268,12 +231,7 @@ fn w1_reclaiming(rounds: usize, n: u64) {
 
 /// W6 on a fresh growing pool: p99.9 and p99.99 of single acquires in ns, and the share of
 /// the pool's chunks that growth ahead of demand mapped.
-#[derive(Debug, Clone, Copy)]
-struct W6 {
-    p999: f64,
-    p9999: f64,
-    ahead: f64,
-}
+struct W6(f64, f64, f64);
 
 /// [`W6`] of `n` single acquires, all kept live.
 fn w6(name: &str, n: usize, ns_per_tick: f64) -> W6 {
@@ -290,11 +248,11 @@ fn w6(name: &str, n: usize, ns_per_tick: f64) -> W6 {
     ticks.sort_unstable();
     let s = pool.stats();
     let at = |q| quantile(&ticks, q) as f64 * ns_per_tick;
-    W6 {
-        p999: at(0.999),
-        p9999: at(0.9999),
-        ahead: s.expansions_ahead as f64 / s.expansions.max(1) as f64,
-    }
+    W6(
+        at(0.999),
+        at(0.9999),
+        s.expansions_ahead as f64 / s.expansions.max(1) as f64,
+    )
 }
 
 fn w6_both(rounds: usize, n: usize) {
@@ -307,7 +265,7 @@ fn w6_both(rounds: usize, n: usize) {
         drop(monitor);
     }
     let med = |v: &[W6], f: fn(&W6) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
-    let (on, off) = (med(&with, |w| w.p999), med(&without, |w| w.p999));
+    let (on, off) = (med(&with, |w| w.0), med(&without, |w| w.0));
     println!(
         "W6: p99.9 of one acquire while the pool grows ({n} acquires): {on:.0} ns with the \
          monitor, {off:.0} ns without (ratio {:.2}); < 100 ns with it: {}",
@@ -317,9 +275,9 @@ fn w6_both(rounds: usize, n: usize) {
     println!(
         "W6: p99.99 {:.0} ns with the monitor, {:.0} ns without; chunks mapped ahead of \
          demand with the monitor: {:.0} %",
-        med(&with, |w| w.p9999),
-        med(&without, |w| w.p9999),
-        100.0 * med(&with, |w| w.ahead)
+        med(&with, |w| w.1),
+        med(&without, |w| w.1),
+        100.0 * med(&with, |w| w.2)
     );
 }
 

@@ -50,21 +50,11 @@ fn ratios(results: &Value) -> Vec<(String, Vec<f64>)> {
     for table in each(results, "tables").unwrap_or_default() {
         for w in each(&table, "workloads").unwrap_or_default() {
             let (inlining, id) = (text(&table, "inlining"), text(&w, "id"));
-            for (column, values) in w
-                .get("rounds")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-            {
-                let values = values
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_f64);
-                out.push((
-                    format!("{inlining} {id} {subject}/{column}"),
-                    values.collect(),
-                ));
+            let rounds = w.get("rounds").and_then(Value::as_object);
+            for (column, values) in rounds.into_iter().flatten() {
+                let values = (values.as_array().into_iter().flatten()).filter_map(Value::as_f64);
+                let key = format!("{inlining} {id} {subject}/{column}");
+                out.push((key, values.collect()));
             }
         }
     }

@@ -4,14 +4,17 @@
 //! statistics ([`stats`]), the targets, judged in one place ([`targets`]), the block and
 //! typed ratio tables ([`suite`]) and their comparison with a saved run ([`baseline`]), the
 //! peers comparison ([`survey`]) and its serde_json output ([`results`]), which
-//! `benches/report.py` turns into `BENCHMARKS.md`.
+//! `benches/report.py` turns into `BENCHMARKS.md`; the global-allocator workloads
+//! ([`alloc_workloads`]) and what `/proc` says of a bench's process ([`process`]).
 
 // Contenders hold foreign pools and allocators, most without `Debug`.
 #![allow(missing_debug_implementations)]
 
+pub mod alloc_workloads;
 pub mod baseline;
 pub mod contender;
 pub mod order;
+pub mod process;
 pub mod results;
 pub mod stats;
 pub mod suite;

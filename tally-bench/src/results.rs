@@ -51,12 +51,11 @@ pub fn latency_summary(lines: &[Value], peer: &str, mode: &str) -> Option<Value>
 /// The first line of a command's output, if it runs.
 fn command_line(program: &str, args: &[&str]) -> Option<String> {
     let mut command = Command::new(program);
-    let output = command
+    command
         .args(args)
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    let output = output.ok()?;
+        .stderr(Stdio::null());
+    let output = command.output().ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
     (output.status.success()).then(|| text.lines().next().unwrap_or("").trim().to_owned())
 }

@@ -27,6 +27,13 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted.get(rank - 1).copied().unwrap_or(0)
 }
 
+/// The 99th percentile of `values`, each cut to a whole number (nanoseconds, as measured).
+pub fn p99(values: &[f64]) -> f64 {
+    let mut sorted: Vec<u64> = values.iter().map(|&x| x as u64).collect();
+    sorted.sort_unstable();
+    quantile(&sorted, 0.99) as f64
+}
+
 /// The medians of `rounds` runs of `a` and of `b`, alternating which runs first so that
 /// neither always does, and `b`'s median over `a`'s.
 pub fn alternate(

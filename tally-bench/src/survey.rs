@@ -15,12 +15,13 @@ use serde_json::{json, Value};
 use crate::contender::{Pair, Runs, INLININGS};
 use crate::fatal;
 use crate::order::ORDER_BYTES;
+use crate::process::resident_bytes;
 use crate::results::{latency_summary, machine, memory_ratios, unix_now, write};
 use crate::stats::{median, paired, quantile, sorted, Cell, Grid, QUIET_CPUS, QUIET_SAMPLES};
 use crate::suite::{criterion_groups, each_cell};
 use crate::targets::{judge, kind, rival, Figures, Rule, Verdict, DESIGN, ISSUE};
 use crate::timer::{self, load_average};
-use crate::workload::{resident_bytes, Mode, Workload, BURST, QUEUE_CAPACITY};
+use crate::workload::{Mode, Workload, BURST, QUEUE_CAPACITY};
 
 /// Values pre-allocated by peers that can pre-allocate, for W1–W4 (at least [`BURST`]).
 pub const WORKLOAD_CAPACITY: usize = 131_072;
@@ -232,11 +233,8 @@ fn sample(
         let elapsed = run(iterations);
         let foreign = timer::foreign_cpus(before, timer::cpu_ticks(), elapsed);
         let objects = iterations * w.objects_per_iteration();
-        cell.samples.push(
-            elapsed.as_secs_f64() * 1e9 / objects as f64,
-            objects,
-            foreign,
-        );
+        let ns = elapsed.as_secs_f64() * 1e9 / objects as f64;
+        cell.samples.push(ns, objects, foreign);
     });
     if let Err(why) = result {
         cell.na = Some(why);

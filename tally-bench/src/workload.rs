@@ -20,6 +20,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::contender::{Contender, Inlining, Remote, With};
 use crate::order::Stamp;
+use crate::process::resident_bytes;
 use crate::timer;
 
 /// Objects live at once in W2.
@@ -289,13 +290,6 @@ fn with_helper(
             }
         });
     })
-}
-
-/// Resident bytes of this process, from `/proc/self/statm` (pages of 4096 bytes).
-pub fn resident_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 /// Acquires objects `0..n`, into a vector of capacity `n`.
