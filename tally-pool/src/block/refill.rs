@@ -387,10 +387,9 @@ impl Links for PoolShared {
         if let Some(word) = self.canary(addr) {
             word.store(!self.alloc_mark(addr) ^ next as u64, Ordering::Release);
         } else {
-            // SAFETY: `addr` starts a free block of this pool that the caller holds alone (see
-            // `Links::set_link`): 8 bytes or more (`Geometry`), 8-aligned (as every block
-            // start), in a chunk mapped while the pool lives, and the pool keeps no value in
-            // it (`can_link`, which the caller checked).
+            // SAFETY: `addr` starts a free block of this pool the caller holds alone (trait docs):
+            // 8 bytes or more (`Geometry`), 8-aligned (a block start), in a chunk mapped while
+            // the pool lives, which keeps no value in it (`can_link`, checked by the caller).
             unsafe { (addr as *mut usize).write(next) };
         }
     }
