@@ -63,7 +63,8 @@ impl PoolShared {
             .saturating_mul(self.geometry.blocks_per_chunk)
             .saturating_sub(growth.carved_total);
         let cap_left = self.max_capacity.saturating_sub(growth.carved_total);
-        let ready = uncarved.min(cap_left) + self.depot.blocks() + self.overflow.len();
+        // `depot.blocks()` counts the overflow list's blocks too (`overflow_push`).
+        let ready = uncarved.min(cap_left) + self.depot.blocks();
         (ready, cap_left.saturating_sub(uncarved))
     }
 
@@ -280,6 +281,30 @@ mod tests {
         let g = capped.geometry;
         assert_eq!(growth.chunks[0].faulted, g.first_offset + 6 * g.stride);
         assert_eq!(capped.counters.exhausted.load(StdOrdering::Relaxed), 0);
+    }
+
+    /// The overflow list's blocks are counted into the depot's by `overflow_push`: growth
+    /// ahead counts each of them once as ready, so it grows as much as demand needs.
+    #[test]
+    fn listed_blocks_count_once_as_ready() {
+        let p = pool(false);
+        let mut out = Vec::new();
+        {
+            let mut growth = lock(&p.growth);
+            while out.len() < 100 {
+                p.carve(&mut growth, 100 - out.len(), |_, b| out.push(b))
+                    .unwrap();
+            }
+        }
+        let before = p.room(&lock(&p.growth)).0;
+        assert!(p.overflow_push(&out));
+        let after = p.room(&lock(&p.growth)).0;
+        assert_eq!(
+            after - before,
+            100,
+            "100 free blocks made ready, counted {}",
+            after - before
+        );
     }
 
     #[test]
