@@ -27,8 +27,10 @@
 //!   has nowhere to link a block, and its spill reports the refusal as before.
 //!
 //! Every link is checked before it is followed (a block start of this pool, by the
-//! registry): a write into a free block cannot send a refill to a foreign address. A
-//! damaged link cuts the list there; the blocks after it are withdrawn and counted so.
+//! registry, and 0 exactly after the list's count of blocks): a write into a free block
+//! cannot send a refill to a foreign address, nor walk it past the count. A damaged link
+//! cuts the list there; the block that held it and the blocks after it are withdrawn,
+//! never handed out again, and counted so.
 //!
 //! The list sits behind a `Mutex` that only this file takes, and never while waiting for
 //! anything else; a refill under the growth lock may take it (growth, then overflow).
@@ -96,8 +98,9 @@ pub(super) struct Overflow {
 pub(super) struct Taken {
     /// Blocks written into `out`.
     pub(super) n: usize,
-    /// A damaged link: the listed block whose link named no block of the pool (it is among
-    /// the `n` taken), and how many blocks after it were cut off the list and lost.
+    /// A damaged link: the listed block whose link named no block of the pool, or ended the
+    /// list before or after `count` blocks (it is not among the `n` taken), and how many
+    /// blocks, that one included, were cut off the list and withdrawn.
     pub(super) damaged: Option<(usize, usize)>,
 }
 
@@ -147,24 +150,34 @@ impl Overflow {
         }
         let mut list = lock(&self.list);
         for slot in out.iter_mut() {
-            if list.head == 0 {
+            if list.head == 0 || list.count == 0 {
                 break;
             }
             let addr = list.head;
-            // SAFETY: `addr` is the list's head (a listed block of `links`, by `List`'s
-            // invariant and the caller's), under the list's lock.
+            // SAFETY: `addr` is the list's head, under the list's lock: a listed block of
+            // `links` by `List`'s invariant and the caller's, which only a write into a free
+            // block (undefined behaviour in the writer) can break; the checks below then
+            // catch what they can of the damage (a link to no block start of the pool, or
+            // one that disagrees with `count`).
             let next = unsafe { links.take_link(addr) };
-            *slot = addr as *mut u8;
-            taken.n += 1;
             list.count -= 1;
-            list.head = next;
-            if next != 0 && !links.is_listed_block(next) {
-                // A write into a listed block damaged its link: the blocks after it cannot
-                // be found again.
-                taken.damaged = Some((addr, list.count));
+            // The link must agree with the count: 0 exactly after the last block, else a
+            // block of the pool.
+            let damaged = if next == 0 {
+                list.count != 0
+            } else {
+                list.count == 0 || !links.is_listed_block(next)
+            };
+            if damaged {
+                // A write into `addr` damaged its link: it and the blocks after it are
+                // withdrawn, never handed out.
+                taken.damaged = Some((addr, list.count + 1));
                 *list = List::default();
                 break;
             }
+            *slot = addr as *mut u8;
+            taken.n += 1;
+            list.head = next;
         }
         self.len.store(list.count, StdOrdering::Release);
         taken

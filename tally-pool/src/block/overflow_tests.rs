@@ -89,8 +89,8 @@ fn a_damaged_link_withdraws_the_rest_of_the_list() {
     // (a stand-in for a user's write into a freed block).
     unsafe { head.cast::<usize>().write(&*heap as *const u64 as usize) };
     let taken = p.overflow_take_all().unwrap();
-    assert_eq!(taken, [head]);
-    assert_eq!(p.counters.withdrawn.load(StdOrdering::Relaxed), 9);
+    assert_eq!(taken, []);
+    assert_eq!(p.counters.withdrawn.load(StdOrdering::Relaxed), 10);
     assert_eq!((p.overflow.len(), p.depot.blocks()), (0, before));
 }
 
@@ -164,4 +164,68 @@ fn threads_pushing_and_taking_lose_and_duplicate_nothing() {
     for a in all {
         assert!(p.hand_out(a as *mut u8).is_ok());
     }
+}
+
+/// A listed block whose check word was overwritten is reported and withdrawn with the
+/// blocks after it: never handed out again (`take_link` restores the free mark, so the
+/// guard would accept it later).
+#[test]
+fn a_block_whose_check_word_was_damaged_is_withdrawn() {
+    let p = pool(GuardLevel::Canary);
+    let blocks = freed_blocks(&p, 10);
+    assert!(p.overflow_push(&blocks));
+    let head = *blocks.last().unwrap();
+    p.canary(head as usize)
+        .unwrap()
+        .store(0x4141_4141_4141_4141, crate::sync::Ordering::Relaxed);
+    let taken = p.overflow_take_all().unwrap();
+    assert_eq!(p.counters.corruption_events.load(StdOrdering::Relaxed), 1);
+    assert!(
+        !taken.contains(&head),
+        "damaged block {head:p} taken, and the guard now accepts it: {}",
+        p.hand_out(head).is_ok()
+    );
+    assert_eq!(p.counters.withdrawn.load(StdOrdering::Relaxed), 10);
+    assert_eq!(p.overflow.len(), 0);
+}
+
+/// Without a guard, a write of 0 into a listed block's first word (a use-after-free that
+/// sets a `next` field to null) ends the list early: the list is withdrawn whole rather
+/// than left counting blocks it can no longer reach, which would count as free forever.
+#[test]
+fn a_list_cut_short_is_withdrawn_not_counted_forever() {
+    let p = pool(GuardLevel::Off);
+    let blocks = freed_blocks(&p, 10);
+    let before = p.depot.blocks();
+    assert!(p.overflow_push(&blocks));
+    let head = *blocks.last().unwrap();
+    // SAFETY: as in `a_damaged_link_withdraws_the_rest_of_the_list`.
+    unsafe { head.cast::<usize>().write(0) };
+    let taken = p.overflow_take_all().unwrap();
+    assert_eq!(taken, []);
+    assert_eq!(
+        (
+            p.overflow.len(),
+            p.depot.blocks(),
+            p.counters.withdrawn.load(StdOrdering::Relaxed)
+        ),
+        (0, before, 10)
+    );
+}
+
+/// A listed block linked to itself: the walk stops at the list's count, hands the block
+/// out once, and withdraws the rest, rather than counting below zero.
+#[test]
+fn a_link_cycle_ends_at_the_count() {
+    let p = pool(GuardLevel::Off);
+    let blocks = freed_blocks(&p, 2);
+    assert!(p.overflow_push(&blocks));
+    let head = *blocks.last().unwrap();
+    // SAFETY: as above.
+    unsafe { head.cast::<usize>().write(head as usize) };
+    let mut buf = [core::ptr::null_mut(); 8];
+    let n = p.overflow_take(&mut buf);
+    assert_eq!(buf.get(..n), Some(&[head][..]));
+    assert_eq!(p.counters.withdrawn.load(StdOrdering::Relaxed), 1);
+    assert_eq!(p.overflow.len(), 0);
 }
