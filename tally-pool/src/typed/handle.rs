@@ -26,12 +26,26 @@ use crate::block::facade;
 /// assert_eq!(name, 5);
 /// assert_eq!(core::mem::size_of::<Option<Handle<String>>>(), 8);
 /// ```
+///
+/// A handle is invariant in `T`, as its pool is: the value goes back to a pool of `T`, so
+/// a handle cannot be turned into one of a supertype of `T`:
+///
+/// ```compile_fail,E0308
+/// use tally_pool::Handle;
+///
+/// fn narrow(h: Handle<for<'a> fn(&'a str)>) -> Handle<fn(&'static str)> {
+///     h
+/// }
+/// ```
 pub struct Handle<T: 'static> {
     /// Invariant: points to a valid `T` in a live block of the `Pool<T>` named by the
     /// block's chunk header, and this handle is its only owner.
     ptr: NonNull<T>,
     /// Owns a `T` for the drop checker and for `Send`/`Sync` below.
     _owns: PhantomData<T>,
+    /// Invariant in `T`: the value goes back to a pool typed `T` (recycled, or lent and
+    /// redeemed), so a handle must not be upcast to a supertype of `T`.
+    _invariant: PhantomData<fn(T) -> T>,
 }
 
 // SAFETY: a handle owns its `T` like a `Box<T>` does; moving it to another thread moves the
@@ -49,6 +63,7 @@ impl<T: 'static> Handle<T> {
         Self {
             ptr,
             _owns: PhantomData,
+            _invariant: PhantomData,
         }
     }
 

@@ -82,6 +82,19 @@ pub struct NodeStats {
 /// drop(q); // back to the pool, from any thread
 /// assert_eq!(quotes.stats().live_blocks, 0);
 /// ```
+///
+/// A pool is invariant in `T`: it hands its values back as its own `T`, so a pool of
+/// functions that take a reference of any lifetime cannot be used as a pool of functions
+/// that keep a `&'static` one (which would let a value stored through one view be called
+/// through the other with a short-lived reference):
+///
+/// ```compile_fail,E0308
+/// use tally_pool::Pool;
+///
+/// fn narrow(p: &'static Pool<for<'a> fn(&'a str)>) -> &'static Pool<fn(&'static str)> {
+///     p
+/// }
+/// ```
 pub struct Pool<T> {
     /// The block pool of a *direct* pool, else `None`. A pool is direct when its values go
     /// straight between handles and the calling thread's block cache with nothing to do
@@ -99,7 +112,9 @@ pub struct Pool<T> {
     /// Call sites of sampled acquires, once [`Pool::track_sites`] turned them on; shared
     /// with the pool's twin, if it has one. Read on slow paths only.
     pub(super) sites: OnceLock<&'static SiteTable>,
-    _marker: PhantomData<fn() -> T>,
+    /// Invariant in `T`: the pool hands its values back typed as `T` (redeem, recycled
+    /// values), so a `Pool<for<'a> fn(&'a X)>` must not be usable as a `Pool<fn(&'static X)>`.
+    _marker: PhantomData<fn(T) -> T>,
 }
 
 impl<T: 'static> fmt::Debug for Pool<T> {

@@ -155,10 +155,22 @@ pub(crate) fn unpack(pool_uid: u64, token: u64) -> Option<Token> {
 /// assert_eq!(*back, 42);
 /// assert!(pool.redeem(raw).is_err(), "a token redeems once");
 /// ```
+///
+/// Invariant in `T`, as its pool is:
+///
+/// ```compile_fail,E0308
+/// use tally_pool::RawHandle;
+///
+/// fn narrow(r: RawHandle<for<'a> fn(&'a str)>) -> RawHandle<fn(&'static str)> {
+///     r
+/// }
+/// ```
 #[repr(transparent)]
 pub struct RawHandle<T> {
     bits: u64,
-    _marker: PhantomData<fn() -> T>,
+    /// Invariant in `T`, as `Pool<T>` and `Handle<T>` are: a token redeems into a handle
+    /// of the pool's own `T`.
+    _marker: PhantomData<fn(T) -> T>,
 }
 
 impl<T> RawHandle<T> {
