@@ -154,11 +154,10 @@ impl Overflow {
                 break;
             }
             let addr = list.head;
+            // Only a write into a free block (undefined behaviour in the writer) breaks the
+            // invariant; the checks below catch what they can of such damage.
             // SAFETY: `addr` is the list's head, under the list's lock: a listed block of
-            // `links` by `List`'s invariant and the caller's, which only a write into a free
-            // block (undefined behaviour in the writer) can break; the checks below then
-            // catch what they can of the damage (a link to no block start of the pool, or
-            // one that disagrees with `count`).
+            // `links` by `List`'s invariant and the caller's.
             let next = unsafe { links.take_link(addr) };
             list.count -= 1;
             // The link must agree with the count: 0 exactly after the last block, else a
