@@ -228,8 +228,13 @@ impl Ticker {
         if level > PressureLevel::Normal || round.reclaimed_bytes > 0 {
             lock(&shared.published).last_reclamation = Some(round);
         }
-        // Each member drops as it has grown (or on return), with no lock held.
+        // Each member drops as it has grown (or here), with no lock held, inside its own
+        // catch: its drop may be a component's last, and a second panicking drop within
+        // one drop of the vector would abort the process.
         if !self.grow_ahead {
+            for member in members {
+                reclaim::source_call((), move || drop(member));
+            }
             return 0;
         }
         reclaim::grow_ahead(members.into_iter().map(|m| m.source))

@@ -38,10 +38,9 @@ pub(crate) fn compose(advance: bool) -> MemoryReport {
         .iter()
         .map(|member| member.source.source().snapshot())
         .collect();
-    let rows: Vec<(ComponentId, std::sync::Arc<str>, Kind)> = members
-        .into_iter()
-        .map(|member| (member.id, member.name, member.kind))
-        .collect(); // the sources drop here, with no lock held
+    // The sources drop here, one by one, with no lock held.
+    let rows: Vec<(ComponentId, std::sync::Arc<str>, Kind)> =
+        registry::release(members, |id, name, kind| (id, name, kind));
     let ids: Vec<ComponentId> = rows.iter().map(|(id, _, _)| *id).collect();
     registry::fill_peaks(&ids, &mut snapshots);
     let exhausted: Vec<(ComponentId, u64)> = ids

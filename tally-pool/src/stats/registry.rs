@@ -326,6 +326,41 @@ pub(crate) struct Member {
     pub(crate) source: Held,
 }
 
+/// Ends a round over `members`: keeps what `keep` takes of each, then drops their
+/// sources one at a time, each in its own catch, and resumes the first panic, if any. A
+/// source may be its component's last handle, whose drop runs the component's `Drop`: a
+/// second panicking drop while the first unwinds (as dropping them all in one `Vec`
+/// would) would abort the process. The caller holds no statistics lock (see [`members`]).
+pub(crate) fn release<R>(
+    members: Vec<Member>,
+    mut keep: impl FnMut(ComponentId, Arc<str>, Kind) -> R,
+) -> Vec<R> {
+    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+    let mut sources = Vec::with_capacity(members.len());
+    let kept = members
+        .into_iter()
+        .map(|member| {
+            sources.push(member.source);
+            keep(member.id, member.name, member.kind)
+        })
+        .collect();
+    let mut first = None;
+    for held in sources {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(held))) {
+            if first.is_none() {
+                first = Some(payload);
+            } else {
+                // Its own drop may panic too.
+                core::mem::forget(payload);
+            }
+        }
+    }
+    if let Some(payload) = first {
+        resume_unwind(payload);
+    }
+    kept
+}
+
 /// Every live member, in registration order; prunes members whose source is gone.
 ///
 /// The caller must drop the result with no statistics lock held: dropping the last

@@ -43,10 +43,9 @@ pub fn sample() {
     // Each sample also moves the peaks the health rules read.
     registry::fill_peaks(&ids, &mut taken);
     let snapshots: Vec<(ComponentId, ComponentSnapshot)> = ids.into_iter().zip(taken).collect();
-    let names: Vec<(ComponentId, std::sync::Arc<str>)> = members
-        .into_iter()
-        .map(|member| (member.id, member.name))
-        .collect(); // the sources drop here, before the history lock: a drop may unregister
+    // The sources drop here, one by one, before the history lock: a drop may unregister.
+    let names: Vec<(ComponentId, std::sync::Arc<str>)> =
+        registry::release(members, |id, name, _| (id, name));
     let observed: Vec<(ComponentId, &ComponentSnapshot)> =
         snapshots.iter().map(|(id, s)| (*id, s)).collect();
     let changed = history::record(at, &observed);
