@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::stats::registry::{self, Held, Member};
+use crate::stats::registry::{self, drop_payload, Held, Member};
 use crate::stats::{Kind, Urgency};
 use crate::sys::budget::PressureLevel;
 
@@ -69,20 +69,6 @@ pub(crate) fn caught<R>(panics: &AtomicU64, fallback: R, f: impl FnOnce() -> R) 
             fallback
         }
     }
-}
-
-/// Drops a caught panic's payload. A payload whose drop panics gives another payload, which
-/// is dropped in turn, up to four deep; one that goes on past that is forgotten (leaked)
-/// rather than allowed to unwind.
-fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
-    let mut next = payload;
-    for _ in 0..4 {
-        match catch_unwind(AssertUnwindSafe(move || drop(next))) {
-            Ok(()) => return,
-            Err(again) => next = again,
-        }
-    }
-    std::mem::forget(next);
 }
 
 /// [`caught`], counted in [`SOURCE_PANICS`].

@@ -326,6 +326,21 @@ pub(crate) struct Member {
     pub(crate) source: Held,
 }
 
+/// Drops a caught panic's payload. A payload whose drop panics gives another payload, which
+/// is dropped in turn, up to four deep; one that goes on past that is forgotten (leaked)
+/// rather than allowed to unwind.
+pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let mut next = payload;
+    for _ in 0..4 {
+        match catch_unwind(AssertUnwindSafe(move || drop(next))) {
+            Ok(()) => return,
+            Err(again) => next = again,
+        }
+    }
+    core::mem::forget(next);
+}
+
 /// Ends a round over `members`: keeps what `keep` takes of each, then drops their
 /// sources one at a time, each in its own catch, and resumes the first panic, if any. A
 /// source may be its component's last handle, whose drop runs the component's `Drop`: a
@@ -350,8 +365,7 @@ pub(crate) fn release<R>(
             if first.is_none() {
                 first = Some(payload);
             } else {
-                // Its own drop may panic too.
-                core::mem::forget(payload);
+                drop_payload(payload);
             }
         }
     }
