@@ -13,7 +13,7 @@
 //! | [`BlockPool::pop_cached`], [`BlockPool::push_cached`] | the fast paths of a pool that needs nothing around them: the calling thread's cache, directly |
 //! | [`CacheCell`], [`BlockPool::bind_cell`], [`CellPop`] | a per-thread pointer to the calling thread's cache that a layer above keeps in its own `thread_local!` |
 //! | [`BlockPool::set_chunk_owner`], [`chunk_owner`] | one word per chunk that the layer above chooses, read back from any live block |
-//! | [`free_via_header`] | a free found through the block's chunk header, without the pool's address |
+//! | [`free_via_header`], [`free_via_header_lookup`] | a free found through the block's chunk header, without the pool's address |
 //! | [`BlockPool::free_unchecked`] | a free that skips the registry for a block known to be the pool's |
 //! | [`BlockPool::uid`], [`BlockPool::blocks_per_chunk`], [`BlockPool::block_at`], [`BlockPool::block_index`], [`chunk_id`], [`blocks_per_chunk`] | naming blocks by chunk and index, for tokens |
 //! | [`BlockPool::reserve`], [`BlockPool::cache_limit`] | growing ahead and sizing |
@@ -213,9 +213,9 @@ pub(crate) unsafe fn chunk_id(block: NonNull<u8>) -> u32 {
 }
 
 /// Frees `block` into the calling thread's cache of its pool, found through the block's
-/// chunk header: two loads. False when the pool's owner does not allow it (see
-/// [`BlockPool::set_chunk_owner`]), the pool is guarded, or the cache cannot take it: then
-/// free it another way.
+/// chunk header, if the thread's last free through a header went to the same pool: a
+/// load, a compare and a push, inlined. False otherwise, and when the cache cannot take
+/// it: then call [`free_via_header_lookup`], out of line.
 ///
 /// # Safety
 ///
@@ -225,4 +225,17 @@ pub(crate) unsafe fn chunk_id(block: NonNull<u8>) -> u32 {
 pub(crate) unsafe fn free_via_header(block: NonNull<u8>) -> bool {
     // SAFETY: the caller's contract is `push_via_header`'s.
     unsafe { cache::push_via_header(block.as_ptr()) }
+}
+
+/// [`free_via_header`] for a block of any pool: finds the thread's cache through the
+/// header's index and remembers it for the next free. False when the pool's owner does not
+/// allow it (see [`BlockPool::set_chunk_owner`]), the pool is guarded, or the cache cannot
+/// take it: then free it another way.
+///
+/// # Safety
+///
+/// As for [`free_via_header`].
+pub(crate) unsafe fn free_via_header_lookup(block: NonNull<u8>) -> bool {
+    // SAFETY: the caller's contract is `push_via_header_lookup`'s.
+    unsafe { cache::push_via_header_lookup(block.as_ptr()) }
 }

@@ -27,14 +27,22 @@ impl<T: 'static> Pool<T> {
         unsafe { &*(owner as *const Self) }
     }
 
-    /// A dropped handle's release past the header's fast path: finds the owning pool and
-    /// releases there, out of line so that the handle's drop stays small.
+    /// A dropped handle's release past the header's fast path: the free through the
+    /// header for a block of another pool than the thread's last such free, else finds
+    /// the owning pool and releases there; out of line so that the handle's drop stays
+    /// small.
     ///
     /// # Safety
     ///
     /// `ptr` must be a live value handed out by a `Pool<T>` that no handle owns any more.
     #[inline(never)]
     pub(super) unsafe fn release_owned(ptr: NonNull<T>) {
+        // SAFETY: the caller's contract: a live value in a block of a typed pool, whose
+        // node pools are never dropped, that nothing owns any more; given back as it is,
+        // since `T` needs no drop. Only a direct pool lets this free through.
+        if !core::mem::needs_drop::<T>() && unsafe { facade::free_via_header_lookup(ptr.cast()) } {
+            return;
+        }
         // SAFETY: the caller's contract.
         let pool = unsafe { Self::owning(ptr) };
         // SAFETY: the caller's contract: a live value of `pool` that nothing owns any more.

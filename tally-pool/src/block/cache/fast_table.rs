@@ -23,16 +23,21 @@ pub(crate) fn fast_index(slot: u32) -> usize {
     (slot as usize).min(FAST_SLOTS)
 }
 
+/// What [`FastTable::recent_index`] holds while no entry is remembered: no header's cache
+/// index (a `u32`) equals it.
+const NO_RECENT: usize = usize::MAX;
+
 /// Addresses of the caches of the first pool slots, plus one entry that stays null for
-/// every other slot; and a copy of the entry that the last free through a chunk header
-/// used.
+/// every other slot; and a copy of the last non-null entry that a free through a chunk
+/// header used.
 ///
 /// Invariants (kept by `table::CacheTable`, the only writer of the entries, through
 /// [`set_entry`], [`clear`] and `clear_entry`, which keep the copy in step):
 /// - for every slot below [`FAST_SLOTS`], the entry is null or the address of the cache
 ///   that the thread's cache table holds for that slot, so it stays valid as long as the
 ///   table's entry does; the entry at `FAST_SLOTS` is always null;
-/// - `recent` is null, or equal to the entry at `recent_index` (at most `FAST_SLOTS`).
+/// - `recent_index` is [`NO_RECENT`], or a slot below [`FAST_SLOTS`] whose entry is not
+///   null and equal to `recent`.
 struct FastTable {
     entries: [Cell<*const ThreadCache>; FAST_SLOTS + 1],
     recent_index: Cell<usize>,
@@ -43,24 +48,29 @@ impl FastTable {
     const fn new() -> Self {
         Self {
             entries: [const { Cell::new(core::ptr::null()) }; FAST_SLOTS + 1],
-            recent_index: Cell::new(0),
+            recent_index: Cell::new(NO_RECENT),
             recent: Cell::new(core::ptr::null()),
         }
     }
 
-    /// The entry at `index` (null beyond the table), through the copy of the last one used.
+    /// The remembered entry if it is the one at `index`: then a cache, never null.
     ///
     /// A free that hits the copy takes the cache's address from this thread-local, not
     /// from a load whose address waits for the header's index: the index only feeds a
     /// compare, which the branch predictor settles ahead, so the push does not wait for
-    /// the header to arrive.
+    /// the header to arrive. A miss costs the caller only its branch to the slow path,
+    /// which looks the entry up ([`Self::remember`]).
     #[inline(always)]
-    fn recent_entry(&self, index: usize) -> *const ThreadCache {
-        if self.recent_index.get() == index {
-            return self.recent.get();
-        }
+    fn recent(&self, index: usize) -> Option<*const ThreadCache> {
+        (self.recent_index.get() == index).then(|| self.recent.get())
+    }
+
+    /// The entry at `index` (null beyond the table), remembered as the copy if it is not
+    /// null.
+    fn remember(&self, index: usize) -> *const ThreadCache {
         let cache = self.entries.get(index).map_or(core::ptr::null(), Cell::get);
-        if index <= FAST_SLOTS {
+        // The entry at `FAST_SLOTS` is always null, so a non-null one is below it.
+        if !cache.is_null() {
             self.recent_index.set(index);
             self.recent.set(cache);
         }
@@ -72,6 +82,9 @@ impl FastTable {
         if let Some(f) = self.entries.get(index) {
             f.set(cache);
             if self.recent_index.get() == index {
+                if cache.is_null() {
+                    self.recent_index.set(NO_RECENT);
+                }
                 self.recent.set(cache);
             }
         }
@@ -140,6 +153,7 @@ pub(crate) unsafe fn set_entry(slot: usize, cache: *const ThreadCache) {
 pub(crate) fn clear() {
     let _ = FAST.try_with(|fast| {
         fast.entries.iter().for_each(|f| f.set(core::ptr::null()));
+        fast.recent_index.set(NO_RECENT);
         fast.recent.set(core::ptr::null());
     });
 }
@@ -150,12 +164,11 @@ pub(crate) fn clear_entry(index: usize) {
     let _ = FAST.try_with(|fast| fast.set(index, core::ptr::null()));
 }
 
-/// Pushes `ptr` onto the calling thread's cache of the pool that owns its chunk, found
-/// through the cache index in the chunk's header. The header's index is compared with the
-/// entry used last (see `FastTable::recent_entry`), so a thread that frees into one pool
-/// in a row finds its cache without waiting for the header. False when the pool's owner does not allow frees through the header (see
-/// `BlockPool::set_chunk_owner`), the pool is guarded, or the cache cannot take it: the
-/// caller frees the usual way.
+/// Pushes `ptr` onto the calling thread's cache of the pool that owns its chunk, if the
+/// cache index in the chunk's header is the one the thread's last free through a header
+/// used (see `FastTable::recent`): the inlined half of a free through the header, a compare
+/// and a push. False otherwise, and when the cache cannot take the block: the caller goes
+/// on with [`push_via_header_lookup`], out of line.
 ///
 /// # Safety
 ///
@@ -166,7 +179,34 @@ pub(crate) unsafe fn push_via_header(ptr: *mut u8) -> bool {
     // SAFETY: `ptr` lies in a chunk of a live pool (caller), which stays mapped while the
     // pool lives, until this returns.
     let index = unsafe { ChunkHeader::of(ptr as usize) }.cache_index as usize;
-    let cache = FAST.with(|fast| fast.recent_entry(index));
+    let Some(cache) = FAST.with(|fast| fast.recent(index)) else {
+        return false;
+    };
+    // The copy is the thread's non-null entry for `index` (table invariant), a slot below
+    // `FAST_SLOTS`; as for `push_via_header_lookup`, it is this thread's cache of `ptr`'s
+    // pool, or a closed cache of a dropped pool that had the slot before.
+    // SAFETY: so `cache` is a cache this thread's table keeps alive (table invariant).
+    let cache = unsafe { &*cache };
+    // SAFETY: this thread owns `cache`, whose blocks nothing else borrows now; if it is
+    // open, it is the cache of `ptr`'s pool, and `ptr` a block the caller owns and gives
+    // back (a closed cache refuses every push).
+    unsafe { cache.push(ptr) }
+}
+
+/// [`push_via_header`] for any cache index: looks the thread's entry for the header's
+/// index up, remembers it for the next free through a header, and pushes `ptr` onto it.
+/// False when the pool's owner does not allow frees through the header (see
+/// `BlockPool::set_chunk_owner`), the pool is guarded, the thread has no cache of it yet,
+/// or the cache cannot take it: the caller frees the usual way.
+///
+/// # Safety
+///
+/// As for [`push_via_header`].
+#[inline(never)]
+pub(crate) unsafe fn push_via_header_lookup(ptr: *mut u8) -> bool {
+    // SAFETY: as in `push_via_header`.
+    let index = unsafe { ChunkHeader::of(ptr as usize) }.cache_index as usize;
+    let cache = FAST.with(|fast| fast.remember(index));
     if cache.is_null() {
         return false;
     }
@@ -187,12 +227,18 @@ pub(crate) unsafe fn push_via_header(ptr: *mut u8) -> bool {
 mod tests {
     use super::*;
 
+    /// The copy a free through a header uses for `index`, null if it is not that entry's.
     fn recent(index: usize) -> *const ThreadCache {
-        FAST.with(|fast| fast.recent_entry(index))
+        FAST.with(|fast| fast.recent(index).unwrap_or(core::ptr::null()))
+    }
+
+    /// What a miss does: looks the entry up and remembers it if it is not null.
+    fn remember(index: usize) -> *const ThreadCache {
+        FAST.with(|fast| fast.remember(index))
     }
 
     /// The copy that frees through a header use follows every change of its entry, so a
-    /// free never reaches a cache the table has let go.
+    /// free never reaches a cache the table has let go, and never holds a null entry.
     #[test]
     fn the_copy_of_the_last_entry_follows_the_table() {
         std::thread::spawn(|| {
@@ -200,20 +246,32 @@ mod tests {
                 .as_ptr()
                 .cast_const();
             let b = a.wrapping_byte_add(64);
+            assert!(recent(3).is_null(), "nothing is remembered at first");
             // SAFETY: the entries are only compared, never dereferenced, in this test.
             unsafe { set_entry(3, a) };
+            assert!(recent(3).is_null(), "only a lookup remembers an entry");
+            assert_eq!(remember(3), a);
             assert_eq!(recent(3), a);
             // SAFETY: as above.
             unsafe { set_entry(3, b) };
             assert_eq!(recent(3), b, "a changed entry must change its copy");
+            assert!(remember(5).is_null());
+            assert_eq!(recent(3), b, "a null entry is not remembered");
             assert!(recent(5).is_null());
-            assert_eq!(recent(3), b);
+            // SAFETY: as above.
+            unsafe { set_entry(3, core::ptr::null()) };
+            assert!(recent(3).is_null(), "a nulled entry must forget its copy");
+            // SAFETY: as above.
+            unsafe { set_entry(3, a) };
+            assert_eq!(remember(3), a);
             clear();
             assert!(recent(3).is_null(), "a cleared table must clear the copy");
+            assert!(remember(3).is_null());
             // SAFETY: as above.
             unsafe { set_entry(FAST_SLOTS, a) };
-            assert!(recent(FAST_SLOTS).is_null(), "the last entry stays null");
-            assert!(recent(FAST_SLOTS + 7).is_null());
+            assert!(remember(FAST_SLOTS).is_null(), "the last entry stays null");
+            assert!(recent(FAST_SLOTS).is_null());
+            assert!(remember(FAST_SLOTS + 7).is_null());
         })
         .join()
         .unwrap();

@@ -49,15 +49,19 @@
 //!   `#[derive(Pooled)]` type), bound on the first slow path, so that finding the cache is
 //!   one thread-local load.
 //! - A free through a block's chunk header (`fast_table::push_via_header`): the cache index
-//!   the header carries, then the fast table: two loads, for a layer above that would
-//!   otherwise load the pool's address first.
+//!   the header carries, compared with the one the thread's last such free used, whose
+//!   cache the fast table keeps a copy of; a miss looks the entry up out of line
+//!   (`push_via_header_lookup`). For a layer above that would otherwise load the pool's
+//!   address first.
 
 mod fast_table;
 mod roster;
 mod table;
 mod thread_cache;
 
-pub(crate) use fast_table::{fast_index, lookup, push_via_header, FAST_SLOTS};
+pub(crate) use fast_table::{
+    fast_index, lookup, push_via_header, push_via_header_lookup, FAST_SLOTS,
+};
 pub(crate) use roster::CacheRoster;
 #[cfg(all(test, loom))]
 pub(crate) use table::retire_current;

@@ -32,6 +32,8 @@ const LEN_BITS: u32 = {
     }
 };
 const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
+// The push reads the count and the limit as bytes.
+const _: () = assert!(LEN_BITS == 8 && CACHE_CAPACITY <= u8::MAX as usize);
 /// What a counted pop adds to [`ThreadCache::tally`] besides taking one block off.
 const ONE_POP: u64 = 1 << LEN_BITS;
 const _: () = assert!((CACHE_CAPACITY as u64) < ONE_POP);
@@ -440,10 +442,13 @@ impl ThreadCache {
     /// stored it (only the owning thread stores it, so it is still the current value).
     #[inline(always)]
     unsafe fn push_loaded(&self, tally: u64, ptr: *mut u8) -> bool {
-        let len = (tally & LEN_MASK) as usize;
-        if len >= self.limit.load(Ordering::Relaxed) {
+        // The count is the low byte of `tally` and `limit` fits in a byte (see `LEN_BITS`):
+        // byte compares, which need no mask.
+        let len = tally as u8;
+        if len >= self.limit.load(Ordering::Relaxed) as u8 {
             return false;
         }
+        let len = usize::from(len);
         // SAFETY: this thread owns the cache's blocks (caller), and no section holds them:
         // during one, `len` is `IN_SECTION`, above any limit.
         let blocks = unsafe { &mut *self.blocks.get() };
