@@ -8,6 +8,7 @@
 //!   acquired afterwards), and a recycling pool calls `Default` again for that block;
 //! - a `recycle` that panics returns the block, and the next `acquire` gets a fresh
 //!   `Default` value, not the half-reset one; the half-reset value is dropped at most once;
+//!   for a type without drop glue the panic stops at the handle's drop, which returns;
 //! - `acquire_with` replacing a kept value whose `Drop` panics leaves the pool consistent;
 //! - counted value by value, 400 values per guard level and kind: in a dropping pool under
 //!   every guard level, each value whose `Drop` panics is dropped exactly once and no block
@@ -377,6 +378,57 @@ fn a_panicking_recycle_returns_the_block_and_discards_the_value() {
     let h = pool.acquire().unwrap();
     assert_eq!((h.state, h.serial), (2, 1));
     drop(h);
+    assert_eq!(live(pool), 0);
+    assert_eq!(pool.stats().corruption_events, 0);
+}
+
+static TALLY_RECYCLES: AtomicUsize = AtomicUsize::new(0);
+
+/// Without drop glue, whose `recycle` panics when `jam` is set.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    count: u64,
+    jam: bool,
+}
+
+impl Recycle for Tally {
+    fn recycle(&mut self) {
+        TALLY_RECYCLES.fetch_add(1, Ordering::SeqCst);
+        self.count = 99;
+        if self.jam {
+            panic!("expected: Tally::recycle");
+        }
+        self.count = 0;
+    }
+}
+
+/// A handle's drop for a type without drop glue cannot unwind (so that it inlines): a
+/// panicking `recycle` stops there, and the pool is left as the unwinding path leaves it.
+#[test]
+fn a_panicking_recycle_of_a_type_without_drop_glue_stops_at_the_drop() {
+    quiet_panics();
+    assert!(!core::mem::needs_drop::<Tally>());
+    let pool = Pool::<Tally>::new_recycling(config("panics-recycle-plain", 1, 1)).unwrap();
+    let mut h = pool.acquire().unwrap();
+    h.count = 5;
+    drop(h);
+    let mut h = pool.acquire().unwrap();
+    assert_eq!(h.count, 0, "recycled");
+    h.count = 7;
+    h.jam = true;
+    // Returns: the panic does not reach the caller.
+    assert!(catch_unwind(AssertUnwindSafe(|| drop(h))).is_ok());
+    assert_eq!(TALLY_RECYCLES.load(Ordering::SeqCst), 2);
+    assert_eq!(live(pool), 0, "the block came back");
+    // One block only: it holds a fresh `Default` value, not the half-reset one.
+    let h = pool.acquire().unwrap();
+    assert_eq!(
+        (h.count, h.jam),
+        (0, false),
+        "the half-reset value was handed out"
+    );
+    drop(h);
+    assert_eq!(TALLY_RECYCLES.load(Ordering::SeqCst), 3);
     assert_eq!(live(pool), 0);
     assert_eq!(pool.stats().corruption_events, 0);
 }

@@ -57,8 +57,8 @@ pub unsafe fn hot_free(pool: &BlockPool, block: NonNull<u8>) -> Result<(), PoolE
     unsafe { pool.free(block) }
 }
 
-// Wrappers as a user writes them: a plain `#[inline]`, an error matched and reported with
-// `panic!`, each called from two places (a function called once is inlined whatever its
+// Wrappers as a user writes them: a plain `#[inline]`, an error or a wrong value reported
+// with `panic!`, each called from two places (a function called once is inlined whatever its
 // size). `check.sh` fails if any of them keeps a symbol of its own, that is if the compiler
 // did not inline it on its own: the error's drop on the unwinding path and its copy once
 // made these callers too large for that.
@@ -89,10 +89,24 @@ fn plain_acquire_with_fn(i: u64) -> Handle<Order> {
     }
 }
 
+/// Reads the value back, panics unless it holds `i` in every field, and drops the handle:
+/// the drop's unwinding path (if the check panics) and its slow path once made this wrapper
+/// too large to inline.
+#[inline]
+fn plain_release(h: Handle<Order>, i: u64) {
+    let diff = h.fields.iter().fold(0, |d, &f| d | (f ^ i));
+    if diff != 0 {
+        panic!("released {i}: holds {:?}", h.fields);
+    }
+    drop(h);
+}
+
 #[inline(never)]
 fn plain_one(i: u64) -> u64 {
     let (a, b, c) = (plain_acquire(i), plain_acquire_with(i), plain_acquire_with_fn(i));
-    a.fields[0] + b.fields[1] + c.fields[2]
+    let sum = a.fields[0] + b.fields[1] + c.fields[2];
+    plain_release(a, i);
+    sum
 }
 
 #[inline(never)]
@@ -103,7 +117,11 @@ fn plain_many(n: u64) -> u64 {
         held.push(plain_acquire_with(i));
         held.push(plain_acquire_with_fn(i));
     }
-    held.iter().map(|h| h.fields[3]).sum()
+    let sum = held.iter().map(|h| h.fields[3]).sum();
+    for (k, h) in held.into_iter().enumerate() {
+        plain_release(h, k as u64 / 3);
+    }
+    sum
 }
 
 fn main() -> Result<(), PoolError> {

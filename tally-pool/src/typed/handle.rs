@@ -111,6 +111,11 @@ impl<T: 'static> Handle<T> {
 }
 
 impl<T: 'static> Drop for Handle<T> {
+    /// Gives the value back. For a `T` without drop glue this is a compare and a push
+    /// onto the thread's cache, inlined, and a call that cannot unwind otherwise (see
+    /// [`Recycle`](crate::Recycle) for a `recycle` that panics), so that a caller's own
+    /// small `#[inline]` function around it stays small enough to be inlined too: a drop
+    /// that may unwind costs every caller a landing pad that aborts.
     #[inline(always)]
     fn drop(&mut self) {
         if !core::mem::needs_drop::<T>() {
@@ -120,11 +125,28 @@ impl<T: 'static> Drop for Handle<T> {
             if unsafe { facade::free_via_header(self.ptr.cast()) } {
                 return;
             }
+            // SAFETY: as above: a live value of a typed pool, given back now.
+            unsafe { release_without_drop_glue::<T>(self.ptr) };
+            return;
         }
         // SAFETY: handle invariant: a live value of a typed pool, which this handle alone
         // owns and gives back now.
         unsafe { Pool::<T>::release_owned(self.ptr) };
     }
+}
+
+/// [`Pool::release_owned`] for a `T` without drop glue, behind the `C` ABI: it cannot
+/// unwind (a panic reaching it would abort), which the compiler knows, so a handle's drop
+/// needs no landing pad. Nothing in it panics: the library does not, `T` has no `Drop`,
+/// and a recycling pool catches a panicking `recycle` (`Pool::release_slow`).
+///
+/// # Safety
+///
+/// As for [`Pool::release_owned`]; `T` needs no drop.
+#[inline(never)]
+unsafe extern "C" fn release_without_drop_glue<T: 'static>(ptr: NonNull<T>) {
+    // SAFETY: the caller's contract.
+    unsafe { Pool::<T>::release_owned(ptr) };
 }
 
 impl<T: 'static> Deref for Handle<T> {

@@ -17,7 +17,10 @@ use core::mem::MaybeUninit;
 /// panics leaves a valid value) and its block goes back to the pool empty: the next
 /// `acquire` of that block makes a fresh value with `Default`. The panic goes on to the
 /// code that dropped the handle (if the value's `Drop` panics too, the process aborts, as
-/// for any value dropped while a panic unwinds).
+/// for any value dropped while a panic unwinds), except for a type without drop glue: its
+/// handles' drop cannot unwind, which keeps it small enough for the compiler to inline into
+/// the caller, so the panic stops there, once the panic hook has reported it, and the drop
+/// returns.
 ///
 /// ```
 /// use tally_pool::{Pool, PoolConfig, Recycle};

@@ -3,11 +3,13 @@
 //! returned to its home node, even when its `Drop` or `recycle` panics.
 
 use core::ptr::NonNull;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::pool::Pool;
 use super::recycle::RecycleSlot;
 use crate::block::facade::{self, BlockPool};
 use crate::error::PoolError;
+use crate::stats::registry::drop_payload;
 
 impl<T: 'static> Pool<T> {
     /// The pool that owns the block `ptr` points into.
@@ -108,8 +110,23 @@ impl<T: 'static> Pool<T> {
                 // empty.
                 let mut guard = guard;
                 guard.drop_value = true;
-                // SAFETY: as above; `recycle` is `recycle_value::<T>`.
-                unsafe { recycle(ptr.as_ptr().cast()) };
+                let value = ptr.as_ptr().cast::<u8>();
+                if core::mem::needs_drop::<T>() {
+                    // SAFETY: as above; `recycle` is `recycle_value::<T>`.
+                    unsafe { recycle(value) };
+                } else {
+                    // A handle of a `T` without drop glue releases through a function that
+                    // cannot unwind (`handle::release_without_drop_glue`): the panic stops
+                    // here, after the panic hook reported it, and the guard returns the
+                    // block empty as it would while unwinding.
+                    // SAFETY: as above; `recycle` is `recycle_value::<T>`.
+                    let recycled = catch_unwind(AssertUnwindSafe(|| unsafe { recycle(value) }));
+                    if let Err(payload) = recycled {
+                        drop(guard);
+                        drop_payload(payload);
+                        return;
+                    }
+                }
                 guard.drop_value = false;
                 guard.full = true;
                 drop(guard);
