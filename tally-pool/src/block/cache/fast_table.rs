@@ -179,7 +179,10 @@ pub(crate) unsafe fn push_via_header(ptr: *mut u8) -> bool {
     // SAFETY: `ptr` lies in a chunk of a live pool (caller), which stays mapped while the
     // pool lives, until this returns.
     let index = unsafe { ChunkHeader::of(ptr as usize) }.cache_index as usize;
-    let Some(cache) = FAST.with(|fast| fast.recent(index)) else {
+    // `try_with` never fails for this table (it has no destructor) and, unlike `with`, has
+    // no panicking path where the compiler does not inline the access, so that a caller
+    // that must not unwind (`typed::handle`) stays free of one.
+    let Some(cache) = FAST.try_with(|fast| fast.recent(index)).ok().flatten() else {
         return false;
     };
     // The copy is the thread's non-null entry for `index` (table invariant), a slot below
@@ -206,7 +209,9 @@ pub(crate) unsafe fn push_via_header(ptr: *mut u8) -> bool {
 pub(crate) unsafe fn push_via_header_lookup(ptr: *mut u8) -> bool {
     // SAFETY: as in `push_via_header`.
     let index = unsafe { ChunkHeader::of(ptr as usize) }.cache_index as usize;
-    let cache = FAST.with(|fast| fast.remember(index));
+    let cache = FAST
+        .try_with(|fast| fast.remember(index))
+        .unwrap_or(core::ptr::null());
     if cache.is_null() {
         return false;
     }
