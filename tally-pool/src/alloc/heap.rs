@@ -71,9 +71,11 @@ pub(super) const fn header_offset(index: usize) -> usize {
 /// memory it does not own.
 #[inline(always)]
 pub(super) unsafe fn home_of(block: NonNull<u8>, index: usize) -> Option<usize> {
-    let base = block
-        .as_ptr()
-        .wrapping_sub(block.as_ptr() as usize & (CHUNK - 1));
+    // The chunk's address, with the provenance its mapping exposed (`map_chunk`): `block`
+    // may be a pointer whose provenance covers its own bytes only (a `Box`'s, freed), which
+    // must not be used to read the header outside them.
+    let base: *const u8 =
+        core::ptr::with_exposed_provenance(block.as_ptr() as usize & !(CHUNK - 1));
     let field = |offset: usize| base.wrapping_add(header_offset(index) + offset);
     // SAFETY: the chunk starts at the block's address rounded down to `CHUNK` (chunks are
     // `CHUNK`-aligned, blocks never cross their end); its first page holds only zeros and
@@ -546,6 +548,9 @@ fn map_chunk(node: usize, pair: bool) -> Option<Mapped> {
     } else {
         (sys::map_aligned(CHUNK, CHUNK).ok()?, false)
     };
+    // Frees find a chunk's headers from a block's address (`home_of`), with this
+    // provenance.
+    let _ = region.ptr().as_ptr().expose_provenance();
     let bound = sys::prefer_node(region.ptr(), region.len(), node as u32).is_ok();
     // The chunk's first page then holds what it held, zeros: its blocks, carved later, still
     // read as zero, and its header place stays zero until the header is written.

@@ -275,6 +275,16 @@ fn allocate_block(index: usize) -> *mut u8 {
     heap::untagged(cache::allocate(index))
 }
 
+/// `block` (a block of a size class) with the provenance of its chunk, which the chunk's
+/// mapping exposed (`heap::map_chunk`), instead of the caller's: a pointer freed by a `Box`
+/// may carry a provenance over its own bytes only, which must neither reach the header nor
+/// be handed out again for a larger request of the same class.
+#[inline(always)]
+fn with_chunk_provenance(block: NonNull<u8>) -> NonNull<u8> {
+    let ptr: *mut u8 = ptr::with_exposed_provenance_mut(block.as_ptr() as usize);
+    NonNull::new(ptr).unwrap_or(block)
+}
+
 // SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
 // `layout.align()` (a class whose size and alignment cover the layout, or a mapping of
 // the size rounded up to a page and aligned to at least the layout's alignment) that no
@@ -297,7 +307,7 @@ unsafe impl GlobalAlloc for TallyAlloc {
         match class_of(layout) {
             // SAFETY: `ptr` came from `alloc` with `layout` (the caller's contract), so
             // from this class, and is not used again.
-            Some(index) => unsafe { cache::free(block, index) },
+            Some(index) => unsafe { cache::free(with_chunk_provenance(block), index) },
             // SAFETY: as above, from the mapping `large::allocate` made for `layout`.
             None => unsafe { large::free(block, layout) },
         }
@@ -332,7 +342,7 @@ unsafe impl GlobalAlloc for TallyAlloc {
             return ptr::null_mut();
         };
         match (class_of(layout), class_of(new_layout)) {
-            (Some(a), Some(b)) if a == b => return ptr,
+            (Some(a), Some(b)) if a == b => return with_chunk_provenance(old).as_ptr(),
             (None, None) => {
                 // SAFETY: `ptr` is the mapping `large::allocate` made for `layout` (the
                 // caller's contract); on success it is not used again.
