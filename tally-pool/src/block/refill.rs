@@ -266,6 +266,11 @@ impl PoolShared {
     /// Moves up to a batch of blocks from the overflow list into the cache. False when
     /// the list is empty (one load).
     fn take_overflow(&self, blocks: &mut CachedBlocks) -> bool {
+        if self.overflow.len() == 0 {
+            // The common case, checked here so that a refill from the fresh range makes no
+            // call for it.
+            return false;
+        }
         let start = blocks.len;
         let end = (start + self.batch).min(self.cache_limit);
         let Some(dst) = blocks.ptrs.get_mut(start..end) else {
@@ -451,7 +456,11 @@ impl PoolShared {
                 .fetch_add(lost as u64, StdOrdering::Relaxed);
             let _ = self.corruption(CorruptionKind::CanaryOverwritten, addr);
         }
-        self.depot.count_out(taken.n);
+        if taken.n > 0 {
+            // Not when nothing was taken: a locked write to the depot's shared count on every
+            // refill from the fresh range would cost more than the rest of that refill.
+            self.depot.count_out(taken.n);
+        }
         taken.n
     }
 
