@@ -42,6 +42,15 @@ mod loom_canaries {
     }
 }
 
+#[cfg(all(test, feature = "tracing", not(loom)))]
+impl super::api::BlockPool {
+    /// The canary word of `block`, an allocated block of this pool, for tests of other
+    /// layers that damage it as an overrun would; `None` without a guard.
+    pub(crate) fn canary_of(&self, block: NonNull<u8>) -> Option<&AtomicU64> {
+        self.shared.canary(block.as_ptr() as usize)
+    }
+}
+
 impl PoolShared {
     /// The error for corruption of `kind` at `address`, counted, and (feature `tracing`)
     /// queued as an `error` event with the pool's name and the kind, which the entry point

@@ -4,10 +4,12 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::pool::Pool;
 use super::token::RawHandle;
 use crate::block::facade;
+use crate::stats::registry::drop_payload;
 
 /// An owned value in a pool: dereferences to `T`, returns the value to its pool when
 /// dropped, on whatever thread drops it.
@@ -112,10 +114,14 @@ impl<T: 'static> Handle<T> {
 
 impl<T: 'static> Drop for Handle<T> {
     /// Gives the value back. For a `T` without drop glue this is a compare and a push
-    /// onto the thread's cache, inlined, and a call that cannot unwind otherwise (see
-    /// [`Recycle`](crate::Recycle) for a `recycle` that panics), so that a caller's own
-    /// small `#[inline]` function around it stays small enough to be inlined too: a drop
-    /// that may unwind costs every caller a landing pad that aborts.
+    /// onto the thread's cache, inlined, and a call that cannot unwind otherwise, so that a
+    /// caller's own small `#[inline]` function around it stays small enough to be inlined
+    /// too: a drop that may unwind costs every caller a landing pad that aborts. User code
+    /// that panics inside such a drop (a `recycle`, see [`Recycle`](crate::Recycle), or,
+    /// with feature `tracing`, a subscriber reporting what a guard found in the block)
+    /// stops there once the panic hook has reported it; the block is back in the pool, or
+    /// withdrawn if the guard refused it. For a `T` with drop glue such panics reach the
+    /// code that dropped the handle.
     #[inline(always)]
     fn drop(&mut self) {
         if !core::mem::needs_drop::<T>() {
@@ -137,16 +143,26 @@ impl<T: 'static> Drop for Handle<T> {
 
 /// [`Pool::release_owned`] for a `T` without drop glue, behind the `C` ABI: it cannot
 /// unwind (a panic reaching it would abort), which the compiler knows, so a handle's drop
-/// needs no landing pad. Nothing in it panics: the library does not, `T` has no `Drop`,
-/// and a recycling pool catches a panicking `recycle` (`Pool::release_slow`).
+/// needs no landing pad. The library does not panic and `T` has no `Drop`, but user code
+/// runs inside: a recycling pool's `recycle` (caught in `Pool::release_slow`, which then
+/// returns the block empty) and, with feature `tracing`, the subscriber that reports a
+/// guard's finding on the free, after the block was freed or withdrawn. A panic of either
+/// stops here, once the panic hook has reported it.
 ///
 /// # Safety
 ///
 /// As for [`Pool::release_owned`]; `T` needs no drop.
 #[inline(never)]
 unsafe extern "C" fn release_without_drop_glue<T: 'static>(ptr: NonNull<T>) {
-    // SAFETY: the caller's contract.
-    unsafe { Pool::<T>::release_owned(ptr) };
+    // SAFETY: the caller's contract. A panic leaves the block freed or withdrawn: the only
+    // user code that runs after it is handed to the block pool is the subscriber, which
+    // runs once the free is done (`block::events`).
+    let released = catch_unwind(AssertUnwindSafe(|| unsafe {
+        Pool::<T>::release_owned(ptr)
+    }));
+    if let Err(payload) = released {
+        drop_payload(payload);
+    }
 }
 
 impl<T: 'static> Deref for Handle<T> {

@@ -20,7 +20,9 @@ use core::mem::MaybeUninit;
 /// for any value dropped while a panic unwinds), except for a type without drop glue: its
 /// handles' drop cannot unwind, which keeps it small enough for the compiler to inline into
 /// the caller, so the panic stops there, once the panic hook has reported it, and the drop
-/// returns.
+/// returns. The panic's payload is dropped there too; a payload whose own drop panics is
+/// followed up to four payloads deep, and one that goes on past that is leaked with
+/// whatever it owns.
 ///
 /// ```
 /// use tally_pool::{Pool, PoolConfig, Recycle};

@@ -177,3 +177,81 @@ impl<T> Drop for ReturnBlock<'_, T> {
         }
     }
 }
+
+#[cfg(all(test, feature = "tracing", not(loom)))]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    use crate::{GuardLevel, Pool, PoolConfig};
+
+    /// Counts error events, and panics on each.
+    struct PanicsOnErrors(Arc<AtomicUsize>);
+
+    impl Subscriber for PanicsOnErrors {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if *event.metadata().level() == Level::ERROR {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                panic!("expected: a subscriber that panics on errors");
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    /// A handle of a type without drop glue cannot unwind from its drop: a subscriber that
+    /// panics while it reports the damage a guard found in the block stops there (before,
+    /// the panic reached a function that cannot unwind, and the process aborted), and the
+    /// damaged block stays withdrawn.
+    #[test]
+    fn a_subscriber_panicking_in_the_drop_of_a_handle_without_drop_glue_stops_there() {
+        let config = PoolConfig::new("release-subscriber-panics")
+            .guard(GuardLevel::Canary)
+            .capacity(2)
+            .max_capacity(2);
+        let pool = Pool::<u64>::new(config).unwrap();
+        let mut h = pool.acquire_with(5).unwrap();
+        let block = core::ptr::NonNull::from(&mut *h).cast::<u8>();
+        let node = pool.inner.as_ref().unwrap().nodes.pool(0).unwrap();
+        // An overrun of the value: the word after it is the guard's canary.
+        node.canary_of(block).unwrap().store(0, Ordering::Relaxed);
+        let errors = Arc::new(AtomicUsize::new(0));
+        let subscriber = PanicsOnErrors(Arc::clone(&errors));
+        let dropped = tracing::subscriber::with_default(subscriber, || {
+            catch_unwind(AssertUnwindSafe(|| drop(h)))
+        });
+        assert!(
+            dropped.is_ok(),
+            "the panic reached the code that dropped the handle"
+        );
+        assert_eq!(
+            errors.load(Ordering::SeqCst),
+            1,
+            "one event, for the damage"
+        );
+        let stats = pool.stats();
+        assert_eq!(stats.corruption_events, 1);
+        // The guard refused the free: the block is out of circulation, never freed, so it
+        // stays counted as live, as any refused free leaves it; one of the two blocks is
+        // left to hand out.
+        assert_eq!(stats.live_blocks, 1);
+        let a = pool.acquire().unwrap();
+        assert!(
+            pool.acquire().is_err(),
+            "the withdrawn block was handed out"
+        );
+        drop(a);
+    }
+}
