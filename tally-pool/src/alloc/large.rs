@@ -138,6 +138,7 @@ pub(super) fn trim() -> usize {
         .map_while(retained)
         .map(|r| {
             r.drain(|ptr, len| {
+                let ptr = with_mapping_provenance(ptr);
                 // SAFETY: a kept mapping is one whole page-aligned mapping that nothing
                 // uses (`Retained` invariant), now ours alone (`drain`).
                 drop(unsafe { Region::from_raw(ptr, len, PAGE) });
@@ -159,6 +160,17 @@ fn home_node(ptr: NonNull<u8>) -> usize {
     sys::policy_node(ptr).map_or_else(thread_node, heap::index_of_node)
 }
 
+/// `ptr` (the start of a large mapping) with the provenance its mapping exposed (`map`,
+/// `reallocate`) instead of the caller's: a pointer freed by a `Box` may carry a
+/// provenance over the `Box`'s bytes only, which must neither unmap the whole mapping nor
+/// be handed out again for a larger request of the same number of pages. A kept mapping
+/// is kept as the caller's pointer (a pointer of the mapping, which leak checkers follow)
+/// and re-derived when it is taken or unmapped.
+fn with_mapping_provenance(ptr: NonNull<u8>) -> NonNull<u8> {
+    let mapping: *mut u8 = core::ptr::with_exposed_provenance_mut(ptr.as_ptr() as usize);
+    NonNull::new(mapping).unwrap_or(ptr)
+}
+
 /// Bytes of the mapping for `layout`: its size rounded up to a page (at least one).
 fn mapped_len(layout: Layout) -> Option<usize> {
     layout.size().max(1).checked_next_multiple_of(PAGE)
@@ -169,7 +181,7 @@ fn reuse(layout: Layout, len: usize) -> Option<NonNull<u8>> {
     if layout.align() > PAGE || len > MAX_PAGES * PAGE {
         return None;
     }
-    let ptr = retained(thread_node())?.take(len)?;
+    let ptr = with_mapping_provenance(retained(thread_node())?.take(len)?);
     let counts = &LARGE;
     counts.live.fetch_add(layout.size(), Ordering::Relaxed);
     counts.allocations.fetch_add(1, Ordering::Relaxed);
@@ -216,6 +228,9 @@ fn map(layout: Layout, len: usize) -> Option<NonNull<u8>> {
         None if trim() > 0 => fresh()?,
         None => return None,
     };
+    // Frees and resizes re-derive the mapping's pointer with this provenance
+    // (`with_mapping_provenance`).
+    let _ = region.ptr().as_ptr().expose_provenance();
     let counts = &LARGE;
     let node = note_node(sys::current_node().unwrap_or(0));
     note_thread_node(node);
@@ -246,12 +261,14 @@ pub(super) unsafe fn free(ptr: NonNull<u8>, layout: Layout) {
         if let Some(kept) = retained(home_node(ptr)) {
             // SAFETY: `ptr..ptr + len` is one whole page-aligned mapping (`allocate`
             // made it for `layout`, whose alignment is at most a page) that the caller
-            // gives up (contract).
+            // gives up (contract). Kept as the caller's pointer: `reuse` and `trim`
+            // re-derive it (`with_mapping_provenance`).
             if unsafe { kept.put(ptr, len) } {
                 return;
             }
         }
     }
+    let ptr = with_mapping_provenance(ptr);
     // SAFETY: `ptr..ptr + len` is the mapping `allocate` made for `layout` (contract),
     // with this alignment, and nothing uses it once the region drops.
     drop(unsafe { Region::from_raw(ptr, len, layout.align().max(PAGE)) });
@@ -275,6 +292,7 @@ pub(super) unsafe fn reallocate(
     }
     let old_len = mapped_len(layout)?;
     let new_len = new_size.max(1).checked_next_multiple_of(PAGE)?;
+    let ptr = with_mapping_provenance(ptr);
     // SAFETY: the mapping `allocate` made for `layout` (contract), page-aligned.
     let region = unsafe { Region::from_raw(ptr, old_len, PAGE) };
     let region = match region.remap(new_len) {
@@ -285,6 +303,8 @@ pub(super) unsafe fn reallocate(
             return None;
         }
     };
+    // It may have moved: the next free or resize re-derives its pointer from this.
+    let _ = region.ptr().as_ptr().expose_provenance();
     let counts = &LARGE;
     counts.mapped.fetch_add(new_len, Ordering::Relaxed);
     counts.mapped.fetch_sub(old_len, Ordering::Relaxed);
@@ -320,6 +340,39 @@ mod tests {
         }
         let plain = sys::map(PAGE).unwrap();
         assert_eq!(sys::policy_node(plain.ptr()), None, "no policy set");
+    }
+
+    /// A caller may free a mapping through a pointer whose provenance covers only the
+    /// bytes it asked for (a `Box`'s): the kept mapping is handed out again, for a request
+    /// of the same number of pages, with the whole mapping's provenance. Under Miri's
+    /// Stacked Borrows the write past the first request's bytes was undefined behaviour
+    /// with the freed pointer's.
+    #[test]
+    fn a_mapping_freed_through_a_narrow_pointer_is_reused_whole() {
+        // A page count no other test asks for, so that the reuse finds this mapping.
+        let len = 37 * PAGE;
+        let narrow_layout = Layout::from_size_align(len - 100, 8).unwrap();
+        let p = allocate(narrow_layout).unwrap();
+        // SAFETY: the mapping holds `len - 100` bytes at least, ours alone.
+        let first = unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), len - 100) };
+        first[0] = 1;
+        // A pointer derived from the slice: its provenance covers `len - 100` bytes.
+        let narrow = NonNull::from(&mut first[0]);
+        // SAFETY: allocated above with `narrow_layout`, not used again.
+        unsafe { free(narrow, narrow_layout) };
+        let whole_layout = Layout::from_size_align(len, 8).unwrap();
+        let q = allocate(whole_layout).unwrap();
+        // SAFETY: the mapping holds `len` bytes, ours alone.
+        let whole = unsafe { core::slice::from_raw_parts_mut(q.as_ptr(), len) };
+        whole[len - 1] = 2;
+        assert_eq!(whole[len - 1], 2);
+        // SAFETY: allocated above with `whole_layout`, not used again.
+        unsafe { free(q, whole_layout) };
+        // Unmapped here rather than by `trim`, which would take other tests' kept mappings.
+        let kept = retained(thread_node()).and_then(|r| r.take(len)).unwrap();
+        // SAFETY: a kept mapping of `len` bytes, taken from its slot: ours alone.
+        drop(unsafe { Region::from_raw(with_mapping_provenance(kept), len, PAGE) });
+        LARGE.mapped.fetch_sub(len, Ordering::Relaxed);
     }
 
     #[test]
