@@ -14,7 +14,7 @@
 use std::sync::atomic::Ordering as StdOrdering;
 use std::sync::Arc;
 
-use super::cache::CachedBlocks;
+use super::cache::{CachedBlocks, FAST_SLOTS};
 use super::chunk::header::ChunkHeader;
 use super::chunk::list::{Chunk, ChunkList};
 use super::chunk::registry;
@@ -277,8 +277,10 @@ impl PoolShared {
             .map_err(|_| oom(libc::ENOMEM))?;
         let first_id = growth.chunks.len();
         let owner = self.owner.load(StdOrdering::Relaxed);
+        // At most `FAST_SLOTS` (`fast_table::NO_RECENT` relies on it), so it fits.
         let cache_index =
-            u32::try_from(self.cache_index.load(StdOrdering::Relaxed)).unwrap_or(u32::MAX);
+            u32::try_from(self.cache_index.load(StdOrdering::Relaxed).min(FAST_SLOTS))
+                .unwrap_or(u32::MAX);
         for (i, chunk) in chunks.iter().enumerate() {
             let chunk_id = u32::try_from(first_id + i).map_err(|_| oom(libc::ENOMEM))?;
             let header = ChunkHeader::new(

@@ -24,8 +24,10 @@ pub(crate) fn fast_index(slot: u32) -> usize {
 }
 
 /// What [`FastTable::recent_index`] holds while no entry is remembered: no header's cache
-/// index (a `u32`) equals it.
+/// index equals it, since a chunk's header holds at most [`FAST_SLOTS`] (`install_chunks`
+/// clamps it), on every target.
 const NO_RECENT: usize = usize::MAX;
+const _: () = assert!(FAST_SLOTS < NO_RECENT);
 
 /// Addresses of the caches of the first pool slots, plus one entry that stays null for
 /// every other slot; and a copy of the last non-null entry that a free through a chunk
