@@ -144,10 +144,10 @@ impl<T: 'static> Drop for Handle<T> {
 /// [`Pool::release_owned`] for a `T` without drop glue, behind the `C` ABI: it cannot
 /// unwind (a panic reaching it would abort), which the compiler knows, so a handle's drop
 /// needs no landing pad. The library does not panic and `T` has no `Drop`, but user code
-/// runs inside: a recycling pool's `recycle` (caught in `Pool::release_slow`, which then
-/// returns the block empty) and, with feature `tracing`, the subscriber that reports a
-/// guard's finding on the free, after the block was freed or withdrawn. A panic of either
-/// stops here, once the panic hook has reported it.
+/// runs inside: a recycling pool's `recycle`, whose panic `Pool::release_slow` catches
+/// (it drops the payload, then returns the block empty), and, with feature `tracing`, the
+/// subscriber that reports a guard's finding on the free, after the block was freed or
+/// withdrawn, whose panic stops here, once the panic hook has reported it.
 ///
 /// # Safety
 ///

@@ -118,12 +118,15 @@ impl<T: 'static> Pool<T> {
                     // A handle of a `T` without drop glue releases through a function that
                     // cannot unwind (`handle::release_without_drop_glue`): the panic stops
                     // here, after the panic hook reported it, and the guard returns the
-                    // block empty as it would while unwinding.
+                    // block empty as it would while unwinding. The payload goes first: the
+                    // guard's free may run a `tracing` subscriber, whose panic must not
+                    // unwind past a live payload (whose drop could panic again, which
+                    // aborts).
                     // SAFETY: as above; `recycle` is `recycle_value::<T>`.
                     let recycled = catch_unwind(AssertUnwindSafe(|| unsafe { recycle(value) }));
                     if let Err(payload) = recycled {
-                        drop(guard);
                         drop_payload(payload);
+                        drop(guard);
                         return;
                     }
                 }
@@ -187,7 +190,7 @@ mod tests {
     use tracing::span::{Attributes, Id, Record};
     use tracing::{Event, Level, Metadata, Subscriber};
 
-    use crate::{GuardLevel, Pool, PoolConfig};
+    use crate::{GuardLevel, Pool, PoolConfig, Recycle};
 
     /// Counts error events, and panics on each.
     struct PanicsOnErrors(Arc<AtomicUsize>);
@@ -248,6 +251,65 @@ mod tests {
         // left to hand out.
         assert_eq!(stats.live_blocks, 1);
         let a = pool.acquire().unwrap();
+        assert!(
+            pool.acquire().is_err(),
+            "the withdrawn block was handed out"
+        );
+        drop(a);
+    }
+
+    /// A panic payload whose drop panics as well.
+    struct Bomb;
+
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("expected: a payload whose drop panics");
+        }
+    }
+
+    /// Recycled by a panic whose payload is a [`Bomb`]; no drop glue.
+    #[derive(Default)]
+    struct Jams(u64);
+
+    impl Recycle for Jams {
+        fn recycle(&mut self) {
+            std::panic::panic_any(Bomb);
+        }
+    }
+
+    /// The same with a `recycle` that panics first, with a payload whose drop panics: the
+    /// payload is gone before the guard's free runs the subscriber, whose panic then does
+    /// not unwind past it (which aborted).
+    #[test]
+    fn a_subscriber_panicking_after_a_panicking_recycle_stops_there_too() {
+        assert!(!core::mem::needs_drop::<Jams>());
+        let config = PoolConfig::new("release-recycle-subscriber-panics")
+            .guard(GuardLevel::Canary)
+            .capacity(2)
+            .max_capacity(2);
+        let pool = Pool::<Jams>::new_recycling(config).unwrap();
+        let mut h = pool.acquire().unwrap();
+        h.0 = 3;
+        let block = core::ptr::NonNull::from(&mut *h).cast::<u8>();
+        let node = pool.inner.as_ref().unwrap().nodes.pool(0).unwrap();
+        node.canary_of(block).unwrap().store(0, Ordering::Relaxed);
+        let errors = Arc::new(AtomicUsize::new(0));
+        let subscriber = PanicsOnErrors(Arc::clone(&errors));
+        let dropped = tracing::subscriber::with_default(subscriber, || {
+            catch_unwind(AssertUnwindSafe(|| drop(h)))
+        });
+        assert!(
+            dropped.is_ok(),
+            "a panic reached the code that dropped the handle"
+        );
+        assert_eq!(
+            errors.load(Ordering::SeqCst),
+            1,
+            "one event, for the damage"
+        );
+        assert_eq!(pool.stats().corruption_events, 1);
+        let a = pool.acquire().unwrap();
+        assert_eq!(a.0, 0, "the block that came back holds a fresh value");
         assert!(
             pool.acquire().is_err(),
             "the withdrawn block was handed out"
