@@ -138,14 +138,26 @@ pub(super) fn trim() -> usize {
         .map_while(retained)
         .map(|r| {
             r.drain(|ptr, len| {
-                let ptr = with_mapping_provenance(ptr);
                 // SAFETY: a kept mapping is one whole page-aligned mapping that nothing
                 // uses (`Retained` invariant), now ours alone (`drain`).
-                drop(unsafe { Region::from_raw(ptr, len, PAGE) });
-                LARGE.mapped.fetch_sub(len, Ordering::Relaxed);
+                unsafe { unmap_kept(ptr, len) };
             })
         })
         .sum()
+}
+
+/// Unmaps a kept mapping of `len` bytes, whatever the provenance of `ptr` (the pointer
+/// it was freed with).
+///
+/// # Safety
+///
+/// `ptr..ptr + len` is one whole page-aligned mapping that was kept, now taken from its
+/// slot by the caller, who does not use it afterwards.
+unsafe fn unmap_kept(ptr: NonNull<u8>, len: usize) {
+    let ptr = with_mapping_provenance(ptr);
+    // SAFETY: as the caller promises; with the mapping's own provenance.
+    drop(unsafe { Region::from_raw(ptr, len, PAGE) });
+    LARGE.mapped.fetch_sub(len, Ordering::Relaxed);
 }
 
 /// The node (a heap index) whose kept mappings take the mapping at `ptr` when it is freed:
@@ -167,7 +179,7 @@ fn home_node(ptr: NonNull<u8>) -> usize {
 /// is kept as the caller's pointer (a pointer of the mapping, which leak checkers follow)
 /// and re-derived when it is taken or unmapped.
 fn with_mapping_provenance(ptr: NonNull<u8>) -> NonNull<u8> {
-    let mapping: *mut u8 = core::ptr::with_exposed_provenance_mut(ptr.as_ptr() as usize);
+    let mapping: *mut u8 = core::ptr::with_exposed_provenance_mut(ptr.as_ptr().addr());
     NonNull::new(mapping).unwrap_or(ptr)
 }
 
@@ -356,7 +368,7 @@ mod tests {
         // SAFETY: the mapping holds `len - 100` bytes at least, ours alone.
         let first = unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), len - 100) };
         first[0] = 1;
-        // A pointer derived from the slice: its provenance covers `len - 100` bytes.
+        // A pointer whose provenance covers its one byte.
         let narrow = NonNull::from(&mut first[0]);
         // SAFETY: allocated above with `narrow_layout`, not used again.
         unsafe { free(narrow, narrow_layout) };
@@ -368,11 +380,67 @@ mod tests {
         assert_eq!(whole[len - 1], 2);
         // SAFETY: allocated above with `whole_layout`, not used again.
         unsafe { free(q, whole_layout) };
-        // Unmapped here rather than by `trim`, which would take other tests' kept mappings.
-        let kept = retained(thread_node()).and_then(|r| r.take(len)).unwrap();
-        // SAFETY: a kept mapping of `len` bytes, taken from its slot: ours alone.
-        drop(unsafe { Region::from_raw(with_mapping_provenance(kept), len, PAGE) });
-        LARGE.mapped.fetch_sub(len, Ordering::Relaxed);
+        unmap_own_kept(len);
+    }
+
+    /// Unmaps the kept mapping of `len` bytes (a length only the calling test asks for)
+    /// as `trim` would, without taking other tests' kept mappings; it may be gone already
+    /// (a concurrent `trim`).
+    fn unmap_own_kept(len: usize) {
+        if let Some(kept) = retained(thread_node()).and_then(|r| r.take(len)) {
+            // SAFETY: a kept mapping of `len` bytes, taken from its slot: ours alone.
+            unsafe { unmap_kept(kept, len) };
+        }
+    }
+
+    /// A pointer whose provenance covers the first byte of the mapping at `p` only, as a
+    /// `Box<u8>`'s would.
+    fn narrow(p: NonNull<u8>) -> NonNull<u8> {
+        // SAFETY: `p` starts a mapping of at least one byte, ours alone.
+        NonNull::from(unsafe { &mut *p.as_ptr() })
+    }
+
+    /// A kept mapping freed through a narrow pointer is unmapped whole (as `trim` does);
+    /// Miri's Stacked Borrows refused the unmap with the narrow pointer's provenance.
+    #[test]
+    fn a_mapping_kept_through_a_narrow_pointer_is_unmapped_whole() {
+        let len = 39 * PAGE;
+        let layout = Layout::from_size_align(len, 8).unwrap();
+        let p = allocate(layout).unwrap();
+        // SAFETY: allocated above with `layout`, not used again.
+        unsafe { free(narrow(p), layout) };
+        unmap_own_kept(len);
+    }
+
+    /// A mapping too long to keep, freed through a narrow pointer, is unmapped whole.
+    #[test]
+    fn a_mapping_too_long_to_keep_freed_through_a_narrow_pointer_is_unmapped_whole() {
+        let long = (MAX_PAGES + 1) * PAGE;
+        let layout = Layout::from_size_align(long, 8).unwrap();
+        let p = allocate(layout).unwrap();
+        // SAFETY: allocated above with `layout`, not used again.
+        unsafe { free(narrow(p), layout) };
+    }
+
+    /// A mapping resized through a narrow pointer moves whole.
+    #[test]
+    fn a_mapping_resized_through_a_narrow_pointer_moves_whole() {
+        let long = (MAX_PAGES + 1) * PAGE;
+        let layout = Layout::from_size_align(41 * PAGE, 8).unwrap();
+        let p = allocate(layout).unwrap();
+        let last = p.as_ptr().wrapping_add(41 * PAGE - 1);
+        // SAFETY: the mapping holds `41 * PAGE` bytes, ours alone: `last` is its last.
+        unsafe { last.write(9) };
+        // SAFETY: allocated above with `layout`; not used again if it moves.
+        let q = unsafe { reallocate(narrow(p), layout, long) }.unwrap_or(p);
+        let grown = Layout::from_size_align(if q == p { 41 * PAGE } else { long }, 8).unwrap();
+        // SAFETY: the mapping holds `grown.size()` bytes and kept the old ones.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(q.as_ptr(), grown.size()) };
+        assert_eq!(bytes[41 * PAGE - 1], 9);
+        bytes[grown.size() - 1] = 1;
+        // SAFETY: the mapping of `grown`, not used again.
+        unsafe { free(q, grown) };
+        unmap_own_kept(41 * PAGE);
     }
 
     #[test]
