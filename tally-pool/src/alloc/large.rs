@@ -271,10 +271,11 @@ pub(super) unsafe fn free(ptr: NonNull<u8>, layout: Layout) {
     counts.frees.fetch_add(1, Ordering::Relaxed);
     if layout.align() <= PAGE && len <= MAX_PAGES * PAGE {
         if let Some(kept) = retained(home_node(ptr)) {
+            // Kept as the caller's pointer: `reuse` and `trim` re-derive it
+            // (`with_mapping_provenance`).
             // SAFETY: `ptr..ptr + len` is one whole page-aligned mapping (`allocate`
             // made it for `layout`, whose alignment is at most a page) that the caller
-            // gives up (contract). Kept as the caller's pointer: `reuse` and `trim`
-            // re-derive it (`with_mapping_provenance`).
+            // gives up (contract).
             if unsafe { kept.put(ptr, len) } {
                 return;
             }

@@ -214,6 +214,21 @@ mod tests {
         fn exit(&self, _: &Id) {}
     }
 
+    /// Damages the canary after `h`'s value, as an overrun would, and drops `h` under a
+    /// subscriber that panics on every error event: whether the drop returned, and how
+    /// many error events the subscriber saw.
+    fn drop_damaged<T: 'static>(pool: &Pool<T>, mut h: crate::Handle<T>) -> (bool, usize) {
+        let block = core::ptr::NonNull::from(&mut *h).cast::<u8>();
+        let node = pool.inner.as_ref().unwrap().nodes.pool(0).unwrap();
+        node.canary_of(block).unwrap().store(0, Ordering::Relaxed);
+        let errors = Arc::new(AtomicUsize::new(0));
+        let subscriber = PanicsOnErrors(Arc::clone(&errors));
+        let dropped = tracing::subscriber::with_default(subscriber, || {
+            catch_unwind(AssertUnwindSafe(|| drop(h)))
+        });
+        (dropped.is_ok(), errors.load(Ordering::SeqCst))
+    }
+
     /// A handle of a type without drop glue cannot unwind from its drop: a subscriber that
     /// panics while it reports the damage a guard found in the block stops there (before,
     /// the panic reached a function that cannot unwind, and the process aborted), and the
@@ -225,25 +240,13 @@ mod tests {
             .capacity(2)
             .max_capacity(2);
         let pool = Pool::<u64>::new(config).unwrap();
-        let mut h = pool.acquire_with(5).unwrap();
-        let block = core::ptr::NonNull::from(&mut *h).cast::<u8>();
-        let node = pool.inner.as_ref().unwrap().nodes.pool(0).unwrap();
-        // An overrun of the value: the word after it is the guard's canary.
-        node.canary_of(block).unwrap().store(0, Ordering::Relaxed);
-        let errors = Arc::new(AtomicUsize::new(0));
-        let subscriber = PanicsOnErrors(Arc::clone(&errors));
-        let dropped = tracing::subscriber::with_default(subscriber, || {
-            catch_unwind(AssertUnwindSafe(|| drop(h)))
-        });
+        let h = pool.acquire_with(5).unwrap();
+        let (returned, errors) = drop_damaged(pool, h);
         assert!(
-            dropped.is_ok(),
+            returned,
             "the panic reached the code that dropped the handle"
         );
-        assert_eq!(
-            errors.load(Ordering::SeqCst),
-            1,
-            "one event, for the damage"
-        );
+        assert_eq!(errors, 1, "one event, for the damage");
         let stats = pool.stats();
         assert_eq!(stats.corruption_events, 1);
         // The guard refused the free: the block is out of circulation, never freed, so it
@@ -290,23 +293,9 @@ mod tests {
         let pool = Pool::<Jams>::new_recycling(config).unwrap();
         let mut h = pool.acquire().unwrap();
         h.0 = 3;
-        let block = core::ptr::NonNull::from(&mut *h).cast::<u8>();
-        let node = pool.inner.as_ref().unwrap().nodes.pool(0).unwrap();
-        node.canary_of(block).unwrap().store(0, Ordering::Relaxed);
-        let errors = Arc::new(AtomicUsize::new(0));
-        let subscriber = PanicsOnErrors(Arc::clone(&errors));
-        let dropped = tracing::subscriber::with_default(subscriber, || {
-            catch_unwind(AssertUnwindSafe(|| drop(h)))
-        });
-        assert!(
-            dropped.is_ok(),
-            "a panic reached the code that dropped the handle"
-        );
-        assert_eq!(
-            errors.load(Ordering::SeqCst),
-            1,
-            "one event, for the damage"
-        );
+        let (returned, errors) = drop_damaged(pool, h);
+        assert!(returned, "a panic reached the code that dropped the handle");
+        assert_eq!(errors, 1, "one event, for the damage");
         assert_eq!(pool.stats().corruption_events, 1);
         let a = pool.acquire().unwrap();
         assert_eq!(a.0, 0, "the block that came back holds a fresh value");
