@@ -334,6 +334,12 @@ impl BlockPoolStats {
 pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
+    /// A counter at 0, in a `const` (outside loom, whose atomics have no `const` constructor).
+    #[cfg(not(loom))]
+    const fn zero() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
     #[inline]
     pub(crate) fn bump(&self) {
         self.add(1);
@@ -364,6 +370,19 @@ pub(crate) struct ThreadCounters {
     /// Blocks a guarded fast path popped, counted as allocations by the pop, then refused
     /// because their guard was broken.
     pub(crate) refused: Counter,
+}
+
+impl ThreadCounters {
+    /// Counters at 0, in a `const` (see [`Counter::zero`]).
+    #[cfg(not(loom))]
+    pub(crate) const fn zero() -> Self {
+        Self {
+            allocations: Counter::zero(),
+            frees: Counter::zero(),
+            depot_exchanges: Counter::zero(),
+            refused: Counter::zero(),
+        }
+    }
 }
 
 /// What one thread's counters for one pool said at one instant.

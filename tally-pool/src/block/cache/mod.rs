@@ -47,7 +47,8 @@
 //!   `FAST_SLOTS` and one that stays null for the rest.
 //! - A [`CacheCell`] a layer above keeps in its own `thread_local!` (one per
 //!   `#[derive(Pooled)]` type), bound on the first slow path, so that finding the cache is
-//!   one thread-local load.
+//!   one thread-local load. Unbound, it points at a shared cache that is closed for good,
+//!   so a pop through it needs no test of its own (`table::UNBOUND`).
 //! - A free through a block's chunk header (`fast_table::push_via_header`): the cache index
 //!   the header carries, compared with the one the thread's last such free used, whose
 //!   cache the fast table keeps a copy of; a miss looks the entry up out of line

@@ -28,7 +28,7 @@ struct Entry {
 /// Invariants: for every slot below [`fast_table::FAST_SLOTS`], the thread's fast-table
 /// entry for the slot is null or the address of the cache that `caches[slot]` holds, so it
 /// stays valid as long as that entry does. Every `(slot, cell)` in `bound` names a
-/// [`CacheCell`] of this thread whose pointer is null or the address of the cache
+/// [`CacheCell`] of this thread whose pointer is unbound or the address of the cache
 /// `caches[slot]` holds. (The cells are native thread-locals, as on every target this crate
 /// builds for, so their storage lasts until the thread ends, past this table's destructor.)
 /// `busy` is true exactly while a reference into `caches` or `bound` is live.
@@ -78,7 +78,7 @@ impl CacheTable {
         }
     }
 
-    /// Nulls every cell bound to `slot`, or to any slot if `None`.
+    /// Unbinds every cell bound to `slot`, or to any slot if `None`.
     fn unbind(&self, slot: Option<usize>) {
         // SAFETY: only this thread touches its table, and nothing else borrows `bound` now.
         let bound = unsafe { &mut *self.bound.get() };
@@ -88,7 +88,7 @@ impl CacheTable {
             }
             // SAFETY: table invariant: `cell` is a `CacheCell` of this thread, which lives
             // until the thread ends.
-            unsafe { (*cell).0.set(core::ptr::null()) };
+            unsafe { (*cell).unbind() };
             false
         });
     }
@@ -124,13 +124,33 @@ pub(crate) fn retire_current(pool: &Arc<PoolShared>) {
     });
 }
 
+/// The cache an unbound [`CacheCell`] points at (see [`ThreadCache::unbound`]): a pop
+/// through an unbound cell then misses on the cache's own checks, with no test of the cell
+/// of its own, which the hot path of every derived type's `acquire` would pay for.
+#[cfg(not(loom))]
+static UNBOUND: ThreadCache = ThreadCache::unbound();
+
+/// What an unbound [`CacheCell`] holds: the address of [`UNBOUND`]; null under loom, whose
+/// atomics cannot make a `static` (the pop then tests for it).
+const fn unbound() -> *const ThreadCache {
+    #[cfg(not(loom))]
+    {
+        &raw const UNBOUND
+    }
+    #[cfg(loom)]
+    {
+        core::ptr::null()
+    }
+}
+
 /// A cell, kept by a layer above in a `thread_local!`, that the calling thread's cache
 /// table binds to its cache of one pool (`bind`), so that finding the cache is one
 /// thread-local load. The typed layer keeps one per derived type, inside the type's
 /// `TypeCache<T>` (the derive names it `__private::TypeCache`).
 ///
-/// Invariant: null, or the address of the calling thread's cache of the pool it was bound
-/// to, held by the thread's cache table, which nulls the cell before it lets the cache go.
+/// Invariant: [`unbound()`], or the address of the calling thread's cache of the pool it
+/// was bound to, held by the thread's cache table, which unbinds the cell before it lets
+/// the cache go.
 #[derive(Debug)]
 pub(crate) struct CacheCell(Cell<*const ThreadCache>);
 
@@ -138,12 +158,17 @@ impl CacheCell {
     /// An unbound cell: the first slow path on each thread binds it.
     #[must_use]
     pub(crate) const fn new() -> Self {
-        Self(Cell::new(core::ptr::null()))
+        Self(Cell::new(unbound()))
     }
 
     /// Whether the cell is bound to a cache of the calling thread.
     pub(crate) fn is_bound(&self) -> bool {
-        !self.0.get().is_null()
+        !core::ptr::eq(self.0.get(), unbound())
+    }
+
+    /// Unbinds the cell: its pops miss until a slow path binds it again.
+    fn unbind(&self) {
+        self.0.set(unbound());
     }
 
     /// Pops a block off the calling thread's cache that the cell in `key` (a cell, or a
@@ -152,17 +177,20 @@ impl CacheCell {
     pub(crate) fn pop<C: AsRef<CacheCell> + 'static>(key: &'static LocalKey<C>) -> CellPop {
         // A closure this small keeps `with` inlined, so the access is one TLS load.
         let p = key.with(|cell| cell.as_ref().0.get());
+        #[cfg(loom)]
         if p.is_null() {
             return CellPop::Unbound;
         }
-        // SAFETY: type invariant: a non-null pointer is this thread's cache, kept alive by
-        // its table until the table nulls this cell, which happens only at thread exit or
-        // in a slow path of this thread; the borrow ends with this pop.
+        // SAFETY: type invariant: `p` is `UNBOUND`, a `static`, or this thread's cache, kept
+        // alive by its table until the table unbinds this cell, which happens only at thread
+        // exit or in a slow path of this thread; the borrow ends with this pop.
         let cache = unsafe { &*p };
         // SAFETY: the cache is this thread's (see above), and nothing else of this thread
-        // borrows its blocks now.
+        // borrows its blocks now; or it is `UNBOUND`, closed for good, whose pop misses
+        // before it touches the blocks or writes anything (`ThreadCache::unbound`).
         match unsafe { cache.pop() } {
             Some(block) => CellPop::Block(block),
+            None if core::ptr::eq(p, unbound()) => CellPop::Unbound,
             None => CellPop::Miss,
         }
     }
@@ -315,7 +343,7 @@ mod tests {
     fn a_call_from_inside_the_tables_use_leaves_the_table_alone() {
         let config = BlockPoolConfig::new(Layout::new::<u64>()).guard(GuardLevel::Off);
         let p = PoolShared::new(config).unwrap();
-        // A bound cell is a thread-local, as the table's invariant asks: the table nulls
+        // A bound cell is a thread-local, as the table's invariant asks: the table unbinds
         // it when the thread exits.
         std::thread_local! {
             static CELL: CacheCell = const { CacheCell::new() };
@@ -334,5 +362,57 @@ mod tests {
             assert_eq!(cell.is_bound(), p.fast_paths());
         });
         assert_eq!(with_cache(&p, |_, _| 7), Some(7));
+    }
+
+    /// An unbound cell's pop misses on the shared closed cache's own checks, from any
+    /// number of threads, and leaves it closed and empty; once bound, the cell pops from
+    /// the thread's cache; unbound again, it misses as before.
+    #[test]
+    fn an_unbound_cell_misses_on_the_shared_closed_cache() {
+        std::thread_local! {
+            static CELL: CacheCell = const { CacheCell::new() };
+        }
+        let config = BlockPoolConfig::new(Layout::new::<u64>()).guard(GuardLevel::Off);
+        let p = PoolShared::new(config).unwrap();
+        let unbound_pops = || {
+            (0..1000)
+                .filter(|_| matches!(CacheCell::pop(&CELL), CellPop::Unbound))
+                .count()
+        };
+        let threads: Vec<_> = (0..4).map(|_| std::thread::spawn(unbound_pops)).collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 1000);
+        }
+        assert_eq!(unbound_pops(), 1000);
+        let shared = &UNBOUND;
+        assert!(shared.is_closed());
+        let counts = shared.counts();
+        assert_eq!((counts.allocations, counts.frees, counts.cached), (0, 0, 0));
+        CELL.with(|cell| {
+            assert!(!cell.is_bound());
+            bind(&p, cell);
+            if !p.fast_paths() {
+                return; // a test binary full of pools may have filled the fast table
+            }
+            assert!(cell.is_bound());
+            // Bound to the thread's own cache: the first pop finds it empty, not unbound.
+            assert!(matches!(CacheCell::pop(&CELL), CellPop::Miss));
+            let block = p.allocate_uncached().unwrap();
+            // SAFETY: cell invariant: a bound cell holds this thread's cache, which its table
+            // keeps alive for this closure.
+            let cache = unsafe { &*cell.0.get() };
+            // SAFETY: this thread's cache of `p`, whose blocks nothing else borrows now;
+            // `block` is a block of `p` this test owns and gives to it.
+            assert!(unsafe { cache.push(block.as_ptr()) });
+            match CacheCell::pop(&CELL) {
+                CellPop::Block(b) => assert_eq!(b, block),
+                other => panic!("a bound cell must pop the block pushed: {other:?}"),
+            }
+            // SAFETY: as above; the cache flushes it to `p` when the thread exits.
+            assert!(unsafe { cache.push(block.as_ptr()) });
+            cell.unbind();
+            assert!(!cell.is_bound());
+            assert!(matches!(CacheCell::pop(&CELL), CellPop::Unbound));
+        });
     }
 }

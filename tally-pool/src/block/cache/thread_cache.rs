@@ -82,7 +82,7 @@ pub(crate) struct CachedBlocks {
 
 impl CachedBlocks {
     /// An empty cache that remembers no chunk.
-    pub(crate) fn new(stamp: u64) -> Self {
+    pub(crate) const fn new(stamp: u64) -> Self {
         Self {
             len: 0,
             remembered_first: 0,
@@ -156,8 +156,9 @@ pub(crate) struct ThreadCache {
     last_slow: StdAtomicU64,
 }
 
-// SAFETY: `blocks` is touched only by the owning thread (type invariant); the counters are
-// atomics; the block pointers are plain addresses.
+// SAFETY: `blocks` is touched only by the owning thread (type invariant), and never for
+// the shared cache of unbound cells, which has no owner (see `ThreadCache::unbound`); the
+// counters are atomics; the block pointers are plain addresses.
 unsafe impl Sync for ThreadCache {}
 // SAFETY: as above; a cache moves between threads only inside an `Arc` whose other holders
 // read counters alone.
@@ -180,6 +181,28 @@ impl ThreadCache {
                 ..CachedBlocks::new(stamp)
             }),
             counters: ThreadCounters::default(),
+            flush_requested: AtomicU32::new(0),
+            last_slow: StdAtomicU64::new(0),
+        }
+    }
+
+    /// The cache every unbound [`CacheCell`](super::CacheCell) points at: closed and
+    /// empty, held by no thread's table and listed in no pool's roster, so that nothing
+    /// ever reopens, closes, enters or counts it, and a fast operation on it misses on its
+    /// own checks (`limit` 0) without touching its blocks or writing anything. It stays as
+    /// this makes it for good, so every thread may read it at once. Outside loom, whose
+    /// atomics have no `const` constructor.
+    #[cfg(not(loom))]
+    pub(crate) const fn unbound() -> Self {
+        Self {
+            limit: AtomicUsize::new(0),
+            tally: AtomicU64::new(0),
+            settled_len: AtomicU64::new(0),
+            section: AtomicU64::new(0),
+            fresh_left: StdAtomicUsize::new(0),
+            pool_uid: 0,
+            blocks: StdUnsafeCell::new(CachedBlocks::new(0)),
+            counters: ThreadCounters::zero(),
             flush_requested: AtomicU32::new(0),
             last_slow: StdAtomicU64::new(0),
         }
