@@ -164,6 +164,26 @@ unsafe impl Sync for ThreadCache {}
 // read counters alone.
 unsafe impl Send for ThreadCache {}
 
+/// A closed, empty [`ThreadCache`] of the pool `$pool_uid` with `$counters`, attached to
+/// no thread: the body of [`ThreadCache::detached`] and of the `const`
+/// `ThreadCache::unbound`.
+macro_rules! closed_cache {
+    ($pool_uid:expr, $counters:expr) => {
+        ThreadCache {
+            limit: AtomicUsize::new(0),
+            tally: AtomicU64::new(0),
+            settled_len: AtomicU64::new(0),
+            section: AtomicU64::new(0),
+            fresh_left: StdAtomicUsize::new(0),
+            pool_uid: $pool_uid,
+            blocks: StdUnsafeCell::new(CachedBlocks::new(0)),
+            counters: $counters,
+            flush_requested: AtomicU32::new(0),
+            last_slow: StdAtomicU64::new(0),
+        }
+    };
+}
+
 impl ThreadCache {
     /// An open, empty cache of the pool `pool_uid`, whose fast paths may hold `limit`
     /// blocks (the pool's `cache_limit`), in step with the pool stamp `stamp`, for blocks
@@ -194,34 +214,12 @@ impl ThreadCache {
     /// atomics have no `const` constructor.
     #[cfg(not(loom))]
     pub(crate) const fn unbound() -> Self {
-        Self {
-            limit: AtomicUsize::new(0),
-            tally: AtomicU64::new(0),
-            settled_len: AtomicU64::new(0),
-            section: AtomicU64::new(0),
-            fresh_left: StdAtomicUsize::new(0),
-            pool_uid: 0,
-            blocks: StdUnsafeCell::new(CachedBlocks::new(0)),
-            counters: ThreadCounters::zero(),
-            flush_requested: AtomicU32::new(0),
-            last_slow: StdAtomicU64::new(0),
-        }
+        closed_cache!(0, ThreadCounters::zero())
     }
 
     /// A cache attached to no thread table, for counting the work of one slow-path call.
     pub(crate) fn detached(pool_uid: u64) -> Self {
-        Self {
-            limit: AtomicUsize::new(0),
-            tally: AtomicU64::new(0),
-            settled_len: AtomicU64::new(0),
-            section: AtomicU64::new(0),
-            fresh_left: StdAtomicUsize::new(0),
-            pool_uid,
-            blocks: StdUnsafeCell::new(CachedBlocks::new(0)),
-            counters: ThreadCounters::default(),
-            flush_requested: AtomicU32::new(0),
-            last_slow: StdAtomicU64::new(0),
-        }
+        closed_cache!(pool_uid, ThreadCounters::default())
     }
 
     /// Starts a slow path of the owner thread: settles the fast paths' counts into
