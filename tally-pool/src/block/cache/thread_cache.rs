@@ -416,7 +416,8 @@ impl ThreadCache {
     ///
     /// The calling thread owns this cache (its table or fast table gave it), and holds no
     /// other reference to its blocks but a section's (in which the pop misses without
-    /// touching them: see [`IN_SECTION`]).
+    /// touching them: see [`IN_SECTION`]); or the cache is the one [`Self::unbound`] made,
+    /// whose count and limit stay 0, so that the pop only reads them and misses.
     #[inline(always)]
     pub(crate) unsafe fn pop(&self) -> Option<NonNull<u8>> {
         let tally = self.tally.load(Ordering::Relaxed);
